@@ -1,0 +1,44 @@
+//! `mmkit-bench`: mmkit measured side by side with its peers, in one run.
+//!
+//! Every suite prints a table of medians and ratios; `all` runs them all.
+
+mod array;
+mod queue;
+mod region;
+mod sync;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of mmkit against its peers.
+#[derive(Debug, Parser)]
+#[command(name = "mmkit-bench", after_help = "Example:\n  cargo run --release -p mmkit-bench -- region")]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// Mapping layer: scans, random reads, copy, residency.
+    Region(region::Args),
+    /// Synchronization: lock costs and wake latency.
+    Sync(sync::Args),
+    /// The queue against raw rings, sockets, pipes, crossbeam, yaque, queue-file, NATS.
+    Queue(queue::Args),
+    /// Arrays against numpy.memmap.
+    Array(array::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.suite {
+        Suite::Region(a) => region::run(a),
+        Suite::Sync(a) => sync::run(a),
+        Suite::Queue(a) => queue::run(a),
+        Suite::Array(a) => array::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("mmkit-bench: {e}");
+        std::process::exit(1);
+    }
+}

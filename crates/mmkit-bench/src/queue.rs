@@ -1,0 +1,10 @@
+//! The `queue` suite. (Skeleton; being written.)
+
+/// Options of the `queue` suite.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the suite and prints its table.
+pub fn run(_args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    Ok(())
+}

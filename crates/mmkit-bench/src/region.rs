@@ -1,0 +1,10 @@
+//! The `region` suite. (Skeleton; being written.)
+
+/// Options of the `region` suite.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Runs the suite and prints its table.
+pub fn run(_args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! mmkit-queue (being written).
+
+/// The crate's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Placeholder.
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,188 @@
+//! Checked, race-tolerant access to memory that other processes may write.
+//!
+//! Memory shared with another process can change at any moment, so handing
+//! out `&[u8]` over it would let safe code observe a "immutable" slice
+//! changing under it. Instead, everything here copies with volatile
+//! accesses, or hands out atomics, after checking the range against the
+//! mapping's length.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Bounds-checked access to a mapped byte range.
+///
+/// Implemented by [`Mapping`](crate::Mapping) and
+/// [`GrowableFile`](crate::GrowableFile). Implementors supply the raw
+/// pointer, the length, writability and the SIGBUS poison check; the
+/// provided methods do the rest.
+///
+/// # Safety
+///
+/// Implementors promise that `base()` points to `size()` bytes that stay
+/// mapped (readable, and writable when `writable()` is true) for as long as
+/// `&self` lives.
+pub unsafe trait Access {
+    /// Pointer to offset 0.
+    fn base(&self) -> *mut u8;
+    /// Number of accessible bytes.
+    fn size(&self) -> usize;
+    /// Whether writes are allowed.
+    fn writable(&self) -> bool;
+    /// The file behind the memory, for error messages.
+    fn path(&self) -> Option<&Path>;
+    /// Returns [`Error::Poisoned`] when a SIGBUS was caught in this memory.
+    fn check_poison(&self, op: &'static str) -> Result<()>;
+
+    /// Checks that `offset..offset+len` lies inside, and returns its start.
+    fn checked_ptr(&self, op: &'static str, offset: u64, len: usize) -> Result<*mut u8> {
+        let size = self.size() as u64;
+        let end = offset.checked_add(len as u64);
+        match end {
+            Some(end) if end <= size => {
+                // The range lies inside `size()`, which fits in `usize`.
+                Ok(self.base().wrapping_add(offset as usize))
+            }
+            _ => Err(Error::OutOfBounds {
+                op,
+                path: self.path().map(Path::to_path_buf),
+                offset,
+                len: len as u64,
+                size,
+            }),
+        }
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` into `buf`.
+    ///
+    /// The copy is volatile: another process may be writing the bytes at
+    /// the same time, and the result is then some mix of old and new
+    /// bytes, never undefined behaviour. Returns [`Error::Poisoned`] if the
+    /// file was truncated under the mapping.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let src = self.checked_ptr("read", offset, buf.len())?;
+        // SAFETY: `checked_ptr` proved `src..src+len` is inside the mapping,
+        // which the `Access` contract keeps mapped while `&self` lives;
+        // `buf` is a distinct, exclusively borrowed Rust allocation.
+        unsafe { volatile_copy(src, buf.as_mut_ptr(), buf.len()) };
+        self.check_poison("read")
+    }
+
+    /// Copies `data` into the mapping at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.require_writable("write")?;
+        let dst = self.checked_ptr("write", offset, data.len())?;
+        // SAFETY: as in `read_at`; the mapping is writable (checked above)
+        // and `data` cannot overlap it because it is a `&[u8]` we never
+        // hand out over mapped memory.
+        unsafe { volatile_copy(data.as_ptr(), dst, data.len()) };
+        self.check_poison("write")
+    }
+
+    /// Fills `len` bytes at `offset` with `byte`.
+    fn fill_at(&self, offset: u64, len: usize, byte: u8) -> Result<()> {
+        self.require_writable("fill")?;
+        let dst = self.checked_ptr("fill", offset, len)?;
+        for i in 0..len {
+            // SAFETY: `dst..dst+len` is inside the writable mapping.
+            unsafe { dst.add(i).write_volatile(byte) };
+        }
+        self.check_poison("fill")
+    }
+
+    /// Returns an error unless the memory is writable.
+    fn require_writable(&self, op: &'static str) -> Result<()> {
+        if self.writable() {
+            Ok(())
+        } else {
+            Err(Error::ReadOnly { op, path: self.path().map(Path::to_path_buf) })
+        }
+    }
+
+    /// A shared `AtomicU32` at `offset`, which must be 4-byte aligned.
+    ///
+    /// The memory must be writable: a store through an atomic over a
+    /// read-only mapping would fault. Use [`Access::load_u32`] to read
+    /// read-only memory.
+    fn atomic_u32(&self, offset: u64) -> Result<&AtomicU32> {
+        self.require_writable("atomic_u32")?;
+        let ptr = self.aligned_ptr("atomic_u32", offset, 4)?;
+        // SAFETY: `ptr` is in bounds, 4-aligned and writable, and stays
+        // mapped for the lifetime of `&self`. `AtomicU32` has the size and
+        // alignment of `u32`; other processes access the word only through
+        // atomics (the layouts in `docs/` say so), and any bit pattern is a
+        // valid `u32`.
+        Ok(unsafe { AtomicU32::from_ptr(ptr.cast()) })
+    }
+
+    /// A shared `AtomicU64` at `offset`, which must be 8-byte aligned.
+    fn atomic_u64(&self, offset: u64) -> Result<&AtomicU64> {
+        self.require_writable("atomic_u64")?;
+        let ptr = self.aligned_ptr("atomic_u64", offset, 8)?;
+        // SAFETY: as in `atomic_u32`, with 8-byte size and alignment.
+        Ok(unsafe { AtomicU64::from_ptr(ptr.cast()) })
+    }
+
+    /// Atomically loads the `u32` at `offset` (4-byte aligned); works on
+    /// read-only memory too.
+    fn load_u32(&self, offset: u64, order: Ordering) -> Result<u32> {
+        let ptr = self.aligned_ptr("load_u32", offset, 4)?;
+        // SAFETY: in bounds, aligned, mapped while `&self` lives; an atomic
+        // load never writes, so a read-only mapping is fine.
+        let v = unsafe { AtomicU32::from_ptr(ptr.cast()) }.load(order);
+        self.check_poison("load_u32")?;
+        Ok(v)
+    }
+
+    /// Atomically loads the `u64` at `offset` (8-byte aligned); works on
+    /// read-only memory too.
+    fn load_u64(&self, offset: u64, order: Ordering) -> Result<u64> {
+        let ptr = self.aligned_ptr("load_u64", offset, 8)?;
+        // SAFETY: as in `load_u32`.
+        let v = unsafe { AtomicU64::from_ptr(ptr.cast()) }.load(order);
+        self.check_poison("load_u64")?;
+        Ok(v)
+    }
+
+    /// Checks bounds and `align`-alignment of the absolute address.
+    fn aligned_ptr(&self, op: &'static str, offset: u64, align: usize) -> Result<*mut u8> {
+        let ptr = self.checked_ptr(op, offset, align)?;
+        if (ptr as usize) % align != 0 {
+            return Err(Error::Misaligned { op, offset, align: align as u64 });
+        }
+        Ok(ptr)
+    }
+}
+
+/// Copies `len` bytes with volatile byte-wise semantics, in word-sized
+/// steps where alignment allows.
+///
+/// # Safety
+///
+/// `src` must be readable and `dst` writable for `len` bytes, and the two
+/// ranges must not overlap.
+pub(crate) unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    let word = std::mem::size_of::<usize>();
+    if (src as usize) % word == (dst as usize) % word {
+        while i < len && (src as usize + i) % word != 0 {
+            // SAFETY: `i < len`, inside both ranges per the contract.
+            unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+            i += 1;
+        }
+        while i + word <= len {
+            // SAFETY: `i + word <= len` and both pointers are word-aligned.
+            unsafe {
+                let v = src.add(i).cast::<usize>().read_volatile();
+                dst.add(i).cast::<usize>().write_volatile(v);
+            }
+            i += word;
+        }
+    }
+    while i < len {
+        // SAFETY: `i < len`.
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+        i += 1;
+    }
+}
