@@ -40,6 +40,7 @@ mod access;
 mod error;
 mod file;
 mod mapping;
+pub mod residency;
 pub mod sigbus;
 
 pub use access::Access;
