@@ -5,13 +5,13 @@
 
 mod array_cmd;
 mod demo;
-mod error;
 mod queue_cmd;
 mod region_cmds;
 
 use clap::{Parser, Subcommand};
 
-pub use error::{CliError, CliResult};
+
+pub use mmkit_cli::{CliError, CliResult, error};
 
 /// Memory-mapped data toolkit.
 #[derive(Debug, Parser)]
@@ -51,8 +51,30 @@ fn run(cli: Cli) -> CliResult<()> {
     }
 }
 
+/// Parses the command line; usage errors become one line and exit 2, like
+/// every other error (help and version print as usual).
+fn parse() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("mmkit: {} (see --help)", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     if let Err(err) = run(cli) {
         eprintln!("mmkit: {}", error::one_line(&err));
         std::process::exit(1);

@@ -1,9 +1,59 @@
-//! mmkit-queue (being written).
+//! A persistent, cross-process, multi-producer message queue on
+//! memory-mapped segment files.
+//!
+//! A queue is a directory holding a `meta` file and preallocated segment
+//! files mapped `MAP_SHARED`. Producers in any number of threads and
+//! processes claim space with one atomic `fetch_add` on the active
+//! segment's tail, copy the payload, and publish it with one Release store;
+//! readers follow with one Acquire load and a CRC32C check, and park on a
+//! futex when idle. A producer killed between claim and commit is detected
+//! by liveness (pid plus start time) and its space turned into padding.
+//! The format is in `docs/queue-format.md`.
+//!
+//! ```
+//! use mmkit_queue::{Queue, Start};
+//! use std::time::Duration;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let queue = Queue::options().create(true).segment_size(1 << 20).open(dir.path().join("q"))?;
+//!
+//! let mut producer = queue.producer()?;
+//! let first = producer.append(b"hello")?;
+//! let mut claim = producer.claim(5)?; // zero-copy: fill in place
+//! claim.copy_from_slice(b"world");
+//! claim.commit()?;
+//!
+//! let mut reader = queue.reader(Start::Beginning)?;
+//! let record = reader.next_timeout(Some(Duration::from_secs(1)))?.expect("a message");
+//! assert_eq!((record.index(), record.payload()), (first, &b"hello"[..]));
+//!
+//! // A named cursor remembers its position across restarts.
+//! let mut cursor = queue.cursor("billing")?;
+//! while cursor.next()?.is_some() {}
+//! cursor.commit()?;
+//! assert_eq!(queue.cursor("billing")?.position(), cursor.position());
+//! # Ok(())
+//! # }
+//! ```
 
-/// The crate's error type.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Placeholder.
-    #[error("{0}")]
-    Other(String),
-}
+mod cursor;
+mod error;
+pub mod format;
+mod group;
+mod meta;
+mod ops;
+mod producer;
+mod queue;
+mod reader;
+mod segment;
+
+pub use cursor::{Cursor, CursorInfo};
+pub use error::{Error, Result};
+pub use format::{index_segment, index_seq, make_index};
+pub use group::GroupMember;
+pub use mmkit_sync::WaitPolicy;
+pub use ops::{CheckReport, CorruptInfo, GroupInfo, QueueStat, RecordInfo, RetentionReport, SegmentInfo};
+pub use producer::{Claim, Producer};
+pub use queue::{Durability, OpenOptions, Queue, Retention, Start};
+pub use reader::{Reader, Record};

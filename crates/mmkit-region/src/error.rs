@@ -104,6 +104,21 @@ pub enum Error {
         /// The file involved, if any.
         path: Option<PathBuf>,
     },
+    /// The file could not be extended: the disk or quota is full, or the
+    /// file-size limit (`RLIMIT_FSIZE`) is reached. Reported at grow time,
+    /// so a later write through the mapping cannot hit SIGBUS instead.
+    #[error("{op} {}: cannot extend the file to {len} bytes: {source}", display_path(.path))]
+    NoSpace {
+        /// The operation.
+        op: &'static str,
+        /// The file involved, if any.
+        path: Option<PathBuf>,
+        /// The length asked for.
+        len: u64,
+        /// The underlying OS error (`ENOSPC`, `EDQUOT` or `EFBIG`).
+        #[source]
+        source: io::Error,
+    },
     /// A value does not fit the request (a size too large for this
     /// platform, an unsupported option, a reservation too small...).
     #[error("{op} {}: {reason}", display_path(.path))]
@@ -133,7 +148,7 @@ impl Error {
     /// The OS error kind, when this is an I/O error.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            Error::Io { source, .. } => Some(source.kind()),
+            Error::Io { source, .. } | Error::NoSpace { source, .. } => Some(source.kind()),
             _ => None,
         }
     }
@@ -141,7 +156,7 @@ impl Error {
     /// The raw OS error number, when this is an I/O error.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::NoSpace { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

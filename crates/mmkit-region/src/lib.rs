@@ -18,6 +18,9 @@
 //! safe code: the [`Access`] trait copies in and out with volatile
 //! accesses and hands out atomics at checked offsets.
 //!
+//! `docs/region.md` in the repository describes the mechanisms (tail-page
+//! semantics, growth, the SIGBUS handler and its limits, shm naming).
+//!
 //! ```
 //! use mmkit_region::{Access, MapOptions, Mode};
 //! let dir = tempfile::tempdir()?;
@@ -39,12 +42,16 @@
 mod access;
 mod error;
 mod file;
+mod growable;
 mod mapping;
+pub mod memfd;
 pub mod residency;
+pub mod shm;
 pub mod sigbus;
 
 pub use access::Access;
 pub use error::{Error, Result};
+pub use growable::GrowableFile;
 pub use mapping::{Advice, HugePages, MapOptions, Mapping, Mode, Protection, Share, UncheckedAdvice};
 
 /// The system page size in bytes.

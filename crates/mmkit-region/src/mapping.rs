@@ -165,7 +165,13 @@ impl MapOptions {
 
     /// Number of bytes to map; defaults to the rest of the file. Need not
     /// be a page multiple: only `len` bytes are reachable through the
-    /// mapping, although the kernel maps whole pages.
+    /// checked API, although the kernel maps whole pages.
+    ///
+    /// Tail-page semantics: the bytes of the last page past `len` are still
+    /// mapped. Past the end of the *file* they read as zeros and writes to
+    /// them never reach the file (the file does not grow); before the end of
+    /// the file they are ordinary file bytes. A whole page past the end of
+    /// the file raises SIGBUS when touched (see [`crate::sigbus`]).
     pub fn len(&mut self, len: usize) -> &mut Self {
         self.len = Some(len);
         self
@@ -295,8 +301,20 @@ impl MapOptions {
             _ => ProtFlags::READ | ProtFlags::WRITE,
         };
         // SAFETY: a fresh anonymous mapping aliases nothing.
-        let base = unsafe { mm::mmap_anonymous(std::ptr::null_mut(), len, prot, flags) }
-            .map_err(|e| Error::io("mmap anonymous", None, e))?;
+        let base = unsafe { mm::mmap_anonymous(std::ptr::null_mut(), len, prot, flags) }.map_err(|e| {
+            if self.huge == HugePages::Explicit && e == rustix::io::Errno::NOMEM {
+                Error::Invalid {
+                    op: "mmap anonymous (MAP_HUGETLB)",
+                    path: None,
+                    reason: format!(
+                        "not enough free huge pages for {len} bytes in the hugetlb pool; \
+                         raise /proc/sys/vm/nr_hugepages or use HugePages::Transparent"
+                    ),
+                }
+            } else {
+                Error::io("mmap anonymous", None, e)
+            }
+        })?;
         let mode = match share {
             Share::Private => Mode::CopyOnWrite,
             Share::Shared => Mode::ReadWrite,
@@ -622,7 +640,10 @@ impl Mapping {
         self.guard.as_ref().is_some_and(sigbus::Guard::is_poisoned)
     }
 
-    /// The page-aligned start and length of the underlying kernel mapping.
+    /// The page-aligned start of the underlying kernel mapping, and the
+    /// number of bytes from there to the end of the requested range. The
+    /// kernel maps whole pages, so the last page may reach further (see
+    /// the tail-page notes on [`MapOptions::len`]).
     pub fn raw_parts(&self) -> (*mut u8, usize) {
         (self.map_base.as_ptr(), self.map_len)
     }

@@ -1,24 +1,288 @@
-//! Turning SIGBUS in a registered mapping into an error.
+//! Turning a SIGBUS in a registered mapping into [`Error::Poisoned`].
 //!
-//! (Skeleton: the process-wide handler is being written; `register`
-//! currently registers nothing.)
+//! # Why
+//!
+//! When the file behind a `MAP_SHARED` mapping is truncated by another
+//! process, touching a page past the new end raises `SIGBUS`, whose default
+//! action kills the process. No mmap API in any language turns that into an
+//! error. mmkit does what libwayland does: a process-wide `SIGBUS` handler
+//! looks up the faulting address in a registry of mappings; when it lies in
+//! one, the handler maps anonymous zero pages over the *whole* registered
+//! range with `MAP_FIXED`, marks the registration poisoned and returns. The
+//! faulting instruction runs again, now reading zeros, and the next checked
+//! operation ([`Access::read_at`](crate::Access::read_at) and friends)
+//! returns [`Error::Poisoned`](crate::Error::Poisoned).
+//!
+//! # On by default, for file-backed mappings
+//!
+//! [`MapOptions::sigbus_guard`](crate::MapOptions::sigbus_guard) defaults to
+//! `true`, and [`GrowableFile`](crate::GrowableFile) always registers its
+//! whole reserved range. The reasons:
+//!
+//! - the failure it prevents (a peer truncates a shared file; a sparse file
+//!   hits a full disk; a device goes away) is exactly the kind of outside
+//!   event a library for *shared* files must survive, and the alternative is
+//!   the death of the whole process;
+//! - it costs nothing on the access path: registration is a few atomic
+//!   stores at map time, the handler runs only when a SIGBUS happens;
+//! - it chains: a SIGBUS outside every registered range goes to the handler
+//!   that was installed before ours (Rust's std installs one), or to the
+//!   default action, so the process still dies as it would have.
+//!
+//! Anonymous mappings cannot raise SIGBUS this way and are not registered.
+//! Turn the guard off per mapping with `sigbus_guard(false)` if the process
+//! must own the SIGBUS disposition itself.
+//!
+//! # Limits
+//!
+//! - Data is lost, not recovered: after poisoning, the range is private
+//!   anonymous memory. Reads see zeros; writes land in that memory and never
+//!   reach the file. Only checked operations report [`Error::Poisoned`]; raw
+//!   pointers and `unsafe` slices simply see zeros.
+//! - Any SIGBUS in the range poisons the whole range, even pages still
+//!   backed by the file.
+//! - Another library that installs its own SIGBUS handler after us without
+//!   chaining to ours disables the mechanism; one that installs before us is
+//!   chained to.
+//! - The registry has [`CAPACITY`] slots. Mappings made while it is full are
+//!   simply not guarded (the process dies on SIGBUS as without mmkit).
+//! - The handler only replaces ranges it registered itself, so `MAP_FIXED`
+//!   never clobbers memory that belongs to someone else.
+//! - A SIGBUS sent with `kill(2)` (not a memory fault) is always chained.
+//! - The handler runs on the alternate signal stack when the thread has one
+//!   (`SA_ONSTACK`), as std's threads do.
+
+use std::sync::Once;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Number of mappings that can be registered at once.
+pub const CAPACITY: usize = 4096;
+
+/// One registry entry. `len == 0` means free. Writers bump `seq` to an odd
+/// value while they change `start`/`len` and back to even afterwards, so
+/// the handler can tell a consistent pair from a torn one.
+struct Slot {
+    seq: AtomicUsize,
+    start: AtomicUsize,
+    len: AtomicUsize,
+    claimed: AtomicBool,
+    poisoned: AtomicBool,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            seq: AtomicUsize::new(0),
+            start: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            claimed: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    fn publish(&self, start: usize, len: usize) {
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        self.start.store(start, Ordering::Release);
+        self.len.store(len, Ordering::Release);
+        self.seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A consistent `(start, len)` pair, or `None` while being rewritten.
+    fn read(&self) -> Option<(usize, usize)> {
+        let before = self.seq.load(Ordering::Acquire);
+        if before % 2 == 1 {
+            return None;
+        }
+        let start = self.start.load(Ordering::Acquire);
+        let len = self.len.load(Ordering::Acquire);
+        let after = self.seq.load(Ordering::Acquire);
+        (before == after && len != 0).then_some((start, len))
+    }
+}
+
+static TABLE: [Slot; CAPACITY] = [const { Slot::new() }; CAPACITY];
+static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
+static INSTALL: Once = Once::new();
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The SIGBUS disposition in force before ours, to chain to.
+static PREVIOUS: OnceLock<PrevAction> = OnceLock::new();
+
+/// `libc::sigaction` holds a raw function address; it is plain data.
+struct PrevAction(libc::sigaction);
+// SAFETY: the struct is plain old data (integers and a signal mask); it is
+// written once before our handler is installed and only read afterwards.
+unsafe impl Sync for PrevAction {}
+// SAFETY: as for `Sync`.
+unsafe impl Send for PrevAction {}
 
 /// A registration of one mapping with the SIGBUS handler; dropping it
 /// deregisters.
 #[derive(Debug)]
 pub struct Guard {
-    _slot: usize,
+    slot: usize,
 }
 
 impl Guard {
     /// True once the handler caught a SIGBUS inside the registered range.
     pub fn is_poisoned(&self) -> bool {
-        false
+        TABLE[self.slot].poisoned.load(Ordering::Acquire)
     }
 }
 
-/// Registers `len` bytes at `base`; `None` when the guard is disabled or
-/// the registry is full.
-pub(crate) fn register(_base: *mut u8, _len: usize) -> Option<Guard> {
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let slot = &TABLE[self.slot];
+        slot.publish(0, 0);
+        slot.poisoned.store(false, Ordering::Release);
+        slot.claimed.store(false, Ordering::Release);
+    }
+}
+
+/// Installs the process-wide handler now (it is otherwise installed by the
+/// first registration). Returns false if `sigaction` failed.
+pub fn install() -> bool {
+    INSTALL.call_once(|| {
+        // SAFETY: `sigaction` with a valid signal number and pointers to
+        // initialised structs; `handler` is async-signal-safe (it touches
+        // only atomics and makes raw syscalls).
+        let ok = unsafe { install_handler() };
+        INSTALLED.store(ok, Ordering::Release);
+    });
+    INSTALLED.load(Ordering::Acquire)
+}
+
+/// Whether the handler is installed in this process.
+pub fn is_installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+/// Number of registered ranges right now.
+pub fn registered() -> usize {
+    TABLE.iter().filter(|s| s.claimed.load(Ordering::Acquire)).count()
+}
+
+/// Registers `len` bytes at `base`; `None` when the handler could not be
+/// installed or the registry is full.
+pub(crate) fn register(base: *mut u8, len: usize) -> Option<Guard> {
+    if len == 0 || !install() {
+        return None;
+    }
+    // The kernel maps whole pages: cover the tail of the last one too.
+    let page = crate::page_size();
+    let len = len.checked_add(page - 1)? / page * page;
+    let hint = NEXT_HINT.load(Ordering::Relaxed);
+    for i in 0..CAPACITY {
+        let idx = (hint + i) % CAPACITY;
+        let slot = &TABLE[idx];
+        if slot.claimed.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            slot.poisoned.store(false, Ordering::Release);
+            slot.publish(base as usize, len);
+            NEXT_HINT.store(idx + 1, Ordering::Relaxed);
+            return Some(Guard { slot: idx });
+        }
+    }
     None
+}
+
+/// # Safety
+///
+/// Must be called at most once (from `INSTALL`).
+unsafe fn install_handler() -> bool {
+    // SAFETY: `sigaction` is plain data; all-zero is a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null `act` only queries the current disposition into `old`.
+    if unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) } != 0 {
+        return false;
+    }
+    let _ = PREVIOUS.set(PrevAction(old));
+    // SAFETY: as above, zero is a valid starting value.
+    let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+    let handler_fn: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
+    new.sa_sigaction = handler_fn as usize;
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+    // SAFETY: `new.sa_mask` is a valid sigset_t to initialise.
+    unsafe { libc::sigemptyset(&mut new.sa_mask) };
+    // SAFETY: valid signal and pointers; `handler` has the SA_SIGINFO
+    // signature and is async-signal-safe.
+    unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) == 0 }
+}
+
+/// The SIGBUS handler. Async-signal-safe: atomics and raw syscalls only,
+/// no locks, no allocation.
+extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid `siginfo_t` with SA_SIGINFO.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // si_code <= 0 means the signal was sent by a process, not a fault.
+    if code > 0 && poison_range_containing(addr) {
+        return;
+    }
+    // SAFETY: we are in a signal handler for `sig` with the kernel's
+    // `info` and `ctx`, exactly what the previous handler expects.
+    unsafe { chain(sig, info, ctx) };
+}
+
+/// Finds the registered range holding `addr`, replaces it with zero pages
+/// and marks it poisoned. Returns false if no range holds `addr` or the
+/// replacement failed.
+fn poison_range_containing(addr: usize) -> bool {
+    for slot in TABLE.iter() {
+        let Some((start, len)) = slot.read() else { continue };
+        if addr < start || addr - start >= len {
+            continue;
+        }
+        // SAFETY: `start..start+len` is a mapping this crate registered and
+        // still owns (guards deregister before unmapping, and the faulting
+        // access proves the owner is alive). Replacing it with fresh
+        // anonymous memory at the same address is what makes the retried
+        // access succeed. `mmap_anonymous` is a raw syscall, signal-safe.
+        let mapped = unsafe {
+            rustix::mm::mmap_anonymous(
+                start as *mut libc::c_void,
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED | rustix::mm::MapFlags::NORESERVE,
+            )
+        };
+        if mapped.is_err() {
+            return false;
+        }
+        slot.poisoned.store(true, Ordering::Release);
+        return true;
+    }
+    false
+}
+
+/// Hands the signal to the disposition that was in force before ours.
+///
+/// # Safety
+///
+/// Only from within the SIGBUS handler, with the kernel's arguments.
+unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let prev = PREVIOUS.get().map(|p| p.0.sa_sigaction).unwrap_or(libc::SIG_DFL);
+    let flags = PREVIOUS.get().map(|p| p.0.sa_flags).unwrap_or(0);
+    if prev == libc::SIG_DFL || prev == libc::SIG_IGN {
+        // A fault SIGBUS cannot be ignored: restore the default and return,
+        // so the retried access faults again and the kernel kills us with
+        // SIGBUS, exactly as without mmkit.
+        // SAFETY: zeroed `sigaction` with SIG_DFL (0) is valid;
+        // `sigaction` is async-signal-safe.
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+        return;
+    }
+    if flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: with SA_SIGINFO the previous handler has this signature.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(prev) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: without SA_SIGINFO the previous handler takes the signal
+        // number only.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev) };
+        f(sig);
+    }
 }

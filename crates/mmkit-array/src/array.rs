@@ -1,0 +1,730 @@
+//! [`MmapArray`]: a typed n-dimensional array over a mapped `.npy` file.
+
+use std::fs::{File, OpenOptions as FsOpenOptions};
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use mmkit_region::{Access, GrowableFile, MapOptions, Mapping, Mode};
+use rustix::fs::FlockOperation;
+
+use crate::dtype::{Descr, DescrError, Element};
+use crate::error::{Error, Result};
+use crate::header::{Header, HeaderSpec, ParseError, Version, element_count};
+use crate::view::{View, strides_for};
+
+/// Memory order of an array's elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Row-major (numpy's default, `fortran_order: False`).
+    #[default]
+    C,
+    /// Column-major (`fortran_order: True`).
+    Fortran,
+}
+
+/// What keeps the array's bytes mapped.
+pub(crate) enum Backing {
+    Map(Mapping),
+    Grow(GrowableFile),
+}
+
+impl Backing {
+    pub(crate) fn access(&self) -> &dyn Access {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Grow(g) => g,
+        }
+    }
+
+    fn flush(&self) -> Result<()> {
+        match self {
+            Backing::Map(m) => m.flush().map_err(Error::from),
+            Backing::Grow(g) => g.flush().map_err(Error::from),
+        }
+    }
+}
+
+/// How to open an existing `.npy` file; see [`MmapArray::options`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    mode: Mode,
+    exclusive: bool,
+    allow_unaligned: bool,
+    populate: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenOptions {
+    /// Read-only (numpy's mode `r`), not exclusive, aligned data required.
+    pub fn new() -> Self {
+        OpenOptions { mode: Mode::ReadOnly, exclusive: false, allow_unaligned: false, populate: false }
+    }
+
+    /// `Mode::ReadOnly` is numpy's `r`, `ReadWrite` is `r+`,
+    /// `CopyOnWrite` is `c`. (`w+` is [`MmapArray::create`].)
+    pub fn mode(&mut self, mode: Mode) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Take an exclusive `flock` on the file, which makes the zero-copy
+    /// [`MmapArray::data`] and [`MmapArray::data_mut`] available. See
+    /// [`MmapArray::data`] for what the lock does and does not exclude.
+    pub fn exclusive(&mut self, yes: bool) -> &mut Self {
+        self.exclusive = yes;
+        self
+    }
+
+    /// Accept data that starts at an offset not aligned for the element
+    /// type: element reads then copy byte-wise (they always do), and the
+    /// zero-copy accessors refuse.
+    pub fn allow_unaligned(&mut self, yes: bool) -> &mut Self {
+        self.allow_unaligned = yes;
+        self
+    }
+
+    /// Prefault the whole file at open (`MAP_POPULATE`).
+    pub fn populate(&mut self, yes: bool) -> &mut Self {
+        self.populate = yes;
+        self
+    }
+
+    /// Opens `path`.
+    pub fn open<T: Element>(&self, path: impl AsRef<Path>) -> Result<MmapArray<T>> {
+        let path = path.as_ref();
+        let src = path.display().to_string();
+        let file = FsOpenOptions::new()
+            .read(true)
+            .write(self.mode == Mode::ReadWrite)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io("open", &src, e))?;
+        let locked = lock(&file, &src, self.exclusive, self.mode == Mode::ReadWrite)?;
+        let size = file.metadata().map_err(|e| Error::io("stat", &src, e))?.len();
+        if size == 0 {
+            return Err(Error::NotNpy { src, reason: "the file is empty".into() });
+        }
+        let header = read_header_from_file(&file, size, &src)?;
+        let map = MapOptions::new().mode(self.mode).populate(self.populate).map_file_at(&file, Some(path))?;
+        let parts = Parts { backing: Backing::Map(map), file: Some(file), src, header, mode: self.mode };
+        MmapArray::from_parts(parts, self.allow_unaligned, locked && self.exclusive)
+    }
+
+    /// Opens an `.npy` image held in an existing mapping (a shared-memory
+    /// segment, a memfd, anonymous memory shared with a child). `name` is
+    /// used in error messages.
+    pub fn open_mapping<T: Element>(&self, map: Mapping, name: &str) -> Result<MmapArray<T>> {
+        let header = read_header_from(&map, name)?;
+        let mode = if map.writable() { map.mode() } else { Mode::ReadOnly };
+        let parts = Parts { backing: Backing::Map(map), file: None, src: name.to_string(), header, mode };
+        MmapArray::from_parts(parts, self.allow_unaligned, false)
+    }
+}
+
+/// How to create a new `.npy` file; see [`MmapArray::create_with`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Element order.
+    pub order: Order,
+    /// Header version ([`Version::Auto`] picks 1.0 unless the header is huge).
+    pub version: Version,
+    /// Take an exclusive `flock`, as [`OpenOptions::exclusive`].
+    pub exclusive: bool,
+    /// Lay the header out for in-place growth of the first axis.
+    pub growable: bool,
+}
+
+/// Takes the advisory lock: exclusive owners `LOCK_EX`, writers `LOCK_SH`.
+pub(crate) fn lock(file: &File, src: &str, exclusive: bool, writer: bool) -> Result<bool> {
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else if writer {
+        FlockOperation::NonBlockingLockShared
+    } else {
+        return Ok(false);
+    };
+    match rustix::fs::flock(file, op) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked {
+            src: src.to_string(),
+            reason: if exclusive {
+                "another mmkit array has it open for writing or exclusively"
+            } else {
+                "another process holds it exclusively"
+            },
+        }),
+        Err(e) => Err(Error::io("flock", src, e)),
+    }
+}
+
+pub(crate) fn parse_error(src: &str, size: u64, e: ParseError) -> Error {
+    match e {
+        ParseError::NotNpy(reason) => Error::NotNpy { src: src.to_string(), reason },
+        ParseError::Truncated { need, .. } => Error::Truncated { src: src.to_string(), needed: need as u64, size },
+        ParseError::Bad(reason) => Error::Header { src: src.to_string(), reason },
+    }
+}
+
+/// Reads and parses the header through positional reads.
+pub(crate) fn read_header_from_file(file: &File, size: u64, src: &str) -> Result<Header> {
+    let mut prefix = vec![0u8; size.min(12) as usize];
+    file.read_exact_at(&mut prefix, 0).map_err(|e| Error::io("read header", src, e))?;
+    let offset = Header::data_offset_of(&prefix).map_err(|e| parse_error(src, size, e))?;
+    if (offset as u64) > size {
+        let reason = format!("the file ends inside the header ({size} of {offset} bytes)");
+        return Err(Error::NotNpy { src: src.to_string(), reason });
+    }
+    let mut bytes = vec![0u8; offset];
+    file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("read header", src, e))?;
+    Header::parse(&bytes).map_err(|e| parse_error(src, size, e))
+}
+
+/// Reads and parses the header out of mapped memory (copying).
+pub(crate) fn read_header_from(mem: &dyn Access, src: &str) -> Result<Header> {
+    let size = mem.size() as u64;
+    let mut prefix = vec![0u8; mem.size().min(12)];
+    mem.read_at(0, &mut prefix)?;
+    let offset = Header::data_offset_of(&prefix).map_err(|e| parse_error(src, size, e))?;
+    if offset > mem.size() {
+        let reason = format!("the segment ends inside the header ({size} of {offset} bytes)");
+        return Err(Error::NotNpy { src: src.to_string(), reason });
+    }
+    let mut bytes = vec![0u8; offset];
+    mem.read_at(0, &mut bytes)?;
+    Header::parse(&bytes).map_err(|e| parse_error(src, size, e))
+}
+
+/// The header's dtype, or a clear error when it is not supported.
+pub(crate) fn descr_of(header: &Header, src: &str) -> Result<Descr> {
+    header.parse_descr().map_err(|e| Error::UnsupportedDtype {
+        src: src.to_string(),
+        descr: header.descr.clone(),
+        reason: if header.simple_descr { e.reason() } else { "structured dtypes are not supported" },
+    })
+}
+
+/// Checks the header's dtype against `T`.
+pub(crate) fn check_descr<T: Element>(header: &Header, src: &str) -> Result<Descr> {
+    let descr = descr_of(header, src)?;
+    if descr.dtype != T::DTYPE {
+        return Err(Error::DtypeMismatch {
+            src: src.to_string(),
+            expected: T::DTYPE.to_string(),
+            found: format!("{} ({})", descr.dtype, header.descr),
+        });
+    }
+    Ok(descr)
+}
+
+/// Bytes of data the header's shape needs, checked for overflow.
+pub(crate) fn data_bytes(shape: &[usize], elem: usize, src: &str) -> Result<u64> {
+    element_count(shape)
+        .and_then(|n| n.checked_mul(elem))
+        .and_then(|b| isize::try_from(b).ok())
+        .map(|b| b as u64)
+        .ok_or_else(|| Error::Shape {
+            src: src.to_string(),
+            shape: shape.to_vec(),
+            reason: "the array is larger than the address space".into(),
+        })
+}
+
+pub(crate) struct Parts {
+    pub(crate) backing: Backing,
+    pub(crate) file: Option<File>,
+    pub(crate) src: String,
+    pub(crate) header: Header,
+    pub(crate) mode: Mode,
+}
+
+/// A typed n-dimensional array kept in a mapped `.npy` file or
+/// shared-memory segment, numpy-compatible.
+///
+/// Safe element access copies: [`get`](MmapArray::get),
+/// [`read_row`](MmapArray::read_row), [`iter`](MmapArray::iter), views.
+/// Another process may change a shared file at any moment, so references
+/// into the mapping (`&[T]`) are only handed out by the `unsafe`
+/// [`data_unchecked`](MmapArray::data_unchecked) or to an exclusive owner
+/// ([`OpenOptions::exclusive`]).
+///
+/// ```
+/// use mmkit_array::{MmapArray, Mode};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("a.npy");
+/// let mut a = MmapArray::<f32>::create(&path, &[2, 3])?;
+/// a.set(&[1, 2], 7.5)?;
+/// drop(a);
+/// let a = MmapArray::<f32>::open(&path, Mode::ReadOnly)?;
+/// assert_eq!(a.shape(), &[2, 3]);
+/// assert_eq!(a.get(&[1, 2])?, 7.5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct MmapArray<T: Element> {
+    pub(crate) backing: Backing,
+    pub(crate) file: Option<File>,
+    pub(crate) src: String,
+    pub(crate) header: Header,
+    pub(crate) descr: Descr,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) order: Order,
+    pub(crate) mode: Mode,
+    pub(crate) exclusive: bool,
+    pub(crate) aligned: bool,
+    pub(crate) _t: PhantomData<T>,
+}
+
+impl<T: Element> std::fmt::Debug for MmapArray<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmapArray")
+            .field("src", &self.src)
+            .field("descr", &self.descr.to_numpy())
+            .field("shape", &self.shape)
+            .field("order", &self.order)
+            .field("mode", &self.mode)
+            .field("exclusive", &self.exclusive)
+            .finish()
+    }
+}
+
+impl<T: Element> MmapArray<T> {
+    /// Builder for opening with more control (exclusive, unaligned, populate).
+    pub fn options() -> OpenOptions {
+        OpenOptions::new()
+    }
+
+    /// Opens an existing `.npy` file: `Mode::ReadOnly` (numpy `r`),
+    /// `ReadWrite` (`r+`) or `CopyOnWrite` (`c`).
+    pub fn open(path: impl AsRef<Path>, mode: Mode) -> Result<Self> {
+        OpenOptions::new().mode(mode).open(path)
+    }
+
+    /// Opens `path` exclusively (see [`MmapArray::data`]).
+    pub fn open_exclusive(path: impl AsRef<Path>, mode: Mode) -> Result<Self> {
+        OpenOptions::new().mode(mode).exclusive(true).open(path)
+    }
+
+    /// Creates (or truncates) `path` as a zero-filled C-order array of
+    /// `shape` (numpy's mode `w+`).
+    pub fn create(path: impl AsRef<Path>, shape: &[usize]) -> Result<Self> {
+        Self::create_with(path, shape, &CreateOptions::default())
+    }
+
+    /// [`MmapArray::create`] with an order, version, growable layout or lock.
+    pub fn create_with(path: impl AsRef<Path>, shape: &[usize], opts: &CreateOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let src = path.display().to_string();
+        let header_bytes = encode_header::<T>(shape, opts, &src)?;
+        let total = header_bytes.len() as u64 + data_bytes(shape, size_of::<T>(), &src)?;
+        let file = FsOpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| Error::io("create", &src, e))?;
+        let locked = lock(&file, &src, opts.exclusive, true)?;
+        // Truncate only once the lock is ours, so a locked file is never clobbered.
+        file.set_len(0).map_err(|e| Error::io("truncate", &src, e))?;
+        file.set_len(total).map_err(|e| Error::io("set length", &src, e))?;
+        file.write_all_at(&header_bytes, 0).map_err(|e| Error::io("write header", &src, e))?;
+        let header = Header::parse(&header_bytes).map_err(|e| parse_error(&src, total, e))?;
+        let map = MapOptions::new().mode(Mode::ReadWrite).map_file_at(&file, Some(path))?;
+        let parts = Parts { backing: Backing::Map(map), file: Some(file), src, header, mode: Mode::ReadWrite };
+        Self::from_parts(parts, false, locked && opts.exclusive)
+    }
+
+    /// Writes an `.npy` image (header, zeroed data) into `map` and opens
+    /// it. `map` must be writable and large enough; see
+    /// [`MmapArray::image_len`].
+    pub fn create_in(map: Mapping, name: &str, shape: &[usize], order: Order) -> Result<Self> {
+        let opts = CreateOptions { order, ..CreateOptions::default() };
+        let header_bytes = encode_header::<T>(shape, &opts, name)?;
+        let total = header_bytes.len() as u64 + data_bytes(shape, size_of::<T>(), name)?;
+        if (map.len() as u64) < total {
+            return Err(Error::Truncated { src: name.to_string(), needed: total, size: map.len() as u64 });
+        }
+        map.write_at(0, &header_bytes)?;
+        map.fill_at(header_bytes.len() as u64, (total as usize) - header_bytes.len(), 0)?;
+        OpenOptions::new().open_mapping(map, name)
+    }
+
+    /// Bytes an `.npy` image of `shape` (C order) occupies: header plus data.
+    pub fn image_len(shape: &[usize]) -> Result<usize> {
+        let header = encode_header::<T>(shape, &CreateOptions::default(), "image")?;
+        let data = data_bytes(shape, size_of::<T>(), "image")?;
+        usize::try_from(header.len() as u64 + data).map_err(|_| Error::Shape {
+            src: "image".into(),
+            shape: shape.to_vec(),
+            reason: "too large".into(),
+        })
+    }
+
+    pub(crate) fn from_parts(parts: Parts, allow_unaligned: bool, exclusive: bool) -> Result<Self> {
+        let Parts { backing, file, src, header, mode } = parts;
+        let descr = check_descr::<T>(&header, &src)?;
+        let needed = header.data_offset as u64 + data_bytes(&header.shape, size_of::<T>(), &src)?;
+        let size = backing.access().size() as u64;
+        if size < needed {
+            return Err(Error::Truncated { src, needed, size });
+        }
+        let aligned = header.data_offset % align_of::<T>() == 0;
+        if !aligned && !allow_unaligned {
+            return Err(Error::Misaligned {
+                src,
+                offset: header.data_offset as u64,
+                align: align_of::<T>(),
+                dtype: T::DTYPE.to_string(),
+            });
+        }
+        let order = if header.fortran_order { Order::Fortran } else { Order::C };
+        let shape = header.shape.clone();
+        Ok(MmapArray {
+            backing,
+            file,
+            src,
+            header,
+            descr,
+            shape,
+            order,
+            mode,
+            exclusive,
+            aligned,
+            _t: PhantomData,
+        })
+    }
+
+    /// The array's shape; empty for a 0-d array.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of axes.
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the array holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element order.
+    pub fn order(&self) -> Order {
+        self.order
+    }
+
+    /// The mapping mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The dtype descriptor as stored (including byte order).
+    pub fn descr(&self) -> Descr {
+        self.descr
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Byte offset of the first element in the file.
+    pub fn data_offset(&self) -> usize {
+        self.header.data_offset
+    }
+
+    /// The file path or segment name, as used in errors.
+    pub fn source(&self) -> &str {
+        &self.src
+    }
+
+    /// True when opened with an exclusive lock.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+
+    pub(crate) fn mem(&self) -> &dyn Access {
+        self.backing.access()
+    }
+
+    /// A copying view of the whole array.
+    pub fn view(&self) -> View<'_, T> {
+        View {
+            mem: self.mem(),
+            src: &self.src,
+            base: self.header.data_offset as u64,
+            shape: self.shape.clone(),
+            strides: strides_for(&self.shape, self.order == Order::Fortran),
+            swap: self.descr.big_endian,
+            _t: PhantomData,
+        }
+    }
+
+    /// The element at `index` (one entry per axis; `&[]` for 0-d).
+    pub fn get(&self, index: &[usize]) -> Result<T> {
+        self.view().get(index)
+    }
+
+    /// Row `i` (the first axis fixed) as a view.
+    pub fn row(&self, i: usize) -> Result<View<'_, T>> {
+        self.view().index_axis(0, i)
+    }
+
+    /// Copies row `i` into `buf` (C order within the row).
+    pub fn read_row(&self, i: usize, buf: &mut [T]) -> Result<()> {
+        self.row(i)?.read_into(buf)
+    }
+
+    /// Rows `range` of the first axis as a view.
+    pub fn slice(&self, range: Range<usize>) -> Result<View<'_, T>> {
+        self.view().slice_axis(0, range)
+    }
+
+    /// All elements in C order.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.view().to_vec()
+    }
+
+    /// Iterates the elements in C order, copying each.
+    pub fn iter(&self) -> crate::view::Iter<'_, T> {
+        self.view().iter()
+    }
+
+    /// Byte offset of element `k` in storage order, checked.
+    fn storage_offset(&self, k: usize, n: usize) -> Result<u64> {
+        let end = k.checked_add(n);
+        if end.is_none_or(|e| e > self.len()) {
+            return Err(Error::OutOfBounds { src: self.src.clone(), index: vec![k, n], shape: self.shape.clone() });
+        }
+        Ok(self.header.data_offset as u64 + (k * size_of::<T>()) as u64)
+    }
+
+    /// Copies `buf.len()` elements starting at element `start` of the
+    /// storage order (C or Fortran, as the file is laid out).
+    pub fn read_storage(&self, start: usize, buf: &mut [T]) -> Result<()> {
+        let offset = self.storage_offset(start, buf.len())?;
+        self.mem().read_at(offset, bytemuck::cast_slice_mut(buf))?;
+        if self.descr.big_endian {
+            buf.iter_mut().for_each(|v| *v = v.byte_swapped());
+        }
+        Ok(())
+    }
+
+    fn require_writable(&self, op: &'static str) -> Result<()> {
+        if self.mode == Mode::ReadOnly {
+            return Err(Error::ReadOnly { op, src: self.src.clone() });
+        }
+        Ok(())
+    }
+
+    fn encode(&self, v: T) -> T {
+        if self.descr.big_endian { v.byte_swapped() } else { v }
+    }
+
+    /// Stores `value` at `index`. Takes `&mut self` so no slice from
+    /// [`MmapArray::data`] can be alive.
+    pub fn set(&mut self, index: &[usize], value: T) -> Result<()> {
+        self.require_writable("set")?;
+        let v = self.encode(value);
+        let offset = self.view().offset_of_checked(index)?;
+        self.mem().write_at(offset, bytemuck::bytes_of(&v))?;
+        Ok(())
+    }
+
+    /// Copies `data` into storage order starting at element `start`.
+    pub fn write_storage(&mut self, start: usize, data: &[T]) -> Result<()> {
+        self.require_writable("write")?;
+        let offset = self.storage_offset(start, data.len())?;
+        if self.descr.big_endian {
+            let swapped: Vec<T> = data.iter().map(|v| v.byte_swapped()).collect();
+            self.mem().write_at(offset, bytemuck::cast_slice(&swapped))?;
+        } else {
+            self.mem().write_at(offset, bytemuck::cast_slice(data))?;
+        }
+        Ok(())
+    }
+
+    /// Overwrites row `i` of a C-order array with `data`.
+    pub fn write_row(&mut self, i: usize, data: &[T]) -> Result<()> {
+        let row_len: usize = self.shape.iter().skip(1).product();
+        if self.order != Order::C && self.ndim() > 1 {
+            return Err(Error::unsupported("write_row", &self.src, "rows of a Fortran-order array are strided"));
+        }
+        if self.shape.first().is_none_or(|&n| i >= n) {
+            return Err(Error::OutOfBounds { src: self.src.clone(), index: vec![i], shape: self.shape.clone() });
+        }
+        if data.len() != row_len {
+            return Err(Error::BufferLength { src: self.src.clone(), op: "write_row", expected: row_len, got: data.len() });
+        }
+        self.write_storage(i * row_len, data)
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&mut self, value: T) -> Result<()> {
+        const CHUNK: usize = 1 << 16;
+        let n = self.len();
+        let buf = vec![value; CHUNK.min(n)];
+        let mut k = 0;
+        while k < n {
+            let m = CHUNK.min(n - k);
+            self.write_storage(k, &buf[..m])?;
+            k += m;
+        }
+        Ok(())
+    }
+
+    /// Writes dirty pages back to the file (`msync`).
+    pub fn flush(&self) -> Result<()> {
+        self.backing.flush()
+    }
+
+    fn zero_copy_check(&self, op: &'static str) -> Result<()> {
+        if !self.aligned {
+            return Err(Error::Misaligned {
+                src: self.src.clone(),
+                offset: self.header.data_offset as u64,
+                align: align_of::<T>(),
+                dtype: T::DTYPE.to_string(),
+            });
+        }
+        if self.descr.big_endian {
+            return Err(Error::unsupported(op, &self.src, "big-endian data needs byte-swapping; use the copying accessors"));
+        }
+        Ok(())
+    }
+
+    fn data_ptr(&self, op: &'static str) -> Result<*mut T> {
+        self.zero_copy_check(op)?;
+        let bytes = self.len() * size_of::<T>();
+        let ptr = self.mem().checked_ptr(op, self.header.data_offset as u64, bytes)?;
+        Ok(ptr.cast())
+    }
+
+    /// The elements in storage order, zero-copy, for an exclusive owner.
+    ///
+    /// Available when the array was opened or created with
+    /// [`OpenOptions::exclusive`] (an `flock(LOCK_EX)` on the file). The
+    /// lock excludes every other *mmkit* array on the file in any process
+    /// (mmkit writers hold `LOCK_SH`), and any other program that takes
+    /// `flock` before writing. It is advisory: a program that ignores it
+    /// (`numpy.memmap`, `dd`) can still write or truncate the file, and
+    /// the slice would then change under you. Only use exclusive mode on
+    /// files no such program touches.
+    pub fn data(&self) -> Result<&[T]> {
+        self.require_exclusive("data")?;
+        let ptr = self.data_ptr("data")?;
+        // SAFETY: `data_ptr` checked that `len` elements lie inside the
+        // mapping, that the start is aligned for `T` and the data is in
+        // native byte order; any bytes are a valid `T` (`Pod`). The mapping
+        // lives as long as `&self`. Writers: this process can only write
+        // through `&mut self` methods, which the borrow excludes; other
+        // processes are excluded by the exclusive flock, within the limits
+        // documented above.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, self.len()) })
+    }
+
+    /// The elements in storage order, zero-copy and writable, for an
+    /// exclusive owner; see [`MmapArray::data`].
+    pub fn data_mut(&mut self) -> Result<&mut [T]> {
+        self.require_exclusive("data_mut")?;
+        self.require_writable("data_mut")?;
+        let ptr = self.data_ptr("data_mut")?;
+        // SAFETY: as in `data`, plus `&mut self` makes this the only
+        // reference into the mapping in this process.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, self.len()) })
+    }
+
+    fn require_exclusive(&self, op: &'static str) -> Result<()> {
+        if !self.exclusive {
+            return Err(Error::unsupported(
+                op,
+                &self.src,
+                "zero-copy slices need an exclusive owner (OpenOptions::exclusive) or the unsafe *_unchecked accessors",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The elements in storage order, zero-copy, without a lock.
+    ///
+    /// Still fails on misaligned or big-endian data.
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, nobody — another process, or this one
+    /// through another mapping — may write the data or truncate the file.
+    pub unsafe fn data_unchecked(&self) -> Result<&[T]> {
+        let ptr = self.data_ptr("data_unchecked")?;
+        // SAFETY: bounds, alignment and byte order checked by `data_ptr`;
+        // the caller promises there are no other writers.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, self.len()) })
+    }
+
+    /// Writable [`MmapArray::data_unchecked`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`MmapArray::data_unchecked`]; also nobody else may read
+    /// the data while the slice lives.
+    pub unsafe fn data_mut_unchecked(&mut self) -> Result<&mut [T]> {
+        self.require_writable("data_mut_unchecked")?;
+        let ptr = self.data_ptr("data_mut_unchecked")?;
+        // SAFETY: as in `data_unchecked`; `&mut self` excludes other
+        // references from this array.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, self.len()) })
+    }
+
+    /// The open file, when file-backed (for positional reads in scans).
+    pub(crate) fn file(&self) -> Option<&File> {
+        match &self.backing {
+            Backing::Grow(g) => Some(g.file()),
+            Backing::Map(_) => self.file.as_ref(),
+        }
+    }
+}
+
+pub(crate) fn encode_header<T: Element>(shape: &[usize], opts: &CreateOptions, src: &str) -> Result<Vec<u8>> {
+    let spec = HeaderSpec {
+        descr: Descr::native(T::DTYPE),
+        fortran_order: opts.order == Order::Fortran,
+        shape: shape.to_vec(),
+        version: opts.version,
+        growable: opts.growable,
+    };
+    spec.encode().map_err(|reason| Error::Shape { src: src.to_string(), shape: shape.to_vec(), reason })
+}
+
+/// Reads an `.npy` file's header without mapping it or choosing a type.
+///
+/// Errors on a missing, empty or non-`.npy` file or a malformed header;
+/// an unsupported dtype is not an error here (see [`Header::parse_descr`]).
+pub fn read_header(path: impl AsRef<Path>) -> Result<Header> {
+    let path = path.as_ref();
+    let src = path.display().to_string();
+    let file = File::open(path).map_err(|e| Error::io("open", &src, e))?;
+    let size = file.metadata().map_err(|e| Error::io("stat", &src, e))?.len();
+    if size == 0 {
+        return Err(Error::NotNpy { src, reason: "the file is empty".into() });
+    }
+    read_header_from_file(&file, size, &src)
+}
+
+impl DescrError {
+    /// Converts to this crate's error for `src`.
+    pub fn into_error(self, src: &str, descr: &str) -> Error {
+        Error::UnsupportedDtype { src: src.to_string(), descr: descr.to_string(), reason: self.reason() }
+    }
+}

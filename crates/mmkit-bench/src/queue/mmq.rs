@@ -1,0 +1,135 @@
+//! mmkit-queue in the suite, in its default, safe configuration: CRC32C on
+//! every record (computed on append, verified on read), private-copy reads,
+//! timestamps on, segments on the real disk (ext4) next to the persistent
+//! peers' files. Spinning readers use `WaitPolicy::SPIN`, parking readers
+//! `WaitPolicy::BALANCED` (spin, yield, then futex).
+
+use std::io;
+use std::path::Path;
+
+use mmkit_queue::{Durability, Producer, Queue, Reader, Start, WaitPolicy};
+
+use super::proto::{self, Kind, MSG, Msg, Receiver, Report, Sender};
+use super::{ChildArgs, die};
+
+/// Segment size for bench queues: large enough that rollover is rare but real.
+const SEGMENT: u64 = 256 << 20;
+
+fn io_err(e: mmkit_queue::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+/// Creates the queue directory for a run.
+pub fn create(dir: &Path, _readers: usize) -> io::Result<()> {
+    Queue::options().create_new(true).segment_size(SEGMENT).open(dir).map_err(io_err)?;
+    Ok(())
+}
+
+struct MqSender(Producer);
+
+impl Sender for MqSender {
+    fn send(&mut self, m: &Msg) -> io::Result<()> {
+        self.0.append(m).map_err(io_err)?;
+        Ok(())
+    }
+}
+
+/// A producer process; the victim of a recovery run dies holding a claim.
+pub fn child_producer(a: &ChildArgs) -> io::Result<()> {
+    let q = Queue::open(&a.addr[0]).map_err(io_err)?;
+    let mut s = MqSender(q.producer().map_err(io_err)?);
+    if a.victim {
+        proto::produce(&mut s, Kind::Recovery, a.secs / 3.0, a.id)?;
+        let claim = s.0.claim(MSG).map_err(io_err)?;
+        // Killed between claim and commit: the worst case for readers.
+        std::mem::forget(claim);
+        die(a.kill_stamp.as_deref())
+    }
+    proto::produce(&mut s, a.kind, a.secs, a.id)
+}
+
+enum Source {
+    Reader(Reader),
+    Cursor(mmkit_queue::Cursor, u64),
+}
+
+struct MqReceiver {
+    source: Source,
+}
+
+impl MqReceiver {
+    fn reader(&mut self) -> &mut Reader {
+        match &mut self.source {
+            Source::Reader(r) => r,
+            Source::Cursor(c, _) => c,
+        }
+    }
+}
+
+impl Receiver for MqReceiver {
+    fn recv(&mut self, out: &mut Msg) -> io::Result<()> {
+        loop {
+            if let Some(rec) = self.reader().next_timeout(None).map_err(io_err)? {
+                let p = rec.payload();
+                if p.len() != MSG {
+                    return Err(io::Error::other("mmkit-queue returned a message of the wrong size"));
+                }
+                out.copy_from_slice(p);
+                break;
+            }
+        }
+        if let Source::Cursor(c, n) = &mut self.source {
+            *n += 1;
+            if *n % 65_536 == 0 {
+                c.commit().map_err(io_err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A consumer process: an anonymous reader from the start, or with several
+/// readers, named cursor `c<k>` (each independent, committed every 64 Ki).
+pub fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
+    let q = Queue::open(&a.addr[0]).map_err(io_err)?;
+    let source = if a.readers > 1 {
+        Source::Cursor(q.cursor(&format!("c{}", a.reader)).map_err(io_err)?, 0)
+    } else {
+        Source::Reader(q.reader(Start::Beginning).map_err(io_err)?)
+    };
+    let mut r = MqReceiver { source };
+    r.reader().set_wait_policy(if a.park { WaitPolicy::BALANCED } else { WaitPolicy::SPIN });
+    let ends = a.producers - a.victims.min(a.producers);
+    let rep = proto::consume(&mut r, a.kind, ends, a.kill_stamp.as_deref())?;
+    if let Source::Cursor(c, _) = &mut r.source {
+        c.commit().map_err(io_err)?;
+    }
+    Ok(rep)
+}
+
+/// Durable appends for `secs` in GroupCommit mode: `batch` appends, then
+/// `wait_durable` on the last; (messages, elapsed ns, ack latencies).
+pub fn durable(dir: &Path, batch: usize, secs: f64) -> io::Result<(u64, u64, Vec<u64>)> {
+    let q = Queue::options()
+        .create(true)
+        .segment_size(SEGMENT)
+        .durability(Durability::GroupCommit { interval_us: 50, max_batch: batch as u32 })
+        .open(dir)
+        .map_err(io_err)?;
+    let mut p = q.producer().map_err(io_err)?;
+    let msg = proto::encode(0, 0, 0);
+    let start = proto::now_ns();
+    let (mut count, mut lat) = (0u64, Vec::new());
+    while proto::now_ns() - start < (secs * 1e9) as u64 {
+        let t0 = proto::now_ns();
+        let mut last = 0;
+        for _ in 0..batch {
+            last = p.append(&msg).map_err(io_err)?;
+        }
+        q.wait_durable(last, None).map_err(io_err)?;
+        let t1 = proto::now_ns();
+        lat.extend(std::iter::repeat_n(t1 - t0, batch));
+        count += batch as u64;
+    }
+    Ok((count, proto::now_ns() - start, lat))
+}

@@ -1,0 +1,383 @@
+//! `mmkit cp`'s engine: copy a file's bytes by one of several methods, and
+//! an atomic whole-file copy (temporary file in the destination directory,
+//! then rename) built on it. The benchmark calls the same functions.
+//!
+//! Measured on this machine (see the README, `mmkit-bench region`),
+//! `copy_file_range` is the fastest method for a cached file, so it is the
+//! default; the kernel copies page-cache pages itself without a round trip
+//! through user memory, and on filesystems that support it (XFS, Btrfs,
+//! NFS) it clones extents instead of copying.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use mmkit_region::{Access, MapOptions, Mode};
+use rustix::fs::SeekFrom;
+
+use crate::error::{CliError, CliResult};
+
+/// How the bytes are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Method {
+    /// `copy_file_range(2)`: in-kernel copy (or extent clone); falls back
+    /// to read/write when the kernel refuses it for these files.
+    #[default]
+    CopyFileRange,
+    /// `pread`/`pwrite` through a 1 MiB buffer.
+    ReadWrite,
+    /// Map source and destination and copy memory to memory.
+    Mmap,
+}
+
+/// The buffer of [`Method::ReadWrite`].
+pub const RW_BUFFER: usize = 1 << 20;
+
+/// Bytes per step between progress reports, and the mmap window size.
+const STEP: u64 = 64 << 20;
+
+/// Copies `len` bytes at `offset` from `src` to the same offset of `dst`
+/// by `method`, calling `progress(bytes)` after each step. `dst` must be
+/// open read-write for [`Method::Mmap`] and already at least
+/// `offset + len` bytes long for it.
+pub fn copy_range(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    method: Method,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
+    match method {
+        Method::CopyFileRange => copy_file_range(src, dst, offset, len, progress),
+        Method::ReadWrite => read_write(src, dst, offset, len, &mut vec![0u8; RW_BUFFER], progress),
+        Method::Mmap => mmap_copy(src, dst, offset, len, progress),
+    }
+}
+
+fn copy_file_range(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
+    let (mut off_in, mut off_out) = (offset, offset);
+    let end = offset + len;
+    while off_in < end {
+        let want = (end - off_in).min(STEP) as usize;
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shrank during the copy")),
+            Ok(n) => progress(n as u64),
+            Err(rustix::io::Errno::INTR) => {}
+            // Cross-filesystem, special files, old kernels: do it by hand.
+            Err(e) if off_in == offset && is_unsupported(e) => {
+                return read_write(src, dst, offset, len, &mut vec![0u8; RW_BUFFER], progress);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn is_unsupported(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    [Errno::XDEV, Errno::NOSYS, Errno::INVAL, Errno::OPNOTSUPP, Errno::PERM].contains(&e)
+}
+
+/// The read/write loop (also the benchmark's "read/write" peer).
+pub fn read_write(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
+    let end = offset + len;
+    let mut pos = offset;
+    while pos < end {
+        let want = (end - pos).min(buf.len() as u64) as usize;
+        let n = match rustix::io::pread(src, &mut buf[..want], pos) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shrank during the copy")),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        write_all_at(dst, &buf[..n], pos)?;
+        pos += n as u64;
+        progress(n as u64);
+    }
+    Ok(())
+}
+
+fn write_all_at(dst: BorrowedFd<'_>, mut data: &[u8], mut pos: u64) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(dst, data, pos) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+            Ok(n) => {
+                data = &data[n..];
+                pos += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The pure mmap copy: both files mapped, memory copied window by window.
+/// The destination blocks are reserved with `fallocate` first, so a full
+/// disk is an error here rather than a SIGBUS while copying.
+fn mmap_copy(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
+    rustix::fs::fallocate(dst, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len)
+        .or_else(|e| if e == rustix::io::Errno::OPNOTSUPP { Ok(()) } else { Err(e) })?;
+    let end = offset + len;
+    let mut pos = offset;
+    while pos < end {
+        let n = (end - pos).min(STEP) as usize;
+        let from = MapOptions::new().offset(pos).len(n).map_file_at(src, None).map_err(to_io)?;
+        let to = MapOptions::new().offset(pos).len(n).mode(Mode::ReadWrite).map_file_at(dst, None).map_err(to_io)?;
+        let _ = from.advise(mmkit_region::Advice::Sequential);
+        // SAFETY: both ranges are `n` bytes of live mappings of different
+        // files (the caller made `dst` a fresh temporary file nobody else
+        // knows). A concurrent truncation of `src` is caught by the SIGBUS
+        // guard and reported by `check_poison` below.
+        unsafe { std::ptr::copy_nonoverlapping(from.base().cast_const(), to.base(), n) };
+        from.check_poison("mmap copy").map_err(to_io)?;
+        pos += n as u64;
+        progress(n as u64);
+    }
+    Ok(())
+}
+
+fn to_io(e: mmkit_region::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// The data extents of `fd` (`SEEK_DATA`/`SEEK_HOLE`), so holes stay holes;
+/// one extent covering everything when the file is not sparse or the
+/// filesystem cannot tell.
+pub fn data_extents(fd: BorrowedFd<'_>, size: u64, blocks_512: u64) -> Vec<(u64, u64)> {
+    if blocks_512.saturating_mul(512) >= size {
+        return vec![(0, size)];
+    }
+    let mut extents = Vec::new();
+    let mut pos = 0;
+    while pos < size {
+        let Ok(start) = rustix::fs::seek(fd, SeekFrom::Data(pos)) else { break };
+        if start >= size {
+            break;
+        }
+        let stop = rustix::fs::seek(fd, SeekFrom::Hole(start)).unwrap_or(size).min(size);
+        extents.push((start, stop - start));
+        pos = stop;
+    }
+    extents
+}
+
+/// What a whole-file copy did.
+#[derive(Debug, Clone)]
+pub struct CopyReport {
+    /// The destination file written (DST, or DST/name when DST is a
+    /// directory).
+    pub dst: PathBuf,
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Bytes actually moved (less than `bytes` for a sparse source).
+    pub copied: u64,
+}
+
+/// Options of [`copy_file`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyOptions {
+    /// How to move the bytes.
+    pub method: Method,
+    /// `fsync` the new file before the rename and the directory after, so
+    /// that after a crash DST is either the old file or the whole new one.
+    pub fsync: bool,
+}
+
+/// Copies `src` to `dst` atomically: the data goes to a temporary file
+/// created with `O_EXCL` next to `dst`, gets `src`'s permission bits, and
+/// is renamed over `dst` only when complete; on any error the temporary
+/// file is removed, so `dst` is never left partial. When `dst` is a
+/// directory the copy goes to `dst/<file name of src>`, as `cp` does.
+pub fn copy_file(
+    src: &Path,
+    dst: &Path,
+    opts: CopyOptions,
+    start: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64),
+) -> CliResult<CopyReport> {
+    let src_file = open_source(src)?;
+    let meta = src_file.metadata().map_err(|e| CliError::io("stat", src, e))?;
+    let dst = resolve_destination(src, dst)?;
+    if is_same_file(&dst, &meta) {
+        return Err(CliError::Usage(format!(
+            "cp: {} and {} are the same file",
+            src.display(),
+            dst.display()
+        )));
+    }
+    let size = meta.len();
+    start(size);
+    let temp = TempFile::create(&dst)?;
+    let extents = data_extents(src_file.as_fd(), size, meta.blocks());
+    let mut copied = 0;
+    for &(offset, len) in &extents {
+        if opts.method == Method::Mmap {
+            set_len(&temp, size)?;
+        }
+        copy_range(src_file.as_fd(), temp.file.as_fd(), offset, len, opts.method, progress)
+            .map_err(|e| CliError::io("copy to", &temp.path, e))?;
+        copied += len;
+    }
+    set_len(&temp, size)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    temp.file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| CliError::io("chmod", &temp.path, e))?;
+    if opts.fsync {
+        temp.file.sync_all().map_err(|e| CliError::io("fsync", &temp.path, e))?;
+    }
+    temp.commit(&dst, opts.fsync)?;
+    Ok(CopyReport { dst, bytes: size, copied })
+}
+
+fn is_same_file(dst: &Path, src: &std::fs::Metadata) -> bool {
+    std::fs::metadata(dst).is_ok_and(|d| d.dev() == src.dev() && d.ino() == src.ino())
+}
+
+fn set_len(temp: &TempFile, size: u64) -> CliResult<()> {
+    temp.file.set_len(size).map_err(|e| CliError::io("truncate", &temp.path, e))
+}
+
+fn open_source(src: &Path) -> CliResult<File> {
+    let file = File::open(src).map_err(|e| CliError::io("cp: open", src, e))?;
+    let meta = file.metadata().map_err(|e| CliError::io("cp: stat", src, e))?;
+    if meta.is_dir() {
+        return Err(CliError::Usage(format!("cp: {} is a directory (not copied)", src.display())));
+    }
+    if !meta.is_file() {
+        return Err(CliError::Usage(format!("cp: {} is not a regular file", src.display())));
+    }
+    Ok(file)
+}
+
+fn resolve_destination(src: &Path, dst: &Path) -> CliResult<PathBuf> {
+    if dst.is_dir() {
+        let name = src
+            .file_name()
+            .ok_or_else(|| CliError::Usage(format!("cp: {} has no file name", src.display())))?;
+        return Ok(dst.join(name));
+    }
+    Ok(dst.to_path_buf())
+}
+
+/// A temporary file next to the destination, removed on drop unless
+/// committed.
+struct TempFile {
+    file: File,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl TempFile {
+    fn create(dst: &Path) -> CliResult<TempFile> {
+        let dir = match dst.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut attempt = 0u32;
+        loop {
+            let path = dir.join(format!(".{name}.mmkit-cp.{}.{attempt}", std::process::id()));
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&path);
+            match opened {
+                Ok(file) => return Ok(TempFile { file, path, committed: false }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+                Err(e) => return Err(CliError::io("cp: create temporary file in", dir, e)),
+            }
+        }
+    }
+
+    fn commit(mut self, dst: &Path, sync_dir: bool) -> CliResult<()> {
+        std::fs::rename(&self.path, dst).map_err(|e| CliError::io("cp: rename into place", dst, e))?;
+        self.committed = true;
+        if sync_dir {
+            let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| CliError::io("fsync directory", dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    #[test]
+    fn every_method_copies_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let data = pattern(3 * 1024 * 1024 + 123);
+        std::fs::write(&src, &data).unwrap();
+        for method in [Method::CopyFileRange, Method::ReadWrite, Method::Mmap] {
+            let dst = dir.path().join(format!("dst-{method:?}"));
+            let mut seen = 0;
+            let report = copy_file(&src, &dst, CopyOptions { method, fsync: true }, &mut |_| {}, &mut |n| seen += n)
+                .unwrap();
+            assert_eq!(report.bytes, data.len() as u64);
+            assert_eq!(seen, data.len() as u64, "{method:?}");
+            assert_eq!(std::fs::read(&dst).unwrap(), data, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn sparse_source_stays_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("sparse");
+        let f = File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        rustix::io::pwrite(&f, b"head", 0).unwrap();
+        rustix::io::pwrite(&f, b"middle", 32 << 20).unwrap();
+        f.sync_all().unwrap();
+        let extents = data_extents(f.as_fd(), 64 << 20, f.metadata().unwrap().blocks());
+        assert!(extents.len() >= 2, "{extents:?}");
+        for method in [Method::CopyFileRange, Method::ReadWrite, Method::Mmap] {
+            let dst = dir.path().join(format!("copy-{method:?}"));
+            let report = copy_file(&src, &dst, CopyOptions { method, fsync: false }, &mut |_| {}, &mut |_| {})
+                .unwrap();
+            assert!(report.copied < 1 << 20, "{method:?} copied {}", report.copied);
+            let meta = std::fs::metadata(&dst).unwrap();
+            assert_eq!(meta.len(), 64 << 20);
+            assert!(meta.blocks() * 512 < 4 << 20, "{method:?}: {} blocks", meta.blocks());
+            assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The mapped `meta` file: header, shared counters and the tables.
+
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use mmkit_region::{Access, MapOptions, Mapping, Mode};
+use mmkit_sync::{EventCount, MutexGuard, Notifier, RobustMutex};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+
+const _: () = assert!(RobustMutex::SIZE <= 64 && META_ADMIN_LOCK % RobustMutex::ALIGN as u64 == 0);
+
+/// The mapped meta file.
+pub(crate) struct Meta {
+    map: Mapping,
+    pub(crate) path: PathBuf,
+    pub(crate) header: MetaHeader,
+}
+
+impl Meta {
+    /// Creates the meta file in `dir` (temp file + `RENAME_NOREPLACE`).
+    pub(crate) fn create(dir: &Path, header: &MetaHeader) -> Result<()> {
+        let path = dir.join("meta");
+        let tmp = dir.join(format!(".tmp-meta-{}", std::process::id()));
+        let made = (|| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+                .map_err(|e| Error::io("create meta", &tmp, e))?;
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, META_SIZE as u64)
+                .map_err(|e| Error::io("preallocate meta", &tmp, e))?;
+            file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write meta", &tmp, e))?;
+            file.sync_all().map_err(|e| Error::io("fsync meta", &tmp, e))?;
+            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &path, rustix::fs::RenameFlags::NOREPLACE)
+                .map_err(|e| {
+                    if e == rustix::io::Errno::EXIST {
+                        Error::AlreadyExists { path: dir.into() }
+                    } else {
+                        Error::io("rename meta into place", &path, e)
+                    }
+                })
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        made
+    }
+
+    /// Opens and validates the meta file in `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Meta> {
+        let path = dir.join("meta");
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(if dir.is_dir() {
+                    Error::NotAQueue { path: dir.into() }
+                } else {
+                    Error::io("open queue directory", dir, e)
+                });
+            }
+            Err(e) => return Err(Error::io("open meta", &path, e)),
+        };
+        let len = file.metadata().map_err(|e| Error::io("stat meta", &path, e))?.len();
+        let mut head = vec![0u8; 64.min(len as usize)];
+        file.read_exact_at(&mut head, 0).map_err(|e| Error::io("read meta", &path, e))?;
+        let header = MetaHeader::parse(&head, &path)?;
+        if len < META_SIZE as u64 {
+            return Err(Error::corrupt(&path, format!("meta file is {len} bytes, expected {META_SIZE}")));
+        }
+        let map = MapOptions::new()
+            .len(META_SIZE)
+            .mode(Mode::ReadWrite)
+            .map_file_at(&file, Some(&path))
+            .map_err(Error::region("map meta"))?;
+        Ok(Meta { map, path, header })
+    }
+
+    /// A `u64` word of the meta file; offsets are compile-time layout
+    /// constants inside `META_SIZE`, so failure means a layout bug.
+    pub(crate) fn u64_at(&self, offset: u64) -> Result<&AtomicU64> {
+        self.map.atomic_u64(offset).map_err(Error::region("meta word"))
+    }
+
+    pub(crate) fn u32_at(&self, offset: u64) -> Result<&AtomicU32> {
+        self.map.atomic_u32(offset).map_err(Error::region("meta word"))
+    }
+
+    pub(crate) fn active(&self) -> Result<&AtomicU64> {
+        self.u64_at(META_ACTIVE)
+    }
+
+    pub(crate) fn first(&self) -> Result<&AtomicU64> {
+        self.u64_at(META_FIRST)
+    }
+
+    pub(crate) fn notifier(&self) -> Result<&Notifier> {
+        Notifier::at(&self.map, META_NOTIFIER).map_err(Error::sync("meta notifier"))
+    }
+
+    pub(crate) fn durable(&self) -> Result<&EventCount> {
+        EventCount::at(&self.map, META_DURABLE).map_err(Error::sync("meta durable watermark"))
+    }
+
+    /// Takes the admin lock, repairing nothing: every table update is
+    /// written so that a half-done one is harmless (a slot is only marked
+    /// used after its contents are in place).
+    pub(crate) fn admin(&self) -> Result<MutexGuard<'_>> {
+        let m = RobustMutex::at(&self.map, META_ADMIN_LOCK).map_err(Error::sync("meta admin lock"))?;
+        let guard = m.lock().map_err(Error::sync("lock meta admin lock"))?.into_guard();
+        guard.make_consistent();
+        Ok(guard)
+    }
+
+    /// Reads a name of `len` bytes at `offset`, if valid UTF-8 and in range.
+    pub(crate) fn read_name(&self, offset: u64, len: u32) -> Option<String> {
+        if len as usize > MAX_NAME_LEN || len == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.map.read_at(offset, &mut buf).ok()?;
+        String::from_utf8(buf).ok()
+    }
+
+    pub(crate) fn write_name(&self, offset: u64, name: &str) -> Result<()> {
+        self.map.write_at(offset, name.as_bytes()).map_err(Error::region("write name"))
+    }
+
+    /// `msync` the whole meta file.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.map.flush().map_err(Error::region("msync meta"))
+    }
+
+    /// Current active segment number.
+    pub(crate) fn active_segment(&self) -> Result<u64> {
+        Ok(self.active()?.load(Ordering::Acquire))
+    }
+
+    /// Lowest retained segment number.
+    pub(crate) fn first_segment(&self) -> Result<u64> {
+        Ok(self.first()?.load(Ordering::Acquire))
+    }
+}
+
+/// Validates a cursor or group name.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "longer than 48 bytes"
+    } else if name.contains('\0') {
+        "contains a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName { name: name.into(), reason })
+}

@@ -1,0 +1,450 @@
+//! Random access, seek by time, statistics, checking, durability waits
+//! and retention.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mmkit_sync::{ProcessToken, WaitPolicy};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::queue::{Durability, Queue, Retention, Start};
+use crate::reader::{SLOT_ABANDONED, valid_slot, volatile_copy};
+use crate::segment::{Segment, is_not_found, now_ns, parse_segment_name, segment_file_name};
+
+/// What [`Queue::read_at`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// The record's index.
+    pub index: u64,
+    /// Its timestamp (0 without timestamps).
+    pub timestamp: u64,
+    /// Payload length.
+    pub len: usize,
+}
+
+/// One segment file, as [`Queue::stat`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Segment number.
+    pub number: u64,
+    /// File path.
+    pub path: PathBuf,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Claims in the segment (messages plus abandoned claims).
+    pub messages: u64,
+    /// Whether the segment is full and closed.
+    pub sealed: bool,
+}
+
+/// A consumer group, as [`Queue::stat`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Group name.
+    pub name: String,
+    /// Index of the next message to hand out.
+    pub position: u64,
+    /// Indices delivered but not acknowledged.
+    pub in_flight: Vec<u64>,
+    /// Messages between the position and the end.
+    pub lag: u64,
+}
+
+/// Queue statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStat {
+    /// Segment files, oldest first.
+    pub segments: Vec<SegmentInfo>,
+    /// Index of the oldest retained position.
+    pub first_index: u64,
+    /// Index the next message would get.
+    pub end_index: u64,
+    /// Named cursors.
+    pub cursors: Vec<crate::CursorInfo>,
+    /// Consumer groups.
+    pub groups: Vec<GroupInfo>,
+    /// Bytes per segment.
+    pub segment_size: u64,
+    /// Largest message accepted.
+    pub max_message_size: usize,
+}
+
+/// One problem found by [`Queue::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorruptInfo {
+    /// Segment number.
+    pub segment: u64,
+    /// Index of the bad record, when the problem is in a record.
+    pub index: Option<u64>,
+    /// Byte offset in the segment file.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Result of [`Queue::check`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Segments checked.
+    pub segments: u64,
+    /// Valid messages.
+    pub messages: u64,
+    /// Claims abandoned by crashed producers (padding).
+    pub abandoned: u64,
+    /// Claims not yet committed.
+    pub pending: u64,
+    /// Problems found.
+    pub corrupt: Vec<CorruptInfo>,
+}
+
+impl CheckReport {
+    /// Whether no corruption was found.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty()
+    }
+}
+
+/// Result of [`Queue::apply_retention`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Deleted segment numbers.
+    pub deleted: Vec<u64>,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+impl Queue {
+    /// Copies the message at `index` into `buf` (O(1): one index-slot
+    /// load). Errors: [`Error::NoSuchIndex`] if it is not (or no longer,
+    /// or not yet) there, [`Error::Abandoned`] for a claim a crashed
+    /// producer abandoned, [`Error::CorruptRecord`] if it fails its check.
+    pub fn read_at(&self, index: u64, buf: &mut Vec<u8>) -> Result<RecordInfo> {
+        let (s, c) = (index_segment(index), index_seq(index) as u64);
+        if s < self.meta().first_segment()? {
+            return Err(Error::NoSuchIndex { index, reason: "deleted by retention" });
+        }
+        let seg = match self.segment(s) {
+            Ok(seg) => seg,
+            Err(e) if is_not_found(&e) => return Err(Error::NoSuchIndex { index, reason: "no such segment" }),
+            Err(e) => return Err(e),
+        };
+        let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+        if c >= count.min(seg.final_count().load(Ordering::Acquire)) {
+            return Err(Error::NoSuchIndex { index, reason: "not written yet" });
+        }
+        let raw = seg.index_slot(c).map_or(0, |s| s.load(Ordering::Acquire));
+        if raw & SLOT_ABANDONED != 0 {
+            return Err(Error::Abandoned { index });
+        }
+        let Some(offset) = (if raw == 0 && c > 0 { None } else { valid_slot(&seg, c) }) else {
+            return Err(Error::NoSuchIndex { index, reason: "not committed yet" });
+        };
+        let bad = |reason: String| Error::CorruptRecord { index, segment: s, offset, path: seg.path.clone(), reason };
+        match seg.load_frame(offset) {
+            Some(FrameWord::Message { len, crc }) => {
+                if len as usize > self.max_message_size() || check_frame(seg.capacity, offset, frame_size(len as u64), c, 1).is_err() {
+                    return Err(bad(format!("impossible length {len}")));
+                }
+                let ptr = seg.bytes_ptr(offset + FRAME_HEADER, len as u64).ok_or_else(|| bad("record outside the segment".into()))?;
+                buf.resize(len as usize, 0);
+                // SAFETY: `ptr..ptr+len` is inside `seg`'s live mapping
+                // (checked by `bytes_ptr`); `buf` is ours and `len` long.
+                unsafe { volatile_copy(ptr, buf.as_mut_ptr(), len as usize) };
+                let timestamp = seg.timestamp_word(offset).map_or(0, |t| t.load(Ordering::Relaxed));
+                if record_crc(buf, index, timestamp) != crc {
+                    return Err(bad("checksum mismatch".into()));
+                }
+                Ok(RecordInfo { index, timestamp, len: len as usize })
+            }
+            Some(FrameWord::Padding { .. }) => Err(Error::Abandoned { index }),
+            Some(FrameWord::Empty | FrameWord::InProgress { .. }) => Err(Error::NoSuchIndex { index, reason: "not committed yet" }),
+            _ => Err(bad("not a message frame".into())),
+        }
+    }
+
+    /// Timestamp of the committed message at sequence `c`, if any.
+    fn timestamp_at(seg: &Segment, c: u64) -> Option<u64> {
+        let offset = valid_slot(seg, c)?;
+        match seg.load_frame(offset)? {
+            FrameWord::Message { .. } => Some(seg.timestamp_word(offset)?.load(Ordering::Relaxed)),
+            _ => None,
+        }
+    }
+
+    /// First sequence in `lo..hi` with a readable timestamp.
+    fn first_stamped(seg: &Segment, lo: u64, hi: u64) -> Option<(u64, u64)> {
+        (lo..hi).find_map(|c| Self::timestamp_at(seg, c).map(|t| (c, t)))
+    }
+
+    /// The index of the first message with a timestamp at or after `ns`
+    /// (nanoseconds since the epoch), or the end index if there is none.
+    /// Binary search over segments, then over the index slots; exact when
+    /// timestamps increase with the index (one producer), otherwise the
+    /// first match of an almost-sorted sequence.
+    pub fn seek_time(&self, ns: u64) -> Result<u64> {
+        let first = self.meta().first_segment()?;
+        let active = self.meta().active_segment()?;
+        let mut found = None;
+        for s in (first..=active).rev() {
+            let seg = match self.segment(s) {
+                Ok(seg) => seg,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+            let n = count.min(seg.final_count().load(Ordering::Acquire));
+            match Self::first_stamped(&seg, 0, n.min(64)) {
+                Some((_, t)) if t < ns => {
+                    let (mut lo, mut hi) = (0, n);
+                    while lo < hi {
+                        let mid = lo + (hi - lo) / 2;
+                        match Self::first_stamped(&seg, mid, hi) {
+                            Some((c, t)) if t < ns => lo = c + 1,
+                            _ => hi = mid,
+                        }
+                    }
+                    if lo < n {
+                        found = Some(make_index(s, lo as u32));
+                    }
+                    break;
+                }
+                Some(_) => found = Some(make_index(s, 0)),
+                None => {}
+            }
+        }
+        match found {
+            Some(i) => Ok(i),
+            None => self.end_index(),
+        }
+    }
+
+    /// Claims (messages and abandoned) from `index` to the end.
+    pub(crate) fn lag(&self, index: u64) -> Result<u64> {
+        let active = self.meta().active_segment()?;
+        let mut lag = 0;
+        for s in index_segment(index)..=active {
+            let seg = match self.segment(s) {
+                Ok(seg) => seg,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+            let n = count.min(seg.final_count().load(Ordering::Acquire));
+            let from = if s == index_segment(index) { index_seq(index) as u64 } else { 0 };
+            lag += n.saturating_sub(from);
+        }
+        Ok(lag)
+    }
+
+    /// Segment numbers present in the directory, ascending.
+    pub(crate) fn segment_numbers(&self) -> Result<Vec<u64>> {
+        let dir = self.path();
+        let mut out: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io("list queue directory", dir, e))?
+            .filter_map(|e| e.ok()?.file_name().to_str().and_then(parse_segment_name))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Segments, index range, cursors with their lag, and groups.
+    pub fn stat(&self) -> Result<QueueStat> {
+        let mut segments = Vec::new();
+        for n in self.segment_numbers()? {
+            let seg = match self.segment(n) {
+                Ok(seg) => seg,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+            let fin = seg.final_count().load(Ordering::Acquire);
+            segments.push(SegmentInfo {
+                number: n,
+                path: seg.path.clone(),
+                bytes: seg.capacity,
+                messages: count.min(fin),
+                sealed: fin != u64::MAX,
+            });
+        }
+        let mut cursors = Vec::new();
+        for (name, position) in self.cursor_positions()? {
+            cursors.push(crate::CursorInfo { lag: self.lag(position)?, name, position });
+        }
+        let mut groups = Vec::new();
+        for (name, position, in_flight) in self.group_positions()? {
+            groups.push(GroupInfo { lag: self.lag(position)?, name, position, in_flight });
+        }
+        Ok(QueueStat {
+            segments,
+            first_index: self.first_index()?,
+            end_index: self.end_index()?,
+            cursors,
+            groups,
+            segment_size: self.segment_size(),
+            max_message_size: self.max_message_size(),
+        })
+    }
+
+    /// Named cursors with their positions and lag.
+    pub fn cursors(&self) -> Result<Vec<crate::CursorInfo>> {
+        Ok(self.stat()?.cursors)
+    }
+
+    /// Reads every segment file and verifies every record's structure and
+    /// checksum. Damage is reported in the result, not as an error.
+    pub fn check(&self) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        for n in self.segment_numbers()? {
+            let path = self.path().join(segment_file_name(n));
+            report.segments += 1;
+            let image = match std::fs::read(&path) {
+                Ok(image) => image,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read segment", &path, e)),
+            };
+            match scan_segment(&image, &path, n, self.segment_size()) {
+                Ok(scan) => {
+                    report.messages += scan.messages;
+                    report.abandoned += scan.abandoned;
+                    report.pending += scan.pending;
+                    for (seq, offset, reason) in scan.corrupt {
+                        report.corrupt.push(CorruptInfo { segment: n, index: Some(make_index(n, seq)), offset, reason });
+                    }
+                }
+                Err(e) => report.corrupt.push(CorruptInfo { segment: n, index: None, offset: 0, reason: e.to_string() }),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Blocks until the message at `index` is durable, up to `timeout`;
+    /// returns false on timeout. In group-commit mode the first waiter
+    /// becomes the flusher for everybody (a dead flusher is replaced, found
+    /// by liveness). `OsManaged` returns at once.
+    pub fn wait_durable(&self, index: u64, timeout: Option<Duration>) -> Result<bool> {
+        match self.durability() {
+            Durability::OsManaged => Ok(true),
+            Durability::SyncEveryMessage => {
+                match self.segment(index_segment(index)) {
+                    Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment"))?,
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+                Ok(true)
+            }
+            Durability::GroupCommit { interval_us, .. } => self.group_commit_wait(index, interval_us, timeout),
+        }
+    }
+
+    fn group_commit_wait(&self, index: u64, interval_us: u32, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let watermark = self.meta().durable()?;
+        let lock = self.meta().u64_at(META_FLUSH_LOCK)?;
+        let me = ProcessToken::current().to_raw();
+        loop {
+            if watermark.get() > index {
+                return Ok(true);
+            }
+            let cur = lock.load(Ordering::Acquire);
+            let free = cur == 0 || !ProcessToken::from_raw(cur).is_alive();
+            if free && lock.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                let round = self.flush_round(interval_us);
+                lock.store(0, Ordering::Release);
+                watermark.notifier().notify_all();
+                round?;
+                continue;
+            }
+            let slice = Duration::from_millis(5);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(false);
+            }
+            let _ = watermark.wait_for(index + 1, &WaitPolicy::BALANCED, Some(left.map_or(slice, |l| l.min(slice))));
+        }
+    }
+
+    /// One group-commit round: gather for `interval_us`, find how far the
+    /// queue is committed, `msync` up to there, publish the watermark.
+    fn flush_round(&self, interval_us: u32) -> Result<()> {
+        if interval_us > 0 {
+            std::thread::sleep(Duration::from_micros(interval_us as u64));
+        }
+        let mut slot = self.inner.flusher.lock().unwrap_or_else(|p| p.into_inner());
+        let reader = match slot.as_mut() {
+            Some(r) => r,
+            None => {
+                let start = self.meta().durable()?.get();
+                let mut r = self.reader(Start::Index(start))?;
+                r.set_verify(false);
+                slot.insert(r)
+            }
+        };
+        let from = reader.segment_number();
+        reader.skim()?;
+        let frontier = reader.position();
+        for s in from..=reader.segment_number() {
+            match self.segment(s) {
+                Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment"))?,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.meta().durable()?.publish(frontier);
+        Ok(())
+    }
+
+    /// Deletes old segments as `policy` says: only sealed segments, oldest
+    /// first, and (with `respect_cursors`) only those every named cursor and
+    /// group has passed. Readers that have a deleted segment mapped keep
+    /// reading it: unlinking a file leaves existing mappings intact.
+    pub fn apply_retention(&self, policy: &Retention) -> Result<RetentionReport> {
+        let mut report = RetentionReport::default();
+        if policy.max_age.is_none() && policy.max_total_bytes.is_none() {
+            return Ok(report);
+        }
+        let active = self.meta().active_segment()?;
+        let numbers = self.segment_numbers()?;
+        let mut total = numbers.len() as u64 * self.segment_size();
+        let mut floor = u64::MAX;
+        if policy.respect_cursors {
+            for (_, p) in self.cursor_positions()? {
+                floor = floor.min(index_segment(p));
+            }
+            for (_, p, pending) in self.group_positions()? {
+                floor = floor.min(index_segment(p));
+                for i in pending {
+                    floor = floor.min(index_segment(i));
+                }
+            }
+        }
+        for &s in numbers.iter().filter(|&&s| s < active && s < floor) {
+            let too_old = policy.max_age.is_some_and(|age| {
+                self.sealed_at(s).is_some_and(|t| now_ns().saturating_sub(t) > age.as_nanos() as u64)
+            });
+            let too_big = policy.max_total_bytes.is_some_and(|max| total > max);
+            if !too_old && !too_big {
+                break;
+            }
+            self.meta().first()?.fetch_max(s + 1, Ordering::AcqRel);
+            let path = self.path().join(segment_file_name(s));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    report.deleted.push(s);
+                    report.bytes_freed += self.segment_size();
+                    total = total.saturating_sub(self.segment_size());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete segment", &path, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// When segment `s` was sealed: the creation time of its successor.
+    fn sealed_at(&self, s: u64) -> Option<u64> {
+        let seg = self.segment(s + 1).ok()?;
+        Some(seg.header.created_ns)
+    }
+}

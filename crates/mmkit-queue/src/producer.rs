@@ -1,0 +1,372 @@
+//! Appending: claim with one `fetch_add`, fill, commit with one Release store.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mmkit_sync::ProcessToken;
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::queue::{Durability, Queue};
+use crate::segment::{Segment, now_ns};
+
+/// Appends messages. One per thread: any number of producers in any
+/// number of processes append concurrently without a lock.
+///
+/// Each producer owns a slot in the meta file's producer table, where it
+/// announces its claims so that readers can tell an in-progress claim of a
+/// live producer from one abandoned by a crashed process.
+pub struct Producer {
+    queue: Queue,
+    slot: u64,
+    token: u64,
+    generation: u64,
+    seg: Arc<Segment>,
+    max: usize,
+    timestamps: bool,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("queue", &self.queue.path()).field("segment", &self.seg.number).finish()
+    }
+}
+
+/// A claimed, not yet committed message: fill it through `DerefMut`, then
+/// [`Claim::commit`]. Dropping it without committing turns the space into
+/// padding, so readers skip it.
+///
+/// Handing out `&mut [u8]` over shared memory is sound here because the
+/// bytes are exclusively this claim's: the `fetch_add` gave this range to
+/// exactly one claimant, no conforming process writes a claimed frame's
+/// payload (crash recovery only ever rewrites the 8-byte state word of a
+/// frame whose claimant is dead, and this claimant is alive while `&mut`
+/// borrows exist), and readers do not read the payload before the commit
+/// store publishes it.
+pub struct Claim<'a> {
+    producer: &'a mut Producer,
+    seq: u32,
+    offset: u64,
+    payload: &'a mut [u8],
+    timestamp: u64,
+    done: bool,
+}
+
+impl Deref for Claim<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.payload
+    }
+}
+
+impl DerefMut for Claim<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.payload
+    }
+}
+
+impl Claim<'_> {
+    /// The index this message will have.
+    pub fn index(&self) -> u64 {
+        make_index(self.producer.seg.number, self.seq)
+    }
+
+    /// Overrides the record's timestamp (nanoseconds since the epoch).
+    pub fn set_timestamp(&mut self, ns: u64) {
+        self.timestamp = ns;
+    }
+
+    /// Publishes the message and returns its index.
+    pub fn commit(mut self) -> Result<u64> {
+        self.done = true;
+        let index = self.index();
+        let crc = record_crc(self.payload, index, self.timestamp);
+        let p = &mut *self.producer;
+        p.publish(&p.seg.clone(), self.offset, self.payload.len(), crc, self.timestamp)?;
+        p.after_commit(index)?;
+        Ok(index)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let seg = &self.producer.seg;
+            if let Some(w) = seg.frame_word(self.offset) {
+                let bytes = frame_size(self.payload.len() as u64) as u32;
+                w.store(state_word(KIND_PADDING, bytes, 1), Ordering::Release);
+            }
+            self.producer.queue.notify();
+        }
+    }
+}
+
+impl Queue {
+    /// Registers a producer (takes a free slot, or the slot of a dead
+    /// process, in the producer table).
+    pub fn producer(&self) -> Result<Producer> {
+        let token = ProcessToken::current_process().to_raw();
+        let meta = self.meta();
+        for i in 0..PRODUCER_SLOTS as u64 {
+            let slot = PRODUCER_TABLE + i * PRODUCER_SLOT_SIZE;
+            let word = meta.u64_at(slot)?;
+            let cur = word.load(Ordering::Acquire);
+            let free = cur == 0 || !ProcessToken::from_raw(cur).is_alive();
+            if free && word.compare_exchange(cur, token, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                // A slot of ours that another producer of this process still
+                // uses cannot be taken: its token is alive, so `free` was false.
+                meta.u64_at(slot + 8)?.store(PRODUCER_IDLE, Ordering::Release);
+                let active = meta.active_segment()?;
+                let seg = self.segment_or_create(active)?;
+                let p = Producer {
+                    queue: self.clone(),
+                    slot,
+                    token,
+                    generation: 0,
+                    seg,
+                    max: self.max_message_size(),
+                    timestamps: self.timestamps(),
+                };
+                p.precreate(active + 1);
+                return Ok(p);
+            }
+        }
+        Err(Error::TableFull { path: meta.path.clone(), table: "producer", capacity: PRODUCER_SLOTS })
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if let Ok(w) = self.queue.meta().u64_at(self.slot) {
+            if let Ok(s) = self.queue.meta().u64_at(self.slot + 8) {
+                s.store(PRODUCER_IDLE, Ordering::Release);
+            }
+            let _ = w.compare_exchange(self.token, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Producer {
+    /// The queue this producer appends to.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Appends a copy of `msg` and returns its index.
+    pub fn append(&mut self, msg: &[u8]) -> Result<u64> {
+        let ts = if self.timestamps { now_ns() } else { 0 };
+        self.append_with_timestamp(msg, ts)
+    }
+
+    /// Appends with an explicit timestamp (nanoseconds since the epoch).
+    pub fn append_with_timestamp(&mut self, msg: &[u8], timestamp: u64) -> Result<u64> {
+        self.check_len(msg.len())?;
+        let bytes = frame_size(msg.len() as u64);
+        let (seg, seq, offset) = self.claim_frames(&[bytes])?;
+        let index = make_index(seg.number, seq);
+        let dst = seg
+            .bytes_ptr(offset + FRAME_HEADER, msg.len() as u64)
+            .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+        // SAFETY: `claim_frames` checked the frame lies inside the mapping;
+        // the range belongs to this claim alone (see `Claim`), and `msg` is
+        // ordinary memory that cannot overlap a range we exclusively own.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
+        let crc = record_crc(msg, index, timestamp);
+        self.publish(&seg, offset, msg.len(), crc, timestamp)?;
+        self.after_commit(index)?;
+        Ok(index)
+    }
+
+    /// Appends and returns once the message is durable under the queue's
+    /// [`Durability`] mode (immediately for `OsManaged`).
+    pub fn append_durable(&mut self, msg: &[u8]) -> Result<u64> {
+        let index = self.append(msg)?;
+        self.queue.wait_durable(index, None)?;
+        Ok(index)
+    }
+
+    /// Appends several messages with one claim per segment they land in
+    /// and returns their indices in order.
+    pub fn append_batch(&mut self, msgs: &[&[u8]]) -> Result<Vec<u64>> {
+        for m in msgs {
+            self.check_len(m.len())?;
+        }
+        let mut out = Vec::with_capacity(msgs.len());
+        let budget = (self.queue.segment_size() - SEGMENT_HEADER) / 4;
+        let mut rest = msgs;
+        let mut sizes = Vec::new();
+        while !rest.is_empty() {
+            sizes.clear();
+            let mut total = 0;
+            for m in rest {
+                let b = frame_size(m.len() as u64);
+                if !sizes.is_empty() && total + b + 4 > budget {
+                    break;
+                }
+                total += b + 4;
+                sizes.push(b);
+            }
+            let (chunk, tail) = rest.split_at(sizes.len());
+            rest = tail;
+            let ts = if self.timestamps { now_ns() } else { 0 };
+            let (seg, seq, mut offset) = self.claim_frames(&sizes)?;
+            for (i, m) in chunk.iter().enumerate() {
+                let index = make_index(seg.number, seq + i as u32);
+                let dst = seg
+                    .bytes_ptr(offset + FRAME_HEADER, m.len() as u64)
+                    .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+                // SAFETY: as in `append_with_timestamp`; frame `i` of this
+                // claim is inside the claimed, exclusively owned range.
+                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), dst, m.len()) };
+                self.publish_quiet(&seg, offset, m.len(), record_crc(m, index, ts), ts)?;
+                out.push(index);
+                offset += sizes[i];
+            }
+            self.queue.notify();
+        }
+        if let Some(&last) = out.last() {
+            self.after_commit(last)?;
+        }
+        Ok(out)
+    }
+
+    /// Claims `len` bytes to fill in place; see [`Claim`].
+    pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
+        self.check_len(len)?;
+        let (seg, seq, offset) = self.claim_frames(&[frame_size(len as u64)])?;
+        let ptr = seg
+            .bytes_ptr(offset + FRAME_HEADER, len as u64)
+            .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+        // SAFETY: the range is inside the mapping held by `self.seg` (the
+        // same segment: `claim_frames` stores it there), which the claim's
+        // `&mut self` borrow keeps alive and unchanged; the bytes belong to
+        // this claim alone until it is committed or dropped (see `Claim`).
+        let payload = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let timestamp = if self.timestamps { now_ns() } else { 0 };
+        Ok(Claim { producer: self, seq, offset, payload, timestamp, done: false })
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max {
+            return Err(Error::MessageTooLarge { len, max: self.max });
+        }
+        Ok(())
+    }
+
+    fn slot_word(&self, field: u64) -> Result<&AtomicU64> {
+        self.queue.meta().u64_at(self.slot + field)
+    }
+
+    /// Claims consecutive frames of the given sizes in the active segment,
+    /// rolling over as needed. Returns the segment, first sequence number
+    /// and first offset. Announces the claim in the producer slot:
+    /// `CLAIMING` before the `fetch_add`, then `(segment, seq, count)` and
+    /// `CLAIMED`.
+    fn claim_frames(&mut self, sizes: &[u64]) -> Result<(Arc<Segment>, u32, u64)> {
+        let total: u64 = sizes.iter().sum();
+        let n = sizes.len() as u64;
+        loop {
+            self.follow_active()?;
+            let seg = self.seg.clone();
+            self.generation += 1;
+            let state = self.slot_word(8)?;
+            state.store(self.generation << 2 | PRODUCER_CLAIMING, Ordering::SeqCst);
+            let old = seg.tail().fetch_add((n << 32) + total, Ordering::SeqCst);
+            let (seq, offset) = split_tail(old);
+            if seq + n < u32::MAX as u64 && claim_fits(seg.capacity, seq, n, offset, total) {
+                let mut o = offset;
+                for (i, size) in sizes.iter().enumerate() {
+                    // The in-progress marker goes first: a claim whose
+                    // marker is still zero has written nothing at all.
+                    if let Some(w) = seg.frame_word(o) {
+                        w.store(*size, Ordering::Relaxed);
+                    }
+                    if let Some(slot) = seg.index_slot(seq + i as u64) {
+                        slot.store(o as u32, Ordering::Relaxed);
+                    }
+                    o += size;
+                }
+                self.slot_word(16)?.store(seg.number, Ordering::Relaxed);
+                self.slot_word(24)?.store(seq << 32 | n, Ordering::Relaxed);
+                state.store(self.generation << 2 | PRODUCER_CLAIMED, Ordering::Release);
+                return Ok((seg, seq as u32, offset));
+            }
+            self.fail_claim(&seg, seq, offset);
+            state.store(self.generation << 2 | PRODUCER_IDLE, Ordering::Release);
+            self.roll(seg.number)?;
+        }
+    }
+
+    /// A claim that did not fit seals the segment. The first failing
+    /// claimant (the only one whose offset still leaves room for it) writes
+    /// the end-of-segment frame; all lower `final_count` to their sequence.
+    fn fail_claim(&self, seg: &Segment, seq: u64, offset: u64) {
+        if offset + 4 * seq + EOS_RESERVE <= seg.capacity {
+            if let Some(w) = seg.frame_word(offset) {
+                let _ = w.compare_exchange(0, state_word(KIND_EOS, 0, 0), Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+        seg.final_count().fetch_min(seq, Ordering::AcqRel);
+    }
+
+    /// Moves on from full segment `number` to the next one.
+    fn roll(&mut self, number: u64) -> Result<()> {
+        let active = self.queue.meta().active()?;
+        let _ = active.compare_exchange(number, number + 1, Ordering::AcqRel, Ordering::Acquire);
+        self.queue.notify();
+        let next = active.load(Ordering::Acquire).max(number + 1);
+        self.seg = self.queue.segment_or_create(next)?;
+        self.precreate(next + 1);
+        if let Some(policy) = self.queue.inner.retention {
+            let q = self.queue.clone();
+            std::thread::spawn(move || q.apply_retention(&policy));
+        }
+        Ok(())
+    }
+
+    /// Switches to the active segment if another producer rolled over.
+    fn follow_active(&mut self) -> Result<()> {
+        let active = self.queue.meta().active()?.load(Ordering::Acquire);
+        if active != self.seg.number {
+            self.seg = self.queue.segment_or_create(active)?;
+        }
+        Ok(())
+    }
+
+    /// Creates segment `number` in the background so rollover finds it.
+    fn precreate(&self, number: u64) {
+        let dir = self.queue.path().to_path_buf();
+        if dir.join(crate::segment::segment_file_name(number)).exists() {
+            return;
+        }
+        let h = self.queue.meta().header;
+        let sync = self.queue.durability() != Durability::OsManaged;
+        std::thread::spawn(move || Segment::create(&dir, number, h.segment_size, h.flags, sync));
+    }
+
+    fn publish_quiet(&self, seg: &Segment, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
+        let word = seg.frame_word(offset).ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+        if let Some(t) = seg.timestamp_word(offset) {
+            t.store(ts, Ordering::Relaxed);
+        }
+        word.store(state_word(KIND_MESSAGE, len as u32, crc), Ordering::Release);
+        Ok(())
+    }
+
+    fn publish(&self, seg: &Segment, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
+        self.publish_quiet(seg, offset, len, crc, ts)?;
+        self.queue.notify();
+        Ok(())
+    }
+
+    fn after_commit(&self, index: u64) -> Result<()> {
+        match self.queue.durability() {
+            Durability::SyncEveryMessage => self.seg.mapping().flush().map_err(Error::region("msync segment")),
+            _ => {
+                let _ = index;
+                Ok(())
+            }
+        }
+    }
+}

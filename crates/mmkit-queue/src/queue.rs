@@ -1,0 +1,362 @@
+//! The queue handle and its options.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::meta::Meta;
+use crate::segment::Segment;
+
+/// When appended messages reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The OS writes pages back when it likes: messages survive a crash of
+    /// any process, not of the machine. The fastest mode.
+    #[default]
+    OsManaged,
+    /// Batched `msync`: [`Queue::wait_durable`] and
+    /// [`Producer::append_durable`](crate::Producer::append_durable) return
+    /// once a flush covering the message finished. One waiter at a time
+    /// flushes, after waiting up to `interval_us` for more messages (or
+    /// until `max_batch` messages are pending), and everybody whose message
+    /// it covered is released together.
+    GroupCommit {
+        /// How long the flusher waits to gather a batch, in microseconds.
+        interval_us: u32,
+        /// Flush at once when this many messages are pending.
+        max_batch: u32,
+    },
+    /// `msync` of each message's pages before `append` returns.
+    SyncEveryMessage,
+}
+
+impl Durability {
+    pub(crate) fn to_stored(self) -> StoredDurability {
+        match self {
+            Durability::OsManaged => StoredDurability { kind: 0, interval_us: 0, max_batch: 0 },
+            Durability::GroupCommit { interval_us, max_batch } => StoredDurability { kind: 1, interval_us, max_batch },
+            Durability::SyncEveryMessage => StoredDurability { kind: 2, interval_us: 0, max_batch: 0 },
+        }
+    }
+
+    pub(crate) fn from_stored(s: StoredDurability) -> Durability {
+        match s.kind {
+            1 => Durability::GroupCommit { interval_us: s.interval_us, max_batch: s.max_batch },
+            2 => Durability::SyncEveryMessage,
+            _ => Durability::OsManaged,
+        }
+    }
+}
+
+/// Which old segments to delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Delete sealed segments sealed longer ago than this.
+    pub max_age: Option<Duration>,
+    /// Delete the oldest sealed segments while the queue uses more bytes.
+    pub max_total_bytes: Option<u64>,
+    /// Never delete a segment a named cursor or a consumer group has not
+    /// passed yet (default `true`).
+    pub respect_cursors: bool,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_age: None, max_total_bytes: None, respect_cursors: true }
+    }
+}
+
+/// Where a reader starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest retained message.
+    Beginning,
+    /// After the last message appended so far.
+    End,
+    /// At this index (or the first message after it, if it was abandoned).
+    Index(u64),
+    /// At the first message with a timestamp at or after this many
+    /// nanoseconds since the Unix epoch.
+    Time(u64),
+}
+
+/// Builder for opening or creating a queue.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    segment_size: u64,
+    max_message: u32,
+    max_message_set: bool,
+    timestamps: bool,
+    durability: Option<Durability>,
+    retention: Option<Retention>,
+    create: bool,
+    create_new: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            segment_size: 64 << 20,
+            max_message: 1 << 20,
+            max_message_set: false,
+            timestamps: true,
+            durability: None,
+            retention: None,
+            create: false,
+            create_new: false,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Default options: open an existing queue.
+    pub fn new() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    /// Bytes per segment file (creation only; default 64 MiB). A multiple
+    /// of 4096 between 4 KiB and 1 GiB.
+    pub fn segment_size(&mut self, bytes: u64) -> &mut Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Largest message accepted (creation only; default 1 MiB, lowered to
+    /// what fits in a segment unless set explicitly).
+    pub fn max_message_size(&mut self, bytes: u32) -> &mut Self {
+        self.max_message = bytes;
+        self.max_message_set = true;
+        self
+    }
+
+    /// Whether records carry a nanosecond timestamp (creation only;
+    /// default true).
+    pub fn timestamps(&mut self, yes: bool) -> &mut Self {
+        self.timestamps = yes;
+        self
+    }
+
+    /// Durability for this handle (default: the mode stored at creation,
+    /// itself defaulting to [`Durability::OsManaged`]).
+    pub fn durability(&mut self, mode: Durability) -> &mut Self {
+        self.durability = Some(mode);
+        self
+    }
+
+    /// Retention applied by this handle's producers whenever a segment
+    /// fills up.
+    pub fn retention(&mut self, policy: Retention) -> &mut Self {
+        self.retention = Some(policy);
+        self
+    }
+
+    /// Create the queue if it does not exist.
+    pub fn create(&mut self, yes: bool) -> &mut Self {
+        self.create = yes;
+        self
+    }
+
+    /// Create the queue; fail if it exists.
+    pub fn create_new(&mut self, yes: bool) -> &mut Self {
+        self.create_new = yes;
+        self
+    }
+
+    /// Opens (or creates) the queue in `dir`.
+    pub fn open(&self, dir: impl AsRef<Path>) -> Result<Queue> {
+        let dir = dir.as_ref();
+        if self.create || self.create_new {
+            match self.create_in(dir) {
+                Ok(()) => {}
+                Err(Error::AlreadyExists { .. }) if !self.create_new => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let meta = Meta::open(dir)?;
+        let durability = self.durability.unwrap_or(Durability::from_stored(meta.header.durability));
+        if let Durability::GroupCommit { interval_us, .. } = durability {
+            if interval_us > 10_000_000 {
+                return Err(Error::InvalidOption("group-commit interval above 10 s".into()));
+            }
+        }
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            meta,
+            durability,
+            retention: self.retention,
+            segments: Mutex::new(Vec::new()),
+            flusher: Mutex::new(None),
+        };
+        Ok(Queue { inner: Arc::new(inner) })
+    }
+
+    fn header(&self) -> Result<MetaHeader> {
+        let mut max_message = self.max_message;
+        if !self.max_message_set {
+            max_message = max_message.min(max_payload_for(self.segment_size).min(u32::MAX as u64) as u32);
+        }
+        let header = MetaHeader {
+            segment_size: self.segment_size,
+            max_message,
+            flags: if self.timestamps { FLAG_TIMESTAMPS } else { 0 },
+            durability: self.durability.unwrap_or_default().to_stored(),
+        };
+        header.validate().map_err(Error::InvalidOption)?;
+        Ok(header)
+    }
+
+    fn create_in(&self, dir: &Path) -> Result<()> {
+        let header = self.header()?;
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create queue directory", dir, e)),
+        }
+        if dir.join("meta").exists() {
+            return Err(Error::AlreadyExists { path: dir.into() });
+        }
+        Segment::create(dir, 0, header.segment_size, header.flags, true)?;
+        Meta::create(dir, &header)?;
+        crate::segment::sync_dir(dir)
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) meta: Meta,
+    pub(crate) durability: Durability,
+    pub(crate) retention: Option<Retention>,
+    segments: Mutex<Vec<Weak<Segment>>>,
+    pub(crate) flusher: Mutex<Option<crate::reader::Reader>>,
+}
+
+/// A persistent, multi-process message queue in a directory.
+///
+/// Cheap to clone; clones share mappings. See the crate docs for an
+/// example and `docs/queue-format.md` for the format.
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("dir", &self.inner.dir).finish()
+    }
+}
+
+impl Queue {
+    /// Creates a new queue in `dir` with default options (the directory
+    /// may exist but must not hold a queue).
+    pub fn create(dir: impl AsRef<Path>) -> Result<Queue> {
+        OpenOptions::new().create_new(true).open(dir)
+    }
+
+    /// Opens an existing queue.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Queue> {
+        OpenOptions::new().open(dir)
+    }
+
+    /// A builder for [`OpenOptions`].
+    pub fn options() -> OpenOptions {
+        OpenOptions::new()
+    }
+
+    /// The queue's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Bytes per segment file.
+    pub fn segment_size(&self) -> u64 {
+        self.inner.meta.header.segment_size
+    }
+
+    /// Largest message accepted, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.inner.meta.header.max_message as usize
+    }
+
+    /// Whether records carry timestamps.
+    pub fn timestamps(&self) -> bool {
+        self.inner.meta.header.flags & FLAG_TIMESTAMPS != 0
+    }
+
+    /// This handle's durability mode.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// Maps segment `number`, sharing a mapping with other handles of this
+    /// queue that hold it. Only segments someone holds stay mapped.
+    pub(crate) fn segment(&self, number: u64) -> Result<Arc<Segment>> {
+        let mut cache = self.inner.segments.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|w| w.strong_count() > 0);
+        if let Some(seg) = cache.iter().filter_map(Weak::upgrade).find(|s| s.number == number) {
+            return Ok(seg);
+        }
+        let seg = Arc::new(Segment::open(&self.inner.dir, number, self.segment_size())?);
+        cache.push(Arc::downgrade(&seg));
+        Ok(seg)
+    }
+
+    /// Maps segment `number`, creating it first if it does not exist and
+    /// is not older than the active segment (an older missing segment was
+    /// deleted by retention and must not be resurrected).
+    pub(crate) fn segment_or_create(&self, number: u64) -> Result<Arc<Segment>> {
+        match self.segment(number) {
+            Err(e) if crate::segment::is_not_found(&e) => {
+                if number < self.meta().active_segment()? {
+                    return Err(Error::NoSuchIndex { index: make_index(number, 0), reason: "segment deleted by retention" });
+                }
+                let h = &self.inner.meta.header;
+                Segment::create(&self.inner.dir, number, h.segment_size, h.flags, self.inner.durability != Durability::OsManaged)?;
+                self.segment(number)
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
+    /// Wakes every parked reader.
+    pub(crate) fn notify(&self) {
+        if let Ok(n) = self.inner.meta.notifier() {
+            n.notify_all();
+        }
+    }
+
+    /// The index of the oldest retained position.
+    pub fn first_index(&self) -> Result<u64> {
+        Ok(make_index(self.meta().first_segment()?, 0))
+    }
+
+    /// The index the next appended message would get if nobody else
+    /// appends first (the active segment's claim count).
+    pub fn end_index(&self) -> Result<u64> {
+        let active = self.meta().active_segment()?;
+        let seg = self.segment(active)?;
+        let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+        let fin = seg.final_count().load(Ordering::Acquire);
+        Ok(make_index(active, count.min(fin).min(u32::MAX as u64) as u32))
+    }
+
+    /// Writes every dirty page of the queue to disk now (`msync`).
+    pub fn sync(&self) -> Result<()> {
+        let first = self.meta().first_segment()?;
+        let active = self.meta().active_segment()?;
+        for n in first..=active {
+            match self.segment(n) {
+                Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment"))?,
+                Err(e) if crate::segment::is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.meta().flush()
+    }
+}

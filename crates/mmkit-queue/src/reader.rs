@@ -1,0 +1,649 @@
+//! Reading: anonymous readers, the record type, waiting and crash recovery.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mmkit_sync::{ProcessToken, WaitPolicy};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::queue::{Queue, Start};
+use crate::segment::{Segment, is_not_found};
+
+/// Index-slot flag: the claim was abandoned by a dead producer and is
+/// covered by padding; the low bits are the padding's offset.
+pub(crate) const SLOT_ABANDONED: u32 = 1 << 31;
+
+/// How long a reader parks at most while it waits on an in-progress claim
+/// before it checks again whether the claimant died.
+const STALL_SLICE: Duration = Duration::from_millis(2);
+
+/// One message read from the queue.
+///
+/// By default the payload is a private copy the reader made (and
+/// checksummed) before returning the record, so it cannot change under
+/// you. With [`Reader::set_zero_copy`] it borrows the mapped segment
+/// directly.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    index: u64,
+    timestamp: u64,
+    payload: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// The message's index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Nanoseconds since the Unix epoch when appended (0 when the queue
+    /// has no timestamps).
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+
+    /// A copy of the payload.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.payload.to_vec()
+    }
+
+    /// Replaces `buf`'s contents with the payload.
+    pub fn copy_into(&self, buf: &mut Vec<u8>) {
+        buf.clear();
+        buf.extend_from_slice(self.payload);
+    }
+}
+
+/// Where a found message is.
+#[derive(Clone, Copy)]
+struct Found {
+    index: u64,
+    offset: u64,
+    len: u32,
+    crc: u32,
+    timestamp: u64,
+}
+
+enum Poll {
+    Ready(Found),
+    /// Nothing committed at the position; `claimed` if a claim exists there.
+    Pending { claimed: bool },
+}
+
+/// How to get past a corrupt record.
+#[derive(Clone, Copy, Debug)]
+enum Skip {
+    Frame { bytes: u64 },
+    Slot,
+}
+
+/// A reader of the queue from any position. Readers are independent:
+/// each sees every message.
+pub struct Reader {
+    queue: Queue,
+    seg: Arc<Segment>,
+    seq: u64,
+    offset: u64,
+    skip_to: u64,
+    policy: WaitPolicy,
+    verify: bool,
+    zero_copy: bool,
+    skip_corrupt: bool,
+    pending_skip: Option<Skip>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("position", &self.position()).finish()
+    }
+}
+
+impl Queue {
+    /// A reader starting at `start`.
+    pub fn reader(&self, start: Start) -> Result<Reader> {
+        let mut first = self.meta().first_segment()?;
+        let seg = loop {
+            match self.segment_or_create(first) {
+                Err(Error::NoSuchIndex { .. }) if self.meta().first_segment()? > first => {
+                    first = self.meta().first_segment()?;
+                }
+                other => break other?,
+            }
+        };
+        let mut r = Reader {
+            queue: self.clone(),
+            seg,
+            seq: 0,
+            offset: SEGMENT_HEADER,
+            skip_to: 0,
+            policy: WaitPolicy::BALANCED,
+            verify: true,
+            zero_copy: false,
+            skip_corrupt: false,
+            pending_skip: None,
+            buf: Vec::new(),
+        };
+        match start {
+            Start::Beginning => {}
+            Start::End => {
+                let end = self.end_index()?;
+                r.seek(end)?;
+            }
+            Start::Index(i) => r.seek(i)?,
+            Start::Time(ns) => {
+                let i = self.seek_time(ns)?;
+                r.seek(i)?;
+            }
+        }
+        Ok(r)
+    }
+}
+
+impl Reader {
+    /// The queue this reader reads.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// The index of the next message this reader would return (or of the
+    /// position where it will look for it).
+    pub fn position(&self) -> u64 {
+        make_index(self.seg.number, self.seq.max(self.skip_to) as u32)
+    }
+
+    /// How blocking reads wait: spin, yield, then park on the queue's
+    /// futex (default [`WaitPolicy::BALANCED`]).
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Skip corrupt records instead of returning an error for them.
+    pub fn set_skip_corrupt(&mut self, yes: bool) {
+        self.skip_corrupt = yes;
+    }
+
+    /// Turns CRC verification on reads off or on (default on).
+    pub fn set_verify(&mut self, yes: bool) {
+        self.verify = yes;
+    }
+
+    /// Makes records borrow the mapped segment instead of a private copy.
+    ///
+    /// # Safety
+    ///
+    /// While a record is held, no process may write its frame. mmkit never
+    /// writes a committed frame again (crash recovery touches only frames
+    /// whose claimant died before committing, and retention unlinks files,
+    /// which leaves existing mappings intact), so the caller promises that
+    /// no other, non-conforming program writes the queue's files.
+    pub unsafe fn set_zero_copy(&mut self, yes: bool) {
+        self.zero_copy = yes;
+    }
+
+    /// Moves to `index`: O(1) through the segment's index slots. An index
+    /// before the oldest retained segment moves to the oldest message; an
+    /// abandoned index moves to the next message.
+    pub fn seek(&mut self, index: u64) -> Result<()> {
+        self.pending_skip = None;
+        let first = self.queue.meta().first_segment()?;
+        let (mut s, mut c) = (index_segment(index), index_seq(index) as u64);
+        if s < first {
+            (s, c) = (first, 0);
+        }
+        if s != self.seg.number {
+            self.seg = match self.queue.segment(s) {
+                Ok(seg) => seg,
+                Err(e) if is_not_found(&e) => return Err(Error::NoSuchIndex { index, reason: "no such segment" }),
+                Err(e) => return Err(e),
+            };
+        }
+        self.position_at(c);
+        Ok(())
+    }
+
+    /// Places the reader at sequence `c` of the current segment, walking
+    /// from the nearest earlier known frame when `c`'s offset is unknown.
+    fn position_at(&mut self, c: u64) {
+        let seg = &self.seg;
+        let (count, tail_off) = split_tail(seg.tail().load(Ordering::Acquire));
+        let fin = seg.final_count().load(Ordering::Acquire);
+        let (mut start, mut off) = (0, SEGMENT_HEADER);
+        if c >= count && fin == u64::MAX && claim_fits(seg.capacity, count, 0, tail_off, FRAME_HEADER) {
+            (start, off) = (count, tail_off);
+        } else {
+            let mut k = c.min(count).min(fin);
+            while k > 0 {
+                if let Some(o) = valid_slot(seg, k) {
+                    (start, off) = (k, o);
+                    break;
+                }
+                k -= 1;
+            }
+        }
+        self.seq = start;
+        self.offset = off;
+        self.skip_to = c;
+    }
+
+    /// Skips the record at the current position (after an error for it).
+    pub fn skip(&mut self) -> Result<()> {
+        match self.pending_skip.take() {
+            Some(Skip::Frame { bytes }) => {
+                self.seq += 1;
+                self.offset += bytes;
+            }
+            Some(Skip::Slot) => {
+                let next = self.seq + 1;
+                match valid_slot(&self.seg, next) {
+                    Some(o) => {
+                        self.seq = next;
+                        self.offset = o;
+                    }
+                    None => self.next_segment()?,
+                }
+            }
+            None => {
+                let at = self.position();
+                self.seek(at + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message if one is committed; never blocks.
+    pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        match self.poll()? {
+            Poll::Ready(f) => self.take(f).map(Some),
+            Poll::Pending { .. } => Ok(None),
+        }
+    }
+
+    /// The next message, waiting up to `timeout` (`None`: forever) as the
+    /// wait policy says. Returns `Ok(None)` on timeout. A claim abandoned
+    /// by a crashed producer is turned into padding within milliseconds.
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Record<'_>>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.poll()? {
+                Poll::Ready(f) => return self.take(f).map(Some),
+                Poll::Pending { claimed } => {
+                    let left = match deadline {
+                        Some(d) => match d.checked_duration_since(Instant::now()) {
+                            Some(left) if !left.is_zero() => Some(left),
+                            _ => return Ok(None),
+                        },
+                        None => None,
+                    };
+                    self.wait(claimed, left)?;
+                }
+            }
+        }
+    }
+
+    /// Waits for the frame at the position to change (or a claim to appear).
+    fn wait(&mut self, claimed: bool, left: Option<Duration>) -> Result<()> {
+        let seg = self.seg.clone();
+        let Some(word) = seg.frame_word(self.offset) else { return Ok(()) };
+        let tail = seg.tail();
+        let seq = self.seq;
+        let notifier = self.queue.meta().notifier()?;
+        if claimed {
+            let ready = || committed(word.load(Ordering::Acquire));
+            let policy = WaitPolicy { park: false, ..self.policy };
+            let spin = WaitPolicy { spins: policy.spins.min(2000), yields: policy.yields.min(4), park: false };
+            if notifier.wait_until(ready, &spin, Some(Duration::from_micros(50))) {
+                return Ok(());
+            }
+            if recover(&self.queue, &seg, seq, self.offset)? {
+                return Ok(());
+            }
+            let slice = left.map_or(STALL_SLICE, |l| l.min(STALL_SLICE));
+            notifier.wait_until(ready, &WaitPolicy::PARK, Some(slice));
+        } else {
+            let ready = || committed(word.load(Ordering::Acquire)) || split_tail(tail.load(Ordering::Acquire)).0 > seq;
+            notifier.wait_until(ready, &self.policy, left);
+        }
+        Ok(())
+    }
+
+    fn corrupt(&mut self, skip: Skip, reason: impl Into<String>) -> Error {
+        self.pending_skip = Some(skip);
+        Error::CorruptRecord {
+            index: make_index(self.seg.number, self.seq as u32),
+            segment: self.seg.number,
+            offset: self.offset,
+            path: self.seg.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Looks at the frame at the current position, stepping over padding,
+    /// end-of-segment frames and records before `skip_to`.
+    fn poll(&mut self) -> Result<Poll> {
+        loop {
+            if self.seg.poisoned() {
+                return Err(Error::corrupt(&self.seg.path, "segment file was truncated (SIGBUS)"));
+            }
+            let Some(word) = self.seg.frame_word(self.offset) else {
+                let e = self.corrupt(Skip::Slot, "frame offset past the frame area");
+                return self.fail(e);
+            };
+            let w = word.load(Ordering::Acquire);
+            match FrameWord::decode(w) {
+                FrameWord::Message { len, crc } => {
+                    let bytes = frame_size(len as u64);
+                    if check_frame(self.seg.capacity, self.offset, bytes, self.seq, 1).is_err()
+                        || len as usize > self.queue.max_message_size()
+                    {
+                        let e = self.corrupt(Skip::Slot, format!("impossible length {len}"));
+                        return self.fail(e);
+                    }
+                    if self.seq < self.skip_to {
+                        self.seq += 1;
+                        self.offset += bytes;
+                        continue;
+                    }
+                    let timestamp = self.seg.timestamp_word(self.offset).map_or(0, |t| t.load(Ordering::Relaxed));
+                    let index = make_index(self.seg.number, self.seq as u32);
+                    return Ok(Poll::Ready(Found { index, offset: self.offset, len, crc, timestamp }));
+                }
+                FrameWord::Padding { bytes, claims } => {
+                    if check_frame(self.seg.capacity, self.offset, bytes as u64, self.seq, claims as u64).is_err() {
+                        let e = self.corrupt(Skip::Slot, "impossible padding frame");
+                        return self.fail(e);
+                    }
+                    self.seq += claims as u64;
+                    self.offset += bytes as u64;
+                }
+                FrameWord::EndOfSegment => self.next_segment()?,
+                FrameWord::Empty | FrameWord::InProgress { .. } => {
+                    let (count, _) = split_tail(self.seg.tail().load(Ordering::Acquire));
+                    return Ok(Poll::Pending { claimed: count > self.seq });
+                }
+                FrameWord::Invalid => {
+                    let e = self.corrupt(Skip::Slot, format!("invalid frame state word {w:#018x}"));
+                    return self.fail(e);
+                }
+            }
+        }
+    }
+
+    /// Returns the error, or skips the record and continues when the
+    /// policy says so.
+    fn fail(&mut self, e: Error) -> Result<Poll> {
+        if self.skip_corrupt {
+            self.skip()?;
+            return self.poll();
+        }
+        Err(e)
+    }
+
+    fn next_segment(&mut self) -> Result<()> {
+        let mut next = self.seg.number + 1;
+        self.seg = loop {
+            match self.queue.segment_or_create(next) {
+                Err(Error::NoSuchIndex { .. }) => {
+                    let first = self.queue.meta().first_segment()?;
+                    if first <= next {
+                        return Err(Error::corrupt(&self.queue.meta().path, format!("segment {next} is missing")));
+                    }
+                    next = first;
+                }
+                other => break other?,
+            }
+        };
+        self.seq = 0;
+        self.offset = SEGMENT_HEADER;
+        self.skip_to = 0;
+        Ok(())
+    }
+
+    /// Advances over every committed frame without reading payloads;
+    /// stops at the first position that is not committed yet.
+    pub(crate) fn skim(&mut self) -> Result<()> {
+        loop {
+            match self.poll() {
+                Ok(Poll::Ready(f)) => {
+                    self.seq += 1;
+                    self.offset += frame_size(f.len as u64);
+                }
+                Ok(Poll::Pending { .. }) => return Ok(()),
+                Err(Error::CorruptRecord { .. }) => self.skip()?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub(crate) fn segment_number(&self) -> u64 {
+        self.seg.number
+    }
+
+    /// Copies (or borrows) and verifies a found record, and advances.
+    fn take(&mut self, f: Found) -> Result<Record<'_>> {
+        let len = f.len as usize;
+        let src = self
+            .seg
+            .bytes_ptr(f.offset + FRAME_HEADER, len as u64)
+            .ok_or_else(|| Error::corrupt(&self.seg.path, "record outside the segment"))?;
+        if !self.zero_copy {
+            self.buf.resize(len, 0);
+            // SAFETY: `src..src+len` is inside the mapping `self.seg` holds
+            // (checked by `bytes_ptr`); `buf` is our own allocation of `len`
+            // bytes. The copy is volatile, so even a misbehaving writer
+            // changing the bytes meanwhile causes a checksum error, not UB.
+            unsafe { volatile_copy(src, self.buf.as_mut_ptr(), len) };
+        }
+        let payload: &[u8] = if self.zero_copy {
+            // SAFETY: in bounds (above) and mapped while `self.seg` lives,
+            // which the record's borrow of `self` guarantees; the caller of
+            // `set_zero_copy` promised nobody writes committed frames.
+            unsafe { std::slice::from_raw_parts(src, len) }
+        } else {
+            &self.buf
+        };
+        if self.verify && record_crc(payload, f.index, f.timestamp) != f.crc {
+            let bytes = frame_size(len as u64);
+            self.pending_skip = Some(Skip::Frame { bytes });
+            let e = Error::CorruptRecord {
+                index: f.index,
+                segment: self.seg.number,
+                offset: f.offset,
+                path: self.seg.path.clone(),
+                reason: "checksum mismatch".into(),
+            };
+            if self.skip_corrupt {
+                self.skip()?;
+                return match self.poll()? {
+                    Poll::Ready(f) => self.take(f),
+                    Poll::Pending { .. } => Err(e),
+                };
+            }
+            return Err(e);
+        }
+        self.pending_skip = None;
+        self.seq += 1;
+        self.offset += frame_size(len as u64);
+        let payload: &[u8] = if self.zero_copy {
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(src, len) }
+        } else {
+            &self.buf
+        };
+        Ok(Record { index: f.index, timestamp: f.timestamp, payload })
+    }
+}
+
+/// The offset recorded in index slot `c`, if it is a usable frame start.
+pub(crate) fn valid_slot(seg: &Segment, c: u64) -> Option<u64> {
+    if c == 0 {
+        return Some(SEGMENT_HEADER);
+    }
+    let v = seg.index_slot(c)?.load(Ordering::Acquire);
+    if v == 0 || v & SLOT_ABANDONED != 0 {
+        return None;
+    }
+    let o = v as u64;
+    (o >= SEGMENT_HEADER && o % FRAME_ALIGN == 0 && claim_fits(seg.capacity, c, 1, o, FRAME_HEADER)).then_some(o)
+}
+
+/// Copies `len` bytes with volatile word loads.
+///
+/// # Safety
+///
+/// `src` must be readable and `dst` writable for `len` bytes; the ranges
+/// must not overlap.
+pub(crate) unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    if (src as usize) % 8 == 0 {
+        while i + 8 <= len {
+            // SAFETY: `i + 8 <= len`, `src + i` is 8-aligned; `dst` may be
+            // unaligned, hence `write_unaligned`.
+            unsafe {
+                let v = src.add(i).cast::<u64>().read_volatile();
+                dst.add(i).cast::<u64>().write_unaligned(v);
+            }
+            i += 8;
+        }
+    }
+    while i < len {
+        // SAFETY: `i < len`.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+        i += 1;
+    }
+}
+
+/// Recovers a claim whose frame at (`seq`, `offset`) is not committed, if
+/// its claimant is dead. Returns true if the frame changed (now committed,
+/// padding or end-of-segment) so the caller should look again.
+///
+/// The tail is loaded before the producer table is scanned: a producer
+/// announces `CLAIMING` (SeqCst) before its `fetch_add`, so any claim below
+/// the loaded count belongs either to a producer the scan sees as claiming
+/// or holding it, or to one that already wrote its index slot, committed,
+/// or died.
+pub(crate) fn recover(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Result<bool> {
+    let Some(word) = seg.frame_word(offset) else { return Ok(false) };
+    let (count, tail_off) = split_tail(seg.tail().load(Ordering::SeqCst));
+    if count <= seq {
+        return Ok(false);
+    }
+    if live_claimant(queue, seg.number, seq)? {
+        return Ok(false);
+    }
+    let seen = word.load(Ordering::SeqCst);
+    let (next_seq, end_off) = match FrameWord::decode(seen) {
+        FrameWord::Empty => run_end(seg, seq, offset, count, tail_off),
+        FrameWord::InProgress { bytes } if check_frame(seg.capacity, offset, bytes as u64, seq, 1).is_ok() => {
+            (seq + 1, offset + bytes as u64)
+        }
+        FrameWord::InProgress { .. } => (count, tail_off),
+        _ => return Ok(true),
+    };
+    let claims = next_seq - seq;
+    let fits = end_off > offset
+        && end_off - offset <= LEN_MASK as u64
+        && claims <= u32::MAX as u64
+        && check_frame(seg.capacity, offset, end_off - offset, seq, claims).is_ok();
+    let new = if fits {
+        state_word(KIND_PADDING, (end_off - offset) as u32, claims as u32)
+    } else {
+        state_word(KIND_EOS, 0, 0)
+    };
+    if word.compare_exchange(seen, new, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        if fits {
+            for c in seq..next_seq {
+                if let Some(slot) = seg.index_slot(c) {
+                    slot.store(offset as u32 | SLOT_ABANDONED, Ordering::Release);
+                }
+            }
+        } else {
+            seg.final_count().fetch_min(seq, Ordering::SeqCst);
+            let active = queue.meta().active()?;
+            let _ = active.compare_exchange(seg.number, seg.number + 1, Ordering::AcqRel, Ordering::Acquire);
+        }
+        queue.notify();
+    }
+    Ok(true)
+}
+
+/// Whether a frame state word is past the in-progress stage.
+fn committed(word: u64) -> bool {
+    !matches!(FrameWord::decode(word), FrameWord::Empty | FrameWord::InProgress { .. })
+}
+
+/// Where a run of dead claims starting at (`seq`, `offset`) whose claimant
+/// wrote nothing ends: at the next claim whose index slot holds its start,
+/// else at the tail. A claimant writes its in-progress marker, then its
+/// index slot, then its payload, so a zero slot means nothing of that
+/// claim was written. Slots lying before `offset` cannot belong to a
+/// successful claim (they would overlap earlier frames), which ends the
+/// scan. Slots marked abandoned belong to padding further on, which the
+/// new padding simply covers.
+fn run_end(seg: &Segment, seq: u64, offset: u64, count: u64, tail_off: u64) -> (u64, u64) {
+    for c in seq + 1..count {
+        let Some(pos) = seg.capacity.checked_sub(4 * (c + 1)) else { break };
+        if pos < offset + FRAME_HEADER {
+            break;
+        }
+        let Some(slot) = seg.index_slot(c) else { break };
+        let v = slot.load(Ordering::SeqCst);
+        if v != 0 && v & SLOT_ABANDONED == 0 {
+            return (c, v as u64);
+        }
+    }
+    (count, tail_off)
+}
+
+/// Whether a live producer is claiming (claim not yet recorded) or holds
+/// claim `seq` of segment `number`.
+fn live_claimant(queue: &Queue, number: u64, seq: u64) -> Result<bool> {
+    let meta = queue.meta();
+    for i in 0..PRODUCER_SLOTS as u64 {
+        let slot = PRODUCER_TABLE + i * PRODUCER_SLOT_SIZE;
+        let token = meta.u64_at(slot)?.load(Ordering::SeqCst);
+        if token == 0 {
+            continue;
+        }
+        let state = meta.u64_at(slot + 8)?;
+        let (s1, seg, claim, s2) = loop {
+            let s1 = state.load(Ordering::SeqCst);
+            let seg = meta.u64_at(slot + 16)?.load(Ordering::SeqCst);
+            let claim = meta.u64_at(slot + 24)?.load(Ordering::SeqCst);
+            let s2 = state.load(Ordering::SeqCst);
+            if s1 == s2 || s2 & 3 != PRODUCER_CLAIMED {
+                break (s1, seg, claim, s2);
+            }
+        };
+        let involved = match s2 & 3 {
+            PRODUCER_CLAIMING => true,
+            PRODUCER_CLAIMED if s1 == s2 => {
+                let (c0, n) = (claim >> 32, claim & 0xffff_ffff);
+                seg == number && seq >= c0 && seq < c0 + n
+            }
+            PRODUCER_CLAIMED => true,
+            _ => false,
+        };
+        if involved && ProcessToken::from_raw(token).is_alive() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

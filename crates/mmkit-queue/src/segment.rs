@@ -1,0 +1,222 @@
+//! One mapped segment file and race-free segment creation.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use mmkit_region::{MapOptions, Mapping, Mode};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, FrameWord, SegmentHeader, FRAME_HEADER, SEGMENT_HEADER, SEG_FINAL_COUNT, SEG_TAIL,
+};
+
+/// The file name of segment `number`.
+pub(crate) fn segment_file_name(number: u64) -> String {
+    format!("{number:020}.seg")
+}
+
+/// Parses a segment file name back into its number.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A mapped segment. The mapping lives as long as the `Segment`, so raw
+/// pointers derived from `base` stay valid while `&self` is held, even if
+/// retention unlinks the file (unlinking never unmaps).
+pub(crate) struct Segment {
+    map: Mapping,
+    base: *mut u8,
+    pub(crate) number: u64,
+    pub(crate) capacity: u64,
+    pub(crate) header: SegmentHeader,
+    pub(crate) path: PathBuf,
+}
+
+// SAFETY: all shared-memory access goes through atomics or through byte
+// ranges whose ownership the queue protocol assigns to one thread (a
+// producer's claimed, uncommitted frame) or that are immutable (committed
+// frames); the raw pointer is just the mapping's base address.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Maps segment `number` of the queue in `dir`.
+    pub(crate) fn open(dir: &Path, number: u64, capacity: u64) -> Result<Segment> {
+        let path = dir.join(segment_file_name(number));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?.len();
+        let mut head = [0u8; 48];
+        if file_len < capacity {
+            return Err(Error::corrupt(&path, format!("segment file is {file_len} bytes, expected {capacity}")));
+        }
+        file.read_exact_at(&mut head, 0).map_err(|e| Error::io("read segment header", &path, e))?;
+        let header = SegmentHeader::parse(&head, &path, number, capacity, file_len)?;
+        let map = MapOptions::new()
+            .len(capacity as usize)
+            .mode(Mode::ReadWrite)
+            .map_file_at(&file, Some(&path))
+            .map_err(Error::region("map segment"))?;
+        let base = map.raw_parts().0;
+        let seg = Segment { map, base, number, capacity, header, path };
+        let (count, offset) = format::split_tail(seg.tail().load(Ordering::Acquire));
+        if offset < SEGMENT_HEADER || offset % 8 != 0 || count > capacity {
+            return Err(Error::corrupt(&seg.path, format!("tail word (count {count}, offset {offset}) is impossible")));
+        }
+        Ok(seg)
+    }
+
+    /// Creates segment `number` unless it exists. Race-free: the file is
+    /// preallocated and initialised under a temporary name, then renamed
+    /// into place with `RENAME_NOREPLACE`; a loser of the race deletes its
+    /// temporary file and uses the winner's.
+    pub(crate) fn create(dir: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
+        let path = dir.join(segment_file_name(number));
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = dir.join(format!(".tmp-{number}-{}-{}.seg", std::process::id(), unique()));
+        let result = init_file(&tmp, number, capacity, flags, sync).and_then(|()| {
+            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &path, rustix::fs::RenameFlags::NOREPLACE)
+                .or_else(|e| if e == rustix::io::Errno::EXIST { Ok(()) } else { Err(e) })
+                .map_err(|e| Error::io("rename new segment into place", &path, e))
+        });
+        let _ = std::fs::remove_file(&tmp);
+        result?;
+        if sync {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
+    fn atomic64(&self, offset: u64) -> &AtomicU64 {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= self.capacity);
+        // SAFETY: callers pass constant header offsets (inside the header,
+        // which `open` checked fits, since capacity >= MIN_SEGMENT_SIZE) or
+        // frame offsets validated by `check_frame`/`claim_fits` to lie in
+        // `SEGMENT_HEADER..capacity` and be 8-aligned; the mapping is
+        // page-aligned, writable and lives as long as `&self`; other
+        // processes touch these words only atomically.
+        unsafe { AtomicU64::from_ptr(self.base.add(offset as usize).cast()) }
+    }
+
+    /// The tail word: `count << 32 | offset`.
+    pub(crate) fn tail(&self) -> &AtomicU64 {
+        self.atomic64(SEG_TAIL)
+    }
+
+    /// The final message count (`u64::MAX` while open).
+    pub(crate) fn final_count(&self) -> &AtomicU64 {
+        self.atomic64(SEG_FINAL_COUNT)
+    }
+
+    /// The state word of the frame at `offset`, or `None` if no frame
+    /// header fits there.
+    pub(crate) fn frame_word(&self, offset: u64) -> Option<&AtomicU64> {
+        if offset < SEGMENT_HEADER || offset % 8 != 0 || offset + FRAME_HEADER > self.capacity {
+            return None;
+        }
+        Some(self.atomic64(offset))
+    }
+
+    /// The timestamp word of the frame at `offset` (validated like
+    /// [`Segment::frame_word`]).
+    pub(crate) fn timestamp_word(&self, offset: u64) -> Option<&AtomicU64> {
+        self.frame_word(offset)?;
+        Some(self.atomic64(offset + 8))
+    }
+
+    /// Index slot `seq`, or `None` if it would overlap the header.
+    pub(crate) fn index_slot(&self, seq: u64) -> Option<&AtomicU32> {
+        let off = self.capacity.checked_sub(seq.checked_add(1)?.checked_mul(4)?)?;
+        if off < SEGMENT_HEADER {
+            return None;
+        }
+        // SAFETY: `off` is 4-aligned (capacity is a multiple of 4096), inside
+        // the mapping and past the header; see `atomic64`.
+        Some(unsafe { AtomicU32::from_ptr(self.base.add(off as usize).cast()) })
+    }
+
+    /// Pointer to `len` bytes at `offset`, after a bounds check.
+    pub(crate) fn bytes_ptr(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        if offset < SEGMENT_HEADER || end > self.capacity {
+            return None;
+        }
+        // SAFETY: in bounds of the mapping, checked just above.
+        Some(unsafe { self.base.add(offset as usize) })
+    }
+
+    /// Decodes the state word at `offset` with Acquire ordering.
+    pub(crate) fn load_frame(&self, offset: u64) -> Option<FrameWord> {
+        Some(FrameWord::decode(self.frame_word(offset)?.load(Ordering::Acquire)))
+    }
+
+    /// Whether a SIGBUS hit this mapping (file truncated under us).
+    pub(crate) fn poisoned(&self) -> bool {
+        self.map.is_poisoned()
+    }
+}
+
+fn init_file(tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)
+        .map_err(|e| Error::io("create segment", tmp, e))?;
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, capacity)
+        .map_err(|e| Error::io("preallocate segment", tmp, e))?;
+    let header = SegmentHeader { number, capacity, created_ns: now_ns(), flags };
+    let w = |off: u64, bytes: &[u8]| -> Result<()> {
+        file.write_all_at(bytes, off).map_err(|e| Error::io("write segment header", tmp, e))
+    };
+    w(0, &header.encode())?;
+    w(SEG_TAIL, &SEGMENT_HEADER.to_le_bytes())?;
+    w(SEG_FINAL_COUNT, &u64::MAX.to_le_bytes())?;
+    if sync {
+        file.sync_all().map_err(|e| Error::io("fsync new segment", tmp, e))?;
+    }
+    Ok(())
+}
+
+/// `fsync` a directory so a rename or unlink in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync queue directory", dir, e))
+}
+
+/// Nanoseconds since the Unix epoch.
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) ^ now_ns()
+}
+
+/// Whether an I/O error means "no such file".
+pub(crate) fn is_not_found(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+}

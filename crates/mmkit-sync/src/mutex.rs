@@ -1,0 +1,270 @@
+//! A robust mutex for shared memory: a dead holder is detected by
+//! liveness, never by a wall-clock timeout.
+
+use std::fmt;
+use std::hint::spin_loop;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use mmkit_region::Access;
+
+use crate::error::{Error, Result};
+use crate::notifier::{Deadline, Notifier};
+use crate::place::{Placeable, place};
+use crate::token::{Liveness, ProcessToken};
+
+/// `flags` bit: a holder died inside its critical section and nobody has
+/// called [`MutexGuard::make_consistent`] since.
+const INCONSISTENT: u32 = 1;
+/// Busy-wait iterations before parking; a typical critical section in
+/// shared memory is shorter than this.
+const SPINS: u32 = 128;
+/// Park slices between liveness checks of the holder: short at first so a
+/// dead holder is found within a couple of milliseconds, longer once the
+/// lock has been held a while, to keep the `/proc` reads cheap.
+const SHORT_SLICE: Duration = Duration::from_millis(1);
+const SHORT_SLICES: u32 = 20;
+const LONG_SLICE: Duration = Duration::from_millis(4);
+
+/// A mutex that lives in shared memory and survives the death of its
+/// holder.
+///
+/// 24 bytes, align 8, all-zero = unlocked and consistent:
+/// `{ owner: u64 (ProcessToken raw, 0 = free), notifier: Notifier (8 bytes),
+/// flags: u32 (bit 0 = INCONSISTENT), reserved: u32 }`. See
+/// `docs/sync-format.md`.
+///
+/// Locking is one compare-and-swap of `owner` from 0 to the calling
+/// thread's [`ProcessToken`], so the lock is never held without a recorded
+/// owner. A waiter that cannot get the lock parks for a millisecond or a
+/// few at a time, and after each slice checks whether the holder is still
+/// alive (its thread id exists, is not a zombie, and has the recorded start
+/// time). When it is dead, exactly one waiter takes the lock over and gets
+/// [`LockOutcome::OwnerDied`].
+///
+/// Ownership is per *thread*: a thread that exits while holding the lock
+/// counts as dead too. Locking again from the holding thread returns
+/// [`Error::WouldDeadlock`].
+#[repr(C)]
+#[derive(Default)]
+pub struct RobustMutex {
+    owner: AtomicU64,
+    notifier: Notifier,
+    flags: AtomicU32,
+    reserved: AtomicU32,
+}
+
+// SAFETY: atomics only, `repr(C)` without implicit padding (8 + 8 + 4 + 4),
+// any bit pattern valid, zero = unlocked and consistent.
+unsafe impl Placeable for RobustMutex {}
+
+impl fmt::Debug for RobustMutex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RobustMutex")
+            .field("owner", &self.owner())
+            .field("inconsistent", &self.is_inconsistent())
+            .finish()
+    }
+}
+
+/// The result of a successful lock.
+#[must_use = "dropping the outcome unlocks the mutex at once"]
+#[derive(Debug)]
+pub enum LockOutcome<'a> {
+    /// The lock was free, or released normally.
+    Acquired(MutexGuard<'a>),
+    /// The previous holder died while holding the lock (now, or earlier
+    /// and nobody has called [`MutexGuard::make_consistent`] since). The
+    /// protected data may be half-updated: repair it, then call
+    /// `make_consistent`. Dropping the guard without doing so leaves the
+    /// mutex inconsistent, and the next locker gets `OwnerDied` again.
+    OwnerDied(MutexGuard<'a>),
+}
+
+impl<'a> LockOutcome<'a> {
+    /// The guard, whichever way it was obtained.
+    pub fn into_guard(self) -> MutexGuard<'a> {
+        match self {
+            LockOutcome::Acquired(g) | LockOutcome::OwnerDied(g) => g,
+        }
+    }
+
+    /// Whether a previous holder died with the lock held.
+    pub fn owner_died(&self) -> bool {
+        matches!(self, LockOutcome::OwnerDied(_))
+    }
+}
+
+/// Proof of holding a [`RobustMutex`]; dropping it unlocks.
+///
+/// Not `Send`: the lock belongs to the thread that took it.
+#[must_use = "dropping the guard unlocks the mutex at once"]
+pub struct MutexGuard<'a> {
+    mutex: &'a RobustMutex,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for MutexGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MutexGuard").field("mutex", self.mutex).finish()
+    }
+}
+
+impl MutexGuard<'_> {
+    /// Declares the protected data repaired: later lockers get
+    /// [`LockOutcome::Acquired`] again.
+    pub fn make_consistent(&self) {
+        self.mutex.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
+    }
+
+    /// The mutex this guard holds.
+    pub fn mutex(&self) -> &RobustMutex {
+        self.mutex
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // A SeqCst swap orders the release before the waiter-count read,
+        // pairing with a waiter's registration (see `Notifier`).
+        self.mutex.owner.swap(0, Ordering::SeqCst);
+        self.mutex.notifier.notify_one_after_seqcst_rmw();
+    }
+}
+
+impl RobustMutex {
+    /// Size in shared memory, in bytes.
+    pub const SIZE: usize = 24;
+    /// Required alignment, in bytes.
+    pub const ALIGN: usize = 8;
+
+    /// A fresh, unlocked mutex, for use outside shared memory.
+    pub const fn new() -> RobustMutex {
+        RobustMutex {
+            owner: AtomicU64::new(0),
+            notifier: Notifier::new(),
+            flags: AtomicU32::new(0),
+            reserved: AtomicU32::new(0),
+        }
+    }
+
+    /// The mutex at `offset` in `mem`. Errors if the memory is read-only,
+    /// the range is out of bounds, or the address is not 8-aligned.
+    pub fn at<A: Access + ?Sized>(mem: &A, offset: u64) -> Result<&RobustMutex> {
+        place(mem, offset, "RobustMutex::at")
+    }
+
+    /// Locks, waiting as long as it takes. A dead holder is detected
+    /// within a few milliseconds and yields [`LockOutcome::OwnerDied`].
+    #[inline]
+    pub fn lock(&self) -> Result<LockOutcome<'_>> {
+        let me = ProcessToken::current().to_raw();
+        if self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return Ok(self.acquired());
+        }
+        match self.lock_slow("RobustMutex::lock", me, Deadline::after(None))? {
+            Some(outcome) => Ok(outcome),
+            None => Err(Error::Timeout { op: "RobustMutex::lock", timeout: Duration::MAX }),
+        }
+    }
+
+    /// Locks if that is possible without waiting. Also takes the lock over
+    /// from a dead holder (which costs one read of `/proc`).
+    pub fn try_lock(&self) -> Result<Option<LockOutcome<'_>>> {
+        let me = ProcessToken::current().to_raw();
+        match self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => Ok(Some(self.acquired())),
+            Err(current) if current == me => Err(Error::WouldDeadlock { op: "RobustMutex::try_lock" }),
+            Err(current) => Ok(self.take_from_dead(current, me)),
+        }
+    }
+
+    /// Locks, giving up with `Ok(None)` after `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<LockOutcome<'_>>> {
+        let me = ProcessToken::current().to_raw();
+        if self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return Ok(Some(self.acquired()));
+        }
+        self.lock_slow("RobustMutex::lock_timeout", me, Deadline::after(Some(timeout)))
+    }
+
+    /// The current holder, if any.
+    pub fn owner(&self) -> Option<ProcessToken> {
+        match self.owner.load(Ordering::Relaxed) {
+            0 => None,
+            raw => Some(ProcessToken::from_raw(raw)),
+        }
+    }
+
+    /// Whether a holder died and the data has not been declared repaired.
+    pub fn is_inconsistent(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0
+    }
+
+    #[inline]
+    fn acquired(&self) -> LockOutcome<'_> {
+        let guard = MutexGuard { mutex: self, _not_send: PhantomData };
+        // Written by a holder before its releasing swap, which our
+        // acquiring CAS synchronises with.
+        if self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0 {
+            LockOutcome::OwnerDied(guard)
+        } else {
+            LockOutcome::Acquired(guard)
+        }
+    }
+
+    fn try_acquire(&self, me: u64) -> bool {
+        self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    /// Takes the lock over if `holder` is dead; only one contender can win
+    /// the swap from the dead token.
+    fn take_from_dead(&self, holder: u64, me: u64) -> Option<LockOutcome<'_>> {
+        if ProcessToken::from_raw(holder).liveness() != Liveness::Dead {
+            return None;
+        }
+        self.owner.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        // If we die before this store, the next taker sets it instead.
+        self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
+        Some(LockOutcome::OwnerDied(MutexGuard { mutex: self, _not_send: PhantomData }))
+    }
+
+    #[cold]
+    fn lock_slow(&self, op: &'static str, me: u64, deadline: Deadline) -> Result<Option<LockOutcome<'_>>> {
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Err(Error::WouldDeadlock { op });
+        }
+        for _ in 0..SPINS {
+            spin_loop();
+            if self.owner.load(Ordering::Relaxed) == 0 && self.try_acquire(me) {
+                return Ok(Some(self.acquired()));
+            }
+        }
+        let mut slices = 0u32;
+        loop {
+            let slice = if slices < SHORT_SLICES { SHORT_SLICE } else { LONG_SLICE };
+            let mut free = || self.owner.load(Ordering::SeqCst) == 0;
+            let woke_free = self.notifier.park_until(&mut free, deadline, slice);
+            if woke_free {
+                if self.try_acquire(me) {
+                    return Ok(Some(self.acquired()));
+                }
+                continue;
+            }
+            slices = slices.saturating_add(1);
+            let holder = self.owner.load(Ordering::Acquire);
+            if holder == 0 {
+                if self.try_acquire(me) {
+                    return Ok(Some(self.acquired()));
+                }
+            } else if let Some(outcome) = self.take_from_dead(holder, me) {
+                return Ok(Some(outcome));
+            }
+            if deadline.remaining().is_some_and(|d| d.is_zero()) {
+                return Ok(None);
+            }
+        }
+    }
+}

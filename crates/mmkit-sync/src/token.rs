@@ -1,0 +1,267 @@
+//! Process and thread identity that survives pid reuse.
+//!
+//! A [`ProcessToken`] packs a thread (or process) id with the moment that
+//! thread started, in clock ticks since boot, as `/proc/<tid>/stat` field 22
+//! reports it. A pid that the kernel hands out again belongs to a task with
+//! a later start time, so an old token never passes for the new task.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Bits of the token holding the thread id (`PID_MAX_LIMIT` is 2^22).
+const TID_BITS: u32 = 22;
+const TID_MASK: u64 = (1 << TID_BITS) - 1;
+/// Bits left for the start time: 2^42 ticks at 100 Hz is ~1,400 years.
+const START_BITS: u32 = 64 - TID_BITS;
+const START_MASK: u64 = (1 << START_BITS) - 1;
+
+/// A compact `(tid, start time)` identity that can live in shared memory.
+///
+/// Layout of the raw `u64`: the thread id in the low 22 bits, the thread's
+/// start time (clock ticks since boot, `/proc/<tid>/stat` field 22) in the
+/// high 42 bits. The raw value 0 means "nobody". See `docs/sync-format.md`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ProcessToken(u64);
+
+/// Whether the task a [`ProcessToken`] names still runs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Liveness {
+    /// The task exists, is not a zombie and started when the token says.
+    /// Also returned when liveness cannot be determined (for example
+    /// `/proc` is unreadable), because declaring a live owner dead would
+    /// break mutual exclusion.
+    Alive,
+    /// The task is gone, is a zombie, or its id now belongs to another task.
+    Dead,
+}
+
+impl ProcessToken {
+    /// The token of the calling thread.
+    ///
+    /// Cached per thread: after the first call this is a thread-local read
+    /// and one relaxed atomic load. The cache is invalidated in the child
+    /// of `fork()` (through a `pthread_atfork` handler), so a forked child
+    /// gets its own token. Raw `clone`/`vfork` system calls that bypass
+    /// libc's fork handlers are not supported.
+    ///
+    /// If `/proc` cannot be read, the start time is recorded as 0
+    /// ("unknown"), and liveness checks then only test that the id exists.
+    #[inline]
+    pub fn current() -> ProcessToken {
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let (cached_gen, raw) = THREAD_TOKEN.get();
+        if cached_gen == generation && raw != 0 {
+            return ProcessToken(raw);
+        }
+        Self::current_slow()
+    }
+
+    #[cold]
+    fn current_slow() -> ProcessToken {
+        register_fork_handler();
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let start = read_stat(PathBuf::from("/proc/thread-self/stat")).map(|s| s.start_ticks).unwrap_or(0);
+        let token = Self::pack(tid, start);
+        THREAD_TOKEN.set((generation, token.0));
+        token
+    }
+
+    /// The token of the calling process: its pid and the process's start
+    /// time. Cached like [`ProcessToken::current`].
+    pub fn current_process() -> ProcessToken {
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let (cached_gen, raw) = PROCESS_TOKEN.get();
+        if cached_gen == generation && raw != 0 {
+            return ProcessToken(raw);
+        }
+        register_fork_handler();
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+        let start = read_stat(PathBuf::from("/proc/self/stat")).map(|s| s.start_ticks).unwrap_or(0);
+        let token = Self::pack(pid, start);
+        PROCESS_TOKEN.set((generation, token.0));
+        token
+    }
+
+    /// The token of another task, read from `/proc/<pid>/stat`.
+    ///
+    /// Works for process ids and thread ids alike. Fails if the task does
+    /// not exist or its id does not fit in 22 bits.
+    pub fn of_pid(pid: u32) -> Result<ProcessToken> {
+        if pid == 0 || u64::from(pid) > TID_MASK {
+            return Err(Error::Invalid { op: "ProcessToken::of_pid", reason: format!("pid {pid} is out of range") });
+        }
+        let path = PathBuf::from(format!("/proc/{pid}/stat"));
+        let stat = read_stat(path.clone()).map_err(|source| Error::Proc { op: "ProcessToken::of_pid", path, source })?;
+        Ok(Self::pack(pid, stat.start_ticks))
+    }
+
+    /// Builds a token from its parts; `None` if `tid` is 0 or does not fit
+    /// in 22 bits, or `start_ticks` does not fit in 42 bits.
+    pub fn from_parts(tid: u32, start_ticks: u64) -> Option<ProcessToken> {
+        if tid == 0 || u64::from(tid) > TID_MASK || start_ticks > START_MASK {
+            return None;
+        }
+        Some(Self::pack(tid, start_ticks))
+    }
+
+    fn pack(tid: u32, start_ticks: u64) -> ProcessToken {
+        ProcessToken((u64::from(tid) & TID_MASK) | ((start_ticks & START_MASK) << TID_BITS))
+    }
+
+    /// Reinterprets a raw value, as stored in shared memory.
+    #[inline]
+    pub const fn from_raw(raw: u64) -> ProcessToken {
+        ProcessToken(raw)
+    }
+
+    /// The raw value to store in shared memory; 0 only for "nobody".
+    #[inline]
+    pub const fn to_raw(self) -> u64 {
+        self.0
+    }
+
+    /// The thread or process id.
+    #[inline]
+    pub const fn pid(self) -> u32 {
+        (self.0 & TID_MASK) as u32
+    }
+
+    /// The start time in clock ticks since boot (0 when it was unknown).
+    #[inline]
+    pub const fn start_ticks(self) -> u64 {
+        self.0 >> TID_BITS
+    }
+
+    /// Whether the task still runs. Reads `/proc/<tid>/stat`: a missing
+    /// entry, a zombie (`Z`) or dead (`X`) state, or a different start time
+    /// (the id was reused) all mean [`Liveness::Dead`].
+    pub fn liveness(self) -> Liveness {
+        let pid = self.pid();
+        if pid == 0 {
+            return Liveness::Dead;
+        }
+        match read_stat(PathBuf::from(format!("/proc/{pid}/stat"))) {
+            Ok(stat) => {
+                let reused = self.start_ticks() != 0 && stat.start_ticks & START_MASK != self.start_ticks();
+                if reused || matches!(stat.state, b'Z' | b'X' | b'x') { Liveness::Dead } else { Liveness::Alive }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => exists_by_signal(pid),
+            // Unreadable or unparsable: never declare a possibly live owner dead.
+            Err(_) => Liveness::Alive,
+        }
+    }
+
+    /// `liveness() == Liveness::Alive`.
+    pub fn is_alive(self) -> bool {
+        self.liveness() == Liveness::Alive
+    }
+}
+
+/// `/proc` may hide other users' tasks (`hidepid`); a signal-0 probe tells
+/// a hidden task from a missing one.
+fn exists_by_signal(pid: u32) -> Liveness {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return Liveness::Dead;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Err(rustix::io::Errno::SRCH) => Liveness::Dead,
+        _ => Liveness::Alive,
+    }
+}
+
+/// Bumped in the child after every `fork()`, invalidating token caches.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static FORK_HANDLER: Once = Once::new();
+
+thread_local! {
+    /// (fork generation, raw token) of this thread; raw 0 = not yet known.
+    static THREAD_TOKEN: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    static PROCESS_TOKEN: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+fn register_fork_handler() {
+    FORK_HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only performs one atomic add,
+        // which is async-signal-safe and valid in a freshly forked child.
+        // rustix has no pthread_atfork, hence libc. A failure (ENOMEM)
+        // would only leave stale tokens in forked children; there is
+        // nothing better to do than carry on.
+        let _ = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// The two fields of `/proc/<pid>/stat` that liveness needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// Field 3: one of `R S D Z T t X I ...`.
+    pub(crate) state: u8,
+    /// Field 22: start time in clock ticks since boot.
+    pub(crate) start_ticks: u64,
+}
+
+fn read_stat(path: PathBuf) -> io::Result<Stat> {
+    let mut buf = [0u8; 1024];
+    let mut file = File::open(&path)?;
+    let mut len = 0;
+    while len < buf.len() {
+        let n = file.read(&mut buf[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    parse_stat(&buf[..len]).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat line"))
+}
+
+/// Parses a `/proc/<pid>/stat` line. The command name (field 2) sits in
+/// parentheses and may itself contain spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub(crate) fn parse_stat(line: &[u8]) -> Option<Stat> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    let mut fields = line[close + 1..].split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    // Field 3 is `state`; field 22 is 19 fields further.
+    let start = fields.nth(18)?;
+    let start_ticks = std::str::from_utf8(start).ok()?.parse().ok()?;
+    Some(Stat { state, start_ticks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_odd_command_names() {
+        let line = b"123 (a) b (c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 19 20\n";
+        assert_eq!(parse_stat(line), Some(Stat { state: b'S', start_ticks: 4242 }));
+        assert_eq!(parse_stat(b"123 (x) Z 1 2"), None);
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn current_thread_is_alive_and_stable() {
+        let me = ProcessToken::current();
+        assert_eq!(me, ProcessToken::current());
+        assert_ne!(me.to_raw(), 0);
+        assert!(me.start_ticks() > 0);
+        assert_eq!(me.liveness(), Liveness::Alive);
+        let other = std::thread::spawn(ProcessToken::current).join().unwrap_or(me);
+        assert_ne!(other, me);
+        let process = ProcessToken::current_process();
+        assert_eq!(process.pid(), std::process::id());
+        assert!(process.is_alive());
+        assert_eq!(ProcessToken::of_pid(std::process::id()).ok(), Some(process));
+    }
+}

@@ -1,0 +1,346 @@
+//! Multi-process tests: the test binary re-runs itself with
+//! `MMKIT_SYNC_CHILD=<role>` to play the other processes, which share a
+//! mapped file with the parent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mmkit_region::{Access, MapOptions, Mapping, Mode};
+use mmkit_sync::{EventCount, Liveness, LockOutcome, ProcessToken, RobustMutex, WaitPolicy};
+
+const ROLE_VAR: &str = "MMKIT_SYNC_CHILD";
+const FILE_VAR: &str = "MMKIT_SYNC_FILE";
+const ARG_VAR: &str = "MMKIT_SYNC_ARG";
+
+// Layout of the shared file used by every test.
+const MUTEX: u64 = 0;
+const COUNTER: u64 = 64;
+const PAIR_A: u64 = 128;
+const PAIR_B: u64 = 136;
+const STARTED: u64 = 192;
+const EVENTS: u64 = 256;
+const ACKS: u64 = 320;
+const FAILURES: u64 = 384;
+const FILE_LEN: u64 = 4096;
+
+const LONG: Option<Duration> = Some(Duration::from_secs(20));
+
+fn shared_file() -> (tempfile::TempDir, PathBuf, Mapping) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync");
+    std::fs::File::create(&path).unwrap().set_len(FILE_LEN).unwrap();
+    let map = map(&path);
+    (dir, path, map)
+}
+
+fn map(path: &Path) -> Mapping {
+    MapOptions::new().mode(Mode::ReadWrite).map_path(path).unwrap()
+}
+
+fn spawn(role: &str, path: &Path, arg: u64) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_VAR, role)
+        .env(FILE_VAR, path)
+        .env(ARG_VAR, arg.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_success(mut child: Child) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {status}");
+}
+
+/// Reads or writes a plain (non-atomic) u64 in the mapping; only ever
+/// done while holding the mutex, which is what the tests check.
+fn cell(map: &Mapping, offset: u64) -> *mut u64 {
+    map.checked_ptr("test cell", offset, 8).unwrap().cast()
+}
+
+fn read_cell(map: &Mapping, offset: u64) -> u64 {
+    // SAFETY: in bounds (checked), 8-aligned offset in a page-aligned map;
+    // accessed only under the mutex.
+    unsafe { cell(map, offset).read_volatile() }
+}
+
+fn write_cell(map: &Mapping, offset: u64, value: u64) {
+    // SAFETY: as in `read_cell`.
+    unsafe { cell(map, offset).write_volatile(value) }
+}
+
+/// A small xorshift generator; tests need variety, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        Rng(u64::from(nanos) ^ (u64::from(std::process::id()) << 32) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    /// A random pause: mostly nothing or a short spin, sometimes a sleep
+    /// long enough for the other side to park.
+    fn pause(&mut self) {
+        match self.below(10) {
+            0..=3 => {}
+            4..=7 => {
+                for _ in 0..self.below(2000) {
+                    std::hint::spin_loop();
+                }
+            }
+            _ => std::thread::sleep(Duration::from_micros(self.below(300))),
+        }
+    }
+}
+
+/// Entry point of child processes; does nothing in a normal test run.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE_VAR) else { return };
+    let path = PathBuf::from(std::env::var(FILE_VAR).unwrap());
+    let arg: u64 = std::env::var(ARG_VAR).unwrap().parse().unwrap();
+    let map = map(&path);
+    match role.as_str() {
+        "hold" => hold(&map),
+        "churn" => churn(&map),
+        "count" => count(&map, arg),
+        "waiter" => waiter(&map, arg),
+        "exit" => {}
+        other => panic!("unknown role {other}"),
+    }
+    std::process::exit(0);
+}
+
+/// Takes the lock, says so, and sleeps until killed.
+fn hold(map: &Mapping) {
+    let mutex = RobustMutex::at(map, MUTEX).unwrap();
+    let _guard = mutex.lock().unwrap().into_guard();
+    EventCount::at(map, STARTED).unwrap().advance(1);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Updates the pair (a, b) under the lock forever; a kill between the two
+/// writes leaves a != b, which the next holder must repair.
+fn churn(map: &Mapping) {
+    let mutex = RobustMutex::at(map, MUTEX).unwrap();
+    EventCount::at(map, STARTED).unwrap().advance(1);
+    loop {
+        let outcome = mutex.lock().unwrap();
+        if outcome.owner_died() {
+            write_cell(map, PAIR_B, read_cell(map, PAIR_A));
+        }
+        let guard = outcome.into_guard();
+        guard.make_consistent();
+        write_cell(map, PAIR_A, read_cell(map, PAIR_A) + 1);
+        for _ in 0..100 {
+            std::hint::spin_loop();
+        }
+        write_cell(map, PAIR_B, read_cell(map, PAIR_B) + 1);
+    }
+}
+
+fn count(map: &Mapping, times: u64) {
+    let mutex = RobustMutex::at(map, MUTEX).unwrap();
+    let started = EventCount::at(map, STARTED).unwrap();
+    // Start together so the two really contend.
+    started.advance(1);
+    started.wait_for(2, &WaitPolicy::BALANCED, LONG).unwrap();
+    for _ in 0..times {
+        let guard = mutex.lock().unwrap().into_guard();
+        write_cell(map, COUNTER, read_cell(map, COUNTER) + 1);
+        drop(guard);
+    }
+}
+
+/// Waits for each event in turn with varying policies and random pauses,
+/// acknowledging each; a timed-out wait is recorded as a failure.
+fn waiter(map: &Mapping, rounds: u64) {
+    let events = EventCount::at(map, EVENTS).unwrap();
+    let acks = EventCount::at(map, ACKS).unwrap();
+    let failures = map.atomic_u32(FAILURES).unwrap();
+    let policies =
+        [WaitPolicy::PARK, WaitPolicy::BALANCED, WaitPolicy { spins: 20, yields: 1, park: true }];
+    let mut rng = Rng::seeded();
+    for i in 1..=rounds {
+        let policy = &policies[(i % 3) as usize];
+        if events.wait_for(i, policy, LONG).is_err() {
+            failures.fetch_add(1, Ordering::SeqCst);
+        }
+        rng.pause();
+        acks.advance(1);
+    }
+}
+
+#[test]
+fn holder_killed_in_critical_section_gives_owner_died_quickly() {
+    let (_dir, path, map) = shared_file();
+    let mutex = RobustMutex::at(&map, MUTEX).unwrap();
+    let mut child = spawn("hold", &path, 0);
+    EventCount::at(&map, STARTED).unwrap().wait_for(1, &WaitPolicy::BALANCED, LONG).unwrap();
+    assert_eq!(mutex.owner().map(ProcessToken::pid), Some(child.id()));
+
+    // Kill the holder while this thread is already parked in lock().
+    let pid = child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let killed_at = Instant::now();
+        rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
+            .unwrap();
+        killed_at
+    });
+    let outcome = mutex.lock().unwrap();
+    let locked_at = Instant::now();
+    let killed_at = killer.join().unwrap();
+    let delay = locked_at.saturating_duration_since(killed_at);
+    println!("OwnerDied {delay:?} after SIGKILL");
+    assert!(outcome.owner_died());
+    assert!(delay < Duration::from_millis(200), "took {delay:?}");
+
+    // Dropped without repair: the next locker is told again.
+    drop(outcome);
+    assert!(mutex.is_inconsistent());
+    let outcome = mutex.lock().unwrap();
+    assert!(outcome.owner_died());
+    outcome.into_guard().make_consistent();
+    assert!(matches!(mutex.lock().unwrap(), LockOutcome::Acquired(_)));
+    assert!(!child.wait().unwrap().success());
+}
+
+#[test]
+fn dead_holder_found_by_try_lock_and_after_reaping() {
+    let (_dir, path, map) = shared_file();
+    let mutex = RobustMutex::at(&map, MUTEX).unwrap();
+    let mut child = spawn("hold", &path, 0);
+    EventCount::at(&map, STARTED).unwrap().wait_for(1, &WaitPolicy::BALANCED, LONG).unwrap();
+    assert!(mutex.try_lock().unwrap().is_none(), "live holder must keep the lock");
+    assert!(mutex.lock_timeout(Duration::from_millis(30)).unwrap().is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let outcome = mutex.try_lock().unwrap().expect("dead holder's lock is taken over");
+    assert!(outcome.owner_died());
+}
+
+#[test]
+fn kills_at_random_points_never_break_the_invariant() {
+    let (_dir, path, map) = shared_file();
+    let mutex = RobustMutex::at(&map, MUTEX).unwrap();
+    let started = EventCount::at(&map, STARTED).unwrap();
+    let mut rng = Rng::seeded();
+    let mut died = 0;
+    for round in 1..=6 {
+        let mut child = spawn("churn", &path, 0);
+        started.wait_for(round, &WaitPolicy::BALANCED, LONG).unwrap();
+        std::thread::sleep(Duration::from_millis(1 + rng.below(15)));
+        child.kill().unwrap();
+        if round % 2 == 0 {
+            child.wait().unwrap(); // reaped; odd rounds leave a zombie
+        }
+        let outcome = mutex.lock().unwrap();
+        let (a, b) = (read_cell(&map, PAIR_A), read_cell(&map, PAIR_B));
+        if outcome.owner_died() {
+            died += 1;
+            assert!(a == b || a == b + 1, "a={a} b={b}");
+            write_cell(&map, PAIR_B, a);
+            outcome.into_guard().make_consistent();
+        } else {
+            assert_eq!(a, b);
+        }
+        child.wait().unwrap();
+    }
+    println!("holder died inside the lock in {died} of 6 rounds");
+}
+
+#[test]
+fn two_processes_count_exactly() {
+    const TIMES: u64 = 1_000_000;
+    let (_dir, path, map) = shared_file();
+    let start = Instant::now();
+    let children = [spawn("count", &path, TIMES), spawn("count", &path, TIMES)];
+    children.into_iter().for_each(wait_success);
+    println!("2 x {TIMES} lock/unlock in {:?}", start.elapsed());
+    assert_eq!(read_cell(&map, COUNTER), 2 * TIMES);
+    assert!(!RobustMutex::at(&map, MUTEX).unwrap().is_inconsistent());
+}
+
+#[test]
+fn wait_notify_stress_loses_no_wakeup() {
+    const ROUNDS: u64 = 1500;
+    let (_dir, path, map) = shared_file();
+    let events = EventCount::at(&map, EVENTS).unwrap();
+    let acks = EventCount::at(&map, ACKS).unwrap();
+    let children = [spawn("waiter", &path, ROUNDS), spawn("waiter", &path, ROUNDS)];
+    let mut rng = Rng::seeded();
+    let start = Instant::now();
+    for i in 1..=ROUNDS {
+        rng.pause();
+        if i % 2 == 0 { events.publish(i) } else { assert_eq!(events.advance(1), i) };
+        // Each waiter acknowledges every event; a lost wake-up would time out here.
+        acks.wait_for(2 * i, &WaitPolicy::BALANCED, LONG).unwrap();
+    }
+    children.into_iter().for_each(wait_success);
+    println!("{ROUNDS} rounds with 2 waiters in {:?}", start.elapsed());
+    assert_eq!(map.atomic_u32(FAILURES).unwrap().load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn zombie_and_reaped_processes_are_dead() {
+    let (_dir, path, _map) = shared_file();
+    let mut child = spawn("exit", &path, 0);
+    let token = ProcessToken::of_pid(child.id()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let state = stat.rsplit(')').next().unwrap().trim_start().chars().next().unwrap();
+        if state == 'Z' {
+            break;
+        }
+        assert_eq!(token.liveness(), Liveness::Alive);
+        assert!(Instant::now() < deadline, "child never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(token.liveness(), Liveness::Dead, "a zombie is dead");
+    child.wait().unwrap();
+    assert_eq!(token.liveness(), Liveness::Dead, "a reaped process is dead");
+}
+
+#[test]
+fn forked_child_gets_its_own_token() {
+    let parent = ProcessToken::current();
+    let shared = Mapping::anonymous(4096, mmkit_region::Share::Shared).unwrap();
+    let slot = shared.atomic_u64(0).unwrap();
+    let alive = shared.atomic_u64(8).unwrap();
+    // SAFETY: the child only computes a token (reads /proc), stores two
+    // atomics and leaves with `_exit`, never returning into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let me = ProcessToken::current();
+        slot.store(me.to_raw(), Ordering::SeqCst);
+        alive.store(u64::from(me.is_alive()), Ordering::SeqCst);
+        // SAFETY: ends the forked child without running the parent's atexit state.
+        unsafe { libc::_exit(0) };
+    }
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()).unwrap();
+    let child = ProcessToken::from_raw(slot.load(Ordering::SeqCst));
+    assert_eq!(child.pid(), pid.as_raw_nonzero().get() as u32);
+    assert_ne!(child, parent);
+    assert_eq!(alive.load(Ordering::SeqCst), 1, "the child saw itself alive");
+    assert_eq!(ProcessToken::current(), parent);
+    assert_eq!(child.liveness(), Liveness::Dead);
+}
+
+#[allow(dead_code)]
+fn _assert_atomic_u32_layout(_: &AtomicU32) {}
