@@ -109,7 +109,11 @@ impl<T: Element> Appendable<T> {
         }
         let mut header = read_header_from(&grow, &src)?;
         if header.fortran_order && header.shape.len() > 1 {
-            return Err(Error::unsupported("open for appending", &src, "Fortran-order arrays cannot grow along axis 0"));
+            return Err(Error::unsupported(
+                "open for appending",
+                &src,
+                "Fortran-order arrays cannot grow along axis 0",
+            ));
         }
         if header.shape.is_empty() {
             return Err(Error::unsupported("open for appending", &src, "a 0-d array has no axis to grow"));
@@ -150,14 +154,20 @@ impl<T: Element> Appendable<T> {
     pub fn append(&mut self, rows: &[T]) -> Result<()> {
         if self.row_len == 0 || rows.len() % self.row_len != 0 {
             let expected = self.row_len * (rows.len() / self.row_len.max(1) + 1);
-            return Err(Error::BufferLength { src: self.arr.src.clone(), op: "append", expected, got: rows.len() });
+            return Err(Error::BufferLength {
+                src: self.arr.src.clone(),
+                op: "append",
+                expected,
+                got: rows.len(),
+            });
         }
         let n = rows.len() / self.row_len;
         if n == 0 {
             return Ok(());
         }
         let old = self.rows();
-        let new = old.checked_add(n).filter(|&r| r as u64 <= COUNT_MAX).ok_or_else(|| self.too_many(old + n))?;
+        let new =
+            old.checked_add(n).filter(|&r| r as u64 <= COUNT_MAX).ok_or_else(|| self.too_many(old + n))?;
         let row_bytes = (self.row_len * size_of::<T>()) as u64;
         let start = self.arr.data_offset() as u64 + old as u64 * row_bytes;
         let end = start.checked_add(n as u64 * row_bytes).ok_or_else(|| self.too_many(new))?;
@@ -184,7 +194,9 @@ impl<T: Element> Appendable<T> {
         match &self.arr.backing {
             Backing::Grow(g) => Ok(g),
             // `from_grow` is the only constructor, so this does not happen.
-            Backing::Map(_) => Err(Error::unsupported("append", &self.arr.src, "not backed by a growable file")),
+            Backing::Map(_) => {
+                Err(Error::unsupported("append", &self.arr.src, "not backed by a growable file"))
+            }
         }
     }
 
@@ -206,7 +218,8 @@ impl<T: Element> Appendable<T> {
 
     /// Rewrites the header's first axis: the rows below it are complete.
     fn publish(&mut self, rows: usize) -> Result<()> {
-        let field = count_field(rows as u64).map_err(|reason| Error::Header { src: self.arr.src.clone(), reason })?;
+        let field =
+            count_field(rows as u64).map_err(|reason| Error::Header { src: self.arr.src.clone(), reason })?;
         store_field(self.grow_file()?, self.field, &field)?;
         self.arr.shape[0] = rows;
         self.arr.header.shape[0] = rows;
@@ -260,7 +273,8 @@ fn convert_header(grow: &GrowableFile, header: &Header, src: &str) -> Result<Hea
         2 => Version::V2,
         _ => Version::V3,
     };
-    let spec = HeaderSpec { descr, fortran_order: false, shape: header.shape.clone(), version, growable: true };
+    let spec =
+        HeaderSpec { descr, fortran_order: false, shape: header.shape.clone(), version, growable: true };
     let bytes = spec.encode_to_len(version, header.data_offset).map_err(|reason| {
         Error::unsupported("open for appending", src, format!("cannot rewrite the header in place: {reason}"))
     })?;

@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use mmkit_region::shm::Shm;
 use mmkit_region::{Access, GrowableFile, MapOptions, Mapping, Mode};
 use rustix::fs::FlockOperation;
 
@@ -167,7 +168,9 @@ pub(crate) fn lock(file: &File, src: &str, exclusive: bool, writer: bool) -> Res
 pub(crate) fn parse_error(src: &str, size: u64, e: ParseError) -> Error {
     match e {
         ParseError::NotNpy(reason) => Error::NotNpy { src: src.to_string(), reason },
-        ParseError::Truncated { need, .. } => Error::Truncated { src: src.to_string(), needed: need as u64, size },
+        ParseError::Truncated { need, .. } => {
+            Error::Truncated { src: src.to_string(), needed: need as u64, size }
+        }
         ParseError::Bad(reason) => Error::Header { src: src.to_string(), reason },
     }
 }
@@ -337,13 +340,14 @@ impl<T: Element> MmapArray<T> {
         file.write_all_at(&header_bytes, 0).map_err(|e| Error::io("write header", &src, e))?;
         let header = Header::parse(&header_bytes).map_err(|e| parse_error(&src, total, e))?;
         let map = MapOptions::new().mode(Mode::ReadWrite).map_file_at(&file, Some(path))?;
-        let parts = Parts { backing: Backing::Map(map), file: Some(file), src, header, mode: Mode::ReadWrite };
+        let parts =
+            Parts { backing: Backing::Map(map), file: Some(file), src, header, mode: Mode::ReadWrite };
         Self::from_parts(parts, false, locked && opts.exclusive)
     }
 
-    /// Writes an `.npy` image (header, zeroed data) into `map` and opens
-    /// it. `map` must be writable and large enough; see
-    /// [`MmapArray::image_len`].
+    /// Writes an `.npy` image (header, zeroed data) into `map` (shared
+    /// memory, a memfd, ...) and opens it. `map` must be writable and at
+    /// least [`MmapArray::image_len`] bytes long.
     pub fn create_in(map: Mapping, name: &str, shape: &[usize], order: Order) -> Result<Self> {
         let opts = CreateOptions { order, ..CreateOptions::default() };
         let header_bytes = encode_header::<T>(shape, &opts, name)?;
@@ -356,9 +360,35 @@ impl<T: Element> MmapArray<T> {
         OpenOptions::new().open_mapping(map, name)
     }
 
-    /// Bytes an `.npy` image of `shape` (C order) occupies: header plus data.
-    pub fn image_len(shape: &[usize]) -> Result<usize> {
-        let header = encode_header::<T>(shape, &CreateOptions::default(), "image")?;
+    /// Creates the POSIX shared-memory segment `name` (it must not exist)
+    /// holding a zeroed `.npy` image of `shape`. Python can use it with
+    /// `np.load('/dev/shm/NAME', mmap_mode='r+')`.
+    ///
+    /// The segment appears with its full size before the header is
+    /// written; a reader racing the creation gets a clear "not an .npy
+    /// file" error and may retry.
+    pub fn create_shm(name: &str, shape: &[usize], order: Order) -> Result<Self> {
+        let len = Self::image_len(shape, order)?;
+        let shm = Shm::create(name, len as u64)?;
+        let map = shm.map(Mode::ReadWrite)?;
+        Self::create_in(map, &format!("shm {}", shm.name()), shape, order)
+    }
+
+    /// Opens the `.npy` image in shared-memory segment `name`.
+    pub fn open_shm(name: &str, mode: Mode) -> Result<Self> {
+        let shm = Shm::open(name, mode)?;
+        let src = format!("shm {}", shm.name());
+        if shm.is_empty() {
+            return Err(Error::NotNpy { src, reason: "the segment is empty".into() });
+        }
+        let map = shm.map(mode)?;
+        OpenOptions::new().open_mapping(map, &src)
+    }
+
+    /// Bytes an `.npy` image of `shape` occupies: header plus data.
+    pub fn image_len(shape: &[usize], order: Order) -> Result<usize> {
+        let opts = CreateOptions { order, ..CreateOptions::default() };
+        let header = encode_header::<T>(shape, &opts, "image")?;
         let data = data_bytes(shape, size_of::<T>(), "image")?;
         usize::try_from(header.len() as u64 + data).map_err(|_| Error::Shape {
             src: "image".into(),
@@ -507,7 +537,11 @@ impl<T: Element> MmapArray<T> {
     fn storage_offset(&self, k: usize, n: usize) -> Result<u64> {
         let end = k.checked_add(n);
         if end.is_none_or(|e| e > self.len()) {
-            return Err(Error::OutOfBounds { src: self.src.clone(), index: vec![k, n], shape: self.shape.clone() });
+            return Err(Error::OutOfBounds {
+                src: self.src.clone(),
+                index: vec![k, n],
+                shape: self.shape.clone(),
+            });
         }
         Ok(self.header.data_offset as u64 + (k * size_of::<T>()) as u64)
     }
@@ -561,13 +595,26 @@ impl<T: Element> MmapArray<T> {
     pub fn write_row(&mut self, i: usize, data: &[T]) -> Result<()> {
         let row_len: usize = self.shape.iter().skip(1).product();
         if self.order != Order::C && self.ndim() > 1 {
-            return Err(Error::unsupported("write_row", &self.src, "rows of a Fortran-order array are strided"));
+            return Err(Error::unsupported(
+                "write_row",
+                &self.src,
+                "rows of a Fortran-order array are strided",
+            ));
         }
         if self.shape.first().is_none_or(|&n| i >= n) {
-            return Err(Error::OutOfBounds { src: self.src.clone(), index: vec![i], shape: self.shape.clone() });
+            return Err(Error::OutOfBounds {
+                src: self.src.clone(),
+                index: vec![i],
+                shape: self.shape.clone(),
+            });
         }
         if data.len() != row_len {
-            return Err(Error::BufferLength { src: self.src.clone(), op: "write_row", expected: row_len, got: data.len() });
+            return Err(Error::BufferLength {
+                src: self.src.clone(),
+                op: "write_row",
+                expected: row_len,
+                got: data.len(),
+            });
         }
         self.write_storage(i * row_len, data)
     }
@@ -601,7 +648,11 @@ impl<T: Element> MmapArray<T> {
             });
         }
         if self.descr.big_endian {
-            return Err(Error::unsupported(op, &self.src, "big-endian data needs byte-swapping; use the copying accessors"));
+            return Err(Error::unsupported(
+                op,
+                &self.src,
+                "big-endian data needs byte-swapping; use the copying accessors",
+            ));
         }
         Ok(())
     }

@@ -46,6 +46,8 @@ mod array;
 mod dtype;
 mod error;
 pub mod header;
+#[cfg(feature = "ndarray")]
+mod ndarray_impl;
 mod scan;
 mod view;
 
@@ -53,6 +55,7 @@ pub use append::{Appendable, DEFAULT_RESERVE};
 pub use array::{CreateOptions, MmapArray, OpenOptions, Order, read_header};
 pub use dtype::{ALL_DTYPES, Bool, Complex32, Complex64, DType, Descr, DescrError, Element, ToF64};
 pub use error::{Error, Result};
+pub use half::f16;
 pub use header::{Header, Version};
 pub use mmkit_region::Mode;
 pub use scan::ColumnStats;

@@ -93,7 +93,8 @@ impl Lanes {
     }
 
     fn finish(&self) -> Vec<ColumnStats> {
-        let mut out = vec![ColumnStats { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }; self.cols];
+        let mut out =
+            vec![ColumnStats { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }; self.cols];
         for j in 0..self.width() {
             let c = &mut out[j % self.cols];
             c.count += self.count[j];
@@ -242,16 +243,29 @@ impl<T: Element> MmapArray<T> {
     /// `indices.len()` rows. Every index is checked before any copying.
     pub fn gather_rows(&self, indices: &[usize], out: &mut [T]) -> Result<()> {
         if self.ndim() == 0 || (self.order() == Order::Fortran && self.ndim() > 1) {
-            return Err(Error::unsupported("gather_rows", &self.src, "needs a C-order array with at least one axis"));
+            return Err(Error::unsupported(
+                "gather_rows",
+                &self.src,
+                "needs a C-order array with at least one axis",
+            ));
         }
         let rows = self.shape()[0];
         let row_len: usize = self.shape()[1..].iter().product();
         let expected = indices.len().saturating_mul(row_len);
         if out.len() != expected {
-            return Err(Error::BufferLength { src: self.src.clone(), op: "gather_rows", expected, got: out.len() });
+            return Err(Error::BufferLength {
+                src: self.src.clone(),
+                op: "gather_rows",
+                expected,
+                got: out.len(),
+            });
         }
         if let Some(&bad) = indices.iter().find(|&&i| i >= rows) {
-            return Err(Error::OutOfBounds { src: self.src.clone(), index: vec![bad], shape: self.shape().to_vec() });
+            return Err(Error::OutOfBounds {
+                src: self.src.clone(),
+                index: vec![bad],
+                shape: self.shape().to_vec(),
+            });
         }
         let row_bytes = row_len * size_of::<T>();
         if row_bytes == 0 || indices.is_empty() {

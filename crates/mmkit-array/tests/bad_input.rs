@@ -99,8 +99,7 @@ fn misaligned_data_offset() {
     assert!(matches!(err, Error::Misaligned { offset: 68, align: 8, .. }), "{err}");
     assert!(err.to_string().contains("allow_unaligned"), "{err}");
     // The copying read path works; zero-copy access still refuses.
-    let a: MmapArray<f64> =
-        OpenOptions::new().allow_unaligned(true).exclusive(true).open(&p).unwrap();
+    let a: MmapArray<f64> = OpenOptions::new().allow_unaligned(true).exclusive(true).open(&p).unwrap();
     assert_eq!(a.to_vec().unwrap(), vec![1.5, -2.0]);
     assert_eq!(a.column_stats().unwrap()[0].sum, -0.5);
     assert!(matches!(a.data().unwrap_err(), Error::Misaligned { .. }));

@@ -106,7 +106,11 @@ fn manifest(text: &str) -> Vec<Case> {
             Case {
                 name: f[0].to_string(),
                 dtype: f[1].to_string(),
-                shape: f[2].split(',').filter(|s| !s.is_empty() && *s != "-").map(|s| s.parse().unwrap()).collect(),
+                shape: f[2]
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != "-")
+                    .map(|s| s.parse().unwrap())
+                    .collect(),
                 order: if f[3] == "F" { Order::Fortran } else { Order::C },
             }
         })

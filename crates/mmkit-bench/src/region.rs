@@ -24,7 +24,9 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Options of the `region` suite.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  cargo run --release -p mmkit-bench -- region\n  cargo run --release -p mmkit-bench -- region --runs 3 --size-mb 256")]
+#[command(
+    after_help = "Example:\n  cargo run --release -p mmkit-bench -- region\n  cargo run --release -p mmkit-bench -- region --runs 3 --size-mb 256"
+)]
 pub struct Args {
     /// Directory for the test files (must not be a tmpfs for the
     /// eviction rows to mean anything).
@@ -79,7 +81,8 @@ impl Table {
         println!("|---|---:|---:|---:|");
         for r in &self.rows {
             let secs = r.median.as_secs_f64();
-            let tput = r.bytes.map(|b| format!("{:.2} GB/s", b as f64 / secs / 1e9)).unwrap_or_else(|| "—".into());
+            let tput =
+                r.bytes.map(|b| format!("{:.2} GB/s", b as f64 / secs / 1e9)).unwrap_or_else(|| "—".into());
             let ratio = base.map(|b| format!("{:.2}×", b / secs)).unwrap_or_else(|| "—".into());
             println!("| {} | {} | {} | {} |", r.name, fmt_duration(r.median), tput, ratio);
         }
@@ -98,7 +101,11 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 /// Median of `runs` timings of `f`; `setup` runs untimed before each.
-fn median(runs: usize, mut setup: impl FnMut() -> BenchResult<()>, mut f: impl FnMut() -> BenchResult<()>) -> BenchResult<Duration> {
+fn median(
+    runs: usize,
+    mut setup: impl FnMut() -> BenchResult<()>,
+    mut f: impl FnMut() -> BenchResult<()>,
+) -> BenchResult<Duration> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         setup()?;
@@ -117,7 +124,9 @@ fn no_setup() -> BenchResult<()> {
 /// The scan every peer does: the wrapping sum of the little-endian u64
 /// words.
 fn sum_words(bytes: &[u8]) -> u64 {
-    bytes.chunks_exact(8).fold(0u64, |acc, w| acc.wrapping_add(u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))))
+    bytes
+        .chunks_exact(8)
+        .fold(0u64, |acc, w| acc.wrapping_add(u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))))
 }
 
 /// Runs the suite and prints its tables.
@@ -155,7 +164,11 @@ fn mmkit_binary(given: Option<PathBuf>) -> BenchResult<PathBuf> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo).args(["build", "--release", "-p", "mmkit-cli"]).status()?;
         if !status.success() || !candidate.exists() {
-            return Err(format!("no mmkit binary at {}; build it with `cargo build --release -p mmkit-cli`", candidate.display()).into());
+            return Err(format!(
+                "no mmkit binary at {}; build it with `cargo build --release -p mmkit-cli`",
+                candidate.display()
+            )
+            .into());
         }
     }
     Ok(candidate)
@@ -179,7 +192,10 @@ fn write_big(path: &Path, size: u64) -> BenchResult<()> {
 fn scan_table(big: &Path, size: u64, runs: usize) -> BenchResult<Table> {
     eprintln!("sequential scan of a cached {} MiB file", size >> 20);
     residency::touch(big)?;
-    let mut t = Table::new(&format!("Sequential scan of a cached {} MiB file (map + sum of u64 words + unmap)", size >> 20), "memmap2");
+    let mut t = Table::new(
+        &format!("Sequential scan of a cached {} MiB file (map + sum of u64 words + unmap)", size >> 20),
+        "memmap2",
+    );
     let mmkit_scan = |advice: Option<Advice>, populate: bool, huge: HugePages| {
         move || -> BenchResult<()> {
             let map = MapOptions::new().populate(populate).huge(huge).map_path(big)?;
@@ -229,7 +245,10 @@ fn scan_table(big: &Path, size: u64, runs: usize) -> BenchResult<Table> {
 }
 
 /// Runs each peer once per round, `runs` rounds, and returns the medians.
-fn interleaved<'a>(runs: usize, peers: &[(&'a str, Box<dyn Fn() -> BenchResult<()> + '_>)]) -> BenchResult<Vec<(&'a str, Duration)>> {
+fn interleaved<'a>(
+    runs: usize,
+    peers: &[(&'a str, Box<dyn Fn() -> BenchResult<()> + '_>)],
+) -> BenchResult<Vec<(&'a str, Duration)>> {
     let mut times = vec![Vec::new(); peers.len()];
     for (_, f) in peers {
         f()?; // warm-up
@@ -255,7 +274,8 @@ fn interleaved<'a>(runs: usize, peers: &[(&'a str, Box<dyn Fn() -> BenchResult<(
 
 fn random_table(big: &Path, size: u64, runs: usize, reads: usize) -> BenchResult<Table> {
     eprintln!("random 4 KiB reads");
-    let mut t = Table::new(&format!("{reads} random 4 KiB reads from the cached file (copy out + sum)"), "pread");
+    let mut t =
+        Table::new(&format!("{reads} random 4 KiB reads from the cached file (copy out + sum)"), "pread");
     let pages = size / 4096;
     let mut x = 0x9e3779b97f4a7c15u64;
     let offsets: Vec<u64> = (0..reads)
@@ -276,7 +296,7 @@ fn random_table(big: &Path, size: u64, runs: usize, reads: usize) -> BenchResult
     let pread = |buf: &mut [u8]| -> BenchResult<()> {
         let mut sum = 0;
         for &off in &offsets {
-            rustix::io::pread(file.as_fd(), buf, off)?;
+            rustix::io::pread(file.as_fd(), &mut *buf, off)?;
             sum ^= sum_words(buf);
         }
         black_box(sum);
@@ -307,7 +327,11 @@ fn random_table(big: &Path, size: u64, runs: usize, reads: usize) -> BenchResult
     // reflects mappings whose page tables are already filled, as for a
     // long-lived mapping.
     t.add("pread", median(runs, no_setup, || pread(&mut buf))?, bytes);
-    t.add("mmkit mapping, read_at (safe, volatile copy)", median(runs, no_setup, || mapped_safe(&mut buf))?, bytes);
+    t.add(
+        "mmkit mapping, read_at (safe, volatile copy)",
+        median(runs, no_setup, || mapped_safe(&mut buf))?,
+        bytes,
+    );
     t.add("mmkit mapping, as_slice copy (unsafe)", median(runs, no_setup, || mapped_slice(&mut buf))?, bytes);
     let fresh = || -> BenchResult<()> {
         let m = MapOptions::new().map_path(big)?;
@@ -330,7 +354,10 @@ fn random_table(big: &Path, size: u64, runs: usize, reads: usize) -> BenchResult
 fn copy_table(big: &Path, dir: &Path, size: u64, runs: usize, mmkit: &Path) -> BenchResult<Table> {
     eprintln!("copy of {} MiB (hot source)", size >> 20);
     let mut t = Table::new(
-        &format!("Copy of a cached {} MiB file to a new file, same ext4 filesystem (DST deleted between runs)", size >> 20),
+        &format!(
+            "Copy of a cached {} MiB file to a new file, same ext4 filesystem (DST deleted between runs)",
+            size >> 20
+        ),
         "coreutils cp",
     );
     residency::touch(big)?;
@@ -359,7 +386,13 @@ fn copy_table(big: &Path, dir: &Path, size: u64, runs: usize, mmkit: &Path) -> B
     let cp_path = which("cp").unwrap_or_else(|| PathBuf::from("/bin/cp"));
     let args = [big.as_os_str(), dst.as_os_str()];
     t.add("coreutils cp", median(runs, clean, || process(&cp_path, &args))?, Some(size));
-    t.add("mmkit cp (process, default: copy_file_range)", median(runs, clean, || process(mmkit, &[&std::ffi::OsStr::new("cp"), big.as_os_str(), dst.as_os_str()]))?, Some(size));
+    t.add(
+        "mmkit cp (process, default: copy_file_range)",
+        median(runs, clean, || {
+            process(mmkit, &[&std::ffi::OsStr::new("cp"), big.as_os_str(), dst.as_os_str()])
+        })?,
+        Some(size),
+    );
     t.add("copy_file_range (library)", median(runs, clean, lib(Method::CopyFileRange))?, Some(size));
     t.add("read/write loop, 1 MiB buffer", median(runs, clean, lib(Method::ReadWrite))?, Some(size));
     t.add("pure mmap copy (both files mapped)", median(runs, clean, lib(Method::Mmap))?, Some(size));
@@ -391,21 +424,50 @@ fn residency_tables(big: &Path, dir: &Path, args: &Args, mmkit: &Path) -> BenchR
     let n = args.small_files;
 
     residency::touch(big)?;
-    let mut one = Table::new(&format!("Residency of one cached {mb} MiB file (process run, stdout to /dev/null)"), "vmtouch");
+    let mut one = Table::new(
+        &format!("Residency of one cached {mb} MiB file (process run, stdout to /dev/null)"),
+        "vmtouch",
+    );
     one.add("vmtouch", median(runs, no_setup, || quiet(&vmtouch, &[big.as_os_str()]))?, None);
-    one.add("mmkit resident", median(runs, no_setup, || quiet(mmkit, &[os("resident"), big.as_os_str()]))?, None);
+    one.add(
+        "mmkit resident",
+        median(runs, no_setup, || quiet(mmkit, &[os("resident"), big.as_os_str()]))?,
+        None,
+    );
 
-    let mut many = Table::new(&format!("Residency of a tree of {n} small files in {} directories", n.div_ceil(100)), "vmtouch");
+    let mut many = Table::new(
+        &format!("Residency of a tree of {n} small files in {} directories", n.div_ceil(100)),
+        "vmtouch",
+    );
     many.add("vmtouch", median(runs, no_setup, || quiet(&vmtouch, &[tree.as_os_str()]))?, None);
-    many.add("mmkit resident (a line per file)", median(runs, no_setup, || quiet(mmkit, &[os("resident"), tree.as_os_str()]))?, None);
-    many.add("mmkit resident --summary", median(runs, no_setup, || quiet(mmkit, &[os("resident"), os("--summary"), tree.as_os_str()]))?, None);
+    many.add(
+        "mmkit resident (a line per file)",
+        median(runs, no_setup, || quiet(mmkit, &[os("resident"), tree.as_os_str()]))?,
+        None,
+    );
+    many.add(
+        "mmkit resident --summary",
+        median(runs, no_setup, || quiet(mmkit, &[os("resident"), os("--summary"), tree.as_os_str()]))?,
+        None,
+    );
 
     // Touch after evict reads from storage, so fewer runs.
     let evict = || quiet(mmkit, &[os("resident"), os("--evict"), big.as_os_str()]);
     let touch_runs = 3;
-    let mut touch = Table::new(&format!("Touch of the {mb} MiB file after evicting it (reads from the virtual disk)"), "vmtouch -t");
-    touch.add("vmtouch -t", median(touch_runs, evict, || quiet(&vmtouch, &[os("-t"), big.as_os_str()]))?, Some(mb << 20));
-    touch.add("mmkit resident --touch", median(touch_runs, evict, || quiet(mmkit, &[os("resident"), os("--touch"), big.as_os_str()]))?, Some(mb << 20));
+    let mut touch = Table::new(
+        &format!("Touch of the {mb} MiB file after evicting it (reads from the virtual disk)"),
+        "vmtouch -t",
+    );
+    touch.add(
+        "vmtouch -t",
+        median(touch_runs, evict, || quiet(&vmtouch, &[os("-t"), big.as_os_str()]))?,
+        Some(mb << 20),
+    );
+    touch.add(
+        "mmkit resident --touch",
+        median(touch_runs, evict, || quiet(mmkit, &[os("resident"), os("--touch"), big.as_os_str()]))?,
+        Some(mb << 20),
+    );
     Ok(vec![one, many, touch])
 }
 

@@ -69,7 +69,9 @@ fn copy_file_range(
     while off_in < end {
         let want = (end - off_in).min(STEP) as usize;
         match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shrank during the copy")),
+            Ok(0) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shrank during the copy"));
+            }
             Ok(n) => progress(n as u64),
             Err(rustix::io::Errno::INTR) => {}
             // Cross-filesystem, special files, old kernels: do it by hand.
@@ -101,7 +103,9 @@ pub fn read_write(
     while pos < end {
         let want = (end - pos).min(buf.len() as u64) as usize;
         let n = match rustix::io::pread(src, &mut buf[..want], pos) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shrank during the copy")),
+            Ok(0) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "source shrank during the copy"));
+            }
             Ok(n) => n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -145,7 +149,12 @@ fn mmap_copy(
     while pos < end {
         let n = (end - pos).min(STEP) as usize;
         let from = MapOptions::new().offset(pos).len(n).map_file_at(src, None).map_err(to_io)?;
-        let to = MapOptions::new().offset(pos).len(n).mode(Mode::ReadWrite).map_file_at(dst, None).map_err(to_io)?;
+        let to = MapOptions::new()
+            .offset(pos)
+            .len(n)
+            .mode(Mode::ReadWrite)
+            .map_file_at(dst, None)
+            .map_err(to_io)?;
         let _ = from.advise(mmkit_region::Advice::Sequential);
         // SAFETY: both ranges are `n` bytes of live mappings of different
         // files (the caller made `dst` a fresh temporary file nobody else
@@ -243,7 +252,9 @@ pub fn copy_file(
     }
     set_len(&temp, size)?;
     let mode = meta.permissions().mode() & 0o7777;
-    temp.file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| CliError::io("chmod", &temp.path, e))?;
+    temp.file
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| CliError::io("chmod", &temp.path, e))?;
     if opts.fsync {
         temp.file.sync_all().map_err(|e| CliError::io("fsync", &temp.path, e))?;
     }
@@ -319,7 +330,9 @@ impl TempFile {
         self.committed = true;
         if sync_dir {
             let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| CliError::io("fsync directory", dir, e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| CliError::io("fsync directory", dir, e))?;
         }
         Ok(())
     }
@@ -350,8 +363,9 @@ mod tests {
         for method in [Method::CopyFileRange, Method::ReadWrite, Method::Mmap] {
             let dst = dir.path().join(format!("dst-{method:?}"));
             let mut seen = 0;
-            let report = copy_file(&src, &dst, CopyOptions { method, fsync: true }, &mut |_| {}, &mut |n| seen += n)
-                .unwrap();
+            let report =
+                copy_file(&src, &dst, CopyOptions { method, fsync: true }, &mut |_| {}, &mut |n| seen += n)
+                    .unwrap();
             assert_eq!(report.bytes, data.len() as u64);
             assert_eq!(seen, data.len() as u64, "{method:?}");
             assert_eq!(std::fs::read(&dst).unwrap(), data, "{method:?}");
@@ -371,8 +385,9 @@ mod tests {
         assert!(extents.len() >= 2, "{extents:?}");
         for method in [Method::CopyFileRange, Method::ReadWrite, Method::Mmap] {
             let dst = dir.path().join(format!("copy-{method:?}"));
-            let report = copy_file(&src, &dst, CopyOptions { method, fsync: false }, &mut |_| {}, &mut |_| {})
-                .unwrap();
+            let report =
+                copy_file(&src, &dst, CopyOptions { method, fsync: false }, &mut |_| {}, &mut |_| {})
+                    .unwrap();
             assert!(report.copied < 1 << 20, "{method:?} copied {}", report.copied);
             let meta = std::fs::metadata(&dst).unwrap();
             assert_eq!(meta.len(), 64 << 20);

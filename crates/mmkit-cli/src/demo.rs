@@ -83,7 +83,9 @@ fn write_file(path: &Path) -> CliResult<()> {
 }
 
 fn sum_words(bytes: &[u8]) -> u64 {
-    bytes.chunks_exact(8).fold(0u64, |acc, w| acc.wrapping_add(u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))))
+    bytes
+        .chunks_exact(8)
+        .fold(0u64, |acc, w| acc.wrapping_add(u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))))
 }
 
 fn scan(path: &Path) -> CliResult<()> {
@@ -110,7 +112,11 @@ fn scan(path: &Path) -> CliResult<()> {
         read_sum = read_sum.wrapping_add(sum_words(&buf[..n]));
     }
     let read_s = t.elapsed().as_secs_f64();
-    println!("mapping (map + scan + unmap): {}   read() 1 MiB buffer: {}", gbps(size, map_s), gbps(size, read_s));
+    println!(
+        "mapping (map + scan + unmap): {}   read() 1 MiB buffer: {}",
+        gbps(size, map_s),
+        gbps(size, read_s)
+    );
     println!(
         "same sum both ways: {}   (on a hot file read() often wins: each mapped page costs a fault)",
         mapped_sum == read_sum
@@ -142,7 +148,11 @@ fn residency_tour(path: &Path) -> CliResult<()> {
     let touch_s = t.elapsed().as_secs_f64();
     show("after touch")?;
     let loaded = (before.total_pages - before.resident_pages) * before.page_size as u64;
-    println!("evict took {evict_ms:.1} ms; touch read {} MiB from disk at {}", loaded >> 20, gbps(loaded, touch_s));
+    println!(
+        "evict took {evict_ms:.1} ms; touch read {} MiB from disk at {}",
+        loaded >> 20,
+        gbps(loaded, touch_s)
+    );
     let t = Instant::now();
     let r = residency::of_path(path, false)?;
     println!("counting {} pages took {:.0} µs", r.total_pages, t.elapsed().as_secs_f64() * 1e6);

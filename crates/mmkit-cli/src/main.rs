@@ -10,7 +10,6 @@ mod region_cmds;
 
 use clap::{Parser, Subcommand};
 
-
 pub use mmkit_cli::{CliError, CliResult, error};
 
 /// Memory-mapped data toolkit.
@@ -57,10 +56,13 @@ fn parse() -> Cli {
     use clap::error::ErrorKind;
     match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(
-            e.kind(),
-            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-        ) =>
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
         {
             e.exit()
         }

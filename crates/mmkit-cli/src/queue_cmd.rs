@@ -99,7 +99,9 @@ pub enum QueueCommand {
 /// Runs a queue command.
 pub fn run(cmd: QueueCommand) -> CliResult<()> {
     match cmd {
-        QueueCommand::Create { dir, segment_size, max_message_size } => create(&dir, segment_size, max_message_size),
+        QueueCommand::Create { dir, segment_size, max_message_size } => {
+            create(&dir, segment_size, max_message_size)
+        }
         QueueCommand::Append { dir, print_index, file } => append(&dir, print_index, file.as_deref()),
         QueueCommand::Tail { dir, from_start, from_end, from, cursor, follow, json } => {
             let start = match (from_start, from_end, from) {
@@ -396,7 +398,10 @@ fn stat(dir: &Path, json: bool) -> CliResult<()> {
     );
     for g in &s.segments {
         let state = if g.sealed { "sealed" } else { "active" };
-        text.push_str(&format!("    #{:<6} {:>10} messages {:>12} bytes  {state}\n", g.number, g.messages, g.bytes));
+        text.push_str(&format!(
+            "    #{:<6} {:>10} messages {:>12} bytes  {state}\n",
+            g.number, g.messages, g.bytes
+        ));
     }
     text.push_str(&format!("  cursors: {}\n", s.cursors.len()));
     for c in &s.cursors {

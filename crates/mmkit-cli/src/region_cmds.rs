@@ -185,7 +185,9 @@ fn write_totals(out: &mut dyn Write, action: Action, t: &Totals) -> std::io::Res
             human(t.total_pages * page),
             t.loaded_pages.unwrap_or(0)
         )?,
-        Action::Evict => writeln!(out, "   Evicted Pages: {} ({})", t.total_pages, human(t.total_pages * page))?,
+        Action::Evict => {
+            writeln!(out, "   Evicted Pages: {} ({})", t.total_pages, human(t.total_pages * page))?
+        }
         Action::Count => writeln!(
             out,
             "  Resident Pages: {}/{}  {}/{}  {}",
@@ -368,7 +370,8 @@ impl Walker {
             if child == c"." || child == c".." {
                 continue;
             }
-            let child_path = path.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(child.to_bytes()));
+            let child_path =
+                path.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(child.to_bytes()));
             self.entry(&fd, child, entry.file_type(), child_path)?;
         }
         Ok(())
@@ -426,10 +429,12 @@ impl Walker {
             total_pages: res.total_pages,
             resident_pages: res.resident_pages,
             loaded_pages: loaded,
-            resident_ranges: map.filter(|_| self.json && loaded.is_none()).map(|m| {
-                m.runs().into_iter().filter(|r| r.2).map(|(first, n, _)| (first, n)).collect()
+            resident_ranges: map
+                .filter(|_| self.json && loaded.is_none())
+                .map(|m| m.runs().into_iter().filter(|r| r.2).map(|(first, n, _)| (first, n)).collect()),
+            chart: map.map(|m| {
+                if loaded.is_some() { "O".repeat(m.chart(CHART_WIDTH).len()) } else { m.chart(CHART_WIDTH) }
             }),
-            chart: map.map(|m| if loaded.is_some() { "O".repeat(m.chart(CHART_WIDTH).len()) } else { m.chart(CHART_WIDTH) }),
         };
         if self.print_lines {
             write_file_line(&mut self.out, &report).map_err(CliError::Output)?;
@@ -570,7 +575,9 @@ pub fn cp(args: CpArgs) -> CliResult<()> {
 #[derive(Debug, clap::Subcommand)]
 pub enum ShmCommand {
     /// Create a segment (an error if the name exists).
-    #[command(after_help = "Examples:\n  mmkit shm create frames --size 64M\n  mmkit shm create /psm_1234 --size 4096 --mode 644")]
+    #[command(
+        after_help = "Examples:\n  mmkit shm create frames --size 64M\n  mmkit shm create /psm_1234 --size 4096 --mode 644"
+    )]
     Create {
         /// Segment name, with or without a leading '/'.
         name: String,

@@ -203,7 +203,11 @@ fn resident_per_file_counts_and_map() {
     let ranges = file["resident_ranges"].as_array().unwrap();
     let covered: u64 = ranges.iter().map(|r| r[1].as_u64().unwrap()).sum();
     assert_eq!(covered, file["resident_pages"].as_u64().unwrap());
-    assert!(ranges.iter().any(|r| r[0].as_u64().unwrap() <= 10 && r[0].as_u64().unwrap() + r[1].as_u64().unwrap() >= 15));
+    assert!(
+        ranges
+            .iter()
+            .any(|r| r[0].as_u64().unwrap() <= 10 && r[0].as_u64().unwrap() + r[1].as_u64().unwrap() >= 15)
+    );
     let text = stdout(&mmkit_paths(&["resident", "--map"], &[&f]));
     assert!(text.contains("[          OOOOO"), "{text}");
 }
@@ -249,8 +253,10 @@ fn one_line_error(o: &Output) -> String {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }

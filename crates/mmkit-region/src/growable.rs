@@ -33,7 +33,7 @@ use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
 
 use crate::access::Access;
 use crate::error::{Error, Result};
-use crate::mapping::Mode;
+use crate::mapping::{Advice, Mode};
 use crate::sigbus;
 
 /// A file mapped inside a fixed virtual reservation, growable in place.
@@ -373,6 +373,19 @@ impl GrowableFile {
         self.len.store(new_len, Ordering::Release);
         rustix::fs::ftruncate(&self.file, new_len)
             .map_err(|e| Error::io("shrink (ftruncate)", Some(&self.path), e))
+    }
+
+    /// Gives the kernel advice about the mapped part of the file
+    /// (`madvise(2)`); growth later does not inherit it.
+    pub fn advise(&self, advice: Advice) -> Result<()> {
+        let mapped = *self.lock_mapped();
+        if mapped == 0 {
+            return Ok(());
+        }
+        // SAFETY: `base..base+mapped` is our own file-backed prefix; the
+        // advice kinds in `Advice` never change the memory's contents.
+        unsafe { mm::madvise(self.base.as_ptr().cast(), mapped, advice.raw()) }
+            .map_err(|e| Error::io("madvise", Some(&self.path), e))
     }
 
     /// Writes dirty pages back to the file and waits (`msync(MS_SYNC)`).

@@ -99,6 +99,22 @@ pub enum Advice {
     Cold,
 }
 
+impl Advice {
+    pub(crate) fn raw(self) -> mm::Advice {
+        match self {
+            Advice::Normal => mm::Advice::Normal,
+            Advice::Random => mm::Advice::Random,
+            Advice::Sequential => mm::Advice::Sequential,
+            Advice::WillNeed => mm::Advice::WillNeed,
+            Advice::HugePage => mm::Advice::LinuxHugepage,
+            Advice::NoHugePage => mm::Advice::LinuxNoHugepage,
+            Advice::DontFork => mm::Advice::LinuxDontFork,
+            Advice::DoFork => mm::Advice::LinuxDoFork,
+            Advice::Cold => mm::Advice::LinuxCold,
+        }
+    }
+}
+
 /// Advice that can change what the memory holds, so that a reference into
 /// it would see its contents replaced. Only through
 /// [`Mapping::advise_unchecked`].
@@ -486,7 +502,10 @@ impl Mapping {
         }
         let (ptr, len) = self.page_range("msync", offset, len)?;
         // SAFETY: the range lies within our own live mapping.
-        unsafe { mm::msync(ptr.cast(), len, flags) }.map_err(|e| Error::io("msync", self.path.as_deref(), e))
+        unsafe { mm::msync(ptr.cast(), len, flags) }
+            .map_err(|e| Error::io("msync", self.path.as_deref(), e))?;
+        // After poisoning, writes went to anonymous memory: nothing was saved.
+        self.check_poison("flush")
     }
 
     /// Gives the kernel advice about the whole mapping (`madvise(2)`).
@@ -496,18 +515,7 @@ impl Mapping {
 
     /// [`Mapping::advise`] for a byte range.
     pub fn advise_range(&self, advice: Advice, offset: usize, len: usize) -> Result<()> {
-        let raw = match advice {
-            Advice::Normal => mm::Advice::Normal,
-            Advice::Random => mm::Advice::Random,
-            Advice::Sequential => mm::Advice::Sequential,
-            Advice::WillNeed => mm::Advice::WillNeed,
-            Advice::HugePage => mm::Advice::LinuxHugepage,
-            Advice::NoHugePage => mm::Advice::LinuxNoHugepage,
-            Advice::DontFork => mm::Advice::LinuxDontFork,
-            Advice::DoFork => mm::Advice::LinuxDoFork,
-            Advice::Cold => mm::Advice::LinuxCold,
-        };
-        self.madvise(raw, offset, len)
+        self.madvise(advice.raw(), offset, len)
     }
 
     /// Advice that may replace the mapping's contents.

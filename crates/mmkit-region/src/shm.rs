@@ -152,8 +152,14 @@ impl Shm {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(&tmp, flags, FsMode::from_raw_mode(0o600))
-            .map_err(|e| shm_error("create shm", path, e))?;
+        let fd = rustix::fs::open(&tmp, flags, FsMode::from_raw_mode(0o600)).map_err(|e| match e {
+            Errno::NOENT => Error::Invalid {
+                op: "create shm",
+                path: Some(path.to_path_buf()),
+                reason: format!("{SHM_DIR} does not exist (is a tmpfs mounted there?)"),
+            },
+            _ => shm_error("create shm", path, e),
+        })?;
         let sized = rustix::fs::fchmod(&fd, FsMode::from_raw_mode(mode & 0o7777))
             .map_err(|e| shm_error("create shm (fchmod)", path, e))
             .and_then(|()| {

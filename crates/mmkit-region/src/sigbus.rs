@@ -1,4 +1,4 @@
-//! Turning a SIGBUS in a registered mapping into [`Error::Poisoned`].
+//! Turning a SIGBUS in a registered mapping into [`Error::Poisoned`](crate::Error::Poisoned).
 //!
 //! # Why
 //!
@@ -37,7 +37,7 @@
 //!
 //! - Data is lost, not recovered: after poisoning, the range is private
 //!   anonymous memory. Reads see zeros; writes land in that memory and never
-//!   reach the file. Only checked operations report [`Error::Poisoned`]; raw
+//!   reach the file. Only checked operations report [`Error::Poisoned`](crate::Error::Poisoned); raw
 //!   pointers and `unsafe` slices simply see zeros.
 //! - Any SIGBUS in the range poisons the whole range, even pages still
 //!   backed by the file.

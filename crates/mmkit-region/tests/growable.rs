@@ -15,6 +15,7 @@ fn child_entry() {
     match role.as_str() {
         "grow_and_write" => child_grow_and_write(),
         "fsize_limit" => child_fsize_limit(),
+        "grow_forever" => child_grow_forever(),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -239,7 +240,57 @@ fn create_new_refuses_an_existing_file_and_open_checks_the_reserve() {
     let file = GrowableFile::open(&path, Mode::ReadWrite, 1 << 20).unwrap();
     assert_eq!(file.len(), 100_000);
     assert!(file.reserved() >= 1 << 20);
+    file.advise(mmkit_region::Advice::Sequential).unwrap();
     file.flush_range(99_000, 1000).unwrap();
     file.flush_async().unwrap();
     assert!(matches!(file.flush_range(99_000, 1001), Err(Error::OutOfBounds { .. })));
+}
+
+const BLOCK: u64 = 4096;
+
+fn child_grow_forever() {
+    let path = common::env("GROW_PATH");
+    let file = GrowableFile::open(&path, Mode::ReadWrite, 256 * MIB as usize).unwrap();
+    for i in 0..(256 * MIB / BLOCK) {
+        file.grow_to((i + 1) * BLOCK).unwrap();
+        file.write_at(i * BLOCK, &marker(i)).unwrap();
+        if i == 20 {
+            println!("growing-started");
+        }
+    }
+}
+
+#[test]
+fn sigkill_while_growing_loses_nothing_written() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed");
+    drop(GrowableFile::create(&path, 0, BLOCK as usize).unwrap());
+    let mut child = common::child_command("grow_forever")
+        .env("GROW_PATH", &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "growing-started" {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "child ended early");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(15));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdout);
+
+    let file = GrowableFile::open(&path, Mode::ReadOnly, 256 * MIB as usize).unwrap();
+    let blocks = file.len() / BLOCK;
+    assert_eq!(file.len() % BLOCK, 0, "growth is all or nothing");
+    assert!(blocks > 20);
+    for i in 0..blocks {
+        let mut buf = [0u8; 8];
+        file.read_at(i * BLOCK, &mut buf).unwrap();
+        // The last block may have been grown but not yet written.
+        let ok = buf == marker(i) || (i == blocks - 1 && buf == [0u8; 8]);
+        assert!(ok, "block {i} of {blocks} lost its data");
+    }
 }

@@ -13,6 +13,7 @@ fn child_entry() {
     let Some(role) = common::role() else { return };
     match role.as_str() {
         "open_or_create" => child_open_or_create(),
+        "create_forever" => child_create_forever(),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -215,4 +216,59 @@ fn racing_open_or_create_creates_once_and_never_exposes_a_short_segment() {
     let map = seg.map(Mode::ReadOnly).unwrap();
     assert_eq!(map.load_u64(0, std::sync::atomic::Ordering::SeqCst).unwrap(), 6, "all six share one segment");
     assert!(!Shm::list().unwrap().iter().any(|i| i.name.starts_with(".mmkit-tmp-")));
+}
+
+const KILL_LEN: u64 = 1 << 20;
+
+fn child_create_forever() {
+    let base = common::env("SHM_NAME");
+    for i in 0u64.. {
+        let name = format!("{base}-{}", i % 3);
+        match Shm::create(&name, KILL_LEN) {
+            Ok(_) => Shm::unlink(&name).unwrap(),
+            Err(e) => assert_eq!(e.io_kind(), Some(std::io::ErrorKind::AlreadyExists), "{e}"),
+        }
+        if i == 50 {
+            println!("creating-started");
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_creation_never_leaves_a_short_segment() {
+    let base = common::unique_name("kill");
+    for round in 0..3u64 {
+        let mut child = common::child_command("create_forever")
+            .env("SHM_NAME", &base)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the child is creating (libtest prints lines of its own).
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while line.trim() != "creating-started" {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "child ended early");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(3 + 7 * round));
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        drop(stdout);
+        for k in 0..3 {
+            let name = format!("{base}-{k}");
+            if let Ok(info) = Shm::info(&name) {
+                assert_eq!(info.size, KILL_LEN, "a visible segment always has its full size");
+                Shm::unlink(&name).unwrap();
+            }
+        }
+        // A kill between create and rename leaves a hidden temporary file
+        // named after the child's pid; clean those up.
+        let prefix = format!(".mmkit-tmp-{}-", child.id());
+        for entry in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }

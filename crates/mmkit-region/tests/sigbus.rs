@@ -74,6 +74,7 @@ fn a_child_truncating_the_file_poisons_the_parents_mapping() {
     // The process runs on: the poisoned range reads zeros, reports errors,
     assert!(matches!(map.read_at(0, &mut buf), Err(Error::Poisoned { .. })));
     assert!(matches!(map.load_u64(0, std::sync::atomic::Ordering::Relaxed), Err(Error::Poisoned { .. })));
+    assert!(matches!(map.flush(), Err(Error::Poisoned { .. })), "nothing can be saved any more");
     // SAFETY: nobody writes this private zero memory now.
     assert!(unsafe { map.as_slice() }.iter().all(|&b| b == 0));
     drop(map);

@@ -1,0 +1,285 @@
+//! Single-process behaviour: appending, reading, rollover, cursors,
+//! random access, errors.
+
+use std::time::Duration;
+
+use mmkit_queue::*;
+
+fn tiny(dir: &std::path::Path) -> Queue {
+    Queue::options().create(true).segment_size(4096).max_message_size(512).open(dir.join("q")).unwrap()
+}
+
+fn drain(r: &mut Reader) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        out.push((rec.index(), rec.to_vec()));
+    }
+    out
+}
+
+#[test]
+fn append_and_read_back_across_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut p = q.producer().unwrap();
+    let mut indices = Vec::new();
+    for i in 0..2000u32 {
+        let msg = format!("message {i} {}", "x".repeat((i % 97) as usize));
+        indices.push(p.append(msg.as_bytes()).unwrap());
+    }
+    assert!(indices.windows(2).all(|w| w[0] < w[1]), "indices increase");
+    assert!(index_segment(*indices.last().unwrap()) > 10, "rolled over many times");
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let got = drain(&mut r);
+    assert_eq!(got.len(), 2000);
+    for (i, (idx, payload)) in got.iter().enumerate() {
+        assert_eq!(*idx, indices[i]);
+        let msg = format!("message {i} {}", "x".repeat(i % 97));
+        assert_eq!(payload, msg.as_bytes());
+    }
+    // Random access by index, O(1).
+    let mut buf = Vec::new();
+    for (i, &idx) in indices.iter().enumerate().step_by(37) {
+        let info = q.read_at(idx, &mut buf).unwrap();
+        assert_eq!(info.index, idx);
+        assert!(buf.starts_with(format!("message {i} ").as_bytes()));
+    }
+    assert!(matches!(q.read_at(make_index(9999, 0), &mut buf), Err(Error::NoSuchIndex { .. })));
+    let report = q.check().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.messages, 2000);
+}
+
+#[test]
+fn claim_commit_abort_and_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut p = q.producer().unwrap();
+    let mut c = p.claim(3).unwrap();
+    c.copy_from_slice(b"abc");
+    let a = c.commit().unwrap();
+    let mut dropped = p.claim(10).unwrap();
+    dropped.fill(7);
+    drop(dropped); // abandoned: becomes padding
+    let batch: Vec<&[u8]> = (0..300).map(|i| if i % 2 == 0 { &b"even"[..] } else { &b"odd!!"[..] }).collect();
+    let idx = p.append_batch(&batch).unwrap();
+    assert_eq!(idx.len(), 300);
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let got = drain(&mut r);
+    assert_eq!(got[0], (a, b"abc".to_vec()));
+    assert_eq!(got.len(), 301);
+    for (i, (index, payload)) in got[1..].iter().enumerate() {
+        assert_eq!(*index, idx[i]);
+        assert_eq!(payload.as_slice(), batch[i]);
+    }
+}
+
+#[test]
+fn readers_from_end_index_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut p = q.producer().unwrap();
+    let mut idx = Vec::new();
+    for i in 0..500u64 {
+        idx.push(p.append_with_timestamp(&i.to_le_bytes(), 1000 + i * 10).unwrap());
+    }
+    let mut end = q.reader(Start::End).unwrap();
+    assert!(end.next().unwrap().is_none());
+    let late = p.append(b"late").unwrap();
+    assert_eq!(end.next().unwrap().unwrap().index(), late);
+
+    let mut from = q.reader(Start::Index(idx[123])).unwrap();
+    assert_eq!(from.next().unwrap().unwrap().payload(), &123u64.to_le_bytes());
+
+    assert_eq!(q.seek_time(1000 + 250 * 10).unwrap(), idx[250]);
+    assert_eq!(q.seek_time(1000 + 250 * 10 - 3).unwrap(), idx[250]);
+    assert_eq!(q.seek_time(0).unwrap(), idx[0]);
+    let mut t = q.reader(Start::Time(1000 + 400 * 10)).unwrap();
+    assert_eq!(t.next().unwrap().unwrap().index(), idx[400]);
+}
+
+#[test]
+fn blocking_read_wakes_on_append_and_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut r = q.reader(Start::Beginning).unwrap();
+    r.set_wait_policy(WaitPolicy::PARK);
+    assert!(r.next_timeout(Some(Duration::from_millis(20))).unwrap().is_none());
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        q2.producer().unwrap().append(b"wake").unwrap()
+    });
+    let rec = r.next_timeout(Some(Duration::from_secs(10))).unwrap().unwrap();
+    assert_eq!(rec.payload(), b"wake");
+    t.join().unwrap();
+}
+
+#[test]
+fn named_cursor_resumes_after_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut p = q.producer().unwrap();
+    for i in 0..100u32 {
+        p.append(&i.to_le_bytes()).unwrap();
+    }
+    {
+        let mut c = q.cursor("c1").unwrap();
+        for _ in 0..40 {
+            c.next().unwrap().unwrap();
+        }
+        c.commit().unwrap();
+        for _ in 0..10 {
+            c.next().unwrap().unwrap(); // read but not committed
+        }
+    }
+    let q = Queue::open(dir.path().join("q")).unwrap();
+    let mut c = q.cursor("c1").unwrap();
+    assert_eq!(c.next().unwrap().unwrap().payload(), &40u32.to_le_bytes());
+    let info = q.cursors().unwrap();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].name, "c1");
+    assert_eq!(info[0].lag, 60);
+    assert!(q.delete_cursor("c1").unwrap());
+    assert!(q.cursors().unwrap().is_empty());
+    assert!(matches!(q.cursor(""), Err(Error::InvalidName { .. })));
+    assert!(matches!(q.cursor(&"x".repeat(49)), Err(Error::InvalidName { .. })));
+}
+
+#[test]
+fn group_members_share_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut p = q.producer().unwrap();
+    for i in 0..300u32 {
+        p.append(&i.to_le_bytes()).unwrap();
+    }
+    let mut a = q.group("g").unwrap();
+    let mut b = q.group("g").unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let mut progress = false;
+        for m in [&mut a, &mut b] {
+            if let Some(r) = m.next_timeout(Some(Duration::from_millis(1))).unwrap() {
+                seen.push(u32::from_le_bytes(r.payload().try_into().unwrap()));
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..300).collect::<Vec<_>>());
+}
+
+#[test]
+fn message_too_large_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut p = q.producer().unwrap();
+    let e = p.append(&[0u8; 513]).unwrap_err();
+    assert!(matches!(e, Error::MessageTooLarge { len: 513, max: 512 }), "{e}");
+    assert!(p.claim(10_000).is_err());
+    assert!(p.append_batch(&[b"ok", &[0u8; 600]]).is_err());
+    p.append(&[0u8; 512]).unwrap();
+}
+
+#[test]
+fn bad_options_and_bad_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Queue::options().create(true).segment_size(1000).open(dir.path().join("a")).unwrap_err();
+    assert!(matches!(e, Error::InvalidOption(_)), "{e}");
+    let e = Queue::options().create(true).segment_size(4096).max_message_size(4096).open(dir.path().join("b")).unwrap_err();
+    assert!(matches!(e, Error::InvalidOption(_)), "{e}");
+    let e = Queue::open(dir.path().join("missing")).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    let e = Queue::open(dir.path()).unwrap_err();
+    assert!(matches!(e, Error::NotAQueue { .. }), "{e}");
+    tiny(dir.path());
+    assert!(matches!(Queue::create(dir.path().join("q")), Err(Error::AlreadyExists { .. })));
+}
+
+#[test]
+fn wrong_magic_and_version_are_reported() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    tiny(dir.path());
+    let meta = dir.path().join("q/meta");
+    let f = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+    f.write_all_at(&2u32.to_le_bytes(), 8).unwrap();
+    let e = Queue::open(dir.path().join("q")).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedVersion { found: 2, supported: 1, .. }), "{e}");
+    assert!(e.to_string().contains("newer"), "{e}");
+    f.write_all_at(b"NOTAQUEU", 0).unwrap();
+    let e = Queue::open(dir.path().join("q")).unwrap_err();
+    assert!(matches!(e, Error::BadMagic { .. }), "{e}");
+}
+
+#[test]
+fn durability_modes_acknowledge() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, mode) in [
+        Durability::OsManaged,
+        Durability::SyncEveryMessage,
+        Durability::GroupCommit { interval_us: 200, max_batch: 64 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let q = Queue::options().create(true).segment_size(1 << 16).durability(mode).open(dir.path().join(format!("d{i}"))).unwrap();
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    let mut p = q.producer().unwrap();
+                    for _ in 0..50 {
+                        let idx = p.append_durable(b"durable").unwrap();
+                        assert!(q.wait_durable(idx, Some(Duration::from_secs(0))).unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(q.check().unwrap().messages, 150);
+    }
+}
+
+#[test]
+fn retention_deletes_old_segments_but_respects_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut c = q.cursor("slow").unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..1000u32 {
+        p.append(&i.to_le_bytes()).unwrap();
+    }
+    let mut live = q.reader(Start::Beginning).unwrap();
+    let first = live.next().unwrap().unwrap().to_vec();
+    assert_eq!(first, 0u32.to_le_bytes());
+    let policy = Retention { max_total_bytes: Some(4096 * 3), ..Retention::default() };
+    assert!(q.apply_retention(&policy).unwrap().deleted.is_empty(), "the cursor pins everything");
+    for _ in 0..900 {
+        c.next().unwrap().unwrap();
+    }
+    c.commit().unwrap();
+    let report = q.apply_retention(&policy).unwrap();
+    assert!(!report.deleted.is_empty(), "{report:?} {:?}", q.stat().unwrap());
+    assert!(q.first_index().unwrap() > 0);
+    // The reader that had segment 0 mapped keeps reading it.
+    // It finishes the mapped segment, then continues at the first
+    // retained segment: no error, indices still increasing.
+    let rest = drain(&mut live);
+    let seg0 = rest.iter().filter(|(i, _)| index_segment(*i) == 0).count();
+    assert!(seg0 > 50, "read the rest of the mapped, deleted segment 0 ({seg0})");
+    assert!(rest.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(rest.last().unwrap().1, 999u32.to_le_bytes());
+    // New readers start at the first retained segment.
+    let mut fresh = q.reader(Start::Beginning).unwrap();
+    assert!(fresh.next().unwrap().is_some());
+    assert!(matches!(q.read_at(make_index(0, 0), &mut Vec::new()), Err(Error::NoSuchIndex { .. })));
+    let stat = q.stat().unwrap();
+    assert_eq!(stat.segments.first().unwrap().number, index_segment(q.first_index().unwrap()));
+}

@@ -1,0 +1,398 @@
+//! Multi-process behaviour with real processes and SIGKILL: the test binary
+//! re-runs itself with `MMKQ_ROLE` set to act as a child.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mmkit_queue::*;
+
+/// Deterministic payload for message `i` of producer `p`: a self-checking
+/// header plus filler derived from both.
+fn payload(p: u32, i: u32) -> Vec<u8> {
+    let len = 8 + ((p.wrapping_mul(31) ^ i.wrapping_mul(2654435761)) % 200) as usize;
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&p.to_le_bytes());
+    v.extend_from_slice(&i.to_le_bytes());
+    v.extend((8..len).map(|k| (k as u32 ^ p ^ i) as u8));
+    v
+}
+
+/// Checks a payload is exactly what `payload` made; returns (p, i).
+fn verify(v: &[u8]) -> (u32, u32) {
+    assert!(v.len() >= 8, "torn record: {} bytes", v.len());
+    let p = u32::from_le_bytes(v[..4].try_into().unwrap());
+    let i = u32::from_le_bytes(v[4..8].try_into().unwrap());
+    assert_eq!(v, payload(p, i).as_slice(), "torn or corrupt record for producer {p} message {i}");
+    (p, i)
+}
+
+fn child(role: &str, args: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"]).env("MMKQ_ROLE", role);
+    for (k, v) in args {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap()
+}
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_default()
+}
+
+/// Entry point of every child process.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var("MMKQ_ROLE") else { return };
+    let dir = PathBuf::from(env("MMKQ_DIR"));
+    let code = match role.as_str() {
+        "producer" => run_producer(&dir),
+        "claim_hang" => run_claim_hang(&dir),
+        "consumer" => run_consumer(&dir),
+        "group_hang" => run_group_hang(&dir),
+        "unprivileged_open" => run_unprivileged(&dir),
+        "fsize_limited" => run_fsize_limited(&dir),
+        _ => 2,
+    };
+    std::process::exit(code);
+}
+
+fn run_producer(dir: &Path) -> i32 {
+    let id: u32 = env("MMKQ_ID").parse().unwrap();
+    let count: u32 = env("MMKQ_COUNT").parse().unwrap();
+    let q = Queue::open(dir).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut acks = std::fs::OpenOptions::new().create(true).append(true).open(env("MMKQ_ACKS")).unwrap();
+    for i in 0..count {
+        let msg = payload(id, i);
+        let idx = if i % 3 == 0 {
+            let mut c = p.claim(msg.len()).unwrap();
+            c.copy_from_slice(&msg);
+            c.commit().unwrap()
+        } else {
+            p.append(&msg).unwrap()
+        };
+        // Acknowledged only once append returned; one write per line.
+        acks.write_all(format!("{id} {i} {idx}\n").as_bytes()).unwrap();
+    }
+    0
+}
+
+fn run_claim_hang(dir: &Path) -> i32 {
+    let q = Queue::open(dir).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut c = p.claim(100).unwrap();
+    c[..4].copy_from_slice(b"torn");
+    println!("claimed {}", c.index());
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn run_consumer(dir: &Path) -> i32 {
+    let q = Queue::open(dir).unwrap();
+    let mut c = q.cursor("worker").unwrap();
+    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(env("MMKQ_OUT")).unwrap();
+    let total: u64 = env("MMKQ_TOTAL").parse().unwrap();
+    let mut n = 0u64;
+    loop {
+        let Some(r) = c.next_timeout(Some(Duration::from_secs(20))).unwrap() else { return 3 };
+        let (p, i) = verify(r.payload());
+        out.write_all(format!("{p} {i}\n").as_bytes()).unwrap();
+        n += 1;
+        if n % 7 == 0 {
+            c.commit().unwrap();
+        }
+        if p == 0 && i as u64 + 1 == total {
+            c.commit().unwrap();
+            return 0;
+        }
+    }
+}
+
+fn run_group_hang(dir: &Path) -> i32 {
+    let q = Queue::open(dir).unwrap();
+    let mut m = q.group("g").unwrap();
+    let r = m.next_timeout(Some(Duration::from_secs(10))).unwrap().unwrap();
+    println!("took {}", r.index());
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn run_unprivileged(dir: &Path) -> i32 {
+    // SAFETY: plain syscalls without memory arguments.
+    unsafe {
+        if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+            return 4;
+        }
+    }
+    match Queue::open(dir) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => 0,
+        other => {
+            eprintln!("unexpected: {other:?}");
+            1
+        }
+    }
+}
+
+fn run_fsize_limited(dir: &Path) -> i32 {
+    // SAFETY: setting a signal disposition to SIG_IGN has no memory effects.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let limit = rustix::process::Rlimit { current: Some(1 << 20), maximum: None };
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
+    let e = Queue::options().create(true).segment_size(8 << 20).open(dir).unwrap_err();
+    let ok = matches!(&e, Error::Io { op, source, .. } if *op == "preallocate segment" && source.raw_os_error() == Some(libc::EFBIG));
+    eprintln!("full disk error: {e}");
+    // Nothing half-made is left behind.
+    let leftovers = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    if ok && leftovers == 0 { 0 } else { 1 }
+}
+
+fn kill(c: &mut Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+fn parse_acks(path: &Path) -> Vec<(u32, u32, u64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Cheap deterministic PRNG for the kill schedule.
+fn rng(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn producers_killed_at_random_lose_no_acknowledged_message() {
+    for round in 0..3u64 {
+        let mut seed = 0x9e3779b97f4a7c15 ^ (round + 1) * 7919;
+        let dir = tempfile::tempdir().unwrap();
+        let qdir = dir.path().join("q");
+        let q = Queue::options().create(true).segment_size(64 << 10).open(&qdir).unwrap();
+        let acks = dir.path().join("acks");
+        let mut readers: Vec<_> = (0..2).map(|_| q.reader(Start::Beginning).unwrap()).collect();
+        let mut cursor = q.cursor("c").unwrap();
+        let spawn = |id: u32| {
+            child(
+                "producer",
+                &[
+                    ("MMKQ_DIR", qdir.display().to_string()),
+                    ("MMKQ_ID", id.to_string()),
+                    ("MMKQ_COUNT", "4000".into()),
+                    ("MMKQ_ACKS", acks.display().to_string()),
+                ],
+            )
+        };
+        let mut kids: Vec<(u32, Child)> = (1..=3).map(|id| (id, spawn(id))).collect();
+        let mut next_id = 4;
+        let mut kills = 0;
+        let mut got: Vec<Vec<(u32, u32, u64)>> = vec![Vec::new(); 3];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last_kill = Instant::now();
+        loop {
+            // Read a bit with every reader.
+            for (k, r) in readers.iter_mut().enumerate() {
+                while let Some(rec) = r.next().unwrap() {
+                    let (p, i) = verify(rec.payload());
+                    got[k].push((p, i, rec.index()));
+                }
+            }
+            while let Some(rec) = cursor.next().unwrap() {
+                let (p, i) = verify(rec.payload());
+                got[2].push((p, i, rec.index()));
+            }
+            cursor.commit().unwrap();
+            if kills < 3 && last_kill.elapsed() > Duration::from_millis(5 + rng(&mut seed) % 40) {
+                let victim = (rng(&mut seed) % kids.len() as u64) as usize;
+                let _ = kids[victim].1.kill();
+                let _ = kids[victim].1.wait();
+                kids[victim] = (next_id, spawn(next_id));
+                next_id += 1;
+                kills += 1;
+                last_kill = Instant::now();
+            }
+            kids.retain_mut(|(_, c)| c.try_wait().unwrap().is_none());
+            if kids.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "producers did not finish");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Drain: abandoned claims of killed producers are recovered.
+        for (k, r) in readers.iter_mut().enumerate() {
+            while let Some(rec) = r.next_timeout(Some(Duration::from_millis(300))).unwrap() {
+                let (p, i) = verify(rec.payload());
+                got[k].push((p, i, rec.index()));
+            }
+        }
+        while let Some(rec) = cursor.next_timeout(Some(Duration::from_millis(300))).unwrap() {
+            let (p, i) = verify(rec.payload());
+            got[2].push((p, i, rec.index()));
+        }
+        let acked = parse_acks(&acks);
+        assert!(acked.len() > 3000, "round {round}: only {} acks", acked.len());
+        for (k, seen) in got.iter().enumerate() {
+            let set: HashSet<(u32, u32, u64)> = seen.iter().copied().collect();
+            assert_eq!(set.len(), seen.len(), "reader {k}: duplicates");
+            for a in &acked {
+                assert!(set.contains(a), "round {round} reader {k}: acknowledged {a:?} lost");
+            }
+            // Each producer's order is kept.
+            let mut last: HashMap<u32, u32> = HashMap::new();
+            for &(p, i, _) in seen {
+                if let Some(&prev) = last.get(&p) {
+                    assert!(i > prev, "reader {k}: producer {p} out of order ({prev} then {i})");
+                }
+                last.insert(p, i);
+            }
+            assert!(seen.windows(2).all(|w| w[0].2 < w[1].2), "indices increase");
+        }
+        let report = q.check().unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.pending, 0, "{report:?}");
+        eprintln!("round {round}: {} acked, {} delivered, {} abandoned claims", acked.len(), got[0].len(), report.abandoned);
+    }
+}
+
+#[test]
+fn producer_killed_between_claim_and_commit_blocks_readers_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&qdir).unwrap();
+    let mut p = q.producer().unwrap();
+    let before = p.append(b"before").unwrap();
+    let mut hang = child("claim_hang", &[("MMKQ_DIR", qdir.display().to_string())]);
+    let mut line = String::new();
+    BufReader::new(hang.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let claimed: u64 = line.trim().strip_prefix("claimed ").unwrap().parse().unwrap();
+    let after = p.append(b"after").unwrap();
+    assert!(claimed > before && after > claimed);
+
+    let mut r = q.reader(Start::Beginning).unwrap();
+    r.set_wait_policy(WaitPolicy::PARK);
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"before");
+    // While the claimant lives, its claim is waited for, never skipped.
+    assert!(r.next_timeout(Some(Duration::from_millis(50))).unwrap().is_none());
+    assert!(matches!(q.read_at(claimed, &mut Vec::new()), Err(Error::NoSuchIndex { .. })));
+
+    let reader = std::thread::spawn(move || {
+        let rec = r.next_timeout(Some(Duration::from_secs(30))).unwrap().unwrap();
+        (rec.index(), rec.to_vec(), Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let killed_at = Instant::now();
+    kill(&mut hang);
+    let (index, payload, seen_at) = reader.join().unwrap();
+    let blocked = seen_at.duration_since(killed_at);
+    eprintln!("reader continued {blocked:?} after the kill");
+    assert_eq!((index, payload.as_slice()), (after, &b"after"[..]), "the torn claim is never delivered");
+    assert!(blocked < Duration::from_secs(1), "blocked {blocked:?} (target 100 ms)");
+    assert!(matches!(q.read_at(claimed, &mut Vec::new()), Err(Error::Abandoned { .. })));
+    let report = q.check().unwrap();
+    assert_eq!((report.messages, report.abandoned, report.corrupt.len()), (2, 1, 0), "{report:?}");
+}
+
+#[test]
+fn consumer_killed_and_restarted_on_a_named_cursor_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&qdir).unwrap();
+    let out = dir.path().join("seen");
+    let total = 6000u64;
+    let spawn = || {
+        child(
+            "consumer",
+            &[
+                ("MMKQ_DIR", qdir.display().to_string()),
+                ("MMKQ_OUT", out.display().to_string()),
+                ("MMKQ_TOTAL", total.to_string()),
+            ],
+        )
+    };
+    let mut consumer = spawn();
+    let mut p = q.producer().unwrap();
+    let mut seed = 12345u64;
+    let mut restarts = 0;
+    for i in 0..total as u32 {
+        p.append(&payload(0, i)).unwrap();
+        if i % 1000 == 999 {
+            std::thread::sleep(Duration::from_millis(rng(&mut seed) % 10));
+            kill(&mut consumer);
+            restarts += 1;
+            consumer = spawn();
+        }
+    }
+    let status = consumer.wait().unwrap();
+    assert!(status.success(), "consumer failed: {status:?}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let seen: Vec<(u32, u32)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split(' ');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect();
+    let set: HashSet<u32> = seen.iter().map(|&(_, i)| i).collect();
+    for i in 0..total as u32 {
+        assert!(set.contains(&i), "message {i} lost across {restarts} consumer restarts");
+    }
+    eprintln!("{} deliveries for {total} messages ({} redelivered after {restarts} kills)", seen.len(), seen.len() - set.len());
+}
+
+#[test]
+fn dead_group_member_message_is_redelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&qdir).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..10u32 {
+        p.append(&i.to_le_bytes()).unwrap();
+    }
+    let mut hang = child("group_hang", &[("MMKQ_DIR", qdir.display().to_string())]);
+    let mut line = String::new();
+    BufReader::new(hang.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let taken: u64 = line.trim().strip_prefix("took ").unwrap().parse().unwrap();
+    kill(&mut hang);
+    let mut m = q.group("g").unwrap();
+    let mut seen = Vec::new();
+    while let Some(r) = m.next_timeout(Some(Duration::from_millis(200))).unwrap() {
+        seen.push(r.index());
+    }
+    assert!(seen.contains(&taken), "message {taken} held by the dead member was not redelivered: {seen:?}");
+    assert_eq!(seen.len(), 10, "{seen:?}");
+}
+
+#[test]
+fn permission_denied_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    Queue::create(&qdir).unwrap();
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to drop to uid 65534");
+        return;
+    }
+    let mut c = child("unprivileged_open", &[("MMKQ_DIR", qdir.display().to_string())]);
+    assert!(c.wait().unwrap().success());
+}
+
+#[test]
+fn full_disk_at_segment_creation_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    let mut c = child("fsize_limited", &[("MMKQ_DIR", qdir.display().to_string())]);
+    assert!(c.wait().unwrap().success());
+}
