@@ -262,15 +262,16 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     let prev = PREVIOUS.get().map(|p| p.0.sa_sigaction).unwrap_or(libc::SIG_DFL);
     let flags = PREVIOUS.get().map(|p| p.0.sa_flags).unwrap_or(0);
     if prev == libc::SIG_DFL || prev == libc::SIG_IGN {
-        // A fault SIGBUS cannot be ignored: restore the default and return,
-        // so the retried access faults again and the kernel kills us with
-        // SIGBUS, exactly as without mmkit.
-        // SAFETY: zeroed `sigaction` with SIG_DFL (0) is valid;
-        // `sigaction` is async-signal-safe.
+        // Restore the default and re-raise, so the process dies with
+        // SIGBUS exactly as without mmkit. Re-raising matters for a SIGBUS
+        // sent with kill(2): unlike a fault, it would not recur on return.
+        // SAFETY: zeroed `sigaction` with SIG_DFL (0) is valid; `sigaction`
+        // and `raise` are async-signal-safe.
         unsafe {
             let mut dfl: libc::sigaction = std::mem::zeroed();
             dfl.sa_sigaction = libc::SIG_DFL;
             libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            libc::raise(sig);
         }
         return;
     }

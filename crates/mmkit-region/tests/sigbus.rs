@@ -17,6 +17,7 @@ fn child_entry() {
         "truncate" => child_truncate(),
         "unguarded_read" => child_unguarded_read(),
         "fill_registry" => child_fill_registry(),
+        "kill_self" => child_kill_self(),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -115,6 +116,37 @@ fn a_sigbus_outside_registered_mappings_still_kills() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("unguarded");
     let out = common::run_child("unguarded_read", &[("TRUNC_PATH", path.display().to_string())]);
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "child should die of SIGBUS: {:?}", out.status);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+}
+
+fn child_kill_self() {
+    let no_core = rustix::process::Rlimit {
+        current: Some(0),
+        maximum: rustix::process::getrlimit(rustix::process::Resource::Core).maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Core, no_core).unwrap();
+    // Start from the default disposition (std installs a handler of its
+    // own, which swallows one non-fault SIGBUS), so the chain's SIG_DFL
+    // path is what runs.
+    // SAFETY: setting a signal disposition to SIG_DFL before any handler of
+    // ours is installed; no other thread is running.
+    unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
+    let path = std::path::PathBuf::from(common::env("TRUNC_PATH"));
+    write_file(&path);
+    let _guarded = MapOptions::new().map_path(&path).unwrap();
+    assert!(mmkit_region::sigbus::is_installed());
+    // A SIGBUS that is not a memory fault must keep its default action.
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::BUS).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    println!("survived kill -BUS");
+}
+
+#[test]
+fn a_sigbus_sent_with_kill_still_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed");
+    let out = common::run_child("kill_self", &[("TRUNC_PATH", path.display().to_string())]);
     assert_eq!(out.status.signal(), Some(libc::SIGBUS), "child should die of SIGBUS: {:?}", out.status);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
 }
