@@ -268,6 +268,10 @@ fn field_of(header: &Header) -> Option<u64> {
 /// Rewrites a foreign header into the fixed-field layout, same length.
 fn convert_header(grow: &GrowableFile, header: &Header, src: &str) -> Result<Header> {
     let descr = crate::array::descr_of(header, src)?;
+    if header.data_offset > mmkit_region::page_size() {
+        // One pwrite within one page is what makes the rewrite all-or-nothing.
+        return Err(Error::unsupported("open for appending", src, "the header is longer than a page"));
+    }
     let version = match header.version.0 {
         1 => Version::V1,
         2 => Version::V2,

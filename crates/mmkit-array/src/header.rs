@@ -512,6 +512,56 @@ impl HeaderSpec {
     }
 }
 
+/// The fuzz oracle: parses `bytes` as the start of an `.npy` file (and
+/// as header text behind a valid prefix). Parse errors are fine; a header
+/// that parses must re-encode to one that parses to the same values.
+/// Returns a description of any mismatch. Used by the cargo-fuzz target
+/// and by the test suite.
+pub fn check_header_bytes(bytes: &[u8]) -> Result<(), String> {
+    check_parsed(bytes)?;
+    let mut framed = MAGIC.to_vec();
+    framed.extend_from_slice(&[1, 0]);
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    framed.extend_from_slice(&len.to_le_bytes());
+    framed.extend_from_slice(&bytes[..usize::from(len)]);
+    check_parsed(&framed)
+}
+
+fn check_parsed(bytes: &[u8]) -> Result<(), String> {
+    let Ok(h) = Header::parse(bytes) else { return Ok(()) };
+    if h.data_offset > bytes.len() {
+        return Err(format!("data offset {} beyond the {} input bytes", h.data_offset, bytes.len()));
+    }
+    let Ok(descr) = h.parse_descr() else { return Ok(()) };
+    for growable in [false, true] {
+        let spec = HeaderSpec {
+            descr,
+            fortran_order: h.fortran_order,
+            shape: h.shape.clone(),
+            version: Version::Auto,
+            growable: growable && !h.shape.is_empty(),
+        };
+        let Ok(encoded) = spec.encode() else {
+            if spec.shape.iter().any(|&d| d as u64 > COUNT_MAX) {
+                continue;
+            }
+            return Err(format!("re-encoding {h:?} failed"));
+        };
+        let again =
+            Header::parse(&encoded).map_err(|e| format!("re-encoded header does not parse: {e:?}"))?;
+        if again.shape != h.shape
+            || again.fortran_order != h.fortran_order
+            || again.parse_descr() != Ok(descr)
+        {
+            return Err(format!("round trip changed the header: {h:?} -> {again:?}"));
+        }
+        if again.data_offset % ALIGN != 0 {
+            return Err("re-encoded data offset is not 64-aligned".into());
+        }
+    }
+    Ok(())
+}
+
 /// `n` right-aligned in a 16-byte field of spaces.
 pub fn count_field(n: u64) -> Result<[u8; COUNT_FIELD], String> {
     if n > COUNT_MAX {

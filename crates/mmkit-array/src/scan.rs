@@ -52,7 +52,7 @@ struct Lanes {
 
 impl Lanes {
     fn new(cols: usize) -> Lanes {
-        let width = cols * MIN_LANES.div_ceil(cols).max(1);
+        let width = lane_width(cols, REG_LANES);
         Lanes {
             cols,
             sum: vec![0.0; width],
@@ -69,6 +69,11 @@ impl Lanes {
     /// Feeds whole rows; `data.len()` is a multiple of `cols`, and every
     /// chunk but the last a multiple of the lane width.
     fn feed<T: ToF64>(&mut self, data: &[T]) {
+        if self.width() == REG_LANES {
+            let rest = self.feed_fixed::<REG_LANES, T>(data);
+            self.feed_rest(rest);
+            return;
+        }
         let w = self.width();
         let blocks = data.chunks_exact(w);
         let rest = blocks.remainder();
@@ -78,11 +83,43 @@ impl Lanes {
             for (((s, lo), hi), x) in lanes.zip(block) {
                 let v = x.to_f64();
                 *s += v;
-                *lo = lo.min(v);
-                *hi = hi.max(v);
+                // Written as selects so they compile to minpd/maxpd; a NaN
+                // `v` compares false and is skipped.
+                *lo = if v < *lo { v } else { *lo };
+                *hi = if v > *hi { v } else { *hi };
             }
         }
         self.count.iter_mut().for_each(|c| *c += n_blocks);
+        self.feed_rest(rest);
+    }
+
+    /// The same with the accumulators in registers: `W` lanes, fixed.
+    fn feed_fixed<'d, const W: usize, T: ToF64>(&mut self, data: &'d [T]) -> &'d [T] {
+        let mut sum = [0.0; W];
+        let mut lo = [f64::INFINITY; W];
+        let mut hi = [f64::NEG_INFINITY; W];
+        let blocks = data.chunks_exact(W);
+        let rest = blocks.remainder();
+        let n_blocks = blocks.len() as u64;
+        for block in blocks {
+            let Ok(block) = <&[T; W]>::try_from(block) else { continue };
+            for j in 0..W {
+                let v = block[j].to_f64();
+                sum[j] += v;
+                lo[j] = if v < lo[j] { v } else { lo[j] };
+                hi[j] = if v > hi[j] { v } else { hi[j] };
+            }
+        }
+        for j in 0..W {
+            self.sum[j] += sum[j];
+            self.min[j] = self.min[j].min(lo[j]);
+            self.max[j] = self.max[j].max(hi[j]);
+            self.count[j] += n_blocks;
+        }
+        rest
+    }
+
+    fn feed_rest<T: ToF64>(&mut self, rest: &[T]) {
         for (j, x) in rest.iter().enumerate() {
             let v = x.to_f64();
             self.sum[j] += v;
@@ -112,8 +149,23 @@ impl Lanes {
     }
 }
 
+/// Lanes kept in registers when the column count divides them.
+const REG_LANES: usize = 8;
+/// The same for the sum-only kernel (one accumulator per lane).
+const REG_SUM_LANES: usize = 16;
+
+/// A lane count that is a multiple of `cols`: `fixed` when `cols`
+/// divides it, else at least [`MIN_LANES`].
+fn lane_width(cols: usize, fixed: usize) -> usize {
+    if fixed % cols == 0 { fixed } else { cols * MIN_LANES.div_ceil(cols).max(1) }
+}
+
 /// Sums `data` into `lanes` (lane `j` = column `j % cols`).
 fn sum_into<T: ToF64>(lanes: &mut [f64], data: &[T]) {
+    if lanes.len() == REG_SUM_LANES {
+        sum_fixed::<REG_SUM_LANES, T>(lanes, data);
+        return;
+    }
     let w = lanes.len();
     let blocks = data.chunks_exact(w);
     let rest = blocks.remainder();
@@ -124,6 +176,25 @@ fn sum_into<T: ToF64>(lanes: &mut [f64], data: &[T]) {
     }
     for (s, x) in lanes.iter_mut().zip(rest) {
         *s += x.to_f64();
+    }
+}
+
+/// [`sum_into`] with `W` accumulators in registers.
+fn sum_fixed<const W: usize, T: ToF64>(lanes: &mut [f64], data: &[T]) {
+    let mut acc = [0.0; W];
+    let blocks = data.chunks_exact(W);
+    let rest = blocks.remainder();
+    for block in blocks {
+        let Ok(block) = <&[T; W]>::try_from(block) else { continue };
+        for j in 0..W {
+            acc[j] += block[j].to_f64();
+        }
+    }
+    for (l, a) in lanes.iter_mut().zip(acc) {
+        *l += a;
+    }
+    for (l, x) in lanes.iter_mut().zip(rest) {
+        *l += x.to_f64();
     }
 }
 
@@ -220,13 +291,13 @@ impl<T: ToF64> MmapArray<T> {
         if self.order() == Order::Fortran && cols > 1 {
             let mut out = Vec::with_capacity(cols);
             for c in 0..cols {
-                let mut lanes = vec![0.0; MIN_LANES];
-                self.stream(c * rows, rows, MIN_LANES, &mut |_| {}, |d| sum_into(&mut lanes, d))?;
+                let mut lanes = vec![0.0; REG_SUM_LANES];
+                self.stream(c * rows, rows, REG_SUM_LANES, &mut |_| {}, |d| sum_into(&mut lanes, d))?;
                 out.push(lanes.iter().sum());
             }
             return Ok(out);
         }
-        let width = cols * MIN_LANES.div_ceil(cols).max(1);
+        let width = lane_width(cols, REG_SUM_LANES);
         let mut lanes = vec![0.0; width];
         self.stream(0, rows * cols, width, &mut |_| {}, |d| sum_into(&mut lanes, d))?;
         let mut out = vec![0.0; cols];

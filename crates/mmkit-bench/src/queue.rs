@@ -58,6 +58,8 @@ enum Role {
 pub enum Peer {
     /// mmkit-queue.
     MmkitQueue,
+    /// mmkit-queue with its directory in /dev/shm (no disk page cache).
+    MmkitQueueShm,
     /// The raw mmap SPSC ring.
     Ring,
     /// Unix domain socket, SOCK_STREAM.
@@ -80,6 +82,7 @@ impl Peer {
     fn name(self) -> &'static str {
         match self {
             Peer::MmkitQueue => "mmkit-queue",
+            Peer::MmkitQueueShm => "mmkit-queue in /dev/shm",
             Peer::Ring => "raw mmap ring",
             Peer::Unix => "unix socket",
             Peer::Pipe => "pipe",
@@ -171,7 +174,7 @@ fn child_producer(a: &ChildArgs) -> io::Result<()> {
         Peer::Pipe => drive(&mut stream::pipe_sender(&a.addr)?, a),
         Peer::Yaque => drive(&mut persist::yaque_sender(&a.addr[0])?, a),
         Peer::Nats => drive(&mut jetstream::sender(a.port, &a.name)?, a),
-        Peer::MmkitQueue => mmq::child_producer(a),
+        Peer::MmkitQueue | Peer::MmkitQueueShm => mmq::child_producer(a),
         other => Err(io::Error::other(format!("{} has no producer process", other.name()))),
     }
 }
@@ -179,7 +182,7 @@ fn child_producer(a: &ChildArgs) -> io::Result<()> {
 /// The producer loop, or the victim's (which kills itself mid-stream).
 fn drive<S: proto::Sender>(s: &mut S, a: &ChildArgs) -> io::Result<()> {
     if a.victim {
-        proto::produce(s, Kind::Recovery, a.secs / 3.0, a.id)?;
+        proto::produce_stream(s, Kind::Recovery, a.secs / 3.0, a.id)?;
         die(a.kill_stamp.as_deref())
     }
     proto::produce(s, a.kind, a.secs, a.id)
@@ -198,9 +201,12 @@ fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
     // The victim of a recovery run never sends its END marker.
     let (kind, n, stamp) = (a.kind, a.producers - a.victims.min(a.producers), a.kill_stamp.as_deref());
     match a.peer {
-        Peer::Ring => {
-            proto::consume(&mut ring::RingReceiver::open(&a.addr[0], a.reader as usize, a.park)?, kind, n, stamp)
-        }
+        Peer::Ring => proto::consume(
+            &mut ring::RingReceiver::open(&a.addr[0], a.reader as usize, a.park)?,
+            kind,
+            n,
+            stamp,
+        ),
         Peer::Unix => {
             let connections = a.producers as usize;
             proto::consume(&mut stream::socket_receiver(&a.addr[0], connections)?, kind, n, stamp)
@@ -208,7 +214,7 @@ fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
         Peer::Pipe => proto::consume(&mut stream::pipe_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Yaque => proto::consume(&mut persist::yaque_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Nats => proto::consume(&mut jetstream::receiver(a.port, &a.name)?, kind, n, stamp),
-        Peer::MmkitQueue => mmq::child_consumer(a),
+        Peer::MmkitQueue | Peer::MmkitQueueShm => mmq::child_consumer(a),
         other => Err(io::Error::other(format!("{} has no consumer process", other.name()))),
     }
 }
@@ -291,9 +297,11 @@ impl Suite {
         self.start_nats();
         let spin = Shape { kind: Kind::Throughput, park: false, producers: 1, readers: 1 };
         let park = Shape { park: true, ..spin };
-        self.table("throughput 1→1 spinning", spin, &[Peer::MmkitQueue, Peer::Ring, Peer::Crossbeam])?;
+        let spinners = [Peer::MmkitQueue, Peer::MmkitQueueShm, Peer::Ring, Peer::Crossbeam];
+        self.table("throughput 1→1 spinning", spin, &spinners)?;
         let all = [
             Peer::MmkitQueue,
+            Peer::MmkitQueueShm,
             Peer::Ring,
             Peer::Unix,
             Peer::Pipe,
@@ -308,11 +316,19 @@ impl Suite {
         let fan = [Peer::MmkitQueue, Peer::Ring, Peer::Unix, Peer::Pipe, Peer::Crossbeam, Peer::Nats];
         self.table("throughput 1→4 readers", Shape { readers: 4, ..park }, &fan)?;
         let lat_spin = Shape { kind: Kind::Latency, ..spin };
-        self.table("latency at 100k msg/s, spinning", lat_spin, &[Peer::MmkitQueue, Peer::Ring, Peer::Crossbeam])?;
+        self.table(
+            "latency at 100k msg/s, spinning",
+            lat_spin,
+            &[Peer::MmkitQueue, Peer::Ring, Peer::Crossbeam],
+        )?;
         self.table("latency at 100k msg/s, parking", Shape { park: true, ..lat_spin }, &all)?;
         self.durable_table()?;
         let rec = Shape { kind: Kind::Recovery, park: true, producers: 2, readers: 1 };
-        self.table("recovery after a producer's kill -9", rec, &[Peer::MmkitQueue, Peer::Unix, Peer::Pipe, Peer::Nats])?;
+        self.table(
+            "recovery after a producer's kill -9",
+            rec,
+            &[Peer::MmkitQueue, Peer::Unix, Peer::Pipe, Peer::Nats],
+        )?;
         Ok(())
     }
 
@@ -342,7 +358,14 @@ impl Suite {
 
     fn measure(&mut self, workload: &'static str, peer: Peer, shape: Shape) -> Row {
         let variant = variant(peer, shape.park);
-        let mut row = Row { workload, peer, variant, note: String::new(), samples: Vec::new(), median: Sample::default() };
+        let mut row = Row {
+            workload,
+            peer,
+            variant,
+            note: String::new(),
+            samples: Vec::new(),
+            median: Sample::default(),
+        };
         if peer == Peer::Nats && self.nats.is_none() {
             row.note = self.nats_note.clone();
             return row;
@@ -373,6 +396,12 @@ impl Suite {
             self.processes(peer, shape, &dir)
         };
         let _ = std::fs::remove_dir_all(&dir);
+        // The ring files and shm queues live in RAM: drop them after each run.
+        if let Ok(entries) = std::fs::read_dir(self.shm.path()) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+            }
+        }
         let reports = result?;
         Ok(sample(&reports, shape.kind))
     }
@@ -415,9 +444,12 @@ impl Suite {
                     *a = vec![p];
                 }
             }
-            Peer::Yaque | Peer::MmkitQueue => {
-                let q = dir.join("q");
-                if peer == Peer::MmkitQueue {
+            Peer::Yaque | Peer::MmkitQueue | Peer::MmkitQueueShm => {
+                let q = match peer {
+                    Peer::MmkitQueueShm => self.shm.path().join(format!("q{}", self.runs)),
+                    _ => dir.join("q"),
+                };
+                if peer != Peer::Yaque {
                     mmq::create(&q, readers)?;
                 } else {
                     std::fs::create_dir_all(&q)?;
@@ -614,6 +646,7 @@ fn spawn(a: &ChildArgs, capture: bool) -> io::Result<Child> {
 fn peer_arg(p: Peer) -> &'static str {
     match p {
         Peer::MmkitQueue => "mmkit-queue",
+        Peer::MmkitQueueShm => "mmkit-queue-shm",
         Peer::Ring => "ring",
         Peer::Unix => "unix",
         Peer::Pipe => "pipe",
@@ -662,7 +695,11 @@ fn sample(reports: &[Report], kind: Kind) -> Sample {
     let rate = |r: &Report| r.count as f64 * 1e9 / r.elapsed_ns.max(1) as f64;
     let first = reports.first();
     Sample {
-        msgs_per_sec: if kind == Kind::Throughput { reports.iter().map(rate).min_by(f64::total_cmp) } else { None },
+        msgs_per_sec: if kind == Kind::Throughput {
+            reports.iter().map(rate).min_by(f64::total_cmp)
+        } else {
+            None
+        },
         latency_ns: first.and_then(|r| r.latency),
         idle_cpu_pct: first.and_then(|r| r.idle_cpu),
         recovery_ns: first.and_then(|r| r.recovery_ns),
@@ -709,7 +746,8 @@ fn spread(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<(f64
 fn render(rows: &[Row]) -> String {
     let ours = rows.iter().find(|r| r.peer == Peer::MmkitQueue).map(|r| r.median.clone());
     let ring = rows.iter().find(|r| r.peer == Peer::Ring).and_then(|r| r.median.msgs_per_sec);
-    let mut s = String::from("| peer | variant | median | range | mmkit-queue advantage | peer ÷ ring | note |\n");
+    let mut s =
+        String::from("| peer | variant | median | range | mmkit-queue advantage | peer ÷ ring | note |\n");
     s.push_str("|---|---|---|---|---|---|---|\n");
     for r in rows {
         let m = &r.median;
@@ -722,7 +760,8 @@ fn render(rows: &[Row]) -> String {
             if let Some(l) = m.latency_ns {
                 value.push_str(&format!("; ack p50 {} p99 {}", fmt_ns(l[0]), fmt_ns(l[1])));
             }
-            let range = spread(&r.samples, |x| x.msgs_per_sec).map(|(a, b)| format!("{}–{}", fmt_rate(a), fmt_rate(b)));
+            let range = spread(&r.samples, |x| x.msgs_per_sec)
+                .map(|(a, b)| format!("{}–{}", fmt_rate(a), fmt_rate(b)));
             let ratio = ours.as_ref().and_then(|o| o.msgs_per_sec).map(|o| o / rate);
             (value, range, ratio)
         } else if let Some(l) = m.latency_ns {
@@ -738,7 +777,9 @@ fn render(rows: &[Row]) -> String {
             ("—".into(), None, None)
         };
         let vs_ring = match (m.msgs_per_sec, ring) {
-            (Some(v), Some(g)) if m.recovery_ns.is_none() && m.latency_ns.is_none() => format!("{:.2}", v / g),
+            (Some(v), Some(g)) if m.recovery_ns.is_none() && m.latency_ns.is_none() => {
+                format!("{:.2}", v / g)
+            }
             _ => String::new(),
         };
         s.push_str(&format!(

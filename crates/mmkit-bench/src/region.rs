@@ -22,6 +22,9 @@ use mmkit_region::{Access, Advice, HugePages, MapOptions, residency};
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// A named measurement closure.
+type Peer<'a> = (&'a str, Box<dyn Fn() -> BenchResult<()> + 'a>);
+
 /// Options of the `region` suite.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -230,7 +233,7 @@ fn scan_table(big: &Path, size: u64, runs: usize) -> BenchResult<Table> {
         Ok(())
     };
     // Interleave peers run by run so drift on a shared VM hits all alike.
-    let peers: Vec<(&str, Box<dyn Fn() -> BenchResult<()> + '_>)> = vec![
+    let peers: Vec<Peer<'_>> = vec![
         ("memmap2", Box::new(memmap2_scan)),
         ("mmkit mapping", Box::new(mmkit_scan(None, false, HugePages::Off))),
         ("mmkit + Advice::Sequential", Box::new(mmkit_scan(Some(Advice::Sequential), false, HugePages::Off))),
@@ -238,23 +241,27 @@ fn scan_table(big: &Path, size: u64, runs: usize) -> BenchResult<Table> {
         ("mmkit + HugePages::Transparent", Box::new(mmkit_scan(None, false, HugePages::Transparent))),
         ("read(), 1 MiB buffer", Box::new(read_scan)),
     ];
-    for (name, d) in interleaved(runs, &peers)? {
+    for (name, d) in interleaved(runs * 3, &no_setup, &peers)? {
         t.add(name, d, Some(size));
     }
     Ok(t)
 }
 
 /// Runs each peer once per round, `runs` rounds, and returns the medians.
+/// `setup` runs untimed before every timed call (and the warm-up).
 fn interleaved<'a>(
     runs: usize,
-    peers: &[(&'a str, Box<dyn Fn() -> BenchResult<()> + '_>)],
+    setup: &dyn Fn() -> BenchResult<()>,
+    peers: &[Peer<'a>],
 ) -> BenchResult<Vec<(&'a str, Duration)>> {
     let mut times = vec![Vec::new(); peers.len()];
     for (_, f) in peers {
+        setup()?;
         f()?; // warm-up
     }
     for _ in 0..runs.max(1) {
         for (i, (_, f)) in peers.iter().enumerate() {
+            setup()?;
             let t = Instant::now();
             f()?;
             times[i].push(t.elapsed());
@@ -384,18 +391,19 @@ fn copy_table(big: &Path, dir: &Path, size: u64, runs: usize, mmkit: &Path) -> B
         }
     };
     let cp_path = which("cp").unwrap_or_else(|| PathBuf::from("/bin/cp"));
-    let args = [big.as_os_str(), dst.as_os_str()];
-    t.add("coreutils cp", median(runs, clean, || process(&cp_path, &args))?, Some(size));
-    t.add(
-        "mmkit cp (process, default: copy_file_range)",
-        median(runs, clean, || {
-            process(mmkit, &[&std::ffi::OsStr::new("cp"), big.as_os_str(), dst.as_os_str()])
-        })?,
-        Some(size),
-    );
-    t.add("copy_file_range (library)", median(runs, clean, lib(Method::CopyFileRange))?, Some(size));
-    t.add("read/write loop, 1 MiB buffer", median(runs, clean, lib(Method::ReadWrite))?, Some(size));
-    t.add("pure mmap copy (both files mapped)", median(runs, clean, lib(Method::Mmap))?, Some(size));
+    let cp_args = [big.as_os_str(), dst.as_os_str()];
+    let mmkit_args = [std::ffi::OsStr::new("cp"), big.as_os_str(), dst.as_os_str()];
+    let peers: Vec<Peer<'_>> = vec![
+        ("coreutils cp", Box::new(|| process(&cp_path, &cp_args))),
+        ("mmkit cp (process, default: copy_file_range)", Box::new(|| process(mmkit, &mmkit_args))),
+        ("copy_file_range (library)", Box::new(lib(Method::CopyFileRange))),
+        ("read/write loop, 1 MiB buffer", Box::new(lib(Method::ReadWrite))),
+        ("pure mmap copy (both files mapped)", Box::new(lib(Method::Mmap))),
+    ];
+    // Copies are short and noisy here: twice the runs.
+    for (name, d) in interleaved(runs * 2, &clean, &peers)? {
+        t.add(name, d, Some(size));
+    }
     clean()?;
     Ok(t)
 }
@@ -428,46 +436,46 @@ fn residency_tables(big: &Path, dir: &Path, args: &Args, mmkit: &Path) -> BenchR
         &format!("Residency of one cached {mb} MiB file (process run, stdout to /dev/null)"),
         "vmtouch",
     );
-    one.add("vmtouch", median(runs, no_setup, || quiet(&vmtouch, &[big.as_os_str()]))?, None);
-    one.add(
-        "mmkit resident",
-        median(runs, no_setup, || quiet(mmkit, &[os("resident"), big.as_os_str()]))?,
-        None,
-    );
+    let peers: Vec<Peer<'_>> = vec![
+        ("vmtouch", Box::new(|| quiet(&vmtouch, &[big.as_os_str()]))),
+        ("mmkit resident", Box::new(|| quiet(mmkit, &[os("resident"), big.as_os_str()]))),
+    ];
+    for (name, d) in interleaved(runs, &no_setup, &peers)? {
+        one.add(name, d, None);
+    }
 
     let mut many = Table::new(
         &format!("Residency of a tree of {n} small files in {} directories", n.div_ceil(100)),
         "vmtouch",
     );
-    many.add("vmtouch", median(runs, no_setup, || quiet(&vmtouch, &[tree.as_os_str()]))?, None);
-    many.add(
-        "mmkit resident (a line per file)",
-        median(runs, no_setup, || quiet(mmkit, &[os("resident"), tree.as_os_str()]))?,
-        None,
-    );
-    many.add(
-        "mmkit resident --summary",
-        median(runs, no_setup, || quiet(mmkit, &[os("resident"), os("--summary"), tree.as_os_str()]))?,
-        None,
-    );
+    let peers: Vec<Peer<'_>> = vec![
+        ("vmtouch", Box::new(|| quiet(&vmtouch, &[tree.as_os_str()]))),
+        ("mmkit resident (a line per file)", Box::new(|| quiet(mmkit, &[os("resident"), tree.as_os_str()]))),
+        (
+            "mmkit resident --summary",
+            Box::new(|| quiet(mmkit, &[os("resident"), os("--summary"), tree.as_os_str()])),
+        ),
+    ];
+    for (name, d) in interleaved(runs, &no_setup, &peers)? {
+        many.add(name, d, None);
+    }
 
-    // Touch after evict reads from storage, so fewer runs.
+    // Touch after evict reads from storage.
     let evict = || quiet(mmkit, &[os("resident"), os("--evict"), big.as_os_str()]);
-    let touch_runs = 3;
     let mut touch = Table::new(
         &format!("Touch of the {mb} MiB file after evicting it (reads from the virtual disk)"),
         "vmtouch -t",
     );
-    touch.add(
-        "vmtouch -t",
-        median(touch_runs, evict, || quiet(&vmtouch, &[os("-t"), big.as_os_str()]))?,
-        Some(mb << 20),
-    );
-    touch.add(
-        "mmkit resident --touch",
-        median(touch_runs, evict, || quiet(mmkit, &[os("resident"), os("--touch"), big.as_os_str()]))?,
-        Some(mb << 20),
-    );
+    let peers: Vec<Peer<'_>> = vec![
+        ("vmtouch -t", Box::new(|| quiet(&vmtouch, &[os("-t"), big.as_os_str()]))),
+        (
+            "mmkit resident --touch",
+            Box::new(|| quiet(mmkit, &[os("resident"), os("--touch"), big.as_os_str()])),
+        ),
+    ];
+    for (name, d) in interleaved(runs, &evict, &peers)? {
+        touch.add(name, d, Some(mb << 20));
+    }
     Ok(vec![one, many, touch])
 }
 

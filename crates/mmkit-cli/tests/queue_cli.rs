@@ -82,8 +82,10 @@ fn print_index_prints_each_committed_index() {
     assert_eq!(indices.len(), 3);
     assert!(indices.windows(2).all(|w| w[0] < w[1]));
     let json = ok(&["queue", "tail", s(&q), "--json"], b"");
-    let stored: Vec<u64> =
-        json.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["index"].as_u64().unwrap()).collect();
+    let stored: Vec<u64> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(stored, indices);
 }
 
@@ -96,7 +98,8 @@ fn many_lines_through_a_pipe_across_segments() {
     ok(&["queue", "append", s(&q)], input.as_bytes());
     let out = ok(&["queue", "tail", s(&q)], b"");
     assert_eq!(out, input);
-    let stat: serde_json::Value = serde_json::from_str(&ok(&["queue", "stat", s(&q), "--json"], b"")).unwrap();
+    let stat: serde_json::Value =
+        serde_json::from_str(&ok(&["queue", "stat", s(&q), "--json"], b"")).unwrap();
     assert!(stat["segments"].as_array().unwrap().len() > 1, "1 MiB segments should have rolled over");
 }
 
@@ -214,4 +217,26 @@ fn every_queue_command_has_help_with_an_example() {
         let out = ok(&["queue", cmd, "--help"], b"");
         assert!(out.contains("Example:"), "{cmd}: {out}");
     }
+}
+
+#[test]
+fn quick_bench_reports_json() {
+    let out = ok(&["queue", "bench", "--secs", "0.1", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["msgs_per_sec"].as_f64().unwrap() > 0.0));
+}
+
+/// The main job: `mmkit demo` runs producer and consumer processes, kills
+/// some, and audits the result for real.
+#[test]
+fn demo_audits_lost_duplicated_torn() {
+    let out = mmkit().arg("demo").stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.lines().any(|l| l == "lost 0, duplicated 0, torn 0"), "{text}");
+    assert!(text.contains("SIGKILLed producer 1 mid-stream"), "{text}");
+    assert!(text.contains("restarted it on its cursor"), "{text}");
+    assert!(text.contains("msg/s") && text.contains("p99"), "{text}");
 }

@@ -24,8 +24,8 @@ const SPINS: u32 = 128;
 /// dead holder is found within a couple of milliseconds, longer once the
 /// lock has been held a while, to keep the `/proc` reads cheap.
 const SHORT_SLICE: Duration = Duration::from_millis(1);
-const SHORT_SLICES: u32 = 20;
-const LONG_SLICE: Duration = Duration::from_millis(4);
+const SHORT_SLICES: u32 = 100;
+const LONG_SLICE: Duration = Duration::from_millis(2);
 
 /// A mutex that lives in shared memory and survives the death of its
 /// holder.

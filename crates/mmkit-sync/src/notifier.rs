@@ -101,7 +101,12 @@ impl Notifier {
     /// `ready` must read the shared state with at least `Acquire` loads;
     /// the side that makes it true must then call a notify method. A
     /// notify racing with this waiter going to sleep is never lost.
-    pub fn wait_until(&self, mut ready: impl FnMut() -> bool, policy: &WaitPolicy, timeout: Option<Duration>) -> bool {
+    pub fn wait_until(
+        &self,
+        mut ready: impl FnMut() -> bool,
+        policy: &WaitPolicy,
+        timeout: Option<Duration>,
+    ) -> bool {
         if ready() {
             return true;
         }
@@ -140,7 +145,12 @@ impl Notifier {
 
     /// Parks until `ready()`, the deadline, or (at most) `slice` elapses;
     /// the caller decides what to do after a slice.
-    pub(crate) fn park_until(&self, ready: &mut impl FnMut() -> bool, deadline: Deadline, slice: Duration) -> bool {
+    pub(crate) fn park_until(
+        &self,
+        ready: &mut impl FnMut() -> bool,
+        deadline: Deadline,
+        slice: Duration,
+    ) -> bool {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let started = Instant::now();

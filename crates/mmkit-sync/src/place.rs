@@ -17,7 +17,11 @@ pub(crate) unsafe trait Placeable: Sized {}
 /// Returns a reference to a `T` at `offset` in `mem`, after checking that
 /// the memory is writable, that `size_of::<T>()` bytes fit, and that the
 /// absolute address is aligned for `T`.
-pub(crate) fn place<'a, T: Placeable, A: Access + ?Sized>(mem: &'a A, offset: u64, op: &'static str) -> Result<&'a T> {
+pub(crate) fn place<'a, T: Placeable, A: Access + ?Sized>(
+    mem: &'a A,
+    offset: u64,
+    op: &'static str,
+) -> Result<&'a T> {
     mem.require_writable(op)?;
     let ptr = mem.checked_ptr(op, offset, size_of::<T>())?;
     let align = align_of::<T>();

@@ -96,10 +96,17 @@ impl ProcessToken {
     /// not exist or its id does not fit in 22 bits.
     pub fn of_pid(pid: u32) -> Result<ProcessToken> {
         if pid == 0 || u64::from(pid) > TID_MASK {
-            return Err(Error::Invalid { op: "ProcessToken::of_pid", reason: format!("pid {pid} is out of range") });
+            return Err(Error::Invalid {
+                op: "ProcessToken::of_pid",
+                reason: format!("pid {pid} is out of range"),
+            });
         }
         let path = PathBuf::from(format!("/proc/{pid}/stat"));
-        let stat = read_stat(path.clone()).map_err(|source| Error::Proc { op: "ProcessToken::of_pid", path, source })?;
+        let stat = read_stat(path.clone()).map_err(|source| Error::Proc {
+            op: "ProcessToken::of_pid",
+            path,
+            source,
+        })?;
         Ok(Self::pack(pid, stat.start_ticks))
     }
 
@@ -151,7 +158,11 @@ impl ProcessToken {
         match read_stat(PathBuf::from(format!("/proc/{pid}/stat"))) {
             Ok(stat) => {
                 let reused = self.start_ticks() != 0 && stat.start_ticks & START_MASK != self.start_ticks();
-                if reused || matches!(stat.state, b'Z' | b'X' | b'x') { Liveness::Dead } else { Liveness::Alive }
+                if reused || matches!(stat.state, b'Z' | b'X' | b'x') {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => exists_by_signal(pid),
             // Unreadable or unparsable: never declare a possibly live owner dead.
@@ -248,6 +259,22 @@ mod tests {
         assert_eq!(parse_stat(line), Some(Stat { state: b'S', start_ticks: 4242 }));
         assert_eq!(parse_stat(b"123 (x) Z 1 2"), None);
         assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    proptest::proptest! {
+        /// Any command name, including spaces and parentheses, parses.
+        #[test]
+        fn parses_any_command_name(comm in "[ -~]{0,16}", state in "[RSDZTXI]", start in 0u64..(1 << 42)) {
+            let line = format!("77 ({comm}) {state} 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 {start} 19 20\n");
+            let stat = parse_stat(line.as_bytes());
+            proptest::prop_assert_eq!(stat, Some(Stat { state: state.as_bytes()[0], start_ticks: start }));
+        }
+
+        /// Garbage never panics.
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_stat(&bytes);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mmkit_region::{Access, MapOptions, Mapping, Mode};
@@ -39,18 +39,42 @@ fn map(path: &Path) -> Mapping {
     MapOptions::new().mode(Mode::ReadWrite).map_path(path).unwrap()
 }
 
-fn spawn(role: &str, path: &Path, arg: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// A child process that is killed and reaped if the test fails first.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn spawn(role: &str, path: &Path, arg: u64) -> Kid {
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE_VAR, role)
         .env(FILE_VAR, path)
         .env(ARG_VAR, arg.to_string())
         .stdout(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Kid(child)
 }
 
-fn wait_success(mut child: Child) {
+fn wait_success(mut child: Kid) {
     let status = child.wait().unwrap();
     assert!(status.success(), "child failed: {status}");
 }
@@ -77,7 +101,8 @@ struct Rng(u64);
 
 impl Rng {
     fn seeded() -> Rng {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         Rng(u64::from(nanos) ^ (u64::from(std::process::id()) << 32) | 1)
     }
 
@@ -107,6 +132,8 @@ impl Rng {
 #[test]
 fn child_entry() {
     let Ok(role) = std::env::var(ROLE_VAR) else { return };
+    // Never outlive a parent whose test failed.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)).unwrap();
     let path = PathBuf::from(std::env::var(FILE_VAR).unwrap());
     let arg: u64 = std::env::var(ARG_VAR).unwrap().parse().unwrap();
     let map = map(&path);
@@ -170,8 +197,7 @@ fn waiter(map: &Mapping, rounds: u64) {
     let events = EventCount::at(map, EVENTS).unwrap();
     let acks = EventCount::at(map, ACKS).unwrap();
     let failures = map.atomic_u32(FAILURES).unwrap();
-    let policies =
-        [WaitPolicy::PARK, WaitPolicy::BALANCED, WaitPolicy { spins: 20, yields: 1, park: true }];
+    let policies = [WaitPolicy::PARK, WaitPolicy::BALANCED, WaitPolicy { spins: 20, yields: 1, park: true }];
     let mut rng = Rng::seeded();
     for i in 1..=rounds {
         let policy = &policies[(i % 3) as usize];
@@ -189,15 +215,21 @@ fn holder_killed_in_critical_section_gives_owner_died_quickly() {
     let mutex = RobustMutex::at(&map, MUTEX).unwrap();
     let mut child = spawn("hold", &path, 0);
     EventCount::at(&map, STARTED).unwrap().wait_for(1, &WaitPolicy::BALANCED, LONG).unwrap();
-    assert_eq!(mutex.owner().map(ProcessToken::pid), Some(child.id()));
+    // The owner is the child's test thread, a task of the child process.
+    let owner = mutex.owner().unwrap();
+    assert!(Path::new(&format!("/proc/{}/task/{}", child.id(), owner.pid())).exists());
+    assert!(owner.is_alive());
 
     // Kill the holder while this thread is already parked in lock().
     let pid = child.id();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
         let killed_at = Instant::now();
-        rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
-            .unwrap();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
         killed_at
     });
     let outcome = mutex.lock().unwrap();
@@ -285,7 +317,11 @@ fn wait_notify_stress_loses_no_wakeup() {
     let start = Instant::now();
     for i in 1..=ROUNDS {
         rng.pause();
-        if i % 2 == 0 { events.publish(i) } else { assert_eq!(events.advance(1), i) };
+        if i % 2 == 0 {
+            events.publish(i)
+        } else {
+            assert_eq!(events.advance(1), i)
+        };
         // Each waiter acknowledges every event; a lost wake-up would time out here.
         acks.wait_for(2 * i, &WaitPolicy::BALANCED, LONG).unwrap();
     }
@@ -341,6 +377,3 @@ fn forked_child_gets_its_own_token() {
     assert_eq!(ProcessToken::current(), parent);
     assert_eq!(child.liveness(), Liveness::Dead);
 }
-
-#[allow(dead_code)]
-fn _assert_atomic_u32_layout(_: &AtomicU32) {}

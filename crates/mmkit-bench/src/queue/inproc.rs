@@ -45,7 +45,12 @@ impl Receiver for CbReceiver {
 }
 
 /// Runs one measurement of an in-process peer.
-pub fn run(peer: Peer, shape: Shape, secs: f64, dir: &Path) -> Result<Vec<Report>, Box<dyn std::error::Error>> {
+pub fn run(
+    peer: Peer,
+    shape: Shape,
+    secs: f64,
+    dir: &Path,
+) -> Result<Vec<Report>, Box<dyn std::error::Error>> {
     match peer {
         Peer::Crossbeam => Ok(crossbeam(shape, secs)?),
         Peer::QueueFile if shape.producers == 1 && shape.readers == 1 && shape.kind != Kind::Recovery => {
@@ -63,7 +68,14 @@ fn crossbeam(shape: Shape, secs: f64) -> io::Result<Vec<Report>> {
         let consumers: Vec<_> = rxs
             .into_iter()
             .map(|rx| {
-                s.spawn(move || proto::consume(&mut CbReceiver { rx, park: shape.park }, shape.kind, shape.producers, None))
+                s.spawn(move || {
+                    proto::consume(
+                        &mut CbReceiver { rx, park: shape.park },
+                        shape.kind,
+                        shape.producers,
+                        None,
+                    )
+                })
             })
             .collect();
         for id in 0..shape.producers {
@@ -75,7 +87,12 @@ fn crossbeam(shape: Shape, secs: f64) -> io::Result<Vec<Report>> {
     })
 }
 
-fn pair<S: Sender + Send, R: Receiver + Send>(mut tx: S, mut rx: R, shape: Shape, secs: f64) -> io::Result<Report> {
+fn pair<S: Sender + Send, R: Receiver + Send>(
+    mut tx: S,
+    mut rx: R,
+    shape: Shape,
+    secs: f64,
+) -> io::Result<Report> {
     std::thread::scope(|s| {
         let consumer = s.spawn(move || proto::consume(&mut rx, shape.kind, 1, None));
         let producer = s.spawn(move || proto::produce(&mut tx, shape.kind, secs, 0));

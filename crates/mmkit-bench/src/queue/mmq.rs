@@ -39,7 +39,7 @@ pub fn child_producer(a: &ChildArgs) -> io::Result<()> {
     let q = Queue::open(&a.addr[0]).map_err(io_err)?;
     let mut s = MqSender(q.producer().map_err(io_err)?);
     if a.victim {
-        proto::produce(&mut s, Kind::Recovery, a.secs / 3.0, a.id)?;
+        proto::produce_stream(&mut s, Kind::Recovery, a.secs / 3.0, a.id)?;
         let claim = s.0.claim(MSG).map_err(io_err)?;
         // Killed between claim and commit: the worst case for readers.
         std::mem::forget(claim);

@@ -110,24 +110,40 @@ fn create_file(path: &Path) -> CliResult<BufWriter<File>> {
     Ok(BufWriter::with_capacity(1 << 16, File::create(path).map_err(|e| CliError::io("create", path, e))?))
 }
 
+/// A producer's acknowledgements: `(seq, index)` pairs, flushed every 4096.
+struct AckLog<'a> {
+    w: BufWriter<File>,
+    path: &'a Path,
+    n: u64,
+}
+
+impl AckLog<'_> {
+    fn push(&mut self, seq: u64, index: u64) -> CliResult<()> {
+        let mut rec = [0u8; 16];
+        rec[..8].copy_from_slice(&seq.to_le_bytes());
+        rec[8..].copy_from_slice(&index.to_le_bytes());
+        self.w.write_all(&rec).map_err(|e| CliError::io("write", self.path, e))?;
+        self.n += 1;
+        if self.n % 4096 == 0 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> CliResult<()> {
+        self.w.flush().map_err(|e| CliError::io("write", self.path, e))
+    }
+}
+
 /// The producer role: a burst, then a paced phase; acks logged as it goes.
 pub fn producer(a: ProducerArgs) -> CliResult<()> {
     let q = Queue::open(&a.dir)?;
     let mut p = q.producer()?;
-    let mut acks = create_file(&a.acks)?;
-    let mut ack = |seq: u64, index: u64, n: u64| -> CliResult<()> {
-        acks.write_all(&seq.to_le_bytes())
-            .and_then(|()| acks.write_all(&index.to_le_bytes()))
-            .map_err(|e| CliError::io("write", &a.acks, e))?;
-        if n % 4096 == 4095 {
-            acks.flush().map_err(|e| CliError::io("write", &a.acks, e))?;
-        }
-        Ok(())
-    };
+    let mut acks = AckLog { w: create_file(&a.acks)?, path: &a.acks, n: 0 };
     let start = Instant::now();
     for seq in 0..a.burst {
         let index = p.append(&payload(a.id, seq, 0))?;
-        ack(seq, index, seq)?;
+        acks.push(seq, index)?;
     }
     let burst_ns = start.elapsed().as_nanos() as u64;
     if a.paced_secs > 0.0 {
@@ -141,12 +157,11 @@ pub fn producer(a: ProducerArgs) -> CliResult<()> {
             std::thread::sleep(wait);
         }
         let index = p.append(&payload(a.id, seq, 1))?;
-        ack(seq, index, seq)?;
+        acks.push(seq, index)?;
         seq += 1;
         next += interval;
     }
-    drop(ack);
-    acks.flush().map_err(|e| CliError::io("write", &a.acks, e))?;
+    acks.flush()?;
     println!("{}", serde_json::json!({ "burst": a.burst, "burst_ns": burst_ns }));
     Ok(())
 }

@@ -1,0 +1,179 @@
+//! `mmkit array info|create|stats`, run as the real binary, checked
+//! against numpy.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mmkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmkit")).args(args).output().expect("run mmkit")
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "mmkit failed: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("valid JSON")
+}
+
+fn python(code: &str, args: &[&str]) -> String {
+    let out = Command::new("python3").arg("-c").arg(code).args(args).output().expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("No module named 'numpy'"), "numpy is needed: python3 -m pip install numpy");
+    assert!(out.status.success(), "python failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn one_line_error(o: &Output) -> String {
+    assert!(!o.status.success(), "expected failure, got: {}", String::from_utf8_lossy(&o.stdout));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("mmkit: "), "{err}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn create_info_and_numpy_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.npy");
+    let o = mmkit(&["array", "create", s(&p), "--dtype", "f32", "--shape", "1000,3", "--fill", "-1.5"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = json(&mmkit(&["array", "info", "--json", s(&p)]));
+    assert_eq!(info["shape"], serde_json::json!([1000, 3]));
+    assert_eq!(info["descr"], "<f4");
+    assert_eq!(info["dtype"], "f32");
+    assert_eq!(info["order"], "C");
+    assert_eq!(info["version"], "1.0");
+    assert_eq!(info["data_offset"].as_u64().unwrap() % 64, 0);
+    assert_eq!(info["file_size"], info["data_offset"].as_u64().unwrap() + 12000);
+    let out = python(
+        "import numpy as np, sys; a = np.load(sys.argv[1], mmap_mode='r'); print(a.dtype, a.shape, float(a.sum()))",
+        &[s(&p)],
+    );
+    assert_eq!(out.trim(), "float32 (1000, 3) -4500.0");
+
+    let text = String::from_utf8(mmkit(&["array", "info", s(&p)]).stdout).unwrap();
+    assert!(text.contains("shape:       (1000, 3)") && text.contains("<f4"), "{text}");
+
+    // Fortran order, another version, a 0-d array, complex fill.
+    let f = dir.path().join("f.npy");
+    let o = mmkit(&[
+        "array",
+        "create",
+        s(&f),
+        "--dtype",
+        "c64",
+        "--shape",
+        "2,3",
+        "--order",
+        "f",
+        "--version",
+        "2",
+        "--fill",
+        "1,-2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = python(
+        "import numpy as np, sys; a = np.load(sys.argv[1]); print(a.flags.f_contiguous, a.dtype, a[1, 2], np.lib.format.read_magic(open(sys.argv[1], 'rb')))",
+        &[s(&f)],
+    );
+    assert_eq!(out.trim(), "True complex64 (1-2j) (2, 0)");
+    let z = dir.path().join("z.npy");
+    assert!(
+        mmkit(&["array", "create", s(&z), "--dtype", "i64", "--shape", "", "--fill", "7"]).status.success()
+    );
+    assert_eq!(
+        python("import numpy as np, sys; a = np.load(sys.argv[1]); print(a.shape, a)", &[s(&z)]).trim(),
+        "() 7"
+    );
+}
+
+#[test]
+fn stats_match_numpy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    python(
+        r#"
+import numpy as np, sys, os
+d = sys.argv[1]
+rng = np.random.default_rng(7)
+np.save(os.path.join(d, 'm.npy'), rng.normal(size=(5000, 4)))
+np.save(os.path.join(d, 'f.npy'), np.asfortranarray(rng.integers(-100, 100, size=(300, 3), dtype='i4')))
+np.save(os.path.join(d, 'v.npy'), np.arange(10, dtype='>u2'))
+"#,
+        &[d],
+    );
+    for name in ["m", "f", "v"] {
+        let p = dir.path().join(format!("{name}.npy"));
+        let got = json(&mmkit(&["array", "stats", "--json", s(&p)]));
+        let expected: serde_json::Value = serde_json::from_str(&python(
+            r#"
+import numpy as np, sys, json
+a = np.load(sys.argv[1]).astype('f8')
+a = a.reshape(a.shape[0], -1) if a.ndim == 2 else a.reshape(-1, 1)
+print(json.dumps([dict(min=float(c.min()), max=float(c.max()), mean=float(c.mean()), sum=float(c.sum()), count=len(c)) for c in a.T]))
+"#,
+            &[s(&p)],
+        ))
+        .unwrap();
+        let cols = got["columns"].as_array().unwrap();
+        assert_eq!(cols.len(), expected.as_array().unwrap().len(), "{name}");
+        for (g, e) in cols.iter().zip(expected.as_array().unwrap()) {
+            assert_eq!(g["count"], e["count"], "{name}");
+            for k in ["min", "max", "mean", "sum"] {
+                let (g, e) = (g[k].as_f64().unwrap(), e[k].as_f64().unwrap());
+                assert!((g - e).abs() <= 1e-9 * e.abs().max(1.0), "{name} {k}: {g} vs {e}");
+            }
+        }
+    }
+    let text = String::from_utf8(mmkit(&["array", "stats", s(&dir.path().join("v.npy"))]).stdout).unwrap();
+    assert!(text.contains("all") && text.contains("45"), "{text}");
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.npy");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.path().join("text.npy");
+    std::fs::write(&text, b"not numpy at all\n").unwrap();
+    let missing = dir.path().join("missing.npy");
+    for cmd in ["info", "stats"] {
+        assert!(one_line_error(&mmkit(&["array", cmd, s(&empty)])).contains("empty"));
+        assert!(one_line_error(&mmkit(&["array", cmd, s(&text)])).contains("not an .npy file"));
+        assert!(one_line_error(&mmkit(&["array", cmd, s(&missing)])).contains("missing.npy"));
+    }
+    let p = dir.path().join("x.npy");
+    let p = s(&p);
+    assert!(
+        one_line_error(&mmkit(&["array", "create", p, "--dtype", "f5", "--shape", "3"]))
+            .contains("unknown dtype")
+    );
+    assert!(
+        one_line_error(&mmkit(&["array", "create", p, "--dtype", "f4", "--shape", "3,x"]))
+            .contains("--shape")
+    );
+    assert!(
+        one_line_error(&mmkit(&["array", "create", p, "--dtype", "u8", "--shape", "3", "--fill", "300"]))
+            .contains("--fill")
+    );
+    assert!(mmkit(&["array", "create", p, "--dtype", "c64", "--shape", "3"]).status.success());
+    assert!(
+        one_line_error(&mmkit(&["array", "create", p, "--dtype", "f4", "--shape", "3"])).contains("--force")
+    );
+    assert!(one_line_error(&mmkit(&["array", "stats", p])).contains("complex"));
+    let three_d = dir.path().join("3d.npy");
+    assert!(mmkit(&["array", "create", s(&three_d), "--dtype", "f4", "--shape", "2,2,2"]).status.success());
+    assert!(one_line_error(&mmkit(&["array", "stats", s(&three_d)])).contains("1-D or 2-D"));
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in ["info", "create", "stats"] {
+        let o = mmkit(&["array", cmd, "--help"]);
+        assert!(o.status.success());
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("Example") && text.contains("mmkit array"), "{cmd}: {text}");
+    }
+}
