@@ -23,6 +23,8 @@
 //! trims them. Surviving a power failure additionally needs
 //! [`Appendable::sync`], which flushes the rows before the header.
 
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use mmkit_region::{Access, GrowableFile, Mode};
@@ -83,11 +85,13 @@ impl<T: Element> Appendable<T> {
         shape.extend_from_slice(row_shape);
         let opts = CreateOptions { growable: true, ..CreateOptions::default() };
         let header_bytes = encode_header::<T>(&shape, &opts, &src)?;
+        // Lock before `GrowableFile::create` truncates, so a file another
+        // appender holds is never clobbered.
+        let lock_file = lock_path(path, &src, true)?;
         let grow = GrowableFile::create(path, header_bytes.len() as u64, reserve)?;
-        lock(grow.file(), &src, true, true)?;
         grow.write_at(0, &header_bytes)?;
         let header = Header::parse(&header_bytes).map_err(|e| parse_error(&src, grow.len(), e))?;
-        Self::from_grow(grow, src, header)
+        Self::from_grow(grow, lock_file, src, header)
     }
 
     /// Opens an existing C-order `.npy` file for appending. A header
@@ -102,8 +106,8 @@ impl<T: Element> Appendable<T> {
     pub fn open_with(path: impl AsRef<Path>, reserve: usize) -> Result<Self> {
         let path = path.as_ref();
         let src = path.display().to_string();
+        let lock_file = lock_path(path, &src, false)?;
         let grow = GrowableFile::open(path, Mode::ReadWrite, reserve)?;
-        lock(grow.file(), &src, true, true)?;
         if grow.is_empty() {
             return Err(Error::NotNpy { src, reason: "the file is empty".into() });
         }
@@ -121,15 +125,16 @@ impl<T: Element> Appendable<T> {
         if field_of(&header).is_none() {
             header = convert_header(&grow, &header, &src)?;
         }
-        Self::from_grow(grow, src, header)
+        Self::from_grow(grow, lock_file, src, header)
     }
 
-    fn from_grow(grow: GrowableFile, src: String, header: Header) -> Result<Self> {
+    fn from_grow(grow: GrowableFile, lock_file: File, src: String, header: Header) -> Result<Self> {
         let field = field_of(&header).ok_or_else(|| Error::Header {
             src: src.clone(),
             reason: "no fixed-width field for the first axis".into(),
         })?;
-        let parts = Parts { backing: Backing::Grow(grow), file: None, src, header, mode: Mode::ReadWrite };
+        let parts =
+            Parts { backing: Backing::Grow(grow), file: Some(lock_file), src, header, mode: Mode::ReadWrite };
         let arr = MmapArray::from_parts(parts, false, true)?;
         let row_len = arr.shape()[1..].iter().product();
         Ok(Appendable { arr, row_len, field })
@@ -152,8 +157,15 @@ impl<T: Element> Appendable<T> {
 
     /// Appends whole rows: `rows.len()` must be a multiple of the row length.
     pub fn append(&mut self, rows: &[T]) -> Result<()> {
-        if self.row_len == 0 || rows.len() % self.row_len != 0 {
-            let expected = self.row_len * (rows.len() / self.row_len.max(1) + 1);
+        if self.row_len == 0 {
+            return Err(Error::unsupported(
+                "append",
+                &self.arr.src,
+                "rows of zero elements cannot be appended",
+            ));
+        }
+        if rows.len() % self.row_len != 0 {
+            let expected = self.row_len * (rows.len() / self.row_len + 1);
             return Err(Error::BufferLength {
                 src: self.arr.src.clone(),
                 op: "append",
@@ -256,6 +268,21 @@ impl<T: Element> Drop for Appendable<T> {
         // Best effort: a file with a zeroed tail is still a valid .npy.
         let _ = self.trim();
     }
+}
+
+/// Opens `path` on a descriptor of its own and takes the appender's
+/// exclusive lock on it; the lock lasts as long as the returned file.
+fn lock_path(path: &Path, src: &str, create: bool) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(if create { "create" } else { "open" }, src, e))?;
+    lock(&file, src, true, true)?;
+    Ok(file)
 }
 
 /// The 16-byte aligned count field inside the header's first shape entry.

@@ -513,6 +513,11 @@ impl<T: Element> MmapArray<T> {
         self.view().index_axis(0, i)
     }
 
+    /// Views of each row (each index along the first axis), in order.
+    pub fn rows(&self) -> impl Iterator<Item = View<'_, T>> {
+        self.view().rows()
+    }
+
     /// Copies row `i` into `buf` (C order within the row).
     pub fn read_row(&self, i: usize, buf: &mut [T]) -> Result<()> {
         self.row(i)?.read_into(buf)

@@ -41,6 +41,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(target_endian = "big")]
+compile_error!("mmkit-array supports little-endian hosts only (it reads '<' and '=' .npy data in place)");
+
 mod append;
 mod array;
 mod dtype;

@@ -147,15 +147,44 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     /// The views of each index along the first axis.
-    pub fn rows(&self) -> impl Iterator<Item = View<'a, T>> + '_ {
+    pub fn rows(&self) -> impl Iterator<Item = View<'a, T>> + use<'a, T> {
         let n = self.shape.first().copied().unwrap_or(0);
-        (0..n).filter_map(move |i| self.row(i).ok())
+        let view = self.clone();
+        // `row(i)` cannot fail for `i < n`.
+        (0..n).filter_map(move |i| view.row(i).ok())
     }
 
     /// True when the elements lie contiguously in C (row-major) order.
     pub fn is_c_contiguous(&self) -> bool {
         let c = strides_for(&self.shape, false);
         self.shape.iter().zip(self.strides.iter().zip(&c)).all(|(&d, (s, c))| d <= 1 || s == c)
+    }
+
+    /// True when the elements lie contiguously in Fortran (column-major) order.
+    pub fn is_f_contiguous(&self) -> bool {
+        let f = strides_for(&self.shape, true);
+        self.shape.iter().zip(self.strides.iter().zip(&f)).all(|(&d, (s, f))| d <= 1 || s == f)
+    }
+
+    /// Reorders Fortran-order `storage` into C order in `out` (same length).
+    fn f_to_c(&self, storage: &[T], out: &mut [T]) {
+        let f = strides_for(&self.shape, true);
+        let ndim = self.shape.len();
+        let mut idx = vec![0usize; ndim];
+        let mut offset = 0usize;
+        for slot in out.iter_mut() {
+            *slot = storage[offset];
+            // Odometer increment of the C-order index, tracking the F offset.
+            for axis in (0..ndim).rev() {
+                idx[axis] += 1;
+                offset += f[axis];
+                if idx[axis] < self.shape[axis] {
+                    break;
+                }
+                offset -= f[axis] * idx[axis];
+                idx[axis] = 0;
+            }
+        }
     }
 
     /// Copies every element, in C (row-major) order, into `buf`, which
@@ -174,6 +203,12 @@ impl<'a, T: Element> View<'a, T> {
         }
         if self.is_c_contiguous() {
             self.mem.read_at(self.base, bytemuck::cast_slice_mut(buf))?;
+        } else if self.is_f_contiguous() {
+            // One bulk copy, then a transpose in memory: far faster than
+            // one checked read per element.
+            let mut storage = vec![T::zeroed(); buf.len()];
+            self.mem.read_at(self.base, bytemuck::cast_slice_mut(&mut storage))?;
+            self.f_to_c(&storage, buf);
         } else {
             let mut pos = 0;
             self.read_strided(0, self.base, buf, &mut pos)?;

@@ -52,9 +52,15 @@ fn append_then_reopen() {
 fn one_appender_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("a.npy");
-    let _a = Appendable::<u8>::create(&p, &[]).unwrap();
+    let mut a = Appendable::<u8>::create(&p, &[]).unwrap();
+    a.append(&[1, 2, 3]).unwrap();
     let err = Appendable::<u8>::open(&p).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
+    // Creating over a file another appender holds fails before truncating it.
+    let err = Appendable::<u8>::create(&p, &[]).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert_eq!(a.array().to_vec().unwrap(), vec![1, 2, 3]);
+    assert_eq!(MmapArray::<u8>::open(&p, Mode::ReadOnly).unwrap().shape(), &[3]);
     let err = MmapArray::<u8>::open(&p, Mode::ReadWrite).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
     // Readers need no lock.
@@ -113,6 +119,7 @@ fn sigkilled_appender_leaves_a_file_numpy_loads() {
     let exe = std::env::current_exe().unwrap();
     let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     let mut copies = Vec::new();
+    let mut with_tail = 0;
     for round in 0..10 {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         // Child start-up takes a few ms; kill within the first few ms of appending
@@ -133,6 +140,12 @@ fn sigkilled_appender_leaves_a_file_numpy_loads() {
         copies.push(copy.to_str().unwrap().to_string());
         // mmkit reads it too, and every announced row is complete.
         let a = MmapArray::<f64>::open(&p, Mode::ReadOnly).unwrap();
+        let needed = a.data_offset() as u64 + a.shape()[0] as u64 * 24;
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len >= needed, "the file is never shorter than its header says");
+        if len > needed {
+            with_tail += 1;
+        }
         if let Some(last) = a.shape()[0].checked_sub(1) {
             assert_eq!(a.row(last).unwrap().to_vec().unwrap(), row(last));
         }
@@ -158,4 +171,6 @@ for p in sys.argv[1:]:
     eprintln!("rows after each kill: {counts:?}");
     assert_eq!(counts.len(), 10);
     assert!(counts.last().unwrap() > &0, "the children appended nothing: {counts:?}");
+    // numpy loaded files with preallocated bytes past the data, both ways.
+    assert!(with_tail > 0, "no kill left a preallocated tail");
 }

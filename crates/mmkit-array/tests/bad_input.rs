@@ -6,6 +6,7 @@ use std::path::Path;
 
 use mmkit_array::header::{Header, MAGIC};
 use mmkit_array::{Error, MmapArray, Mode, OpenOptions};
+use mmkit_region::{Access, Mapping, Share};
 
 fn npy(header_text: &str) -> Vec<u8> {
     let mut bytes = MAGIC.to_vec();
@@ -147,8 +148,10 @@ fn corruption_sweep() {
         for v in [0u8, 0xff, b' ', b'(', b')', b'9', b',', b'\'', b'{', bytes[i] ^ 1] {
             let mut b = bytes.clone();
             b[i] = v;
-            std::fs::write(&q, &b).unwrap();
-            if let Ok(a) = open_f32(&q) {
+            // In memory (an anonymous mapping), to keep the sweep fast.
+            let map = Mapping::anonymous(b.len(), Share::Private).unwrap();
+            map.write_at(0, &b).unwrap();
+            if let Ok(a) = OpenOptions::new().open_mapping::<f32>(map, "corrupt") {
                 opened += 1;
                 let _ = a.to_vec().unwrap();
                 let _ = a.column_stats();
@@ -162,4 +165,25 @@ fn corruption_sweep() {
     }
     assert!(opened > 0, "some corruptions (in padding) are harmless");
     assert!(open_f32(&p).is_ok());
+}
+
+/// A file truncated under an open array: reads fail with the mapping
+/// layer's `Poisoned` error instead of killing the process with SIGBUS.
+#[test]
+fn truncated_under_an_open_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("shrinks.npy");
+    let page = mmkit_region::page_size();
+    let rows = 4 * page / 16;
+    let mut a = MmapArray::<f32>::create(&p, &[rows, 4]).unwrap();
+    a.fill(1.0).unwrap();
+    a.flush().unwrap();
+    let r = MmapArray::<f32>::open(&p, Mode::ReadOnly).unwrap();
+    assert_eq!(r.get(&[rows - 1, 3]).unwrap(), 1.0);
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(page as u64).unwrap();
+    let err = r.get(&[rows - 1, 3]).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    let mut out = vec![0f32; 4];
+    assert!(r.gather_rows(&[rows - 1], &mut out).is_err());
+    assert!(r.to_vec().is_err());
 }

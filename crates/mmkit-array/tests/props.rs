@@ -42,6 +42,11 @@ proptest! {
         prop_assert_eq!(a.to_vec().unwrap(), model.clone());
         let iterated: Vec<i32> = a.iter().map(Result::unwrap).collect();
         prop_assert_eq!(&iterated, &model);
+        if !shape.is_empty() {
+            let by_rows: Vec<i32> = a.rows().flat_map(|r| r.to_vec().unwrap()).collect();
+            prop_assert_eq!(&by_rows, &model);
+            prop_assert_eq!(a.rows().count(), shape[0]);
+        }
         for (k, v) in model.iter().enumerate() {
             prop_assert_eq!(a.get(&unravel(k, &shape)).unwrap(), *v);
         }

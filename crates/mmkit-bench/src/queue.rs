@@ -343,47 +343,45 @@ impl Suite {
     }
 
     /// Runs every peer of one workload and prints its table.
+    /// Runs every peer of one workload and prints its table. Repetitions
+    /// are interleaved (peer A, B, C, then A, B, C again) so that the noise
+    /// of this shared VM falls on all peers alike.
     fn table(&mut self, workload: &'static str, shape: Shape, peers: &[Peer]) -> Result<(), BoxError> {
         let first = self.rows.len();
-        for &peer in peers {
-            if !self.wanted(workload, peer) {
-                continue;
+        let wanted: Vec<Peer> = peers.iter().copied().filter(|&p| self.wanted(workload, p)).collect();
+        for peer in wanted {
+            let mut row = Row {
+                workload,
+                peer,
+                variant: variant(peer, shape.park),
+                note: String::new(),
+                samples: Vec::new(),
+                median: Sample::default(),
+            };
+            if peer == Peer::Nats && self.nats.is_none() {
+                row.note = self.nats_note.clone();
             }
-            let row = self.measure(workload, peer, shape);
             self.rows.push(row);
         }
-        self.print(workload, first);
-        Ok(())
-    }
-
-    fn measure(&mut self, workload: &'static str, peer: Peer, shape: Shape) -> Row {
-        let variant = variant(peer, shape.park);
-        let mut row = Row {
-            workload,
-            peer,
-            variant,
-            note: String::new(),
-            samples: Vec::new(),
-            median: Sample::default(),
-        };
-        if peer == Peer::Nats && self.nats.is_none() {
-            row.note = self.nats_note.clone();
-            return row;
-        }
         for _ in 0..self.reps {
-            match self.once(peer, shape) {
-                Ok(s) => row.samples.push(s),
-                Err(e) => {
-                    row.note = format!("failed: {e}");
-                    break;
+            for k in first..self.rows.len() {
+                if !self.rows[k].note.is_empty() {
+                    continue; // skipped or failed
+                }
+                match self.once(self.rows[k].peer, shape) {
+                    Ok(s) => self.rows[k].samples.push(s),
+                    Err(e) => self.rows[k].note = format!("failed: {e}"),
                 }
             }
         }
-        row.median = median(&row.samples);
-        if row.samples.iter().any(|s| s.disorder > 0) {
-            row.note.push_str(" messages out of order!");
+        for row in &mut self.rows[first..] {
+            row.median = median(&row.samples);
+            if row.samples.iter().any(|s| s.disorder > 0) {
+                row.note.push_str(" messages out of order!");
+            }
         }
-        row
+        self.print(workload, first);
+        Ok(())
     }
 
     fn once(&mut self, peer: Peer, shape: Shape) -> Result<Sample, BoxError> {
@@ -518,20 +516,22 @@ impl Suite {
             };
             if peer == Peer::Nats && self.nats.is_none() {
                 row.note = self.nats_note.clone();
-                self.rows.push(row);
-                continue;
             }
-            for _ in 0..self.reps {
-                match self.durable_once(peer) {
-                    Ok(s) => row.samples.push(s),
-                    Err(e) => {
-                        row.note = format!("failed: {e}");
-                        break;
-                    }
+            self.rows.push(row);
+        }
+        for _ in 0..self.reps {
+            for k in first..self.rows.len() {
+                if !self.rows[k].note.is_empty() {
+                    continue;
+                }
+                match self.durable_once(self.rows[k].peer) {
+                    Ok(s) => self.rows[k].samples.push(s),
+                    Err(e) => self.rows[k].note = format!("failed: {e}"),
                 }
             }
+        }
+        for row in &mut self.rows[first..] {
             row.median = median(&row.samples);
-            self.rows.push(row);
         }
         self.print(workload, first);
         Ok(())

@@ -50,6 +50,27 @@ pub struct Args {
     /// The `mmkit` binary (default: next to this one, built if missing).
     #[arg(long)]
     pub mmkit: Option<PathBuf>,
+    /// Size of the write() calls that create the large file, in KiB. It
+    /// decides the page-cache folio size on ext4, which decides whether a
+    /// mapping or read() scans faster (try 4).
+    #[arg(long, default_value_t = 1024)]
+    pub write_kib: usize,
+    /// Run only these parts (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Part>,
+}
+
+/// The parts of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Sequential scans.
+    Scan,
+    /// Random 4 KiB reads.
+    Random,
+    /// Copies.
+    Copy,
+    /// Residency against vmtouch.
+    Residency,
 }
 
 /// One row of a table.
@@ -139,17 +160,30 @@ pub fn run(args: Args) -> BenchResult<()> {
     let mmkit = mmkit_binary(args.mmkit.clone())?;
     let big = work.path().join("big.bin");
     let size = args.size_mb << 20;
-    eprintln!("writing {} MiB to {}", args.size_mb, big.display());
-    write_big(&big, size)?;
+    eprintln!("writing {} MiB to {} in {} KiB writes", args.size_mb, big.display(), args.write_kib);
+    write_big(&big, size, args.write_kib.max(1) << 10)?;
     let started = Instant::now();
+    let want = |p: Part| args.only.is_empty() || args.only.contains(&p);
 
-    let scan = scan_table(&big, size, args.runs)?;
-    let random = random_table(&big, size, args.runs, args.random_reads)?;
-    let copy = copy_table(&big, work.path(), size, args.runs, &mmkit)?;
-    let resid = residency_tables(&big, work.path(), &args, &mmkit)?;
+    let mut tables = Vec::new();
+    if want(Part::Scan) {
+        tables.push(scan_table(&big, size, args.runs)?);
+    }
+    if want(Part::Random) {
+        tables.push(random_table(&big, size, args.runs, args.random_reads)?);
+    }
+    if want(Part::Copy) {
+        tables.push(copy_table(&big, work.path(), size, args.runs, &mmkit)?);
+    }
+    if want(Part::Residency) {
+        tables.extend(residency_tables(&big, work.path(), &args, &mmkit)?);
+    }
 
-    println!("\n## mmkit-bench region ({} MiB file, median of {} runs)", args.size_mb, args.runs);
-    for t in [&scan, &random, &copy].into_iter().chain(&resid) {
+    println!(
+        "\n## mmkit-bench region ({} MiB file written in {} KiB writes, median of {} runs)",
+        args.size_mb, args.write_kib, args.runs
+    );
+    for t in &tables {
         t.print();
     }
     eprintln!("\nsuite took {:.0} s", started.elapsed().as_secs_f64());
@@ -177,8 +211,8 @@ fn mmkit_binary(given: Option<PathBuf>) -> BenchResult<PathBuf> {
     Ok(candidate)
 }
 
-fn write_big(path: &Path, size: u64) -> BenchResult<()> {
-    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+fn write_big(path: &Path, size: u64, write_size: usize) -> BenchResult<()> {
+    let block: Vec<u8> = (0..write_size as u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
     let mut f = File::create(path)?;
     let mut left = size;
     while left > 0 {
@@ -196,7 +230,11 @@ fn scan_table(big: &Path, size: u64, runs: usize) -> BenchResult<Table> {
     eprintln!("sequential scan of a cached {} MiB file", size >> 20);
     residency::touch(big)?;
     let mut t = Table::new(
-        &format!("Sequential scan of a cached {} MiB file (map + sum of u64 words + unmap)", size >> 20),
+        &format!(
+            "Sequential scan of a cached {} MiB file (map + sum of u64 words + unmap; median of {} runs)",
+            size >> 20,
+            runs * 3
+        ),
         "memmap2",
     );
     let mmkit_scan = |advice: Option<Advice>, populate: bool, huge: HugePages| {
@@ -259,11 +297,14 @@ fn interleaved<'a>(
         setup()?;
         f()?; // warm-up
     }
-    for _ in 0..runs.max(1) {
-        for (i, (_, f)) in peers.iter().enumerate() {
+    // Rotate the order every round so that no peer always runs right
+    // after the same neighbour.
+    for round in 0..runs.max(1) {
+        for k in 0..peers.len() {
+            let i = (round + k) % peers.len();
             setup()?;
             let t = Instant::now();
-            f()?;
+            (peers[i].1)()?;
             times[i].push(t.elapsed());
         }
     }
@@ -362,8 +403,9 @@ fn copy_table(big: &Path, dir: &Path, size: u64, runs: usize, mmkit: &Path) -> B
     eprintln!("copy of {} MiB (hot source)", size >> 20);
     let mut t = Table::new(
         &format!(
-            "Copy of a cached {} MiB file to a new file, same ext4 filesystem (DST deleted between runs)",
-            size >> 20
+            "Copy of a cached {} MiB file to a new file, same filesystem (DST deleted between runs; median of {} runs)",
+            size >> 20,
+            runs * 2
         ),
         "coreutils cp",
     );

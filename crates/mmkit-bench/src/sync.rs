@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mmkit_region::{Access, Mapping, Share};
 use mmkit_sync::{EventCount, RobustMutex, WaitPolicy};
 use raw_sync::Timeout;
-use raw_sync::events::{Event, EventImpl, EventInit, EventState};
+use raw_sync::events::{Event, EventInit, EventState};
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawMutex};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -24,16 +24,16 @@ type BenchResult<T> = Result<T, BoxError>;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Repetitions of each measurement; the table shows medians.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     reps: usize,
     /// Lock+unlock pairs per uncontended repetition.
     #[arg(long, default_value_t = 2_000_000)]
     iters: u64,
-    /// Lock+unlock pairs per process in the contended runs.
-    #[arg(long, default_value_t = 500_000)]
-    contended_iters: u64,
+    /// Length of each contended run, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    window_ms: u64,
     /// Wake-latency samples per peer.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 2000)]
     wakes: usize,
     /// Holder kills per peer in the dead-holder measurement.
     #[arg(long, default_value_t = 10)]
@@ -225,8 +225,12 @@ fn uncontended(args: &Args, reps: usize) -> BenchResult<()> {
             }
         }));
     }
-    let names =
-        ["std::sync::Mutex (in-process)", "mmkit RobustMutex", "pthread robust pshared mutex", "raw_sync Mutex"];
+    let names = [
+        "std::sync::Mutex (in-process)",
+        "mmkit RobustMutex",
+        "pthread robust pshared mutex",
+        "raw_sync Mutex",
+    ];
     let medians: Vec<f64> = results.into_iter().map(median).collect();
     for (name, value) in names.iter().zip(&medians) {
         row("uncontended lock+unlock", name, *value, "ns", medians[0]);
@@ -236,26 +240,51 @@ fn uncontended(args: &Args, reps: usize) -> BenchResult<()> {
 
 // ---------------------------------------------------------------- contended
 
-/// Runs `work` in a forked child and in this process at once, after a
-/// start barrier; returns total operations per second.
-fn two_processes(map: &Mapping, n: u64, work: &dyn Fn(u64) -> BenchResult<()>) -> BenchResult<f64> {
+/// Locks in a loop until `stop` is set; returns the operations done.
+type WorkFn<'a> = &'a dyn Fn(&AtomicU64) -> BenchResult<u64>;
+
+/// Runs `work` in a forked child and in this process at once for `window`,
+/// after a start barrier; returns total operations per second.
+fn two_processes(map: &Mapping, window: Duration, work: WorkFn<'_>) -> BenchResult<f64> {
     let (ready, go, done) = (events(map, READY)?, events(map, GO)?, events(map, DONE)?);
+    let stop = map.atomic_u64(STAMP)?;
+    let child_ops = map.atomic_u64(STAMP + 8)?;
+    stop.store(0, Ordering::SeqCst);
     let round = go.get() + 1;
     let child = fork_child(|| {
         ready.advance(1);
         go.wait_for(round, &WaitPolicy::BALANCED, None)?;
-        work(n)?;
+        child_ops.store(work(stop)?, Ordering::SeqCst);
         done.advance(1);
         Ok(())
     })?;
     ready.wait_for(round, &WaitPolicy::BALANCED, None)?;
     let start = Instant::now();
     go.advance(1);
-    work(n)?;
+    let timer = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(window);
+            stop.store(1, Ordering::SeqCst);
+        });
+        work(stop)
+    });
+    let mine = timer?;
     done.wait_for(round, &WaitPolicy::BALANCED, None)?;
     let secs = start.elapsed().as_secs_f64();
     reap(child)?;
-    Ok(2.0 * n as f64 / secs)
+    Ok((mine + child_ops.load(Ordering::SeqCst)) as f64 / secs)
+}
+
+/// Repeats `op` until `stop` is set, checking it every 64 operations.
+fn until_stopped(stop: &AtomicU64, mut op: impl FnMut() -> BenchResult<()>) -> BenchResult<u64> {
+    let mut done = 0;
+    while stop.load(Ordering::Relaxed) == 0 {
+        for _ in 0..64 {
+            op()?;
+        }
+        done += 64;
+    }
+    Ok(done)
 }
 
 fn contended(args: &Args, reps: usize) -> BenchResult<()> {
@@ -264,42 +293,42 @@ fn contended(args: &Args, reps: usize) -> BenchResult<()> {
     let mutex = RobustMutex::at(&map, MMKIT_MUTEX)?;
     let pthread = pthread_mutex(&map)?;
     let raw = raw_sync_mutex(&map)?;
-    let n = args.contended_iters;
+    let window = Duration::from_millis(args.window_ms);
     let reps = reps.min(3);
     let mut results: [Vec<f64>; 4] = Default::default();
     for _ in 0..reps {
-        results[0].push(std_two_threads(n));
-        results[1].push(two_processes(&map, n, &|n| {
-            for _ in 0..n {
+        results[0].push(std_two_threads(window));
+        results[1].push(two_processes(&map, window, &|stop| {
+            until_stopped(stop, || {
                 let g = mutex.lock()?;
                 bump(counter);
                 drop(g);
-            }
-            Ok(())
+                Ok(())
+            })
         })?);
-        results[2].push(two_processes(&map, n, &|n| {
-            for _ in 0..n {
+        results[2].push(two_processes(&map, window, &|stop| {
+            until_stopped(stop, || {
                 pthread_lock(pthread)?;
                 bump(counter);
                 pthread_unlock(pthread);
-            }
-            Ok(())
+                Ok(())
+            })
         })?);
-        results[3].push(two_processes(&map, n, &|n| {
-            for _ in 0..n {
+        results[3].push(two_processes(&map, window, &|stop| {
+            until_stopped(stop, || {
                 let g = raw.lock().map_err(|e| e.to_string())?;
                 bump(counter);
                 drop(g);
-            }
-            Ok(())
+                Ok(())
+            })
         })?);
     }
-    // SAFETY: all children are reaped; nobody else touches the counter.
-    let total = unsafe { counter.read_volatile() };
-    if total != 3 * reps as u64 * 2 * n {
-        return Err(format!("contended counter is {total}, mutual exclusion failed").into());
-    }
-    let names = ["std::sync::Mutex, 2 threads", "mmkit RobustMutex", "pthread robust pshared mutex", "raw_sync Mutex"];
+    let names = [
+        "std::sync::Mutex, 2 threads",
+        "mmkit RobustMutex",
+        "pthread robust pshared mutex",
+        "raw_sync Mutex",
+    ];
     let medians: Vec<f64> = results.into_iter().map(|v| median(v) / 1e6).collect();
     for (name, value) in names.iter().zip(&medians) {
         row("contended, 2 processes", name, *value, "M lock/s", medians[0]);
@@ -307,21 +336,29 @@ fn contended(args: &Args, reps: usize) -> BenchResult<()> {
     Ok(())
 }
 
-fn std_two_threads(n: u64) -> f64 {
+fn std_two_threads(window: Duration) -> f64 {
     let m = std::sync::Mutex::new(0u64);
+    let stop = AtomicU64::new(0);
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                for _ in 0..n {
-                    if let Ok(mut g) = m.lock() {
-                        *g = black_box(*g + 1);
-                    }
-                }
-            });
-        }
+    let total: u64 = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    until_stopped(&stop, || {
+                        if let Ok(mut g) = m.lock() {
+                            *g = black_box(*g + 1);
+                        }
+                        Ok(())
+                    })
+                    .unwrap_or(0)
+                })
+            })
+            .collect();
+        std::thread::sleep(window);
+        stop.store(1, Ordering::SeqCst);
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).sum()
     });
-    2.0 * n as f64 / start.elapsed().as_secs_f64()
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
 // ---------------------------------------------------------------- wake latency
@@ -331,102 +368,134 @@ type WaitFn<'a> = &'a dyn Fn(u64) -> BenchResult<()>;
 /// What the notifying parent does for sample `i`, right after the stamp.
 type NotifyFn<'a> = &'a dyn Fn(u64) -> BenchResult<()>;
 
-/// Measures notify → waiter running, across processes; returns (p50, p99)
-/// in microseconds. The parent sleeps before each notify so the waiter is
-/// asleep in the kernel.
-fn wake_samples(map: &Mapping, samples: usize, wait: WaitFn<'_>, notify: NotifyFn<'_>) -> BenchResult<(f64, f64)> {
+/// Measures notify → waiter running, across processes, for samples
+/// `first + 1 ..= first + count`; returns the latencies in microseconds.
+/// The parent sleeps before each notify so the waiter is asleep.
+fn wake_samples(
+    map: &Mapping,
+    first: u64,
+    count: usize,
+    wait: WaitFn<'_>,
+    notify: NotifyFn<'_>,
+) -> BenchResult<Vec<f64>> {
     let acks = events(map, DONE)?;
     let stamp = map.atomic_u64(STAMP)?;
     let base = acks.get();
     let slots: Vec<&AtomicU64> =
-        (0..samples as u64).map(|i| map.atomic_u64(SAMPLES + 8 * i)).collect::<Result<_, _>>()?;
+        (0..count as u64).map(|i| map.atomic_u64(SAMPLES + 8 * i)).collect::<Result<_, _>>()?;
     let child = fork_child(|| {
-        for (i, slot) in slots.iter().enumerate() {
-            wait(i as u64 + 1)?;
+        for (i, slot) in (first + 1..).zip(&slots) {
+            wait(i)?;
             let woke = mono_ns();
             slot.store(woke.saturating_sub(stamp.load(Ordering::SeqCst)), Ordering::Relaxed);
             acks.advance(1);
         }
         Ok(())
     })?;
-    for i in 1..=samples as u64 {
+    for (k, i) in (first + 1..=first + count as u64).enumerate() {
         std::thread::sleep(Duration::from_micros(200));
         stamp.store(mono_ns(), Ordering::SeqCst);
         notify(i)?;
-        acks.wait_for(base + i, &WaitPolicy::BALANCED, Some(Duration::from_secs(30)))?;
+        acks.wait_for(base + k as u64 + 1, &WaitPolicy::BALANCED, Some(Duration::from_secs(30)))?;
     }
     reap(child)?;
-    let mut v: Vec<f64> = slots.iter().map(|s| s.load(Ordering::Relaxed) as f64 / 1000.0).collect();
-    v.sort_by(f64::total_cmp);
-    Ok((v[v.len() / 2], v[v.len() * 99 / 100]))
+    Ok(slots.iter().map(|s| s.load(Ordering::Relaxed) as f64 / 1000.0).collect())
+}
+
+/// A wake-latency peer: its name, its mapping, and how it waits and notifies.
+struct WakePeer<'a> {
+    name: &'static str,
+    map: &'a Mapping,
+    wait: WaitFn<'a>,
+    notify: NotifyFn<'a>,
 }
 
 fn wake_latency(args: &Args) -> BenchResult<()> {
-    let samples = args.wakes.clamp(10, ((MAP_LEN as u64 - SAMPLES) / 8) as usize);
-    let mut rows = Vec::new();
+    const CHUNKS: usize = 5;
+    let chunk = (args.wakes / CHUNKS).clamp(2, ((MAP_LEN as u64 - SAMPLES) / 8) as usize);
+    let maps = [shared_map()?, shared_map()?, shared_map()?, shared_map()?];
 
-    let map = shared_map()?;
-    let m = pthread_mutex(&map)?;
-    let cond = pthread_cond(&map)?;
-    let seq = map.checked_ptr("seq", COUNTER, 8)?.cast::<u64>();
-    let pthread = wake_samples(
-        &map,
-        samples,
-        &|i| {
-            pthread_lock(m)?;
-            // SAFETY: `seq` is in the mapping and only accessed under `m`.
-            while unsafe { seq.read_volatile() } < i {
-                // SAFETY: `cond` and `m` are initialised pshared objects; we hold `m`.
-                unsafe { libc::pthread_cond_wait(cond, m) };
-            }
-            pthread_unlock(m);
-            Ok(())
-        },
-        &|i| {
-            pthread_lock(m)?;
-            // SAFETY: as above.
-            unsafe { seq.write_volatile(i) };
-            // SAFETY: `cond` is initialised.
-            unsafe { libc::pthread_cond_signal(cond) };
-            pthread_unlock(m);
-            Ok(())
-        },
-    )?;
-    rows.push(("pthread condvar (pshared)", pthread));
-
-    for (name, policy) in
-        [("mmkit EventCount, PARK policy", WaitPolicy::PARK), ("mmkit EventCount, SPIN policy", WaitPolicy::SPIN)]
-    {
-        let map = shared_map()?;
-        let ec = events(&map, EVENTS)?;
-        let r = wake_samples(
-            &map,
-            samples,
-            &|i| Ok(ec.wait_for(i, &policy, None).map(drop)?),
-            &|_| {
-                ec.advance(1);
-                Ok(())
-            },
-        )?;
-        rows.push((name, r));
-    }
-
-    let map = shared_map()?;
-    let mem = map.checked_ptr("raw_sync event", RAW_EVENT, 1024)?;
+    let m = pthread_mutex(&maps[0])?;
+    let cond = pthread_cond(&maps[0])?;
+    let seq = maps[0].checked_ptr("seq", COUNTER, 8)?.cast::<u64>();
+    let pthread_wait = |i| {
+        pthread_lock(m)?;
+        // SAFETY: `seq` is in the mapping and only accessed under `m`.
+        while unsafe { seq.read_volatile() } < i {
+            // SAFETY: `cond` and `m` are initialised pshared objects; we hold `m`.
+            unsafe { libc::pthread_cond_wait(cond, m) };
+        }
+        pthread_unlock(m);
+        Ok(())
+    };
+    let pthread_notify = |i| {
+        pthread_lock(m)?;
+        // SAFETY: as above.
+        unsafe { seq.write_volatile(i) };
+        // SAFETY: `cond` is initialised.
+        unsafe { libc::pthread_cond_signal(cond) };
+        pthread_unlock(m);
+        Ok(())
+    };
+    let park = events(&maps[1], EVENTS)?;
+    let park_wait = |i| Ok(park.wait_for(i, &WaitPolicy::PARK, None).map(drop)?);
+    let park_notify = |_| {
+        park.advance(1);
+        Ok(())
+    };
+    let spin = events(&maps[2], EVENTS)?;
+    let spin_wait = |i| Ok(spin.wait_for(i, &WaitPolicy::SPIN, None).map(drop)?);
+    let spin_notify = |_| {
+        spin.advance(1);
+        Ok(())
+    };
+    let mem = maps[3].checked_ptr("raw_sync event", RAW_EVENT, 1024)?;
     // SAFETY: 1 KiB of otherwise unused shared memory for the event.
     let (event, _) = unsafe { Event::new(mem, true) }.map_err(|e| e.to_string())?;
-    let raw = wake_samples(
-        &map,
-        samples,
-        &|_| event.wait(Timeout::Infinite).map_err(|e| e.to_string().into()),
-        &|_| event.set(EventState::Signaled).map_err(|e| e.to_string().into()),
-    )?;
-    rows.push(("raw_sync Event (auto-reset)", raw));
+    let raw_wait = |_| event.wait(Timeout::Infinite).map_err(|e| e.to_string().into());
+    let raw_notify = |_| event.set(EventState::Signaled).map_err(|e| e.to_string().into());
 
-    let base = rows[0].1;
-    for (name, (p50, p99)) in rows {
-        row("wake latency p50, 2 processes", name, p50, "µs", base.0);
-        row("wake latency p99, 2 processes", name, p99, "µs", base.1);
+    let peers = [
+        WakePeer {
+            name: "pthread condvar (pshared)",
+            map: &maps[0],
+            wait: &pthread_wait,
+            notify: &pthread_notify,
+        },
+        WakePeer {
+            name: "mmkit EventCount, PARK policy",
+            map: &maps[1],
+            wait: &park_wait,
+            notify: &park_notify,
+        },
+        WakePeer {
+            name: "mmkit EventCount, SPIN policy (burns a core)",
+            map: &maps[2],
+            wait: &spin_wait,
+            notify: &spin_notify,
+        },
+        WakePeer { name: "raw_sync Event (auto-reset)", map: &maps[3], wait: &raw_wait, notify: &raw_notify },
+    ];
+    // Interleave the peers in chunks so that machine noise hits all alike.
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); peers.len()];
+    for c in 0..CHUNKS {
+        for (peer, out) in peers.iter().zip(&mut samples) {
+            out.extend(wake_samples(peer.map, (c * chunk) as u64, chunk, peer.wait, peer.notify)?);
+        }
+    }
+    let percentiles: Vec<(f64, f64)> = samples
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[v.len() * 99 / 100])
+        })
+        .collect();
+    let base = percentiles[0];
+    for (peer, (p50, _)) in peers.iter().zip(&percentiles) {
+        row("wake latency p50, 2 processes", peer.name, *p50, "µs", base.0);
+    }
+    for (peer, (_, p99)) in peers.iter().zip(&percentiles) {
+        row("wake latency p99, 2 processes", peer.name, *p99, "µs", base.1);
     }
     Ok(())
 }
@@ -510,20 +579,27 @@ fn dead_holder(args: &Args) -> BenchResult<()> {
             Ok(died)
         },
     )?;
-    let posix = kill_holder(
-        &map,
-        kills,
-        &|| pthread_lock(pthread).map(drop),
-        &|| {
-            let died = pthread_lock(pthread)?;
-            pthread_unlock(pthread);
-            Ok(died)
-        },
-    )?;
+    let posix = kill_holder(&map, kills, &|| pthread_lock(pthread).map(drop), &|| {
+        let died = pthread_lock(pthread)?;
+        pthread_unlock(pthread);
+        Ok(died)
+    })?;
     let (m50, p50) = (median(mmkit.clone()), median(posix.clone()));
     let max = |v: Vec<f64>| v.into_iter().fold(0.0, f64::max);
-    row("SIGKILLed holder → next lock() reports owner died, median", "pthread robust (kernel robust list)", p50, "µs", p50);
-    row("SIGKILLed holder → next lock() reports owner died, median", "mmkit RobustMutex (liveness)", m50, "µs", p50);
+    row(
+        "SIGKILLed holder → next lock() reports owner died, median",
+        "pthread robust (kernel robust list)",
+        p50,
+        "µs",
+        p50,
+    );
+    row(
+        "SIGKILLed holder → next lock() reports owner died, median",
+        "mmkit RobustMutex (liveness)",
+        m50,
+        "µs",
+        p50,
+    );
     row("SIGKILLed holder → owner died, worst", "pthread robust (kernel robust list)", max(posix), "µs", 0.0);
     row("SIGKILLed holder → owner died, worst", "mmkit RobustMutex (liveness)", max(mmkit), "µs", 0.0);
     Ok(())

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mmkit_array::{
-    Appendable, Bool, Complex32, Complex64, CreateOptions, DType, Element, Header, MmapArray, Mode, Order,
-    ToF64, Version, f16,
+    Appendable, Bool, Complex32, Complex64, CreateOptions, DType, Element, Header, MmapArray, Mode,
+    OpenOptions, Order, ToF64, Version, f16,
 };
 
 use crate::{CliError, CliResult};
@@ -94,13 +94,29 @@ fn shape_text(shape: &[usize]) -> String {
     }
 }
 
+/// Appends a formatted line to a `String` buffer.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// Writes `text` to stdout; a closed pipe is an error, not a panic.
+fn emit(text: &str) -> CliResult<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).map_err(CliError::Output)
+}
+
 fn print_json(value: &serde_json::Value) -> CliResult<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    println!("{text}");
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    emit(&text)
 }
 
 fn info(file: &Path, json: bool) -> CliResult<()> {
+    let mut out = String::new();
     let header = mmkit_array::read_header(file)?;
     let file_size = std::fs::metadata(file).map_err(|e| CliError::io("stat", file, e))?.len();
     let descr = header.parse_descr();
@@ -127,18 +143,18 @@ fn info(file: &Path, json: bool) -> CliResult<()> {
         Ok(d) => format!("{} ({}{})", header.descr, d.dtype, if d.big_endian { ", big-endian" } else { "" }),
         Err(e) => format!("{} (unsupported: {})", header.descr, e.reason()),
     };
-    println!("file:        {}", file.display());
-    println!("version:     {}.{}", header.version.0, header.version.1);
-    println!("dtype:       {dtype_text}");
-    println!("shape:       {}", shape_text(&header.shape));
-    println!("order:       {}", if header.fortran_order { "F (column-major)" } else { "C (row-major)" });
-    println!("header size: {} bytes (length field {})", header.data_offset, header.data_offset - prefix);
-    println!("data offset: {}", header.data_offset);
+    outln!(out, "file:        {}", file.display());
+    outln!(out, "version:     {}.{}", header.version.0, header.version.1);
+    outln!(out, "dtype:       {dtype_text}");
+    outln!(out, "shape:       {}", shape_text(&header.shape));
+    outln!(out, "order:       {}", if header.fortran_order { "F (column-major)" } else { "C (row-major)" });
+    outln!(out, "header size: {} bytes (length field {})", header.data_offset, header.data_offset - prefix);
+    outln!(out, "data offset: {}", header.data_offset);
     if let Some(bytes) = data_bytes {
-        println!("data size:   {bytes} bytes");
+        outln!(out, "data size:   {bytes} bytes");
     }
-    println!("file size:   {file_size} bytes");
-    Ok(())
+    outln!(out, "file size:   {file_size} bytes");
+    emit(&out)
 }
 
 /// A parsed `mmkit array create` request.
@@ -272,12 +288,14 @@ macro_rules! with_type {
 }
 
 fn create(file: &Path, spec: &CreateSpec, force: bool) -> CliResult<()> {
+    let mut out = String::new();
     if !force && file.exists() {
         return Err(CliError::Usage(format!("{} exists; pass --force to overwrite it", file.display())));
     }
     with_type!(spec.dtype, create_typed(file, spec))?;
     let header = mmkit_array::read_header(file)?;
-    println!(
+    outln!(
+        out,
         "created {}: {} {} {} order, data at offset {}",
         file.display(),
         spec.dtype,
@@ -285,7 +303,7 @@ fn create(file: &Path, spec: &CreateSpec, force: bool) -> CliResult<()> {
         if spec.opts.order == Order::Fortran { "F" } else { "C" },
         header.data_offset
     );
-    Ok(())
+    emit(&out)
 }
 
 fn create_typed<T: FromText>(file: &Path, spec: &CreateSpec) -> CliResult<()> {
@@ -314,6 +332,7 @@ struct StatsReport {
 }
 
 fn stats(file: &Path, json: bool) -> CliResult<()> {
+    let mut out = String::new();
     let header = mmkit_array::read_header(file)?;
     let src = file.display().to_string();
     let descr = header.parse_descr().map_err(|e| e.into_error(&src, &header.descr))?;
@@ -353,17 +372,19 @@ fn stats(file: &Path, json: bool) -> CliResult<()> {
             "seconds": report.seconds,
         }));
     }
-    println!(
+    outln!(
+        out,
         "{src}: {} {}, {:.1} MB scanned in {:.3} s",
         report.dtype,
         shape_text(&report.shape),
         report.bytes as f64 / 1e6,
         report.seconds
     );
-    println!("{:>8} {:>12} {:>14} {:>14} {:>14} {:>16}", "column", "count", "min", "max", "mean", "sum");
+    outln!(out, "{:>8} {:>12} {:>14} {:>14} {:>14} {:>16}", "column", "count", "min", "max", "mean", "sum");
     for (i, c) in report.columns.iter().enumerate() {
         let label = if report.shape.len() == 1 { "all".to_string() } else { i.to_string() };
-        println!(
+        outln!(
+            out,
             "{label:>8} {:>12} {:>14} {:>14} {:>14} {:>16}",
             c.count,
             num(c.min),
@@ -372,7 +393,7 @@ fn stats(file: &Path, json: bool) -> CliResult<()> {
             num(c.sum)
         );
     }
-    Ok(())
+    emit(&out)
 }
 
 /// Compact number formatting: integers exactly, others to 6 significant digits.
@@ -389,7 +410,8 @@ fn num(v: f64) -> String {
 }
 
 fn stats_typed<T: ToF64>(file: &Path, header: &Header) -> CliResult<StatsReport> {
-    let a = MmapArray::<T>::open(file, Mode::ReadOnly)?;
+    // Scans copy, so data at an odd offset (old or foreign writers) is fine.
+    let a: MmapArray<T> = OpenOptions::new().allow_unaligned(true).open(file)?;
     let bytes = (a.len() * size_of::<T>()) as u64;
     let bar = (bytes >= PROGRESS_MIN && std::io::stderr().is_terminal()).then(|| {
         let style =
@@ -418,7 +440,8 @@ fn stats_typed<T: ToF64>(file: &Path, header: &Header) -> CliResult<StatsReport>
 /// The array part of `mmkit demo`, run in `dir`: create, write, reopen,
 /// statistics, append; prints what it did and measured.
 pub fn demo(dir: &Path) -> CliResult<()> {
-    println!("\n== arrays (.npy, numpy-compatible)");
+    let mut out = String::new();
+    outln!(out, "\n== arrays (.npy, numpy-compatible)");
     let path = dir.join("points.npy");
     let rows = 1 << 20;
     let t = Instant::now();
@@ -433,7 +456,8 @@ pub fn demo(dir: &Path) -> CliResult<()> {
     }
     drop(a);
     let created = t.elapsed().as_secs_f64();
-    println!(
+    outln!(
+        out,
         "created {} as f32 {} and wrote it in {:.0} ms",
         path.display(),
         shape_text(&[rows, 4]),
@@ -444,19 +468,20 @@ pub fn demo(dir: &Path) -> CliResult<()> {
     let stats = a.column_stats()?;
     let secs = t.elapsed().as_secs_f64();
     let mb = (rows * 16) as f64 / 1e6;
-    println!(
+    outln!(
+        out,
         "reopened read-only; column stats over {mb:.0} MB in {:.1} ms ({:.2} GB/s)",
         secs * 1e3,
         mb / 1e3 / secs
     );
     for (i, c) in stats.iter().enumerate() {
-        println!("  column {i}: min {} max {} mean {:.3}", num(c.min), num(c.max), c.mean());
+        outln!(out, "  column {i}: min {} max {} mean {:.3}", num(c.min), num(c.max), c.mean());
     }
     let idx: Vec<usize> = (0..100_000).map(|i: usize| i.wrapping_mul(2_654_435_761) % rows).collect();
-    let mut out = vec![0f32; idx.len() * 4];
+    let mut rows_out = vec![0f32; idx.len() * 4];
     let t = Instant::now();
-    a.gather_rows(&idx, &mut out)?;
-    println!("gathered 100000 random rows in {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    a.gather_rows(&idx, &mut rows_out)?;
+    outln!(out, "gathered 100000 random rows in {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
     let log = dir.join("log.npy");
     let t = Instant::now();
     let mut app = Appendable::<f64>::create(&log, &[2])?;
@@ -465,10 +490,11 @@ pub fn demo(dir: &Path) -> CliResult<()> {
     }
     let n = app.rows();
     app.finish()?;
-    println!(
+    outln!(
+        out,
         "appended {n} rows one at a time in {:.1} ms; the header's shape is now {}",
         t.elapsed().as_secs_f64() * 1e3,
         shape_text(&mmkit_array::read_header(&log)?.shape)
     );
-    Ok(())
+    emit(&out)
 }

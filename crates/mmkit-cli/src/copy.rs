@@ -179,14 +179,21 @@ pub fn data_extents(fd: BorrowedFd<'_>, size: u64, blocks_512: u64) -> Vec<(u64,
     if blocks_512.saturating_mul(512) >= size {
         return vec![(0, size)];
     }
+    let whole = vec![(0, size)];
     let mut extents = Vec::new();
     let mut pos = 0;
     while pos < size {
-        let Ok(start) = rustix::fs::seek(fd, SeekFrom::Data(pos)) else { break };
-        if start >= size {
-            break;
-        }
-        let stop = rustix::fs::seek(fd, SeekFrom::Hole(start)).unwrap_or(size).min(size);
+        let start = match rustix::fs::seek(fd, SeekFrom::Data(pos)) {
+            Ok(start) if start < size => start,
+            // No data after `pos`: the rest is a hole.
+            Ok(_) | Err(rustix::io::Errno::NXIO) => break,
+            // The filesystem cannot tell: copy everything.
+            Err(_) => return whole,
+        };
+        let stop = match rustix::fs::seek(fd, SeekFrom::Hole(start)) {
+            Ok(stop) if stop > start => stop.min(size),
+            _ => return whole,
+        };
         extents.push((start, stop - start));
         pos = stop;
     }

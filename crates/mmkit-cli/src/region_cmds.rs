@@ -118,6 +118,8 @@ struct Walker {
     errors: Vec<PathError>,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     print_lines: bool,
+    /// A spinner for --touch and --evict on a terminal (they can be long).
+    spinner: Option<indicatif::ProgressBar>,
     json: bool,
 }
 
@@ -141,10 +143,22 @@ pub fn resident(args: ResidentArgs) -> CliResult<()> {
         errors: Vec::new(),
         out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
         print_lines: !args.json && print_files,
+        // Not when per-file lines go to the same terminal: they would tangle.
+        spinner: (action != Action::Count
+            && std::io::stderr().is_terminal()
+            && !(!args.json && print_files && std::io::stdout().is_terminal()))
+        .then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        }),
         json: args.json,
     };
     for path in &args.paths {
         walker.top(path)?;
+    }
+    if let Some(bar) = walker.spinner.take() {
+        bar.finish_and_clear();
     }
     let mut totals = std::mem::take(&mut walker.totals);
     totals.elapsed_seconds = start.elapsed().as_secs_f64();
@@ -422,6 +436,13 @@ impl Walker {
         }
         self.totals.total_pages += res.total_pages;
         self.totals.resident_pages += res.resident_pages;
+        if let Some(bar) = &self.spinner {
+            bar.set_message(format!(
+                "{} files, {} done",
+                self.totals.files,
+                human(self.totals.total_pages * self.totals.page_size as u64)
+            ));
+        }
         let map = if self.want_chart { res.map() } else { None };
         let report = FileReport {
             path: path.display().to_string(),

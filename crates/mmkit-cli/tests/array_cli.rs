@@ -177,3 +177,55 @@ fn every_command_has_help_with_an_example() {
         assert!(text.contains("Example") && text.contains("mmkit array"), "{cmd}: {text}");
     }
 }
+
+#[test]
+fn info_reports_unsupported_and_big_endian_dtypes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    python(
+        r#"
+import numpy as np, sys, os
+d = sys.argv[1]
+np.save(os.path.join(d, 'obj.npy'), np.array([1, None], dtype=object), allow_pickle=True)
+np.save(os.path.join(d, 'be.npy'), np.arange(6, dtype='>f8').reshape(2, 3))
+"#,
+        &[d],
+    );
+    let obj = dir.path().join("obj.npy");
+    let text = String::from_utf8(mmkit(&["array", "info", s(&obj)]).stdout).unwrap();
+    assert!(text.contains("|O (unsupported: object arrays"), "{text}");
+    let info = json(&mmkit(&["array", "info", "--json", s(&obj)]));
+    assert_eq!(info["dtype"], serde_json::Value::Null);
+    assert!(one_line_error(&mmkit(&["array", "stats", s(&obj)])).contains("object arrays"));
+
+    let be = dir.path().join("be.npy");
+    let info = json(&mmkit(&["array", "info", "--json", s(&be)]));
+    assert_eq!(info["big_endian"], true);
+    assert_eq!(info["descr"], ">f8");
+    let stats = json(&mmkit(&["array", "stats", "--json", s(&be)]));
+    assert_eq!(stats["columns"][2]["sum"], 7.0);
+    assert_eq!(stats["columns"][0]["max"], 3.0);
+}
+
+#[test]
+fn stats_reads_misaligned_data_by_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("odd.npy");
+    let mut text = "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }".to_string();
+    while 10 + text.len() + 1 < 68 {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    for v in [1.5f64, 2.5, -1.0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&p, bytes).unwrap();
+    let stats = json(&mmkit(&["array", "stats", "--json", s(&p)]));
+    assert_eq!(stats["columns"][0]["sum"], 3.0);
+    assert_eq!(stats["columns"][0]["min"], -1.0);
+    let info = json(&mmkit(&["array", "info", "--json", s(&p)]));
+    assert_eq!(info["data_offset"], 68);
+}

@@ -310,6 +310,10 @@ impl Queue {
         match self.segment(number) {
             Err(e) if crate::segment::is_not_found(&e) => {
                 if number < self.meta().active_segment()? {
+                    // It may have been created and filled meanwhile.
+                    if let Ok(seg) = self.segment(number) {
+                        return Ok(seg);
+                    }
                     return Err(Error::NoSuchIndex { index: make_index(number, 0), reason: "segment deleted by retention" });
                 }
                 let h = &self.inner.meta.header;

@@ -546,6 +546,7 @@ pub(crate) fn recover(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Re
         return Ok(false);
     }
     if live_claimant(queue, seg.number, seq)? {
+        if std::env::var("MMKQ_DEBUG").is_ok() { eprintln!("recover {seq}: live claimant"); }
         return Ok(false);
     }
     let seen = word.load(Ordering::SeqCst);

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use mmkit_queue::*;
@@ -29,13 +30,36 @@ fn verify(v: &[u8]) -> (u32, u32) {
     (p, i)
 }
 
-fn child(role: &str, args: &[(&str, String)]) -> Child {
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn child(role: &str, args: &[(&str, String)]) -> Kid {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"]).env("MMKQ_ROLE", role);
     for (k, v) in args {
         cmd.env(k, v);
     }
-    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap()
+    Kid(cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap())
 }
 
 fn env(k: &str) -> String {
@@ -70,6 +94,8 @@ fn run_producer(dir: &Path) -> i32 {
         let idx = if i % 3 == 0 {
             let mut c = p.claim(msg.len()).unwrap();
             c.copy_from_slice(&msg);
+            // Linger between claim and commit so kills land there too.
+            std::thread::sleep(Duration::from_micros(20));
             c.commit().unwrap()
         } else {
             p.append(&msg).unwrap()
@@ -99,7 +125,10 @@ fn run_consumer(dir: &Path) -> i32 {
     let total: u64 = env("MMKQ_TOTAL").parse().unwrap();
     let mut n = 0u64;
     loop {
-        let Some(r) = c.next_timeout(Some(Duration::from_secs(20))).unwrap() else { return 3 };
+        let Some(r) = c.next_timeout(Some(Duration::from_secs(20))).unwrap() else {
+            eprintln!("consumer stuck at {:#x} after {n}: {:?}", c.position(), q.stat().unwrap());
+            return 3;
+        };
         let (p, i) = verify(r.payload());
         out.write_all(format!("{p} {i}\n").as_bytes()).unwrap();
         n += 1;
@@ -153,7 +182,22 @@ fn run_fsize_limited(dir: &Path) -> i32 {
     if ok && leftovers == 0 { 0 } else { 1 }
 }
 
-fn kill(c: &mut Child) {
+/// The first line the child prints that starts with `prefix` (the test
+/// harness prints its own lines first).
+fn line_from(c: &mut Kid, prefix: &str) -> u64 {
+    let mut r = BufReader::new(c.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "child ended before printing {prefix}");
+        // The harness may print "test child_entry ... " on the same line.
+        if let Some(v) = line.trim().split(prefix).nth(1) {
+            return v.parse().unwrap();
+        }
+    }
+}
+
+fn kill(c: &mut Kid) {
     let _ = c.kill();
     let _ = c.wait();
 }
@@ -197,7 +241,7 @@ fn producers_killed_at_random_lose_no_acknowledged_message() {
                 ],
             )
         };
-        let mut kids: Vec<(u32, Child)> = (1..=3).map(|id| (id, spawn(id))).collect();
+        let mut kids: Vec<(u32, Kid)> = (1..=3).map(|id| (id, spawn(id))).collect();
         let mut next_id = 4;
         let mut kills = 0;
         let mut got: Vec<Vec<(u32, u32, u64)>> = vec![Vec::new(); 3];
@@ -276,9 +320,7 @@ fn producer_killed_between_claim_and_commit_blocks_readers_briefly() {
     let mut p = q.producer().unwrap();
     let before = p.append(b"before").unwrap();
     let mut hang = child("claim_hang", &[("MMKQ_DIR", qdir.display().to_string())]);
-    let mut line = String::new();
-    BufReader::new(hang.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let claimed: u64 = line.trim().strip_prefix("claimed ").unwrap().parse().unwrap();
+    let claimed = line_from(&mut hang, "claimed ");
     let after = p.append(b"after").unwrap();
     assert!(claimed > before && after > claimed);
 
@@ -329,7 +371,7 @@ fn consumer_killed_and_restarted_on_a_named_cursor_loses_nothing() {
     let mut restarts = 0;
     for i in 0..total as u32 {
         p.append(&payload(0, i)).unwrap();
-        if i % 1000 == 999 {
+        if i % 1000 == 999 && (i as u64) + 1 < total {
             std::thread::sleep(Duration::from_millis(rng(&mut seed) % 10));
             kill(&mut consumer);
             restarts += 1;
@@ -363,9 +405,7 @@ fn dead_group_member_message_is_redelivered() {
         p.append(&i.to_le_bytes()).unwrap();
     }
     let mut hang = child("group_hang", &[("MMKQ_DIR", qdir.display().to_string())]);
-    let mut line = String::new();
-    BufReader::new(hang.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let taken: u64 = line.trim().strip_prefix("took ").unwrap().parse().unwrap();
+    let taken = line_from(&mut hang, "took ");
     kill(&mut hang);
     let mut m = q.group("g").unwrap();
     let mut seen = Vec::new();

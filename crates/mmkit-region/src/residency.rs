@@ -470,21 +470,24 @@ fn cachestat_pages(fd: BorrowedFd<'_>, len: u64) -> Option<u64> {
     None
 }
 
-/// Counts via `mincore` only, bypassing `cachestat` (for tests and the
-/// benchmark that compares the two).
-#[doc(hidden)]
-pub fn of_fd_mincore(fd: impl AsFd, path: Option<&Path>) -> Result<Residency> {
-    let fd = fd.as_fd();
-    let mut res = of_fd(fd, path, true)?;
-    res.map = None;
-    Ok(res)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{MapOptions, Mode, Share};
     use std::io::Write;
+
+    /// A scratch directory where eviction works: not on a tmpfs (whose
+    /// pages cannot leave memory), falling back to the crate directory
+    /// when the system temporary directory is one.
+    fn scratch() -> tempfile::TempDir {
+        let tmp = std::env::temp_dir();
+        let on_tmpfs = rustix::fs::statfs(&tmp).is_ok_and(|s| s.f_type == libc::TMPFS_MAGIC);
+        if on_tmpfs {
+            tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        }
+    }
 
     fn file_with(dir: &Path, name: &str, len: usize) -> std::path::PathBuf {
         let path = dir.join(name);
@@ -494,9 +497,87 @@ mod tests {
         path
     }
 
+    /// Counts via `mincore` only, bypassing `cachestat`.
+    fn of_fd_mincore(fd: impl AsFd, path: Option<&Path>) -> Result<Residency> {
+        let mut res = of_fd(fd, path, true)?;
+        res.map = None;
+        Ok(res)
+    }
+
+    #[test]
+    fn residency_of_a_sparse_file_larger_than_a_window() {
+        let dir = scratch();
+        let page = crate::page_size() as u64;
+        let path = dir.path().join("sparse");
+        let f = File::create(&path).unwrap();
+        let size = WINDOW * 2 + WINDOW / 2 + 123;
+        f.set_len(size).unwrap();
+        let marks = [0, WINDOW - page, WINDOW, WINDOW * 2 + 7 * page, size - 1];
+        for &at in &marks {
+            rustix::io::pwrite(&f, b"x", at).unwrap();
+        }
+        drop(f);
+        let f = open(&path).unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Random).unwrap();
+        let mut b = [0u8; 1];
+        for &at in &marks {
+            rustix::io::pread(&f, &mut b, at).unwrap();
+        }
+        let r = of_fd(&f, None, true).unwrap();
+        assert_eq!(r.total_pages, size.div_ceil(page));
+        let map = r.map().unwrap();
+        for &at in &marks {
+            assert!(map.is_resident(at / page), "page of byte {at}");
+        }
+        assert_eq!(map.count(), r.resident_pages);
+        assert_eq!(of_fd(&f, None, false).unwrap().resident_pages, r.resident_pages);
+        assert_eq!(of_fd_mincore(&f, None).unwrap().resident_pages, r.resident_pages);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn page_map_matches_a_vector_of_bools(bits in proptest::collection::vec(proptest::bool::ANY, 0..400), width in 1usize..90) {
+            let mut map = PageMap::new(bits.len() as u64);
+            for (i, &b) in bits.iter().enumerate() {
+                if b {
+                    map.set(i as u64);
+                }
+            }
+            proptest::prop_assert_eq!(map.count(), bits.iter().filter(|&&b| b).count() as u64);
+            for (i, &b) in bits.iter().enumerate() {
+                proptest::prop_assert_eq!(map.is_resident(i as u64), b);
+            }
+            proptest::prop_assert!(!map.is_resident(bits.len() as u64));
+            // Runs cover every page once, alternate, and agree with the bits.
+            let runs = map.runs();
+            let mut next = 0;
+            for w in runs.windows(2) {
+                proptest::prop_assert_ne!(w[0].2, w[1].2);
+            }
+            for (first, n, resident) in runs {
+                proptest::prop_assert_eq!(first, next);
+                for p in first..first + n {
+                    proptest::prop_assert_eq!(bits[p as usize], resident);
+                }
+                next = first + n;
+            }
+            proptest::prop_assert_eq!(next, bits.len() as u64);
+            // The chart: one cell per `per` pages, as vmtouch draws it.
+            let chart: Vec<char> = map.chart(width).chars().collect();
+            let per = if bits.len() <= width { 1 } else { bits.len() / width + 1 };
+            proptest::prop_assert_eq!(chart.len(), bits.len().div_ceil(per));
+            for (cell, c) in chart.iter().enumerate() {
+                let pages = &bits[cell * per..((cell + 1) * per).min(bits.len())];
+                let set = pages.iter().filter(|&&b| b).count();
+                let want = if set == pages.len() { 'O' } else if set == 0 { ' ' } else { 'o' };
+                proptest::prop_assert_eq!(*c, want);
+            }
+        }
+    }
+
     #[test]
     fn residency_counts_touch_and_evict() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch();
         let page = crate::page_size();
         let path = file_with(dir.path(), "f", 64 * page + 10);
         evict(&path).unwrap();
@@ -512,7 +593,7 @@ mod tests {
 
     #[test]
     fn residency_partial_touch_and_cachestat_agree_with_mincore() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch();
         let page = crate::page_size();
         let path = file_with(dir.path(), "f", 100 * page);
         evict(&path).unwrap();

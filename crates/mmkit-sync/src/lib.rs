@@ -38,6 +38,8 @@
 
 mod error;
 pub mod futex;
+#[doc(hidden)]
+pub mod fuzzing;
 mod mutex;
 mod notifier;
 mod place;

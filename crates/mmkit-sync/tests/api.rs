@@ -205,3 +205,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The fuzz target's logic: hostile bytes in shared memory never panic.
+    #[test]
+    fn hostile_shared_state_never_panics(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        mmkit_sync::fuzzing::shared_state(&data);
+    }
+}
+
+#[test]
+fn hostile_shared_state_corruption_sweep() {
+    // Every single-byte value at every position of the three primitives.
+    for pos in 0..48 {
+        for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+            let mut data = [0u8; 48];
+            data[pos] = byte;
+            mmkit_sync::fuzzing::shared_state(&data);
+        }
+    }
+    mmkit_sync::fuzzing::shared_state(
+        b"1 (x) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 99999999999999999999999",
+    );
+}

@@ -184,9 +184,15 @@ fn count(map: &Mapping, times: u64) {
     // Start together so the two really contend.
     started.advance(1);
     started.wait_for(2, &WaitPolicy::BALANCED, LONG).unwrap();
-    for _ in 0..times {
+    for i in 0..times {
         let guard = mutex.lock().unwrap().into_guard();
-        write_cell(map, COUNTER, read_cell(map, COUNTER) + 1);
+        let value = read_cell(map, COUNTER);
+        if i % 512 == 0 {
+            // Hold the lock across a reschedule now and then, so the other
+            // process really waits, parks and is woken.
+            std::thread::yield_now();
+        }
+        write_cell(map, COUNTER, value + 1);
         drop(guard);
     }
 }

@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::Path;
 use std::process::Command;
 
 /// Runs `python3 -c code args...`, panics with stderr on failure, returns stdout.
@@ -43,9 +42,4 @@ macro_rules! dispatch {
             other => panic!("no Rust type for {other}"),
         }
     };
-}
-
-/// Writes raw bytes, creating parent directories.
-pub fn write(path: &Path, bytes: &[u8]) {
-    std::fs::write(path, bytes).unwrap();
 }
