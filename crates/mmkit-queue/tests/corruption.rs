@@ -42,6 +42,11 @@ fn copy_dir(from: &Path, to: &Path) {
 /// Uses every read path of a possibly corrupt queue; only errors allowed.
 fn exercise(dir: &Path, indices: &[u64]) -> usize {
     let mut errors = 0;
+    let dbg = |s: &str| {
+        if std::env::var("MMKQ_DEBUG").is_ok() {
+            eprintln!("  {s}");
+        }
+    };
     let q = match Queue::open(dir) {
         Ok(q) => q,
         Err(_) => return 1,
@@ -52,13 +57,16 @@ fn exercise(dir: &Path, indices: &[u64]) -> usize {
             errs.set(errs.get() + 1);
         }
     };
+    dbg("read_at");
     let mut buf = Vec::new();
     for &i in indices.iter().step_by(7) {
         count(q.read_at(i, &mut buf).map(|_| ()));
     }
+    dbg("check");
     count(q.check().map(|r| assert!(r.segments > 0 || !r.is_clean())));
     count(q.stat().map(|_| ()));
     count(q.seek_time(12345).map(|_| ()));
+    dbg("reader");
     if let Ok(mut r) = q.reader(Start::Beginning) {
         let mut steps = 0;
         loop {
@@ -80,7 +88,9 @@ fn exercise(dir: &Path, indices: &[u64]) -> usize {
             }
         }
     }
+    dbg("cursor");
     count(q.cursor("c").map(|_| ()));
+    dbg("producer");
     count(q.reader(Start::End).map(|_| ()));
     if let Ok(mut p) = q.producer() {
         count(p.append(b"after corruption").map(|_| ()));
@@ -112,6 +122,9 @@ fn random_byte_flips_give_errors_never_panics() {
             bytes[at] ^= 1 << (rng(&mut seed) % 8);
         }
         std::fs::write(&file, &bytes).unwrap();
+        if std::env::var("MMKQ_DEBUG").is_ok() {
+            eprintln!("round {round}: {}", file.display());
+        }
         let result = catch_unwind(AssertUnwindSafe(|| exercise(&dir, &indices)));
         match result {
             Ok(errors) => detected += usize::from(errors > 0),

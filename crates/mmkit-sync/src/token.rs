@@ -75,6 +75,11 @@ impl ProcessToken {
 
     /// The token of the calling process: its pid and the process's start
     /// time. Cached like [`ProcessToken::current`].
+    ///
+    /// Liveness of a process token is that of the main thread: a process
+    /// whose main thread called `pthread_exit` while others run shows as a
+    /// zombie leader and counts as dead. Use [`ProcessToken::current`] when
+    /// that matters.
     pub fn current_process() -> ProcessToken {
         let generation = FORK_GENERATION.load(Ordering::Relaxed);
         let (cached_gen, raw) = PROCESS_TOKEN.get();

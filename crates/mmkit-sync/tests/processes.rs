@@ -343,12 +343,15 @@ fn zombie_and_reaped_processes_are_dead() {
     let token = ProcessToken::of_pid(child.id()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        // Liveness first: a zombie stays one until reaped, so a token seen
+        // dead here must show state Z just after.
+        let liveness = token.liveness();
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
         let state = stat.rsplit(')').next().unwrap().trim_start().chars().next().unwrap();
         if state == 'Z' {
             break;
         }
-        assert_eq!(token.liveness(), Liveness::Alive);
+        assert_eq!(liveness, Liveness::Alive);
         assert!(Instant::now() < deadline, "child never exited");
         std::thread::sleep(Duration::from_millis(5));
     }
