@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mmkit_region::{Access, Mapping, Share};
-use mmkit_sync::{EventCount, RobustMutex, WaitPolicy};
+use mmkit_sync::{EventCount, RobustMutex, RobustRwLock, WaitPolicy};
 use raw_sync::Timeout;
 use raw_sync::events::{Event, EventInit, EventState};
 use raw_sync::locks::{LockImpl, LockInit, Mutex as RawMutex};
@@ -48,6 +48,7 @@ pub fn run(args: Args) -> BenchResult<()> {
     println!("| measurement | implementation | result | ratio |");
     println!("|---|---|---|---|");
     uncontended(&args, reps)?;
+    uncontended_rw(&args, reps)?;
     contended(&args, reps)?;
     wake_latency(&args)?;
     dead_holder(&args)?;
@@ -68,6 +69,8 @@ const PTHREAD_MUTEX: u64 = 512;
 const PTHREAD_COND: u64 = 640;
 const RAW_SYNC: u64 = 1024;
 const RAW_EVENT: u64 = 2048;
+const PTHREAD_RWLOCK: u64 = 3072;
+const RWLOCK: u64 = 3584;
 const SAMPLES: u64 = 4096;
 const MAP_LEN: usize = 1 << 20;
 
@@ -235,6 +238,76 @@ fn uncontended(args: &Args, reps: usize) -> BenchResult<()> {
     for (name, value) in names.iter().zip(&medians) {
         row("uncontended lock+unlock", name, *value, "ns", medians[0]);
     }
+    Ok(())
+}
+
+/// A process-shared pthread rwlock placed in the mapping.
+fn pthread_rwlock(map: &Mapping) -> BenchResult<*mut libc::pthread_rwlock_t> {
+    let ptr = map.aligned_ptr("pthread rwlock", PTHREAD_RWLOCK, 16)?.cast::<libc::pthread_rwlock_t>();
+    let mut attr = MaybeUninit::<libc::pthread_rwlockattr_t>::uninit();
+    // SAFETY: as in `pthread_mutex`, for a rwlock (512 bytes reserved).
+    let rc = unsafe {
+        let a = attr.as_mut_ptr();
+        let mut rc = libc::pthread_rwlockattr_init(a);
+        rc |= libc::pthread_rwlockattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
+        rc |= libc::pthread_rwlock_init(ptr, a);
+        libc::pthread_rwlockattr_destroy(a);
+        rc
+    };
+    if rc != 0 {
+        return Err("pthread pshared rwlock init failed".into());
+    }
+    Ok(ptr)
+}
+
+fn uncontended_rw(args: &Args, reps: usize) -> BenchResult<()> {
+    let map = shared_map()?;
+    let counter = map.checked_ptr("counter", COUNTER, 8)?.cast::<u64>();
+    let rw = RobustRwLock::at(&map, RWLOCK)?;
+    let std_rw = std::sync::RwLock::new(0u64);
+    let pthread = pthread_rwlock(&map)?;
+    let n = args.iters;
+    let mut results: [Vec<f64>; 5] = Default::default();
+    for _ in 0..reps {
+        results[0].push(time_per_op(n, || {
+            if let Ok(g) = std_rw.read() {
+                black_box(*g);
+            }
+        }));
+        results[1].push(time_per_op(n, || {
+            if let Ok(g) = rw.read() {
+                // SAFETY: in the mapping; only written under the write lock.
+                black_box(unsafe { counter.read_volatile() });
+                drop(g);
+            }
+        }));
+        results[2].push(time_per_op(n, || {
+            // SAFETY: `pthread` is an initialised pshared rwlock in the mapping.
+            if unsafe { libc::pthread_rwlock_rdlock(pthread) } == 0 {
+                // SAFETY: as above; we hold a read lock.
+                black_box(unsafe { counter.read_volatile() });
+                // SAFETY: we hold a read lock.
+                unsafe { libc::pthread_rwlock_unlock(pthread) };
+            }
+        }));
+        results[3].push(time_per_op(n, || {
+            if let Ok(mut g) = std_rw.write() {
+                *g = black_box(*g + 1);
+            }
+        }));
+        results[4].push(time_per_op(n, || {
+            if let Ok(g) = rw.write() {
+                bump(counter);
+                drop(g);
+            }
+        }));
+    }
+    let medians: Vec<f64> = results.into_iter().map(median).collect();
+    row("uncontended read lock+unlock", "std::sync::RwLock (in-process)", medians[0], "ns", medians[0]);
+    row("uncontended read lock+unlock", "mmkit RobustRwLock", medians[1], "ns", medians[0]);
+    row("uncontended read lock+unlock", "pthread rwlock pshared (not robust)", medians[2], "ns", medians[0]);
+    row("uncontended write lock+unlock", "std::sync::RwLock (in-process)", medians[3], "ns", medians[3]);
+    row("uncontended write lock+unlock", "mmkit RobustRwLock", medians[4], "ns", medians[3]);
     Ok(())
 }
 

@@ -81,7 +81,8 @@ impl Queue {
         for i in 0..GROUP_SLOTS {
             let g = group_offset(i);
             if meta.u32_at(g)?.load(Ordering::Acquire) == 1
-                && meta.read_name(g + 16, meta.u32_at(g + 4)?.load(Ordering::Acquire)).as_deref() == Some(name)
+                && meta.read_name(g + 16, meta.u32_at(g + 4)?.load(Ordering::Acquire)).as_deref()
+                    == Some(name)
             {
                 return Ok(Some(g));
             }
@@ -126,7 +127,9 @@ impl Queue {
             if meta.u32_at(g)?.load(Ordering::Acquire) != 1 {
                 continue;
             }
-            let Some(name) = meta.read_name(g + 16, meta.u32_at(g + 4)?.load(Ordering::Acquire)) else { continue };
+            let Some(name) = meta.read_name(g + 16, meta.u32_at(g + 4)?.load(Ordering::Acquire)) else {
+                continue;
+            };
             let mut pending = Vec::new();
             for m in 0..MEMBERS_PER_GROUP {
                 let p = meta.u64_at(member_offset(g, m) + 8)?.load(Ordering::Acquire);

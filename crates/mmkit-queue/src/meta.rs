@@ -37,14 +37,20 @@ impl Meta {
                 .map_err(|e| Error::io("preallocate meta", &tmp, e))?;
             file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write meta", &tmp, e))?;
             file.sync_all().map_err(|e| Error::io("fsync meta", &tmp, e))?;
-            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &path, rustix::fs::RenameFlags::NOREPLACE)
-                .map_err(|e| {
-                    if e == rustix::io::Errno::EXIST {
-                        Error::AlreadyExists { path: dir.into() }
-                    } else {
-                        Error::io("rename meta into place", &path, e)
-                    }
-                })
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| {
+                if e == rustix::io::Errno::EXIST {
+                    Error::AlreadyExists { path: dir.into() }
+                } else {
+                    Error::io("rename meta into place", &path, e)
+                }
+            })
         })();
         let _ = std::fs::remove_file(&tmp);
         made
@@ -115,7 +121,13 @@ impl Meta {
     /// used after its contents are in place).
     pub(crate) fn admin(&self) -> Result<MutexGuard<'_>> {
         let m = RobustMutex::at(&self.map, META_ADMIN_LOCK).map_err(Error::sync("meta admin lock"))?;
-        let guard = m.lock().map_err(Error::sync("lock meta admin lock"))?.into_guard();
+        // A live holder keeps it for microseconds; a corrupt lock word naming
+        // some unrelated live process must not hang us for ever.
+        let guard = m
+            .lock_timeout(std::time::Duration::from_secs(10))
+            .map_err(Error::sync("lock meta admin lock"))?
+            .ok_or_else(|| Error::corrupt(&self.path, "admin lock held for over 10 s"))?
+            .into_guard();
         guard.make_consistent();
         Ok(guard)
     }

@@ -127,7 +127,9 @@ impl Queue {
         }
         let seg = match self.segment(s) {
             Ok(seg) => seg,
-            Err(e) if is_not_found(&e) => return Err(Error::NoSuchIndex { index, reason: "no such segment" }),
+            Err(e) if is_not_found(&e) => {
+                return Err(Error::NoSuchIndex { index, reason: "no such segment" });
+            }
             Err(e) => return Err(e),
         };
         let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
@@ -141,13 +143,23 @@ impl Queue {
         let Some(offset) = (if raw == 0 && c > 0 { None } else { valid_slot(&seg, c) }) else {
             return Err(Error::NoSuchIndex { index, reason: "not committed yet" });
         };
-        let bad = |reason: String| Error::CorruptRecord { index, segment: s, offset, path: seg.path.clone(), reason };
+        let bad = |reason: String| Error::CorruptRecord {
+            index,
+            segment: s,
+            offset,
+            path: seg.path.clone(),
+            reason,
+        };
         match seg.load_frame(offset) {
             Some(FrameWord::Message { len, crc }) => {
-                if len as usize > self.max_message_size() || check_frame(seg.capacity, offset, frame_size(len as u64), c, 1).is_err() {
+                if len as usize > self.max_message_size()
+                    || check_frame(seg.capacity, offset, frame_size(len as u64), c, 1).is_err()
+                {
                     return Err(bad(format!("impossible length {len}")));
                 }
-                let ptr = seg.bytes_ptr(offset + FRAME_HEADER, len as u64).ok_or_else(|| bad("record outside the segment".into()))?;
+                let ptr = seg
+                    .bytes_ptr(offset + FRAME_HEADER, len as u64)
+                    .ok_or_else(|| bad("record outside the segment".into()))?;
                 buf.resize(len as usize, 0);
                 // SAFETY: `ptr..ptr+len` is inside `seg`'s live mapping
                 // (checked by `bytes_ptr`); `buf` is ours and `len` long.
@@ -159,7 +171,9 @@ impl Queue {
                 Ok(RecordInfo { index, timestamp, len: len as usize })
             }
             Some(FrameWord::Padding { .. }) => Err(Error::Abandoned { index }),
-            Some(FrameWord::Empty | FrameWord::InProgress { .. }) => Err(Error::NoSuchIndex { index, reason: "not committed yet" }),
+            Some(FrameWord::Empty | FrameWord::InProgress { .. }) => {
+                Err(Error::NoSuchIndex { index, reason: "not committed yet" })
+            }
             _ => Err(bad("not a message frame".into())),
         }
     }
@@ -187,7 +201,7 @@ impl Queue {
         let first = self.meta().first_segment()?;
         let active = self.meta().active_segment()?;
         let mut found = None;
-        for s in (first..=active).rev() {
+        for s in self.segments_between(first, active)?.into_iter().rev() {
             let seg = match self.segment(s) {
                 Ok(seg) => seg,
                 Err(e) if is_not_found(&e) => continue,
@@ -224,7 +238,7 @@ impl Queue {
     pub(crate) fn lag(&self, index: u64) -> Result<u64> {
         let active = self.meta().active_segment()?;
         let mut lag = 0;
-        for s in index_segment(index)..=active {
+        for s in self.segments_between(index_segment(index), active)? {
             let seg = match self.segment(s) {
                 Ok(seg) => seg,
                 Err(e) if is_not_found(&e) => continue,
@@ -247,6 +261,12 @@ impl Queue {
             .collect();
         out.sort_unstable();
         Ok(out)
+    }
+
+    /// Existing segment numbers in `lo..=hi` (from the directory, so a
+    /// corrupt counter cannot make this loop for ever).
+    pub(crate) fn segments_between(&self, lo: u64, hi: u64) -> Result<Vec<u64>> {
+        Ok(self.segment_numbers()?.into_iter().filter(|&s| s >= lo && s <= hi).collect())
     }
 
     /// Segments, index range, cursors with their lag, and groups.
@@ -310,10 +330,20 @@ impl Queue {
                     report.abandoned += scan.abandoned;
                     report.pending += scan.pending;
                     for (seq, offset, reason) in scan.corrupt {
-                        report.corrupt.push(CorruptInfo { segment: n, index: Some(make_index(n, seq)), offset, reason });
+                        report.corrupt.push(CorruptInfo {
+                            segment: n,
+                            index: Some(make_index(n, seq)),
+                            offset,
+                            reason,
+                        });
                     }
                 }
-                Err(e) => report.corrupt.push(CorruptInfo { segment: n, index: None, offset: 0, reason: e.to_string() }),
+                Err(e) => report.corrupt.push(CorruptInfo {
+                    segment: n,
+                    index: None,
+                    offset: 0,
+                    reason: e.to_string(),
+                }),
             }
         }
         Ok(report)
@@ -334,7 +364,9 @@ impl Queue {
                 }
                 Ok(true)
             }
-            Durability::GroupCommit { interval_us, .. } => self.group_commit_wait(index, interval_us, timeout),
+            Durability::GroupCommit { interval_us, .. } => {
+                self.group_commit_wait(index, interval_us, timeout)
+            }
         }
     }
 
@@ -361,7 +393,11 @@ impl Queue {
             if left.is_some_and(|l| l.is_zero()) {
                 return Ok(false);
             }
-            let _ = watermark.wait_for(index + 1, &WaitPolicy::BALANCED, Some(left.map_or(slice, |l| l.min(slice))));
+            let _ = watermark.wait_for(
+                index + 1,
+                &WaitPolicy::BALANCED,
+                Some(left.map_or(slice, |l| l.min(slice))),
+            );
         }
     }
 

@@ -4,7 +4,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mmkit_sync::ProcessToken;
+use mmkit_sync::{Notifier, ProcessToken};
 
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -20,16 +20,33 @@ use crate::segment::{Segment, now_ns};
 pub struct Producer {
     queue: Queue,
     slot: u64,
+    /// Cached pointers into the meta mapping (which `queue` keeps alive):
+    /// slot state, slot segment, slot claim, meta active-segment word.
+    words: [*const AtomicU64; 4],
+    notifier: *const Notifier,
     token: u64,
     generation: u64,
     seg: Arc<Segment>,
     max: usize,
     timestamps: bool,
+    /// Offset up to which prefaulting of the current segment was started.
+    prefaulted: u64,
 }
+
+/// Bytes prefaulted per step, ahead of the producers' tail.
+const PREFAULT_CHUNK: u64 = 2 << 20;
+
+// SAFETY: the raw pointers point into the meta mapping owned (through an
+// `Arc`) by `queue`, which moves with the producer; they are only used as
+// shared references to atomics and to the `Sync` notifier.
+unsafe impl Send for Producer {}
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer").field("queue", &self.queue.path()).field("segment", &self.seg.number).finish()
+        f.debug_struct("Producer")
+            .field("queue", &self.queue.path())
+            .field("segment", &self.seg.number)
+            .finish()
     }
 }
 
@@ -119,14 +136,24 @@ impl Queue {
                 meta.u64_at(slot + 8)?.store(PRODUCER_IDLE, Ordering::Release);
                 let active = meta.active_segment()?;
                 let seg = self.segment_or_create(active)?;
+                let words = [
+                    meta.u64_at(slot + 8)? as *const AtomicU64,
+                    meta.u64_at(slot + 16)? as *const AtomicU64,
+                    meta.u64_at(slot + 24)? as *const AtomicU64,
+                    meta.active()? as *const AtomicU64,
+                ];
+                let notifier = meta.notifier()? as *const Notifier;
                 let p = Producer {
                     queue: self.clone(),
                     slot,
+                    words,
+                    notifier,
                     token,
                     generation: 0,
                     seg,
                     max: self.max_message_size(),
                     timestamps: self.timestamps(),
+                    prefaulted: 0,
                 };
                 p.precreate(active + 1);
                 return Ok(p);
@@ -223,7 +250,7 @@ impl Producer {
                 out.push(index);
                 offset += sizes[i];
             }
-            self.queue.notify();
+            self.notify();
         }
         if let Some(&last) = out.last() {
             self.after_commit(last)?;
@@ -254,8 +281,15 @@ impl Producer {
         Ok(())
     }
 
-    fn slot_word(&self, field: u64) -> Result<&AtomicU64> {
-        self.queue.meta().u64_at(self.slot + field)
+    fn word(&self, which: usize) -> &AtomicU64 {
+        // SAFETY: `words` were obtained from checked accessors of the meta
+        // mapping, which `self.queue` keeps mapped while `self` lives.
+        unsafe { &*self.words[which] }
+    }
+
+    fn notify(&self) {
+        // SAFETY: as in `word`.
+        unsafe { &*self.notifier }.notify_all();
     }
 
     /// Claims consecutive frames of the given sizes in the active segment,
@@ -270,7 +304,7 @@ impl Producer {
             self.follow_active()?;
             let seg = self.seg.clone();
             self.generation += 1;
-            let state = self.slot_word(8)?;
+            let state = self.word(0);
             state.store(self.generation << 2 | PRODUCER_CLAIMING, Ordering::SeqCst);
             let old = seg.tail().fetch_add((n << 32) + total, Ordering::SeqCst);
             let (seq, offset) = split_tail(old);
@@ -287,9 +321,12 @@ impl Producer {
                     }
                     o += size;
                 }
-                self.slot_word(16)?.store(seg.number, Ordering::Relaxed);
-                self.slot_word(24)?.store(seq << 32 | n, Ordering::Relaxed);
+                self.word(1).store(seg.number, Ordering::Relaxed);
+                self.word(2).store(seq << 32 | n, Ordering::Relaxed);
                 state.store(self.generation << 2 | PRODUCER_CLAIMED, Ordering::Release);
+                if offset + total + PREFAULT_CHUNK / 2 > self.prefaulted {
+                    self.prefault_ahead(offset);
+                }
                 return Ok((seg, seq as u32, offset));
             }
             self.fail_claim(&seg, seq, offset);
@@ -304,7 +341,8 @@ impl Producer {
     fn fail_claim(&self, seg: &Segment, seq: u64, offset: u64) {
         if offset + 4 * seq + EOS_RESERVE <= seg.capacity {
             if let Some(w) = seg.frame_word(offset) {
-                let _ = w.compare_exchange(0, state_word(KIND_EOS, 0, 0), Ordering::AcqRel, Ordering::Relaxed);
+                let _ =
+                    w.compare_exchange(0, state_word(KIND_EOS, 0, 0), Ordering::AcqRel, Ordering::Relaxed);
             }
         }
         seg.final_count().fetch_min(seq, Ordering::AcqRel);
@@ -317,6 +355,7 @@ impl Producer {
         self.queue.notify();
         let next = active.load(Ordering::Acquire).max(number + 1);
         self.seg = self.queue.segment_or_create(next)?;
+        self.prefaulted = 0;
         self.precreate(next + 1);
         if let Some(policy) = self.queue.inner.retention {
             let q = self.queue.clone();
@@ -327,11 +366,22 @@ impl Producer {
 
     /// Switches to the active segment if another producer rolled over.
     fn follow_active(&mut self) -> Result<()> {
-        let active = self.queue.meta().active()?.load(Ordering::Acquire);
+        let active = self.word(3).load(Ordering::Acquire);
         if active != self.seg.number {
             self.seg = self.queue.segment_or_create(active)?;
+            self.prefaulted = 0;
         }
         Ok(())
+    }
+
+    /// Prefaults the next chunk of the current segment on a helper thread,
+    /// so appends do not stop for page faults (each one costs about a
+    /// microsecond on a shared file mapping).
+    fn prefault_ahead(&mut self, offset: u64) {
+        let from = self.prefaulted.max(offset);
+        self.prefaulted = from + PREFAULT_CHUNK;
+        let seg = self.seg.clone();
+        std::thread::spawn(move || seg.prefault(from, PREFAULT_CHUNK));
     }
 
     /// Creates segment `number` in the background so rollover finds it.
@@ -346,7 +396,9 @@ impl Producer {
     }
 
     fn publish_quiet(&self, seg: &Segment, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
-        let word = seg.frame_word(offset).ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+        let word = seg
+            .frame_word(offset)
+            .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
         if let Some(t) = seg.timestamp_word(offset) {
             t.store(ts, Ordering::Relaxed);
         }
@@ -356,13 +408,15 @@ impl Producer {
 
     fn publish(&self, seg: &Segment, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
         self.publish_quiet(seg, offset, len, crc, ts)?;
-        self.queue.notify();
+        self.notify();
         Ok(())
     }
 
     fn after_commit(&self, index: u64) -> Result<()> {
         match self.queue.durability() {
-            Durability::SyncEveryMessage => self.seg.mapping().flush().map_err(Error::region("msync segment")),
+            Durability::SyncEveryMessage => {
+                self.seg.mapping().flush().map_err(Error::region("msync segment"))
+            }
             _ => {
                 let _ = index;
                 Ok(())

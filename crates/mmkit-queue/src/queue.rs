@@ -37,7 +37,9 @@ impl Durability {
     pub(crate) fn to_stored(self) -> StoredDurability {
         match self {
             Durability::OsManaged => StoredDurability { kind: 0, interval_us: 0, max_batch: 0 },
-            Durability::GroupCommit { interval_us, max_batch } => StoredDurability { kind: 1, interval_us, max_batch },
+            Durability::GroupCommit { interval_us, max_batch } => {
+                StoredDurability { kind: 1, interval_us, max_batch }
+            }
             Durability::SyncEveryMessage => StoredDurability { kind: 2, interval_us: 0, max_batch: 0 },
         }
     }
@@ -314,10 +316,19 @@ impl Queue {
                     if let Ok(seg) = self.segment(number) {
                         return Ok(seg);
                     }
-                    return Err(Error::NoSuchIndex { index: make_index(number, 0), reason: "segment deleted by retention" });
+                    return Err(Error::NoSuchIndex {
+                        index: make_index(number, 0),
+                        reason: "segment deleted by retention",
+                    });
                 }
                 let h = &self.inner.meta.header;
-                Segment::create(&self.inner.dir, number, h.segment_size, h.flags, self.inner.durability != Durability::OsManaged)?;
+                Segment::create(
+                    &self.inner.dir,
+                    number,
+                    h.segment_size,
+                    h.flags,
+                    self.inner.durability != Durability::OsManaged,
+                )?;
                 self.segment(number)
             }
             other => other,
@@ -354,7 +365,7 @@ impl Queue {
     pub fn sync(&self) -> Result<()> {
         let first = self.meta().first_segment()?;
         let active = self.meta().active_segment()?;
-        for n in first..=active {
+        for n in self.segments_between(first, active)? {
             match self.segment(n) {
                 Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment"))?,
                 Err(e) if crate::segment::is_not_found(&e) => {}

@@ -19,6 +19,13 @@ pub(crate) const SLOT_ABANDONED: u32 = 1 << 31;
 /// before it checks again whether the claimant died.
 const STALL_SLICE: Duration = Duration::from_millis(2);
 
+/// How long a reader spins on its frame word before re-checking the tail.
+const SPIN_SLICE: Duration = Duration::from_millis(1);
+
+/// How long a parked reader sleeps before re-checking for a claim whose
+/// claimant may have died (claims do not notify, commits do).
+const PARK_SLICE: Duration = Duration::from_millis(40);
+
 /// One message read from the queue.
 ///
 /// By default the payload is a private copy the reader made (and
@@ -84,7 +91,9 @@ struct Found {
 enum Poll {
     Ready(Found),
     /// Nothing committed at the position; `claimed` if a claim exists there.
-    Pending { claimed: bool },
+    Pending {
+        claimed: bool,
+    },
 }
 
 /// How to get past a corrupt record.
@@ -108,6 +117,7 @@ pub struct Reader {
     skip_corrupt: bool,
     pending_skip: Option<Skip>,
     buf: Vec<u8>,
+    max: usize,
 }
 
 impl std::fmt::Debug for Reader {
@@ -140,6 +150,7 @@ impl Queue {
             skip_corrupt: false,
             pending_skip: None,
             buf: Vec::new(),
+            max: self.max_message_size(),
         };
         match start {
             Start::Beginning => {}
@@ -211,7 +222,9 @@ impl Reader {
         if s != self.seg.number {
             self.seg = match self.queue.segment(s) {
                 Ok(seg) => seg,
-                Err(e) if is_not_found(&e) => return Err(Error::NoSuchIndex { index, reason: "no such segment" }),
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::NoSuchIndex { index, reason: "no such segment" });
+                }
                 Err(e) => return Err(e),
             };
         }
@@ -269,7 +282,13 @@ impl Reader {
     }
 
     /// The next message if one is committed; never blocks.
+    // Not `Iterator::next`: the record borrows the reader (a lending
+    // iterator), which `Iterator` cannot express.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
+        if let Some(f) = self.fast_poll() {
+            return self.take(f).map(Some);
+        }
         match self.poll()? {
             Poll::Ready(f) => self.take(f).map(Some),
             Poll::Pending { .. } => Ok(None),
@@ -307,8 +326,7 @@ impl Reader {
         let notifier = self.queue.meta().notifier()?;
         if claimed {
             let ready = || committed(word.load(Ordering::Acquire));
-            let policy = WaitPolicy { park: false, ..self.policy };
-            let spin = WaitPolicy { spins: policy.spins.min(2000), yields: policy.yields.min(4), park: false };
+            let spin = WaitPolicy { spins: self.policy.spins.min(2000), yields: self.policy.yields.min(4), park: false };
             if notifier.wait_until(ready, &spin, Some(Duration::from_micros(50))) {
                 return Ok(());
             }
@@ -317,10 +335,21 @@ impl Reader {
             }
             let slice = left.map_or(STALL_SLICE, |l| l.min(STALL_SLICE));
             notifier.wait_until(ready, &WaitPolicy::PARK, Some(slice));
-        } else {
-            let ready = || committed(word.load(Ordering::Acquire)) || split_tail(tail.load(Ordering::Acquire)).0 > seq;
-            notifier.wait_until(ready, &self.policy, left);
+            return Ok(());
         }
+        // Spin (and yield) on the frame word alone: the tail's cache line
+        // is the producers' and is left alone while spinning. Spinning is
+        // bounded so that a claim stuck behind a dead producer is noticed.
+        let ready = || committed(word.load(Ordering::Acquire));
+        let spin = WaitPolicy { park: false, ..self.policy };
+        let slice = left.map_or(SPIN_SLICE, |l| l.min(SPIN_SLICE));
+        if notifier.wait_until(ready, &spin, Some(slice)) || !self.policy.park {
+            return Ok(());
+        }
+        // Park; a claim appearing also wakes us (within a slice: a claim
+        // does not notify), so a dead claimant is found promptly.
+        let ready = || committed(word.load(Ordering::Acquire)) || split_tail(tail.load(Ordering::Acquire)).0 > seq;
+        notifier.wait_until(ready, &WaitPolicy::PARK, Some(left.map_or(PARK_SLICE, |l| l.min(PARK_SLICE))));
         Ok(())
     }
 
@@ -335,13 +364,27 @@ impl Reader {
         }
     }
 
+    /// The common case of [`Reader::poll`]: a valid committed message right
+    /// at the position. Anything else goes the slow way.
+    #[inline]
+    fn fast_poll(&self) -> Option<Found> {
+        let word = self.seg.frame_word(self.offset)?.load(Ordering::Acquire);
+        let FrameWord::Message { len, crc } = FrameWord::decode(word) else { return None };
+        if self.seq < self.skip_to
+            || len as usize > self.max
+            || check_frame(self.seg.capacity, self.offset, frame_size(len as u64), self.seq, 1).is_err()
+        {
+            return None;
+        }
+        let timestamp = self.seg.timestamp_word(self.offset).map_or(0, |t| t.load(Ordering::Relaxed));
+        let index = make_index(self.seg.number, self.seq as u32);
+        Some(Found { index, offset: self.offset, len, crc, timestamp })
+    }
+
     /// Looks at the frame at the current position, stepping over padding,
     /// end-of-segment frames and records before `skip_to`.
     fn poll(&mut self) -> Result<Poll> {
         loop {
-            if self.seg.poisoned() {
-                return Err(Error::corrupt(&self.seg.path, "segment file was truncated (SIGBUS)"));
-            }
             let Some(word) = self.seg.frame_word(self.offset) else {
                 let e = self.corrupt(Skip::Slot, "frame offset past the frame area");
                 return self.fail(e);
@@ -351,7 +394,7 @@ impl Reader {
                 FrameWord::Message { len, crc } => {
                     let bytes = frame_size(len as u64);
                     if check_frame(self.seg.capacity, self.offset, bytes, self.seq, 1).is_err()
-                        || len as usize > self.queue.max_message_size()
+                        || len as usize > self.max
                     {
                         let e = self.corrupt(Skip::Slot, format!("impossible length {len}"));
                         return self.fail(e);
@@ -361,12 +404,15 @@ impl Reader {
                         self.offset += bytes;
                         continue;
                     }
-                    let timestamp = self.seg.timestamp_word(self.offset).map_or(0, |t| t.load(Ordering::Relaxed));
+                    let timestamp =
+                        self.seg.timestamp_word(self.offset).map_or(0, |t| t.load(Ordering::Relaxed));
                     let index = make_index(self.seg.number, self.seq as u32);
                     return Ok(Poll::Ready(Found { index, offset: self.offset, len, crc, timestamp }));
                 }
                 FrameWord::Padding { bytes, claims } => {
-                    if check_frame(self.seg.capacity, self.offset, bytes as u64, self.seq, claims as u64).is_err() {
+                    if check_frame(self.seg.capacity, self.offset, bytes as u64, self.seq, claims as u64)
+                        .is_err()
+                    {
                         let e = self.corrupt(Skip::Slot, "impossible padding frame");
                         return self.fail(e);
                     }
@@ -375,6 +421,10 @@ impl Reader {
                 }
                 FrameWord::EndOfSegment => self.next_segment()?,
                 FrameWord::Empty | FrameWord::InProgress { .. } => {
+                    // A SIGBUS (file truncated under us) shows as zero pages.
+                    if self.seg.poisoned() {
+                        return Err(Error::corrupt(&self.seg.path, "segment file was truncated (SIGBUS)"));
+                    }
                     let (count, _) = split_tail(self.seg.tail().load(Ordering::Acquire));
                     return Ok(Poll::Pending { claimed: count > self.seq });
                 }
@@ -403,7 +453,10 @@ impl Reader {
                 Err(Error::NoSuchIndex { .. }) => {
                     let first = self.queue.meta().first_segment()?;
                     if first <= next {
-                        return Err(Error::corrupt(&self.queue.meta().path, format!("segment {next} is missing")));
+                        return Err(Error::corrupt(
+                            &self.queue.meta().path,
+                            format!("segment {next} is missing"),
+                        ));
                     }
                     next = first;
                 }
@@ -437,6 +490,7 @@ impl Reader {
     }
 
     /// Copies (or borrows) and verifies a found record, and advances.
+    #[inline]
     fn take(&mut self, f: Found) -> Result<Record<'_>> {
         let len = f.len as usize;
         let src = self
@@ -501,7 +555,8 @@ pub(crate) fn valid_slot(seg: &Segment, c: u64) -> Option<u64> {
         return None;
     }
     let o = v as u64;
-    (o >= SEGMENT_HEADER && o % FRAME_ALIGN == 0 && claim_fits(seg.capacity, c, 1, o, FRAME_HEADER)).then_some(o)
+    (o >= SEGMENT_HEADER && o % FRAME_ALIGN == 0 && claim_fits(seg.capacity, c, 1, o, FRAME_HEADER))
+        .then_some(o)
 }
 
 /// Copies `len` bytes with volatile word loads.
@@ -546,13 +601,14 @@ pub(crate) fn recover(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Re
         return Ok(false);
     }
     if live_claimant(queue, seg.number, seq)? {
-        if std::env::var("MMKQ_DEBUG").is_ok() { eprintln!("recover {seq}: live claimant"); }
         return Ok(false);
     }
     let seen = word.load(Ordering::SeqCst);
     let (next_seq, end_off) = match FrameWord::decode(seen) {
         FrameWord::Empty => run_end(seg, seq, offset, count, tail_off),
-        FrameWord::InProgress { bytes } if check_frame(seg.capacity, offset, bytes as u64, seq, 1).is_ok() => {
+        FrameWord::InProgress { bytes }
+            if check_frame(seg.capacity, offset, bytes as u64, seq, 1).is_ok() =>
+        {
             (seq + 1, offset + bytes as u64)
         }
         FrameWord::InProgress { .. } => (count, tail_off),

@@ -10,7 +10,7 @@ use mmkit_region::{MapOptions, Mapping, Mode};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, FrameWord, SegmentHeader, FRAME_HEADER, SEGMENT_HEADER, SEG_FINAL_COUNT, SEG_TAIL,
+    self, FRAME_HEADER, FrameWord, SEG_FINAL_COUNT, SEG_TAIL, SEGMENT_HEADER, SegmentHeader,
 };
 
 /// The file name of segment `number`.
@@ -60,7 +60,10 @@ impl Segment {
         let file_len = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?.len();
         let mut head = [0u8; 48];
         if file_len < capacity {
-            return Err(Error::corrupt(&path, format!("segment file is {file_len} bytes, expected {capacity}")));
+            return Err(Error::corrupt(
+                &path,
+                format!("segment file is {file_len} bytes, expected {capacity}"),
+            ));
         }
         file.read_exact_at(&mut head, 0).map_err(|e| Error::io("read segment header", &path, e))?;
         let header = SegmentHeader::parse(&head, &path, number, capacity, file_len)?;
@@ -73,7 +76,10 @@ impl Segment {
         let seg = Segment { map, base, number, capacity, header, path };
         let (count, offset) = format::split_tail(seg.tail().load(Ordering::Acquire));
         if offset < SEGMENT_HEADER || offset % 8 != 0 || count > capacity {
-            return Err(Error::corrupt(&seg.path, format!("tail word (count {count}, offset {offset}) is impossible")));
+            return Err(Error::corrupt(
+                &seg.path,
+                format!("tail word (count {count}, offset {offset}) is impossible"),
+            ));
         }
         Ok(seg)
     }
@@ -89,9 +95,15 @@ impl Segment {
         }
         let tmp = dir.join(format!(".tmp-{number}-{}-{}.seg", std::process::id(), unique()));
         let result = init_file(&tmp, number, capacity, flags, sync).and_then(|()| {
-            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &path, rustix::fs::RenameFlags::NOREPLACE)
-                .or_else(|e| if e == rustix::io::Errno::EXIST { Ok(()) } else { Err(e) })
-                .map_err(|e| Error::io("rename new segment into place", &path, e))
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .or_else(|e| if e == rustix::io::Errno::EXIST { Ok(()) } else { Err(e) })
+            .map_err(|e| Error::io("rename new segment into place", &path, e))
         });
         let _ = std::fs::remove_file(&tmp);
         result?;
@@ -166,6 +178,29 @@ impl Segment {
     /// Decodes the state word at `offset` with Acquire ordering.
     pub(crate) fn load_frame(&self, offset: u64) -> Option<FrameWord> {
         Some(FrameWord::decode(self.frame_word(offset)?.load(Ordering::Acquire)))
+    }
+
+    /// Prefaults `len` bytes at `offset` for writing
+    /// (`MADV_POPULATE_WRITE`), so appends there take no page faults.
+    /// Best effort: errors (old kernels) are ignored.
+    pub(crate) fn prefault(&self, offset: u64, len: u64) {
+        let page = 4096;
+        let start = offset / page * page;
+        let end = offset.saturating_add(len).min(self.capacity);
+        if start >= end {
+            return;
+        }
+        // SAFETY: `start..end` lies inside this live mapping (clamped to
+        // `capacity`); MADV_POPULATE_WRITE only faults pages in and never
+        // changes their contents, so concurrent readers and writers of the
+        // range are unaffected.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.base.add(start as usize).cast(),
+                (end - start) as usize,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        };
     }
 
     /// Whether a SIGBUS hit this mapping (file truncated under us).

@@ -190,7 +190,12 @@ fn bad_options_and_bad_directories() {
     let dir = tempfile::tempdir().unwrap();
     let e = Queue::options().create(true).segment_size(1000).open(dir.path().join("a")).unwrap_err();
     assert!(matches!(e, Error::InvalidOption(_)), "{e}");
-    let e = Queue::options().create(true).segment_size(4096).max_message_size(4096).open(dir.path().join("b")).unwrap_err();
+    let e = Queue::options()
+        .create(true)
+        .segment_size(4096)
+        .max_message_size(4096)
+        .open(dir.path().join("b"))
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidOption(_)), "{e}");
     let e = Queue::open(dir.path().join("missing")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
@@ -227,7 +232,12 @@ fn durability_modes_acknowledge() {
     .into_iter()
     .enumerate()
     {
-        let q = Queue::options().create(true).segment_size(1 << 16).durability(mode).open(dir.path().join(format!("d{i}"))).unwrap();
+        let q = Queue::options()
+            .create(true)
+            .segment_size(1 << 16)
+            .durability(mode)
+            .open(dir.path().join(format!("d{i}")))
+            .unwrap();
         let threads: Vec<_> = (0..3)
             .map(|_| {
                 let q = q.clone();

@@ -41,7 +41,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Uses every read path of a possibly corrupt queue; only errors allowed.
 fn exercise(dir: &Path, indices: &[u64]) -> usize {
-    let mut errors = 0;
+    let errors = 0;
     let dbg = |s: &str| {
         if std::env::var("MMKQ_DEBUG").is_ok() {
             eprintln!("  {s}");
@@ -130,7 +130,8 @@ fn random_byte_flips_give_errors_never_panics() {
             Ok(errors) => detected += usize::from(errors > 0),
             Err(_) => panic!("round {round}: panic on a corrupt {}", file.display()),
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+        // A producer may still be precreating a segment in the background.
+        let _ = std::fs::remove_dir_all(&dir);
     }
     assert!(detected > 50, "most flips are detected ({detected}/250)");
 }
@@ -151,7 +152,7 @@ fn truncated_and_garbage_files_are_errors() {
 
 #[test]
 fn fuzz_parser_logic_on_random_and_real_inputs() {
-    // The same entry point as fuzz/fuzz_targets/parse.rs.
+    // The same entry points as fuzz/fuzz_targets/{meta_header,segment_frames}.rs.
     let base = tempfile::tempdir().unwrap();
     let dir = base.path().join("q");
     build(&dir);
@@ -169,6 +170,10 @@ fn fuzz_parser_logic_on_random_and_real_inputs() {
             let cut = (rng(&mut seed) % (v.len() as u64 + 1)) as usize;
             mmkit_queue::format::fuzz_parse(&v);
             mmkit_queue::format::fuzz_parse(&v[..cut]);
+            let p = std::path::Path::new("x");
+            if let Ok(h) = mmkit_queue::format::MetaHeader::parse(&v, p) {
+                assert_eq!(mmkit_queue::format::MetaHeader::parse(&h.encode(), p).unwrap(), h);
+            }
         }
     }
     for len in 0..200 {

@@ -223,7 +223,7 @@ fn rng(seed: &mut u64) -> u64 {
 #[test]
 fn producers_killed_at_random_lose_no_acknowledged_message() {
     for round in 0..3u64 {
-        let mut seed = 0x9e3779b97f4a7c15 ^ (round + 1) * 7919;
+        let mut seed = 0x9e3779b97f4a7c15 ^ ((round + 1) * 7919);
         let dir = tempfile::tempdir().unwrap();
         let qdir = dir.path().join("q");
         let q = Queue::options().create(true).segment_size(64 << 10).open(&qdir).unwrap();
@@ -308,7 +308,12 @@ fn producers_killed_at_random_lose_no_acknowledged_message() {
         let report = q.check().unwrap();
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(report.pending, 0, "{report:?}");
-        eprintln!("round {round}: {} acked, {} delivered, {} abandoned claims", acked.len(), got[0].len(), report.abandoned);
+        eprintln!(
+            "round {round}: {} acked, {} delivered, {} abandoned claims",
+            acked.len(),
+            got[0].len(),
+            report.abandoned
+        );
     }
 }
 
@@ -392,7 +397,11 @@ fn consumer_killed_and_restarted_on_a_named_cursor_loses_nothing() {
     for i in 0..total as u32 {
         assert!(set.contains(&i), "message {i} lost across {restarts} consumer restarts");
     }
-    eprintln!("{} deliveries for {total} messages ({} redelivered after {restarts} kills)", seen.len(), seen.len() - set.len());
+    eprintln!(
+        "{} deliveries for {total} messages ({} redelivered after {restarts} kills)",
+        seen.len(),
+        seen.len() - set.len()
+    );
 }
 
 #[test]

@@ -41,6 +41,14 @@ pub enum Error {
         /// The operation.
         op: &'static str,
     },
+    /// A writer died holding a [`RobustRwLock`](crate::RobustRwLock) and
+    /// nobody has repaired the data since: take the write lock (it reports
+    /// `OwnerDied`), repair, and call `make_consistent`.
+    #[error("{op}: a writer died holding the lock; take the write lock to repair the data")]
+    Inconsistent {
+        /// The operation.
+        op: &'static str,
+    },
     /// A futex system call failed in an unexpected way.
     #[error("{op}: futex failed: {source}")]
     Futex {

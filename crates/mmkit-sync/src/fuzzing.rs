@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use mmkit_region::{Access, Mapping, Share};
 
-use crate::{EventCount, Notifier, ProcessToken, RobustMutex, WaitPolicy};
+use crate::{EventCount, Notifier, ProcessToken, RobustMutex, RobustRwLock, WaitPolicy};
 
-/// Lays `data` over a mutex, an event count and a notifier, as a corrupt
+/// Lays `data` over a mutex, an event count, a notifier and a rwlock, as a corrupt
 /// or hostile peer could leave them, then uses all three; also parses
 /// `data` as a `/proc/<pid>/stat` line. Must never panic or hang.
 pub fn shared_state(data: &[u8]) {
@@ -29,6 +29,16 @@ pub fn shared_state(data: &[u8]) {
         let _ = events.wait_for(target, &WaitPolicy::PARK, Some(Duration::ZERO));
         events.advance(1);
         events.publish(target);
+    }
+    let rw_len = data.len().min(RobustRwLock::SIZE);
+    if map.write_at(1024, &data[..rw_len]).is_ok()
+        && let Ok(rw) = RobustRwLock::at(&map, 1024)
+    {
+        let _ = rw.reader_count();
+        drop(rw.try_read());
+        if let Ok(Some(outcome)) = rw.try_write() {
+            outcome.into_guard().make_consistent();
+        }
     }
     if let Ok(notifier) = Notifier::at(&map, 40) {
         notifier.notify_all();

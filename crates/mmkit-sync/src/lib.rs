@@ -1,5 +1,6 @@
 //! Cross-process synchronization inside mappings: futex wait/notify,
-//! event counts, a robust mutex and process liveness.
+//! event counts, a robust mutex, a robust reader-writer lock and process
+//! liveness.
 //!
 //! Every primitive is a small `#[repr(C)]` struct of atomics whose all-zero
 //! bytes are its initial state, so a freshly created file or shared memory
@@ -44,6 +45,7 @@ mod mutex;
 mod notifier;
 mod place;
 mod policy;
+mod rwlock;
 mod token;
 
 pub use error::{Error, Result};
@@ -51,6 +53,7 @@ pub use futex::WaitOutcome;
 pub use mutex::{LockOutcome, MutexGuard, RobustMutex};
 pub use notifier::{EventCount, MAX_PARK_SLICE, Notifier};
 pub use policy::WaitPolicy;
+pub use rwlock::{READER_SLOTS, ReadGuard, RobustRwLock, WriteGuard, WriteOutcome};
 pub use token::{Liveness, ProcessToken};
 
 #[cfg(test)]
@@ -65,5 +68,7 @@ mod layout_tests {
         assert_eq!(align_of::<EventCount>(), EventCount::ALIGN);
         assert_eq!(size_of::<RobustMutex>(), RobustMutex::SIZE);
         assert_eq!(align_of::<RobustMutex>(), RobustMutex::ALIGN);
+        assert_eq!(size_of::<RobustRwLock>(), RobustRwLock::SIZE);
+        assert_eq!(align_of::<RobustRwLock>(), RobustRwLock::ALIGN);
     }
 }

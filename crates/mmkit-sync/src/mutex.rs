@@ -16,16 +16,21 @@ use crate::token::{Liveness, ProcessToken};
 
 /// `flags` bit: a holder died inside its critical section and nobody has
 /// called [`MutexGuard::make_consistent`] since.
-const INCONSISTENT: u32 = 1;
+pub(crate) const INCONSISTENT: u32 = 1;
 /// Busy-wait iterations before parking; a typical critical section in
 /// shared memory is shorter than this.
-const SPINS: u32 = 128;
+pub(crate) const SPINS: u32 = 128;
 /// Park slices between liveness checks of the holder: short at first so a
 /// dead holder is found within a couple of milliseconds, longer once the
 /// lock has been held a while, to keep the `/proc` reads cheap.
 const SHORT_SLICE: Duration = Duration::from_millis(1);
 const SHORT_SLICES: u32 = 100;
 const LONG_SLICE: Duration = Duration::from_millis(2);
+
+/// The park slice after `slices` slices spent waiting for a holder.
+pub(crate) fn park_slice(slices: u32) -> Duration {
+    if slices < SHORT_SLICES { SHORT_SLICE } else { LONG_SLICE }
+}
 
 /// A mutex that lives in shared memory and survives the death of its
 /// holder.
@@ -244,7 +249,7 @@ impl RobustMutex {
         }
         let mut slices = 0u32;
         loop {
-            let slice = if slices < SHORT_SLICES { SHORT_SLICE } else { LONG_SLICE };
+            let slice = park_slice(slices);
             let mut free = || self.owner.load(Ordering::SeqCst) == 0;
             let woke_free = self.notifier.park_until(&mut free, deadline, slice);
             if woke_free {

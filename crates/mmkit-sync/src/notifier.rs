@@ -82,6 +82,14 @@ impl Notifier {
         }
     }
 
+    /// Like [`Notifier::notify_one_after_seqcst_rmw`], waking everyone.
+    #[inline]
+    pub(crate) fn notify_all_after_seqcst_rmw(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.wake(u32::MAX);
+        }
+    }
+
     #[cold]
     fn wake(&self, count: u32) {
         self.seq.fetch_add(1, Ordering::SeqCst);
@@ -185,7 +193,7 @@ impl Deadline {
         Deadline(timeout.and_then(|t| Instant::now().checked_add(t)))
     }
 
-    fn expired(self) -> bool {
+    pub(crate) fn expired(self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d)
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use mmkit_region::{MapOptions, Mapping, Mode, Share};
+use mmkit_region::{Access, MapOptions, Mapping, Mode, Share};
 use mmkit_sync::{
     Error, EventCount, Liveness, LockOutcome, Notifier, ProcessToken, RobustMutex, WaitOutcome, WaitPolicy,
     futex,
@@ -49,6 +49,34 @@ fn zeroed_memory_is_an_unlocked_consistent_mutex() {
     assert!(matches!(outcome, LockOutcome::Acquired(_)));
     assert_eq!(mutex.owner(), Some(ProcessToken::current()));
     drop(outcome);
+    assert_eq!(mutex.owner(), None);
+}
+
+#[test]
+fn threads_count_exactly_under_the_mutex() {
+    let map = shared(4096);
+    let mutex = RobustMutex::at(&map, 0).unwrap();
+    let counter = map.checked_ptr("counter", 64, 8).unwrap() as usize;
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..20_000 {
+                    let guard = mutex.lock().unwrap().into_guard();
+                    let cell = counter as *mut u64;
+                    // SAFETY: in bounds and aligned; only touched under the mutex.
+                    let value = unsafe { cell.read_volatile() };
+                    if i % 256 == 0 {
+                        std::thread::yield_now();
+                    }
+                    // SAFETY: as above.
+                    unsafe { cell.write_volatile(value + 1) };
+                    drop(guard);
+                }
+            });
+        }
+    });
+    // SAFETY: as above; all threads are done.
+    assert_eq!(unsafe { (counter as *const u64).read_volatile() }, 80_000);
     assert_eq!(mutex.owner(), None);
 }
 

@@ -23,6 +23,8 @@ const STARTED: u64 = 192;
 const EVENTS: u64 = 256;
 const ACKS: u64 = 320;
 const FAILURES: u64 = 384;
+const DIED: u64 = 448;
+const ACQUIRED: u64 = 456;
 const FILE_LEN: u64 = 4096;
 
 const LONG: Option<Duration> = Some(Duration::from_secs(20));
@@ -142,6 +144,7 @@ fn child_entry() {
         "churn" => churn(&map),
         "count" => count(&map, arg),
         "waiter" => waiter(&map, arg),
+        "contend" => contend(&map),
         "exit" => {}
         other => panic!("unknown role {other}"),
     }
@@ -195,6 +198,16 @@ fn count(map: &Mapping, times: u64) {
         write_cell(map, COUNTER, value + 1);
         drop(guard);
     }
+}
+
+/// Waits behind a holder, then records how it got the lock.
+fn contend(map: &Mapping) {
+    let mutex = RobustMutex::at(map, MUTEX).unwrap();
+    EventCount::at(map, ACKS).unwrap().advance(1);
+    let outcome = mutex.lock().unwrap();
+    let slot = if outcome.owner_died() { DIED } else { ACQUIRED };
+    map.atomic_u64(slot).unwrap().fetch_add(1, Ordering::SeqCst);
+    outcome.into_guard().make_consistent();
 }
 
 /// Waits for each event in turn with varying policies and random pauses,
@@ -268,6 +281,21 @@ fn dead_holder_found_by_try_lock_and_after_reaping() {
     child.wait().unwrap();
     let outcome = mutex.try_lock().unwrap().expect("dead holder's lock is taken over");
     assert!(outcome.owner_died());
+}
+
+#[test]
+fn exactly_one_of_two_waiters_takes_over_from_a_dead_holder() {
+    let (_dir, path, map) = shared_file();
+    let mut holder = spawn("hold", &path, 0);
+    EventCount::at(&map, STARTED).unwrap().wait_for(1, &WaitPolicy::BALANCED, LONG).unwrap();
+    let waiters = [spawn("contend", &path, 0), spawn("contend", &path, 0)];
+    EventCount::at(&map, ACKS).unwrap().wait_for(2, &WaitPolicy::BALANCED, LONG).unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // let both park
+    holder.kill().unwrap();
+    waiters.into_iter().for_each(wait_success);
+    let died = map.atomic_u64(DIED).unwrap().load(Ordering::SeqCst);
+    let acquired = map.atomic_u64(ACQUIRED).unwrap().load(Ordering::SeqCst);
+    assert_eq!((died, acquired), (1, 1), "one takes over and repairs, the other then locks normally");
 }
 
 #[test]

@@ -1,0 +1,55 @@
+//! Quick throughput and latency check: one producer process, one consumer
+//! process, 64-byte messages.
+//!
+//! `cargo run --release -p mmkit-queue --example throughput -- [MESSAGES] [spin|park]`
+//!
+//! The full comparison against peers lives in `mmkit-bench`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mmkit_queue::{Queue, Start, WaitPolicy};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--produce") {
+        return produce(&args[2], args[3].parse()?);
+    }
+    let n: u64 = args.get(1).map_or(Ok(5_000_000), |s| s.parse())?;
+    let park = args.get(2).map(String::as_str) == Some("park");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(256 << 20).timestamps(false).open(&path)?;
+    let mut reader = q.reader(Start::Beginning)?;
+    reader.set_wait_policy(if park { WaitPolicy::BALANCED } else { WaitPolicy::SPIN });
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--produce", path.to_str().ok_or("path")?, &n.to_string()])
+        .spawn()?;
+    let mut got = 0u64;
+    let mut start = None;
+    let mut sum = 0u64;
+    while got < n {
+        let Some(r) = reader.next_timeout(Some(Duration::from_secs(30)))? else { break };
+        start.get_or_insert_with(Instant::now);
+        sum = sum.wrapping_add(r.payload()[0] as u64);
+        got += 1;
+    }
+    let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    child.wait()?;
+    println!(
+        "{got} messages of 64 B, 1 producer process -> 1 consumer process ({}): {:.2} M msg/s (checksum {sum})",
+        if park { "spin then park" } else { "spinning" },
+        got as f64 / secs / 1e6
+    );
+    Ok(())
+}
+
+fn produce(path: &str, n: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let q = Queue::open(path)?;
+    let mut p = q.producer()?;
+    let msg = [7u8; 64];
+    for _ in 0..n {
+        p.append(&msg)?;
+    }
+    Ok(())
+}
