@@ -136,13 +136,18 @@ impl<T: Element> Appendable<T> {
         let parts =
             Parts { backing: Backing::Grow(grow), file: Some(lock_file), src, header, mode: Mode::ReadWrite };
         let arr = MmapArray::from_parts(parts, false, true)?;
-        let row_len = arr.shape()[1..].iter().product();
+        // `field_of` found a count in the first shape entry, so there is
+        // one; still, an error beats an index panic if that ever changes.
+        let Some((_, row_shape)) = arr.shape().split_first() else {
+            return Err(Error::unsupported("open for appending", arr.source(), "a 0-d array cannot grow"));
+        };
+        let row_len = row_shape.iter().product();
         Ok(Appendable { arr, row_len, field })
     }
 
     /// Rows so far (the first axis).
     pub fn rows(&self) -> usize {
-        self.arr.shape()[0]
+        self.arr.shape().first().copied().unwrap_or(0)
     }
 
     /// Elements per row.

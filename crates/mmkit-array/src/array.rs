@@ -431,25 +431,7 @@ impl<T: Element> MmapArray<T> {
         })
     }
 
-    /// The array's shape; empty for a 0-d array.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// Number of axes.
-    pub fn ndim(&self) -> usize {
-        self.shape.len()
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// True when the array holds no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    crate::view::shape_accessors!("array");
 
     /// Element order.
     pub fn order(&self) -> Order {
@@ -666,6 +648,17 @@ impl<T: Element> MmapArray<T> {
         self.zero_copy_check(op)?;
         let bytes = self.len() * size_of::<T>();
         let ptr = self.mem().checked_ptr(op, self.header.data_offset as u64, bytes)?;
+        // `aligned` only looks at the offset inside the mapping; a mapping
+        // made at an unaligned file offset (`open_mapping`) can still put
+        // the data at an unaligned address.
+        if (ptr as usize) % align_of::<T>() != 0 {
+            return Err(Error::Misaligned {
+                src: self.src.clone(),
+                offset: self.header.data_offset as u64,
+                align: align_of::<T>(),
+                dtype: T::DTYPE.to_string(),
+            });
+        }
         Ok(ptr.cast())
     }
 

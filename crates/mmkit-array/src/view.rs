@@ -58,26 +58,38 @@ pub(crate) fn strides_for(shape: &[usize], fortran: bool) -> Vec<usize> {
     strides
 }
 
+/// `shape`, `ndim`, `len` and `is_empty` for a type with a `shape:
+/// Vec<usize>` field, shared by [`View`] and
+/// [`MmapArray`](crate::MmapArray). The product cannot overflow: every
+/// shape was checked by `data_bytes` when the array was opened, and views
+/// only narrow it.
+macro_rules! shape_accessors {
+    ($what:literal) => {
+        #[doc = concat!("The ", $what, "'s shape; empty for a 0-d ", $what, ".")]
+        pub fn shape(&self) -> &[usize] {
+            &self.shape
+        }
+
+        /// Number of axes.
+        pub fn ndim(&self) -> usize {
+            self.shape.len()
+        }
+
+        /// Number of elements.
+        pub fn len(&self) -> usize {
+            self.shape.iter().product()
+        }
+
+        #[doc = concat!("True when the ", $what, " holds no elements.")]
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    };
+}
+pub(crate) use shape_accessors;
+
 impl<'a, T: Element> View<'a, T> {
-    /// The view's shape.
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// Number of axes.
-    pub fn ndim(&self) -> usize {
-        self.shape.len()
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// True when the view holds no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    shape_accessors!("view");
 
     fn out_of_bounds(&self, index: &[usize]) -> Error {
         Error::OutOfBounds { src: self.src.to_string(), index: index.to_vec(), shape: self.shape.clone() }

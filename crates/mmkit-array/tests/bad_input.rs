@@ -187,3 +187,24 @@ fn truncated_under_an_open_array() {
     assert!(r.gather_rows(&[rows - 1], &mut out).is_err());
     assert!(r.to_vec().is_err());
 }
+
+/// An image at an odd offset of a mapping: the header's data offset is
+/// aligned, but the data's address is not, so even the unsafe zero-copy
+/// accessor must refuse (a misaligned `&[f32]` would be undefined
+/// behaviour) while the copying accessors still work.
+#[test]
+fn misaligned_mapping_refuses_zero_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, image) = valid_file(dir.path());
+    let shifted = dir.path().join("shifted");
+    let mut bytes = vec![0u8];
+    bytes.extend_from_slice(&image);
+    std::fs::write(&shifted, &bytes).unwrap();
+    let map = mmkit_region::MapOptions::new().offset(1).map_path(&shifted).unwrap();
+    assert_eq!(map.as_ptr() as usize % 2, 1);
+    let arr = OpenOptions::new().open_mapping::<f32>(map, "shifted").unwrap();
+    assert_eq!(arr.get(&[2, 0]).unwrap(), 2.0);
+    // SAFETY: nothing writes the file while this test runs.
+    let err = unsafe { arr.data_unchecked() }.unwrap_err();
+    assert!(matches!(err, Error::Misaligned { .. }), "{err}");
+}

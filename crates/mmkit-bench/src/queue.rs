@@ -31,7 +31,7 @@ use proto::{Kind, Report};
 pub struct Args {
     #[command(subcommand)]
     role: Option<Role>,
-    /// Print one JSON document instead of tables.
+    /// Print one JSON document on stdout (the tables go to stderr).
     #[arg(long)]
     json: bool,
     /// Seconds per measurement.
@@ -562,18 +562,21 @@ impl Suite {
         })
     }
 
+    /// Prints a workload's table as it completes: on stdout, or on stderr
+    /// when stdout carries the JSON document.
     fn print(&self, workload: &str, first: usize) {
-        if self.json {
-            return;
-        }
         let rows = &self.rows[first..];
         if rows.is_empty() {
             return;
         }
-        let mut out = io::stdout().lock();
-        let _ = writeln!(out, "\n### {workload}\n");
-        let _ = out.write_all(render(rows).as_bytes());
-        let _ = out.flush();
+        let text = format!("\n### {workload}\n\n{}", render(rows));
+        if self.json {
+            let _ = io::stderr().write_all(text.as_bytes());
+        } else {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
     }
 }
 

@@ -135,26 +135,57 @@ fn reap(pid: rustix::process::Pid) -> BenchResult<()> {
     }
 }
 
-/// A process-shared, robust pthread mutex placed in the mapping.
-fn pthread_mutex(map: &Mapping) -> BenchResult<*mut libc::pthread_mutex_t> {
-    let ptr = map.aligned_ptr("pthread mutex", PTHREAD_MUTEX, 16)?.cast::<libc::pthread_mutex_t>();
-    let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    // SAFETY: `attr` is initialised by pthread_mutexattr_init before use;
-    // `ptr` has room for a pthread_mutex_t (128 bytes reserved) and is
-    // aligned; nothing else uses it yet.
+/// The libc calls that set up one kind of process-shared pthread object
+/// `T` through its attribute object `A`.
+struct PthreadKind<T, A> {
+    what: &'static str,
+    attr_init: unsafe extern "C" fn(*mut A) -> libc::c_int,
+    attr_setpshared: unsafe extern "C" fn(*mut A, libc::c_int) -> libc::c_int,
+    /// One more attribute setting and its value (robustness, for mutexes).
+    attr_extra: Option<(unsafe extern "C" fn(*mut A, libc::c_int) -> libc::c_int, libc::c_int)>,
+    init: unsafe extern "C" fn(*mut T, *const A) -> libc::c_int,
+    attr_destroy: unsafe extern "C" fn(*mut A) -> libc::c_int,
+}
+
+/// Places a process-shared pthread object of `kind` at `offset` of the
+/// mapping and initialises it.
+fn place_pthread<T, A>(map: &Mapping, offset: u64, kind: PthreadKind<T, A>) -> BenchResult<*mut T> {
+    map.checked_ptr(kind.what, offset, size_of::<T>())?;
+    let ptr = map.aligned_ptr(kind.what, offset, 16)?.cast::<T>();
+    let mut attr = MaybeUninit::<A>::uninit();
+    let a = attr.as_mut_ptr();
+    // SAFETY: `ptr` has room for a `T` inside the live mapping (checked
+    // above; the layout constants leave it to this object alone), is
+    // 16-aligned and nobody uses it yet; `a` is room for the attribute
+    // object, initialised by `attr_init` before any other call uses it and
+    // destroyed last. The function pointers are the matching libc calls.
     let rc = unsafe {
-        let a = attr.as_mut_ptr();
-        let mut rc = libc::pthread_mutexattr_init(a);
-        rc |= libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
-        rc |= libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST);
-        rc |= libc::pthread_mutex_init(ptr, a);
-        libc::pthread_mutexattr_destroy(a);
+        let mut rc = (kind.attr_init)(a);
+        rc |= (kind.attr_setpshared)(a, libc::PTHREAD_PROCESS_SHARED);
+        if let Some((set, value)) = kind.attr_extra {
+            rc |= set(a, value);
+        }
+        rc |= (kind.init)(ptr, a);
+        (kind.attr_destroy)(a);
         rc
     };
     if rc != 0 {
-        return Err("pthread robust mutex init failed".into());
+        return Err(format!("{} init failed", kind.what).into());
     }
     Ok(ptr)
+}
+
+/// A process-shared, robust pthread mutex placed in the mapping.
+fn pthread_mutex(map: &Mapping) -> BenchResult<*mut libc::pthread_mutex_t> {
+    let kind = PthreadKind {
+        what: "pthread robust mutex",
+        attr_init: libc::pthread_mutexattr_init,
+        attr_setpshared: libc::pthread_mutexattr_setpshared,
+        attr_extra: Some((libc::pthread_mutexattr_setrobust, libc::PTHREAD_MUTEX_ROBUST)),
+        init: libc::pthread_mutex_init,
+        attr_destroy: libc::pthread_mutexattr_destroy,
+    };
+    place_pthread(map, PTHREAD_MUTEX, kind)
 }
 
 /// Locks a robust pthread mutex; returns whether the owner had died.
@@ -243,21 +274,15 @@ fn uncontended(args: &Args, reps: usize) -> BenchResult<()> {
 
 /// A process-shared pthread rwlock placed in the mapping.
 fn pthread_rwlock(map: &Mapping) -> BenchResult<*mut libc::pthread_rwlock_t> {
-    let ptr = map.aligned_ptr("pthread rwlock", PTHREAD_RWLOCK, 16)?.cast::<libc::pthread_rwlock_t>();
-    let mut attr = MaybeUninit::<libc::pthread_rwlockattr_t>::uninit();
-    // SAFETY: as in `pthread_mutex`, for a rwlock (512 bytes reserved).
-    let rc = unsafe {
-        let a = attr.as_mut_ptr();
-        let mut rc = libc::pthread_rwlockattr_init(a);
-        rc |= libc::pthread_rwlockattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
-        rc |= libc::pthread_rwlock_init(ptr, a);
-        libc::pthread_rwlockattr_destroy(a);
-        rc
+    let kind = PthreadKind {
+        what: "pthread pshared rwlock",
+        attr_init: libc::pthread_rwlockattr_init,
+        attr_setpshared: libc::pthread_rwlockattr_setpshared,
+        attr_extra: None,
+        init: libc::pthread_rwlock_init,
+        attr_destroy: libc::pthread_rwlockattr_destroy,
     };
-    if rc != 0 {
-        return Err("pthread pshared rwlock init failed".into());
-    }
-    Ok(ptr)
+    place_pthread(map, PTHREAD_RWLOCK, kind)
 }
 
 fn uncontended_rw(args: &Args, reps: usize) -> BenchResult<()> {
@@ -573,22 +598,17 @@ fn wake_latency(args: &Args) -> BenchResult<()> {
     Ok(())
 }
 
+/// A process-shared pthread condition variable placed in the mapping.
 fn pthread_cond(map: &Mapping) -> BenchResult<*mut libc::pthread_cond_t> {
-    let ptr = map.aligned_ptr("pthread cond", PTHREAD_COND, 16)?.cast::<libc::pthread_cond_t>();
-    let mut attr = MaybeUninit::<libc::pthread_condattr_t>::uninit();
-    // SAFETY: as in `pthread_mutex`, for a condition variable.
-    let rc = unsafe {
-        let a = attr.as_mut_ptr();
-        let mut rc = libc::pthread_condattr_init(a);
-        rc |= libc::pthread_condattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED);
-        rc |= libc::pthread_cond_init(ptr, a);
-        libc::pthread_condattr_destroy(a);
-        rc
+    let kind = PthreadKind {
+        what: "pthread pshared condvar",
+        attr_init: libc::pthread_condattr_init,
+        attr_setpshared: libc::pthread_condattr_setpshared,
+        attr_extra: None,
+        init: libc::pthread_cond_init,
+        attr_destroy: libc::pthread_condattr_destroy,
     };
-    if rc != 0 {
-        return Err("pthread pshared condvar init failed".into());
-    }
-    Ok(ptr)
+    place_pthread(map, PTHREAD_COND, kind)
 }
 
 // ---------------------------------------------------------------- dead holder

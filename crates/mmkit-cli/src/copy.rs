@@ -51,22 +51,32 @@ pub fn copy_range(
     method: Method,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<()> {
+    let span = Span { src, dst, offset, end: range_end(offset, len)? };
     match method {
-        Method::CopyFileRange => copy_file_range(src, dst, offset, len, progress),
+        Method::CopyFileRange => copy_file_range(&span, progress),
         Method::ReadWrite => read_write(src, dst, offset, len, &mut vec![0u8; RW_BUFFER], progress),
-        Method::Mmap => mmap_copy(src, dst, offset, len, progress),
+        Method::Mmap => mmap_copy(&span, progress),
     }
 }
 
-fn copy_file_range(
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
+/// The byte range `offset..end` to copy between two descriptors.
+struct Span<'a> {
+    src: BorrowedFd<'a>,
+    dst: BorrowedFd<'a>,
     offset: u64,
-    len: u64,
-    progress: &mut dyn FnMut(u64),
-) -> io::Result<()> {
+    end: u64,
+}
+
+/// `offset + len`, or an error instead of a wrap-around when it overflows.
+fn range_end(offset: u64, len: u64) -> io::Result<u64> {
+    offset
+        .checked_add(len)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("range {offset}+{len} overflows")))
+}
+
+fn copy_file_range(span: &Span<'_>, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+    let &Span { src, dst, offset, end } = span;
     let (mut off_in, mut off_out) = (offset, offset);
-    let end = offset + len;
     while off_in < end {
         let want = (end - off_in).min(STEP) as usize;
         match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
@@ -77,7 +87,7 @@ fn copy_file_range(
             Err(rustix::io::Errno::INTR) => {}
             // Cross-filesystem, special files, old kernels: do it by hand.
             Err(e) if off_in == offset && is_unsupported(e) => {
-                return read_write(src, dst, offset, len, &mut vec![0u8; RW_BUFFER], progress);
+                return read_write(src, dst, offset, end - offset, &mut vec![0u8; RW_BUFFER], progress);
             }
             Err(e) => return Err(e.into()),
         }
@@ -99,7 +109,7 @@ pub fn read_write(
     buf: &mut [u8],
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<()> {
-    let end = offset + len;
+    let end = range_end(offset, len)?;
     let mut pos = offset;
     while pos < end {
         let want = (end - pos).min(buf.len() as u64) as usize;
@@ -136,16 +146,10 @@ fn write_all_at(dst: BorrowedFd<'_>, mut data: &[u8], mut pos: u64) -> io::Resul
 /// The pure mmap copy: both files mapped, memory copied window by window.
 /// The destination blocks are reserved with `fallocate` first, so a full
 /// disk is an error here rather than a SIGBUS while copying.
-fn mmap_copy(
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
-    offset: u64,
-    len: u64,
-    progress: &mut dyn FnMut(u64),
-) -> io::Result<()> {
-    rustix::fs::fallocate(dst, rustix::fs::FallocateFlags::KEEP_SIZE, offset, len)
+fn mmap_copy(span: &Span<'_>, progress: &mut dyn FnMut(u64)) -> io::Result<()> {
+    let &Span { src, dst, offset, end } = span;
+    rustix::fs::fallocate(dst, rustix::fs::FallocateFlags::KEEP_SIZE, offset, end - offset)
         .or_else(|e| if e == rustix::io::Errno::OPNOTSUPP { Ok(()) } else { Err(e) })?;
-    let end = offset + len;
     let mut pos = offset;
     while pos < end {
         let n = (end - pos).min(STEP) as usize;
@@ -157,12 +161,16 @@ fn mmap_copy(
             .map_file_at(dst, None)
             .map_err(to_io)?;
         let _ = from.advise(mmkit_region::Advice::Sequential);
-        // SAFETY: both ranges are `n` bytes of live mappings of different
-        // files (the caller made `dst` a fresh temporary file nobody else
-        // knows). A concurrent truncation of `src` is caught by the SIGBUS
-        // guard and reported by `check_poison` below.
+        // SAFETY: `from` and `to` are two distinct live mappings of `n`
+        // bytes each, so the virtual ranges cannot overlap, and both stay
+        // alive across the copy. Only raw pointers touch them (no slice is
+        // formed), so another process writing either file can only make the
+        // copied bytes stale. A concurrent truncation of either file is
+        // caught by the SIGBUS guard (on by default for file mappings) and
+        // reported by `check_poison` below.
         unsafe { std::ptr::copy_nonoverlapping(from.base().cast_const(), to.base(), n) };
         from.check_poison("mmap copy").map_err(to_io)?;
+        to.check_poison("mmap copy").map_err(to_io)?;
         pos += n as u64;
         progress(n as u64);
     }
@@ -401,6 +409,19 @@ mod tests {
             assert_eq!(meta.len(), 64 << 20);
             assert!(meta.blocks() * 512 < 4 << 20, "{method:?}: {} blocks", meta.blocks());
             assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
+        }
+    }
+
+    /// A range whose end does not fit in a u64 is refused by every method
+    /// before any byte moves, instead of wrapping around.
+    #[test]
+    fn overflowing_range_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = File::create(dir.path().join("src")).unwrap();
+        let dst = File::create(dir.path().join("dst")).unwrap();
+        for method in [Method::CopyFileRange, Method::ReadWrite, Method::Mmap] {
+            let err = copy_range(src.as_fd(), dst.as_fd(), u64::MAX - 1, 2, method, &mut |_| {}).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{method:?}: {err}");
         }
     }
 }

@@ -341,22 +341,29 @@ impl Walker {
         self.seen.insert((stat.st_dev, stat.st_ino))
     }
 
-    fn directory(&mut self, parent: impl AsFd, name: &CStr, path: PathBuf) -> CliResult<()> {
-        let fd = match open_at(parent, name, OFlags::DIRECTORY) {
-            Ok(fd) => fd,
+    /// Opens `name` under `parent`, or `None` if that fails (recorded) or the
+    /// inode was already visited (hard links, bind mounts, followed links).
+    fn open_unvisited(
+        &mut self,
+        parent: impl AsFd,
+        name: &CStr,
+        extra: OFlags,
+        path: &Path,
+    ) -> Option<OwnedFd> {
+        let opened = open_at(parent, name, extra).and_then(|fd| rustix::fs::fstat(&fd).map(|st| (fd, st)));
+        match opened {
+            Ok((fd, st)) => self.first_visit(&st).then_some(fd),
             Err(e) => {
-                self.fail(&path, std::io::Error::from(e));
-                return Ok(());
-            }
-        };
-        match rustix::fs::fstat(&fd) {
-            Ok(st) if !self.first_visit(&st) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => {
-                self.fail(&path, std::io::Error::from(e));
-                return Ok(());
+                self.fail(path, std::io::Error::from(e));
+                None
             }
         }
+    }
+
+    fn directory(&mut self, parent: impl AsFd, name: &CStr, path: PathBuf) -> CliResult<()> {
+        let Some(fd) = self.open_unvisited(parent, name, OFlags::DIRECTORY, &path) else {
+            return Ok(());
+        };
         self.totals.directories += 1;
         let dir_fd = match rustix::io::fcntl_dupfd_cloexec(&fd, 0) {
             Ok(d) => d,
@@ -392,21 +399,9 @@ impl Walker {
     }
 
     fn file(&mut self, dir: impl AsFd, name: &CStr, path: PathBuf) -> CliResult<()> {
-        let fd = match open_at(dir, name, OFlags::empty()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                self.fail(&path, std::io::Error::from(e));
-                return Ok(());
-            }
+        let Some(fd) = self.open_unvisited(dir, name, OFlags::empty(), &path) else {
+            return Ok(());
         };
-        match rustix::fs::fstat(&fd) {
-            Ok(st) if !self.first_visit(&st) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => {
-                self.fail(&path, std::io::Error::from(e));
-                return Ok(());
-            }
-        }
         self.totals.files += 1;
         let result = match self.action {
             Action::Count => residency::of_fd(&fd, Some(&path), self.with_map).map(|r| (r, None)),

@@ -231,7 +231,7 @@ pub fn record_crc(payload: &[u8], index: u64, timestamp: u64) -> u32 {
 }
 
 fn record_seed(len: usize, index: u64, timestamp: u64) -> u32 {
-    let x = index ^ timestamp.rotate_left(29) ^ ((len as u64) << 40 | (len as u64) >> 24);
+    let x = index ^ timestamp.rotate_left(29) ^ (len as u64).rotate_right(24);
     (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
 }
 
@@ -417,6 +417,10 @@ impl SegmentHeader {
             created_ns: le_u64(bytes, 32),
             flags: le_u32(bytes, 40),
         };
+        let c = header.capacity;
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&c) || c % MIN_SEGMENT_SIZE != 0 {
+            return Err(Error::corrupt(path, format!("segment capacity {c} is impossible")));
+        }
         if header.number != expect_number {
             return Err(Error::corrupt(
                 path,

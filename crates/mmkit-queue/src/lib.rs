@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod asyncio;
 mod cursor;
 mod error;
 pub mod format;

@@ -364,13 +364,19 @@ impl Queue {
                 }
                 Ok(true)
             }
-            Durability::GroupCommit { interval_us, .. } => {
-                self.group_commit_wait(index, interval_us, timeout)
+            Durability::GroupCommit { interval_us, max_batch } => {
+                self.group_commit_wait(index, interval_us, max_batch, timeout)
             }
         }
     }
 
-    fn group_commit_wait(&self, index: u64, interval_us: u32, timeout: Option<Duration>) -> Result<bool> {
+    fn group_commit_wait(
+        &self,
+        index: u64,
+        interval_us: u32,
+        max_batch: u32,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let watermark = self.meta().durable()?;
         let lock = self.meta().u64_at(META_FLUSH_LOCK)?;
@@ -382,7 +388,7 @@ impl Queue {
             let cur = lock.load(Ordering::Acquire);
             let free = cur == 0 || !ProcessToken::from_raw(cur).is_alive();
             if free && lock.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                let round = self.flush_round(interval_us);
+                let round = self.flush_round(interval_us, max_batch);
                 lock.store(0, Ordering::Release);
                 watermark.notifier().notify_all();
                 round?;
@@ -401,11 +407,19 @@ impl Queue {
         }
     }
 
-    /// One group-commit round: gather for `interval_us`, find how far the
-    /// queue is committed, `msync` up to there, publish the watermark.
-    fn flush_round(&self, interval_us: u32) -> Result<()> {
-        if interval_us > 0 {
-            std::thread::sleep(Duration::from_micros(interval_us as u64));
+    /// One group-commit round: gather for up to `interval_us` (less once
+    /// `max_batch` messages wait), find how far the queue is committed,
+    /// `msync` up to there, publish the watermark.
+    fn flush_round(&self, interval_us: u32, max_batch: u32) -> Result<()> {
+        let until = Instant::now() + Duration::from_micros(interval_us as u64);
+        let durable = self.meta().durable()?.get();
+        while Instant::now() < until {
+            if max_batch > 0 && self.end_index()?.saturating_sub(durable) >= max_batch as u64 {
+                break;
+            }
+            std::thread::sleep(
+                until.saturating_duration_since(Instant::now()).min(Duration::from_micros(50)),
+            );
         }
         let mut slot = self.inner.flusher.lock().unwrap_or_else(|p| p.into_inner());
         let reader = match slot.as_mut() {

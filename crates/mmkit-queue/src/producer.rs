@@ -33,6 +33,15 @@ pub struct Producer {
     prefaulted: u64,
 }
 
+/// Whether a fresh claim at `offset` lands on a frame that is already
+/// written. That happens only when the tail word on disk is older than the
+/// frames after a machine crash (the kernel wrote the pages back in another
+/// order); the claim is then treated as failed, which seals the segment
+/// without overwriting what is there, and appending goes on in a new one.
+fn stale_tail(seg: &Segment, offset: u64) -> bool {
+    seg.frame_word(offset).is_some_and(|w| w.load(Ordering::Relaxed) != 0)
+}
+
 /// Bytes prefaulted per step, ahead of the producers' tail.
 const PREFAULT_CHUNK: u64 = 2 << 20;
 
@@ -305,10 +314,20 @@ impl Producer {
             let seg = self.seg.clone();
             self.generation += 1;
             let state = self.word(0);
-            state.store(self.generation << 2 | PRODUCER_CLAIMING, Ordering::SeqCst);
-            let old = seg.tail().fetch_add((n << 32) + total, Ordering::SeqCst);
+            // Release, not SeqCst: the `fetch_add` below is a release
+            // operation, so a reader that sees this claim through the tail
+            // (an acquire load of this or any later value; later
+            // `fetch_add`s continue the release sequence) also sees this
+            // announcement, and a reader that sees the announcement sees
+            // everything this producer did before (its earlier commits and
+            // index slots). On x86 this is a plain store, not a locked one.
+            state.store(self.generation << 2 | PRODUCER_CLAIMING, Ordering::Release);
+            let old = seg.tail().fetch_add((n << 32) + total, Ordering::AcqRel);
             let (seq, offset) = split_tail(old);
-            if seq + n < u32::MAX as u64 && claim_fits(seg.capacity, seq, n, offset, total) {
+            if seq + n < u32::MAX as u64
+                && claim_fits(seg.capacity, seq, n, offset, total)
+                && !stale_tail(&seg, offset)
+            {
                 let mut o = offset;
                 for (i, size) in sizes.iter().enumerate() {
                     // The in-progress marker goes first: a claim whose

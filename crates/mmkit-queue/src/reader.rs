@@ -78,9 +78,15 @@ impl<'a> Record<'a> {
     }
 }
 
+/// What an async read does next.
+pub(crate) enum Step {
+    Ready(Found),
+    Wait { seg: Arc<Segment>, seq: u64, offset: u64 },
+}
+
 /// Where a found message is.
 #[derive(Clone, Copy)]
-struct Found {
+pub(crate) struct Found {
     index: u64,
     offset: u64,
     len: u32,
@@ -326,8 +332,15 @@ impl Reader {
         let notifier = self.queue.meta().notifier()?;
         if claimed {
             let ready = || committed(word.load(Ordering::Acquire));
-            let spin = WaitPolicy { spins: self.policy.spins.min(2000), yields: self.policy.yields.min(4), park: false };
-            if notifier.wait_until(ready, &spin, Some(Duration::from_micros(50))) {
+            // A live producer commits within nanoseconds of its claim:
+            // spin a little (even under a parking policy) before the costlier
+            // liveness scan.
+            let spin = WaitPolicy {
+                spins: self.policy.spins.clamp(200, 2000),
+                yields: self.policy.yields.min(4),
+                park: false,
+            };
+            if spin_then_yield(ready, &spin, Duration::from_micros(50)) {
                 return Ok(());
             }
             if recover(&self.queue, &seg, seq, self.offset)? {
@@ -341,14 +354,14 @@ impl Reader {
         // is the producers' and is left alone while spinning. Spinning is
         // bounded so that a claim stuck behind a dead producer is noticed.
         let ready = || committed(word.load(Ordering::Acquire));
-        let spin = WaitPolicy { park: false, ..self.policy };
         let slice = left.map_or(SPIN_SLICE, |l| l.min(SPIN_SLICE));
-        if notifier.wait_until(ready, &spin, Some(slice)) || !self.policy.park {
+        if spin_then_yield(ready, &self.policy, slice) || !self.policy.park {
             return Ok(());
         }
         // Park; a claim appearing also wakes us (within a slice: a claim
         // does not notify), so a dead claimant is found promptly.
-        let ready = || committed(word.load(Ordering::Acquire)) || split_tail(tail.load(Ordering::Acquire)).0 > seq;
+        let ready =
+            || committed(word.load(Ordering::Acquire)) || split_tail(tail.load(Ordering::Acquire)).0 > seq;
         notifier.wait_until(ready, &WaitPolicy::PARK, Some(left.map_or(PARK_SLICE, |l| l.min(PARK_SLICE))));
         Ok(())
     }
@@ -362,6 +375,29 @@ impl Reader {
             path: self.seg.path.clone(),
             reason: reason.into(),
         }
+    }
+
+    /// One non-blocking step for the async API: a record, or where to wait
+    /// (after trying to recover a claim abandoned by a dead producer).
+    pub(crate) fn step(&mut self) -> Result<Step> {
+        loop {
+            if let Some(f) = self.fast_poll() {
+                return Ok(Step::Ready(f));
+            }
+            match self.poll()? {
+                Poll::Ready(f) => return Ok(Step::Ready(f)),
+                Poll::Pending { claimed } => {
+                    let seg = self.seg.clone();
+                    if !(claimed && recover(&self.queue, &seg, self.seq, self.offset)?) {
+                        return Ok(Step::Wait { seg, seq: self.seq, offset: self.offset });
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn take_found(&mut self, f: Found) -> Result<Record<'_>> {
+        self.take(f)
     }
 
     /// The common case of [`Reader::poll`]: a valid committed message right
@@ -425,6 +461,13 @@ impl Reader {
                     if self.seg.poisoned() {
                         return Err(Error::corrupt(&self.seg.path, "segment file was truncated (SIGBUS)"));
                     }
+                    // Past the last claim of a sealed segment (normally an
+                    // end frame says so; after a crash it may be missing).
+                    let fin = self.seg.final_count().load(Ordering::Acquire);
+                    if self.seq >= fin {
+                        self.next_segment()?;
+                        continue;
+                    }
                     let (count, _) = split_tail(self.seg.tail().load(Ordering::Acquire));
                     return Ok(Poll::Pending { claimed: count > self.seq });
                 }
@@ -478,7 +521,14 @@ impl Reader {
                     self.seq += 1;
                     self.offset += frame_size(f.len as u64);
                 }
-                Ok(Poll::Pending { .. }) => return Ok(()),
+                Ok(Poll::Pending { claimed: true }) => {
+                    // A dead claimant must not stall durability for ever.
+                    let seg = self.seg.clone();
+                    if !recover(&self.queue, &seg, self.seq, self.offset)? {
+                        return Ok(());
+                    }
+                }
+                Ok(Poll::Pending { claimed: false }) => return Ok(()),
                 Err(Error::CorruptRecord { .. }) => self.skip()?,
                 Err(e) => return Err(e),
             }
@@ -545,6 +595,28 @@ impl Reader {
     }
 }
 
+/// Spins and yields as `policy` says (spinning at most `slice`), without
+/// parking; returns whether `ready` became true.
+fn spin_then_yield(ready: impl Fn() -> bool, policy: &WaitPolicy, slice: Duration) -> bool {
+    let deadline = Instant::now() + slice;
+    for i in 0..policy.spins {
+        if ready() {
+            return true;
+        }
+        std::hint::spin_loop();
+        if i % 1024 == 1023 && Instant::now() >= deadline {
+            return false;
+        }
+    }
+    for _ in 0..policy.yields {
+        if ready() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    ready()
+}
+
 /// The offset recorded in index slot `c`, if it is a usable frame start.
 pub(crate) fn valid_slot(seg: &Segment, c: u64) -> Option<u64> {
     if c == 0 {
@@ -590,7 +662,7 @@ pub(crate) unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
 /// padding or end-of-segment) so the caller should look again.
 ///
 /// The tail is loaded before the producer table is scanned: a producer
-/// announces `CLAIMING` (SeqCst) before its `fetch_add`, so any claim below
+/// announces `CLAIMING` (Release) before its `fetch_add` (AcqRel), so any claim below
 /// the loaded count belongs either to a producer the scan sees as claiming
 /// or holding it, or to one that already wrote its index slot, committed,
 /// or died.

@@ -293,3 +293,45 @@ fn retention_deletes_old_segments_but_respects_cursors() {
     let stat = q.stat().unwrap();
     assert_eq!(stat.segments.first().unwrap().number, index_segment(q.first_index().unwrap()));
 }
+
+/// A minimal executor: parks the thread until the waker fires.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        assert!(polls < 100, "busy polling ({polls} polls)");
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn async_read_wakes_without_busy_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || {
+        let mut p = q2.producer().unwrap();
+        for i in 0..3u8 {
+            std::thread::sleep(Duration::from_millis(30));
+            p.append(&[i]).unwrap();
+        }
+    });
+    for i in 0..3u8 {
+        let got = block_on(async { r.next_async().await.map(|rec| rec.to_vec()) }).unwrap();
+        assert_eq!(got, vec![i]);
+    }
+    t.join().unwrap();
+}

@@ -176,6 +176,15 @@ fn fuzz_parser_logic_on_random_and_real_inputs() {
             }
         }
     }
+    // A well-formed header (valid CRC) claiming impossible sizes.
+    for capacity in [0u64, 100, 200, 4095, 4096, 1 << 40] {
+        let h = mmkit_queue::format::SegmentHeader { number: 0, capacity, created_ns: 1, flags: 0 };
+        let mut v = h.encode().to_vec();
+        v.resize(capacity.min(8192) as usize, 0xff);
+        mmkit_queue::format::fuzz_parse(&v);
+        v.resize(64, 0);
+        mmkit_queue::format::fuzz_parse(&v);
+    }
     for len in 0..200 {
         let v: Vec<u8> = (0..len).map(|_| rng(&mut seed) as u8).collect();
         mmkit_queue::format::fuzz_parse(&v);

@@ -179,7 +179,46 @@ fn run_fsize_limited(dir: &Path) -> i32 {
     eprintln!("full disk error: {e}");
     // Nothing half-made is left behind.
     let leftovers = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    if ok && leftovers == 0 { 0 } else { 1 }
+    if !ok || leftovers != 0 {
+        return 1;
+    }
+    // The disk "fills up" at rollover: appends fail with a clear error,
+    // and everything acknowledged before stays readable.
+    let limit = rustix::process::Rlimit { current: Some(u64::MAX), maximum: None };
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
+    let q = Queue::options().create(true).segment_size(256 << 10).open(dir).unwrap();
+    let limit = rustix::process::Rlimit { current: Some(128 << 10), maximum: None };
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut acked = Vec::new();
+    let err = loop {
+        match p.append(&[acked.len() as u8; 1000]) {
+            Ok(i) => acked.push(i),
+            Err(e) => break e,
+        }
+        if acked.len() > 10_000 {
+            return 5;
+        }
+    };
+    eprintln!("full disk at rollover after {} appends: {err}", acked.len());
+    if !matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(libc::EFBIG)) {
+        return 6;
+    }
+    let mut r = q.reader(Start::Beginning).unwrap();
+    for (k, &i) in acked.iter().enumerate() {
+        match r.next() {
+            Ok(Some(rec)) if rec.index() == i && rec.payload() == [k as u8; 1000] => {}
+            other => {
+                eprintln!("message {k} ({i}): {other:?}");
+                return 7;
+            }
+        }
+    }
+    // The reader reaches the missing next segment: an error, not a hang.
+    if !matches!(r.next(), Err(Error::Io { .. })) {
+        return 8;
+    }
+    if q.check().map(|c| c.is_clean()).unwrap_or(false) { 0 } else { 9 }
 }
 
 /// The first line the child prints that starts with `prefix` (the test
@@ -439,7 +478,7 @@ fn permission_denied_is_an_error() {
 }
 
 #[test]
-fn full_disk_at_segment_creation_is_an_error() {
+fn full_disk_at_queue_creation_and_at_rollover_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let qdir = dir.path().join("q");
     let mut c = child("fsize_limited", &[("MMKQ_DIR", qdir.display().to_string())]);

@@ -73,9 +73,11 @@ pub unsafe trait Access {
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.require_writable("write")?;
         let dst = self.checked_ptr("write", offset, data.len())?;
-        // SAFETY: as in `read_at`; the mapping is writable (checked above)
-        // and `data` cannot overlap it because it is a `&[u8]` we never
-        // hand out over mapped memory.
+        // SAFETY: as in `read_at`; the mapping is writable (checked above).
+        // `data` could only overlap the mapping if the caller got it from
+        // an `unsafe` slice accessor (`Mapping::as_slice`), whose contract
+        // forbids writing those bytes while it lives, so no overlapping
+        // write happens here without the caller having broken a promise.
         unsafe { volatile_copy(data.as_ptr(), dst, data.len()) };
         self.check_poison("write")
     }
@@ -126,21 +128,29 @@ pub unsafe trait Access {
 
     /// Atomically loads the `u32` at `offset` (4-byte aligned); works on
     /// read-only memory too.
+    ///
+    /// `Release` and `AcqRel`, which `AtomicU32::load` rejects with a
+    /// panic, act as `Acquire` here.
     fn load_u32(&self, offset: u64, order: Ordering) -> Result<u32> {
         let ptr = self.aligned_ptr("load_u32", offset, 4)?;
-        // SAFETY: in bounds, aligned, mapped while `&self` lives; an atomic
-        // load never writes, so a read-only mapping is fine.
-        let v = unsafe { AtomicU32::from_ptr(ptr.cast()) }.load(order);
+        // SAFETY: in bounds, aligned, mapped while `&self` lives. On
+        // read-only memory `load_with` only does `Relaxed` register-sized
+        // loads, the one kind of atomic access Rust allows there (see
+        // "Atomic accesses to read-only memory" in `std::sync::atomic`).
+        let atomic = unsafe { AtomicU32::from_ptr(ptr.cast()) };
+        let v = load_with(self.writable(), order, |o| atomic.load(o));
         self.check_poison("load_u32")?;
         Ok(v)
     }
 
     /// Atomically loads the `u64` at `offset` (8-byte aligned); works on
-    /// read-only memory too.
+    /// read-only memory too. Orderings as in [`Access::load_u32`].
     fn load_u64(&self, offset: u64, order: Ordering) -> Result<u64> {
         let ptr = self.aligned_ptr("load_u64", offset, 8)?;
-        // SAFETY: as in `load_u32`.
-        let v = unsafe { AtomicU64::from_ptr(ptr.cast()) }.load(order);
+        // SAFETY: as in `load_u32`; 8 bytes is register-sized because the
+        // crate only builds for 64-bit targets (see `lib.rs`).
+        let atomic = unsafe { AtomicU64::from_ptr(ptr.cast()) };
+        let v = load_with(self.writable(), order, |o| atomic.load(o));
         self.check_poison("load_u64")?;
         Ok(v)
     }
@@ -153,6 +163,29 @@ pub unsafe trait Access {
         }
         Ok(ptr)
     }
+}
+
+/// Runs `load` with `order`, taking `Release` and `AcqRel` (on which
+/// `load` would panic) as `Acquire`. On read-only memory only a `Relaxed` load is
+/// allowed, so fences supply the ordering: an acquire fence after a relaxed
+/// load synchronizes like an acquire load, and `SeqCst` gets a `SeqCst`
+/// fence on both sides, as a store-then-load (Dekker) pattern needs.
+fn load_with<T>(writable: bool, order: Ordering, load: impl Fn(Ordering) -> T) -> T {
+    let order = match order {
+        Ordering::Release | Ordering::AcqRel => Ordering::Acquire,
+        other => other,
+    };
+    if writable {
+        return load(order);
+    }
+    if order == Ordering::SeqCst {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+    let v = load(Ordering::Relaxed);
+    if order != Ordering::Relaxed {
+        std::sync::atomic::fence(order);
+    }
+    v
 }
 
 /// Copies `len` bytes with volatile byte-wise semantics, in word-sized

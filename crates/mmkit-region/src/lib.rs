@@ -39,6 +39,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// Atomic loads of 8 bytes on read-only memory (`Access::load_u64`) and
+// address-range arithmetic assume 64-bit pointers.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("mmkit-region supports 64-bit targets only");
+
 mod access;
 mod error;
 mod file;

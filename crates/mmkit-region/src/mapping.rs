@@ -468,7 +468,17 @@ impl Mapping {
     /// Converts a byte range of the mapping to the page-aligned range the
     /// kernel calls need.
     fn page_range(&self, op: &'static str, offset: usize, len: usize) -> Result<(*mut u8, usize)> {
-        self.checked_ptr(op, offset as u64, len)?;
+        // Checked against `len`, not `Access::size`: the kernel calls work
+        // on pages whatever their protection.
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::OutOfBounds {
+                op,
+                path: self.path.clone(),
+                offset: offset as u64,
+                len: len as u64,
+                size: self.len as u64,
+            });
+        }
         let page = crate::page_size();
         let start = self.delta + offset;
         let aligned = start - start % page;
@@ -547,6 +557,14 @@ impl Mapping {
     /// (`MADV_POPULATE_READ`/`WRITE`, Linux 5.14+; falls back to touching
     /// one byte per page).
     pub fn populate(&self) -> Result<()> {
+        // Both ways fault on pages without PROT_READ.
+        if !self.readable() {
+            return Err(Error::Invalid {
+                op: "populate",
+                path: self.path.clone(),
+                reason: "the mapping is not readable (see Mapping::protect)".into(),
+            });
+        }
         let advice = if self.prot.contains(ProtFlags::WRITE) && self.mode != Mode::CopyOnWrite {
             mm::Advice::LinuxPopulateWrite
         } else {
@@ -557,6 +575,10 @@ impl Mapping {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.touch_pages(),
             Err(e) => Err(e),
         }
+    }
+
+    fn readable(&self) -> bool {
+        self.prot.contains(ProtFlags::READ)
     }
 
     fn touch_pages(&self) -> Result<()> {
@@ -602,7 +624,9 @@ impl Mapping {
     ///
     /// Takes `&mut self` so that no slice from [`Mapping::as_slice`] can be
     /// alive across the change. On failure the mapping keeps its old
-    /// protection and stays usable.
+    /// protection and stays usable. Without [`Protection::READ`] the
+    /// checked [`Access`] methods treat the mapping as empty (they return
+    /// [`Error::OutOfBounds`]) instead of faulting.
     pub fn protect(&mut self, prot: Protection) -> Result<()> {
         let mut flags = MprotectFlags::empty();
         let mut raw = ProtFlags::empty();
@@ -664,10 +688,12 @@ unsafe impl Access for Mapping {
         self.start()
     }
     fn size(&self) -> usize {
-        self.len
+        // Without PROT_READ (after `protect`) the checked accessors would
+        // fault; an empty range makes them return `OutOfBounds` instead.
+        if self.readable() { self.len } else { 0 }
     }
     fn writable(&self) -> bool {
-        self.prot.contains(ProtFlags::WRITE)
+        self.readable() && self.prot.contains(ProtFlags::WRITE)
     }
     fn path(&self) -> Option<&Path> {
         self.path.as_deref()

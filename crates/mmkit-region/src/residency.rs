@@ -70,16 +70,21 @@ pub struct Residency {
 }
 
 impl Residency {
-    fn empty(size: u64, with_map: bool) -> Residency {
+    /// No page resident yet; with `with_map`, an all-clear page map,
+    /// or an error when the map would not fit in memory (a huge sparse
+    /// file can have more pages than RAM has bits).
+    fn empty(size: u64, with_map: bool, path: Option<&Path>) -> Result<Residency> {
         let page_size = crate::page_size();
         let total_pages = size.div_ceil(page_size as u64);
-        Residency {
-            page_size,
-            size,
-            total_pages,
-            resident_pages: 0,
-            map: with_map.then(|| PageMap::new(total_pages)),
-        }
+        let map = match with_map {
+            true => Some(PageMap::try_new(total_pages).ok_or_else(|| Error::Invalid {
+                op: "residency map",
+                path: path.map(Path::to_path_buf),
+                reason: format!("a map of {total_pages} pages does not fit in memory"),
+            })?),
+            false => None,
+        };
+        Ok(Residency { page_size, size, total_pages, resident_pages: 0, map })
     }
 
     /// The per-page map, when it was asked for.
@@ -106,8 +111,18 @@ pub struct PageMap {
 }
 
 impl PageMap {
+    #[cfg(test)]
     fn new(pages: u64) -> PageMap {
         PageMap { words: vec![0; pages.div_ceil(64) as usize], pages }
+    }
+
+    /// An all-clear map, or `None` if its words cannot be allocated.
+    fn try_new(pages: u64) -> Option<PageMap> {
+        let n = usize::try_from(pages.div_ceil(64)).ok()?;
+        let mut words = Vec::new();
+        words.try_reserve_exact(n).ok()?;
+        words.resize(n, 0);
+        Some(PageMap { words, pages })
     }
 
     fn set(&mut self, page: u64) {
@@ -197,12 +212,12 @@ pub fn of_path(path: impl AsRef<Path>, with_map: bool) -> Result<Residency> {
 pub fn of_fd(fd: impl AsFd, path: Option<&Path>, with_map: bool) -> Result<Residency> {
     let fd = fd.as_fd();
     let size = file_size(fd, path, "residency")?;
-    let mut res = Residency::empty(size, with_map);
+    let mut res = Residency::empty(size, with_map, path)?;
     if size == 0 {
         return Ok(res);
     }
     if !with_map {
-        if let Some(pages) = cachestat_pages(fd, res.total_pages * res.page_size as u64) {
+        if let Some(pages) = cachestat_pages(fd, res.total_pages.saturating_mul(res.page_size as u64)) {
             res.resident_pages = pages;
             return Ok(res);
         }
@@ -270,7 +285,7 @@ impl Mapping {
     /// have been touched and not swapped out.
     pub fn residency(&self) -> Result<Residency> {
         let (base, len) = self.raw_parts();
-        let mut res = Residency::empty(len as u64, true);
+        let mut res = Residency::empty(len as u64, true, crate::Access::path(self))?;
         let mut vec = vec![0u8; res.total_pages as usize];
         mincore(base, len, &mut vec, crate::Access::path(self))?;
         let mut map = res.map.take();
@@ -532,6 +547,16 @@ mod tests {
         assert_eq!(map.count(), r.resident_pages);
         assert_eq!(of_fd(&f, None, false).unwrap().resident_pages, r.resident_pages);
         assert_eq!(of_fd_mincore(&f, None).unwrap().resident_pages, r.resident_pages);
+    }
+
+    /// A sparse file can claim more pages than a page map can hold in
+    /// memory: that is an error, not an allocation abort.
+    #[test]
+    fn an_impossible_page_map_is_an_error() {
+        let err = Residency::empty(u64::MAX, true, Some(Path::new("huge"))).unwrap_err();
+        assert!(matches!(err, Error::Invalid { op: "residency map", .. }), "{err}");
+        let without_map = Residency::empty(u64::MAX, false, None).unwrap();
+        assert_eq!(without_map.total_pages, u64::MAX.div_ceil(crate::page_size() as u64));
     }
 
     proptest::proptest! {

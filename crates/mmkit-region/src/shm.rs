@@ -181,8 +181,12 @@ impl Shm {
         let path = segment_path(bare);
         let writable = mode == Mode::ReadWrite;
         let access = if writable { OFlags::RDWR } else { OFlags::RDONLY };
-        let fd = rustix::fs::open(&path, access | OFlags::NOFOLLOW | OFlags::CLOEXEC, FsMode::empty())
-            .map_err(|e| shm_error("open shm", &path, e))?;
+        // O_NONBLOCK: /dev/shm is world-writable, and a FIFO planted under
+        // the name would otherwise block a read-only open forever. It has
+        // no effect on the regular files segments are.
+        let flags = access | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd =
+            rustix::fs::open(&path, flags, FsMode::empty()).map_err(|e| shm_error("open shm", &path, e))?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| shm_error("open shm (fstat)", &path, e))?;
         if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
             return Err(Error::Invalid {

@@ -201,6 +201,45 @@ fn protect_changes_what_is_allowed() {
     ro.protect(Protection::READ).unwrap();
 }
 
+/// Without PROT_READ the checked accessors must fail cleanly, not fault.
+#[test]
+fn checked_access_to_unreadable_pages_is_an_error() {
+    let mut map = Mapping::anonymous(8192, Share::Private).unwrap();
+    map.write_at(0, b"hidden").unwrap();
+    map.protect(Protection::empty()).unwrap();
+    let mut buf = [0u8; 6];
+    assert!(matches!(map.read_at(0, &mut buf), Err(Error::OutOfBounds { .. })));
+    assert!(matches!(map.load_u64(0, Ordering::Acquire), Err(Error::OutOfBounds { .. })));
+    assert!(map.write_at(0, b"x").is_err());
+    assert!(map.atomic_u32(0).is_err());
+    assert!(map.fill_at(0, 4, 0).is_err());
+    assert!(matches!(map.populate(), Err(Error::Invalid { .. })));
+    map.flush().unwrap();
+    map.protect(Protection::READ).unwrap();
+    map.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"hidden");
+}
+
+/// Loads work on read-only file mappings with every ordering, including
+/// the two that `AtomicU64::load` itself would panic on.
+#[test]
+fn loads_take_any_ordering_on_read_only_memory() {
+    let (_dir, path, data) = pattern_file(4096);
+    let map = MapOptions::new().map_path(&path).unwrap();
+    let want32 = u32::from_ne_bytes(data[8..12].try_into().unwrap());
+    let want64 = u64::from_ne_bytes(data[16..24].try_into().unwrap());
+    let writable = Mapping::anonymous(4096, Share::Shared).unwrap();
+    writable.write_at(0, &data[..64]).unwrap();
+    let orders =
+        [Ordering::Relaxed, Ordering::Acquire, Ordering::SeqCst, Ordering::Release, Ordering::AcqRel];
+    for order in orders {
+        for m in [&map, &writable] {
+            assert_eq!(m.load_u32(8, order).unwrap(), want32);
+            assert_eq!(m.load_u64(16, order).unwrap(), want64);
+        }
+    }
+}
+
 #[test]
 fn huge_pages() {
     let thp = MapOptions::new()

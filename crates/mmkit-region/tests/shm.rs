@@ -87,6 +87,31 @@ fn symlinks_are_never_followed() {
     assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
 }
 
+/// A FIFO planted under a segment's name (anyone may write /dev/shm) must
+/// give an error at once, not block the opener until a writer shows up.
+#[test]
+fn a_fifo_under_the_name_is_refused_without_blocking() {
+    let name = common::unique_name("fifo");
+    let _cleanup = Cleanup(name.clone());
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        format!("/dev/shm/{name}"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opener = name.clone();
+    std::thread::spawn(move || {
+        let results =
+            [Mode::ReadOnly, Mode::CopyOnWrite, Mode::ReadWrite].map(|m| Shm::open(&opener, m).is_err());
+        let _ = tx.send(results);
+    });
+    let results = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("Shm::open blocked on a FIFO");
+    assert_eq!(results, [true; 3]);
+}
+
 fn python3() -> Option<Command> {
     let ok = Command::new("python3").arg("-c").arg("pass").status().is_ok_and(|s| s.success());
     if ok {

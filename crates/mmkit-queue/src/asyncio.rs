@@ -1,0 +1,80 @@
+//! An async read API that does not busy-poll: while a read is pending, a
+//! helper thread parks on the queue's futex and wakes the task's `Waker`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll as TaskPoll, Waker};
+use std::time::Duration;
+
+use mmkit_sync::WaitPolicy;
+
+use crate::error::Result;
+use crate::format::{FrameWord, split_tail};
+use crate::queue::Queue;
+use crate::reader::{Reader, Record, Step};
+use crate::segment::Segment;
+
+/// Longest a helper thread parks before waking the task to re-check (a
+/// claim does not notify; a dead claimant is recovered by the re-check).
+const ASYNC_SLICE: Duration = Duration::from_millis(20);
+
+struct Shared {
+    waker: Mutex<Option<Waker>>,
+    done: AtomicBool,
+}
+
+/// Resolves when the frame at a position changes or a claim appears there
+/// (or after a slice), as observed by a helper thread parked on the futex.
+struct Parked {
+    shared: Arc<Shared>,
+    start: Option<(Queue, Arc<Segment>, u64, u64)>,
+}
+
+impl Future for Parked {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
+        if self.shared.done.load(Ordering::Acquire) {
+            return TaskPoll::Ready(());
+        }
+        *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        if let Some((queue, seg, seq, offset)) = self.start.take() {
+            let shared = self.shared.clone();
+            std::thread::spawn(move || {
+                if let (Ok(notifier), Some(word)) = (queue.meta().notifier(), seg.frame_word(offset)) {
+                    let ready = || {
+                        !matches!(FrameWord::decode(word.load(Ordering::Acquire)), FrameWord::Empty)
+                            || split_tail(seg.tail().load(Ordering::Acquire)).0 > seq
+                    };
+                    notifier.wait_until(ready, &WaitPolicy::PARK, Some(ASYNC_SLICE));
+                }
+                shared.done.store(true, Ordering::Release);
+                if let Some(w) = shared.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    w.wake();
+                }
+            });
+        }
+        if self.shared.done.load(Ordering::Acquire) { TaskPoll::Ready(()) } else { TaskPoll::Pending }
+    }
+}
+
+impl Reader {
+    /// The next message, for async code (any executor, tokio included).
+    ///
+    /// Never busy-polls: when nothing is committed, a helper thread parks
+    /// on the queue's futex and wakes this task when a producer commits
+    /// (each wait costs a thread spawn, so blocking `next_timeout` on a
+    /// dedicated thread is cheaper for high rates). Cancel-safe; wrap it in
+    /// your executor's timeout for a deadline.
+    pub async fn next_async(&mut self) -> Result<Record<'_>> {
+        loop {
+            let (seg, seq, offset) = match self.step()? {
+                Step::Ready(found) => return self.take_found(found),
+                Step::Wait { seg, seq, offset } => (seg, seq, offset),
+            };
+            let shared = Arc::new(Shared { waker: Mutex::new(None), done: AtomicBool::new(false) });
+            Parked { shared, start: Some((self.queue().clone(), seg, seq, offset)) }.await;
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Crash recovery at the protocol's hardest points, made deterministic:
+//! a claim taken by a process that then died is forged directly in the
+//! files (tail `fetch_add` plus a producer-table entry with a dead
+//! process's token), exactly as a SIGKILL right after the `fetch_add`
+//! leaves it. The random-SIGKILL tests in `multiprocess.rs` hit these
+//! windows only by chance.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mmkit_queue::format::*;
+use mmkit_queue::*;
+use mmkit_region::{Access, MapOptions, Mode};
+use mmkit_sync::ProcessToken;
+
+/// The token of a process that has exited (and been reaped).
+fn dead_token() -> u64 {
+    let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+    let token = ProcessToken::of_pid(child.id()).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!token.is_alive());
+    token.to_raw()
+}
+
+/// Forges a claim of `bytes` by a dead producer in segment 0: the claim
+/// is taken, the producer slot says CLAIMING, and nothing else happened.
+fn forge_dead_claim(dir: &std::path::Path, bytes: u64) -> (u64, u64) {
+    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(dir.join("meta")).unwrap();
+    let slot = PRODUCER_TABLE + 100 * PRODUCER_SLOT_SIZE;
+    meta.atomic_u64(slot).unwrap().store(dead_token(), Ordering::SeqCst);
+    meta.atomic_u64(slot + 8).unwrap().store(7 << 2 | PRODUCER_CLAIMING, Ordering::SeqCst);
+    let seg = MapOptions::new().mode(Mode::ReadWrite).map_path(dir.join("00000000000000000000.seg")).unwrap();
+    let old = seg.atomic_u64(SEG_TAIL).unwrap().fetch_add((1 << 32) + bytes, Ordering::SeqCst);
+    split_tail(old)
+}
+
+fn read_all(q: &Queue) -> Vec<Vec<u8>> {
+    let mut r = q.reader(Start::Beginning).unwrap();
+    r.set_wait_policy(WaitPolicy::PARK);
+    let mut out = Vec::new();
+    while let Some(rec) = r.next_timeout(Some(Duration::from_millis(300))).unwrap() {
+        out.push(rec.to_vec());
+    }
+    out
+}
+
+#[test]
+fn claimant_dead_right_after_fetch_add_becomes_padding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(4096).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    p.append(b"one").unwrap();
+    let (seq, _) = forge_dead_claim(&path, frame_size(100));
+    let after = p.append(b"two").unwrap();
+    assert_eq!(index_seq(after) as u64, seq + 1);
+    assert_eq!(read_all(&q), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert!(matches!(q.read_at(make_index(0, seq as u32), &mut Vec::new()), Err(Error::Abandoned { .. })));
+    let report = q.check().unwrap();
+    assert_eq!((report.messages, report.abandoned, report.pending), (2, 1, 0), "{report:?}");
+}
+
+#[test]
+fn first_failing_claimant_dead_before_sealing_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(4096).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..3u8 {
+        p.append(&[i]).unwrap();
+    }
+    // A claim too large for the rest of the segment: its claimant should
+    // have written the end-of-segment frame, but died first.
+    forge_dead_claim(&path, 4000);
+    // The next claim fails too (not first, so it writes no end frame) and
+    // moves on to segment 1.
+    let next = p.append(b"next").unwrap();
+    assert_eq!(index_segment(next), 1);
+    // Readers seal segment 0 where the dead claim began and go on.
+    assert_eq!(read_all(&q), vec![vec![0], vec![1], vec![2], b"next".to_vec()]);
+    let report = q.check().unwrap();
+    assert!(report.is_clean() && report.pending == 0, "{report:?}");
+    assert_eq!(report.messages, 4);
+}
+
+#[test]
+fn live_claimant_is_never_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(4096).open(&path).unwrap();
+    let mut a = q.producer().unwrap();
+    let mut b = q.producer().unwrap();
+    a.append(b"first").unwrap();
+    let mut claim = a.claim(5).unwrap(); // held by a live producer
+    b.append(b"third").unwrap();
+    let mut r = q.reader(Start::Beginning).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"first");
+    assert!(r.next_timeout(Some(Duration::from_millis(30))).unwrap().is_none());
+    claim.copy_from_slice(b"secnd");
+    claim.commit().unwrap();
+    assert_eq!(r.next_timeout(Some(Duration::from_secs(1))).unwrap().unwrap().payload(), b"secnd");
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"third");
+}
+
+#[test]
+fn stale_tail_after_a_machine_crash_never_overwrites_frames() {
+    // After a power loss the page holding the tail may be older on disk
+    // than the frames after it. Simulate it by winding the tail back.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..10u8 {
+        p.append(&[i; 10]).unwrap();
+    }
+    drop(p);
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let tail = seg.atomic_u64(SEG_TAIL).unwrap();
+    let (count, offset) = split_tail(tail.load(Ordering::SeqCst));
+    assert_eq!(count, 10);
+    tail.store(4 << 32 | (offset - 6 * frame_size(10)), Ordering::SeqCst);
+    drop(q);
+
+    let q = Queue::open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    let new = p.append(b"after the crash").unwrap();
+    assert_eq!(index_segment(new), 1, "the old frames were not overwritten: a new segment was started");
+    let mut want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10]).collect();
+    want.push(b"after the crash".to_vec());
+    assert_eq!(read_all(&q), want);
+    assert!(q.check().unwrap().is_clean());
+}
