@@ -116,6 +116,8 @@ struct Walker {
     totals: Totals,
     files: Vec<FileReport>,
     errors: Vec<PathError>,
+    /// Only one path was named: its own failure is the command's one-line error.
+    sole: bool,
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
     print_lines: bool,
     /// A spinner for --touch and --evict on a terminal (they can be long).
@@ -141,6 +143,7 @@ pub fn resident(args: ResidentArgs) -> CliResult<()> {
         totals: Totals { page_size: mmkit_region::page_size(), ..Totals::default() },
         files: Vec::new(),
         errors: Vec::new(),
+        sole: args.paths.len() == 1,
         out: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
         print_lines: !args.json && print_files,
         // Not when per-file lines go to the same terminal: they would tangle.
@@ -267,6 +270,7 @@ impl Walker {
         let real = if self.follow {
             match std::fs::canonicalize(path) {
                 Ok(p) => p,
+                Err(e) if self.sole => return Err(CliError::io("resident", path, e)),
                 Err(e) => {
                     self.fail(path, e);
                     return Ok(());
@@ -277,6 +281,7 @@ impl Walker {
         };
         match rustix::fs::statat(rustix::fs::CWD, &real, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => self.top_resolved(&real, FileType::from_raw_mode(st.st_mode), path.to_path_buf()),
+            Err(e) if self.sole => Err(CliError::io("resident", path, e.into())),
             Err(e) => {
                 self.fail(path, std::io::Error::from(e));
                 Ok(())

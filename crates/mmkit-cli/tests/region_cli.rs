@@ -486,3 +486,15 @@ fn resident_matches_vmtouch_for_files_we_cannot_write() {
         _ => eprintln!("setpriv or the paths are not usable by nobody here; skipping"),
     }
 }
+
+#[test]
+fn resident_of_one_missing_path_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let o = mmkit_paths(&["resident"], &[&missing]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("missing") && err.contains("No such file"), "{err}");
+    assert!(o.stdout.is_empty(), "no totals for a path that was never read");
+}

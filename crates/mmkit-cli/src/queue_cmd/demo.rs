@@ -276,6 +276,7 @@ fn finish(mut child: Child, what: &str, limit: Duration) -> CliResult<serde_json
 pub fn run(dir: &Path) -> CliResult<()> {
     let qdir = dir.join("queue");
     Queue::options().create_new(true).segment_size(32 << 20).open(&qdir)?;
+    println!("\n== persistent queue: producers and consumers in separate processes, with kill -9");
     println!("queue: {}", qdir.display());
     println!("  3 producer processes, 2 consumer processes on named cursors \"audit\" and \"billing\"");
     let file = |name: &str| dir.join(name);
