@@ -597,7 +597,7 @@ pub fn cp(args: CpArgs) -> CliResult<()> {
 pub enum ShmCommand {
     /// Create a segment (an error if the name exists).
     #[command(
-        after_help = "Examples:\n  mmkit shm create frames --size 64M\n  mmkit shm create /psm_1234 --size 4096 --mode 644"
+        after_help = "Examples:\n  mmkit shm create frames --size 64M\n  mmkit shm create /psm_1234 --size 4096 --mode 644 --json"
     )]
     Create {
         /// Segment name, with or without a leading '/'.
@@ -608,6 +608,9 @@ pub enum ShmCommand {
         /// Permission bits in octal.
         #[arg(long, default_value = "600", value_parser = parse_mode)]
         mode: u32,
+        /// Print what was created as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List segments under /dev/shm.
     #[command(after_help = "Examples:\n  mmkit shm list\n  mmkit shm list --json")]
@@ -691,9 +694,19 @@ fn shm_json(info: &ShmInfo) -> ShmJson {
 /// Runs `mmkit shm`.
 pub fn shm(cmd: ShmCommand) -> CliResult<()> {
     match cmd {
-        ShmCommand::Create { name, size, mode } => {
+        ShmCommand::Create { name, size, mode, json } => {
             let seg = Shm::create_with_mode(&name, size, mode)?;
-            println!("created {} ({} bytes, mode {:o})", seg.path().display(), seg.len(), mode);
+            if json {
+                let doc = serde_json::json!({
+                    "name": seg.name(),
+                    "path": seg.path(),
+                    "size": seg.len(),
+                    "mode": format!("{mode:o}"),
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("created {} ({} bytes, mode {:o})", seg.path().display(), seg.len(), mode);
+            }
             Ok(())
         }
         ShmCommand::List { json } => {

@@ -381,8 +381,10 @@ fn shm_name(tag: &str) -> String {
 #[test]
 fn shm_create_list_inspect_rm() {
     let name = shm_name("life");
-    let o = mmkit(&["shm", "create", &name, "--size", "64K"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let created = json(&mmkit(&["shm", "create", &name, "--size", "64K", "--json"]));
+    assert_eq!(created["size"], 65536);
+    assert_eq!(created["mode"], "600");
+    assert_eq!(created["path"], format!("/dev/shm/{name}"));
     // Creating it again is an error.
     let err = one_line_error(&mmkit(&["shm", "create", &name, "--size", "4096"]));
     assert!(err.contains(&name), "{err}");
