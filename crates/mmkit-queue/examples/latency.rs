@@ -2,7 +2,7 @@
 //! (default 100k msg/s), with the consumer spinning or parking; also the
 //! consumer's CPU time, which shows whether parking really idles.
 //!
-//! `cargo run --release -p mmkit-queue --example latency -- [spin|park] [RATE] [SECONDS]`
+//! `cargo run --release -p mmkit-queue --example latency -- [spin|park|balanced] [RATE] [SECONDS]`
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,7 +25,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = dir.path().join("q");
     let q = Queue::options().create(true).segment_size(256 << 20).open(&path)?;
     let mut reader = q.reader(Start::End)?;
-    reader.set_wait_policy(if park { WaitPolicy::PARK } else { WaitPolicy::SPIN });
+    let balanced = args.get(1).map(String::as_str) == Some("balanced");
+    reader.set_wait_policy(if balanced {
+        WaitPolicy::BALANCED
+    } else if park {
+        WaitPolicy::PARK
+    } else {
+        WaitPolicy::SPIN
+    });
     let n = rate * secs;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--produce", path.to_str().ok_or("path")?, &rate.to_string(), &n.to_string()])

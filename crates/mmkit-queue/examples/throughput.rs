@@ -1,7 +1,8 @@
 //! Quick throughput and latency check: one producer process, one consumer
 //! process, 64-byte messages.
 //!
-//! `cargo run --release -p mmkit-queue --example throughput -- [MESSAGES] [spin|park]`
+//! `cargo run --release -p mmkit-queue --example throughput -- [MESSAGES] [spin|park] [ts]`
+//! (`ts`: records carry timestamps)
 //!
 //! The full comparison against peers lives in `mmkit-bench`.
 
@@ -19,7 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let park = args.get(2).map(String::as_str) == Some("park");
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("q");
-    let q = Queue::options().create(true).segment_size(256 << 20).timestamps(false).open(&path)?;
+    let ts = args.get(3).map(String::as_str) == Some("ts");
+    let q = Queue::options().create(true).segment_size(256 << 20).timestamps(ts).open(&path)?;
     let mut reader = q.reader(Start::Beginning)?;
     reader.set_wait_policy(if park { WaitPolicy::BALANCED } else { WaitPolicy::SPIN });
     let mut child = Command::new(std::env::current_exe()?)

@@ -38,6 +38,7 @@
 //! ```
 
 mod asyncio;
+mod clock;
 mod cursor;
 mod error;
 pub mod format;

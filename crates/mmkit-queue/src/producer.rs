@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mmkit_sync::{Notifier, ProcessToken};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::queue::{Durability, Queue};
-use crate::segment::{Segment, now_ns};
+use crate::segment::Segment;
 
 /// Appends messages. One per thread: any number of producers in any
 /// number of processes append concurrently without a lock.
@@ -29,8 +30,14 @@ pub struct Producer {
     seg: Arc<Segment>,
     max: usize,
     timestamps: bool,
+    /// The cheap clock for record timestamps.
+    clock: Clock,
     /// Offset up to which prefaulting of the current segment was started.
     prefaulted: u64,
+    /// Offset up to which this producer's page tables were populated.
+    mapped: u64,
+    /// Segment whose successor this producer already had created.
+    precreated: u64,
 }
 
 /// Whether a fresh claim at `offset` lands on a frame that is already
@@ -44,6 +51,13 @@ fn stale_tail(seg: &Segment, offset: u64) -> bool {
 
 /// Bytes prefaulted per step, ahead of the producers' tail.
 const PREFAULT_CHUNK: u64 = 2 << 20;
+
+/// How far ahead of a claim prefaulting is started.
+const PREFAULT_LEAD: u64 = 4 << 20;
+
+/// Bytes of page tables a producer populates at once, in its own thread:
+/// one system call instead of a page fault per 4 KiB page.
+const MAP_STEP: u64 = 64 << 10;
 
 // SAFETY: the raw pointers point into the meta mapping owned (through an
 // `Arc`) by `queue`, which moves with the producer; they are only used as
@@ -109,7 +123,7 @@ impl Claim<'_> {
         let index = self.index();
         let crc = record_crc(self.payload, index, self.timestamp);
         let p = &mut *self.producer;
-        p.publish(&p.seg.clone(), self.offset, self.payload.len(), crc, self.timestamp)?;
+        p.publish(&p.seg, self.offset, self.payload.len(), crc, self.timestamp)?;
         p.after_commit(index)?;
         Ok(index)
     }
@@ -162,9 +176,11 @@ impl Queue {
                     seg,
                     max: self.max_message_size(),
                     timestamps: self.timestamps(),
+                    clock: Clock::default(),
                     prefaulted: 0,
+                    mapped: 0,
+                    precreated: u64::MAX,
                 };
-                p.precreate(active + 1);
                 return Ok(p);
             }
         }
@@ -191,7 +207,7 @@ impl Producer {
 
     /// Appends a copy of `msg` and returns its index.
     pub fn append(&mut self, msg: &[u8]) -> Result<u64> {
-        let ts = if self.timestamps { now_ns() } else { 0 };
+        let ts = if self.timestamps { self.clock.now() } else { 0 };
         self.append_with_timestamp(msg, ts)
     }
 
@@ -199,7 +215,10 @@ impl Producer {
     pub fn append_with_timestamp(&mut self, msg: &[u8], timestamp: u64) -> Result<u64> {
         self.check_len(msg.len())?;
         let bytes = frame_size(msg.len() as u64);
-        let (seg, seq, offset) = self.claim_frames(&[bytes])?;
+        let (seq, offset) = self.claim_frames(&[bytes])?;
+        // No `Arc` clone on the hot path: its locked increment and decrement
+        // would each drain the store buffer.
+        let seg = &*self.seg;
         let index = make_index(seg.number, seq);
         let dst = seg
             .bytes_ptr(offset + FRAME_HEADER, msg.len() as u64)
@@ -209,7 +228,7 @@ impl Producer {
         // ordinary memory that cannot overlap a range we exclusively own.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
         let crc = record_crc(msg, index, timestamp);
-        self.publish(&seg, offset, msg.len(), crc, timestamp)?;
+        self.publish(seg, offset, msg.len(), crc, timestamp)?;
         self.after_commit(index)?;
         Ok(index)
     }
@@ -245,8 +264,9 @@ impl Producer {
             }
             let (chunk, tail) = rest.split_at(sizes.len());
             rest = tail;
-            let ts = if self.timestamps { now_ns() } else { 0 };
-            let (seg, seq, mut offset) = self.claim_frames(&sizes)?;
+            let ts = if self.timestamps { self.clock.now() } else { 0 };
+            let (seq, mut offset) = self.claim_frames(&sizes)?;
+            let seg = self.seg.clone();
             for (i, m) in chunk.iter().enumerate() {
                 let index = make_index(seg.number, seq + i as u32);
                 let dst = seg
@@ -270,16 +290,17 @@ impl Producer {
     /// Claims `len` bytes to fill in place; see [`Claim`].
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
         self.check_len(len)?;
-        let (seg, seq, offset) = self.claim_frames(&[frame_size(len as u64)])?;
-        let ptr = seg
+        let (seq, offset) = self.claim_frames(&[frame_size(len as u64)])?;
+        let ptr = self
+            .seg
             .bytes_ptr(offset + FRAME_HEADER, len as u64)
-            .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+            .ok_or_else(|| Error::corrupt(&self.seg.path, "claimed frame outside the segment"))?;
         // SAFETY: the range is inside the mapping held by `self.seg` (the
         // same segment: `claim_frames` stores it there), which the claim's
         // `&mut self` borrow keeps alive and unchanged; the bytes belong to
         // this claim alone until it is committed or dropped (see `Claim`).
         let payload = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        let timestamp = if self.timestamps { now_ns() } else { 0 };
+        let timestamp = if self.timestamps { self.clock.now() } else { 0 };
         Ok(Claim { producer: self, seq, offset, payload, timestamp, done: false })
     }
 
@@ -302,17 +323,17 @@ impl Producer {
     }
 
     /// Claims consecutive frames of the given sizes in the active segment,
-    /// rolling over as needed. Returns the segment, first sequence number
-    /// and first offset. Announces the claim in the producer slot:
+    /// rolling over as needed (the claim is in `self.seg` on return).
+    /// Returns the first sequence number and first offset. Announces the claim in the producer slot:
     /// `CLAIMING` before the `fetch_add`, then `(segment, seq, count)` and
     /// `CLAIMED`.
-    fn claim_frames(&mut self, sizes: &[u64]) -> Result<(Arc<Segment>, u32, u64)> {
+    fn claim_frames(&mut self, sizes: &[u64]) -> Result<(u32, u64)> {
         let total: u64 = sizes.iter().sum();
         let n = sizes.len() as u64;
         loop {
             self.follow_active()?;
-            let seg = self.seg.clone();
             self.generation += 1;
+            let seg = &*self.seg;
             let state = self.word(0);
             // Release, not SeqCst: the `fetch_add` below is a release
             // operation, so a reader that sees this claim through the tail
@@ -326,7 +347,7 @@ impl Producer {
             let (seq, offset) = split_tail(old);
             if seq + n < u32::MAX as u64
                 && claim_fits(seg.capacity, seq, n, offset, total)
-                && !stale_tail(&seg, offset)
+                && !stale_tail(seg, offset)
             {
                 let mut o = offset;
                 for (i, size) in sizes.iter().enumerate() {
@@ -343,14 +364,23 @@ impl Producer {
                 self.word(1).store(seg.number, Ordering::Relaxed);
                 self.word(2).store(seq << 32 | n, Ordering::Relaxed);
                 state.store(self.generation << 2 | PRODUCER_CLAIMED, Ordering::Release);
-                if offset + total + PREFAULT_CHUNK / 2 > self.prefaulted {
+                if offset + total > self.mapped {
+                    self.mapped = seg.populate_write(offset, total + MAP_STEP);
+                }
+                if offset + total + PREFAULT_LEAD > self.prefaulted {
                     self.prefault_ahead(offset);
                 }
-                return Ok((seg, seq as u32, offset));
+                if offset > self.seg.capacity / 2 && self.precreated != self.seg.number {
+                    self.precreated = self.seg.number;
+                    self.precreate(self.seg.number + 1);
+                }
+                return Ok((seq as u32, offset));
             }
+            let number = seg.number;
+            let seg = self.seg.clone();
             self.fail_claim(&seg, seq, offset);
-            state.store(self.generation << 2 | PRODUCER_IDLE, Ordering::Release);
-            self.roll(seg.number)?;
+            self.word(0).store(self.generation << 2 | PRODUCER_IDLE, Ordering::Release);
+            self.roll(number)?;
         }
     }
 
@@ -375,7 +405,7 @@ impl Producer {
         let next = active.load(Ordering::Acquire).max(number + 1);
         self.seg = self.queue.segment_or_create(next)?;
         self.prefaulted = 0;
-        self.precreate(next + 1);
+        self.mapped = 0;
         if let Some(policy) = self.queue.inner.retention {
             let q = self.queue.clone();
             std::thread::spawn(move || q.apply_retention(&policy));
@@ -389,21 +419,33 @@ impl Producer {
         if active != self.seg.number {
             self.seg = self.queue.segment_or_create(active)?;
             self.prefaulted = 0;
+            self.mapped = 0;
+            self.mapped = 0;
         }
         Ok(())
     }
 
     /// Prefaults the next chunk of the current segment on a helper thread,
     /// so appends do not stop for page faults (each one costs about a
-    /// microsecond on a shared file mapping).
+    /// microsecond on a shared file mapping). The helper runs at idle
+    /// priority: it uses CPU time nobody else wants and never delays a
+    /// reader or producer (on a busy machine the producer simply takes the
+    /// faults itself, as without prefaulting).
     fn prefault_ahead(&mut self, offset: u64) {
         let from = self.prefaulted.max(offset);
         self.prefaulted = from + PREFAULT_CHUNK;
         let seg = self.seg.clone();
-        std::thread::spawn(move || seg.prefault(from, PREFAULT_CHUNK));
+        std::thread::spawn(move || {
+            idle_priority();
+            seg.prefault(from, PREFAULT_CHUNK)
+        });
     }
 
     /// Creates segment `number` in the background so rollover finds it.
+    /// Called once the current segment is half full: early enough that the
+    /// file is ready at rollover, late enough that a short-lived or slow
+    /// producer does not pay for a segment it never uses (on tmpfs,
+    /// preallocation zeroes the whole segment's memory).
     fn precreate(&self, number: u64) {
         let dir = self.queue.path().to_path_buf();
         if dir.join(crate::segment::segment_file_name(number)).exists() {
@@ -411,7 +453,12 @@ impl Producer {
         }
         let h = self.queue.meta().header;
         let sync = self.queue.durability() != Durability::OsManaged;
-        std::thread::spawn(move || Segment::create(&dir, number, h.segment_size, h.flags, sync));
+        // Idle priority: on tmpfs `fallocate` zeroes the whole segment,
+        // which must not take a reader's CPU.
+        std::thread::spawn(move || {
+            idle_priority();
+            Segment::create(&dir, number, h.segment_size, h.flags, sync)
+        });
     }
 
     fn publish_quiet(&self, seg: &Segment, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
@@ -442,4 +489,13 @@ impl Producer {
             }
         }
     }
+}
+
+/// Moves the calling thread to the `SCHED_IDLE` class (best effort).
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler(0, ..)` changes only the calling thread's
+    // scheduling class; `param` is a valid, initialised struct that the call
+    // only reads. rustix has no sched_setscheduler, hence libc.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
 }

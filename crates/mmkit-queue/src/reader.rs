@@ -16,11 +16,19 @@ use crate::segment::{Segment, is_not_found};
 pub(crate) const SLOT_ABANDONED: u32 = 1 << 31;
 
 /// How long a reader parks at most while it waits on an in-progress claim
-/// before it checks again whether the claimant died.
+/// (the commit notifies) before it checks whether the claimant died.
 const STALL_SLICE: Duration = Duration::from_millis(2);
 
 /// How long a reader spins on its frame word before re-checking the tail.
 const SPIN_SLICE: Duration = Duration::from_millis(1);
+
+/// How long a reader whose policy spins at all keeps spinning before it
+/// parks: about the cost of a futex sleep and wake-up on a virtual machine,
+/// whose idle virtual CPU may take milliseconds to be scheduled again.
+const PARK_SPIN: Duration = Duration::from_micros(50);
+
+/// `spin_loop` hints between two polls of a spinning reader.
+const SPIN_PAUSES: u32 = 4;
 
 /// How long a parked reader sleeps before re-checking for a claim whose
 /// claimant may have died (claims do not notify, commits do).
@@ -92,6 +100,14 @@ pub(crate) struct Found {
     len: u32,
     crc: u32,
     timestamp: u64,
+}
+
+/// What one blocking read has done so far.
+struct WaitState {
+    /// When the read gives up (`Some(None)`: never); computed lazily.
+    deadline: Option<Option<Instant>>,
+    /// Whether the read already spun (it then parks straight away).
+    spun: bool,
 }
 
 enum Poll {
@@ -187,7 +203,10 @@ impl Reader {
     }
 
     /// How blocking reads wait: spin, yield, then park on the queue's
-    /// futex (default [`WaitPolicy::BALANCED`]).
+    /// futex (default [`WaitPolicy::BALANCED`]). A parking policy that
+    /// spins at all also spins for up to 50 µs before it parks (about what
+    /// a futex sleep and wake-up cost on a virtual machine);
+    /// [`WaitPolicy::PARK`] parks at once.
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
         self.policy = policy;
     }
@@ -305,11 +324,22 @@ impl Reader {
     /// wait policy says. Returns `Ok(None)` on timeout. A claim abandoned
     /// by a crashed producer is turned into padding within milliseconds.
     pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Record<'_>>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // The common case reads no clock: the deadline is only computed
+        // once there is something to wait for.
+        if let Some(f) = self.fast_poll() {
+            return self.take(f).map(Some);
+        }
+        let mut state = WaitState { deadline: None, spun: false };
+        if let Some(f) = self.spin_first(timeout, &mut state) {
+            return self.take(f).map(Some);
+        }
         loop {
             match self.poll()? {
                 Poll::Ready(f) => return self.take(f).map(Some),
                 Poll::Pending { claimed } => {
+                    let deadline = *state
+                        .deadline
+                        .get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
                     let left = match deadline {
                         Some(d) => match d.checked_duration_since(Instant::now()) {
                             Some(left) if !left.is_zero() => Some(left),
@@ -317,46 +347,88 @@ impl Reader {
                         },
                         None => None,
                     };
-                    self.wait(claimed, left)?;
+                    self.wait(claimed, left, &mut state.spun)?;
                 }
             }
         }
     }
 
-    /// Waits for the frame at the position to change (or a claim to appear).
-    fn wait(&mut self, claimed: bool, left: Option<Duration>) -> Result<()> {
+    /// Spins on the frame word at the position alone, as the policy says,
+    /// before the first full `poll`: that one also reads the segment's tail,
+    /// whose cache line the producers' `fetch_add` needs, so a reader that
+    /// polled it for every message would slow every append down.
+    fn spin_first(&mut self, timeout: Option<Duration>, state: &mut WaitState) -> Option<Found> {
+        if self.policy.spins == 0 || timeout.is_some_and(|t| t.is_zero()) {
+            return None;
+        }
+        let word = self.seg.frame_word(self.offset)?;
+        if committed(word.load(Ordering::Acquire)) {
+            return None;
+        }
+        // About to wait: now the deadline is worth a clock read.
+        let now = Instant::now();
+        state.deadline = Some(timeout.and_then(|t| now.checked_add(t)));
+        state.spun = true;
+        let ready = || committed(word.load(Ordering::Acquire));
+        let slice = timeout.map_or(SPIN_SLICE, |t| t.min(SPIN_SLICE));
+        let _ = spin_then_yield(ready, &self.policy, slice)
+            || (self.policy.park && spin_for(ready, PARK_SPIN.min(slice)));
+        self.fast_poll()
+    }
+
+    /// Waits for the frame at the position to change (or a claim to
+    /// appear). `spun` says whether this read already spun: a reader
+    /// whose park slice ran out parks again without spinning, so an idle
+    /// reader wakes only once per slice and costs no CPU.
+    fn wait(&mut self, claimed: bool, left: Option<Duration>, spun: &mut bool) -> Result<()> {
         let seg = self.seg.clone();
         let Some(word) = seg.frame_word(self.offset) else { return Ok(()) };
         let tail = seg.tail();
         let seq = self.seq;
         let notifier = self.queue.meta().notifier()?;
+        let ready = || committed(word.load(Ordering::Acquire));
         if claimed {
-            let ready = || committed(word.load(Ordering::Acquire));
-            // A live producer commits within nanoseconds of its claim:
-            // spin a little (even under a parking policy) before the costlier
-            // liveness scan.
-            let spin = WaitPolicy {
-                spins: self.policy.spins.clamp(200, 2000),
-                yields: self.policy.yields.min(4),
-                park: false,
-            };
-            if spin_then_yield(ready, &spin, Duration::from_micros(50)) {
-                return Ok(());
+            // A live producer commits within nanoseconds of its claim, and
+            // the commit notifies: spin a little (even under a parking
+            // policy), then park until the commit. Only a slice that runs
+            // out (the claimant is slow, or dead) pays for the liveness
+            // scan, so a claimant that died is recovered within a slice.
+            if !*spun {
+                *spun = true;
+                let spin = WaitPolicy {
+                    spins: self.policy.spins.clamp(200, 2000),
+                    yields: self.policy.yields.min(4),
+                    park: false,
+                };
+                if spin_then_yield(ready, &spin, Duration::from_micros(50)) {
+                    return Ok(());
+                }
             }
-            if recover(&self.queue, &seg, seq, self.offset)? {
-                return Ok(());
+            if !self.policy.park {
+                if spin_then_yield(ready, &self.policy, left.map_or(STALL_SLICE, |l| l.min(STALL_SLICE))) {
+                    return Ok(());
+                }
+            } else {
+                let slice = left.map_or(STALL_SLICE, |l| l.min(STALL_SLICE));
+                if notifier.wait_until(ready, &WaitPolicy::PARK, Some(slice)) {
+                    return Ok(());
+                }
             }
-            let slice = left.map_or(STALL_SLICE, |l| l.min(STALL_SLICE));
-            notifier.wait_until(ready, &WaitPolicy::PARK, Some(slice));
+            recover(&self.queue, &seg, seq, self.offset)?;
             return Ok(());
         }
         // Spin (and yield) on the frame word alone: the tail's cache line
         // is the producers' and is left alone while spinning. Spinning is
         // bounded so that a claim stuck behind a dead producer is noticed.
-        let ready = || committed(word.load(Ordering::Acquire));
-        let slice = left.map_or(SPIN_SLICE, |l| l.min(SPIN_SLICE));
-        if spin_then_yield(ready, &self.policy, slice) || !self.policy.park {
-            return Ok(());
+        if !*spun || !self.policy.park {
+            *spun = true;
+            let slice = left.map_or(SPIN_SLICE, |l| l.min(SPIN_SLICE));
+            if spin_then_yield(ready, &self.policy, slice) || !self.policy.park {
+                return Ok(());
+            }
+            if self.policy.spins > 0 && spin_for(ready, PARK_SPIN.min(slice)) {
+                return Ok(());
+            }
         }
         // Park; a claim appearing also wakes us (within a slice: a claim
         // does not notify), so a dead claimant is found promptly.
@@ -598,14 +670,22 @@ impl Reader {
 /// Spins and yields as `policy` says (spinning at most `slice`), without
 /// parking; returns whether `ready` became true.
 fn spin_then_yield(ready: impl Fn() -> bool, policy: &WaitPolicy, slice: Duration) -> bool {
-    let deadline = Instant::now() + slice;
+    // The clock is read only once spinning has lasted a while.
+    let mut deadline = None;
     for i in 0..policy.spins {
         if ready() {
             return true;
         }
-        std::hint::spin_loop();
-        if i % 1024 == 1023 && Instant::now() >= deadline {
-            return false;
+        // A few pauses per poll: each poll pulls the cache line the
+        // producer is writing away from it.
+        for _ in 0..SPIN_PAUSES {
+            std::hint::spin_loop();
+        }
+        if i % 1024 == 1023 {
+            let now = Instant::now();
+            if now >= *deadline.get_or_insert(now + slice) {
+                return false;
+            }
         }
     }
     for _ in 0..policy.yields {
@@ -615,6 +695,23 @@ fn spin_then_yield(ready: impl Fn() -> bool, policy: &WaitPolicy, slice: Duratio
         std::thread::yield_now();
     }
     ready()
+}
+
+/// Spins until `ready()` or for about `time` (the clock is read every 64
+/// polls); returns whether `ready` became true.
+fn spin_for(ready: impl Fn() -> bool, time: Duration) -> bool {
+    let deadline = Instant::now() + time;
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= deadline {
+            return ready();
+        }
+    }
 }
 
 /// The offset recorded in index slot `c`, if it is a usable frame start.

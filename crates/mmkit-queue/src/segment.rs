@@ -32,6 +32,8 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 /// retention unlinks the file (unlinking never unmaps).
 pub(crate) struct Segment {
     map: Mapping,
+    /// The open file, for page-cache hints (`prefault`).
+    file: File,
     base: *mut u8,
     pub(crate) number: u64,
     pub(crate) capacity: u64,
@@ -73,7 +75,7 @@ impl Segment {
             .map_file_at(&file, Some(&path))
             .map_err(Error::region("map segment"))?;
         let base = map.raw_parts().0;
-        let seg = Segment { map, base, number, capacity, header, path };
+        let seg = Segment { map, file, base, number, capacity, header, path };
         let (count, offset) = format::split_tail(seg.tail().load(Ordering::Acquire));
         if offset < SEGMENT_HEADER || offset % 8 != 0 || count > capacity {
             return Err(Error::corrupt(
@@ -180,27 +182,44 @@ impl Segment {
         Some(FrameWord::decode(self.frame_word(offset)?.load(Ordering::Acquire)))
     }
 
-    /// Prefaults `len` bytes at `offset` for writing
-    /// (`MADV_POPULATE_WRITE`), so appends there take no page faults.
-    /// Best effort: errors (old kernels) are ignored.
+    /// Brings `len` bytes at `offset` into the page cache ahead of the
+    /// producers (`POSIX_FADV_WILLNEED`: for the preallocated, unwritten
+    /// blocks of a new segment this allocates zeroed pages and reads
+    /// nothing), so an append's first touch of a page is a cheap minor
+    /// fault instead of allocating and zeroing a page. Unlike
+    /// `MADV_POPULATE_WRITE` it takes no lock of the process's address
+    /// space, so it never stalls the producers (thread creation and mmap
+    /// wait for that lock). Never changes the file's contents. Best effort.
     pub(crate) fn prefault(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.capacity);
+        if let Some(len) = std::num::NonZeroU64::new(end.saturating_sub(offset)) {
+            let _ = rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::WillNeed);
+        }
+    }
+
+    /// Populates this process's page tables for `len` bytes at `offset`,
+    /// writable (`MADV_POPULATE_WRITE`): one system call instead of a page
+    /// fault per page. Returns the end of the populated range (`offset`
+    /// itself if the call failed, e.g. on old kernels).
+    pub(crate) fn populate_write(&self, offset: u64, len: u64) -> u64 {
         let page = 4096;
         let start = offset / page * page;
-        let end = offset.saturating_add(len).min(self.capacity);
+        let end = offset.saturating_add(len).div_ceil(page).saturating_mul(page).min(self.capacity);
         if start >= end {
-            return;
+            return offset;
         }
         // SAFETY: `start..end` lies inside this live mapping (clamped to
-        // `capacity`); MADV_POPULATE_WRITE only faults pages in and never
-        // changes their contents, so concurrent readers and writers of the
-        // range are unaffected.
-        let _ = unsafe {
+        // `capacity`, page-aligned); MADV_POPULATE_WRITE only faults pages in
+        // and never changes their contents, so concurrent readers and
+        // writers of the range are unaffected.
+        let r = unsafe {
             rustix::mm::madvise(
                 self.base.add(start as usize).cast(),
                 (end - start) as usize,
                 rustix::mm::Advice::LinuxPopulateWrite,
             )
         };
+        if r.is_ok() { end } else { offset }
     }
 
     /// Whether a SIGBUS hit this mapping (file truncated under us).
@@ -208,6 +227,9 @@ impl Segment {
         self.map.is_poisoned()
     }
 }
+
+/// Bytes preallocated per `fallocate` call.
+const FALLOCATE_STEP: u64 = 512 << 10;
 
 fn init_file(tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
     let file = std::fs::OpenOptions::new()
@@ -218,8 +240,17 @@ fn init_file(tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> 
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(tmp)
         .map_err(|e| Error::io("create segment", tmp, e))?;
-    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, capacity)
-        .map_err(|e| Error::io("preallocate segment", tmp, e))?;
+    // In steps: on tmpfs `fallocate` allocates and zeroes memory, and one
+    // call for a whole segment would keep the kernel busy for tens of
+    // milliseconds without a preemption point, delaying the wake-up of
+    // readers sharing that CPU. Each step returns to user space.
+    let mut done = 0;
+    while done < capacity {
+        let step = FALLOCATE_STEP.min(capacity - done);
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), done, step)
+            .map_err(|e| Error::io("preallocate segment", tmp, e))?;
+        done += step;
+    }
     let header = SegmentHeader { number, capacity, created_ns: now_ns(), flags };
     let w = |off: u64, bytes: &[u8]| -> Result<()> {
         file.write_all_at(bytes, off).map_err(|e| Error::io("write segment header", tmp, e))
