@@ -342,7 +342,13 @@ impl Suite {
         }
     }
 
-    /// Runs every peer of one workload and prints its table.
+    /// Adds an empty row; a NATS row is marked skipped when there is no server.
+    fn push_row(&mut self, workload: &'static str, peer: Peer, variant: String) {
+        let note =
+            if peer == Peer::Nats && self.nats.is_none() { self.nats_note.clone() } else { String::new() };
+        self.rows.push(Row { workload, peer, variant, note, samples: Vec::new(), median: Sample::default() });
+    }
+
     /// Runs every peer of one workload and prints its table. Repetitions
     /// are interleaved (peer A, B, C, then A, B, C again) so that the noise
     /// of this shared VM falls on all peers alike.
@@ -350,18 +356,7 @@ impl Suite {
         let first = self.rows.len();
         let wanted: Vec<Peer> = peers.iter().copied().filter(|&p| self.wanted(workload, p)).collect();
         for peer in wanted {
-            let mut row = Row {
-                workload,
-                peer,
-                variant: variant(peer, shape.park),
-                note: String::new(),
-                samples: Vec::new(),
-                median: Sample::default(),
-            };
-            if peer == Peer::Nats && self.nats.is_none() {
-                row.note = self.nats_note.clone();
-            }
-            self.rows.push(row);
+            self.push_row(workload, peer, variant(peer, shape.park));
         }
         for _ in 0..self.reps {
             for k in first..self.rows.len() {
@@ -506,18 +501,7 @@ impl Suite {
             if !self.wanted(workload, peer) {
                 continue;
             }
-            let mut row = Row {
-                workload,
-                peer,
-                variant: durable_variant(peer).into(),
-                note: String::new(),
-                samples: Vec::new(),
-                median: Sample::default(),
-            };
-            if peer == Peer::Nats && self.nats.is_none() {
-                row.note = self.nats_note.clone();
-            }
-            self.rows.push(row);
+            self.push_row(workload, peer, durable_variant(peer).into());
         }
         for _ in 0..self.reps {
             for k in first..self.rows.len() {

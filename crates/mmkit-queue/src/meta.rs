@@ -25,14 +25,7 @@ impl Meta {
         let path = dir.join("meta");
         let tmp = dir.join(format!(".tmp-meta-{}", std::process::id()));
         let made = (|| {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)
-                .map_err(|e| Error::io("create meta", &tmp, e))?;
+            let file = crate::segment::create_exclusive(&tmp, "create meta")?;
             rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, META_SIZE as u64)
                 .map_err(|e| Error::io("preallocate meta", &tmp, e))?;
             file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write meta", &tmp, e))?;

@@ -202,13 +202,7 @@ impl Queue {
         let active = self.meta().active_segment()?;
         let mut found = None;
         for s in self.segments_between(first, active)?.into_iter().rev() {
-            let seg = match self.segment(s) {
-                Ok(seg) => seg,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
-            let n = count.min(seg.final_count().load(Ordering::Acquire));
+            let Some((seg, n)) = self.visible_claims(s)? else { continue };
             match Self::first_stamped(&seg, 0, n.min(64)) {
                 Some((_, t)) if t < ns => {
                     let (mut lo, mut hi) = (0, n);
@@ -239,17 +233,25 @@ impl Queue {
         let active = self.meta().active_segment()?;
         let mut lag = 0;
         for s in self.segments_between(index_segment(index), active)? {
-            let seg = match self.segment(s) {
-                Ok(seg) => seg,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
-            let n = count.min(seg.final_count().load(Ordering::Acquire));
+            let Some((_, n)) = self.visible_claims(s)? else { continue };
             let from = if s == index_segment(index) { index_seq(index) as u64 } else { 0 };
             lag += n.saturating_sub(from);
         }
         Ok(lag)
+    }
+
+    /// Segment `s` and the number of claims in it that readers may reach
+    /// (the tail's count, capped by the seal); `None` when the segment file
+    /// is gone (deleted by retention).
+    fn visible_claims(&self, s: u64) -> Result<Option<(std::sync::Arc<Segment>, u64)>> {
+        let seg = match self.segment(s) {
+            Ok(seg) => seg,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+        let n = count.min(seg.final_count().load(Ordering::Acquire));
+        Ok(Some((seg, n)))
     }
 
     /// Segment numbers present in the directory, ascending.
@@ -273,19 +275,13 @@ impl Queue {
     pub fn stat(&self) -> Result<QueueStat> {
         let mut segments = Vec::new();
         for n in self.segment_numbers()? {
-            let seg = match self.segment(n) {
-                Ok(seg) => seg,
-                Err(e) if is_not_found(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
-            let fin = seg.final_count().load(Ordering::Acquire);
+            let Some((seg, messages)) = self.visible_claims(n)? else { continue };
             segments.push(SegmentInfo {
                 number: n,
                 path: seg.path.clone(),
                 bytes: seg.capacity,
-                messages: count.min(fin),
-                sealed: fin != u64::MAX,
+                messages,
+                sealed: seg.final_count().load(Ordering::Acquire) != u64::MAX,
             });
         }
         let mut cursors = Vec::new();

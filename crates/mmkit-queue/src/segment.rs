@@ -231,15 +231,21 @@ impl Segment {
 /// Bytes preallocated per `fallocate` call.
 const FALLOCATE_STEP: u64 = 512 << 10;
 
-fn init_file(tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
-    let file = std::fs::OpenOptions::new()
+/// Creates `path` exclusively (mode 0600, never through a symlink): the
+/// temporary file that a queue file is built in before its rename.
+pub(crate) fn create_exclusive(path: &Path, op: &'static str) -> Result<File> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(tmp)
-        .map_err(|e| Error::io("create segment", tmp, e))?;
+        .open(path)
+        .map_err(|e| Error::io(op, path, e))
+}
+
+fn init_file(tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
+    let file = create_exclusive(tmp, "create segment")?;
     // In steps: on tmpfs `fallocate` allocates and zeroes memory, and one
     // call for a whole segment would keep the kernel busy for tens of
     // milliseconds without a preemption point, delaying the wake-up of
