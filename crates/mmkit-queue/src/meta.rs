@@ -30,14 +30,7 @@ impl Meta {
                 .map_err(|e| Error::io("preallocate meta", &tmp, e))?;
             file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write meta", &tmp, e))?;
             file.sync_all().map_err(|e| Error::io("fsync meta", &tmp, e))?;
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                &path,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )
-            .map_err(|e| {
+            crate::segment::rename_noreplace(&tmp, &path).map_err(|e| {
                 if e == rustix::io::Errno::EXIST {
                     Error::AlreadyExists { path: dir.into() }
                 } else {

@@ -97,15 +97,9 @@ impl Segment {
         }
         let tmp = dir.join(format!(".tmp-{number}-{}-{}.seg", std::process::id(), unique()));
         let result = init_file(&tmp, number, capacity, flags, sync).and_then(|()| {
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                &path,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )
-            .or_else(|e| if e == rustix::io::Errno::EXIST { Ok(()) } else { Err(e) })
-            .map_err(|e| Error::io("rename new segment into place", &path, e))
+            rename_noreplace(&tmp, &path)
+                .or_else(|e| if e == rustix::io::Errno::EXIST { Ok(()) } else { Err(e) })
+                .map_err(|e| Error::io("rename new segment into place", &path, e))
         });
         let _ = std::fs::remove_file(&tmp);
         result?;
@@ -230,6 +224,12 @@ impl Segment {
 
 /// Bytes preallocated per `fallocate` call.
 const FALLOCATE_STEP: u64 = 512 << 10;
+
+/// Renames a fully built temporary file onto `path`, failing with `EEXIST`
+/// rather than replacing a file another process put there first.
+pub(crate) fn rename_noreplace(tmp: &Path, path: &Path) -> rustix::io::Result<()> {
+    rustix::fs::renameat_with(rustix::fs::CWD, tmp, rustix::fs::CWD, path, rustix::fs::RenameFlags::NOREPLACE)
+}
 
 /// Creates `path` exclusively (mode 0600, never through a symlink): the
 /// temporary file that a queue file is built in before its rename.
