@@ -32,6 +32,22 @@ pub(crate) fn park_slice(slices: u32) -> Duration {
     if slices < SHORT_SLICES { SHORT_SLICE } else { LONG_SLICE }
 }
 
+/// If `holder` (read from `word`) is dead, replaces it there by `me` and
+/// sets INCONSISTENT in `flags`. At most one caller per dead holder gets
+/// true: a dead thread never writes its token again, so only one
+/// compare-and-swap away from it can succeed. If the winner dies before
+/// setting the flag, its own token is dead and the next taker sets it.
+pub(crate) fn take_over_dead(word: &AtomicU64, flags: &AtomicU32, holder: u64, me: u64) -> bool {
+    if holder == 0 || ProcessToken::from_raw(holder).liveness() != Liveness::Dead {
+        return false;
+    }
+    if word.compare_exchange(holder, me, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    flags.fetch_or(INCONSISTENT, Ordering::SeqCst);
+    true
+}
+
 /// A mutex that lives in shared memory and survives the death of its
 /// holder.
 ///
@@ -227,13 +243,8 @@ impl RobustMutex {
     /// Takes the lock over if `holder` is dead; only one contender can win
     /// the swap from the dead token.
     fn take_from_dead(&self, holder: u64, me: u64) -> Option<LockOutcome<'_>> {
-        if ProcessToken::from_raw(holder).liveness() != Liveness::Dead {
-            return None;
-        }
-        self.owner.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).ok()?;
-        // If we die before this store, the next taker sets it instead.
-        self.flags.fetch_or(INCONSISTENT, Ordering::Relaxed);
-        Some(LockOutcome::OwnerDied(MutexGuard { mutex: self, _not_send: PhantomData }))
+        take_over_dead(&self.owner, &self.flags, holder, me)
+            .then(|| LockOutcome::OwnerDied(MutexGuard { mutex: self, _not_send: PhantomData }))
     }
 
     #[cold]

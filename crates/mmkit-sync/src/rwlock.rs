@@ -16,7 +16,7 @@ use std::time::Duration;
 use mmkit_region::Access;
 
 use crate::error::{Error, Result};
-use crate::mutex::{INCONSISTENT, SPINS, park_slice};
+use crate::mutex::{INCONSISTENT, SPINS, park_slice, take_over_dead};
 use crate::notifier::{Deadline, Notifier};
 use crate::place::{Placeable, place};
 use crate::token::{Liveness, ProcessToken};
@@ -268,7 +268,7 @@ impl RobustRwLock {
             }
             let mut ready = || self.writer.load(Ordering::SeqCst) == 0 && self.has_free_slot();
             if !self.wait(&mut ready, deadline, &mut slices) {
-                self.clear_dead_writer();
+                self.clear_dead_writer(me);
                 if !self.has_free_slot() {
                     self.reap_dead_readers();
                 }
@@ -329,12 +329,8 @@ impl RobustRwLock {
             let mut free = || self.writer.load(Ordering::SeqCst) == 0;
             if !self.wait(&mut free, deadline, &mut slices) {
                 let holder = self.writer.load(Ordering::Acquire);
-                if holder != 0 && ProcessToken::from_raw(holder).liveness() == Liveness::Dead {
-                    if self.writer.compare_exchange(holder, me, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                        self.flags.fetch_or(INCONSISTENT, Ordering::SeqCst);
-                        return Ok(true);
-                    }
-                    continue;
+                if take_over_dead(&self.writer, &self.flags, holder, me) {
+                    return Ok(true);
                 }
                 if deadline.expired() {
                     return Ok(false);
@@ -389,15 +385,15 @@ impl RobustRwLock {
         self.readers.iter().any(|r| r.load(Ordering::Relaxed) == 0)
     }
 
-    /// A dead writer cannot finish: mark the data inconsistent, then free
-    /// the writer word so that readers are told and a writer can repair.
-    fn clear_dead_writer(&self) {
+    /// A dead writer cannot finish: take its word over, mark the data
+    /// inconsistent, then free the word so that readers are told and a
+    /// writer can repair. Only the winner of the takeover sets the flag, so
+    /// a stale view of an already replaced writer cannot mark repaired data
+    /// inconsistent again; if we die in between, the next taker sets it.
+    fn clear_dead_writer(&self, me: u64) {
         let holder = self.writer.load(Ordering::Acquire);
-        if holder != 0 && ProcessToken::from_raw(holder).liveness() == Liveness::Dead {
-            self.flags.fetch_or(INCONSISTENT, Ordering::SeqCst);
-            if self.writer.compare_exchange(holder, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                self.notifier.notify_all_after_seqcst_rmw();
-            }
+        if take_over_dead(&self.writer, &self.flags, holder, me) {
+            self.unclaim_writer();
         }
     }
 
