@@ -127,6 +127,21 @@ fn fork_child(f: impl FnOnce() -> BenchResult<()>) -> BenchResult<rustix::proces
     rustix::process::Pid::from_raw(pid).ok_or_else(|| "fork returned pid 0".into())
 }
 
+/// Waits for `event` to reach `target`, which `child` will advance; fails
+/// instead of hanging if the child exits first.
+fn wait_on_child(event: &EventCount, target: u64, child: rustix::process::Pid) -> BenchResult<()> {
+    loop {
+        if event.wait_for(target, &WaitPolicy::BALANCED, Some(Duration::from_millis(100))).is_ok() {
+            return Ok(());
+        }
+        if let Some((_, status)) =
+            rustix::process::waitpid(Some(child), rustix::process::WaitOptions::NOHANG)?
+        {
+            return Err(format!("bench child exited early: {status:?}").into());
+        }
+    }
+}
+
 fn reap(pid: rustix::process::Pid) -> BenchResult<()> {
     let status = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())?;
     match status {
@@ -356,7 +371,7 @@ fn two_processes(map: &Mapping, window: Duration, work: WorkFn<'_>) -> BenchResu
         done.advance(1);
         Ok(())
     })?;
-    ready.wait_for(round, &WaitPolicy::BALANCED, None)?;
+    wait_on_child(ready, round, child)?;
     let start = Instant::now();
     go.advance(1);
     let timer = std::thread::scope(|s| {
@@ -367,7 +382,7 @@ fn two_processes(map: &Mapping, window: Duration, work: WorkFn<'_>) -> BenchResu
         work(stop)
     });
     let mine = timer?;
-    done.wait_for(round, &WaitPolicy::BALANCED, None)?;
+    wait_on_child(done, round, child)?;
     let secs = start.elapsed().as_secs_f64();
     reap(child)?;
     Ok((mine + child_ops.load(Ordering::SeqCst)) as f64 / secs)
