@@ -124,23 +124,6 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Median of `runs` timings of `f`; `setup` runs untimed before each.
-fn median(
-    runs: usize,
-    mut setup: impl FnMut() -> BenchResult<()>,
-    mut f: impl FnMut() -> BenchResult<()>,
-) -> BenchResult<Duration> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        setup()?;
-        let t = Instant::now();
-        f()?;
-        times.push(t.elapsed());
-    }
-    times.sort();
-    Ok(times[times.len() / 2])
-}
-
 fn no_setup() -> BenchResult<()> {
     Ok(())
 }
@@ -196,10 +179,15 @@ fn mmkit_binary(given: Option<PathBuf>) -> BenchResult<PathBuf> {
     }
     let exe = std::env::current_exe()?;
     let candidate = exe.with_file_name("mmkit");
-    if !candidate.exists() {
-        eprintln!("building the mmkit binary (cargo build --release -p mmkit-cli)");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo).args(["build", "--release", "-p", "mmkit-cli"]).status()?;
+    // Under `cargo run` always ask cargo (a no-op when up to date), so a
+    // stale binary from an older build is never the one measured.
+    let cargo = std::env::var_os("CARGO");
+    if cargo.is_some() || !candidate.exists() {
+        // The same profile as this binary, so the result lands next to it.
+        let profile: &[&str] = if cfg!(debug_assertions) { &[] } else { &["--release"] };
+        eprintln!("building the mmkit binary (cargo build {} -p mmkit-cli)", profile.join(" "));
+        let cargo = cargo.unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo).arg("build").args(profile).args(["-p", "mmkit-cli"]).status()?;
         if !status.success() || !candidate.exists() {
             return Err(format!(
                 "no mmkit binary at {}; build it with `cargo build --release -p mmkit-cli`",
@@ -339,61 +327,64 @@ fn random_table(big: &Path, size: u64, runs: usize, reads: usize) -> BenchResult
     map.advise(Advice::Random)?;
     let map2 = MapOptions::new().map_path(big)?;
     map2.advise(Advice::Random)?;
-    let mut buf = vec![0u8; 4096];
     let bytes = Some(reads as u64 * 4096);
-    let pread = |buf: &mut [u8]| -> BenchResult<()> {
+    let pread = || -> BenchResult<()> {
+        let mut buf = [0u8; 4096];
         let mut sum = 0;
         for &off in &offsets {
-            rustix::io::pread(file.as_fd(), &mut *buf, off)?;
-            sum ^= sum_words(buf);
+            rustix::io::pread(file.as_fd(), &mut buf, off)?;
+            sum ^= sum_words(&buf);
         }
         black_box(sum);
         Ok(())
     };
-    let mapped_safe = |buf: &mut [u8]| -> BenchResult<()> {
+    let mapped_safe = || -> BenchResult<()> {
+        let mut buf = [0u8; 4096];
         let mut sum = 0;
         for &off in &offsets {
-            map.read_at(off, buf)?;
-            sum ^= sum_words(buf);
+            map.read_at(off, &mut buf)?;
+            sum ^= sum_words(&buf);
         }
         black_box(sum);
         Ok(())
     };
-    let mapped_slice = |buf: &mut [u8]| -> BenchResult<()> {
+    let mapped_slice = || -> BenchResult<()> {
+        let mut buf = [0u8; 4096];
         // SAFETY: the benchmark's own file, never written meanwhile.
         let s = unsafe { map2.as_slice() };
         let mut sum = 0;
         for &off in &offsets {
             let off = off as usize;
             buf.copy_from_slice(&s[off..off + 4096]);
-            sum ^= sum_words(buf);
+            sum ^= sum_words(&buf);
         }
         black_box(sum);
         Ok(())
     };
-    // The first pass over each mapping takes the page faults; the median
-    // reflects mappings whose page tables are already filled, as for a
-    // long-lived mapping.
-    t.add("pread", median(runs, no_setup, || pread(&mut buf))?, bytes);
-    t.add(
-        "mmkit mapping, read_at (safe, volatile copy)",
-        median(runs, no_setup, || mapped_safe(&mut buf))?,
-        bytes,
-    );
-    t.add("mmkit mapping, as_slice copy (unsafe)", median(runs, no_setup, || mapped_slice(&mut buf))?, bytes);
     let fresh = || -> BenchResult<()> {
         let m = MapOptions::new().map_path(big)?;
         m.advise(Advice::Random)?;
-        let mut b = vec![0u8; 4096];
+        let mut buf = [0u8; 4096];
         let mut sum = 0;
         for &off in &offsets {
-            m.read_at(off, &mut b)?;
-            sum ^= sum_words(&b);
+            m.read_at(off, &mut buf)?;
+            sum ^= sum_words(&buf);
         }
         black_box(sum);
         Ok(())
     };
-    t.add("mmkit fresh mapping each run (faults included)", median(runs, no_setup, fresh)?, bytes);
+    // The warm-up pass over each reused mapping takes the page faults; the
+    // medians reflect mappings whose page tables are already filled, as for
+    // a long-lived mapping. Interleaved, as the other tables.
+    let peers: Vec<Peer<'_>> = vec![
+        ("pread", Box::new(pread)),
+        ("mmkit mapping, read_at (safe, volatile copy)", Box::new(mapped_safe)),
+        ("mmkit mapping, as_slice copy (unsafe)", Box::new(mapped_slice)),
+        ("mmkit fresh mapping each run (faults included)", Box::new(fresh)),
+    ];
+    for (name, d) in interleaved(runs, &no_setup, &peers)? {
+        t.add(name, d, bytes);
+    }
     Ok(t)
 }
 

@@ -232,7 +232,8 @@ pub struct CopyOptions {
 }
 
 /// Copies `src` to `dst` atomically: the data goes to a temporary file
-/// created with `O_EXCL` next to `dst`, gets `src`'s permission bits, and
+/// created with `O_EXCL` next to `dst`, gets `src`'s permission bits
+/// (without set-user-ID and set-group-ID, as `cp` does), and
 /// is renamed over `dst` only when complete; on any error the temporary
 /// file is removed, so `dst` is never left partial. When `dst` is a
 /// directory the copy goes to `dst/<file name of src>`, as `cp` does.
@@ -257,17 +258,21 @@ pub fn copy_file(
     start(size);
     let temp = TempFile::create(&dst)?;
     let extents = data_extents(src_file.as_fd(), size, meta.blocks());
+    if opts.method == Method::Mmap {
+        // The mapped windows must lie inside the file.
+        set_len(&temp, size)?;
+    }
     let mut copied = 0;
     for &(offset, len) in &extents {
-        if opts.method == Method::Mmap {
-            set_len(&temp, size)?;
-        }
         copy_range(src_file.as_fd(), temp.file.as_fd(), offset, len, opts.method, progress)
             .map_err(|e| CliError::io("copy to", &temp.path, e))?;
         copied += len;
     }
     set_len(&temp, size)?;
-    let mode = meta.permissions().mode() & 0o7777;
+    // As coreutils cp without --preserve: the new file belongs to whoever
+    // copies it, so set-user-ID and set-group-ID are not carried over (root
+    // copying a user's setuid file must not make a setuid-root one).
+    let mode = meta.permissions().mode() & 0o1777;
     temp.file
         .set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(|e| CliError::io("chmod", &temp.path, e))?;
@@ -410,6 +415,17 @@ mod tests {
             assert!(meta.blocks() * 512 < 4 << 20, "{method:?}: {} blocks", meta.blocks());
             assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
         }
+    }
+
+    #[test]
+    fn permission_bits_are_kept_but_not_setuid_or_setgid() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("tool");
+        std::fs::write(&src, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o6751)).unwrap();
+        let dst = dir.path().join("copy");
+        copy_file(&src, &dst, CopyOptions::default(), &mut |_| {}, &mut |_| {}).unwrap();
+        assert_eq!(std::fs::metadata(&dst).unwrap().permissions().mode() & 0o7777, 0o751);
     }
 
     /// A range whose end does not fit in a u64 is refused by every method

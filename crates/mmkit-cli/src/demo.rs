@@ -98,8 +98,8 @@ fn scan(path: &Path) -> CliResult<()> {
     // SAFETY: the file is private to this demo's temporary directory and
     // nothing writes or truncates it while the slice lives.
     let mapped_sum = sum_words(unsafe { map.as_slice() });
-    let map_s = t.elapsed().as_secs_f64();
     drop(map);
+    let map_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut f = std::fs::File::open(path).map_err(io("open", path))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -208,21 +208,35 @@ fn shm_tour() -> CliResult<()> {
     section("named shared memory (/dev/shm, as Python's shared_memory sees it)");
     let name = format!("mmkit-demo-{}", std::process::id());
     let seg = Shm::create(&name, 1 << 20)?;
+    // Unlink even when a step fails, so the demo leaves nothing in /dev/shm.
+    let shown = shm_steps(&seg);
+    let unlinked = Shm::unlink(&name);
+    shown?;
+    unlinked?;
+    println!("unlinked: {}", Shm::info(&name).is_err());
+    Ok(())
+}
+
+fn shm_steps(seg: &Shm) -> CliResult<()> {
+    let name = seg.name();
     let writer = seg.map(Mode::ReadWrite)?;
     writer.write_at(0, b"hello from mmkit")?;
     writer.atomic_u64(64)?.store(42, std::sync::atomic::Ordering::Release);
-    let reader = Shm::open(&name, Mode::ReadOnly)?.map(Mode::ReadOnly)?;
+    let reader = Shm::open(name, Mode::ReadOnly)?.map(Mode::ReadOnly)?;
     let mut text = [0u8; 16];
     reader.read_at(0, &mut text)?;
     let n = reader.load_u64(64, std::sync::atomic::Ordering::Acquire)?;
-    let listed = Shm::list()?.iter().any(|s| s.name == name);
-    let again = Shm::create(&name, 4096).is_err();
-    Shm::unlink(&name)?;
+    let listed = Shm::list()?.into_iter().find(|s| s.name == name);
+    let again = Shm::create(name, 4096).is_err();
     println!(
-        "created /{name} (1 MiB, mode 600), wrote through one mapping, read {:?} and {n} through another",
+        "created /{name} ({} KiB), wrote through one mapping, read {:?} and {n} through another",
+        seg.len() >> 10,
         String::from_utf8_lossy(&text)
     );
-    println!("listed: {listed}; second create refused: {again}; unlinked: {}", Shm::info(&name).is_err());
+    match listed {
+        Some(info) => println!("listed with mode {:o}; second create refused: {again}", info.mode & 0o7777),
+        None => println!("not listed under /dev/shm (?); second create refused: {again}"),
+    }
     Ok(())
 }
 

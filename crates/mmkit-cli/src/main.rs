@@ -27,13 +27,22 @@ enum Command {
     /// Copy a file as fast as this machine allows, atomically.
     Cp(region_cmds::CpArgs),
     /// POSIX named shared memory segments.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mmkit shm create frames --size 64M\n  mmkit shm list --json"
+    )]
     Shm(region_cmds::ShmCommand),
     /// The persistent multi-process queue.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mmkit queue create /tmp/q\n  seq 1 1000 | mmkit queue append /tmp/q\n  mmkit queue tail /tmp/q --from-start"
+    )]
     Queue(queue_cmd::QueueCommand),
     /// numpy-compatible .npy arrays.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mmkit array create points.npy --dtype f32 --shape 1000,3\n  mmkit array stats --json points.npy"
+    )]
     Array(array_cmd::ArrayCommand),
     /// A short tour of mmkit on a temporary directory, with measurements.
     Demo(demo::DemoArgs),
@@ -50,8 +59,8 @@ fn run(cli: Cli) -> CliResult<()> {
     }
 }
 
-/// Parses the command line; usage errors become one line and exit 2, like
-/// every other error (help and version print as usual).
+/// Parses the command line; usage errors become one line, as every other
+/// error does, with exit status 2 (help and version print as usual).
 fn parse() -> Cli {
     use clap::error::ErrorKind;
     match Cli::try_parse() {

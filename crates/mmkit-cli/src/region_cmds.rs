@@ -410,9 +410,10 @@ impl Walker {
         self.totals.files += 1;
         let result = match self.action {
             Action::Count => residency::of_fd(&fd, Some(&path), self.with_map).map(|r| (r, None)),
-            Action::Touch => residency::touch_fd(&fd, Some(&path)).map(|r| {
-                let loaded = r.total_pages - r.resident_pages;
-                (r, Some(loaded))
+            // Report what is resident after the touch, measured, not assumed.
+            Action::Touch => residency::touch_fd(&fd, Some(&path)).and_then(|before| {
+                let loaded = before.total_pages.saturating_sub(before.resident_pages);
+                residency::of_fd(&fd, Some(&path), self.with_map).map(|after| (after, Some(loaded)))
             }),
             Action::Evict => residency::evict_fd(&fd, Some(&path)).and_then(|_| {
                 // vmtouch -e reports the pages it asked to evict; we report
@@ -429,11 +430,7 @@ impl Walker {
         }
     }
 
-    fn record(&mut self, path: PathBuf, mut res: Residency, loaded: Option<u64>) -> CliResult<()> {
-        if loaded.is_some() {
-            // After a touch every page is resident.
-            res.resident_pages = res.total_pages;
-        }
+    fn record(&mut self, path: PathBuf, res: Residency, loaded: Option<u64>) -> CliResult<()> {
         self.totals.total_pages += res.total_pages;
         self.totals.resident_pages += res.resident_pages;
         if let Some(bar) = &self.spinner {
@@ -451,11 +448,9 @@ impl Walker {
             resident_pages: res.resident_pages,
             loaded_pages: loaded,
             resident_ranges: map
-                .filter(|_| self.json && loaded.is_none())
+                .filter(|_| self.json)
                 .map(|m| m.runs().into_iter().filter(|r| r.2).map(|(first, n, _)| (first, n)).collect()),
-            chart: map.map(|m| {
-                if loaded.is_some() { "O".repeat(m.chart(CHART_WIDTH).len()) } else { m.chart(CHART_WIDTH) }
-            }),
+            chart: map.map(|m| m.chart(CHART_WIDTH)),
         };
         if self.print_lines {
             write_file_line(&mut self.out, &report).map_err(CliError::Output)?;
@@ -502,7 +497,8 @@ fn split(path: &Path) -> (PathBuf, PathBuf) {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 The copy is atomic: the data goes to a temporary file (O_EXCL) in DST's
-directory, gets SRC's permission bits, and is renamed onto DST when
+directory, gets SRC's permission bits (less set-user/group-ID, as cp
+does), and is renamed onto DST when
 complete; on any error the temporary file is removed and DST is untouched.
 Holes in a sparse SRC stay holes. Without --fsync the new file is as
 durable as after coreutils cp (in the page cache; ext4 flushes it on the
@@ -572,7 +568,8 @@ pub fn cp(args: CpArgs) -> CliResult<()> {
             "dst": report.dst.display().to_string(),
             "bytes": report.bytes,
             "copied_bytes": report.copied,
-            "method": format!("{:?}", args.method),
+            // The spelling of --method, e.g. "copy-file-range".
+            "method": clap::ValueEnum::to_possible_value(&args.method).map(|v| v.get_name().to_string()),
             "fsync": args.fsync,
             "seconds": seconds,
         });

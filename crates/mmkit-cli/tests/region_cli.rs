@@ -89,8 +89,16 @@ fn make_tree(root: &Path) {
     }
 }
 
+/// Whether vmtouch can be run. CI (`.ci/run`) installs it and sets
+/// `MMKIT_REQUIRE_VMTOUCH`, so there a missing vmtouch fails the test
+/// instead of skipping the comparison.
 fn have_vmtouch() -> bool {
-    Command::new("vmtouch").arg("-h").output().is_ok()
+    let found = Command::new("vmtouch").arg("-h").output().is_ok();
+    assert!(
+        found || std::env::var_os("MMKIT_REQUIRE_VMTOUCH").is_none(),
+        "MMKIT_REQUIRE_VMTOUCH is set but vmtouch cannot be run (apt-get install vmtouch)"
+    );
+    found
 }
 
 /// vmtouch -v: per-file "[chart] resident/total" lines and the totals.
@@ -292,6 +300,7 @@ fn cp_copies_content_and_permissions_with_every_method() {
     std::fs::write(&dst, b"old contents").unwrap();
     let doc = json(&mmkit_paths(&["cp", "--fsync", "--json"], &[&src, &dst]));
     assert_eq!(doc["bytes"], 5 * 1024 * 1024 + 17);
+    assert_eq!(doc["method"], "copy-file-range");
     assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap());
     // No temporary files left behind.
     assert!(entries(dir.path()).iter().all(|n| !n.contains("mmkit-cp")), "{:?}", entries(dir.path()));
@@ -344,6 +353,33 @@ fn cp_errors_are_one_line_and_leave_nothing() {
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
         one_line_error(&mmkit_paths(&["cp"], &[&src, &ro.join("dst")]));
         assert!(entries(&ro).is_empty());
+    }
+}
+
+/// A failure in the middle of the copy (here: the file size limit, hit
+/// after the temporary file exists and part of the data is written)
+/// removes the temporary file and leaves an existing DST as it was.
+#[test]
+fn cp_failing_mid_copy_leaves_dst_untouched() {
+    let dir = scratch();
+    let src = dir.path().join("src");
+    write_synced(&src, 4 << 20, 6);
+    let dst = dir.path().join("dst");
+    std::fs::write(&dst, b"old contents").unwrap();
+    let before = entries(dir.path());
+    for method in ["copy-file-range", "read-write", "mmap"] {
+        // SIGXFSZ ignored (inherited through exec): writes past the limit
+        // (1 or 2 MiB, by the shell's block unit) fail with EFBIG instead
+        // of killing the process.
+        let script = format!(
+            "trap '' XFSZ; ulimit -f 2048; exec '{}' cp --method {method} \"$0\" \"$1\"",
+            env!("CARGO_BIN_EXE_mmkit")
+        );
+        let o = Command::new("sh").arg("-c").arg(&script).arg(&src).arg(&dst).output().unwrap();
+        let err = one_line_error(&o);
+        assert!(err.contains("too large"), "{method}: {err}");
+        assert_eq!(std::fs::read(&dst).unwrap(), b"old contents", "{method}");
+        assert_eq!(entries(dir.path()), before, "{method}: temporary file left behind");
     }
 }
 
@@ -421,6 +457,18 @@ fn shm_bad_input() {
 
 // ---------------------------------------------------------------- help
 
+/// The subcommands listed under "Commands:" in a help text.
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn every_command_has_help_with_an_example() {
     for cmd in [
@@ -439,6 +487,23 @@ fn every_command_has_help_with_an_example() {
         assert!(o.status.success(), "{args:?}");
         assert!(stdout(&o).contains("Example"), "{args:?} --help has no example");
     }
+    // Every command and subcommand the binary lists, found by walking
+    // the help texts, so a new command cannot slip through.
+    let mut pending = vec![Vec::<String>::new()];
+    let mut visited = 0;
+    while let Some(cmd) = pending.pop() {
+        let mut args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = mmkit(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let help = stdout(&o);
+        assert!(help.contains("Example"), "`mmkit {}` has no example", cmd.join(" "));
+        for sub in subcommands(&help) {
+            pending.push(cmd.iter().cloned().chain([sub]).collect());
+        }
+        visited += 1;
+    }
+    assert!(visited >= 12, "only {visited} commands found");
 }
 
 #[test]
@@ -474,19 +539,22 @@ fn resident_matches_vmtouch_for_files_we_cannot_write() {
         assert_eq!(doc["totals"]["resident_pages"], 0);
     }
     // As nobody, whatever the kernel says (all resident since 5.2), the
-    // same as vmtouch. The binary and the file must be reachable by nobody.
-    match as_nobody(env!("CARGO_BIN_EXE_mmkit"), &["resident", "--json", path]) {
-        Ok(o) if o.status.success() => {
-            let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            let theirs = stdout(&as_nobody("vmtouch", &[path]).unwrap());
-            let line = theirs.lines().find(|l| l.contains("Resident Pages")).unwrap().to_string();
-            let pair = line.split_whitespace().nth(2).unwrap();
-            let expected = format!("{}/{}", ours["totals"]["resident_pages"], ours["totals"]["total_pages"]);
-            assert_eq!(pair, expected, "vmtouch said {line:?}");
-            eprintln!("as nobody: mmkit {expected}, vmtouch {pair}");
-        }
-        _ => eprintln!("setpriv or the paths are not usable by nobody here; skipping"),
+    // same as vmtouch. The binary and the file must be reachable by nobody:
+    // only that (checked first) may skip; a failing mmkit fails the test.
+    let reachable = |program: &str, args: &[&str]| as_nobody(program, args).is_ok_and(|o| o.status.success());
+    if !reachable("cat", &[path]) || !reachable(env!("CARGO_BIN_EXE_mmkit"), &["--version"]) {
+        eprintln!("setpriv missing, or the test paths are not reachable by nobody here; skipping");
+        return;
     }
+    let o = as_nobody(env!("CARGO_BIN_EXE_mmkit"), &["resident", "--json", path]).unwrap();
+    assert!(o.status.success(), "mmkit resident as nobody failed: {}", stderr(&o));
+    let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let theirs = stdout(&as_nobody("vmtouch", &[path]).unwrap());
+    let line = theirs.lines().find(|l| l.contains("Resident Pages")).unwrap().to_string();
+    let pair = line.split_whitespace().nth(2).unwrap();
+    let expected = format!("{}/{}", ours["totals"]["resident_pages"], ours["totals"]["total_pages"]);
+    assert_eq!(pair, expected, "vmtouch said {line:?}");
+    eprintln!("as nobody: mmkit {expected}, vmtouch {pair}");
 }
 
 #[test]

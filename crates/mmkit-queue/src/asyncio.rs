@@ -11,9 +11,9 @@ use std::time::Duration;
 use mmkit_sync::WaitPolicy;
 
 use crate::error::Result;
-use crate::format::{FrameWord, split_tail};
+use crate::format::split_tail;
 use crate::queue::Queue;
-use crate::reader::{Reader, Record, Step};
+use crate::reader::{Reader, Record, Step, committed};
 use crate::segment::Segment;
 
 /// Longest a helper thread parks before waking the task to re-check (a
@@ -29,7 +29,7 @@ struct Shared {
 /// (or after a slice), as observed by a helper thread parked on the futex.
 struct Parked {
     shared: Arc<Shared>,
-    start: Option<(Queue, Arc<Segment>, u64, u64)>,
+    start: Option<(Queue, Arc<Segment>, u64, u64, bool)>,
 }
 
 impl Future for Parked {
@@ -39,13 +39,17 @@ impl Future for Parked {
             return TaskPoll::Ready(());
         }
         *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
-        if let Some((queue, seg, seq, offset)) = self.start.take() {
+        if let Some((queue, seg, seq, offset, claimed)) = self.start.take() {
             let shared = self.shared.clone();
             std::thread::spawn(move || {
                 if let (Ok(notifier), Some(word)) = (queue.meta().notifier(), seg.frame_word(offset)) {
+                    // Like the blocking wait: an in-progress claim is not a
+                    // change worth waking for (waking at once would spawn
+                    // helper threads in a loop while a claim is open), and
+                    // once a claim exists only its commit is.
                     let ready = || {
-                        !matches!(FrameWord::decode(word.load(Ordering::Acquire)), FrameWord::Empty)
-                            || split_tail(seg.tail().load(Ordering::Acquire)).0 > seq
+                        committed(word.load(Ordering::Acquire))
+                            || (!claimed && split_tail(seg.tail().load(Ordering::Acquire)).0 > seq)
                     };
                     notifier.wait_until(ready, &WaitPolicy::PARK, Some(ASYNC_SLICE));
                 }
@@ -69,12 +73,12 @@ impl Reader {
     /// your executor's timeout for a deadline.
     pub async fn next_async(&mut self) -> Result<Record<'_>> {
         loop {
-            let (seg, seq, offset) = match self.step()? {
+            let (seg, seq, offset, claimed) = match self.step()? {
                 Step::Ready(found) => return self.take_found(found),
-                Step::Wait { seg, seq, offset } => (seg, seq, offset),
+                Step::Wait { seg, seq, offset, claimed } => (seg, seq, offset, claimed),
             };
             let shared = Arc::new(Shared { waker: Mutex::new(None), done: AtomicBool::new(false) });
-            Parked { shared, start: Some((self.queue().clone(), seg, seq, offset)) }.await;
+            Parked { shared, start: Some((self.queue().clone(), seg, seq, offset, claimed)) }.await;
         }
     }
 }

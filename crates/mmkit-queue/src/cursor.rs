@@ -68,11 +68,7 @@ impl Queue {
         let meta = self.meta();
         for i in 0..CURSOR_SLOTS {
             let slot = slot_offset(i);
-            if meta.u32_at(slot)?.load(Ordering::Acquire) != 1 {
-                continue;
-            }
-            let len = meta.u32_at(slot + 4)?.load(Ordering::Acquire);
-            if meta.read_name(slot + 16, len).as_deref() == Some(name) {
+            if meta.slot_name(slot)?.as_deref() == Some(name) {
                 return Ok(Some(slot));
             }
         }
@@ -119,11 +115,7 @@ impl Queue {
         let mut out = Vec::new();
         for i in 0..CURSOR_SLOTS {
             let slot = slot_offset(i);
-            if meta.u32_at(slot)?.load(Ordering::Acquire) != 1 {
-                continue;
-            }
-            let len = meta.u32_at(slot + 4)?.load(Ordering::Acquire);
-            if let Some(name) = meta.read_name(slot + 16, len) {
+            if let Some(name) = meta.slot_name(slot)? {
                 out.push((name, meta.u64_at(slot + 8)?.load(Ordering::Acquire)));
             }
         }

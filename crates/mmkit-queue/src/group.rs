@@ -34,6 +34,13 @@ pub struct GroupMember {
     last_check: Instant,
 }
 
+/// A `last_check` time that makes the next read look for orphans at once
+/// (`checked_sub`: `Instant` cannot go below the clock's origin).
+fn overdue() -> Instant {
+    let now = Instant::now();
+    now.checked_sub(ORPHAN_CHECK).unwrap_or(now)
+}
+
 fn group_offset(i: usize) -> u64 {
     GROUP_TABLE + i as u64 * GROUP_SLOT_SIZE
 }
@@ -62,13 +69,7 @@ impl Queue {
                 meta.u64_at(member + 8)?.store(0, Ordering::Release);
                 let next = meta.u64_at(group + 8)?.load(Ordering::Acquire);
                 let reader = self.reader(Start::Index(next))?;
-                let mut m = GroupMember {
-                    reader,
-                    group,
-                    member,
-                    name: name.into(),
-                    last_check: Instant::now() - ORPHAN_CHECK,
-                };
+                let mut m = GroupMember { reader, group, member, name: name.into(), last_check: overdue() };
                 m.reader.set_skip_corrupt(true);
                 return Ok(m);
             }
@@ -80,10 +81,7 @@ impl Queue {
         let meta = self.meta();
         for i in 0..GROUP_SLOTS {
             let g = group_offset(i);
-            if meta.u32_at(g)?.load(Ordering::Acquire) == 1
-                && meta.read_name(g + 16, meta.u32_at(g + 4)?.load(Ordering::Acquire)).as_deref()
-                    == Some(name)
-            {
+            if meta.slot_name(g)?.as_deref() == Some(name) {
                 return Ok(Some(g));
             }
         }
@@ -124,12 +122,7 @@ impl Queue {
         let mut out = Vec::new();
         for i in 0..GROUP_SLOTS {
             let g = group_offset(i);
-            if meta.u32_at(g)?.load(Ordering::Acquire) != 1 {
-                continue;
-            }
-            let Some(name) = meta.read_name(g + 16, meta.u32_at(g + 4)?.load(Ordering::Acquire)) else {
-                continue;
-            };
+            let Some(name) = meta.slot_name(g)? else { continue };
             let mut pending = Vec::new();
             for m in 0..MEMBERS_PER_GROUP {
                 let p = meta.u64_at(member_offset(g, m) + 8)?.load(Ordering::Acquire);
@@ -170,15 +163,16 @@ impl GroupMember {
     /// first.
     pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Record<'_>>> {
         self.ack()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // `checked_add`: a huge timeout means no deadline, not a panic.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.last_check.elapsed() >= ORPHAN_CHECK {
                 self.last_check = Instant::now();
                 if let Some(index) = self.adopt_orphan()? {
                     self.reader.seek(index)?;
-                    if self.reader.next()?.is_some_and(|r| r.index() == index) {
-                        self.reader.seek(index)?;
-                        return self.reader.next();
+                    let found = self.reader.next()?.filter(|r| r.index() == index).map(|r| r.timestamp());
+                    if let Some(timestamp) = found {
+                        return Ok(Some(self.reader.last_copy(index, timestamp)));
                     }
                     self.ack()?;
                     continue;
@@ -194,9 +188,9 @@ impl GroupMember {
                 Some(d) => d.checked_duration_since(Instant::now()).unwrap_or_default(),
                 None => ORPHAN_CHECK,
             };
-            let got = self.reader.next_timeout(Some(left.min(ORPHAN_CHECK)))?.map(|r| r.index());
-            let Some(index) = got else {
-                self.last_check = Instant::now() - ORPHAN_CHECK;
+            let got = self.reader.next_timeout(Some(left.min(ORPHAN_CHECK)))?;
+            let Some((index, timestamp)) = got.map(|r| (r.index(), r.timestamp())) else {
+                self.last_check = overdue();
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(None);
                 }
@@ -205,8 +199,9 @@ impl GroupMember {
             let after = self.reader.position();
             self.word(self.member + 8)?.store(index + 1, Ordering::SeqCst);
             if next.compare_exchange(p, after, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                self.reader.seek(index)?;
-                return self.reader.next();
+                // The reader already copied and checked it: hand out that
+                // copy rather than seek back and read it a second time.
+                return Ok(Some(self.reader.last_copy(index, timestamp)));
             }
             self.word(self.member + 8)?.store(0, Ordering::Release);
         }

@@ -118,14 +118,22 @@ impl Meta {
         Ok(guard)
     }
 
-    /// Reads a name of `len` bytes at `offset`, if valid UTF-8 and in range.
-    pub(crate) fn read_name(&self, offset: u64, len: u32) -> Option<String> {
+    /// The name in a named table slot (a cursor slot or a group header:
+    /// state `u32` at +0, 1 = in use; name length `u32` at +4; name bytes
+    /// at +16), if the slot is in use and its name valid UTF-8 in range.
+    pub(crate) fn slot_name(&self, slot: u64) -> Result<Option<String>> {
+        if self.u32_at(slot)?.load(Ordering::Acquire) != 1 {
+            return Ok(None);
+        }
+        let len = self.u32_at(slot + 4)?.load(Ordering::Acquire);
         if len as usize > MAX_NAME_LEN || len == 0 {
-            return None;
+            return Ok(None);
         }
         let mut buf = vec![0u8; len as usize];
-        self.map.read_at(offset, &mut buf).ok()?;
-        String::from_utf8(buf).ok()
+        if self.map.read_at(slot + 16, &mut buf).is_err() {
+            return Ok(None);
+        }
+        Ok(String::from_utf8(buf).ok())
     }
 
     pub(crate) fn write_name(&self, offset: u64, name: &str) -> Result<()> {

@@ -353,11 +353,7 @@ impl Queue {
         match self.durability() {
             Durability::OsManaged => Ok(true),
             Durability::SyncEveryMessage => {
-                match self.segment(index_segment(index)) {
-                    Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment"))?,
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => return Err(e),
-                }
+                self.flush_segment(index_segment(index))?;
                 Ok(true)
             }
             Durability::GroupCommit { interval_us, max_batch } => {
@@ -373,7 +369,8 @@ impl Queue {
         max_batch: u32,
         timeout: Option<Duration>,
     ) -> Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // `checked_add`: a huge timeout means no deadline, not a panic.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let watermark = self.meta().durable()?;
         let lock = self.meta().u64_at(META_FLUSH_LOCK)?;
         let me = ProcessToken::current().to_raw();
@@ -431,14 +428,19 @@ impl Queue {
         reader.skim()?;
         let frontier = reader.position();
         for s in from..=reader.segment_number() {
-            match self.segment(s) {
-                Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment"))?,
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
+            self.flush_segment(s)?;
         }
         self.meta().durable()?.publish(frontier);
         Ok(())
+    }
+
+    /// `msync`s segment `s`; a segment retention deleted needs nothing.
+    pub(crate) fn flush_segment(&self, s: u64) -> Result<()> {
+        match self.segment(s) {
+            Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment")),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes old segments as `policy` says: only sealed segments, oldest

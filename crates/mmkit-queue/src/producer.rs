@@ -124,7 +124,7 @@ impl Claim<'_> {
         let crc = record_crc(self.payload, index, self.timestamp);
         let p = &mut *self.producer;
         p.publish(&p.seg, self.offset, self.payload.len(), crc, self.timestamp)?;
-        p.after_commit(index)?;
+        p.after_commit()?;
         Ok(index)
     }
 }
@@ -229,7 +229,7 @@ impl Producer {
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
         let crc = record_crc(msg, index, timestamp);
         self.publish(seg, offset, msg.len(), crc, timestamp)?;
-        self.after_commit(index)?;
+        self.after_commit()?;
         Ok(index)
     }
 
@@ -237,7 +237,11 @@ impl Producer {
     /// [`Durability`] mode (immediately for `OsManaged`).
     pub fn append_durable(&mut self, msg: &[u8]) -> Result<u64> {
         let index = self.append(msg)?;
-        self.queue.wait_durable(index, None)?;
+        // `SyncEveryMessage` already flushed in `append`; a second `msync`
+        // of the segment would only repeat it.
+        if matches!(self.queue.durability(), Durability::GroupCommit { .. }) {
+            self.queue.wait_durable(index, None)?;
+        }
         Ok(index)
     }
 
@@ -280,9 +284,9 @@ impl Producer {
                 offset += sizes[i];
             }
             self.notify();
-        }
-        if let Some(&last) = out.last() {
-            self.after_commit(last)?;
+            // Per claim, not once at the end: a batch that rolled over has
+            // messages in more than one segment, and each must be flushed.
+            self.after_commit()?;
         }
         Ok(out)
     }
@@ -420,7 +424,6 @@ impl Producer {
             self.seg = self.queue.segment_or_create(active)?;
             self.prefaulted = 0;
             self.mapped = 0;
-            self.mapped = 0;
         }
         Ok(())
     }
@@ -451,13 +454,25 @@ impl Producer {
         if dir.join(crate::segment::segment_file_name(number)).exists() {
             return;
         }
-        let h = self.queue.meta().header;
-        let sync = self.queue.durability() != Durability::OsManaged;
+        let queue = self.queue.clone();
         // Idle priority: on tmpfs `fallocate` zeroes the whole segment,
         // which must not take a reader's CPU.
         std::thread::spawn(move || {
             idle_priority();
-            Segment::create(&dir, number, h.segment_size, h.flags, sync)
+            // An idle thread may run long after it was started. Once the
+            // active segment has passed `number`, rollover created it and
+            // retention may have deleted it since: creating it now would
+            // resurrect it empty, and readers reaching it would stop there.
+            if !queue.meta().active_segment().is_ok_and(|a| a <= number) {
+                return;
+            }
+            let h = queue.meta().header;
+            let sync = queue.durability() != Durability::OsManaged;
+            let _ = Segment::create(&dir, number, h.segment_size, h.flags, sync);
+            // Retention deleted it between the check and the create.
+            if queue.meta().first_segment().is_ok_and(|first| first > number) {
+                let _ = std::fs::remove_file(dir.join(crate::segment::segment_file_name(number)));
+            }
         });
     }
 
@@ -478,16 +493,12 @@ impl Producer {
         Ok(())
     }
 
-    fn after_commit(&self, index: u64) -> Result<()> {
-        match self.queue.durability() {
-            Durability::SyncEveryMessage => {
-                self.seg.mapping().flush().map_err(Error::region("msync segment"))
-            }
-            _ => {
-                let _ = index;
-                Ok(())
-            }
+    /// In `SyncEveryMessage` mode, `msync`s the segment just written to.
+    fn after_commit(&self) -> Result<()> {
+        if self.queue.durability() == Durability::SyncEveryMessage {
+            self.seg.mapping().flush().map_err(Error::region("msync segment"))?;
         }
+        Ok(())
     }
 }
 

@@ -366,11 +366,7 @@ impl Queue {
         let first = self.meta().first_segment()?;
         let active = self.meta().active_segment()?;
         for n in self.segments_between(first, active)? {
-            match self.segment(n) {
-                Ok(seg) => seg.mapping().flush().map_err(Error::region("msync segment"))?,
-                Err(e) if crate::segment::is_not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
+            self.flush_segment(n)?;
         }
         self.meta().flush()
     }

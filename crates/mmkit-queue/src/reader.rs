@@ -89,7 +89,13 @@ impl<'a> Record<'a> {
 /// What an async read does next.
 pub(crate) enum Step {
     Ready(Found),
-    Wait { seg: Arc<Segment>, seq: u64, offset: u64 },
+    /// Wait at (`seq`, `offset`) of `seg`; `claimed` if a claim exists there.
+    Wait {
+        seg: Arc<Segment>,
+        seq: u64,
+        offset: u64,
+        claimed: bool,
+    },
 }
 
 /// Where a found message is.
@@ -267,7 +273,9 @@ impl Reader {
         if c >= count && fin == u64::MAX && claim_fits(seg.capacity, count, 0, tail_off, FRAME_HEADER) {
             (start, off) = (count, tail_off);
         } else {
-            let mut k = c.min(count).min(fin);
+            // Capped at the number of index slots a segment can hold, so a
+            // corrupt count cannot make this walk billions of empty slots.
+            let mut k = c.min(count).min(fin).min(seg.capacity / 4);
             while k > 0 {
                 if let Some(o) = valid_slot(seg, k) {
                     (start, off) = (k, o);
@@ -461,11 +469,20 @@ impl Reader {
                 Poll::Pending { claimed } => {
                     let seg = self.seg.clone();
                     if !(claimed && recover(&self.queue, &seg, self.seq, self.offset)?) {
-                        return Ok(Step::Wait { seg, seq: self.seq, offset: self.offset });
+                        return Ok(Step::Wait { seg, seq: self.seq, offset: self.offset, claimed });
                     }
                 }
             }
         }
+    }
+
+    /// The record this reader returned last, again, from its private copy:
+    /// for consumer groups, which keep a record only after reading it.
+    /// Only for copying (not zero-copy) readers, and only right after a
+    /// read that returned `index` with `timestamp`.
+    pub(crate) fn last_copy(&self, index: u64, timestamp: u64) -> Record<'_> {
+        debug_assert!(!self.zero_copy);
+        Record { index, timestamp, payload: &self.buf }
     }
 
     pub(crate) fn take_found(&mut self, f: Found) -> Result<Record<'_>> {
@@ -495,7 +512,8 @@ impl Reader {
         loop {
             let Some(word) = self.seg.frame_word(self.offset) else {
                 let e = self.corrupt(Skip::Slot, "frame offset past the frame area");
-                return self.fail(e);
+                self.fail(e)?;
+                continue;
             };
             let w = word.load(Ordering::Acquire);
             match FrameWord::decode(w) {
@@ -505,7 +523,8 @@ impl Reader {
                         || len as usize > self.max
                     {
                         let e = self.corrupt(Skip::Slot, format!("impossible length {len}"));
-                        return self.fail(e);
+                        self.fail(e)?;
+                        continue;
                     }
                     if self.seq < self.skip_to {
                         self.seq += 1;
@@ -522,7 +541,8 @@ impl Reader {
                         .is_err()
                     {
                         let e = self.corrupt(Skip::Slot, "impossible padding frame");
-                        return self.fail(e);
+                        self.fail(e)?;
+                        continue;
                     }
                     self.seq += claims as u64;
                     self.offset += bytes as u64;
@@ -545,18 +565,19 @@ impl Reader {
                 }
                 FrameWord::Invalid => {
                     let e = self.corrupt(Skip::Slot, format!("invalid frame state word {w:#018x}"));
-                    return self.fail(e);
+                    self.fail(e)?;
+                    continue;
                 }
             }
         }
     }
 
-    /// Returns the error, or skips the record and continues when the
-    /// policy says so.
-    fn fail(&mut self, e: Error) -> Result<Poll> {
+    /// Returns the error, or skips the record when the policy says so (the
+    /// caller then polls again: a loop, not recursion, so a segment full of
+    /// corrupt records cannot overflow the stack).
+    fn fail(&mut self, e: Error) -> Result<()> {
         if self.skip_corrupt {
-            self.skip()?;
-            return self.poll();
+            return self.skip();
         }
         Err(e)
     }
@@ -611,33 +632,38 @@ impl Reader {
         self.seg.number
     }
 
-    /// Copies (or borrows) and verifies a found record, and advances.
+    /// Copies (or borrows) and verifies a found record, and advances. With
+    /// `skip_corrupt`, records failing their check are skipped in a loop
+    /// (not by recursion, which a long run of corrupt records would turn
+    /// into a stack overflow).
     #[inline]
-    fn take(&mut self, f: Found) -> Result<Record<'_>> {
-        let len = f.len as usize;
-        let src = self
-            .seg
-            .bytes_ptr(f.offset + FRAME_HEADER, len as u64)
-            .ok_or_else(|| Error::corrupt(&self.seg.path, "record outside the segment"))?;
-        if !self.zero_copy {
-            self.buf.resize(len, 0);
-            // SAFETY: `src..src+len` is inside the mapping `self.seg` holds
-            // (checked by `bytes_ptr`); `buf` is our own allocation of `len`
-            // bytes. The copy is volatile, so even a misbehaving writer
-            // changing the bytes meanwhile causes a checksum error, not UB.
-            unsafe { volatile_copy(src, self.buf.as_mut_ptr(), len) };
-        }
-        let payload: &[u8] = if self.zero_copy {
-            // SAFETY: in bounds (above) and mapped while `self.seg` lives,
-            // which the record's borrow of `self` guarantees; the caller of
-            // `set_zero_copy` promised nobody writes committed frames.
-            unsafe { std::slice::from_raw_parts(src, len) }
-        } else {
-            &self.buf
-        };
-        if self.verify && record_crc(payload, f.index, f.timestamp) != f.crc {
-            let bytes = frame_size(len as u64);
-            self.pending_skip = Some(Skip::Frame { bytes });
+    fn take(&mut self, mut f: Found) -> Result<Record<'_>> {
+        let src = loop {
+            let len = f.len as usize;
+            let src = self
+                .seg
+                .bytes_ptr(f.offset + FRAME_HEADER, len as u64)
+                .ok_or_else(|| Error::corrupt(&self.seg.path, "record outside the segment"))?;
+            if !self.zero_copy {
+                self.buf.resize(len, 0);
+                // SAFETY: `src..src+len` is inside the mapping `self.seg` holds
+                // (checked by `bytes_ptr`); `buf` is our own allocation of `len`
+                // bytes. The copy is volatile, so even a misbehaving writer
+                // changing the bytes meanwhile causes a checksum error, not UB.
+                unsafe { volatile_copy(src, self.buf.as_mut_ptr(), len) };
+            }
+            let payload: &[u8] = if self.zero_copy {
+                // SAFETY: in bounds (above) and mapped while `self.seg` lives;
+                // the caller of `set_zero_copy` promised nobody writes
+                // committed frames.
+                unsafe { std::slice::from_raw_parts(src, len) }
+            } else {
+                &self.buf
+            };
+            if !self.verify || record_crc(payload, f.index, f.timestamp) == f.crc {
+                break src;
+            }
+            self.pending_skip = Some(Skip::Frame { bytes: frame_size(len as u64) });
             let e = Error::CorruptRecord {
                 index: f.index,
                 segment: self.seg.number,
@@ -645,20 +671,26 @@ impl Reader {
                 path: self.seg.path.clone(),
                 reason: "checksum mismatch".into(),
             };
-            if self.skip_corrupt {
-                self.skip()?;
-                return match self.poll()? {
-                    Poll::Ready(f) => self.take(f),
-                    Poll::Pending { .. } => Err(e),
-                };
+            if !self.skip_corrupt {
+                return Err(e);
             }
-            return Err(e);
-        }
+            self.skip()?;
+            f = match self.poll()? {
+                Poll::Ready(next) => next,
+                Poll::Pending { .. } => return Err(e),
+            };
+        };
+        let len = f.len as usize;
         self.pending_skip = None;
         self.seq += 1;
         self.offset += frame_size(len as u64);
         let payload: &[u8] = if self.zero_copy {
-            // SAFETY: as above.
+            // SAFETY: in bounds (checked by `bytes_ptr` in the loop) and
+            // mapped while `self.seg` lives, which the record's borrow of
+            // `self` guarantees (`self.seg` is the segment `src` came from:
+            // only `skip`/`poll` change it, and they run before the last
+            // `bytes_ptr`); the caller of `set_zero_copy` promised nobody
+            // writes committed frames.
             unsafe { std::slice::from_raw_parts(src, len) }
         } else {
             &self.buf
@@ -811,7 +843,7 @@ pub(crate) fn recover(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Re
 }
 
 /// Whether a frame state word is past the in-progress stage.
-fn committed(word: u64) -> bool {
+pub(crate) fn committed(word: u64) -> bool {
     !matches!(FrameWord::decode(word), FrameWord::Empty | FrameWord::InProgress { .. })
 }
 
@@ -872,4 +904,42 @@ fn live_claimant(queue: &Queue, number: u64, seq: u64) -> Result<bool> {
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    /// A long run of records failing their checksum is skipped in a loop:
+    /// with recursion, 100 000 of them overflowed a test thread's stack.
+    #[test]
+    fn skipping_many_corrupt_records_does_not_recurse() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::options().create(true).segment_size(4 << 20).open(dir.path().join("q")).unwrap();
+        let mut p = q.producer().unwrap();
+        let n = 100_000u64;
+        for i in 0..n {
+            p.append(&i.to_le_bytes()).unwrap();
+        }
+        let last = p.append(b"last").unwrap();
+        // Flip the first payload byte of every record but the last.
+        let path = dir.path().join("q").join(crate::segment::segment_file_name(0));
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let frame = frame_size(8);
+        let mut image = vec![0u8; (SEGMENT_HEADER + n * frame) as usize];
+        file.read_exact_at(&mut image, 0).unwrap();
+        for i in 0..n {
+            image[(SEGMENT_HEADER + i * frame + FRAME_HEADER) as usize] ^= 0xff;
+        }
+        file.write_all_at(&image, 0).unwrap();
+
+        let mut r = q.reader(Start::Beginning).unwrap();
+        assert!(matches!(r.next(), Err(Error::CorruptRecord { .. })));
+        r.set_skip_corrupt(true);
+        let rec = r.next().unwrap().expect("the intact record after the corrupt ones");
+        assert_eq!((rec.index(), rec.payload()), (last, &b"last"[..]));
+        assert!(r.next().unwrap().is_none());
+    }
 }

@@ -65,7 +65,7 @@ pub unsafe trait Access {
         // SAFETY: `checked_ptr` proved `src..src+len` is inside the mapping,
         // which the `Access` contract keeps mapped while `&self` lives;
         // `buf` is a distinct, exclusively borrowed Rust allocation.
-        unsafe { volatile_copy(src, buf.as_mut_ptr(), buf.len()) };
+        unsafe { copy_from_shared(src, buf.as_mut_ptr(), buf.len()) };
         self.check_poison("read")
     }
 
@@ -78,7 +78,7 @@ pub unsafe trait Access {
         // an `unsafe` slice accessor (`Mapping::as_slice`), whose contract
         // forbids writing those bytes while it lives, so no overlapping
         // write happens here without the caller having broken a promise.
-        unsafe { volatile_copy(data.as_ptr(), dst, data.len()) };
+        unsafe { copy_to_shared(data.as_ptr(), dst, data.len()) };
         self.check_poison("write")
     }
 
@@ -86,10 +86,19 @@ pub unsafe trait Access {
     fn fill_at(&self, offset: u64, len: usize, byte: u8) -> Result<()> {
         self.require_writable("fill")?;
         let dst = self.checked_ptr("fill", offset, len)?;
-        for i in 0..len {
-            // SAFETY: `dst..dst+len` is inside the writable mapping.
-            unsafe { dst.add(i).write_volatile(byte) };
-        }
+        let pattern = usize::from_ne_bytes([byte; WORD]);
+        for_each_word(dst, len, |i, whole| {
+            // SAFETY: `dst..dst+len` is inside the writable mapping;
+            // `for_each_word` passes `whole` only for aligned words that lie
+            // entirely inside the range.
+            unsafe {
+                if whole {
+                    dst.add(i).cast::<usize>().write_volatile(pattern);
+                } else {
+                    dst.add(i).write_volatile(byte);
+                }
+            }
+        });
         self.check_poison("fill")
     }
 
@@ -188,34 +197,132 @@ fn load_with<T>(writable: bool, order: Ordering, load: impl Fn(Ordering) -> T) -
     v
 }
 
-/// Copies `len` bytes with volatile byte-wise semantics, in word-sized
-/// steps where alignment allows.
+const WORD: usize = std::mem::size_of::<usize>();
+
+/// Walks `0..len` in the order a copy touches it, calling `step(i, true)`
+/// for each whole word whose address `shared + i` is word-aligned, and
+/// `step(i, false)` for each remaining byte (the unaligned head and the
+/// short tail).
+///
+/// Only the shared side needs volatile accesses, and only it is aligned:
+/// the private side is plain Rust memory read or written unaligned, so a
+/// copy runs in words whatever the two pointers' alignments are. The main
+/// loop takes four words per turn because the compiler does not unroll
+/// around volatile accesses by itself; that roughly doubles throughput.
+#[inline(always)]
+fn for_each_word(shared: *const u8, len: usize, mut step: impl FnMut(usize, bool)) {
+    let head = (shared as usize).wrapping_neg() % WORD;
+    let mut i = 0;
+    while i < head.min(len) {
+        step(i, false);
+        i += 1;
+    }
+    while i + 4 * WORD <= len {
+        step(i, true);
+        step(i + WORD, true);
+        step(i + 2 * WORD, true);
+        step(i + 3 * WORD, true);
+        i += 4 * WORD;
+    }
+    while i + WORD <= len {
+        step(i, true);
+        i += WORD;
+    }
+    while i < len {
+        step(i, false);
+        i += 1;
+    }
+}
+
+/// Copies `len` bytes out of memory another process may be writing, with
+/// aligned volatile loads on the shared side.
 ///
 /// # Safety
 ///
-/// `src` must be readable and `dst` writable for `len` bytes, and the two
-/// ranges must not overlap.
-pub(crate) unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
-    let mut i = 0;
-    let word = std::mem::size_of::<usize>();
-    if (src as usize) % word == (dst as usize) % word {
-        while i < len && (src as usize + i) % word != 0 {
-            // SAFETY: `i < len`, inside both ranges per the contract.
-            unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
-            i += 1;
-        }
-        while i + word <= len {
-            // SAFETY: `i + word <= len` and both pointers are word-aligned.
-            unsafe {
+/// `src` must be readable and `dst` writable for `len` bytes, the two
+/// ranges must not overlap, and nothing else may access `dst` meanwhile.
+pub(crate) unsafe fn copy_from_shared(src: *const u8, dst: *mut u8, len: usize) {
+    for_each_word(src, len, |i, whole| {
+        // SAFETY: `i` (plus a word when `whole`) lies inside both ranges
+        // per the contract and `for_each_word`; `src + i` is word-aligned
+        // when `whole`, the private `dst` side is written unaligned.
+        unsafe {
+            if whole {
                 let v = src.add(i).cast::<usize>().read_volatile();
-                dst.add(i).cast::<usize>().write_volatile(v);
+                dst.add(i).cast::<usize>().write_unaligned(v);
+            } else {
+                dst.add(i).write(src.add(i).read_volatile());
             }
-            i += word;
+        }
+    });
+}
+
+/// Copies `len` bytes into memory another process may be reading or
+/// writing, with aligned volatile stores on the shared side.
+///
+/// # Safety
+///
+/// `src` must be readable and `dst` writable for `len` bytes, the two
+/// ranges must not overlap, and nothing may write `src` meanwhile.
+pub(crate) unsafe fn copy_to_shared(src: *const u8, dst: *mut u8, len: usize) {
+    for_each_word(dst, len, |i, whole| {
+        // SAFETY: as in `copy_from_shared`, with the roles swapped: `dst +
+        // i` is word-aligned when `whole`, the private `src` is read
+        // unaligned.
+        unsafe {
+            if whole {
+                let v = src.add(i).cast::<usize>().read_unaligned();
+                dst.add(i).cast::<usize>().write_volatile(v);
+            } else {
+                dst.add(i).write_volatile(src.add(i).read());
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every combination of source/destination misalignment and length
+    /// (covering head, unrolled body, single words and tail) copies
+    /// exactly the requested bytes and nothing around them.
+    #[test]
+    fn copies_match_a_plain_copy_at_every_alignment() {
+        let src: Vec<u8> = (0..200u8).collect();
+        for from in 0..WORD {
+            for to in 0..WORD {
+                for len in 0..(src.len() - 2 * WORD) {
+                    let want = &src[from..from + len];
+                    let mut out = vec![0xAAu8; len + 2 * WORD];
+                    // SAFETY: both ranges are in bounds of distinct vectors.
+                    unsafe { copy_from_shared(src.as_ptr().add(from), out.as_mut_ptr().add(to), len) };
+                    assert_eq!(&out[to..to + len], want, "from_shared {from} {to} {len}");
+                    assert!(out[..to].iter().chain(&out[to + len..]).all(|&b| b == 0xAA));
+                    let mut out = vec![0xAAu8; len + 2 * WORD];
+                    // SAFETY: as above.
+                    unsafe { copy_to_shared(src.as_ptr().add(from), out.as_mut_ptr().add(to), len) };
+                    assert_eq!(&out[to..to + len], want, "to_shared {from} {to} {len}");
+                    assert!(out[..to].iter().chain(&out[to + len..]).all(|&b| b == 0xAA));
+                }
+            }
         }
     }
-    while i < len {
-        // SAFETY: `i < len`.
-        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
-        i += 1;
+
+    #[test]
+    fn fill_at_touches_exactly_the_range_at_every_alignment() {
+        let map = crate::Mapping::anonymous(4096, crate::Share::Private).unwrap();
+        for offset in 0..2 * WORD as u64 {
+            for len in 0..80 {
+                map.fill_at(0, 128, 0).unwrap();
+                map.fill_at(offset, len, 0x5A).unwrap();
+                let mut out = [0u8; 128];
+                map.read_at(0, &mut out).unwrap();
+                for (i, &b) in out.iter().enumerate() {
+                    let inside = (offset as usize..offset as usize + len).contains(&i);
+                    assert_eq!(b, if inside { 0x5A } else { 0 }, "offset {offset} len {len} byte {i}");
+                }
+            }
+        }
     }
 }

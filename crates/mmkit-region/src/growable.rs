@@ -23,7 +23,6 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -33,8 +32,7 @@ use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
 
 use crate::access::Access;
 use crate::error::{Error, Result};
-use crate::mapping::{Advice, Mode};
-use crate::sigbus;
+use crate::mapping::{Advice, Mode, OwnedRange};
 
 /// A file mapped inside a fixed virtual reservation, growable in place.
 ///
@@ -54,22 +52,15 @@ use crate::sigbus;
 pub struct GrowableFile {
     file: File,
     path: PathBuf,
-    base: NonNull<u8>,
-    reserved: usize,
+    /// The whole reservation, file-backed at its start.
+    range: OwnedRange,
     mode: Mode,
     /// Bytes this process may access: the file length it last saw.
     len: AtomicU64,
     /// Page-aligned length of the file-backed prefix of the reservation.
     /// The mutex is also the grow lock.
     mapped: Mutex<usize>,
-    guard: Option<sigbus::Guard>,
 }
-
-// SAFETY: all shared state is atomics or behind the mutex; the memory is
-// only reached through raw pointers with the caller's synchronization.
-unsafe impl Send for GrowableFile {}
-// SAFETY: see `Send`.
-unsafe impl Sync for GrowableFile {}
 
 fn round_up(n: usize, page: usize) -> Option<usize> {
     n.checked_add(page - 1).map(|v| v / page * page)
@@ -148,21 +139,15 @@ impl GrowableFile {
             )
         }
         .map_err(|e| Error::io("reserve address range", Some(path), e))?;
-        let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| Error::Invalid {
-            op: "reserve address range",
-            path: Some(path.to_path_buf()),
-            reason: "mmap returned null".into(),
-        })?;
-        let guard = sigbus::register(base.as_ptr(), reserved);
+        let mut range = OwnedRange::new(base.cast(), reserved);
+        range.guard();
         Ok(GrowableFile {
             file,
             path: path.to_path_buf(),
-            base,
-            reserved,
+            range,
             mode,
             len: AtomicU64::new(0),
             mapped: Mutex::new(0),
-            guard,
         })
     }
 
@@ -179,7 +164,7 @@ impl GrowableFile {
 
     /// Size of the virtual reservation; the file can grow up to this.
     pub fn reserved(&self) -> usize {
-        self.reserved
+        self.range.len()
     }
 
     /// The open file.
@@ -200,7 +185,7 @@ impl GrowableFile {
     /// True once a SIGBUS was caught in the reservation; see
     /// [`crate::sigbus`].
     pub fn is_poisoned(&self) -> bool {
-        self.guard.as_ref().is_some_and(sigbus::Guard::is_poisoned)
+        self.range.is_poisoned()
     }
 
     fn lock_mapped(&self) -> MutexGuard<'_, usize> {
@@ -227,8 +212,8 @@ impl GrowableFile {
             return Ok(());
         }
         self.require_growable("grow")?;
-        if new_len > self.reserved as u64 {
-            return Err(too_small(&self.path, "grow", new_len, self.reserved));
+        if new_len > self.reserved() as u64 {
+            return Err(too_small(&self.path, "grow", new_len, self.reserved()));
         }
         let mut mapped = self.lock_mapped();
         if new_len <= self.len() {
@@ -281,7 +266,7 @@ impl GrowableFile {
     /// (rounded to a page). Caller holds the grow lock.
     fn map_up_to(&self, mapped: &mut usize, len: u64) -> Result<()> {
         let page = crate::page_size();
-        let want = round_up(len as usize, page).unwrap_or(self.reserved).min(self.reserved);
+        let want = round_up(len as usize, page).unwrap_or(self.reserved()).min(self.reserved());
         if want <= *mapped {
             return Ok(());
         }
@@ -290,7 +275,7 @@ impl GrowableFile {
             Mode::ReadWrite => (ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED),
             Mode::CopyOnWrite => (ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE),
         };
-        let at = self.base.as_ptr().wrapping_add(*mapped);
+        let at = self.range.base().wrapping_add(*mapped);
         // SAFETY: `at..at+(want-mapped)` lies inside our own reservation
         // (want <= reserved) and is still the PROT_NONE placeholder, which
         // nobody can be accessing; MAP_FIXED replaces only that part.
@@ -312,7 +297,7 @@ impl GrowableFile {
     pub fn refresh(&self) -> Result<u64> {
         self.check_poison("refresh")?;
         let mut mapped = self.lock_mapped();
-        let visible = self.file_size()?.min(self.reserved as u64);
+        let visible = self.file_size()?.min(self.reserved() as u64);
         self.map_up_to(&mut mapped, visible)?;
         self.len.store(visible, Ordering::Release);
         Ok(visible)
@@ -325,8 +310,8 @@ impl GrowableFile {
         if len <= self.len() {
             return Ok(());
         }
-        if len > self.reserved as u64 {
-            return Err(too_small(&self.path, "ensure_len", len, self.reserved));
+        if len > self.reserved() as u64 {
+            return Err(too_small(&self.path, "ensure_len", len, self.reserved()));
         }
         let now = self.refresh()?;
         if len > now {
@@ -343,34 +328,44 @@ impl GrowableFile {
 
     /// Shrinks the file to `new_len` bytes: first puts the reservation
     /// placeholder back over the pages past the new end, then truncates.
-    /// A no-op if the file is not longer. Other processes that still map
-    /// the cut pages get a SIGBUS (caught by their guard) if they touch
-    /// them; they should [`refresh`](GrowableFile::refresh) first.
+    /// A no-op if the file is not longer (judged by the file itself, so a
+    /// length another process added is cut too). Other processes that
+    /// still map the cut pages get a SIGBUS (caught by their guard) if
+    /// they touch them; they should [`refresh`](GrowableFile::refresh)
+    /// first.
     pub fn shrink_to(&mut self, new_len: u64) -> Result<()> {
         self.require_growable("shrink")?;
-        if new_len >= self.len() {
+        let size = self.file_size()?;
+        if new_len >= self.len() && new_len >= size {
             return Ok(());
         }
-        let page = crate::page_size();
-        let keep = round_up(new_len as usize, page).unwrap_or(self.reserved);
-        let mapped = *self.lock_mapped();
-        if keep < mapped {
-            let at = self.base.as_ptr().wrapping_add(keep);
+        let keep = usize::try_from(new_len).ok().and_then(|n| round_up(n, crate::page_size()));
+        let keep = keep.unwrap_or(self.reserved()).min(self.reserved());
+        let mapped = self.mapped.get_mut().unwrap_or_else(|e| e.into_inner());
+        if keep < *mapped {
+            let at = self.range.base().wrapping_add(keep);
             // SAFETY: `&mut self` means no borrow into the mapping is alive;
             // the range is inside our reservation, so MAP_FIXED replaces
             // only our own pages.
             unsafe {
                 mm::mmap_anonymous(
                     at.cast(),
-                    mapped - keep,
+                    *mapped - keep,
                     ProtFlags::empty(),
                     MapFlags::PRIVATE | MapFlags::NORESERVE | MapFlags::FIXED,
                 )
             }
             .map_err(|e| Error::io("unmap tail", Some(&self.path), e))?;
-            *self.lock_mapped() = keep;
+            *mapped = keep;
         }
-        self.len.store(new_len, Ordering::Release);
+        // Never claim more than the file holds, so checked accesses fail
+        // cleanly instead of faulting past its end.
+        let len = self.len.get_mut();
+        *len = (*len).min(new_len).min(size);
+        if size <= new_len {
+            // Another process already cut the file: never extend it here.
+            return Ok(());
+        }
         rustix::fs::ftruncate(&self.file, new_len)
             .map_err(|e| Error::io("shrink (ftruncate)", Some(&self.path), e))
     }
@@ -384,7 +379,7 @@ impl GrowableFile {
         }
         // SAFETY: `base..base+mapped` is our own file-backed prefix; the
         // advice kinds in `Advice` never change the memory's contents.
-        unsafe { mm::madvise(self.base.as_ptr().cast(), mapped, advice.raw()) }
+        unsafe { mm::madvise(self.range.base().cast(), mapped, advice.raw()) }
             .map_err(|e| Error::io("madvise", Some(&self.path), e))
     }
 
@@ -412,7 +407,7 @@ impl GrowableFile {
         let page = crate::page_size();
         let start = offset as usize / page * page;
         let end = offset as usize + len;
-        let at = self.base.as_ptr().wrapping_add(start);
+        let at = self.range.base().wrapping_add(start);
         // SAFETY: the range was checked to be inside the mapped prefix.
         unsafe { mm::msync(at.cast(), end - start, flags) }
             .map_err(|e| Error::io("msync", Some(&self.path), e))?;
@@ -444,7 +439,7 @@ fn open_error(path: &Path, op: &'static str, e: std::io::Error) -> Error {
 // the pages mapped.
 unsafe impl Access for GrowableFile {
     fn base(&self) -> *mut u8 {
-        self.base.as_ptr()
+        self.range.base()
     }
     fn size(&self) -> usize {
         self.len() as usize
@@ -456,20 +451,12 @@ unsafe impl Access for GrowableFile {
         Some(&self.path)
     }
     fn check_poison(&self, op: &'static str) -> Result<()> {
-        if self.is_poisoned() { Err(Error::Poisoned { op, path: Some(self.path.clone()) }) } else { Ok(()) }
+        self.range.check_poison(op, Some(&self.path))
     }
 }
 
 impl AsFd for GrowableFile {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.file.as_fd()
-    }
-}
-
-impl Drop for GrowableFile {
-    fn drop(&mut self) {
-        self.guard.take();
-        // SAFETY: we own the whole reservation and nothing borrows it now.
-        let _ = unsafe { mm::munmap(self.base.as_ptr().cast(), self.reserved) };
     }
 }

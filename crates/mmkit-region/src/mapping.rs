@@ -348,22 +348,76 @@ impl MapOptions {
 /// the `unsafe` [`Mapping::as_slice`].
 #[derive(Debug)]
 pub struct Mapping {
-    map_base: NonNull<u8>,
-    map_len: usize,
+    /// The page-aligned kernel mapping.
+    range: OwnedRange,
     delta: usize,
     len: usize,
     prot: ProtFlags,
     mode: Mode,
     path: Option<PathBuf>,
+}
+
+/// A range of address space this crate mapped, with its SIGBUS
+/// registration; dropping it deregisters, then unmaps. Shared by
+/// [`Mapping`] and [`GrowableFile`](crate::GrowableFile).
+#[derive(Debug)]
+pub(crate) struct OwnedRange {
+    base: NonNull<u8>,
+    len: usize,
     guard: Option<sigbus::Guard>,
 }
 
-// SAFETY: the mapping is plain memory owned by this value; all access goes
+// SAFETY: the range is plain memory owned by this value; all access goes
 // through raw pointers with the synchronization the caller provides
 // (atomics, volatile copies), so it may move to and be shared between threads.
-unsafe impl Send for Mapping {}
-// SAFETY: see `Send`; `&Mapping` only allows volatile or atomic access.
-unsafe impl Sync for Mapping {}
+unsafe impl Send for OwnedRange {}
+// SAFETY: see `Send`; `&OwnedRange` only hands out raw pointers.
+unsafe impl Sync for OwnedRange {}
+
+impl OwnedRange {
+    /// Takes ownership of `len` bytes that `mmap` returned at `base`.
+    pub(crate) fn new(base: *mut u8, len: usize) -> OwnedRange {
+        // mmap never returns null on success.
+        OwnedRange { base: NonNull::new(base).unwrap_or(NonNull::dangling()), len, guard: None }
+    }
+
+    /// Registers the whole range with the SIGBUS handler.
+    pub(crate) fn guard(&mut self) {
+        self.guard = sigbus::register(self.base.as_ptr(), self.len);
+    }
+
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.guard.as_ref().is_some_and(sigbus::Guard::is_poisoned)
+    }
+
+    /// [`Error::Poisoned`] once a SIGBUS was caught in the range.
+    pub(crate) fn check_poison(&self, op: &'static str, path: Option<&Path>) -> Result<()> {
+        if self.is_poisoned() {
+            Err(Error::Poisoned { op, path: path.map(Path::to_path_buf) })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for OwnedRange {
+    fn drop(&mut self) {
+        // Deregister first so the handler never patches a range that is
+        // about to be reused by someone else.
+        self.guard.take();
+        // SAFETY: we own this mapping and its owner lends out nothing that
+        // outlives it.
+        let _ = unsafe { mm::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
 
 impl Mapping {
     /// Maps `len` zeroed bytes of anonymous memory (`Share::Shared`
@@ -390,15 +444,12 @@ impl Mapping {
         mode: Mode,
     ) -> Mapping {
         Mapping {
-            // mmap never returns null on success.
-            map_base: NonNull::new(base).unwrap_or(NonNull::dangling()),
-            map_len,
+            range: OwnedRange::new(base, map_len),
             delta,
             len,
             prot,
             mode,
             path: path.map(Path::to_path_buf),
-            guard: None,
         }
     }
 
@@ -407,7 +458,7 @@ impl Mapping {
             self.advise(Advice::HugePage)?;
         }
         if file_backed && opts.sigbus_guard {
-            self.guard = sigbus::register(self.map_base.as_ptr(), self.map_len);
+            self.range.guard();
         }
         Ok(self)
     }
@@ -438,7 +489,7 @@ impl Mapping {
     }
 
     fn start(&self) -> *mut u8 {
-        self.map_base.as_ptr().wrapping_add(self.delta)
+        self.range.base().wrapping_add(self.delta)
     }
 
     /// The mapped bytes as a slice.
@@ -482,8 +533,8 @@ impl Mapping {
         let page = crate::page_size();
         let start = self.delta + offset;
         let aligned = start - start % page;
-        let end = (start + len).min(self.map_len);
-        Ok((self.map_base.as_ptr().wrapping_add(aligned), end - aligned))
+        let end = (start + len).min(self.range.len());
+        Ok((self.range.base().wrapping_add(aligned), end - aligned))
     }
 
     /// Writes dirty pages back to the file and waits (`msync(MS_SYNC)`).
@@ -585,9 +636,9 @@ impl Mapping {
         let page = crate::page_size();
         let mut sum = 0u8;
         let mut off = 0;
-        while off < self.map_len {
-            // SAFETY: `off < map_len`, inside our readable mapping.
-            sum = sum.wrapping_add(unsafe { self.map_base.as_ptr().add(off).read_volatile() });
+        while off < self.range.len() {
+            // SAFETY: `off < range.len()`, inside our readable mapping.
+            sum = sum.wrapping_add(unsafe { self.range.base().add(off).read_volatile() });
             off += page;
         }
         std::hint::black_box(sum);
@@ -597,7 +648,7 @@ impl Mapping {
     /// Locks the pages in RAM (`mlock(2)`).
     pub fn lock(&self) -> Result<()> {
         // SAFETY: our own live mapping.
-        match unsafe { mm::mlock(self.map_base.as_ptr().cast(), self.map_len) } {
+        match unsafe { mm::mlock(self.range.base().cast(), self.range.len()) } {
             Ok(()) => Ok(()),
             Err(e)
                 if e == rustix::io::Errno::NOMEM
@@ -607,7 +658,7 @@ impl Mapping {
                 let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock)
                     .current
                     .unwrap_or(u64::MAX);
-                Err(Error::MemlockLimit { op: "mlock", requested: self.map_len as u64, limit })
+                Err(Error::MemlockLimit { op: "mlock", requested: self.range.len() as u64, limit })
             }
             Err(e) => Err(Error::io("mlock", self.path.as_deref(), e)),
         }
@@ -616,7 +667,7 @@ impl Mapping {
     /// Undoes [`Mapping::lock`].
     pub fn unlock(&self) -> Result<()> {
         // SAFETY: our own live mapping.
-        unsafe { mm::munlock(self.map_base.as_ptr().cast(), self.map_len) }
+        unsafe { mm::munlock(self.range.base().cast(), self.range.len()) }
             .map_err(|e| Error::io("munlock", self.path.as_deref(), e))
     }
 
@@ -646,7 +697,7 @@ impl Mapping {
             raw |= ProtFlags::EXEC;
         }
         // SAFETY: our own live mapping; `&mut self` rules out live slices.
-        unsafe { mm::mprotect(self.map_base.as_ptr().cast(), self.map_len, flags) }
+        unsafe { mm::mprotect(self.range.base().cast(), self.range.len(), flags) }
             .map_err(|e| Error::io("mprotect", self.path.as_deref(), e))?;
         self.prot = raw;
         Ok(())
@@ -669,7 +720,7 @@ impl Mapping {
 
     /// True once a SIGBUS was caught in this mapping.
     pub fn is_poisoned(&self) -> bool {
-        self.guard.as_ref().is_some_and(sigbus::Guard::is_poisoned)
+        self.range.is_poisoned()
     }
 
     /// The page-aligned start of the underlying kernel mapping, and the
@@ -677,7 +728,7 @@ impl Mapping {
     /// kernel maps whole pages, so the last page may reach further (see
     /// the tail-page notes on [`MapOptions::len`]).
     pub fn raw_parts(&self) -> (*mut u8, usize) {
-        (self.map_base.as_ptr(), self.map_len)
+        (self.range.base(), self.range.len())
     }
 }
 
@@ -699,16 +750,6 @@ unsafe impl Access for Mapping {
         self.path.as_deref()
     }
     fn check_poison(&self, op: &'static str) -> Result<()> {
-        if self.is_poisoned() { Err(Error::Poisoned { op, path: self.path.clone() }) } else { Ok(()) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // Deregister first so the handler never patches a range that is
-        // about to be reused by someone else.
-        self.guard.take();
-        // SAFETY: we own this mapping and nothing borrows it any more.
-        let _ = unsafe { mm::munmap(self.map_base.as_ptr().cast(), self.map_len) };
+        self.range.check_poison(op, self.path.as_deref())
     }
 }

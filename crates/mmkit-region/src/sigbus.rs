@@ -48,7 +48,8 @@
 //!   simply not guarded (the process dies on SIGBUS as without mmkit).
 //! - The handler only replaces ranges it registered itself, so `MAP_FIXED`
 //!   never clobbers memory that belongs to someone else.
-//! - A SIGBUS sent with `kill(2)` (not a memory fault) is always chained.
+//! - A SIGBUS sent with `kill(2)` (not a memory fault) is always chained;
+//!   when the disposition before ours was `SIG_IGN`, it stays ignored.
 //! - The handler runs on the alternate signal stack when the thread has one
 //!   (`SA_ONSTACK`), as std's threads do.
 
@@ -261,6 +262,14 @@ fn poison_range_containing(addr: usize) -> bool {
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let prev = PREVIOUS.get().map(|p| p.0.sa_sigaction).unwrap_or(libc::SIG_DFL);
     let flags = PREVIOUS.get().map(|p| p.0.sa_flags).unwrap_or(0);
+    // SAFETY: the kernel passes a valid `siginfo_t` with SA_SIGINFO.
+    let sent = unsafe { (*info).si_code } <= 0;
+    if prev == libc::SIG_IGN && sent {
+        // An ignored SIGBUS sent with kill(2) stays ignored, as without
+        // mmkit. (A fault cannot be ignored: the kernel kills the process
+        // anyway, which the branch below reproduces.)
+        return;
+    }
     if prev == libc::SIG_DFL || prev == libc::SIG_IGN {
         // Restore the default and re-raise, so the process dies with
         // SIGBUS exactly as without mmkit. Re-raising matters for a SIGBUS

@@ -201,7 +201,7 @@ fn child_unprivileged() {
 fn permission_denied_read_only_files_and_memlock_as_an_unprivileged_user() {
     let out = common::run_child("unprivileged", &[]);
     if out.status.code() == Some(SKIP) {
-        eprintln!("note: skipped: {}", String::from_utf8_lossy(&out.stderr));
+        common::skip(&String::from_utf8_lossy(&out.stderr));
         return;
     }
     common::assert_child_ok(&out);

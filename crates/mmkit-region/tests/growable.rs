@@ -217,6 +217,27 @@ fn refresh_follows_a_shrink_by_another_handle() {
 }
 
 #[test]
+fn shrink_judges_by_the_file_not_by_a_stale_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stale");
+    let mut a = GrowableFile::create(&path, MIB, 16 * MIB as usize).unwrap();
+    let mut b = GrowableFile::open(&path, Mode::ReadWrite, 16 * MIB as usize).unwrap();
+    // `b` grows the file; `a` still thinks it is 1 MiB long.
+    b.grow_to(4 * MIB).unwrap();
+    a.shrink_to(2 * MIB).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * MIB, "the length `b` added is cut");
+    assert_eq!(a.len(), MIB);
+    // `b` cuts the file below what `a` maps; shrinking `a` to a length
+    // between the two must not extend the file again.
+    b.shrink_to(4096).unwrap();
+    a.shrink_to(8192).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096);
+    assert_eq!(a.len(), 4096, "`a` no longer claims bytes past the end of the file");
+    assert!(matches!(a.read_at(4096, &mut [0u8; 1]), Err(Error::OutOfBounds { .. })));
+    assert!(!a.is_poisoned());
+}
+
+#[test]
 fn copy_on_write_growable_keeps_changes_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cow");

@@ -113,12 +113,18 @@ fn a_fifo_under_the_name_is_refused_without_blocking() {
 }
 
 fn python3() -> Option<Command> {
-    let ok = Command::new("python3").arg("-c").arg("pass").status().is_ok_and(|s| s.success());
-    if ok {
-        Some(Command::new("python3"))
-    } else {
-        eprintln!("note: python3 not found; skipping the Python interop test");
-        None
+    let probe = Command::new("python3").arg("-c").arg("from multiprocessing import shared_memory").output();
+    match probe {
+        Ok(out) if out.status.success() => Some(Command::new("python3")),
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr);
+            common::skip(&format!("python3 lacks multiprocessing.shared_memory: {why}"));
+            None
+        }
+        Err(e) => {
+            common::skip(&format!("cannot run python3 ({e}); the Python interop test needs it"));
+            None
+        }
     }
 }
 

@@ -18,6 +18,7 @@ fn child_entry() {
         "unguarded_read" => child_unguarded_read(),
         "fill_registry" => child_fill_registry(),
         "kill_self" => child_kill_self(),
+        "kill_ignored" => child_kill_ignored(),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -149,6 +150,29 @@ fn a_sigbus_sent_with_kill_still_kills() {
     let out = common::run_child("kill_self", &[("TRUNC_PATH", path.display().to_string())]);
     assert_eq!(out.status.signal(), Some(libc::SIGBUS), "child should die of SIGBUS: {:?}", out.status);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+}
+
+fn child_kill_ignored() {
+    // SAFETY: setting a disposition before any handler of ours is
+    // installed; no other thread is running.
+    unsafe { libc::signal(libc::SIGBUS, libc::SIG_IGN) };
+    let path = std::path::PathBuf::from(common::env("TRUNC_PATH"));
+    write_file(&path);
+    let _guarded = MapOptions::new().map_path(&path).unwrap();
+    assert!(mmkit_region::sigbus::is_installed());
+    // An ignored SIGBUS sent with kill(2) must stay ignored after chaining.
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::BUS).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    println!("survived ignored kill -BUS");
+}
+
+#[test]
+fn an_ignored_sigbus_sent_with_kill_stays_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ignored");
+    let out = common::run_child("kill_ignored", &[("TRUNC_PATH", path.display().to_string())]);
+    common::assert_child_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived ignored kill -BUS"));
 }
 
 #[test]
