@@ -24,7 +24,6 @@
 //! [`Appendable::sync`], which flushes the rows before the header.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use mmkit_region::{Access, GrowableFile, Mode};
@@ -123,6 +122,8 @@ impl<T: Element> Appendable<T> {
             return Err(Error::unsupported("open for appending", &src, "a 0-d array has no axis to grow"));
         }
         if field_of(&header).is_none() {
+            // Refuse a wrong element type before the header is rewritten.
+            crate::array::check_descr::<T>(&header, &src)?;
             header = convert_header(&grow, &header, &src)?;
         }
         Self::from_grow(grow, lock_file, src, header)
@@ -183,8 +184,10 @@ impl<T: Element> Appendable<T> {
             return Ok(());
         }
         let old = self.rows();
-        let new =
-            old.checked_add(n).filter(|&r| r as u64 <= COUNT_MAX).ok_or_else(|| self.too_many(old + n))?;
+        let new = old
+            .checked_add(n)
+            .filter(|&r| r as u64 <= COUNT_MAX)
+            .ok_or_else(|| self.too_many(old.saturating_add(n)))?;
         let row_bytes = (self.row_len * size_of::<T>()) as u64;
         let start = self.arr.data_offset() as u64 + old as u64 * row_bytes;
         let end = start.checked_add(n as u64 * row_bytes).ok_or_else(|| self.too_many(new))?;
@@ -283,7 +286,6 @@ fn lock_path(path: &Path, src: &str, create: bool) -> Result<File> {
         .write(true)
         .create(create)
         .truncate(false)
-        .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io(if create { "create" } else { "open" }, src, e))?;
     lock(&file, src, true, true)?;
@@ -343,9 +345,9 @@ fn store16(ptr: *mut u8, field: &[u8; COUNT_FIELD]) {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn store16(ptr: *mut u8, field: &[u8; COUNT_FIELD]) {
-    // Without a 16-byte store, write the low half (where small counts
-    // change) with one atomic store and the high half first when it
-    // changes; see docs/npy-format.md for the remaining window.
+    // Without a 16-byte store, write the low half (where counts below
+    // 10^8 change) with one atomic store, then the high half; see
+    // docs/npy-format.md for the remaining window.
     use std::sync::atomic::{AtomicU64, Ordering};
     let hi = u64::from_ne_bytes(field[..8].try_into().unwrap_or([b' '; 8]));
     let lo = u64::from_ne_bytes(field[8..].try_into().unwrap_or([b' '; 8]));

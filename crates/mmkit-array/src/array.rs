@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use mmkit_region::shm::Shm;
@@ -12,7 +12,7 @@ use rustix::fs::FlockOperation;
 
 use crate::dtype::{Descr, DescrError, Element};
 use crate::error::{Error, Result};
-use crate::header::{Header, HeaderSpec, ParseError, Version, element_count};
+use crate::header::{Header, HeaderSpec, ParseError, Version};
 use crate::view::{View, strides_for};
 
 /// Memory order of an array's elements.
@@ -104,7 +104,6 @@ impl OpenOptions {
         let file = FsOpenOptions::new()
             .read(true)
             .write(self.mode == Mode::ReadWrite)
-            .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| Error::io("open", &src, e))?;
         let locked = lock(&file, &src, self.exclusive, self.mode == Mode::ReadWrite)?;
@@ -177,30 +176,33 @@ pub(crate) fn parse_error(src: &str, size: u64, e: ParseError) -> Error {
 
 /// Reads and parses the header through positional reads.
 pub(crate) fn read_header_from_file(file: &File, size: u64, src: &str) -> Result<Header> {
-    let mut prefix = vec![0u8; size.min(12) as usize];
-    file.read_exact_at(&mut prefix, 0).map_err(|e| Error::io("read header", src, e))?;
-    let offset = Header::data_offset_of(&prefix).map_err(|e| parse_error(src, size, e))?;
-    if (offset as u64) > size {
-        let reason = format!("the file ends inside the header ({size} of {offset} bytes)");
-        return Err(Error::NotNpy { src: src.to_string(), reason });
-    }
-    let mut bytes = vec![0u8; offset];
-    file.read_exact_at(&mut bytes, 0).map_err(|e| Error::io("read header", src, e))?;
-    Header::parse(&bytes).map_err(|e| parse_error(src, size, e))
+    read_header_with(size, src, "file", |buf| {
+        file.read_exact_at(buf, 0).map_err(|e| Error::io("read header", src, e))
+    })
 }
 
 /// Reads and parses the header out of mapped memory (copying).
 pub(crate) fn read_header_from(mem: &dyn Access, src: &str) -> Result<Header> {
-    let size = mem.size() as u64;
-    let mut prefix = vec![0u8; mem.size().min(12)];
-    mem.read_at(0, &mut prefix)?;
+    read_header_with(mem.size() as u64, src, "segment", |buf| mem.read_at(0, buf).map_err(Error::from))
+}
+
+/// Reads the fixed prefix, then exactly the header it announces, with
+/// `read` (which fills its buffer from offset 0 of a `size`-byte `what`).
+fn read_header_with(
+    size: u64,
+    src: &str,
+    what: &str,
+    read: impl Fn(&mut [u8]) -> Result<()>,
+) -> Result<Header> {
+    let mut prefix = vec![0u8; size.min(12) as usize];
+    read(&mut prefix)?;
     let offset = Header::data_offset_of(&prefix).map_err(|e| parse_error(src, size, e))?;
-    if offset > mem.size() {
-        let reason = format!("the segment ends inside the header ({size} of {offset} bytes)");
+    if (offset as u64) > size {
+        let reason = format!("the {what} ends inside the header ({size} of {offset} bytes)");
         return Err(Error::NotNpy { src: src.to_string(), reason });
     }
     let mut bytes = vec![0u8; offset];
-    mem.read_at(0, &mut bytes)?;
+    read(&mut bytes)?;
     Header::parse(&bytes).map_err(|e| parse_error(src, size, e))
 }
 
@@ -227,11 +229,15 @@ pub(crate) fn check_descr<T: Element>(header: &Header, src: &str) -> Result<Desc
 }
 
 /// Bytes of data the header's shape needs, checked for overflow.
+///
+/// Zero-length axes are left out of the overflow check, as numpy does, so
+/// that an empty array such as `(0, 2**40, 2**40)` is refused too: its row
+/// lengths and strides would overflow even though it holds no bytes.
 pub(crate) fn data_bytes(shape: &[usize], elem: usize, src: &str) -> Result<u64> {
-    element_count(shape)
-        .and_then(|n| n.checked_mul(elem))
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(elem, |acc, &d| acc.checked_mul(d));
+    nonzero
         .and_then(|b| isize::try_from(b).ok())
-        .map(|b| b as u64)
+        .map(|b| if shape.contains(&0) { 0 } else { b as u64 })
         .ok_or_else(|| Error::Shape {
             src: src.to_string(),
             shape: shape.to_vec(),
@@ -330,7 +336,6 @@ impl<T: Element> MmapArray<T> {
             .write(true)
             .create(true)
             .truncate(false)
-            .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| Error::io("create", &src, e))?;
         let locked = lock(&file, &src, opts.exclusive, true)?;

@@ -68,7 +68,8 @@ pub struct Header {
     /// Where the data starts: magic, version, length field and dict text.
     pub data_offset: usize,
     /// Byte range, in the file, of the first shape entry and the spaces
-    /// before it (for in-place updates by appenders).
+    /// before it (for in-place updates by appenders), when that entry is
+    /// at most [`COUNT_FIELD`] plain digits.
     pub count_span: Option<(usize, usize)>,
 }
 
@@ -127,10 +128,9 @@ impl Header {
         let version = (bytes[6], bytes[7]);
         let prefix = if version.0 == 1 { 10 } else { 12 };
         let text = &bytes[prefix..data_offset];
-        if version.0 < 3 && !text.is_ascii() {
-            // Latin-1 is allowed, but only field names of structured
-            // dtypes could use it; keep going, the dtype check decides.
-        } else if version.0 == 3 && std::str::from_utf8(text).is_err() {
+        // Versions 1.0 and 2.0 are latin-1, which any byte is (only field
+        // names of structured dtypes could use it; the dtype check decides).
+        if version.0 == 3 && std::str::from_utf8(text).is_err() {
             return Err(ParseError::Bad("a version 3.0 header must be UTF-8".into()));
         }
         let mut p = Parser { s: text, pos: 0, depth: 0 };
@@ -216,13 +216,17 @@ pub fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
-/// The span after `(` up to the first `,` or `)`, if it holds only spaces then digits.
+/// The span after `(` up to the first `,` or `)`, if it holds only spaces
+/// then 1 to [`COUNT_FIELD`] digits: an appender rewrites the last
+/// `COUNT_FIELD` bytes, which must then cover every digit (a longer run,
+/// such as `0000000000000000000`, would leave stray leading digits).
 fn count_span(text: &[u8], open: usize) -> Option<(usize, usize)> {
     let start = open + 1;
     let len = text[start..].iter().position(|&b| b == b',' || b == b')')?;
     let field = &text[start..start + len];
     let digits = field.iter().skip_while(|&&b| b == b' ');
-    let all_digits = digits.clone().all(u8::is_ascii_digit) && digits.count() > 0;
+    let n = digits.clone().count();
+    let all_digits = digits.clone().all(u8::is_ascii_digit) && (1..=COUNT_FIELD).contains(&n);
     all_digits.then_some((start, start + len))
 }
 
@@ -650,6 +654,26 @@ mod tests {
         assert!(!h.simple_descr);
         assert_eq!(h.descr, "[('a', '<i4'), ('b', '<f8')]");
         assert_eq!(h.parse_descr(), Err(DescrError::Unsupported));
+    }
+
+    #[test]
+    fn count_span_only_for_digit_runs_that_fit_the_field() {
+        let parse = |shape: &str| {
+            let t = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}, 3), }}\n");
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&[1, 0]);
+            bytes.extend_from_slice(&(t.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(t.as_bytes());
+            Header::parse(&bytes).unwrap()
+        };
+        let fits = parse("   1234567890123456");
+        let (a, b) = fits.count_span.unwrap();
+        assert_eq!(b - a, 19);
+        assert_eq!(fits.shape, vec![1_234_567_890_123_456, 3]);
+        // Seventeen digits: rewriting the last sixteen would leave one behind.
+        assert_eq!(parse("00000000000000000").count_span, None);
+        assert_eq!(parse("2L").count_span, None);
+        assert_eq!(parse("1_0").count_span, None);
     }
 
     #[test]

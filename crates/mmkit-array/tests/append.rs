@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -74,6 +75,11 @@ fn numpy_written_header_is_converted_in_place() {
     let ps = p.to_str().unwrap();
     python("import numpy as np, sys; np.save(sys.argv[1], np.arange(15, dtype='<f4').reshape(5, 3))", &[ps]);
     let before = MmapArray::<f32>::open(&p, Mode::ReadOnly).unwrap().data_offset();
+    // Opening with the wrong element type fails and leaves the file alone.
+    let original = std::fs::read(&p).unwrap();
+    let err = Appendable::<f64>::open(&p).unwrap_err();
+    assert!(matches!(err, Error::DtypeMismatch { .. }), "{err}");
+    assert_eq!(std::fs::read(&p).unwrap(), original);
     let mut a = Appendable::<f32>::open(&p).unwrap();
     assert_eq!(a.array().data_offset(), before, "the data does not move");
     a.append(&[15.0, 16.0, 17.0, 18.0, 19.0, 20.0]).unwrap();
@@ -134,7 +140,10 @@ fn sigkilled_appender_leaves_a_file_numpy_loads() {
             .unwrap();
         std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // A child that failed on its own (a panic exits with 101) would
+        // leave an untouched file that passes every check below.
+        assert_eq!(status.signal(), Some(9), "the appender died before the kill: {status}");
         let copy = dir.path().join(format!("copy{round}.npy"));
         std::fs::copy(&p, &copy).unwrap();
         copies.push(copy.to_str().unwrap().to_string());

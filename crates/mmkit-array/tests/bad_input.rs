@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use mmkit_array::header::{Header, MAGIC};
-use mmkit_array::{Error, MmapArray, Mode, OpenOptions};
+use mmkit_array::header::{Header, HeaderSpec, MAGIC, Version};
+use mmkit_array::{DType, Descr, Error, MmapArray, Mode, OpenOptions};
 use mmkit_region::{Access, Mapping, Share};
 
 fn npy(header_text: &str) -> Vec<u8> {
@@ -78,6 +78,23 @@ fn shape_needs_more_bytes_than_the_file_holds() {
     let huge = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 8), }\n");
     std::fs::write(&p, huge).unwrap();
     let err = open_f32(&p).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    // So is an empty array whose other axes overflow: its row length and
+    // strides would wrap although it holds no bytes (numpy refuses it too).
+    let empty =
+        npy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1099511627776, 1099511627776), }\n");
+    std::fs::write(&p, empty).unwrap();
+    let err = open_f32(&p).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    let spec = HeaderSpec {
+        descr: Descr::native(DType::F32),
+        fortran_order: false,
+        shape: vec![0, 1 << 40, 1 << 40],
+        version: Version::V1,
+        growable: true,
+    };
+    std::fs::write(&p, spec.encode().unwrap()).unwrap();
+    let err = mmkit_array::Appendable::<f32>::open(&p).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
 }
 

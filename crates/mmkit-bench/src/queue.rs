@@ -349,21 +349,28 @@ impl Suite {
         self.rows.push(Row { workload, peer, variant, note, samples: Vec::new(), median: Sample::default() });
     }
 
-    /// Runs every peer of one workload and prints its table. Repetitions
-    /// are interleaved (peer A, B, C, then A, B, C again) so that the noise
-    /// of this shared VM falls on all peers alike.
+    /// Runs every peer of one workload and prints its table.
     fn table(&mut self, workload: &'static str, shape: Shape, peers: &[Peer]) -> Result<(), BoxError> {
         let first = self.rows.len();
         let wanted: Vec<Peer> = peers.iter().copied().filter(|&p| self.wanted(workload, p)).collect();
         for peer in wanted {
             self.push_row(workload, peer, variant(peer, shape.park));
         }
+        self.measure(first, |suite, peer| suite.once(peer, shape));
+        self.print(workload, first);
+        Ok(())
+    }
+
+    /// Measures the rows from `first` on, `reps` times each. Repetitions
+    /// are interleaved (peer A, B, C, then A, B, C again) so that the noise
+    /// of this shared VM falls on all peers alike.
+    fn measure(&mut self, first: usize, mut one: impl FnMut(&mut Self, Peer) -> Result<Sample, BoxError>) {
         for _ in 0..self.reps {
             for k in first..self.rows.len() {
                 if !self.rows[k].note.is_empty() {
                     continue; // skipped or failed
                 }
-                match self.once(self.rows[k].peer, shape) {
+                match one(self, self.rows[k].peer) {
                     Ok(s) => self.rows[k].samples.push(s),
                     Err(e) => self.rows[k].note = format!("failed: {e}"),
                 }
@@ -375,8 +382,6 @@ impl Suite {
                 row.note.push_str(" messages out of order!");
             }
         }
-        self.print(workload, first);
-        Ok(())
     }
 
     fn once(&mut self, peer: Peer, shape: Shape) -> Result<Sample, BoxError> {
@@ -443,7 +448,7 @@ impl Suite {
                     _ => dir.join("q"),
                 };
                 if peer != Peer::Yaque {
-                    mmq::create(&q, readers)?;
+                    mmq::create(&q)?;
                 } else {
                     std::fs::create_dir_all(&q)?;
                 }
@@ -474,7 +479,7 @@ impl Suite {
                 p.victim = true;
                 p.kill_stamp = Some(stamp.clone());
             }
-            producers.push(spawn(&p, false)?);
+            producers.push((p.victim, spawn(&p, false)?));
         }
         let limit = Duration::from_secs_f64(self.secs * 3.0 + 30.0);
         let mut reports = Vec::new();
@@ -485,8 +490,15 @@ impl Suite {
                 Err(e) => failure = Some(e),
             }
         }
-        for p in producers {
-            let _ = finish(p, Duration::from_secs(5));
+        // The victim of a recovery run is SIGKILLed by design; any other
+        // producer that failed makes the measurement fail.
+        for (victim, p) in producers {
+            let done = finish(p, Duration::from_secs(5));
+            if let Err(e) = done
+                && !victim
+            {
+                failure.get_or_insert(e);
+            }
         }
         match failure {
             Some(e) => Err(e.into()),
@@ -503,20 +515,7 @@ impl Suite {
             }
             self.push_row(workload, peer, durable_variant(peer).into());
         }
-        for _ in 0..self.reps {
-            for k in first..self.rows.len() {
-                if !self.rows[k].note.is_empty() {
-                    continue;
-                }
-                match self.durable_once(self.rows[k].peer) {
-                    Ok(s) => self.rows[k].samples.push(s),
-                    Err(e) => self.rows[k].note = format!("failed: {e}"),
-                }
-            }
-        }
-        for row in &mut self.rows[first..] {
-            row.median = median(&row.samples);
-        }
+        self.measure(first, Self::durable_once);
         self.print(workload, first);
         Ok(())
     }
@@ -595,17 +594,10 @@ fn durable_variant(peer: Peer) -> &'static str {
 fn raw_file_durable(path: &Path, batch: usize, secs: f64) -> io::Result<(u64, u64, Vec<u64>)> {
     let mut f = std::fs::File::create(path)?;
     let buf: Vec<u8> = (0..batch).flat_map(|i| proto::encode(i as u64, 0, 0)).collect();
-    let start = proto::now_ns();
-    let (mut count, mut lat) = (0u64, Vec::new());
-    while proto::now_ns() - start < (secs * 1e9) as u64 {
-        let t0 = proto::now_ns();
+    proto::durable_batches(batch, secs, || {
         f.write_all(&buf)?;
-        f.sync_data()?;
-        let t1 = proto::now_ns();
-        lat.extend(std::iter::repeat_n(t1 - t0, batch));
-        count += batch as u64;
-    }
-    Ok((count, proto::now_ns() - start, lat))
+        f.sync_data()
+    })
 }
 
 fn spawn(a: &ChildArgs, capture: bool) -> io::Result<Child> {

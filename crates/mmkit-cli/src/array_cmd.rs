@@ -292,8 +292,7 @@ fn create(file: &Path, spec: &CreateSpec, force: bool) -> CliResult<()> {
     if !force && file.exists() {
         return Err(CliError::Usage(format!("{} exists; pass --force to overwrite it", file.display())));
     }
-    with_type!(spec.dtype, create_typed(file, spec))?;
-    let header = mmkit_array::read_header(file)?;
+    let data_offset = with_type!(spec.dtype, create_typed(file, spec))?;
     outln!(
         out,
         "created {}: {} {} {} order, data at offset {}",
@@ -301,12 +300,13 @@ fn create(file: &Path, spec: &CreateSpec, force: bool) -> CliResult<()> {
         spec.dtype,
         shape_text(&spec.shape),
         if spec.opts.order == Order::Fortran { "F" } else { "C" },
-        header.data_offset
+        data_offset
     );
     emit(&out)
 }
 
-fn create_typed<T: FromText>(file: &Path, spec: &CreateSpec) -> CliResult<()> {
+/// Creates the array and returns its data offset.
+fn create_typed<T: FromText>(file: &Path, spec: &CreateSpec) -> CliResult<usize> {
     let fill =
         match &spec.fill {
             Some(text) => Some(T::from_text(text).ok_or_else(|| {
@@ -319,7 +319,7 @@ fn create_typed<T: FromText>(file: &Path, spec: &CreateSpec) -> CliResult<()> {
         a.fill(v)?;
     }
     a.flush()?;
-    Ok(())
+    Ok(a.data_offset())
 }
 
 /// Statistics as printed.

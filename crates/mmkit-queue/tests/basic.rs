@@ -157,11 +157,13 @@ fn group_members_share_the_work() {
     let mut a = q.group("g").unwrap();
     let mut b = q.group("g").unwrap();
     let mut seen = Vec::new();
+    let mut taken = [0usize; 2];
     loop {
         let mut progress = false;
-        for m in [&mut a, &mut b] {
+        for (k, m) in [&mut a, &mut b].into_iter().enumerate() {
             if let Some(r) = m.next_timeout(Some(Duration::from_millis(1))).unwrap() {
                 seen.push(u32::from_le_bytes(r.payload().try_into().unwrap()));
+                taken[k] += 1;
                 progress = true;
             }
         }
@@ -169,6 +171,7 @@ fn group_members_share_the_work() {
             break;
         }
     }
+    assert!(taken.iter().all(|&n| n > 0), "both members took work: {taken:?}");
     seen.sort_unstable();
     assert_eq!(seen, (0..300).collect::<Vec<_>>());
 }

@@ -301,14 +301,24 @@ fn producers_killed_at_random_lose_no_acknowledged_message() {
             cursor.commit().unwrap();
             if kills < 3 && last_kill.elapsed() > Duration::from_millis(5 + rng(&mut seed) % 40) {
                 let victim = (rng(&mut seed) % kids.len() as u64) as usize;
-                let _ = kids[victim].1.kill();
-                let _ = kids[victim].1.wait();
+                // A producer that already exited must have exited cleanly.
+                if let Some(status) = kids[victim].1.try_wait().unwrap() {
+                    assert!(status.success(), "producer {} failed: {status:?}", kids[victim].0);
+                }
+                kill(&mut kids[victim].1);
                 kids[victim] = (next_id, spawn(next_id));
                 next_id += 1;
                 kills += 1;
                 last_kill = Instant::now();
             }
-            kids.retain_mut(|(_, c)| c.try_wait().unwrap().is_none());
+            // Producers not killed must finish successfully.
+            kids.retain_mut(|(id, c)| match c.try_wait().unwrap() {
+                None => true,
+                Some(status) => {
+                    assert!(status.success(), "round {round}: producer {id} failed: {status:?}");
+                    false
+                }
+            });
             if kids.is_empty() {
                 break;
             }
@@ -380,6 +390,7 @@ fn producer_killed_between_claim_and_commit_blocks_readers_briefly() {
         (rec.index(), rec.to_vec(), Instant::now())
     });
     std::thread::sleep(Duration::from_millis(20));
+    assert!(hang.try_wait().unwrap().is_none(), "claimant exited before the kill");
     let killed_at = Instant::now();
     kill(&mut hang);
     let (index, payload, seen_at) = reader.join().unwrap();
@@ -417,6 +428,8 @@ fn consumer_killed_and_restarted_on_a_named_cursor_loses_nothing() {
         p.append(&payload(0, i)).unwrap();
         if i % 1000 == 999 && (i as u64) + 1 < total {
             std::thread::sleep(Duration::from_millis(rng(&mut seed) % 10));
+            // It cannot be done yet: an exit now is a failure, not a kill.
+            assert!(consumer.try_wait().unwrap().is_none(), "consumer exited before the kill");
             kill(&mut consumer);
             restarts += 1;
             consumer = spawn();
@@ -454,6 +467,7 @@ fn dead_group_member_message_is_redelivered() {
     }
     let mut hang = child("group_hang", &[("MMKQ_DIR", qdir.display().to_string())]);
     let taken = line_from(&mut hang, "took ");
+    assert!(hang.try_wait().unwrap().is_none(), "group member exited before the kill");
     kill(&mut hang);
     let mut m = q.group("g").unwrap();
     let mut seen = Vec::new();

@@ -20,7 +20,7 @@ fn io_err(e: mmkit_queue::Error) -> io::Error {
 }
 
 /// Creates the queue directory for a run.
-pub fn create(dir: &Path, _readers: usize) -> io::Result<()> {
+pub fn create(dir: &Path) -> io::Result<()> {
     Queue::options().create_new(true).segment_size(SEGMENT).open(dir).map_err(io_err)?;
     Ok(())
 }
@@ -118,18 +118,12 @@ pub fn durable(dir: &Path, batch: usize, secs: f64) -> io::Result<(u64, u64, Vec
         .map_err(io_err)?;
     let mut p = q.producer().map_err(io_err)?;
     let msg = proto::encode(0, 0, 0);
-    let start = proto::now_ns();
-    let (mut count, mut lat) = (0u64, Vec::new());
-    while proto::now_ns() - start < (secs * 1e9) as u64 {
-        let t0 = proto::now_ns();
+    proto::durable_batches(batch, secs, || {
         let mut last = 0;
         for _ in 0..batch {
             last = p.append(&msg).map_err(io_err)?;
         }
         q.wait_durable(last, None).map_err(io_err)?;
-        let t1 = proto::now_ns();
-        lat.extend(std::iter::repeat_n(t1 - t0, batch));
-        count += batch as u64;
-    }
-    Ok((count, proto::now_ns() - start, lat))
+        Ok(())
+    })
 }

@@ -105,6 +105,26 @@ pub fn percentiles(v: &mut [u64]) -> Option<[u64; 3]> {
     Some([at(0.50), at(0.99), at(0.999)])
 }
 
+/// The durable table's loop: runs `batch_of` (one batch of `batch`
+/// messages, acknowledged durable when it returns) for `secs`; returns
+/// (messages, elapsed ns, per-message ack latencies in ns).
+pub fn durable_batches(
+    batch: usize,
+    secs: f64,
+    mut batch_of: impl FnMut() -> io::Result<()>,
+) -> io::Result<(u64, u64, Vec<u64>)> {
+    let start = now_ns();
+    let (mut count, mut lat) = (0u64, Vec::new());
+    while now_ns() - start < (secs * 1e9) as u64 {
+        let t0 = now_ns();
+        batch_of()?;
+        // Every message of the batch was submitted at t0 and is durable now.
+        lat.extend(std::iter::repeat_n(now_ns() - t0, batch));
+        count += batch as u64;
+    }
+    Ok((count, now_ns() - start, lat))
+}
+
 /// Spins until `deadline` (monotonic ns); the latency producers pace this way
 /// because a sleep cannot hit a 10 µs interval.
 fn wait_until(deadline: u64) {

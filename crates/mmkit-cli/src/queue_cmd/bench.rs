@@ -91,6 +91,10 @@ fn pair(
         });
         loop {
             let Some(rec) = reader.next_timeout(Some(Duration::from_secs(10)))? else {
+                // A producer that failed sends no END: report its error.
+                if p.is_finished() {
+                    p.join().map_err(|_| CliError::Other("bench: producer thread panicked".into()))??;
+                }
                 return Err(CliError::Other("bench: the producer stalled".into()));
             };
             let p = rec.payload();
