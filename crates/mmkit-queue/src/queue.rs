@@ -178,6 +178,7 @@ impl OpenOptions {
             }
         }
         let meta = Meta::open(dir)?;
+        crate::segment::sweep_stale_temps(dir);
         let durability = self.durability.unwrap_or(Durability::from_stored(meta.header.durability));
         if let Durability::GroupCommit { interval_us, .. } = durability {
             if interval_us > 10_000_000 {

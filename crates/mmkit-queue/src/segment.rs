@@ -283,6 +283,33 @@ pub(crate) fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Removes temporary files (`.tmp-meta-PID`, `.tmp-N-PID-U.seg`) left by
+/// processes that died while building a queue file: the creator's pid is in
+/// the name, and a file whose creator is alive (or whose pid was reused) is
+/// left alone. Best effort: a queue works with or without the sweep.
+pub(crate) fn sweep_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_creator) else { continue };
+        let gone = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH));
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The creator's pid in a temporary file name, if `name` is one.
+fn temp_creator(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(".tmp-")?;
+    let pid = match rest.strip_prefix("meta-") {
+        Some(pid) => pid,
+        None => rest.strip_suffix(".seg")?.split('-').nth(1)?,
+    };
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
 fn unique() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed) ^ now_ns()
@@ -291,4 +318,36 @@ fn unique() -> u64 {
 /// Whether an I/O error means "no such file".
 pub(crate) fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_give_their_creator() {
+        assert_eq!(temp_creator(".tmp-meta-42"), Some(42));
+        assert_eq!(temp_creator(".tmp-7-4242-123456.seg"), Some(4242));
+        assert_eq!(temp_creator("00000000000000000007.seg"), None);
+        assert_eq!(temp_creator(".tmp-7-x-1.seg"), None);
+        assert_eq!(temp_creator(".tmp-meta-0"), None);
+        assert_eq!(temp_creator("meta"), None);
+    }
+
+    #[test]
+    fn sweep_removes_only_files_of_dead_creators() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid above the kernel's maximum (2^22) can never be alive.
+        let dead = dir.path().join(".tmp-3-4194305-1.seg");
+        let alive = dir.path().join(format!(".tmp-3-{}-1.seg", std::process::id()));
+        let dead_meta = dir.path().join(".tmp-meta-4194305");
+        let other = dir.path().join("00000000000000000003.seg");
+        for p in [&dead, &alive, &dead_meta, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        sweep_stale_temps(dir.path());
+        assert!(!dead.exists() && !dead_meta.exists(), "files of dead creators are removed");
+        assert!(alive.exists(), "a live creator's file is kept");
+        assert!(other.exists(), "segments are never touched");
+    }
 }
