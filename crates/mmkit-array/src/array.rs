@@ -150,7 +150,7 @@ pub(crate) fn lock(file: &File, src: &str, exclusive: bool, writer: bool) -> Res
     } else {
         return Ok(false);
     };
-    match rustix::fs::flock(file, op) {
+    match flock_briefly(file, op) {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked {
             src: src.to_string(),
@@ -161,6 +161,29 @@ pub(crate) fn lock(file: &File, src: &str, exclusive: bool, writer: bool) -> Res
             },
         }),
         Err(e) => Err(Error::io("flock", src, e)),
+    }
+}
+
+/// Tries the lock for up to about 100 ms before giving up.
+///
+/// A child process between `fork` and `exec` holds copies of all its
+/// parent's descriptors, close-on-exec ones included, and with them their
+/// `flock`s. So when any thread of this process (or of a peer) spawns a
+/// program, a lock that was just released can still look held for a
+/// moment. A holder that really has the file open keeps it longer than that
+/// and is reported as [`Error::Locked`].
+fn flock_briefly(file: &File, op: FlockOperation) -> rustix::io::Result<()> {
+    let mut pause = std::time::Duration::from_millis(1);
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match rustix::fs::flock(file, op) {
+            Err(rustix::io::Errno::WOULDBLOCK) if waited < std::time::Duration::from_millis(100) => {
+                std::thread::sleep(pause);
+                waited += pause;
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
