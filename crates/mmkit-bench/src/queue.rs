@@ -746,7 +746,7 @@ fn render(rows: &[Row]) -> String {
         } else if let Some(l) = m.latency_ns {
             let mut value = format!("p50 {} p99 {} p99.9 {}", fmt_ns(l[0]), fmt_ns(l[1]), fmt_ns(l[2]));
             if let Some(c) = m.idle_cpu_pct {
-                value.push_str(&format!("; idle CPU {c:.1}%"));
+                value.push_str(&format!("; idle CPU {c:.2}%"));
             }
             let range = spread(&r.samples, |x| x.latency_ns.map(|l| l[1] as f64))
                 .map(|(a, b)| format!("p99 {}–{}", fmt_ns(a as u64), fmt_ns(b as u64)));

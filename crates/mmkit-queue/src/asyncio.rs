@@ -8,17 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll as TaskPoll, Waker};
 use std::time::Duration;
 
-use mmkit_sync::WaitPolicy;
-
 use crate::error::Result;
 use crate::format::split_tail;
 use crate::queue::Queue;
 use crate::reader::{Reader, Record, Step, committed};
 use crate::segment::Segment;
 
-/// Longest a helper thread parks before waking the task to re-check (a
-/// claim does not notify; a dead claimant is recovered by the re-check).
-const ASYNC_SLICE: Duration = Duration::from_millis(20);
+/// Longest a helper thread parks on an open claim before waking the task
+/// to re-check (the re-check recovers a dead claimant).
+const CLAIM_SLICE: Duration = Duration::from_millis(5);
+
+/// Longest a helper thread parks on an idle queue: claims and commits
+/// notify, so this only bounds the rare stall described at
+/// `reader::PARK_SLICE`.
+const IDLE_SLICE: Duration = Duration::from_secs(1);
 
 struct Shared {
     waker: Mutex<Option<Waker>>,
@@ -51,7 +54,7 @@ impl Future for Parked {
                         committed(word.load(Ordering::Acquire))
                             || (!claimed && split_tail(seg.tail().load(Ordering::Acquire)).0 > seq)
                     };
-                    notifier.wait_until(ready, &WaitPolicy::PARK, Some(ASYNC_SLICE));
+                    notifier.park(ready, Some(if claimed { CLAIM_SLICE } else { IDLE_SLICE }));
                 }
                 shared.done.store(true, Ordering::Release);
                 if let Some(w) = shared.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -347,7 +347,14 @@ impl Producer {
             // everything this producer did before (its earlier commits and
             // index slots). On x86 this is a plain store, not a locked one.
             state.store(self.generation << 2 | PRODUCER_CLAIMING, Ordering::Release);
-            let old = seg.tail().fetch_add((n << 32) + total, Ordering::AcqRel);
+            // SeqCst (the same instruction on x86): a reader parked on the
+            // notifier is woken by the claim itself, not only by the commit,
+            // so a producer killed between claim and commit leaves that
+            // reader waiting on a known claim (recovered within
+            // milliseconds) rather than asleep with nothing to wake it.
+            let old = seg.tail().fetch_add((n << 32) + total, Ordering::SeqCst);
+            // SAFETY: as in `word`.
+            unsafe { &*self.notifier }.notify_all_after_seqcst_rmw();
             let (seq, offset) = split_tail(old);
             if seq + n < u32::MAX as u64
                 && claim_fits(seg.capacity, seq, n, offset, total)

@@ -73,10 +73,12 @@ impl Notifier {
         }
     }
 
-    /// Wakes after a caller's own `SeqCst` read-modify-write made the
-    /// condition true; skips the fence that such an operation implies.
+    /// Wakes at most one parked waiter after the caller's own `SeqCst`
+    /// read-modify-write made the condition true; skips the fence that
+    /// such an operation already implies. Calling it after anything weaker
+    /// than a `SeqCst` read-modify-write can lose a wake-up.
     #[inline]
-    pub(crate) fn notify_one_after_seqcst_rmw(&self) {
+    pub fn notify_one_after_seqcst_rmw(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.wake(1);
         }
@@ -84,7 +86,7 @@ impl Notifier {
 
     /// Like [`Notifier::notify_one_after_seqcst_rmw`], waking everyone.
     #[inline]
-    pub(crate) fn notify_all_after_seqcst_rmw(&self) {
+    pub fn notify_all_after_seqcst_rmw(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.wake(u32::MAX);
         }
@@ -151,6 +153,18 @@ impl Notifier {
         }
     }
 
+    /// Parks at once until `ready()` or until `timeout` elapses (`None`:
+    /// no limit); returns whether `ready()` held. Unlike
+    /// [`Notifier::wait_until`], it does not wake every
+    /// [`MAX_PARK_SLICE`] to re-check by itself, so an idle waiter costs
+    /// no CPU at all. Use it when a crash of the notifying process cannot
+    /// skip the notify (or when the caller has its own way to notice one),
+    /// or bound the wait with `timeout`.
+    pub fn park(&self, mut ready: impl FnMut() -> bool, timeout: Option<Duration>) -> bool {
+        let deadline = Deadline::after(timeout);
+        self.park_until(&mut ready, deadline, Duration::MAX)
+    }
+
     /// Parks until `ready()`, the deadline, or (at most) `slice` elapses;
     /// the caller decides what to do after a slice.
     pub(crate) fn park_until(
@@ -167,15 +181,16 @@ impl Notifier {
             if ready() {
                 break true;
             }
-            let left = slice.saturating_sub(started.elapsed());
-            let left = match deadline.remaining() {
-                Some(d) => d.min(left),
-                None => left,
+            // `Duration::MAX` as the slice means no slice at all.
+            let in_slice = (slice != Duration::MAX).then(|| slice.saturating_sub(started.elapsed()));
+            let left = match (deadline.remaining(), in_slice) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
             };
-            if left.is_zero() {
+            if left.is_some_and(|l| l.is_zero()) {
                 break false;
             }
-            if futex::wait(&self.seq, seen, Some(left)).is_err() {
+            if futex::wait(&self.seq, seen, left).is_err() {
                 yield_now();
             }
         };
