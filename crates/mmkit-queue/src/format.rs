@@ -59,6 +59,13 @@ pub const MEMBERS_PER_GROUP: usize = ((GROUP_SLOT_SIZE - 64) / MEMBER_SLOT_SIZE)
 pub const MAX_NAME_LEN: usize = 48;
 
 const _: () = assert!(GROUP_TABLE + GROUP_SLOTS as u64 * GROUP_SLOT_SIZE <= META_SIZE as u64);
+/// Offset of the pin table (one slot per open queue handle).
+pub const PIN_TABLE: u64 = GROUP_TABLE + GROUP_SLOTS as u64 * GROUP_SLOT_SIZE;
+/// Slots in the pin table.
+pub const PIN_SLOTS: usize = 384;
+/// Bytes per pin slot: owner token `u64`, lowest mapped segment `u64`.
+pub const PIN_SLOT_SIZE: u64 = 16;
+const _: () = assert!(PIN_TABLE + PIN_SLOTS as u64 * PIN_SLOT_SIZE <= META_SIZE as u64);
 
 /// Bytes of a segment's header; frames start here.
 pub const SEGMENT_HEADER: u64 = 256;

@@ -48,6 +48,7 @@ mod ops;
 mod producer;
 mod queue;
 mod reader;
+mod recycle;
 mod segment;
 
 pub use cursor::{Cursor, CursorInfo};

@@ -111,8 +111,11 @@ impl CheckReport {
 pub struct RetentionReport {
     /// Deleted segment numbers.
     pub deleted: Vec<u64>,
-    /// Bytes freed.
+    /// Bytes freed (or turned into spares).
     pub bytes_freed: u64,
+    /// How many of the deleted segments were kept as zeroed spares for
+    /// future segments (see [`Retention::recycle`]).
+    pub recycled: usize,
 }
 
 impl Queue {
@@ -475,10 +478,11 @@ impl Queue {
             if !too_old && !too_big {
                 break;
             }
-            self.meta().first()?.fetch_max(s + 1, Ordering::AcqRel);
+            self.meta().first()?.fetch_max(s + 1, Ordering::SeqCst);
             let path = self.path().join(segment_file_name(s));
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
+            match self.retire(&path, s, policy) {
+                Ok(recycled) => {
+                    report.recycled += usize::from(recycled);
                     report.deleted.push(s);
                     report.bytes_freed += self.segment_size();
                     total = total.saturating_sub(self.segment_size());
@@ -488,6 +492,17 @@ impl Queue {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes retired segment `s`, or (when the policy allows and no live
+    /// process may still have it mapped) keeps its file as a zeroed spare
+    /// for a future segment. Returns whether it was kept.
+    fn retire(&self, path: &std::path::Path, s: u64, policy: &Retention) -> std::io::Result<bool> {
+        let keep = policy.recycle && !crate::recycle::pinned(self.meta(), s).unwrap_or(true);
+        if !keep {
+            return std::fs::remove_file(path).map(|()| false);
+        }
+        crate::recycle::retire(self.path(), path, self.segment_size()).map_err(std::io::Error::other)
     }
 
     /// When segment `s` was sealed: the creation time of its successor.

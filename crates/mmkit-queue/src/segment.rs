@@ -96,7 +96,7 @@ impl Segment {
             return Ok(());
         }
         let tmp = dir.join(format!(".tmp-{number}-{}-{}.seg", std::process::id(), unique()));
-        let result = init_file(&tmp, number, capacity, flags, sync).and_then(|()| {
+        let result = init_file(dir, &tmp, number, capacity, flags, sync).and_then(|()| {
             rename_noreplace(&tmp, &path)
                 .or_else(|e| if e == rustix::io::Errno::EXIST { Ok(()) } else { Err(e) })
                 .map_err(|e| Error::io("rename new segment into place", &path, e))
@@ -244,8 +244,31 @@ pub(crate) fn create_exclusive(path: &Path, op: &'static str) -> Result<File> {
         .map_err(|e| Error::io(op, path, e))
 }
 
-fn init_file(tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
-    let file = create_exclusive(tmp, "create segment")?;
+fn init_file(dir: &Path, tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
+    // A zeroed spare left by retention beats a fresh file: its blocks are
+    // written and its pages usually cached (see `recycle`).
+    let file = match crate::recycle::take_spare(dir, tmp, capacity) {
+        Some(file) => file,
+        None => {
+            let file = create_exclusive(tmp, "create segment")?;
+            preallocate(&file, tmp, capacity)?;
+            file
+        }
+    };
+    let header = SegmentHeader { number, capacity, created_ns: now_ns(), flags };
+    let w = |off: u64, bytes: &[u8]| -> Result<()> {
+        file.write_all_at(bytes, off).map_err(|e| Error::io("write segment header", tmp, e))
+    };
+    w(0, &header.encode())?;
+    w(SEG_TAIL, &SEGMENT_HEADER.to_le_bytes())?;
+    w(SEG_FINAL_COUNT, &u64::MAX.to_le_bytes())?;
+    if sync {
+        file.sync_all().map_err(|e| Error::io("fsync new segment", tmp, e))?;
+    }
+    Ok(())
+}
+
+fn preallocate(file: &File, tmp: &Path, capacity: u64) -> Result<()> {
     // In steps: on tmpfs `fallocate` allocates and zeroes memory, and one
     // call for a whole segment would keep the kernel busy for tens of
     // milliseconds without a preemption point, delaying the wake-up of
@@ -256,16 +279,6 @@ fn init_file(tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> 
         rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), done, step)
             .map_err(|e| Error::io("preallocate segment", tmp, e))?;
         done += step;
-    }
-    let header = SegmentHeader { number, capacity, created_ns: now_ns(), flags };
-    let w = |off: u64, bytes: &[u8]| -> Result<()> {
-        file.write_all_at(bytes, off).map_err(|e| Error::io("write segment header", tmp, e))
-    };
-    w(0, &header.encode())?;
-    w(SEG_TAIL, &SEGMENT_HEADER.to_le_bytes())?;
-    w(SEG_FINAL_COUNT, &u64::MAX.to_le_bytes())?;
-    if sync {
-        file.sync_all().map_err(|e| Error::io("fsync new segment", tmp, e))?;
     }
     Ok(())
 }
@@ -310,7 +323,7 @@ fn temp_creator(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|&p| p > 0)
 }
 
-fn unique() -> u64 {
+pub(crate) fn unique() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed) ^ now_ns()
 }

@@ -1,0 +1,198 @@
+//! Segment recycling: retired segments become zeroed spares that new
+//! segments are built from, never while a live process may read them.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mmkit_queue::{Queue, Reader, Retention, Start, index_segment};
+
+const SEGMENT: u64 = 16 << 10;
+
+fn open(dir: &Path) -> Queue {
+    Queue::options().create(true).segment_size(SEGMENT).max_message_size(512).open(dir).unwrap()
+}
+
+fn payload(i: u32) -> Vec<u8> {
+    let len = 8 + (i as usize * 7) % 120;
+    (0..len).map(|k| (i as usize * 31 + k) as u8).collect()
+}
+
+fn drain(r: &mut Reader) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        out.push((rec.index(), rec.to_vec()));
+    }
+    out
+}
+
+fn spares(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(".spare-"))
+        .collect()
+}
+
+fn inodes(dir: &Path, pred: impl Fn(&str) -> bool) -> HashSet<u64> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| pred(e.file_name().to_str().unwrap()))
+        .map(|e| e.metadata().unwrap().ino())
+        .collect()
+}
+
+fn keep_two() -> Retention {
+    Retention { max_total_bytes: Some(2 * SEGMENT), ..Retention::default() }
+}
+
+#[test]
+fn retired_segments_are_reused_and_carry_no_stale_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = open(&path);
+    let mut p = q.producer().unwrap();
+    let mut next = 0u32;
+    let mut append_until_segment = |p: &mut mmkit_queue::Producer, seg: u64| {
+        while index_segment(p.append(&payload(next)).unwrap()) < seg {
+            next += 1;
+        }
+        next += 1;
+    };
+    append_until_segment(&mut p, 5);
+    let report = q.apply_retention(&keep_two()).unwrap();
+    assert!(report.recycled > 0, "{report:?}");
+    assert!(report.recycled <= 2, "at most two spares are kept: {report:?}");
+    assert_eq!(spares(&path).len(), report.recycled);
+    let spare_inodes = inodes(&path, |n| n.starts_with(".spare-"));
+    // Spares are zeroed: no byte of the old frames survives.
+    for s in spares(&path) {
+        assert!(std::fs::read(&s).unwrap().iter().all(|&b| b == 0), "{s:?} is not zeroed");
+    }
+    // New segments are built from the spares.
+    append_until_segment(&mut p, 8);
+    let reused = inodes(&path, |n| n.ends_with(".seg") && !n.starts_with('.'));
+    assert!(!spare_inodes.is_disjoint(&reused), "a spare became a segment");
+    // Everything retained reads back exactly, checksums included.
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let got = drain(&mut r);
+    let first = q.first_index().unwrap();
+    assert_eq!(got.first().unwrap().0, first);
+    let n = got.len() as u32;
+    for (k, (_, bytes)) in got.iter().enumerate() {
+        assert_eq!(bytes, &payload(next - n + k as u32), "message {k} of {n}");
+    }
+    assert!(q.check().unwrap().is_clean());
+}
+
+#[test]
+fn a_segment_mapped_by_a_live_reader_is_deleted_not_recycled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = open(&path);
+    let mut p = q.producer().unwrap();
+    let mut sent = Vec::new();
+    for i in 0.. {
+        let idx = p.append(&payload(i)).unwrap();
+        sent.push((idx, payload(i)));
+        if index_segment(idx) >= 4 {
+            break;
+        }
+    }
+    // Another handle (its own pin) reading segment 0.
+    let other = Queue::open(&path).unwrap();
+    let mut slow = other.reader(Start::Beginning).unwrap();
+    let first = slow.next().unwrap().unwrap().to_vec();
+    assert_eq!(first, sent[0].1);
+    let report = q.apply_retention(&keep_two()).unwrap();
+    assert!(report.deleted.contains(&0), "{report:?}");
+    assert_eq!(report.recycled, 0, "every retired segment is pinned by the slow reader: {report:?}");
+    // Reuse anything that was there: appending more must not disturb it.
+    for i in 0..2000 {
+        p.append(&payload(10_000 + i)).unwrap();
+    }
+    // The slow reader still reads segment 0 intact from its mapping.
+    let rest = drain(&mut slow);
+    let seg0: Vec<_> = rest.iter().filter(|(i, _)| index_segment(*i) == 0).collect();
+    assert_eq!(seg0.len(), sent.iter().filter(|(i, _)| index_segment(*i) == 0).count() - 1);
+    for (idx, bytes) in seg0 {
+        assert_eq!(&sent.iter().find(|(i, _)| i == idx).unwrap().1, bytes);
+    }
+}
+
+#[test]
+fn a_dead_process_pins_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = open(&path);
+    let mut p = q.producer().unwrap();
+    while index_segment(p.append(&payload(1)).unwrap()) < 4 {}
+    // A child maps segment 0 through a reader, says so, and is killed.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env("MMKQ_RECYCLE_DIR", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The test harness prints its own lines first; keep the pipe open
+    // (in `_out`) so the child's later writes cannot fail.
+    let mut _out = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    assert!(_out.any(|l| l.unwrap().ends_with("reading")), "the child never started reading");
+    // While it lives, its pin keeps segment 0 from being recycled.
+    let policy = Retention { max_total_bytes: Some(4 * SEGMENT), ..Retention::default() };
+    let report = q.apply_retention(&policy).unwrap();
+    assert_eq!((report.deleted.clone(), report.recycled), (vec![0], 0), "{report:?}");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    // Dead: its pin no longer counts.
+    let report = q.apply_retention(&keep_two()).unwrap();
+    assert!(report.recycled > 0, "{report:?}");
+}
+
+#[test]
+fn recycling_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = open(&path);
+    let mut p = q.producer().unwrap();
+    while index_segment(p.append(&payload(1)).unwrap()) < 4 {}
+    let report = q.apply_retention(&Retention { recycle: false, ..keep_two() }).unwrap();
+    assert!(!report.deleted.is_empty());
+    assert_eq!(report.recycled, 0);
+    assert!(spares(&path).is_empty());
+}
+
+#[test]
+fn a_spare_of_another_size_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = open(&path);
+    let odd = path.join(".spare-1.seg");
+    std::fs::write(&odd, vec![0xAB; 8192]).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..2000 {
+        p.append(&payload(i)).unwrap();
+    }
+    assert!(!odd.exists(), "the wrong-sized spare was taken and discarded");
+    let mut r = q.reader(Start::Beginning).unwrap();
+    assert_eq!(drain(&mut r).len(), 2000);
+    assert!(q.check().unwrap().is_clean());
+}
+
+/// Entry point of the child processes.
+#[test]
+fn child_entry() {
+    let Some(dir) = std::env::var_os("MMKQ_RECYCLE_DIR") else { return };
+    let q = Queue::open(dir).unwrap();
+    let mut r = q.reader(Start::Beginning).unwrap();
+    assert!(r.next().unwrap().is_some());
+    println!("reading");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
