@@ -60,6 +60,9 @@ pub enum Peer {
     MmkitQueue,
     /// mmkit-queue with its directory in /dev/shm (no disk page cache).
     MmkitQueueShm,
+    /// mmkit-queue on ext4 with retention (a bounded queue whose segments
+    /// are recycled), measured in its steady state.
+    MmkitQueueBounded,
     /// The raw mmap SPSC ring.
     Ring,
     /// Unix domain socket, SOCK_STREAM.
@@ -83,6 +86,7 @@ impl Peer {
         match self {
             Peer::MmkitQueue => "mmkit-queue",
             Peer::MmkitQueueShm => "mmkit-queue in /dev/shm",
+            Peer::MmkitQueueBounded => "mmkit-queue, bounded",
             Peer::Ring => "raw mmap ring",
             Peer::Unix => "unix socket",
             Peer::Pipe => "pipe",
@@ -174,7 +178,7 @@ fn child_producer(a: &ChildArgs) -> io::Result<()> {
         Peer::Pipe => drive(&mut stream::pipe_sender(&a.addr)?, a),
         Peer::Yaque => drive(&mut persist::yaque_sender(&a.addr[0])?, a),
         Peer::Nats => drive(&mut jetstream::sender(a.port, &a.name)?, a),
-        Peer::MmkitQueue | Peer::MmkitQueueShm => mmq::child_producer(a),
+        Peer::MmkitQueue | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => mmq::child_producer(a),
         other => Err(io::Error::other(format!("{} has no producer process", other.name()))),
     }
 }
@@ -214,7 +218,7 @@ fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
         Peer::Pipe => proto::consume(&mut stream::pipe_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Yaque => proto::consume(&mut persist::yaque_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Nats => proto::consume(&mut jetstream::receiver(a.port, &a.name)?, kind, n, stamp),
-        Peer::MmkitQueue | Peer::MmkitQueueShm => mmq::child_consumer(a),
+        Peer::MmkitQueue | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => mmq::child_consumer(a),
         other => Err(io::Error::other(format!("{} has no consumer process", other.name()))),
     }
 }
@@ -297,7 +301,8 @@ impl Suite {
         self.start_nats();
         let spin = Shape { kind: Kind::Throughput, park: false, producers: 1, readers: 1 };
         let park = Shape { park: true, ..spin };
-        let spinners = [Peer::MmkitQueue, Peer::MmkitQueueShm, Peer::Ring, Peer::Crossbeam];
+        let spinners =
+            [Peer::MmkitQueue, Peer::MmkitQueueShm, Peer::MmkitQueueBounded, Peer::Ring, Peer::Crossbeam];
         self.table("throughput 1→1 spinning", spin, &spinners)?;
         let all = [
             Peer::MmkitQueue,
@@ -442,12 +447,14 @@ impl Suite {
                     *a = vec![p];
                 }
             }
-            Peer::Yaque | Peer::MmkitQueue | Peer::MmkitQueueShm => {
+            Peer::Yaque | Peer::MmkitQueue | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => {
                 let q = match peer {
                     Peer::MmkitQueueShm => self.shm.path().join(format!("q{}", self.runs)),
                     _ => dir.join("q"),
                 };
-                if peer != Peer::Yaque {
+                if peer == Peer::MmkitQueueBounded {
+                    mmq::create_bounded(&q)?;
+                } else if peer != Peer::Yaque {
                     mmq::create(&q)?;
                 } else {
                     std::fs::create_dir_all(&q)?;
@@ -575,6 +582,8 @@ fn variant(peer: Peer, park: bool) -> String {
         Peer::Crossbeam if park => "recv()".into(),
         Peer::Crossbeam => "try_recv() loop".into(),
         Peer::Ring if park => "spin, then futex".into(),
+        Peer::MmkitQueueBounded if park => "retention 256 MiB, recycled; spin, then park".into(),
+        Peer::MmkitQueueBounded => "retention 256 MiB, recycled; spin".into(),
         _ if park => "spin, then park".into(),
         _ => "spin".into(),
     }
@@ -626,6 +635,7 @@ fn peer_arg(p: Peer) -> &'static str {
     match p {
         Peer::MmkitQueue => "mmkit-queue",
         Peer::MmkitQueueShm => "mmkit-queue-shm",
+        Peer::MmkitQueueBounded => "mmkit-queue-bounded",
         Peer::Ring => "ring",
         Peer::Unix => "unix",
         Peer::Pipe => "pipe",

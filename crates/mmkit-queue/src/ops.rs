@@ -502,7 +502,7 @@ impl Queue {
         if !keep {
             return std::fs::remove_file(path).map(|()| false);
         }
-        crate::recycle::retire(self.path(), path, self.segment_size()).map_err(std::io::Error::other)
+        crate::recycle::retire(self.path(), path, self.segment_size())
     }
 
     /// When segment `s` was sealed: the creation time of its successor.

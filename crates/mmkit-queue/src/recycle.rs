@@ -21,6 +21,7 @@
 //! gone and does not open it. Pins of dead processes are ignored.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -96,55 +97,55 @@ pub(crate) fn pinned(meta: &Meta, s: u64) -> Result<bool> {
 
 /// Turns retired segment file `path` into a zeroed spare, or deletes it
 /// when the directory already has enough spares. Returns whether it became
-/// a spare. The caller made sure no live process has it mapped.
-pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64) -> Result<bool> {
+/// a spare. The caller made sure no live process has it mapped. A file
+/// already gone (another retention pass took it) is `NotFound`.
+pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64) -> io::Result<bool> {
     if spares(dir).len() >= MAX_SPARES {
-        std::fs::remove_file(path).map_err(|e| Error::io("delete segment", path, e))?;
-        return Ok(false);
+        return std::fs::remove_file(path).map(|()| false);
     }
     // Zeroed under a temporary name carrying our pid: if we die half way,
     // the next open of the queue sweeps it, and no one ever takes a
     // half-zeroed spare.
     let tmp = dir.join(format!(".tmp-zero-{}-{}.seg", std::process::id(), crate::segment::unique()));
-    std::fs::rename(path, &tmp).map_err(|e| Error::io("retire segment", path, e))?;
+    std::fs::rename(path, &tmp)?;
     let made = zero_used(&tmp, capacity).and_then(|()| {
         let spare = dir.join(format!(".spare-{}.seg", crate::segment::unique()));
-        std::fs::rename(&tmp, &spare).map_err(|e| Error::io("store spare segment", &spare, e))
+        std::fs::rename(&tmp, &spare)
     });
     if made.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    made.map(|()| true)
+    // The segment is gone either way: a failed zeroing only loses the spare.
+    Ok(made.is_ok())
 }
 
 /// Zeroes what the old segment used: the frames below its tail and its
 /// index slots (everything, if the tail word is implausible).
-fn zero_used(path: &Path, capacity: u64) -> Result<()> {
+fn zero_used(path: &Path, capacity: u64) -> io::Result<()> {
     let file = open_rw(path)?;
-    let len = file.metadata().map_err(|e| Error::io("stat spare segment", path, e))?.len();
-    if len != capacity {
-        return Err(Error::corrupt(path, format!("segment file is {len} bytes, expected {capacity}")));
+    if file.metadata()?.len() != capacity {
+        return Err(io::Error::other("segment file has the wrong size"));
     }
     let mut tail = [0u8; 8];
-    file.read_exact_at(&mut tail, SEG_TAIL).map_err(|e| Error::io("read segment tail", path, e))?;
+    file.read_exact_at(&mut tail, SEG_TAIL)?;
     let (count, offset) = split_tail(u64::from_le_bytes(tail));
     let frames_end = offset.clamp(SEGMENT_HEADER, capacity);
     let slots = count.min(capacity / 4).saturating_mul(4);
     let slots_start = capacity.saturating_sub(slots).max(frames_end);
-    write_zeros(&file, path, 0, frames_end)?;
-    write_zeros(&file, path, slots_start, capacity)
+    write_zeros(&file, 0, frames_end)?;
+    write_zeros(&file, slots_start, capacity)
 }
 
 /// Writes zeros over `from..to` with `pwrite`: the pages are usually
 /// cached, so this is a memory copy, with no mapping (and no page-table
 /// work) needed.
-fn write_zeros(file: &File, path: &Path, from: u64, to: u64) -> Result<()> {
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
     const CHUNK: usize = 1 << 20;
     let zeros = vec![0u8; CHUNK];
     let mut at = from;
     while at < to {
         let n = (to - at).min(CHUNK as u64) as usize;
-        file.write_all_at(&zeros[..n], at).map_err(|e| Error::io("zero spare segment", path, e))?;
+        file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }
     Ok(())
@@ -179,13 +180,12 @@ pub(crate) fn take_spare(dir: &Path, tmp: &Path, capacity: u64) -> Option<File> 
     None
 }
 
-fn open_rw(path: &Path) -> Result<File> {
+fn open_rw(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| Error::io("open spare segment", path, e))
 }
 
 /// The lowest segment number among `live` mappings and `wanted`.

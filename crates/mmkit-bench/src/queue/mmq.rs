@@ -7,13 +7,21 @@
 use std::io;
 use std::path::Path;
 
-use mmkit_queue::{Durability, Producer, Queue, Reader, Start, WaitPolicy};
+use mmkit_queue::{Durability, Producer, Queue, Reader, Retention, Start, WaitPolicy, index_segment};
 
 use super::proto::{self, Kind, MSG, Msg, Receiver, Report, Sender};
-use super::{ChildArgs, die};
+use super::{ChildArgs, Peer, die};
 
 /// Segment size for bench queues: large enough that rollover is rare but real.
 const SEGMENT: u64 = 256 << 20;
+
+/// Segment size of the bounded queue.
+const BOUNDED_SEGMENT: u64 = 64 << 20;
+
+/// The bounded queue keeps this much: older segments are recycled.
+fn bounded_retention() -> Retention {
+    Retention { max_total_bytes: Some(4 * BOUNDED_SEGMENT), ..Retention::default() }
+}
 
 fn io_err(e: mmkit_queue::Error) -> io::Error {
     io::Error::other(e)
@@ -34,9 +42,31 @@ impl Sender for MqSender {
     }
 }
 
+/// Creates a bounded queue in its steady state: filled past its retention
+/// once, so that retired segments have become spares, as in a queue that
+/// has been running for a while. Consumers start at its end.
+pub fn create_bounded(dir: &Path) -> io::Result<()> {
+    let q = Queue::options()
+        .create_new(true)
+        .segment_size(BOUNDED_SEGMENT)
+        .retention(bounded_retention())
+        .open(dir)
+        .map_err(io_err)?;
+    let mut p = q.producer().map_err(io_err)?;
+    let msg = [0u8; MSG];
+    while index_segment(p.append(&msg).map_err(io_err)?) < 7 {}
+    q.apply_retention(&bounded_retention()).map_err(io_err)?;
+    Ok(())
+}
+
 /// A producer process; the victim of a recovery run dies holding a claim.
 pub fn child_producer(a: &ChildArgs) -> io::Result<()> {
-    let q = Queue::open(&a.addr[0]).map_err(io_err)?;
+    let q = if a.peer == Peer::MmkitQueueBounded {
+        Queue::options().retention(bounded_retention()).open(&a.addr[0])
+    } else {
+        Queue::open(&a.addr[0])
+    }
+    .map_err(io_err)?;
     let mut s = MqSender(q.producer().map_err(io_err)?);
     if a.victim {
         proto::produce_stream(&mut s, Kind::Recovery, a.secs / 3.0, a.id)?;
@@ -94,6 +124,8 @@ pub fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
     let q = Queue::open(&a.addr[0]).map_err(io_err)?;
     let source = if a.readers > 1 {
         Source::Cursor(q.cursor(&format!("c{}", a.reader)).map_err(io_err)?, 0)
+    } else if a.peer == Peer::MmkitQueueBounded {
+        Source::Reader(q.reader(Start::End).map_err(io_err)?)
     } else {
         Source::Reader(q.reader(Start::Beginning).map_err(io_err)?)
     };
