@@ -44,7 +44,8 @@ impl Sender for MqSender {
 
 /// Creates a bounded queue in its steady state: filled past its retention
 /// once, so that retired segments have become spares, as in a queue that
-/// has been running for a while. Consumers start at its end.
+/// has been running for a while. Its consumer reads on a named cursor
+/// from the end.
 pub fn create_bounded(dir: &Path) -> io::Result<()> {
     let q = Queue::options()
         .create_new(true)
@@ -56,8 +57,13 @@ pub fn create_bounded(dir: &Path) -> io::Result<()> {
     let msg = [0u8; MSG];
     while index_segment(p.append(&msg).map_err(io_err)?) < 7 {}
     q.apply_retention(&bounded_retention()).map_err(io_err)?;
-    Ok(())
+    let mut c = q.cursor(BOUNDED_CURSOR).map_err(io_err)?;
+    c.seek(q.end_index().map_err(io_err)?).map_err(io_err)?;
+    c.commit().map_err(io_err)
 }
+
+/// The bounded queue's consumer cursor.
+const BOUNDED_CURSOR: &str = "bounded";
 
 /// A producer process; the victim of a recovery run dies holding a claim.
 pub fn child_producer(a: &ChildArgs) -> io::Result<()> {
@@ -125,7 +131,10 @@ pub fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
     let source = if a.readers > 1 {
         Source::Cursor(q.cursor(&format!("c{}", a.reader)).map_err(io_err)?, 0)
     } else if a.peer == Peer::MmkitQueueBounded {
-        Source::Reader(q.reader(Start::End).map_err(io_err)?)
+        // Placed at the end of the warm-up by `create_bounded`, before any
+        // producer starts; a named cursor, so that retention never deletes
+        // what this consumer has not read yet.
+        Source::Cursor(q.cursor(BOUNDED_CURSOR).map_err(io_err)?, 0)
     } else {
         Source::Reader(q.reader(Start::Beginning).map_err(io_err)?)
     };
