@@ -276,7 +276,7 @@ fn preallocate(file: &File, tmp: &Path, capacity: u64) -> Result<()> {
     let mut done = 0;
     while done < capacity {
         let step = FALLOCATE_STEP.min(capacity - done);
-        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), done, step)
+        rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), done, step)
             .map_err(|e| Error::io("preallocate segment", tmp, e))?;
         done += step;
     }
