@@ -321,9 +321,13 @@ impl Producer {
         unsafe { &*self.words[which] }
     }
 
-    fn notify(&self) {
+    fn notifier(&self) -> &Notifier {
         // SAFETY: as in `word`.
-        unsafe { &*self.notifier }.notify_all();
+        unsafe { &*self.notifier }
+    }
+
+    fn notify(&self) {
+        self.notifier().notify_all();
     }
 
     /// Claims consecutive frames of the given sizes in the active segment,
@@ -353,8 +357,7 @@ impl Producer {
             // reader waiting on a known claim (recovered within
             // milliseconds) rather than asleep with nothing to wake it.
             let old = seg.tail().fetch_add((n << 32) + total, Ordering::SeqCst);
-            // SAFETY: as in `word`.
-            unsafe { &*self.notifier }.notify_all_after_seqcst_rmw();
+            self.notifier().notify_all_after_seqcst_rmw();
             let (seq, offset) = split_tail(old);
             if seq + n < u32::MAX as u64
                 && claim_fits(seg.capacity, seq, n, offset, total)

@@ -308,13 +308,14 @@ impl Queue {
     pub(crate) fn segment(&self, number: u64) -> Result<Arc<Segment>> {
         let mut cache = self.inner.segments.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|w| w.strong_count() > 0);
-        let live: Vec<Arc<Segment>> = cache.iter().filter_map(Weak::upgrade).collect();
-        let lowest = crate::recycle::lowest(live.iter().map(|s| s.number), number);
-        let retained = self.inner.pin.pin(&self.inner.meta, lowest, number)?;
-        if let Some(seg) = live.into_iter().find(|s| s.number == number) {
+        if let Some(seg) = cache.iter().filter_map(Weak::upgrade).find(|s| s.number == number) {
+            // Mapped already, so pinned since it was opened.
             return Ok(seg);
         }
-        if !retained {
+        // Pin before opening (see `recycle`): the lowest segment this
+        // handle will have mapped, live ones included.
+        let lowest = cache.iter().filter_map(Weak::upgrade).fold(number, |low, s| low.min(s.number));
+        if !self.inner.pin.pin(&self.inner.meta, lowest, number)? {
             // Retired: retention may be rewriting the file for reuse.
             let path = self.inner.dir.join(crate::segment::segment_file_name(number));
             return Err(Error::io("open segment", &path, std::io::Error::from(std::io::ErrorKind::NotFound)));

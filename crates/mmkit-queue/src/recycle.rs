@@ -119,21 +119,17 @@ pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64) -> io::Result<bool>
     Ok(made.is_ok())
 }
 
-/// Zeroes what the old segment used: the frames below its tail and its
-/// index slots (everything, if the tail word is implausible).
+/// Zeroes the whole file. Not just below the tail word: after a machine
+/// crash the tail on disk can be older than the frames after it (see
+/// `stale_tail` in `producer`), and a stale frame left in a spare would
+/// seal the new segment early. Retired segments are full, so the whole
+/// file is what they used anyway.
 fn zero_used(path: &Path, capacity: u64) -> io::Result<()> {
     let file = open_rw(path)?;
     if file.metadata()?.len() != capacity {
         return Err(io::Error::other("segment file has the wrong size"));
     }
-    let mut tail = [0u8; 8];
-    file.read_exact_at(&mut tail, SEG_TAIL)?;
-    let (count, offset) = split_tail(u64::from_le_bytes(tail));
-    let frames_end = offset.clamp(SEGMENT_HEADER, capacity);
-    let slots = count.min(capacity / 4).saturating_mul(4);
-    let slots_start = capacity.saturating_sub(slots).max(frames_end);
-    write_zeros(&file, 0, frames_end)?;
-    write_zeros(&file, slots_start, capacity)
+    write_zeros(&file, 0, capacity)
 }
 
 /// Writes zeros over `from..to` with `pwrite`: the pages are usually
@@ -186,9 +182,4 @@ fn open_rw(path: &Path) -> io::Result<File> {
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-}
-
-/// The lowest segment number among `live` mappings and `wanted`.
-pub(crate) fn lowest(live: impl Iterator<Item = u64>, wanted: u64) -> u64 {
-    live.fold(wanted, u64::min)
 }

@@ -262,7 +262,7 @@ impl RobustMutex {
         loop {
             let slice = park_slice(slices);
             let mut free = || self.owner.load(Ordering::SeqCst) == 0;
-            let woke_free = self.notifier.park_until(&mut free, deadline, slice);
+            let woke_free = self.notifier.park_until(&mut free, deadline, Some(slice));
             if woke_free {
                 if self.try_acquire(me) {
                     return Ok(Some(self.acquired()));

@@ -140,7 +140,7 @@ impl Notifier {
             }
         }
         if policy.park {
-            return self.park_until(&mut ready, deadline, MAX_PARK_SLICE);
+            return self.park_until(&mut ready, deadline, Some(MAX_PARK_SLICE));
         }
         loop {
             yield_now();
@@ -162,16 +162,17 @@ impl Notifier {
     /// or bound the wait with `timeout`.
     pub fn park(&self, mut ready: impl FnMut() -> bool, timeout: Option<Duration>) -> bool {
         let deadline = Deadline::after(timeout);
-        self.park_until(&mut ready, deadline, Duration::MAX)
+        self.park_until(&mut ready, deadline, None)
     }
 
-    /// Parks until `ready()`, the deadline, or (at most) `slice` elapses;
+    /// Parks until `ready()`, the deadline, or (at most) `slice` elapses
+    /// (`None`: no slice);
     /// the caller decides what to do after a slice.
     pub(crate) fn park_until(
         &self,
         ready: &mut impl FnMut() -> bool,
         deadline: Deadline,
-        slice: Duration,
+        slice: Option<Duration>,
     ) -> bool {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -181,8 +182,7 @@ impl Notifier {
             if ready() {
                 break true;
             }
-            // `Duration::MAX` as the slice means no slice at all.
-            let in_slice = (slice != Duration::MAX).then(|| slice.saturating_sub(started.elapsed()));
+            let in_slice = slice.map(|s| s.saturating_sub(started.elapsed()));
             let left = match (deadline.remaining(), in_slice) {
                 (Some(d), Some(s)) => Some(d.min(s)),
                 (d, s) => d.or(s),
