@@ -202,3 +202,18 @@ fn child_entry() {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+#[test]
+fn the_pin_table_is_bounded_and_dropped_handles_free_their_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut handles = vec![open(&path)];
+    while handles.len() < mmkit_queue::format::PIN_SLOTS {
+        handles.push(Queue::open(&path).unwrap());
+    }
+    let err = Queue::open(&path).unwrap_err();
+    assert!(matches!(err, mmkit_queue::Error::TableFull { table: "pin", .. }), "{err}");
+    handles.pop();
+    let again = Queue::open(&path).unwrap();
+    assert!(again.reader(Start::Beginning).is_ok());
+}
