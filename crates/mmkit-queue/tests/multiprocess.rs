@@ -157,6 +157,7 @@ fn run_unprivileged(dir: &Path) -> i32 {
     // SAFETY: plain syscalls without memory arguments.
     unsafe {
         if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+            eprintln!("could not drop to uid 65534: {}", std::io::Error::last_os_error());
             return 4;
         }
     }
@@ -488,7 +489,8 @@ fn permission_denied_is_an_error() {
         return;
     }
     let mut c = child("unprivileged_open", &[("MMKQ_DIR", qdir.display().to_string())]);
-    assert!(c.wait().unwrap().success());
+    let status = c.wait().unwrap();
+    assert!(status.success(), "the unprivileged child ended with {status:?}");
 }
 
 #[test]
