@@ -455,6 +455,7 @@ impl Queue {
         if policy.max_age.is_none() && policy.max_total_bytes.is_none() {
             return Ok(report);
         }
+        self.refresh_pin()?;
         let active = self.meta().active_segment()?;
         let numbers = self.segment_numbers()?;
         let mut total = numbers.len() as u64 * self.segment_size();

@@ -444,13 +444,22 @@ impl Producer {
     /// priority: it uses CPU time nobody else wants and never delays a
     /// reader or producer (on a busy machine the producer simply takes the
     /// faults itself, as without prefaulting).
+    ///
+    /// The helper holds the segment weakly until it runs: an idle-priority
+    /// thread may wait long, and must not keep an old segment mapped (and
+    /// so pinned against recycling) meanwhile.
     fn prefault_ahead(&mut self, offset: u64) {
-        let from = self.prefaulted.max(offset);
+        let from = self.prefaulted.max(offset).max(self.mapped);
         self.prefaulted = from + PREFAULT_CHUNK;
-        let seg = self.seg.clone();
+        if from >= self.seg.capacity {
+            return;
+        }
+        let seg = Arc::downgrade(&self.seg);
         std::thread::spawn(move || {
             idle_priority();
-            seg.prefault(from, PREFAULT_CHUNK)
+            if let Some(seg) = seg.upgrade() {
+                seg.prefault(from, PREFAULT_CHUNK)
+            }
         });
     }
 
@@ -459,9 +468,16 @@ impl Producer {
     /// file is ready at rollover, late enough that a short-lived or slow
     /// producer does not pay for a segment it never uses (on tmpfs,
     /// preallocation zeroes the whole segment's memory).
+    ///
+    /// Not when a zeroed spare waits: rollover builds the segment from it
+    /// in a rename and a header write. The helper itself never takes
+    /// spares, so a helper that runs late cannot take one from under the
+    /// rollover it was meant to help.
     fn precreate(&self, number: u64) {
         let dir = self.queue.path().to_path_buf();
-        if dir.join(crate::segment::segment_file_name(number)).exists() {
+        if dir.join(crate::segment::segment_file_name(number)).exists()
+            || !crate::recycle::spares(&dir).is_empty()
+        {
             return;
         }
         let queue = self.queue.clone();
@@ -476,9 +492,7 @@ impl Producer {
             if !queue.meta().active_segment().is_ok_and(|a| a <= number) {
                 return;
             }
-            let h = queue.meta().header;
-            let sync = queue.durability() != Durability::OsManaged;
-            let _ = Segment::create(&dir, number, h.segment_size, h.flags, sync);
+            let _ = Segment::create(&dir, number, queue.new_segment(false));
             // Retention deleted it between the check and the create.
             if queue.meta().first_segment().is_ok_and(|first| first > number) {
                 let _ = std::fs::remove_file(dir.join(crate::segment::segment_file_name(number)));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::meta::Meta;
-use crate::segment::Segment;
+use crate::segment::{NewSegment, Segment};
 
 /// When appended messages reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -229,7 +229,9 @@ impl OpenOptions {
         if dir.join("meta").exists() {
             return Err(Error::AlreadyExists { path: dir.into() });
         }
-        Segment::create(dir, 0, header.segment_size, header.flags, true)?;
+        let spec =
+            NewSegment { capacity: header.segment_size, flags: header.flags, sync: true, spares: false };
+        Segment::create(dir, 0, spec)?;
         Meta::create(dir, &header)?;
         crate::segment::sync_dir(dir)
     }
@@ -325,6 +327,19 @@ impl Queue {
         Ok(seg)
     }
 
+    /// Lowers this handle's pin to what it still has mapped: a pin is only
+    /// moved when a segment is opened, so it can lag behind segments
+    /// dropped since, and retention would not recycle those.
+    pub(crate) fn refresh_pin(&self) -> Result<()> {
+        let mut cache = self.inner.segments.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|w| w.strong_count() > 0);
+        // Under the cache lock, so no segment is opened (and so mapped)
+        // meanwhile; one whose last Arc goes away meanwhile only makes the
+        // pin conservative.
+        let lowest = cache.iter().filter_map(Weak::upgrade).map(|s| s.number).min();
+        self.inner.pin.set(&self.inner.meta, lowest)
+    }
+
     /// Maps segment `number`, creating it first if it does not exist and
     /// is not older than the active segment (an older missing segment was
     /// deleted by retention and must not be resurrected).
@@ -341,18 +356,19 @@ impl Queue {
                         reason: "segment deleted by retention",
                     });
                 }
-                let h = &self.inner.meta.header;
-                Segment::create(
-                    &self.inner.dir,
-                    number,
-                    h.segment_size,
-                    h.flags,
-                    self.inner.durability != Durability::OsManaged,
-                )?;
+                Segment::create(&self.inner.dir, number, self.new_segment(true))?;
                 self.segment(number)
             }
             other => other,
         }
+    }
+
+    /// How this queue builds new segments; `spares`: whether from a zeroed
+    /// spare when there is one.
+    pub(crate) fn new_segment(&self, spares: bool) -> NewSegment {
+        let h = &self.inner.meta.header;
+        let sync = self.inner.durability != Durability::OsManaged;
+        NewSegment { capacity: h.segment_size, flags: h.flags, sync, spares }
     }
 
     pub(crate) fn meta(&self) -> &Meta {

@@ -66,8 +66,16 @@ impl PinSlot {
     /// returns whether segment `wanted` is still retained, i.e. may be
     /// opened: retention will not rewrite it while the pin stands.
     pub(crate) fn pin(&self, meta: &Meta, lowest: u64, wanted: u64) -> Result<bool> {
-        meta.u64_at(self.offset + 8)?.store(lowest, Ordering::SeqCst);
+        self.set(meta, Some(lowest))?;
         Ok(meta.first()?.load(Ordering::SeqCst) <= wanted)
+    }
+
+    /// Sets the pin to `lowest`, the lowest segment this handle has mapped
+    /// (`None`: none). Raising it is safe once the segments below are
+    /// unmapped, which is what lets retention recycle them.
+    pub(crate) fn set(&self, meta: &Meta, lowest: Option<u64>) -> Result<()> {
+        meta.u64_at(self.offset + 8)?.store(lowest.unwrap_or(UNPINNED), Ordering::SeqCst);
+        Ok(())
     }
 
     /// Gives the slot back.
@@ -117,6 +125,19 @@ pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64) -> io::Result<bool>
     }
     // The segment is gone either way: a failed zeroing only loses the spare.
     Ok(made.is_ok())
+}
+
+/// Makes `tmp`, a segment file built from a spare by a creator that lost
+/// the race to rename it into place, a spare again: only its header was
+/// written, so zeroing the header leaves it all zero. Deleted instead when the
+/// directory has enough spares or the zeroing fails.
+pub(crate) fn give_back(dir: &Path, tmp: &Path, capacity: u64) {
+    let kept = spares(dir).len() < MAX_SPARES
+        && open_rw(tmp).and_then(|f| write_zeros(&f, 0, SEGMENT_HEADER.min(capacity))).is_ok()
+        && std::fs::rename(tmp, dir.join(format!(".spare-{}.seg", crate::segment::unique()))).is_ok();
+    if !kept {
+        let _ = std::fs::remove_file(tmp);
+    }
 }
 
 /// Zeroes the whole file. Not just below the tail word: after a machine
@@ -182,4 +203,35 @@ fn open_rw(path: &Path) -> io::Result<File> {
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spare_given_back_is_zero_again_and_bounded_in_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 16 << 10;
+        for k in 0..MAX_SPARES + 1 {
+            let tmp = dir.path().join(format!(".tmp-3-1-{k}.seg"));
+            let mut image = vec![0u8; capacity];
+            image[..SEGMENT_HEADER as usize].fill(0xA5);
+            std::fs::write(&tmp, &image).unwrap();
+            give_back(dir.path(), &tmp, capacity as u64);
+            assert!(!tmp.exists());
+        }
+        let spares = spares(dir.path());
+        assert_eq!(spares.len(), MAX_SPARES, "the one over the limit was deleted");
+        for s in spares {
+            assert!(std::fs::read(&s).unwrap().iter().all(|&b| b == 0), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn spare_names_never_repeat() {
+        let names: std::collections::HashSet<String> =
+            (0..100_000).map(|_| crate::segment::unique()).collect();
+        assert_eq!(names.len(), 100_000);
+    }
 }

@@ -86,24 +86,39 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Creates segment `number` unless it exists. Race-free: the file is
-    /// preallocated and initialised under a temporary name, then renamed
-    /// into place with `RENAME_NOREPLACE`; a loser of the race deletes its
-    /// temporary file and uses the winner's.
-    pub(crate) fn create(dir: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
+    /// Creates segment `number` unless it exists, from a zeroed spare when
+    /// `spares` allows and there is one (see `recycle`). Race-free: the file
+    /// is prepared under a temporary name, then renamed into place with
+    /// `RENAME_NOREPLACE`; a loser of the race gives a spare it took back
+    /// (or deletes its file) and uses the winner's.
+    pub(crate) fn create(dir: &Path, number: u64, spec: NewSegment) -> Result<()> {
         let path = dir.join(segment_file_name(number));
         if path.exists() {
             return Ok(());
         }
         let tmp = dir.join(format!(".tmp-{number}-{}-{}.seg", std::process::id(), unique()));
-        let result = init_file(dir, &tmp, number, capacity, flags, sync).and_then(|()| {
-            rename_noreplace(&tmp, &path)
-                .or_else(|e| if e == rustix::io::Errno::EXIST { Ok(()) } else { Err(e) })
-                .map_err(|e| Error::io("rename new segment into place", &path, e))
-        });
-        let _ = std::fs::remove_file(&tmp);
-        result?;
-        if sync {
+        let from_spare = match init_file(dir, &tmp, number, &spec) {
+            Ok(from_spare) => from_spare,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        match rename_noreplace(&tmp, &path) {
+            Ok(()) => {}
+            // Another process or thread created it first.
+            Err(rustix::io::Errno::EXIST) if from_spare => {
+                crate::recycle::give_back(dir, &tmp, spec.capacity)
+            }
+            Err(rustix::io::Errno::EXIST) => {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::io("rename new segment into place", &path, e));
+            }
+        }
+        if spec.sync {
             sync_dir(dir)?;
         }
         Ok(())
@@ -244,28 +259,42 @@ pub(crate) fn create_exclusive(path: &Path, op: &'static str) -> Result<File> {
         .map_err(|e| Error::io(op, path, e))
 }
 
-fn init_file(dir: &Path, tmp: &Path, number: u64, capacity: u64, flags: u32, sync: bool) -> Result<()> {
+/// How to build a new segment file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewSegment {
+    pub(crate) capacity: u64,
+    pub(crate) flags: u32,
+    /// `fsync` the file and the directory.
+    pub(crate) sync: bool,
+    /// Whether a zeroed spare may be used instead of a fresh file.
+    pub(crate) spares: bool,
+}
+
+/// Builds the segment file at `tmp`; returns whether it was a spare.
+fn init_file(dir: &Path, tmp: &Path, number: u64, spec: &NewSegment) -> Result<bool> {
     // A zeroed spare left by retention beats a fresh file: its blocks are
     // written and its pages usually cached (see `recycle`).
-    let file = match crate::recycle::take_spare(dir, tmp, capacity) {
+    let spare = if spec.spares { crate::recycle::take_spare(dir, tmp, spec.capacity) } else { None };
+    let from_spare = spare.is_some();
+    let file = match spare {
         Some(file) => file,
         None => {
             let file = create_exclusive(tmp, "create segment")?;
-            preallocate(&file, tmp, capacity)?;
+            preallocate(&file, tmp, spec.capacity)?;
             file
         }
     };
-    let header = SegmentHeader { number, capacity, created_ns: now_ns(), flags };
+    let header = SegmentHeader { number, capacity: spec.capacity, created_ns: now_ns(), flags: spec.flags };
     let w = |off: u64, bytes: &[u8]| -> Result<()> {
         file.write_all_at(bytes, off).map_err(|e| Error::io("write segment header", tmp, e))
     };
     w(0, &header.encode())?;
     w(SEG_TAIL, &SEGMENT_HEADER.to_le_bytes())?;
     w(SEG_FINAL_COUNT, &u64::MAX.to_le_bytes())?;
-    if sync {
+    if spec.sync {
         file.sync_all().map_err(|e| Error::io("fsync new segment", tmp, e))?;
     }
-    Ok(())
+    Ok(from_spare)
 }
 
 fn preallocate(file: &File, tmp: &Path, capacity: u64) -> Result<()> {
@@ -323,9 +352,12 @@ fn temp_creator(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|&p| p > 0)
 }
 
-pub(crate) fn unique() -> u64 {
+/// A name part no other call in this process returns, and (with the time
+/// in it) unlikely to match one from an earlier process of the same pid.
+/// Two fields, not a mix of both: `counter ^ time` can repeat.
+pub(crate) fn unique() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed) ^ now_ns()
+    format!("{:016x}{}", now_ns(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Whether an I/O error means "no such file".
