@@ -582,8 +582,10 @@ fn variant(peer: Peer, park: bool) -> String {
         Peer::Crossbeam if park => "recv()".into(),
         Peer::Crossbeam => "try_recv() loop".into(),
         Peer::Ring if park => "spin, then futex".into(),
-        Peer::MmkitQueueBounded if park => "retention 256 MiB, recycled; spin, then park".into(),
-        Peer::MmkitQueueBounded => "retention 256 MiB, recycled; spin".into(),
+        Peer::MmkitQueueBounded if park => {
+            "16 MiB segments, 64 MiB retained, recycled; spin, then park".into()
+        }
+        Peer::MmkitQueueBounded => "16 MiB segments, 64 MiB retained, recycled; spin".into(),
         _ if park => "spin, then park".into(),
         _ => "spin".into(),
     }

@@ -43,6 +43,7 @@ mod cursor;
 mod error;
 pub mod format;
 mod group;
+mod idle;
 mod meta;
 mod ops;
 mod producer;

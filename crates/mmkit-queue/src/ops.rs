@@ -503,7 +503,7 @@ impl Queue {
         if !keep {
             return std::fs::remove_file(path).map(|()| false);
         }
-        crate::recycle::retire(self.path(), path, self.segment_size())
+        crate::recycle::retire(self.path(), path, self.segment_size(), self.idle())
     }
 
     /// When segment `s` was sealed: the creation time of its successor.

@@ -199,6 +199,7 @@ impl OpenOptions {
             durability,
             retention: self.retention,
             segments: Mutex::new(Vec::new()),
+            idle: Arc::default(),
             flusher: Mutex::new(None),
         };
         Ok(Queue { inner: Arc::new(inner) })
@@ -245,6 +246,8 @@ pub(crate) struct Inner {
     pub(crate) durability: Durability,
     pub(crate) retention: Option<Retention>,
     segments: Mutex<Vec<Weak<Segment>>>,
+    /// Mappings of segments no longer in use, for recycled files.
+    idle: Arc<crate::idle::IdleMappings>,
     pub(crate) flusher: Mutex<Option<crate::reader::Reader>>,
 }
 
@@ -322,7 +325,11 @@ impl Queue {
             let path = self.inner.dir.join(crate::segment::segment_file_name(number));
             return Err(Error::io("open segment", &path, std::io::Error::from(std::io::ErrorKind::NotFound)));
         }
-        let seg = Arc::new(Segment::open(&self.inner.dir, number, self.segment_size())?);
+        if self.inner.meta.first()?.load(Ordering::Relaxed) > 0 {
+            // Segments are being retired, so files may come back recycled.
+            self.inner.idle.enable();
+        }
+        let seg = Arc::new(Segment::open(&self.inner.dir, number, self.segment_size(), &self.inner.idle)?);
         cache.push(Arc::downgrade(&seg));
         Ok(seg)
     }
@@ -369,6 +376,11 @@ impl Queue {
         let h = &self.inner.meta.header;
         let sync = self.inner.durability != Durability::OsManaged;
         NewSegment { capacity: h.segment_size, flags: h.flags, sync, spares }
+    }
+
+    /// This handle's idle mappings.
+    pub(crate) fn idle(&self) -> &crate::idle::IdleMappings {
+        &self.inner.idle
     }
 
     pub(crate) fn meta(&self) -> &Meta {

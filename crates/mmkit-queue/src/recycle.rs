@@ -6,7 +6,8 @@
 //! the kernel several microseconds (allocating and zeroing the page and,
 //! on ext4, converting the unwritten extent), which at tens of millions of
 //! messages a second is more CPU than the appends themselves. A recycled
-//! file's blocks are written and its pages usually still cached, so a
+//! file's blocks are written and its pages usually still cached, and each
+//! process opens it through the mapping it already had (see `idle`), so a
 //! bounded queue (one with retention) runs at the speed of warm memory, as
 //! Aeron's reused term buffers do.
 //!
@@ -30,6 +31,7 @@ use mmkit_sync::ProcessToken;
 
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::idle::{FileKey, IdleMappings};
 use crate::meta::Meta;
 
 /// How many zeroed spares a queue directory keeps at most; further
@@ -107,7 +109,7 @@ pub(crate) fn pinned(meta: &Meta, s: u64) -> Result<bool> {
 /// when the directory already has enough spares. Returns whether it became
 /// a spare. The caller made sure no live process has it mapped. A file
 /// already gone (another retention pass took it) is `NotFound`.
-pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64) -> io::Result<bool> {
+pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64, idle: &IdleMappings) -> io::Result<bool> {
     if spares(dir).len() >= MAX_SPARES {
         return std::fs::remove_file(path).map(|()| false);
     }
@@ -116,7 +118,7 @@ pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64) -> io::Result<bool>
     // half-zeroed spare.
     let tmp = dir.join(format!(".tmp-zero-{}-{}.seg", std::process::id(), crate::segment::unique()));
     std::fs::rename(path, &tmp)?;
-    let made = zero_used(&tmp, capacity).and_then(|()| {
+    let made = zero_used(&tmp, capacity, idle).and_then(|()| {
         let spare = dir.join(format!(".spare-{}.seg", crate::segment::unique()));
         std::fs::rename(&tmp, &spare)
     });
@@ -145,17 +147,23 @@ pub(crate) fn give_back(dir: &Path, tmp: &Path, capacity: u64) {
 /// `stale_tail` in `producer`), and a stale frame left in a spare would
 /// seal the new segment early. Retired segments are full, so the whole
 /// file is what they used anyway.
-fn zero_used(path: &Path, capacity: u64) -> io::Result<()> {
+fn zero_used(path: &Path, capacity: u64, idle: &IdleMappings) -> io::Result<()> {
     let file = open_rw(path)?;
-    if file.metadata()?.len() != capacity {
+    let stat = file.metadata()?;
+    if stat.len() != capacity {
         return Err(io::Error::other("segment file has the wrong size"));
+    }
+    // Through this handle's own idle mapping of the file when it has one
+    // (the producer that filled it usually does), else with `pwrite`.
+    if idle.zero(FileKey::of(&stat)) {
+        return Ok(());
     }
     write_zeros(&file, 0, capacity)
 }
 
-/// Writes zeros over `from..to` with `pwrite`: the pages are usually
-/// cached, so this is a memory copy, with no mapping (and no page-table
-/// work) needed.
+/// Writes zeros over `from..to` with `pwrite`, for a file this handle
+/// has no idle mapping of: the pages are usually cached, so this is a
+/// memory copy, with no mapping (and no page-table work) needed.
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
     const CHUNK: usize = 1 << 20;
     let zeros = vec![0u8; CHUNK];

@@ -2,8 +2,10 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mmkit_region::{MapOptions, Mapping, Mode};
@@ -12,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     self, FRAME_HEADER, FrameWord, SEG_FINAL_COUNT, SEG_TAIL, SEGMENT_HEADER, SegmentHeader,
 };
+use crate::idle::{FileKey, IdleMapping, IdleMappings};
 
 /// The file name of segment `number`.
 pub(crate) fn segment_file_name(number: u64) -> String {
@@ -29,11 +32,13 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// A mapped segment. The mapping lives as long as the `Segment`, so raw
 /// pointers derived from `base` stay valid while `&self` is held, even if
-/// retention unlinks the file (unlinking never unmaps).
+/// retention unlinks the file (unlinking never unmaps). When the segment is
+/// dropped its mapping goes to the handle's idle mappings (see `idle`).
 pub(crate) struct Segment {
-    map: Mapping,
-    /// The open file, for page-cache hints (`prefault`).
-    file: File,
+    /// The mapping and the open file (for page-cache hints, `prefault`);
+    /// taken only by `drop`.
+    held: ManuallyDrop<IdleMapping>,
+    idle: Arc<IdleMappings>,
     base: *mut u8,
     pub(crate) number: u64,
     pub(crate) capacity: u64,
@@ -49,9 +54,19 @@ unsafe impl Send for Segment {}
 // SAFETY: as above.
 unsafe impl Sync for Segment {}
 
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `held` is taken exactly once, here, and `self` is not
+        // used afterwards.
+        let held = unsafe { ManuallyDrop::take(&mut self.held) };
+        self.idle.put(held);
+    }
+}
+
 impl Segment {
-    /// Maps segment `number` of the queue in `dir`.
-    pub(crate) fn open(dir: &Path, number: u64, capacity: u64) -> Result<Segment> {
+    /// Maps segment `number` of the queue in `dir`, through an idle mapping
+    /// of the same file if `idle` has one (the file was recycled).
+    pub(crate) fn open(dir: &Path, number: u64, capacity: u64, idle: &Arc<IdleMappings>) -> Result<Segment> {
         let path = dir.join(segment_file_name(number));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -59,7 +74,8 @@ impl Segment {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?.len();
+        let stat = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?;
+        let file_len = stat.len();
         let mut head = [0u8; 48];
         if file_len < capacity {
             return Err(Error::corrupt(
@@ -69,13 +85,28 @@ impl Segment {
         }
         file.read_exact_at(&mut head, 0).map_err(|e| Error::io("read segment header", &path, e))?;
         let header = SegmentHeader::parse(&head, &path, number, capacity, file_len)?;
-        let map = MapOptions::new()
-            .len(capacity as usize)
-            .mode(Mode::ReadWrite)
-            .map_file_at(&file, Some(&path))
-            .map_err(Error::region("map segment"))?;
-        let base = map.raw_parts().0;
-        let seg = Segment { map, file, base, number, capacity, header, path };
+        let key = FileKey::of(&stat);
+        let held = match idle.take(key).filter(|h| h.map.len() == capacity as usize) {
+            Some(held) => held,
+            None => {
+                let map = MapOptions::new()
+                    .len(capacity as usize)
+                    .mode(Mode::ReadWrite)
+                    .map_file_at(&file, Some(&path))
+                    .map_err(Error::region("map segment"))?;
+                IdleMapping { key, map, file }
+            }
+        };
+        let base = held.map.raw_parts().0;
+        let seg = Segment {
+            held: ManuallyDrop::new(held),
+            idle: idle.clone(),
+            base,
+            number,
+            capacity,
+            header,
+            path,
+        };
         let (count, offset) = format::split_tail(seg.tail().load(Ordering::Acquire));
         if offset < SEGMENT_HEADER || offset % 8 != 0 || count > capacity {
             return Err(Error::corrupt(
@@ -125,7 +156,7 @@ impl Segment {
     }
 
     pub(crate) fn mapping(&self) -> &Mapping {
-        &self.map
+        &self.held.map
     }
 
     fn atomic64(&self, offset: u64) -> &AtomicU64 {
@@ -202,7 +233,7 @@ impl Segment {
     pub(crate) fn prefault(&self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.capacity);
         if let Some(len) = std::num::NonZeroU64::new(end.saturating_sub(offset)) {
-            let _ = rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::WillNeed);
+            let _ = rustix::fs::fadvise(&self.held.file, offset, Some(len), rustix::fs::Advice::WillNeed);
         }
     }
 
@@ -233,7 +264,7 @@ impl Segment {
 
     /// Whether a SIGBUS hit this mapping (file truncated under us).
     pub(crate) fn poisoned(&self) -> bool {
-        self.map.is_poisoned()
+        self.held.map.is_poisoned()
     }
 }
 

@@ -2,7 +2,6 @@
 //! segments are built from, never while a live process may read them.
 
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -42,7 +41,8 @@ fn inodes(dir: &Path, pred: impl Fn(&str) -> bool) -> HashSet<u64> {
         .unwrap()
         .flatten()
         .filter(|e| pred(e.file_name().to_str().unwrap()))
-        .map(|e| e.metadata().unwrap().ino())
+        // `d_ino`, not a stat: files are renamed and deleted meanwhile.
+        .map(|e| std::os::unix::fs::DirEntryExt::ino(&e))
         .collect()
 }
 
@@ -188,6 +188,56 @@ fn a_spare_of_another_size_is_not_used() {
     let mut r = q.reader(Start::Beginning).unwrap();
     assert_eq!(drain(&mut r).len(), 2000);
     assert!(q.check().unwrap().is_clean());
+}
+
+/// Many laps of a bounded queue: a child process appends with retention
+/// applied at every rollover, so files are recycled again and again and
+/// both processes open them through the mappings they already have. Every
+/// message must arrive exactly, in order.
+#[test]
+fn laps_of_recycled_segments_read_back_exactly_across_processes() {
+    const N: u32 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = open(&path);
+    let mut cursor = q.cursor("laps").unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_producer_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env("MMKQ_RECYCLE_PRODUCE", &path)
+        .env("MMKQ_RECYCLE_COUNT", N.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen_inodes = HashSet::new();
+    for i in 0..N {
+        let rec = cursor.next_timeout(Some(Duration::from_secs(30))).unwrap().expect("message within 30 s");
+        assert_eq!(rec.payload(), payload(i), "message {i}");
+        if i % 64 == 0 {
+            cursor.commit().unwrap();
+            seen_inodes.extend(inodes(&path, |n| n.ends_with(".seg") && !n.starts_with('.')));
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let segments = q.stat().unwrap().segments.last().unwrap().number;
+    assert!(segments > 40, "the run spans many laps: {segments} segments");
+    assert!(
+        (seen_inodes.len() as u64) < segments / 2,
+        "files were reused: {} files for {segments} segments",
+        seen_inodes.len()
+    );
+    assert!(spares(&path).len() <= 2);
+}
+
+/// The producer of the laps test.
+#[test]
+fn child_producer_entry() {
+    let Some(dir) = std::env::var_os("MMKQ_RECYCLE_PRODUCE") else { return };
+    let n: u32 = std::env::var("MMKQ_RECYCLE_COUNT").unwrap().parse().unwrap();
+    let q = Queue::options().retention(keep_two()).open(dir).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..n {
+        p.append(&payload(i)).unwrap();
+    }
 }
 
 /// Entry point of the child processes.

@@ -15,8 +15,8 @@ use super::{ChildArgs, Peer, die};
 /// Segment size for bench queues: large enough that rollover is rare but real.
 const SEGMENT: u64 = 256 << 20;
 
-/// Segment size of the bounded queue.
-const BOUNDED_SEGMENT: u64 = 64 << 20;
+/// Segment size of the bounded queue: as Aeron's default term buffers.
+const BOUNDED_SEGMENT: u64 = 16 << 20;
 
 /// The bounded queue keeps this much: older segments are recycled.
 fn bounded_retention() -> Retention {
