@@ -418,11 +418,12 @@ impl Producer {
         self.queue.notify();
         let next = active.load(Ordering::Acquire).max(number + 1);
         self.seg = self.queue.segment_or_create(next)?;
+        // As in `Reader::next_segment`: the full segment is released.
+        self.queue.refresh_pin()?;
         self.prefaulted = 0;
         self.mapped = 0;
         if let Some(policy) = self.queue.inner.retention {
-            let q = self.queue.clone();
-            std::thread::spawn(move || q.apply_retention(&policy));
+            self.queue.retain_in_background(policy);
         }
         Ok(())
     }

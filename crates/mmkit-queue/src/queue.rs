@@ -1,7 +1,7 @@
 //! The queue handle and its options.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -199,6 +199,7 @@ impl OpenOptions {
             durability,
             retention: self.retention,
             segments: Mutex::new(Vec::new()),
+            retention_requests: AtomicU64::new(0),
             idle: Arc::default(),
             flusher: Mutex::new(None),
         };
@@ -246,6 +247,9 @@ pub(crate) struct Inner {
     pub(crate) durability: Durability,
     pub(crate) retention: Option<Retention>,
     segments: Mutex<Vec<Weak<Segment>>>,
+    /// Background retention passes requested and not yet covered by a
+    /// pass (see `Queue::retain_in_background`).
+    retention_requests: AtomicU64,
     /// Mappings of segments no longer in use, for recycled files.
     idle: Arc<crate::idle::IdleMappings>,
     pub(crate) flusher: Mutex<Option<crate::reader::Reader>>,
@@ -376,6 +380,30 @@ impl Queue {
         let h = &self.inner.meta.header;
         let sync = self.inner.durability != Durability::OsManaged;
         NewSegment { capacity: h.segment_size, flags: h.flags, sync, spares }
+    }
+
+    /// Applies `policy` on a helper thread, as after each rollover. At
+    /// most one helper runs per handle: a request made while one runs
+    /// makes it run one more pass, instead of piling up threads.
+    pub(crate) fn retain_in_background(&self, policy: Retention) {
+        if self.inner.retention_requests.fetch_add(1, Ordering::AcqRel) > 0 {
+            return;
+        }
+        let q = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                let seen = q.inner.retention_requests.load(Ordering::Acquire);
+                let _ = q.apply_retention(&policy);
+                // Requests that came during the pass were not covered by it.
+                if q.inner
+                    .retention_requests
+                    .compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        });
     }
 
     /// This handle's idle mappings.

@@ -603,6 +603,9 @@ impl Reader {
                 other => break other?,
             }
         };
+        // The previous segment is released now: let retention recycle it
+        // rather than delete it (the pin was set while it was still held).
+        self.queue.refresh_pin()?;
         self.seq = 0;
         self.offset = SEGMENT_HEADER;
         self.skip_to = 0;

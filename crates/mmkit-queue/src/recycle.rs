@@ -118,15 +118,21 @@ pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64, idle: &IdleMappings
     // half-zeroed spare.
     let tmp = dir.join(format!(".tmp-zero-{}-{}.seg", std::process::id(), crate::segment::unique()));
     std::fs::rename(path, &tmp)?;
-    let made = zero_used(&tmp, capacity, idle).and_then(|()| {
-        let spare = dir.join(format!(".spare-{}.seg", crate::segment::unique()));
-        std::fs::rename(&tmp, &spare)
-    });
-    if made.is_err() {
+    let made = zero_used(&tmp, capacity, idle).is_ok() && install_spare(dir, &tmp);
+    if !made {
         let _ = std::fs::remove_file(&tmp);
     }
     // The segment is gone either way: a failed zeroing only loses the spare.
-    Ok(made.is_ok())
+    Ok(made)
+}
+
+/// Renames zeroed file `tmp` to a free spare name, if one is left. Spares
+/// have fixed names (`.spare-0.seg`, `.spare-1.seg`) taken with
+/// `RENAME_NOREPLACE`, so the limit holds however many retention passes,
+/// in however many processes, finish at once.
+fn install_spare(dir: &Path, tmp: &Path) -> bool {
+    (0..MAX_SPARES)
+        .any(|k| crate::segment::rename_noreplace(tmp, &dir.join(format!(".spare-{k}.seg"))).is_ok())
 }
 
 /// Makes `tmp`, a segment file built from a spare by a creator that lost
@@ -136,7 +142,7 @@ pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64, idle: &IdleMappings
 pub(crate) fn give_back(dir: &Path, tmp: &Path, capacity: u64) {
     let kept = spares(dir).len() < MAX_SPARES
         && open_rw(tmp).and_then(|f| write_zeros(&f, 0, SEGMENT_HEADER.min(capacity))).is_ok()
-        && std::fs::rename(tmp, dir.join(format!(".spare-{}.seg", crate::segment::unique()))).is_ok();
+        && install_spare(dir, tmp);
     if !kept {
         let _ = std::fs::remove_file(tmp);
     }

