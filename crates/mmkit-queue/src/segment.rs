@@ -56,8 +56,8 @@ unsafe impl Sync for Segment {}
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        // SAFETY: `held` is taken exactly once, here, and `self` is not
-        // used afterwards.
+        // SAFETY: `held` is taken exactly once, here, and never read again:
+        // no other method runs after `drop`.
         let held = unsafe { ManuallyDrop::take(&mut self.held) };
         self.idle.put(held);
     }
