@@ -118,7 +118,7 @@ pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64, idle: &IdleMappings
     // half-zeroed spare.
     let tmp = dir.join(format!(".tmp-zero-{}-{}.seg", std::process::id(), crate::segment::unique()));
     std::fs::rename(path, &tmp)?;
-    let made = zero_used(&tmp, capacity, idle).is_ok() && install_spare(dir, &tmp);
+    let made = zero_file(&tmp, capacity, idle).is_ok() && install_spare(dir, &tmp);
     if !made {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -153,7 +153,7 @@ pub(crate) fn give_back(dir: &Path, tmp: &Path, capacity: u64) {
 /// `stale_tail` in `producer`), and a stale frame left in a spare would
 /// seal the new segment early. Retired segments are full, so the whole
 /// file is what they used anyway.
-fn zero_used(path: &Path, capacity: u64, idle: &IdleMappings) -> io::Result<()> {
+fn zero_file(path: &Path, capacity: u64, idle: &IdleMappings) -> io::Result<()> {
     let file = open_rw(path)?;
     let stat = file.metadata()?;
     if stat.len() != capacity {
@@ -171,11 +171,12 @@ fn zero_used(path: &Path, capacity: u64, idle: &IdleMappings) -> io::Result<()> 
 /// has no idle mapping of: the pages are usually cached, so this is a
 /// memory copy, with no mapping (and no page-table work) needed.
 fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
-    const CHUNK: usize = 1 << 20;
-    let zeros = vec![0u8; CHUNK];
+    const CHUNK: u64 = 1 << 20;
+    // No bigger than needed: a given-back spare only needs its header.
+    let zeros = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
     let mut at = from;
     while at < to {
-        let n = (to - at).min(CHUNK as u64) as usize;
+        let n = (to - at).min(CHUNK) as usize;
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }

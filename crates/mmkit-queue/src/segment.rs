@@ -183,7 +183,8 @@ impl Segment {
     /// The state word of the frame at `offset`, or `None` if no frame
     /// header fits there.
     pub(crate) fn frame_word(&self, offset: u64) -> Option<&AtomicU64> {
-        if offset < SEGMENT_HEADER || offset % 8 != 0 || offset + FRAME_HEADER > self.capacity {
+        let fits = offset.checked_add(FRAME_HEADER).is_some_and(|end| end <= self.capacity);
+        if offset < SEGMENT_HEADER || offset % 8 != 0 || !fits {
             return None;
         }
         Some(self.atomic64(offset))
@@ -242,7 +243,7 @@ impl Segment {
     /// fault per page. Returns the end of the populated range (`offset`
     /// itself if the call failed, e.g. on old kernels).
     pub(crate) fn populate_write(&self, offset: u64, len: u64) -> u64 {
-        let page = 4096;
+        let page = mmkit_region::page_size() as u64;
         let start = offset / page * page;
         let end = offset.saturating_add(len).div_ceil(page).saturating_mul(page).min(self.capacity);
         if start >= end {
