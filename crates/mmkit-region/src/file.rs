@@ -12,12 +12,16 @@ use crate::error::{Error, Result};
 pub(crate) fn open_for(path: &Path, read_only: bool, op: &'static str) -> Result<File> {
     let mut opts = OpenOptions::new();
     opts.read(true).write(!read_only).custom_flags(libc::O_CLOEXEC);
-    match opts.open(path) {
-        Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
-            Err(Error::IsDirectory { op, path: path.to_path_buf() })
-        }
-        Err(e) => Err(Error::io(op, Some(path), e)),
+    opts.open(path).map_err(|e| open_error(path, op, e))
+}
+
+/// This crate's error for a failed `open` of `path`: `EISDIR` becomes
+/// [`Error::IsDirectory`], anything else [`Error::Io`].
+pub(crate) fn open_error(path: &Path, op: &'static str, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(libc::EISDIR) {
+        Error::IsDirectory { op, path: path.to_path_buf() }
+    } else {
+        Error::io(op, Some(path), e)
     }
 }
 
@@ -30,4 +34,18 @@ pub(crate) fn require_fd_writable(fd: BorrowedFd<'_>, path: Option<&Path>, op: &
     } else {
         Err(Error::ReadOnly { op, path: path.map(Path::to_path_buf) })
     }
+}
+
+/// `fstat`s `fd`, refusing a directory (which cannot be mapped) with
+/// [`Error::IsDirectory`].
+pub(crate) fn stat_not_dir(
+    fd: BorrowedFd<'_>,
+    path: Option<&Path>,
+    op: &'static str,
+) -> Result<rustix::fs::Stat> {
+    let stat = rustix::fs::fstat(fd).map_err(|e| Error::io("fstat", path, e))?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
+        return Err(Error::IsDirectory { op, path: path.map(Path::to_path_buf).unwrap_or_default() });
+    }
+    Ok(stat)
 }

@@ -89,7 +89,7 @@ impl GrowableFile {
         } else {
             opts.create(true).truncate(true);
         }
-        let file = opts.open(path).map_err(|e| open_error(path, "create growable file", e))?;
+        let file = opts.open(path).map_err(|e| crate::file::open_error(path, "create growable file", e))?;
         let grown = Self::with_file(file, path, Mode::ReadWrite, reserved)?;
         grown.grow_to(initial_len)?;
         Ok(grown)
@@ -102,10 +102,7 @@ impl GrowableFile {
     pub fn open(path: impl AsRef<Path>, mode: Mode, reserve: usize) -> Result<GrowableFile> {
         let path = path.as_ref();
         let file = crate::file::open_for(path, mode != Mode::ReadWrite, "open growable file")?;
-        let stat = rustix::fs::fstat(&file).map_err(|e| Error::io("fstat", Some(path), e))?;
-        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
-            return Err(Error::IsDirectory { op: "open growable file", path: path.to_path_buf() });
-        }
+        let stat = crate::file::stat_not_dir(file.as_fd(), Some(path), "open growable file")?;
         let reserved = Self::check_reserve(path, reserve, stat.st_size as u64)?;
         let grown = Self::with_file(file, path, mode, reserved)?;
         grown.refresh()?;
@@ -422,14 +419,6 @@ fn too_small(path: &Path, op: &'static str, len: u64, reserved: usize) -> Error 
         reason: format!(
             "{len} bytes do not fit the reserved address range of {reserved} bytes; reserve more"
         ),
-    }
-}
-
-fn open_error(path: &Path, op: &'static str, e: std::io::Error) -> Error {
-    if e.raw_os_error() == Some(libc::EISDIR) {
-        Error::IsDirectory { op, path: path.to_path_buf() }
-    } else {
-        Error::io(op, Some(path), e)
     }
 }
 

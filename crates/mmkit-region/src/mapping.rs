@@ -234,11 +234,7 @@ impl MapOptions {
     pub fn map_file_at(&self, fd: impl AsFd, path: Option<&Path>) -> Result<Mapping> {
         let fd = fd.as_fd();
         let perr = || path.map(Path::to_path_buf);
-        let stat = rustix::fs::fstat(fd).map_err(|e| Error::io("fstat", path, e))?;
-        let file_type = rustix::fs::FileType::from_raw_mode(stat.st_mode);
-        if file_type == rustix::fs::FileType::Directory {
-            return Err(Error::IsDirectory { op: "map", path: perr().unwrap_or_default() });
-        }
+        let stat = crate::file::stat_not_dir(fd, path, "map")?;
         if self.mode == Mode::ReadWrite {
             crate::file::require_fd_writable(fd, path, "map read-write")?;
         }

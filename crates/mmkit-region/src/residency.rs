@@ -168,7 +168,9 @@ impl PageMap {
     pub fn chart(&self, width: usize) -> String {
         let width = width.max(1) as u64;
         let per_cell = if self.pages <= width { 1 } else { self.pages / width + 1 };
-        let mut out = String::with_capacity(width as usize);
+        // At most one cell per page and `width` cells: never reserve more,
+        // whatever width the caller passes.
+        let mut out = String::with_capacity(width.min(self.pages) as usize);
         let mut page = 0;
         while page < self.pages {
             let end = (page + per_cell).min(self.pages);
@@ -195,10 +197,7 @@ pub fn open(path: &Path) -> Result<File> {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => attempt(base),
         other => other,
     };
-    opened.map_err(|e| match e.raw_os_error() {
-        Some(libc::EISDIR) => Error::IsDirectory { op: "residency", path: path.to_path_buf() },
-        _ => Error::io("open", Some(path), e),
-    })
+    opened.map_err(|e| crate::file::open_error(path, "open", e))
 }
 
 /// Residency of the file at `path`; with `with_map`, also which pages.
@@ -222,13 +221,11 @@ pub fn of_fd(fd: impl AsFd, path: Option<&Path>, with_map: bool) -> Result<Resid
             return Ok(res);
         }
     }
-    let mut map = res.map.take();
     res.resident_pages = scan_file(fd, path, size, |first, vec| {
-        if let Some(map) = map.as_mut() {
+        if let Some(map) = res.map.as_mut() {
             mark(map, first, vec);
         }
     })?;
-    res.map = map;
     Ok(res)
 }
 
@@ -288,12 +285,10 @@ impl Mapping {
         let mut res = Residency::empty(len as u64, true, crate::Access::path(self))?;
         let mut vec = vec![0u8; res.total_pages as usize];
         mincore(base, len, &mut vec, crate::Access::path(self))?;
-        let mut map = res.map.take();
-        if let Some(map) = map.as_mut() {
+        if let Some(map) = res.map.as_mut() {
             mark(map, 0, &vec);
         }
         res.resident_pages = count_resident(&vec);
-        res.map = map;
         Ok(res)
     }
 }
@@ -702,5 +697,7 @@ mod tests {
         assert!(chart.starts_with("O "));
         big.set(3);
         assert!(big.chart(60).starts_with("Oo"));
+        // An absurd width is not an allocation failure: one cell per page.
+        assert_eq!(m.chart(usize::MAX), "OO  ");
     }
 }

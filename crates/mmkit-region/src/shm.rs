@@ -61,7 +61,6 @@ pub struct Shm {
     name: String,
     path: PathBuf,
     len: u64,
-    writable: bool,
 }
 
 /// What [`Shm::list`] and [`Shm::info`] report about a segment.
@@ -139,7 +138,7 @@ impl Shm {
             let _ = rustix::fs::unlink(&tmp);
             return Err(shm_error("create shm", &path, e));
         }
-        Ok(Shm { fd, name: bare.to_string(), path, len, writable: true })
+        Ok(Shm { fd, name: bare.to_string(), path, len })
     }
 
     /// Builds a full-size segment under a hidden temporary name.
@@ -179,8 +178,7 @@ impl Shm {
     pub fn open(name: &str, mode: Mode) -> Result<Shm> {
         let bare = normalize_name("open shm", name)?;
         let path = segment_path(bare);
-        let writable = mode == Mode::ReadWrite;
-        let access = if writable { OFlags::RDWR } else { OFlags::RDONLY };
+        let access = if mode == Mode::ReadWrite { OFlags::RDWR } else { OFlags::RDONLY };
         // O_NONBLOCK: /dev/shm is world-writable, and a FIFO planted under
         // the name would otherwise block a read-only open forever. It has
         // no effect on the regular files segments are.
@@ -195,7 +193,7 @@ impl Shm {
                 reason: "not a regular file".into(),
             });
         }
-        Ok(Shm { fd, name: bare.to_string(), path, len: stat.st_size as u64, writable })
+        Ok(Shm { fd, name: bare.to_string(), path, len: stat.st_size as u64 })
     }
 
     /// Opens the segment if it exists, otherwise creates it with `len`
@@ -297,11 +295,9 @@ impl Shm {
     }
 
     /// Maps the whole segment. [`Mode::ReadWrite`] needs a segment opened
-    /// read-write.
+    /// read-write ([`Error::ReadOnly`] otherwise, from the descriptor's
+    /// access mode).
     pub fn map(&self, mode: Mode) -> Result<Mapping> {
-        if mode == Mode::ReadWrite && !self.writable {
-            return Err(Error::ReadOnly { op: "map shm read-write", path: Some(self.path.clone()) });
-        }
         MapOptions::new().mode(mode).map_file_at(&self.fd, Some(&self.path))
     }
 

@@ -49,13 +49,16 @@
 //! - The handler only replaces ranges it registered itself, so `MAP_FIXED`
 //!   never clobbers memory that belongs to someone else.
 //! - A SIGBUS sent with `kill(2)` (not a memory fault) is always chained;
-//!   when the disposition before ours was `SIG_IGN`, it stays ignored.
+//!   when the disposition before ours was `SIG_IGN`, it stays ignored. When
+//!   it was std's handler, that handler resets SIGBUS to `SIG_DFL` and the
+//!   process survives that signal, as without mmkit; ours is then put back,
+//!   with `SIG_DFL` as the disposition to chain to, so the guard stays on.
 //! - The handler runs on the alternate signal stack when the thread has one
 //!   (`SA_ONSTACK`), as std's threads do.
 
 use std::sync::Once;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// Number of mappings that can be registered at once.
 pub const CAPACITY: usize = 4096;
@@ -197,16 +200,24 @@ unsafe fn install_handler() -> bool {
         return false;
     }
     let _ = PREVIOUS.set(PrevAction(old));
-    // SAFETY: as above, zero is a valid starting value.
-    let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
-    let handler_fn: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
-    new.sa_sigaction = handler_fn as usize;
-    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-    // SAFETY: `new.sa_mask` is a valid sigset_t to initialise.
-    unsafe { libc::sigemptyset(&mut new.sa_mask) };
     // SAFETY: valid signal and pointers; `handler` has the SA_SIGINFO
     // signature and is async-signal-safe.
-    unsafe { libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut()) == 0 }
+    unsafe { libc::sigaction(libc::SIGBUS, &our_action(), std::ptr::null_mut()) == 0 }
+}
+
+/// Our disposition: `handler`, with siginfo, on the alternate stack.
+fn our_action() -> libc::sigaction {
+    // SAFETY: `sigaction` is plain data; all-zero is a valid value (and an
+    // empty `sa_mask`).
+    let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+    new.sa_sigaction = our_handler();
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+    new
+}
+
+fn our_handler() -> libc::sighandler_t {
+    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = handler;
+    f as libc::sighandler_t
 }
 
 /// The SIGBUS handler. Async-signal-safe: atomics and raw syscalls only,
@@ -260,8 +271,14 @@ fn poison_range_containing(addr: usize) -> bool {
 ///
 /// Only from within the SIGBUS handler, with the kernel's arguments.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let prev = PREVIOUS.get().map(|p| p.0.sa_sigaction).unwrap_or(libc::SIG_DFL);
-    let flags = PREVIOUS.get().map(|p| p.0.sa_flags).unwrap_or(0);
+    let (prev, flags) = match REPLACED_BY.load(Ordering::Acquire) {
+        0 => (
+            PREVIOUS.get().map(|p| p.0.sa_sigaction).unwrap_or(libc::SIG_DFL),
+            PREVIOUS.get().map(|p| p.0.sa_flags).unwrap_or(0),
+        ),
+        // The previous handler replaced itself (see `keep_installed`).
+        replaced => (replaced - 1, REPLACED_FLAGS.load(Ordering::Acquire)),
+    };
     // SAFETY: the kernel passes a valid `siginfo_t` with SA_SIGINFO.
     let sent = unsafe { (*info).si_code } <= 0;
     if prev == libc::SIG_IGN && sent {
@@ -295,4 +312,46 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(prev) };
         f(sig);
     }
+    if sent {
+        // SAFETY: called from the SIGBUS handler, as `keep_installed` needs.
+        unsafe { keep_installed(sig) };
+    }
+}
+
+/// The disposition that replaced ours when the previous handler reset
+/// itself, plus one (0: none); its `sa_flags` in `REPLACED_FLAGS`.
+static REPLACED_BY: AtomicUsize = AtomicUsize::new(0);
+static REPLACED_FLAGS: AtomicI32 = AtomicI32::new(0);
+
+/// Reinstalls our handler if the handler we chained to replaced it, and
+/// chains to the replacement from then on.
+///
+/// Why: Rust's runtime handler (the usual previous one) treats a SIGBUS
+/// that is not a stack overflow by resetting SIGBUS to the default and
+/// returning, so that a fault recurs and kills. For a SIGBUS sent with
+/// kill(2), nothing recurs: the process lives on, as without mmkit, but
+/// without this our handler would be gone and the next truncated-file
+/// fault would kill the process. Only for sent signals: after a fault the
+/// replacement must stay, or the retried access would loop through the
+/// handlers for ever.
+///
+/// # Safety
+///
+/// Only from within the SIGBUS handler.
+unsafe fn keep_installed(sig: libc::c_int) {
+    // SAFETY: `sigaction` is plain data; all-zero is a valid value.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null `act` only queries the disposition; `sigaction` is
+    // async-signal-safe.
+    if unsafe { libc::sigaction(sig, std::ptr::null(), &mut now) } != 0 {
+        return;
+    }
+    if now.sa_sigaction == our_handler() {
+        return;
+    }
+    REPLACED_FLAGS.store(now.sa_flags, Ordering::Release);
+    REPLACED_BY.store(now.sa_sigaction.wrapping_add(1), Ordering::Release);
+    // SAFETY: valid signal and pointers; `handler` has the SA_SIGINFO
+    // signature and is async-signal-safe.
+    unsafe { libc::sigaction(sig, &our_action(), std::ptr::null_mut()) };
 }

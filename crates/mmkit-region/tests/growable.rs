@@ -300,7 +300,10 @@ fn sigkill_while_growing_loses_nothing_written() {
     }
     std::thread::sleep(std::time::Duration::from_millis(15));
     child.kill().unwrap();
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    // The child must still have been growing: a child that failed or
+    // finished early would leave nothing to prove.
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status:?}");
     drop(stdout);
 
     let file = GrowableFile::open(&path, Mode::ReadOnly, 256 * MIB as usize).unwrap();

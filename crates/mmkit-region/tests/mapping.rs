@@ -177,8 +177,13 @@ fn populate_prefaults() {
         populated.read_at(0, &mut buf).unwrap();
         assert_eq!(buf, data);
     }
+    // Fresh anonymous memory has no pages until touched; populate faults
+    // in every one of them.
     let anon = Mapping::anonymous(1 << 20, Share::Shared).unwrap();
+    assert_eq!(anon.residency().unwrap().resident_pages, 0);
     anon.populate().unwrap();
+    let after = anon.residency().unwrap();
+    assert_eq!(after.resident_pages, after.total_pages, "populate must fault in every page");
 }
 
 #[test]

@@ -79,10 +79,13 @@ fn symlinks_are_never_followed() {
     let target = dir.path().join("target");
     std::fs::write(&target, b"do not touch").unwrap();
     std::os::unix::fs::symlink(&target, format!("/dev/shm/{name}")).unwrap();
-    assert!(Shm::open(&name, Mode::ReadWrite).is_err());
+    let err = Shm::open(&name, Mode::ReadWrite).unwrap_err();
+    assert_eq!(err.io_kind(), Some(std::io::ErrorKind::InvalidInput), "{err}");
+    assert!(err.to_string().contains("symlink"), "{err}");
     let err = Shm::create(&name, 4096).unwrap_err();
     assert_eq!(err.io_kind(), Some(std::io::ErrorKind::AlreadyExists), "{err}");
-    assert!(Shm::info(&name).is_err());
+    let err = Shm::info(&name).unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "a symlink is not a segment: {err}");
     assert!(!Shm::list().unwrap().iter().any(|i| i.name == name));
     assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
 }

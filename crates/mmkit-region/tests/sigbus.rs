@@ -4,7 +4,8 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
 
 use mmkit_region::{Access, Error, GrowableFile, MapOptions, Mode};
 
@@ -19,6 +20,7 @@ fn child_entry() {
         "fill_registry" => child_fill_registry(),
         "kill_self" => child_kill_self(),
         "kill_ignored" => child_kill_ignored(),
+        "kill_then_fault" => child_kill_then_fault(),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -31,7 +33,7 @@ fn child_truncate() {
     std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(0).unwrap();
 }
 
-fn write_file(path: &std::path::Path) {
+fn write_file(path: &Path) {
     std::fs::write(path, vec![0x5Au8; LEN]).unwrap();
 }
 
@@ -89,16 +91,40 @@ fn a_child_truncating_the_file_poisons_the_parents_mapping() {
     assert!(!fresh.is_poisoned());
 }
 
-fn child_unguarded_read() {
-    // We are about to die of SIGBUS on purpose: no core dump.
+/// We are about to die of SIGBUS on purpose: no core dump.
+fn no_core_dump() {
     let no_core = rustix::process::Rlimit {
         current: Some(0),
         maximum: rustix::process::getrlimit(rustix::process::Resource::Core).maximum,
     };
     rustix::process::setrlimit(rustix::process::Resource::Core, no_core).unwrap();
-    let path = std::path::PathBuf::from(common::env("TRUNC_PATH"));
-    let guarded_path = path.with_extension("guarded");
+}
+
+/// The file the parent named in `TRUNC_PATH`, written full of 0x5A.
+fn child_file() -> PathBuf {
+    let path = PathBuf::from(common::env("TRUNC_PATH"));
     write_file(&path);
+    path
+}
+
+/// Runs `role` in a child, with `TRUNC_PATH` naming a file `name` in a
+/// fresh temporary directory.
+fn run_child_with_file(role: &str, name: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    common::run_child(role, &[("TRUNC_PATH", path.display().to_string())])
+}
+
+/// The child died of SIGBUS before it could report surviving.
+fn assert_killed_by_sigbus(out: &Output) {
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "child should die of SIGBUS: {:?}", out.status);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+}
+
+fn child_unguarded_read() {
+    no_core_dump();
+    let path = child_file();
+    let guarded_path = path.with_extension("guarded");
     write_file(&guarded_path);
     // A guarded mapping installs the handler...
     let guarded = MapOptions::new().map_path(&guarded_path).unwrap();
@@ -114,65 +140,78 @@ fn child_unguarded_read() {
 
 #[test]
 fn a_sigbus_outside_registered_mappings_still_kills() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("unguarded");
-    let out = common::run_child("unguarded_read", &[("TRUNC_PATH", path.display().to_string())]);
-    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "child should die of SIGBUS: {:?}", out.status);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+    let out = run_child_with_file("unguarded_read", "unguarded");
+    assert_killed_by_sigbus(&out);
+}
+
+/// With a guarded mapping alive (so the handler is installed), sends this
+/// process SIGBUS with kill(2): not a memory fault, so the handler must
+/// chain to the disposition in force before it.
+fn kill_self_with_sigbus_while_guarded() {
+    let path = child_file();
+    let _guarded = MapOptions::new().map_path(&path).unwrap();
+    assert!(mmkit_region::sigbus::is_installed());
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::BUS).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
 }
 
 fn child_kill_self() {
-    let no_core = rustix::process::Rlimit {
-        current: Some(0),
-        maximum: rustix::process::getrlimit(rustix::process::Resource::Core).maximum,
-    };
-    rustix::process::setrlimit(rustix::process::Resource::Core, no_core).unwrap();
+    no_core_dump();
     // Start from the default disposition (std installs a handler of its
     // own, which swallows one non-fault SIGBUS), so the chain's SIG_DFL
     // path is what runs.
-    // SAFETY: setting a signal disposition to SIG_DFL before any handler of
-    // ours is installed; no other thread is running.
+    // SAFETY: `signal` only sets this process's SIGBUS disposition; no
+    // SIGBUS is being handled now, and ours is not installed yet, so the
+    // handler installed next records SIG_DFL as the one to chain to.
     unsafe { libc::signal(libc::SIGBUS, libc::SIG_DFL) };
-    let path = std::path::PathBuf::from(common::env("TRUNC_PATH"));
-    write_file(&path);
-    let _guarded = MapOptions::new().map_path(&path).unwrap();
-    assert!(mmkit_region::sigbus::is_installed());
     // A SIGBUS that is not a memory fault must keep its default action.
-    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::BUS).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    kill_self_with_sigbus_while_guarded();
     println!("survived kill -BUS");
 }
 
 #[test]
 fn a_sigbus_sent_with_kill_still_kills() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("killed");
-    let out = common::run_child("kill_self", &[("TRUNC_PATH", path.display().to_string())]);
-    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "child should die of SIGBUS: {:?}", out.status);
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+    let out = run_child_with_file("kill_self", "killed");
+    assert_killed_by_sigbus(&out);
 }
 
 fn child_kill_ignored() {
-    // SAFETY: setting a disposition before any handler of ours is
-    // installed; no other thread is running.
+    // SAFETY: as in `child_kill_self`, with SIG_IGN as the disposition to
+    // chain to.
     unsafe { libc::signal(libc::SIGBUS, libc::SIG_IGN) };
-    let path = std::path::PathBuf::from(common::env("TRUNC_PATH"));
-    write_file(&path);
-    let _guarded = MapOptions::new().map_path(&path).unwrap();
-    assert!(mmkit_region::sigbus::is_installed());
     // An ignored SIGBUS sent with kill(2) must stay ignored after chaining.
-    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::BUS).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    kill_self_with_sigbus_while_guarded();
     println!("survived ignored kill -BUS");
 }
 
 #[test]
 fn an_ignored_sigbus_sent_with_kill_stays_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ignored");
-    let out = common::run_child("kill_ignored", &[("TRUNC_PATH", path.display().to_string())]);
+    let out = run_child_with_file("kill_ignored", "ignored");
     common::assert_child_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("survived ignored kill -BUS"));
+}
+
+fn child_kill_then_fault() {
+    no_core_dump();
+    // Rust's runtime handler stays the one chained to: it swallows a
+    // SIGBUS sent with kill(2) by resetting SIGBUS to the default.
+    let path = child_file();
+    let map = MapOptions::new().map_path(&path).unwrap();
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::BUS).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Our handler must still be there for a real fault.
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    let mut buf = [0u8; 16];
+    let read = map.read_at(8192, &mut buf);
+    assert!(map.is_poisoned(), "{read:?}");
+    println!("survived a fault after kill -BUS");
+}
+
+#[test]
+fn a_sigbus_sent_with_kill_leaves_the_guard_working() {
+    let out = run_child_with_file("kill_then_fault", "kill_then_fault");
+    common::assert_child_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived a fault after kill -BUS"));
 }
 
 #[test]
@@ -215,7 +254,7 @@ fn poisoning_one_mapping_leaves_another_mapping_of_the_same_file_alone_until_tou
 
 fn child_fill_registry() {
     use mmkit_region::sigbus;
-    let path = std::path::PathBuf::from(common::env("TRUNC_PATH"));
+    let path = PathBuf::from(common::env("TRUNC_PATH"));
     std::fs::write(&path, b"small file").unwrap();
     let before = sigbus::registered();
     let maps: Vec<_> =
@@ -236,9 +275,7 @@ fn child_fill_registry() {
 
 #[test]
 fn a_full_registry_leaves_new_mappings_unguarded_but_working() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("many");
-    let out = common::run_child("fill_registry", &[("TRUNC_PATH", path.display().to_string())]);
+    let out = run_child_with_file("fill_registry", "many");
     common::assert_child_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("registry-ok"));
 }
