@@ -12,8 +12,9 @@
 //!    it is never shorter than the header's shape needs;
 //! 2. the new rows are written;
 //! 3. only then is the count field rewritten, with one aligned 16-byte
-//!    store on x86-64 (a single instruction, so a kill cannot tear it) or
-//!    one `pwrite` elsewhere.
+//!    store on x86-64 (a single instruction, so a kill cannot tear it), or
+//!    elsewhere two 8-byte atomic stores, low half first (see
+//!    `docs/npy-format.md` for the window that leaves).
 //!
 //! So the file always holds a header whose shape covers only fully
 //! written rows, and at least that many bytes of data: `numpy.load` with

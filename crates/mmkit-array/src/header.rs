@@ -20,6 +20,9 @@ pub const COUNT_FIELD: usize = 16;
 pub const COUNT_MAX: u64 = 9_999_999_999_999_999;
 /// Deepest nesting accepted in a header literal (structured dtypes nest).
 const MAX_DEPTH: u32 = 32;
+/// Most axes an array may have: numpy's own limit (`NPY_MAXDIMS`). Views
+/// recurse once per axis, so this also bounds their stack use.
+pub const MAX_NDIM: usize = 64;
 
 /// The format version of an `.npy` file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -183,6 +186,12 @@ impl Header {
         let Value::Tuple(items, span) = shape.ok_or_else(|| missing("shape"))? else {
             return Err(ParseError::Bad("'shape' is not a tuple".into()));
         };
+        if items.len() > MAX_NDIM {
+            return Err(ParseError::Bad(format!(
+                "{} dimensions; numpy allows at most {MAX_NDIM}",
+                items.len()
+            )));
+        }
         let mut dims = Vec::with_capacity(items.len());
         for item in items {
             match item {
@@ -468,6 +477,9 @@ impl HeaderSpec {
     }
 
     fn encode_padded(&self, version: Version, total: Option<usize>) -> Result<Vec<u8>, String> {
+        if self.shape.len() > MAX_NDIM {
+            return Err(format!("{} dimensions; numpy allows at most {MAX_NDIM}", self.shape.len()));
+        }
         let prefix = MAGIC.len() + 2 + version.len_bytes();
         let mut dict = format!(
             "{{'descr': '{}', 'fortran_order': {}, 'shape': (",

@@ -225,3 +225,36 @@ fn misaligned_mapping_refuses_zero_copy() {
     let err = unsafe { arr.data_unchecked() }.unwrap_err();
     assert!(matches!(err, Error::Misaligned { .. }), "{err}");
 }
+
+/// numpy allows at most 64 axes. A header with thousands of axes is
+/// refused on open (views recurse once per axis, so such a file could
+/// otherwise overflow the stack), and `create` refuses such shapes too.
+#[test]
+fn too_many_axes() {
+    let dims = vec!["1"; 100_000].join(", ");
+    let text = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (2, {dims}, 2), }}\n");
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&[2, 0]);
+    bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.resize(bytes.len() + 16, 0);
+    let map = Mapping::anonymous(bytes.len(), Share::Private).unwrap();
+    map.write_at(0, &bytes).unwrap();
+    match OpenOptions::new().open_mapping::<f32>(map, "axes") {
+        Err(err) => {
+            assert!(matches!(err, Error::Header { .. }), "{err}");
+            assert!(err.to_string().contains("64"), "{err}");
+        }
+        Ok(a) => {
+            // What the limit prevents: one stack frame per axis.
+            let last = a.ndim() - 1;
+            let _ = a.view().slice_axis(last, 0..1).unwrap().to_vec();
+            panic!("a header with {} axes opened", a.ndim());
+        }
+    }
+    let shape = vec![1; 65];
+    let dir = tempfile::tempdir().unwrap();
+    let err = MmapArray::<f32>::create(dir.path().join("a.npy"), &shape).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    MmapArray::<f32>::create(dir.path().join("b.npy"), &shape[..64]).unwrap();
+}

@@ -84,7 +84,6 @@ fn ndarray_views() {
     assert_eq!(view[[1, 2]], 5.0);
 }
 
-#[cfg(not(feature = "ndarray"))]
 #[test]
 fn orders_are_exposed() {
     assert_eq!(Order::default(), Order::C);
