@@ -46,7 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let cpu = cpu_time() - cpu0;
     let wall = wall.elapsed();
-    child.wait()?;
+    if !child.wait()?.success() || lat.is_empty() {
+        return Err(format!("the producer process failed ({} messages arrived)", lat.len()).into());
+    }
     lat.sort_unstable();
     let pct = |p: f64| Duration::from_nanos(lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]);
     println!(

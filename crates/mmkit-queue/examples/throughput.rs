@@ -37,7 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         got += 1;
     }
     let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    child.wait()?;
+    if !child.wait()?.success() {
+        return Err(format!("the producer process failed after {got} messages").into());
+    }
     println!(
         "{got} messages of 64 B, 1 producer process -> 1 consumer process ({}): {:.2} M msg/s (checksum {sum})",
         if park { "spin then park" } else { "spinning" },

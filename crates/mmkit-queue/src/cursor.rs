@@ -47,60 +47,29 @@ impl DerefMut for Cursor {
     }
 }
 
-fn slot_offset(i: usize) -> u64 {
-    CURSOR_TABLE + i as u64 * CURSOR_SLOT_SIZE
+/// Offsets of the cursor table's slots.
+fn cursor_slots() -> impl Iterator<Item = u64> + Clone {
+    (0..CURSOR_SLOTS as u64).map(|i| CURSOR_TABLE + i * CURSOR_SLOT_SIZE)
 }
 
 impl Queue {
     /// Opens the named cursor, creating it at the oldest message if absent.
     pub fn cursor(&self, name: &str) -> Result<Cursor> {
         check_name(name)?;
-        let slot = match self.find_cursor(name)? {
-            Some(slot) => slot,
-            None => self.create_cursor(name)?,
-        };
-        let committed = self.meta().u64_at(slot + 8)?.load(Ordering::Acquire);
+        let meta = self.meta();
+        let full = || Error::TableFull { path: meta.path.clone(), table: "cursor", capacity: CURSOR_SLOTS };
+        let slot = meta.find_or_fill_named(cursor_slots(), name, || self.first_index(), |_| Ok(()))?;
+        let slot = slot.ok_or_else(full)?;
+        let committed = meta.u64_at(slot + 8)?.load(Ordering::Acquire);
         let reader = self.reader(Start::Index(committed))?;
         Ok(Cursor { reader, name: name.into(), slot, committed })
-    }
-
-    fn find_cursor(&self, name: &str) -> Result<Option<u64>> {
-        let meta = self.meta();
-        for i in 0..CURSOR_SLOTS {
-            let slot = slot_offset(i);
-            if meta.slot_name(slot)?.as_deref() == Some(name) {
-                return Ok(Some(slot));
-            }
-        }
-        Ok(None)
-    }
-
-    fn create_cursor(&self, name: &str) -> Result<u64> {
-        let meta = self.meta();
-        let _guard = meta.admin()?;
-        if let Some(slot) = self.find_cursor(name)? {
-            return Ok(slot);
-        }
-        for i in 0..CURSOR_SLOTS {
-            let slot = slot_offset(i);
-            let state = meta.u32_at(slot)?;
-            if state.load(Ordering::Acquire) == 1 {
-                continue;
-            }
-            meta.write_name(slot + 16, name)?;
-            meta.u32_at(slot + 4)?.store(name.len() as u32, Ordering::Release);
-            meta.u64_at(slot + 8)?.store(self.first_index()?, Ordering::Release);
-            state.store(1, Ordering::Release);
-            return Ok(slot);
-        }
-        Err(Error::TableFull { path: meta.path.clone(), table: "cursor", capacity: CURSOR_SLOTS })
     }
 
     /// Deletes a named cursor; returns whether it existed.
     pub fn delete_cursor(&self, name: &str) -> Result<bool> {
         check_name(name)?;
         let _guard = self.meta().admin()?;
-        match self.find_cursor(name)? {
+        match self.meta().find_named(cursor_slots(), name)? {
             Some(slot) => {
                 self.meta().u32_at(slot)?.store(0, Ordering::Release);
                 Ok(true)
@@ -113,8 +82,7 @@ impl Queue {
     pub(crate) fn cursor_positions(&self) -> Result<Vec<(String, u64)>> {
         let meta = self.meta();
         let mut out = Vec::new();
-        for i in 0..CURSOR_SLOTS {
-            let slot = slot_offset(i);
+        for slot in cursor_slots() {
             if let Some(name) = meta.slot_name(slot)? {
                 out.push((name, meta.u64_at(slot + 8)?.load(Ordering::Acquire)));
             }
@@ -138,7 +106,7 @@ impl Cursor {
     /// here. In durable modes the meta file is flushed first.
     pub fn commit(&mut self) -> Result<()> {
         let pos = self.reader.position();
-        let queue = self.reader.queue().clone();
+        let queue = self.reader.queue();
         queue.meta().u64_at(self.slot + 8)?.store(pos, Ordering::Release);
         if queue.durability() != Durability::OsManaged {
             queue.meta().flush()?;

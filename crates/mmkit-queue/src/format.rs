@@ -314,13 +314,56 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// Writes what both file headers start with: magic number, format
+/// version and the header's length field.
+fn encode_common(b: &mut [u8], magic: &[u8; 8], len_field: u32) {
+    b[..8].copy_from_slice(magic);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&len_field.to_le_bytes());
+}
+
+/// Stores the CRC32C of the static part (`b[..static_len]`) right after it.
+fn seal(b: &mut [u8], static_len: usize) {
+    let crc = crc32c::crc32c(&b[..static_len]);
+    b[static_len..static_len + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks what both file headers share, in the order that gives the most
+/// useful error: length, magic number (`kind` names the file), version,
+/// the CRC32C stored after the `static_len`-byte static part, and the
+/// header's length field.
+fn check_header(
+    bytes: &[u8],
+    path: &Path,
+    kind: &'static str,
+    magic: &[u8; 8],
+    static_len: usize,
+    len_field: u32,
+) -> Result<()> {
+    if bytes.len() < static_len + 4 {
+        return Err(Error::corrupt(path, format!("{kind} header truncated ({} bytes)", bytes.len())));
+    }
+    if bytes[..8] != *magic {
+        return Err(Error::BadMagic { path: path.into(), kind });
+    }
+    let version = le_u32(bytes, 8);
+    if version != VERSION {
+        return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: VERSION });
+    }
+    if crc32c::crc32c(&bytes[..static_len]) != le_u32(bytes, static_len) {
+        return Err(Error::corrupt(path, format!("{kind} header checksum mismatch")));
+    }
+    if le_u32(bytes, 12) != len_field {
+        return Err(Error::corrupt(path, format!("{kind} header length field is wrong")));
+    }
+    Ok(())
+}
+
 impl MetaHeader {
     /// Encodes the static header (`META_STATIC_LEN + 4` bytes with its CRC).
     pub fn encode(&self) -> [u8; 64] {
         let mut b = [0u8; 64];
-        b[..8].copy_from_slice(&META_MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&(META_SIZE as u32).to_le_bytes());
+        encode_common(&mut b, &META_MAGIC, META_SIZE as u32);
         b[16..24].copy_from_slice(&self.segment_size.to_le_bytes());
         b[24..28].copy_from_slice(&self.max_message.to_le_bytes());
         b[28..32].copy_from_slice(&self.flags.to_le_bytes());
@@ -331,31 +374,14 @@ impl MetaHeader {
         b[48..52].copy_from_slice(&self.durability.kind.to_le_bytes());
         b[52..56].copy_from_slice(&self.durability.interval_us.to_le_bytes());
         b[56..60].copy_from_slice(&self.durability.max_batch.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..META_STATIC_LEN]);
-        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        seal(&mut b, META_STATIC_LEN);
         b
     }
 
     /// Parses and validates the static meta header from the file's first
     /// bytes. `path` is used in errors only.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<MetaHeader> {
-        if bytes.len() < 64 {
-            return Err(Error::corrupt(path, format!("meta header truncated ({} bytes)", bytes.len())));
-        }
-        if bytes[..8] != META_MAGIC {
-            return Err(Error::BadMagic { path: path.into(), kind: "meta" });
-        }
-        let version = le_u32(bytes, 8);
-        if version != VERSION {
-            return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: VERSION });
-        }
-        let crc = crc32c::crc32c(&bytes[..META_STATIC_LEN]);
-        if crc != le_u32(bytes, 60) {
-            return Err(Error::corrupt(path, "meta header checksum mismatch"));
-        }
-        if le_u32(bytes, 12) as usize != META_SIZE {
-            return Err(Error::corrupt(path, "meta header length field is wrong"));
-        }
+        check_header(bytes, path, "meta", &META_MAGIC, META_STATIC_LEN, META_SIZE as u32)?;
         let tables = [le_u32(bytes, 32), le_u32(bytes, 36), le_u32(bytes, 40), le_u32(bytes, 44)];
         let expect = [PRODUCER_SLOTS, CURSOR_SLOTS, GROUP_SLOTS, MEMBERS_PER_GROUP].map(|v| v as u32);
         if tables != expect {
@@ -417,15 +443,12 @@ impl SegmentHeader {
     /// Encodes the static header with its CRC.
     pub fn encode(&self) -> [u8; 48] {
         let mut b = [0u8; 48];
-        b[..8].copy_from_slice(&SEGMENT_MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&(SEGMENT_HEADER as u32).to_le_bytes());
+        encode_common(&mut b, &SEGMENT_MAGIC, SEGMENT_HEADER as u32);
         b[16..24].copy_from_slice(&self.number.to_le_bytes());
         b[24..32].copy_from_slice(&self.capacity.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_ns.to_le_bytes());
         b[40..44].copy_from_slice(&self.flags.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..SEGMENT_STATIC_LEN]);
-        b[44..48].copy_from_slice(&crc.to_le_bytes());
+        seal(&mut b, SEGMENT_STATIC_LEN);
         b
     }
 
@@ -438,22 +461,7 @@ impl SegmentHeader {
         expect_capacity: u64,
         file_len: u64,
     ) -> Result<SegmentHeader> {
-        if bytes.len() < 48 {
-            return Err(Error::corrupt(path, format!("segment header truncated ({} bytes)", bytes.len())));
-        }
-        if bytes[..8] != SEGMENT_MAGIC {
-            return Err(Error::BadMagic { path: path.into(), kind: "segment" });
-        }
-        let version = le_u32(bytes, 8);
-        if version != VERSION {
-            return Err(Error::UnsupportedVersion { path: path.into(), found: version, supported: VERSION });
-        }
-        if crc32c::crc32c(&bytes[..SEGMENT_STATIC_LEN]) != le_u32(bytes, 44) {
-            return Err(Error::corrupt(path, "segment header checksum mismatch"));
-        }
-        if le_u32(bytes, 12) as u64 != SEGMENT_HEADER {
-            return Err(Error::corrupt(path, "segment header length field is wrong"));
-        }
+        check_header(bytes, path, "segment", &SEGMENT_MAGIC, SEGMENT_STATIC_LEN, SEGMENT_HEADER as u32)?;
         let header = SegmentHeader {
             number: le_u64(bytes, 16),
             capacity: le_u64(bytes, 24),

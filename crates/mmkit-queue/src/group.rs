@@ -41,8 +41,9 @@ fn overdue() -> Instant {
     now.checked_sub(ORPHAN_CHECK).unwrap_or(now)
 }
 
-fn group_offset(i: usize) -> u64 {
-    GROUP_TABLE + i as u64 * GROUP_SLOT_SIZE
+/// Offsets of the group table's slots.
+fn group_slots() -> impl Iterator<Item = u64> + Clone {
+    (0..GROUP_SLOTS as u64).map(|i| GROUP_TABLE + i * GROUP_SLOT_SIZE)
 }
 
 fn member_offset(group: u64, i: usize) -> u64 {
@@ -77,51 +78,26 @@ impl Queue {
         Err(Error::TableFull { path: meta.path.clone(), table: "group member", capacity: MEMBERS_PER_GROUP })
     }
 
-    fn find_group(&self, name: &str) -> Result<Option<u64>> {
-        let meta = self.meta();
-        for i in 0..GROUP_SLOTS {
-            let g = group_offset(i);
-            if meta.slot_name(g)?.as_deref() == Some(name) {
-                return Ok(Some(g));
-            }
-        }
-        Ok(None)
-    }
-
+    /// The group's slot, creating the group (all member slots empty) if
+    /// it does not exist.
     fn find_or_create_group(&self, name: &str) -> Result<u64> {
-        if let Some(g) = self.find_group(name)? {
-            return Ok(g);
-        }
         let meta = self.meta();
-        let _guard = meta.admin()?;
-        if let Some(g) = self.find_group(name)? {
-            return Ok(g);
-        }
-        for i in 0..GROUP_SLOTS {
-            let g = group_offset(i);
-            let state = meta.u32_at(g)?;
-            if state.load(Ordering::Acquire) == 1 {
-                continue;
-            }
-            meta.write_name(g + 16, name)?;
-            meta.u32_at(g + 4)?.store(name.len() as u32, Ordering::Release);
-            meta.u64_at(g + 8)?.store(self.first_index()?, Ordering::Release);
+        let clear_members = |g: u64| {
             for m in 0..MEMBERS_PER_GROUP {
                 meta.u64_at(member_offset(g, m))?.store(0, Ordering::Release);
                 meta.u64_at(member_offset(g, m) + 8)?.store(0, Ordering::Release);
             }
-            state.store(1, Ordering::Release);
-            return Ok(g);
-        }
-        Err(Error::TableFull { path: meta.path.clone(), table: "group", capacity: GROUP_SLOTS })
+            Ok(())
+        };
+        let full = || Error::TableFull { path: meta.path.clone(), table: "group", capacity: GROUP_SLOTS };
+        meta.find_or_fill_named(group_slots(), name, || self.first_index(), clear_members)?.ok_or_else(full)
     }
 
     /// Names and positions of all groups.
     pub(crate) fn group_positions(&self) -> Result<Vec<(String, u64, Vec<u64>)>> {
         let meta = self.meta();
         let mut out = Vec::new();
-        for i in 0..GROUP_SLOTS {
-            let g = group_offset(i);
+        for g in group_slots() {
             let Some(name) = meta.slot_name(g)? else { continue };
             let mut pending = Vec::new();
             for m in 0..MEMBERS_PER_GROUP {

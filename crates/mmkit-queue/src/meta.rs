@@ -136,8 +136,48 @@ impl Meta {
         Ok(String::from_utf8(buf).ok())
     }
 
-    pub(crate) fn write_name(&self, offset: u64, name: &str) -> Result<()> {
-        self.map.write_at(offset, name.as_bytes()).map_err(Error::region("write name"))
+    /// The slot among `slots` (named-table slots, see [`Meta::slot_name`])
+    /// in use under `name`.
+    pub(crate) fn find_named(&self, slots: impl Iterator<Item = u64>, name: &str) -> Result<Option<u64>> {
+        for slot in slots {
+            if self.slot_name(slot)?.as_deref() == Some(name) {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The slot among `slots` named `name`, or else the first free one,
+    /// filled under the admin lock: name, its length, the `u64` at +8 set
+    /// to `position()`, then `init(slot)`, and only then marked in use, so
+    /// a half-done fill is harmless. `None` when every slot is taken.
+    pub(crate) fn find_or_fill_named<I: Iterator<Item = u64> + Clone>(
+        &self,
+        slots: I,
+        name: &str,
+        position: impl FnOnce() -> Result<u64>,
+        init: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<Option<u64>> {
+        if let Some(slot) = self.find_named(slots.clone(), name)? {
+            return Ok(Some(slot));
+        }
+        let _guard = self.admin()?;
+        if let Some(slot) = self.find_named(slots.clone(), name)? {
+            return Ok(Some(slot));
+        }
+        for slot in slots {
+            let state = self.u32_at(slot)?;
+            if state.load(Ordering::Acquire) == 1 {
+                continue;
+            }
+            self.map.write_at(slot + 16, name.as_bytes()).map_err(Error::region("write name"))?;
+            self.u32_at(slot + 4)?.store(name.len() as u32, Ordering::Release);
+            self.u64_at(slot + 8)?.store(position()?, Ordering::Release);
+            init(slot)?;
+            state.store(1, Ordering::Release);
+            return Ok(Some(slot));
+        }
+        Ok(None)
     }
 
     /// `msync` the whole meta file.

@@ -143,7 +143,7 @@ impl Queue {
         if raw & SLOT_ABANDONED != 0 {
             return Err(Error::Abandoned { index });
         }
-        let Some(offset) = (if raw == 0 && c > 0 { None } else { valid_slot(&seg, c) }) else {
+        let Some(offset) = valid_slot(&seg, c) else {
             return Err(Error::NoSuchIndex { index, reason: "not committed yet" });
         };
         let bad = |reason: String| Error::CorruptRecord {
@@ -197,7 +197,8 @@ impl Queue {
 
     /// The index of the first message with a timestamp at or after `ns`
     /// (nanoseconds since the epoch), or the end index if there is none.
-    /// Binary search over segments, then over the index slots; exact when
+    /// Walks back from the newest segment to the first one that begins
+    /// before `ns`, then binary-searches its index slots; exact when
     /// timestamps increase with the index (one producer), otherwise the
     /// first match of an almost-sorted sequence.
     pub fn seek_time(&self, ns: u64) -> Result<u64> {
@@ -231,16 +232,16 @@ impl Queue {
         }
     }
 
-    /// Claims (messages and abandoned) from `index` to the end.
-    pub(crate) fn lag(&self, index: u64) -> Result<u64> {
-        let active = self.meta().active_segment()?;
-        let mut lag = 0;
-        for s in self.segments_between(index_segment(index), active)? {
-            let Some((_, n)) = self.visible_claims(s)? else { continue };
-            let from = if s == index_segment(index) { index_seq(index) as u64 } else { 0 };
-            lag += n.saturating_sub(from);
-        }
-        Ok(lag)
+    /// Claims (messages and abandoned) from `index` to the end, counted in
+    /// `segments` (from [`Queue::segment_infos`]: listed and mapped once
+    /// for all cursors and groups, not once for each).
+    fn lag_in(segments: &[SegmentInfo], index: u64) -> u64 {
+        let (s, c) = (index_segment(index), index_seq(index) as u64);
+        segments
+            .iter()
+            .filter(|seg| seg.number >= s)
+            .map(|seg| seg.messages.saturating_sub(if seg.number == s { c } else { 0 }))
+            .sum()
     }
 
     /// Segment `s` and the number of claims in it that readers may reach
@@ -274,8 +275,8 @@ impl Queue {
         Ok(self.segment_numbers()?.into_iter().filter(|&s| s >= lo && s <= hi).collect())
     }
 
-    /// Segments, index range, cursors with their lag, and groups.
-    pub fn stat(&self) -> Result<QueueStat> {
+    /// Every segment file with its visible claims, oldest first.
+    fn segment_infos(&self) -> Result<Vec<SegmentInfo>> {
         let mut segments = Vec::new();
         for n in self.segment_numbers()? {
             let Some((seg, messages)) = self.visible_claims(n)? else { continue };
@@ -287,13 +288,16 @@ impl Queue {
                 sealed: seg.final_count().load(Ordering::Acquire) != u64::MAX,
             });
         }
-        let mut cursors = Vec::new();
-        for (name, position) in self.cursor_positions()? {
-            cursors.push(crate::CursorInfo { lag: self.lag(position)?, name, position });
-        }
+        Ok(segments)
+    }
+
+    /// Segments, index range, cursors with their lag, and groups.
+    pub fn stat(&self) -> Result<QueueStat> {
+        let segments = self.segment_infos()?;
+        let cursors = self.cursor_infos(&segments)?;
         let mut groups = Vec::new();
         for (name, position, in_flight) in self.group_positions()? {
-            groups.push(GroupInfo { lag: self.lag(position)?, name, position, in_flight });
+            groups.push(GroupInfo { lag: Self::lag_in(&segments, position), name, position, in_flight });
         }
         Ok(QueueStat {
             segments,
@@ -308,7 +312,16 @@ impl Queue {
 
     /// Named cursors with their positions and lag.
     pub fn cursors(&self) -> Result<Vec<crate::CursorInfo>> {
-        Ok(self.stat()?.cursors)
+        // Not through `stat`, which would also walk the groups and work
+        // out the index range only to drop them.
+        self.cursor_infos(&self.segment_infos()?)
+    }
+
+    fn cursor_infos(&self, segments: &[SegmentInfo]) -> Result<Vec<crate::CursorInfo>> {
+        let positions = self.cursor_positions()?;
+        let info =
+            |(name, position)| crate::CursorInfo { lag: Self::lag_in(segments, position), name, position };
+        Ok(positions.into_iter().map(info).collect())
     }
 
     /// Reads every segment file and verifies every record's structure and
@@ -317,12 +330,13 @@ impl Queue {
         let mut report = CheckReport::default();
         for n in self.segment_numbers()? {
             let path = self.path().join(segment_file_name(n));
-            report.segments += 1;
             let image = match std::fs::read(&path) {
                 Ok(image) => image,
+                // Deleted by retention since the listing: not checked.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("read segment", &path, e)),
             };
+            report.segments += 1;
             match scan_segment(&image, &path, n, self.segment_size()) {
                 Ok(scan) => {
                     report.messages += scan.messages;
@@ -396,7 +410,7 @@ impl Queue {
                 return Ok(false);
             }
             let _ = watermark.wait_for(
-                index + 1,
+                index.saturating_add(1),
                 &WaitPolicy::BALANCED,
                 Some(left.map_or(slice, |l| l.min(slice))),
             );

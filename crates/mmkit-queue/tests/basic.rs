@@ -48,6 +48,14 @@ fn append_and_read_back_across_many_segments() {
     let report = q.check().unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.messages, 2000);
+    // Lag counts across every segment, from the cursor's position on.
+    let mut c = q.cursor("all").unwrap();
+    assert_eq!(q.cursors().unwrap()[0].lag, 2000);
+    for _ in 0..1500 {
+        c.next().unwrap().unwrap();
+    }
+    c.commit().unwrap();
+    assert_eq!(q.stat().unwrap().cursors[0].lag, 500);
 }
 
 #[test]
@@ -174,6 +182,8 @@ fn group_members_share_the_work() {
     assert!(taken.iter().all(|&n| n > 0), "both members took work: {taken:?}");
     seen.sort_unstable();
     assert_eq!(seen, (0..300).collect::<Vec<_>>());
+    let groups = q.stat().unwrap().groups;
+    assert_eq!((groups.len(), groups[0].lag), (1, 0), "{groups:?}");
 }
 
 #[test]
@@ -183,8 +193,11 @@ fn message_too_large_is_a_clear_error() {
     let mut p = q.producer().unwrap();
     let e = p.append(&[0u8; 513]).unwrap_err();
     assert!(matches!(e, Error::MessageTooLarge { len: 513, max: 512 }), "{e}");
-    assert!(p.claim(10_000).is_err());
-    assert!(p.append_batch(&[b"ok", &[0u8; 600]]).is_err());
+    assert!(matches!(p.claim(10_000), Err(Error::MessageTooLarge { len: 10_000, max: 512 })));
+    let e = p.append_batch(&[b"ok", &[0u8; 600]]).unwrap_err();
+    assert!(matches!(e, Error::MessageTooLarge { len: 600, max: 512 }), "{e}");
+    // A rejected batch appends nothing, not even its valid part.
+    assert!(q.reader(Start::Beginning).unwrap().next().unwrap().is_none());
     p.append(&[0u8; 512]).unwrap();
 }
 
@@ -337,4 +350,24 @@ fn async_read_wakes_without_busy_polling() {
         assert_eq!(got, vec![i]);
     }
     t.join().unwrap();
+}
+
+#[test]
+fn full_cursor_and_group_tables_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    for i in 0..256 {
+        q.cursor(&format!("c{i}")).unwrap();
+    }
+    // An existing name still opens; a new one finds no slot.
+    assert_eq!(q.cursor("c255").unwrap().name(), "c255");
+    let e = q.cursor("one too many").unwrap_err();
+    assert!(matches!(e, Error::TableFull { table: "cursor", capacity: 256, .. }), "{e}");
+    for i in 0..16 {
+        q.group(&format!("g{i}")).unwrap();
+    }
+    assert_eq!(q.group("g15").unwrap().group_name(), "g15");
+    let e = q.group("one too many").unwrap_err();
+    assert!(matches!(e, Error::TableFull { table: "group", capacity: 16, .. }), "{e}");
+    assert_eq!((q.cursors().unwrap().len(), q.stat().unwrap().groups.len()), (256, 16));
 }

@@ -83,7 +83,7 @@ proptest! {
                             None => prop_assert_eq!(pos, log.len()),
                         }
                         if let Some(r) = reader.next().unwrap() {
-                            prop_assert_eq!(r.index(), log[reader_pos].0);
+                            prop_assert_eq!((r.index(), r.payload()), (log[reader_pos].0, log[reader_pos].1.as_slice()));
                             reader_pos += 1;
                         } else {
                             prop_assert_eq!(reader_pos, log.len());

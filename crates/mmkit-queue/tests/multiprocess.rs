@@ -35,8 +35,7 @@ struct Kid(Child);
 
 impl Drop for Kid {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        kill(self);
     }
 }
 
@@ -237,9 +236,10 @@ fn line_from(c: &mut Kid, prefix: &str) -> u64 {
     }
 }
 
+/// SIGKILLs the child and reaps it (a child that already exited is just reaped).
 fn kill(c: &mut Kid) {
-    let _ = c.kill();
-    let _ = c.wait();
+    let _ = c.0.kill();
+    let _ = c.0.wait();
 }
 
 fn parse_acks(path: &Path) -> Vec<(u32, u32, u64)> {
