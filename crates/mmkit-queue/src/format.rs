@@ -114,6 +114,10 @@ pub const PRODUCER_CLAIMING: u64 = 1;
 /// Producer slot state: holds the recorded claim.
 pub const PRODUCER_CLAIMED: u64 = 2;
 
+/// Segment numbers are below this: an index keeps the segment number in
+/// its upper 32 bits. A larger number read from a file is corruption.
+pub const MAX_SEGMENTS: u64 = 1 << 32;
+
 /// Packs a segment number and a sequence number into a message index.
 pub const fn make_index(segment: u64, seq: u32) -> u64 {
     (segment << 32) | seq as u64

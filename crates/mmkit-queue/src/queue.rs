@@ -315,6 +315,16 @@ impl Queue {
     /// Maps segment `number`, sharing a mapping with other handles of this
     /// queue that hold it. Only segments someone holds stay mapped.
     pub(crate) fn segment(&self, number: u64) -> Result<Arc<Segment>> {
+        // Every segment a reader or producer moves to comes through here, so
+        // this bound also keeps their `number + 1` from overflowing.
+        if number >= MAX_SEGMENTS {
+            return Err(Error::corrupt(
+                &self.inner.meta.path,
+                format!(
+                    "segment number {number} is beyond the index space (a corrupt active or first segment)"
+                ),
+            ));
+        }
         let mut cache = self.inner.segments.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|w| w.strong_count() > 0);
         if let Some(seg) = cache.iter().filter_map(Weak::upgrade).find(|s| s.number == number) {

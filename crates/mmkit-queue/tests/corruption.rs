@@ -200,3 +200,31 @@ fn fuzz_parser_logic_on_random_and_real_inputs() {
         mmkit_queue::format::fuzz_parse(&v);
     }
 }
+
+/// A segment number beyond the index space in the meta file's active or
+/// first word is an error for producers and readers, never an overflow.
+#[test]
+fn segment_numbers_beyond_the_index_space_are_errors() {
+    for (word, value) in
+        [(format::META_ACTIVE, u64::MAX), (format::META_ACTIVE, 1 << 32), (format::META_FIRST, u64::MAX)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+        q.producer().unwrap().append(b"first").unwrap();
+        drop(q);
+        let meta = std::fs::OpenOptions::new().write(true).open(path.join("meta")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&meta, &value.to_le_bytes(), word).unwrap();
+        let q = Queue::open(&path).unwrap();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let appended = q.producer().and_then(|mut p| p.append(b"second"));
+            let read = q.reader(Start::End).map(|_| ());
+            (appended.is_err(), read.is_err())
+        }));
+        let (append_failed, read_failed) = outcome.expect("no panic");
+        assert!(
+            append_failed && read_failed,
+            "word {word} = {value:#x}: append {append_failed}, read {read_failed}"
+        );
+    }
+}
