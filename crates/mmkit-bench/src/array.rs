@@ -140,6 +140,11 @@ pub fn run(args: Args) -> BenchResult<()> {
     };
     let cols = args.cols.max(1);
     let rows = (args.size_mb << 20) / (4 * cols);
+    if rows == 0 {
+        return Err(format!("--size-mb {} holds not even one row of {cols} f32", args.size_mb).into());
+    }
+    // A median needs at least one run.
+    let runs = args.runs.max(1);
     let path = dir.path().join("bench.npy");
     let idx_path = dir.path().join("idx.npy");
     eprintln!(
@@ -153,12 +158,12 @@ pub fn run(args: Args) -> BenchResult<()> {
 
     eprintln!("mmkit: column sums");
     let mut sums = Vec::new();
-    let mmkit_sum = time_runs(args.runs, || {
+    let mmkit_sum = time_runs(runs, || {
         let a = MmapArray::<f32>::open(&path, Mode::ReadOnly)?;
         sums = a.column_sums()?;
         Ok(())
     })?;
-    let mmkit_sum_map = time_runs(args.runs, || {
+    let mmkit_sum_map = time_runs(runs, || {
         let a = MmapArray::<f32>::open(&path, Mode::CopyOnWrite)?;
         std::hint::black_box(a.column_sums()?);
         Ok(())
@@ -166,7 +171,7 @@ pub fn run(args: Args) -> BenchResult<()> {
     eprintln!("mmkit: random gather");
     let a = MmapArray::<f32>::open(&path, Mode::ReadOnly)?;
     let mut check = 0.0;
-    let mmkit_gather = time_runs(args.runs, || {
+    let mmkit_gather = time_runs(runs, || {
         let mut out = vec![0f32; idx.len() * cols];
         a.gather_rows(&idx, &mut out)?;
         check = out.iter().map(|&v| f64::from(v)).sum();
@@ -179,7 +184,7 @@ pub fn run(args: Args) -> BenchResult<()> {
         .arg(NUMPY)
         .arg(&path)
         .arg(&idx_path)
-        .arg(args.runs.to_string())
+        .arg(runs.to_string())
         .output()?;
     if !out.status.success() {
         return Err(format!("numpy side failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
@@ -211,7 +216,7 @@ pub fn run(args: Args) -> BenchResult<()> {
         "\narray suite: {} MiB f32 array, shape ({rows}, {cols}), C order, in the page cache; numpy {}; medians of {} runs\n",
         args.size_mb,
         np["numpy"].as_str().unwrap_or("?"),
-        args.runs
+        runs
     );
     println!("| operation | mmkit | numpy.memmap | mmkit speed-up |");
     println!("|---|---|---|---|");

@@ -1,6 +1,7 @@
 //! `mmkit-bench`: mmkit measured side by side with its peers, in one run.
 //!
-//! Every suite prints a table of medians and ratios; `all` runs them all.
+//! Every suite prints tables of medians and ratios, peers measured in the
+//! same run.
 
 mod array;
 mod queue;

@@ -275,6 +275,10 @@ struct Suite {
 
 impl Suite {
     fn new(args: &Args) -> Result<Suite, BoxError> {
+        // Durations are built from it: NaN or a negative value would panic.
+        if !(args.secs.is_finite() && args.secs > 0.0) {
+            return Err(format!("--secs {} must be a positive number of seconds", args.secs).into());
+        }
         // Persistent peers live on the real disk (/tmp is ext4 here), the ring in tmpfs.
         let tmp = tempfile::Builder::new().prefix("mmkit-bench-queue").tempdir()?;
         let shm = tempfile::Builder::new().prefix("mmkit-bench-ring").tempdir_in("/dev/shm")?;

@@ -138,6 +138,9 @@ fn sum_words(bytes: &[u8]) -> u64 {
 
 /// Runs the suite and prints its tables.
 pub fn run(args: Args) -> BenchResult<()> {
+    if args.size_mb == 0 {
+        return Err("--size-mb must be at least 1".into());
+    }
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let work = tempfile::Builder::new().prefix("mmkit-bench-region").tempdir_in(&parent)?;
     let mmkit = mmkit_binary(args.mmkit.clone())?;

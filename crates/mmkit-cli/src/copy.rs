@@ -314,11 +314,14 @@ fn resolve_destination(src: &Path, dst: &Path) -> CliResult<PathBuf> {
 }
 
 /// A temporary file next to the destination, removed on drop unless
-/// committed.
+/// committed (and by the signal handler of [`remove_temp_file_on_signal`]
+/// if the process is interrupted meanwhile).
 struct TempFile {
     file: File,
     path: PathBuf,
     committed: bool,
+    /// Whether `path` is the one the signal handler would remove.
+    watched: bool,
 }
 
 impl TempFile {
@@ -339,7 +342,10 @@ impl TempFile {
                 .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(&path);
             match opened {
-                Ok(file) => return Ok(TempFile { file, path, committed: false }),
+                Ok(file) => {
+                    let watched = on_signal::watch(&path);
+                    return Ok(TempFile { file, path, committed: false, watched });
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
                 Err(e) => return Err(CliError::io("cp: create temporary file in", dir, e)),
             }
@@ -349,6 +355,9 @@ impl TempFile {
     fn commit(mut self, dst: &Path, sync_dir: bool) -> CliResult<()> {
         std::fs::rename(&self.path, dst).map_err(|e| CliError::io("cp: rename into place", dst, e))?;
         self.committed = true;
+        // Only after the rename: a signal in between makes the handler
+        // unlink a name that no longer exists, which is harmless.
+        self.unwatch();
         if sync_dir {
             let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             File::open(dir)
@@ -359,10 +368,123 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    fn unwatch(&mut self) {
+        if std::mem::take(&mut self.watched) {
+            on_signal::unwatch();
+        }
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.path);
+        }
+        self.unwatch();
+    }
+}
+
+/// Makes an interrupted copy leave nothing behind: from now on, SIGINT,
+/// SIGTERM and SIGHUP remove the temporary file of the copy in progress
+/// (one at a time: a second concurrent copy is not covered) and then kill
+/// the process with the same signal, as if no handler were installed.
+/// Signals the process ignores stay ignored. For a program that copies
+/// and exits, such as `mmkit cp`; a program with its own handlers for
+/// these signals should not call it.
+pub fn remove_temp_file_on_signal() -> io::Result<()> {
+    on_signal::install()
+}
+
+/// The signal handler of [`remove_temp_file_on_signal`] and the one path
+/// it removes.
+mod on_signal {
+    use std::ffi::{CStr, CString};
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+    use std::ptr::null_mut;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+    /// Whether the handlers are installed (then temporary files are watched).
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    /// The temporary file to remove, from `CString::into_raw`, or null.
+    /// Whoever swaps a pointer out of it owns it (frees or leaks it), so
+    /// the handler and the copying thread never both use one.
+    static PENDING: AtomicPtr<libc::c_char> = AtomicPtr::new(null_mut());
+
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    pub(super) fn install() -> io::Result<()> {
+        if INSTALLED.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        for sig in SIGNALS {
+            // SAFETY: `sigaction` with a null new action only reads the
+            // current one into `old`, a valid zeroed struct we own.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if old.sa_sigaction == libc::SIG_IGN {
+                continue;
+            }
+            // SAFETY: a zeroed sigaction is a valid value (empty mask, no
+            // flags); the handler only makes async-signal-safe calls.
+            let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+            new.sa_sigaction = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            // Back to the default on entry, so raising the signal again
+            // ends the process the usual way.
+            new.sa_flags = libc::SA_RESETHAND;
+            // SAFETY: `new` is fully initialised and `handler` has the
+            // signature of an `sa_handler` (no SA_SIGINFO).
+            if unsafe { libc::sigaction(sig, &new, null_mut()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    extern "C" fn handler(sig: libc::c_int) {
+        let path = PENDING.swap(null_mut(), Ordering::SeqCst);
+        if !path.is_null() {
+            // SAFETY: a non-null `PENDING` came from `CString::into_raw` in
+            // `watch`, and the swap made this handler its only owner; it is
+            // leaked, as the process ends below. unlink is
+            // async-signal-safe and a `&CStr` path needs no allocation.
+            let _ = rustix::fs::unlink(unsafe { CStr::from_ptr(path) });
+        }
+        // SAFETY: raise is async-signal-safe; SA_RESETHAND restored the
+        // default action, so this ends the process with `sig`.
+        unsafe { libc::raise(sig) };
+    }
+
+    /// Makes `path` the file the handler removes; false when the handlers
+    /// are not installed or another copy's file is already watched.
+    pub(super) fn watch(path: &Path) -> bool {
+        if !INSTALLED.load(Ordering::SeqCst) {
+            return false;
+        }
+        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return false };
+        let raw = c.into_raw();
+        match PENDING.compare_exchange(null_mut(), raw, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => true,
+            Err(_) => {
+                // SAFETY: `raw` was never published, so it is still ours.
+                drop(unsafe { CString::from_raw(raw) });
+                false
+            }
+        }
+    }
+
+    /// Stops watching the file `watch` registered.
+    pub(super) fn unwatch() {
+        let path = PENDING.swap(null_mut(), Ordering::SeqCst);
+        if !path.is_null() {
+            // SAFETY: from `CString::into_raw` in `watch`; the swap made us
+            // its only owner (a handler that took it first left null here).
+            drop(unsafe { CString::from_raw(path) });
         }
     }
 }
@@ -426,6 +548,60 @@ mod tests {
         let dst = dir.path().join("copy");
         copy_file(&src, &dst, CopyOptions::default(), &mut |_| {}, &mut |_| {}).unwrap();
         assert_eq!(std::fs::metadata(&dst).unwrap().permissions().mode() & 0o7777, 0o751);
+    }
+
+    /// Names the child role of `interrupted_copy_leaves_no_temporary_file`.
+    const SIGNAL_CHILD_DIR: &str = "MMKIT_CP_SIGNAL_CHILD_DIR";
+
+    /// Child role (run by the test below, ignored otherwise): copies
+    /// `src` to `dst` in the given directory with the signal handlers
+    /// installed and, at the first progress report, prints the temporary
+    /// file's name and sends itself SIGINT.
+    #[test]
+    #[ignore = "child role of interrupted_copy_leaves_no_temporary_file"]
+    fn signal_child() {
+        let dir = PathBuf::from(std::env::var_os(SIGNAL_CHILD_DIR).expect("run by its parent test"));
+        // A shell may have started the tests with SIGINT ignored (a
+        // background job), and ignored signals are left alone.
+        // SAFETY: resetting a disposition to the default has no
+        // memory-safety preconditions.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+        remove_temp_file_on_signal().unwrap();
+        let mut progress = |_| {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                if name.contains(".mmkit-cp.") {
+                    println!("TEMP {name}");
+                }
+            }
+            std::io::Write::flush(&mut std::io::stdout()).unwrap();
+            // SAFETY: raise has no memory-safety preconditions.
+            unsafe { libc::raise(libc::SIGINT) };
+        };
+        let (src, dst) = (dir.join("src"), dir.join("dst"));
+        copy_file(&src, &dst, CopyOptions::default(), &mut |_| {}, &mut progress).unwrap();
+        panic!("still alive after SIGINT");
+    }
+
+    /// Ctrl-C in the middle of a copy (a real process, a real SIGINT)
+    /// removes the temporary file, creates no DST, and the process still
+    /// dies of SIGINT.
+    #[test]
+    fn interrupted_copy_leaves_no_temporary_file() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("src"), pattern(3 << 20)).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "copy::tests::signal_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(SIGNAL_CHILD_DIR, dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let context = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.signal(), Some(libc::SIGINT), "{:?}: {context}", out.status);
+        assert!(stdout.contains("TEMP .dst.mmkit-cp."), "no temporary file seen: {context}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["src"], "left behind: {left:?}");
     }
 
     /// A range whose end does not fit in a u64 is refused by every method

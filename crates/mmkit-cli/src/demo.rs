@@ -145,7 +145,7 @@ fn residency_tour(path: &Path) -> CliResult<()> {
     let before = residency::touch(path)?;
     let touch_s = t.elapsed().as_secs_f64();
     show("after touch")?;
-    let loaded = (before.total_pages - before.resident_pages) * before.page_size as u64;
+    let loaded = before.total_pages.saturating_sub(before.resident_pages) * before.page_size as u64;
     println!(
         "evict took {evict_ms:.1} ms; touch read {} MiB from disk at {}",
         loaded >> 20,

@@ -17,7 +17,8 @@ use crate::{CliError, CliResult};
 #[derive(Debug, clap::Subcommand)]
 pub enum QueueCommand {
     /// Create an empty queue directory.
-    #[command(after_help = "Example:\n  mmkit queue create /tmp/q --segment-size 67108864")]
+    #[command(after_help = "Example:\n  mmkit queue create /tmp/q --segment-size 67108864\n  \
+                            mmkit queue create /tmp/q --json")]
     Create {
         /// Queue directory (created; must not hold a queue already).
         dir: PathBuf,
@@ -27,6 +28,9 @@ pub enum QueueCommand {
         /// Largest message in bytes (default 1 MiB).
         #[arg(long, value_name = "BYTES")]
         max_message_size: Option<u32>,
+        /// Print what was created as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Append one message per line of stdin (or of --file).
     #[command(after_help = "Example:\n  seq 1 1000000 | mmkit queue append /tmp/q\n  \
@@ -99,8 +103,8 @@ pub enum QueueCommand {
 /// Runs a queue command.
 pub fn run(cmd: QueueCommand) -> CliResult<()> {
     match cmd {
-        QueueCommand::Create { dir, segment_size, max_message_size } => {
-            create(&dir, segment_size, max_message_size)
+        QueueCommand::Create { dir, segment_size, max_message_size, json } => {
+            create(&dir, segment_size, max_message_size, json)
         }
         QueueCommand::Append { dir, print_index, file } => append(&dir, print_index, file.as_deref()),
         QueueCommand::Tail { dir, from_start, from_end, from, cursor, follow, json } => {
@@ -133,7 +137,7 @@ fn open(dir: &Path) -> CliResult<Queue> {
     Ok(Queue::open(dir)?)
 }
 
-fn create(dir: &Path, segment_size: Option<u64>, max_message_size: Option<u32>) -> CliResult<()> {
+fn create(dir: &Path, segment_size: Option<u64>, max_message_size: Option<u32>, json: bool) -> CliResult<()> {
     let mut opts = Queue::options();
     opts.create_new(true);
     if let Some(s) = segment_size {
@@ -143,7 +147,12 @@ fn create(dir: &Path, segment_size: Option<u64>, max_message_size: Option<u32>) 
         opts.max_message_size(m);
     }
     let q = opts.open(dir)?;
-    println!("created {} (segments of {} bytes)", dir.display(), q.segment_size());
+    if json {
+        let v = serde_json::json!({ "path": dir, "segment_size": q.segment_size() });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("created {} (segments of {} bytes)", dir.display(), q.segment_size());
+    }
     Ok(())
 }
 

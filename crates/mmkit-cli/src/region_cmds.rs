@@ -499,7 +499,8 @@ fn split(path: &Path) -> (PathBuf, PathBuf) {
 The copy is atomic: the data goes to a temporary file (O_EXCL) in DST's
 directory, gets SRC's permission bits (less set-user/group-ID, as cp
 does), and is renamed onto DST when
-complete; on any error the temporary file is removed and DST is untouched.
+complete; on any error, and on Ctrl-C, SIGTERM or SIGHUP, the temporary
+file is removed and DST is untouched.
 Holes in a sparse SRC stay holes. Without --fsync the new file is as
 durable as after coreutils cp (in the page cache; ext4 flushes it on the
 rename); with --fsync it is on disk before the rename and the directory
@@ -536,6 +537,9 @@ const PROGRESS_MIN: u64 = 256 << 20;
 
 /// Runs `mmkit cp`.
 pub fn cp(args: CpArgs) -> CliResult<()> {
+    // Ctrl-C (or SIGTERM, SIGHUP) must not leave the temporary file behind.
+    copy::remove_temp_file_on_signal()
+        .map_err(|e| CliError::Other(format!("cp: installing signal handlers: {e}")))?;
     let bar = std::cell::RefCell::new(None::<indicatif::ProgressBar>);
     let start = Instant::now();
     let report = copy::copy_file(

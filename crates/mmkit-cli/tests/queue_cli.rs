@@ -203,6 +203,14 @@ fn bad_input_gives_one_line_errors() {
 
     let q = new_queue(tmp.path());
     assert!(fails(&["queue", "create", s(&q)]).contains("already"));
+    let other = tmp.path().join("q2");
+    let created: serde_json::Value = serde_json::from_str(&ok(
+        &["queue", "create", s(&other), "--segment-size", "2097152", "--json"],
+        b"",
+    ))
+    .unwrap();
+    assert_eq!(created["path"], s(&other));
+    assert_eq!(created["segment_size"], 2097152);
     ok(&["queue", "append", s(&q)], b"x\n");
     assert!(fails(&["queue", "tail", s(&q), "--from", "not-a-number"]).contains("--from"));
     assert!(fails(&["queue", "tail", s(&q), "--from", "99999999999"]).contains("99999999999"));
@@ -239,4 +247,13 @@ fn demo_audits_lost_duplicated_torn() {
     assert!(text.contains("SIGKILLed producer 1 mid-stream"), "{text}");
     assert!(text.contains("restarted it on its cursor"), "{text}");
     assert!(text.contains("msg/s") && text.contains("p99"), "{text}");
+    // "lost 0" means something only if the acknowledged messages arrived:
+    // producers 0 and 2 append 300000 each before their paced phase.
+    let received = |who: &str| -> u64 {
+        let line = text.lines().find(|l| l.contains("audit received")).unwrap_or_else(|| panic!("{text}"));
+        let after = line.split(&format!("{who} received ")).nth(1).unwrap_or_else(|| panic!("{line}"));
+        after.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    assert!(received("audit") >= 600_000, "{text}");
+    assert!(received("billing") >= 600_000, "{text}");
 }

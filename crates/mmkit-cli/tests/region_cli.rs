@@ -89,6 +89,13 @@ fn make_tree(root: &Path) {
     }
 }
 
+/// Records that a test cannot run here: prints why, or fails when
+/// `MMKIT_TEST_NO_SKIP` is set (CI sets it: there every test must run).
+fn skip(why: &str) {
+    assert!(std::env::var_os("MMKIT_TEST_NO_SKIP").is_none(), "test skipped under MMKIT_TEST_NO_SKIP: {why}");
+    eprintln!("note: test skipped: {why}");
+}
+
 /// Whether vmtouch can be run. CI (`.ci/run`) installs it and sets
 /// `MMKIT_REQUIRE_VMTOUCH`, so there a missing vmtouch fails the test
 /// instead of skipping the comparison.
@@ -178,7 +185,7 @@ fn assert_same_as_vmtouch(root: &Path) -> Snapshot {
 #[test]
 fn resident_counts_equal_vmtouch() {
     if !have_vmtouch() {
-        eprintln!("vmtouch not installed; skipping the comparison (CI installs it)");
+        skip("vmtouch not installed (CI installs it)");
         return;
     }
     let dir = scratch();
@@ -210,7 +217,7 @@ fn resident_counts_equal_vmtouch() {
 fn resident_per_file_counts_and_map() {
     let dir = scratch();
     if !can_evict(dir.path()) {
-        eprintln!("scratch directory is a tmpfs: nothing to evict, skipping");
+        skip("scratch directory is a tmpfs: nothing to evict");
         return;
     }
     let f = dir.path().join("f");
@@ -524,7 +531,7 @@ fn resident_matches_vmtouch_for_files_we_cannot_write() {
             .output()
     };
     if !rustix::process::geteuid().is_root() || !have_vmtouch() {
-        eprintln!("needs root and vmtouch; skipping");
+        skip("needs root and vmtouch");
         return;
     }
     let dir = scratch();
@@ -543,7 +550,7 @@ fn resident_matches_vmtouch_for_files_we_cannot_write() {
     // only that (checked first) may skip; a failing mmkit fails the test.
     let reachable = |program: &str, args: &[&str]| as_nobody(program, args).is_ok_and(|o| o.status.success());
     if !reachable("cat", &[path]) || !reachable(env!("CARGO_BIN_EXE_mmkit"), &["--version"]) {
-        eprintln!("setpriv missing, or the test paths are not reachable by nobody here; skipping");
+        skip("setpriv missing, or the test paths are not reachable by nobody here");
         return;
     }
     let o = as_nobody(env!("CARGO_BIN_EXE_mmkit"), &["resident", "--json", path]).unwrap();

@@ -26,6 +26,9 @@ const RATE: u64 = 100_000;
 
 /// Runs the quick bench.
 pub fn run(args: BenchArgs) -> CliResult<()> {
+    if args.secs.is_nan() {
+        return Err(CliError::Usage("--secs must be a number of seconds".into()));
+    }
     let tmp = tempfile::tempdir()
         .map_err(|e| CliError::io("create temporary directory", std::env::temp_dir(), e))?;
     let secs = args.secs.clamp(0.1, 60.0);
