@@ -7,8 +7,8 @@ use mmkit_region::{Access, Mapping, Share};
 
 use crate::{EventCount, Notifier, ProcessToken, RobustMutex, RobustRwLock, WaitPolicy};
 
-/// Lays `data` over a mutex, an event count, a notifier and a rwlock, as a corrupt
-/// or hostile peer could leave them, then uses all three; also parses
+/// Lays `data` over a mutex, an event count, a notifier and a rwlock, as a
+/// corrupt or hostile peer could leave them, then uses all four; also parses
 /// `data` as a `/proc/<pid>/stat` line. Must never panic or hang.
 pub fn shared_state(data: &[u8]) {
     let _ = crate::token::parse_stat(data);

@@ -9,7 +9,7 @@
 //! `docs/sync-format.md`.
 //!
 //! Any process may be killed at any instruction: a mutex whose holder died
-//! is handed to the next locker as [`LockOutcome::OwnerDied`], detected by
+//! is handed to the next locker as [`Outcome::OwnerDied`], detected by
 //! the holder's `(tid, start time)` liveness within milliseconds, never by
 //! a wall-clock timeout.
 //!
@@ -50,7 +50,7 @@ mod token;
 
 pub use error::{Error, Result};
 pub use futex::WaitOutcome;
-pub use mutex::{LockOutcome, MutexGuard, RobustMutex};
+pub use mutex::{LockOutcome, MutexGuard, Outcome, RobustMutex};
 pub use notifier::{EventCount, MAX_PARK_SLICE, Notifier};
 pub use policy::WaitPolicy;
 pub use rwlock::{READER_SLOTS, ReadGuard, RobustRwLock, WriteGuard, WriteOutcome};

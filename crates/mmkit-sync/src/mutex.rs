@@ -62,7 +62,7 @@ pub(crate) fn take_over_dead(word: &AtomicU64, flags: &AtomicU32, holder: u64, m
 /// few at a time, and after each slice checks whether the holder is still
 /// alive (its thread id exists, is not a zombie, and has the recorded start
 /// time). When it is dead, exactly one waiter takes the lock over and gets
-/// [`LockOutcome::OwnerDied`].
+/// [`Outcome::OwnerDied`].
 ///
 /// Ownership is per *thread*: a thread that exits while holding the lock
 /// counts as dead too. Locking again from the holding thread returns
@@ -89,33 +89,50 @@ impl fmt::Debug for RobustMutex {
     }
 }
 
-/// The result of a successful lock.
-#[must_use = "dropping the outcome unlocks the mutex at once"]
+/// The result of taking a robust lock: [`LockOutcome`] for a
+/// [`RobustMutex`], [`WriteOutcome`](crate::WriteOutcome) for the write side
+/// of a [`RobustRwLock`](crate::RobustRwLock).
+#[must_use = "dropping the outcome unlocks at once"]
 #[derive(Debug)]
-pub enum LockOutcome<'a> {
+pub enum Outcome<G> {
     /// The lock was free, or released normally.
-    Acquired(MutexGuard<'a>),
+    Acquired(G),
     /// The previous holder died while holding the lock (now, or earlier
-    /// and nobody has called [`MutexGuard::make_consistent`] since). The
-    /// protected data may be half-updated: repair it, then call
-    /// `make_consistent`. Dropping the guard without doing so leaves the
-    /// mutex inconsistent, and the next locker gets `OwnerDied` again.
-    OwnerDied(MutexGuard<'a>),
+    /// and nobody has called `make_consistent` on a guard since). The
+    /// protected data may be half-updated: repair it, then call the
+    /// guard's `make_consistent`. Dropping the guard without doing so
+    /// leaves the lock inconsistent, and the next locker gets `OwnerDied`
+    /// again.
+    OwnerDied(G),
 }
 
-impl<'a> LockOutcome<'a> {
+impl<G> Outcome<G> {
     /// The guard, whichever way it was obtained.
-    pub fn into_guard(self) -> MutexGuard<'a> {
+    pub fn into_guard(self) -> G {
         match self {
-            LockOutcome::Acquired(g) | LockOutcome::OwnerDied(g) => g,
+            Outcome::Acquired(g) | Outcome::OwnerDied(g) => g,
         }
     }
 
     /// Whether a previous holder died with the lock held.
     pub fn owner_died(&self) -> bool {
-        matches!(self, LockOutcome::OwnerDied(_))
+        matches!(self, Outcome::OwnerDied(_))
+    }
+
+    /// `OwnerDied` if INCONSISTENT is set in `flags`. Called with the lock
+    /// held: the flag was written by a holder before its releasing swap,
+    /// which our acquiring compare-and-swap synchronises with.
+    pub(crate) fn from_flags(flags: &AtomicU32, guard: G) -> Self {
+        if flags.load(Ordering::Relaxed) & INCONSISTENT != 0 {
+            Outcome::OwnerDied(guard)
+        } else {
+            Outcome::Acquired(guard)
+        }
     }
 }
+
+/// The result of locking a [`RobustMutex`].
+pub type LockOutcome<'a> = Outcome<MutexGuard<'a>>;
 
 /// Proof of holding a [`RobustMutex`]; dropping it unlocks.
 ///
@@ -134,7 +151,7 @@ impl fmt::Debug for MutexGuard<'_> {
 
 impl MutexGuard<'_> {
     /// Declares the protected data repaired: later lockers get
-    /// [`LockOutcome::Acquired`] again.
+    /// [`Outcome::Acquired`] again.
     pub fn make_consistent(&self) {
         self.mutex.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
     }
@@ -178,17 +195,11 @@ impl RobustMutex {
     }
 
     /// Locks, waiting as long as it takes. A dead holder is detected
-    /// within a few milliseconds and yields [`LockOutcome::OwnerDied`].
+    /// within a few milliseconds and yields [`Outcome::OwnerDied`].
     #[inline]
     pub fn lock(&self) -> Result<LockOutcome<'_>> {
-        let me = ProcessToken::current().to_raw();
-        if self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            return Ok(self.acquired());
-        }
-        match self.lock_slow("RobustMutex::lock", me, Deadline::after(None))? {
-            Some(outcome) => Ok(outcome),
-            None => Err(Error::Timeout { op: "RobustMutex::lock", timeout: Duration::MAX }),
-        }
+        let op = "RobustMutex::lock";
+        self.lock_for(op, None)?.ok_or(Error::Timeout { op, timeout: Duration::MAX })
     }
 
     /// Locks if that is possible without waiting. Also takes the lock over
@@ -204,11 +215,7 @@ impl RobustMutex {
 
     /// Locks, giving up with `Ok(None)` after `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Option<LockOutcome<'_>>> {
-        let me = ProcessToken::current().to_raw();
-        if self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            return Ok(Some(self.acquired()));
-        }
-        self.lock_slow("RobustMutex::lock_timeout", me, Deadline::after(Some(timeout)))
+        self.lock_for("RobustMutex::lock_timeout", Some(timeout))
     }
 
     /// The current holder, if any.
@@ -224,18 +231,23 @@ impl RobustMutex {
         self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0
     }
 
+    /// One compare-and-swap when the lock is free; the deadline is only
+    /// computed on the slow path.
     #[inline]
-    fn acquired(&self) -> LockOutcome<'_> {
-        let guard = MutexGuard { mutex: self, _not_send: PhantomData };
-        // Written by a holder before its releasing swap, which our
-        // acquiring CAS synchronises with.
-        if self.flags.load(Ordering::Relaxed) & INCONSISTENT != 0 {
-            LockOutcome::OwnerDied(guard)
-        } else {
-            LockOutcome::Acquired(guard)
+    fn lock_for(&self, op: &'static str, timeout: Option<Duration>) -> Result<Option<LockOutcome<'_>>> {
+        let me = ProcessToken::current().to_raw();
+        if self.try_acquire(me) {
+            return Ok(Some(self.acquired()));
         }
+        self.lock_slow(op, me, Deadline::after(timeout))
     }
 
+    #[inline]
+    fn acquired(&self) -> LockOutcome<'_> {
+        Outcome::from_flags(&self.flags, MutexGuard { mutex: self, _not_send: PhantomData })
+    }
+
+    #[inline]
     fn try_acquire(&self, me: u64) -> bool {
         self.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
     }
@@ -244,7 +256,7 @@ impl RobustMutex {
     /// the swap from the dead token.
     fn take_from_dead(&self, holder: u64, me: u64) -> Option<LockOutcome<'_>> {
         take_over_dead(&self.owner, &self.flags, holder, me)
-            .then(|| LockOutcome::OwnerDied(MutexGuard { mutex: self, _not_send: PhantomData }))
+            .then(|| Outcome::OwnerDied(MutexGuard { mutex: self, _not_send: PhantomData }))
     }
 
     #[cold]
@@ -260,25 +272,20 @@ impl RobustMutex {
         }
         let mut slices = 0u32;
         loop {
-            let slice = park_slice(slices);
             let mut free = || self.owner.load(Ordering::SeqCst) == 0;
-            let woke_free = self.notifier.park_until(&mut free, deadline, Some(slice));
-            if woke_free {
-                if self.try_acquire(me) {
-                    return Ok(Some(self.acquired()));
+            if !self.notifier.park_until(&mut free, deadline, Some(park_slice(slices))) {
+                // A whole slice without the lock: is the holder still alive?
+                slices = slices.saturating_add(1);
+                if let Some(outcome) = self.take_from_dead(self.owner.load(Ordering::Acquire), me) {
+                    return Ok(Some(outcome));
                 }
-                continue;
             }
-            slices = slices.saturating_add(1);
-            let holder = self.owner.load(Ordering::Acquire);
-            if holder == 0 {
-                if self.try_acquire(me) {
-                    return Ok(Some(self.acquired()));
-                }
-            } else if let Some(outcome) = self.take_from_dead(holder, me) {
-                return Ok(Some(outcome));
+            if self.try_acquire(me) {
+                return Ok(Some(self.acquired()));
             }
-            if deadline.remaining().is_some_and(|d| d.is_zero()) {
+            // Checked after every round, so a lock that keeps changing
+            // hands cannot hold a timed waiter past its deadline.
+            if deadline.expired() {
                 return Ok(None);
             }
         }

@@ -140,7 +140,16 @@ impl Notifier {
             }
         }
         if policy.park {
-            return self.park_until(&mut ready, deadline, Some(MAX_PARK_SLICE));
+            // `park_until` re-checks the condition after each slice; only
+            // the deadline ends the wait.
+            loop {
+                if self.park_until(&mut ready, deadline, Some(MAX_PARK_SLICE)) {
+                    return true;
+                }
+                if deadline.expired() {
+                    return false;
+                }
+            }
         }
         loop {
             yield_now();

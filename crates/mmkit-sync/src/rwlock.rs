@@ -16,7 +16,7 @@ use std::time::Duration;
 use mmkit_region::Access;
 
 use crate::error::{Error, Result};
-use crate::mutex::{INCONSISTENT, SPINS, park_slice, take_over_dead};
+use crate::mutex::{INCONSISTENT, Outcome, SPINS, park_slice, take_over_dead};
 use crate::notifier::{Deadline, Notifier};
 use crate::place::{Placeable, place};
 use crate::token::{Liveness, ProcessToken};
@@ -36,7 +36,7 @@ pub const READER_SLOTS: usize = 61;
 /// - A dead **reader** is harmless to the data: its slot is freed by the
 ///   next writer that waits on it.
 /// - A dead **writer** may have left the data half-written: the next
-///   [`RobustRwLock::write`] returns [`WriteOutcome::OwnerDied`], and
+///   [`RobustRwLock::write`] returns [`Outcome::OwnerDied`], and
 ///   readers get [`Error::Inconsistent`] until a writer calls
 ///   [`WriteGuard::make_consistent`].
 ///
@@ -73,30 +73,8 @@ impl fmt::Debug for RobustRwLock {
     }
 }
 
-/// The result of taking the write lock.
-#[must_use = "dropping the outcome unlocks at once"]
-#[derive(Debug)]
-pub enum WriteOutcome<'a> {
-    /// The lock was free or released normally.
-    Acquired(WriteGuard<'a>),
-    /// A writer died holding the lock (now, or earlier without a repair
-    /// since): repair the data, then call [`WriteGuard::make_consistent`].
-    OwnerDied(WriteGuard<'a>),
-}
-
-impl<'a> WriteOutcome<'a> {
-    /// The guard, whichever way it was obtained.
-    pub fn into_guard(self) -> WriteGuard<'a> {
-        match self {
-            WriteOutcome::Acquired(g) | WriteOutcome::OwnerDied(g) => g,
-        }
-    }
-
-    /// Whether a previous writer died holding the lock.
-    pub fn owner_died(&self) -> bool {
-        matches!(self, WriteOutcome::OwnerDied(_))
-    }
-}
+/// The result of taking the write lock of a [`RobustRwLock`].
+pub type WriteOutcome<'a> = Outcome<WriteGuard<'a>>;
 
 /// Proof of holding the write lock; dropping it unlocks. Not `Send`.
 #[must_use = "dropping the guard unlocks at once"]
@@ -113,7 +91,7 @@ impl fmt::Debug for WriteGuard<'_> {
 
 impl WriteGuard<'_> {
     /// Declares the data repaired: readers are let in again and later
-    /// writers get [`WriteOutcome::Acquired`].
+    /// writers get [`Outcome::Acquired`].
     pub fn make_consistent(&self) {
         self.lock.flags.fetch_and(!INCONSISTENT, Ordering::Relaxed);
     }
@@ -307,12 +285,7 @@ impl RobustRwLock {
                 }
             }
         }
-        let guard = WriteGuard { lock: self, _not_send: PhantomData };
-        Ok(Some(if self.is_inconsistent() {
-            WriteOutcome::OwnerDied(guard)
-        } else {
-            WriteOutcome::Acquired(guard)
-        }))
+        Ok(Some(Outcome::from_flags(&self.flags, WriteGuard { lock: self, _not_send: PhantomData })))
     }
 
     /// Sets the writer word to `me`, waiting for a live writer or taking

@@ -8,9 +8,10 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::LocalKey;
 
 use crate::error::{Error, Result};
 
@@ -54,23 +55,7 @@ impl ProcessToken {
     /// ("unknown"), and liveness checks then only test that the id exists.
     #[inline]
     pub fn current() -> ProcessToken {
-        let generation = FORK_GENERATION.load(Ordering::Relaxed);
-        let (cached_gen, raw) = THREAD_TOKEN.get();
-        if cached_gen == generation && raw != 0 {
-            return ProcessToken(raw);
-        }
-        Self::current_slow()
-    }
-
-    #[cold]
-    fn current_slow() -> ProcessToken {
-        register_fork_handler();
-        let generation = FORK_GENERATION.load(Ordering::Relaxed);
-        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-        let start = read_stat(PathBuf::from("/proc/thread-self/stat")).map(|s| s.start_ticks).unwrap_or(0);
-        let token = Self::pack(tid, start);
-        THREAD_TOKEN.set((generation, token.0));
-        token
+        cached(&THREAD_TOKEN, current_tid, "/proc/thread-self/stat")
     }
 
     /// The token of the calling process: its pid and the process's start
@@ -81,18 +66,7 @@ impl ProcessToken {
     /// zombie leader and counts as dead. Use [`ProcessToken::current`] when
     /// that matters.
     pub fn current_process() -> ProcessToken {
-        let generation = FORK_GENERATION.load(Ordering::Relaxed);
-        let (cached_gen, raw) = PROCESS_TOKEN.get();
-        if cached_gen == generation && raw != 0 {
-            return ProcessToken(raw);
-        }
-        register_fork_handler();
-        let generation = FORK_GENERATION.load(Ordering::Relaxed);
-        let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-        let start = read_stat(PathBuf::from("/proc/self/stat")).map(|s| s.start_ticks).unwrap_or(0);
-        let token = Self::pack(pid, start);
-        PROCESS_TOKEN.set((generation, token.0));
-        token
+        cached(&PROCESS_TOKEN, current_pid, "/proc/self/stat")
     }
 
     /// The token of another task, read from `/proc/<pid>/stat`.
@@ -107,11 +81,8 @@ impl ProcessToken {
             });
         }
         let path = PathBuf::from(format!("/proc/{pid}/stat"));
-        let stat = read_stat(path.clone()).map_err(|source| Error::Proc {
-            op: "ProcessToken::of_pid",
-            path,
-            source,
-        })?;
+        let stat =
+            read_stat(&path).map_err(|source| Error::Proc { op: "ProcessToken::of_pid", path, source })?;
         Ok(Self::pack(pid, stat.start_ticks))
     }
 
@@ -160,7 +131,7 @@ impl ProcessToken {
         if pid == 0 {
             return Liveness::Dead;
         }
-        match read_stat(PathBuf::from(format!("/proc/{pid}/stat"))) {
+        match read_stat(Path::new(&format!("/proc/{pid}/stat"))) {
             Ok(stat) => {
                 let reused = self.start_ticks() != 0 && stat.start_ticks & START_MASK != self.start_ticks();
                 if reused || matches!(stat.state, b'Z' | b'X' | b'x') {
@@ -203,6 +174,36 @@ thread_local! {
     static PROCESS_TOKEN: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
+/// The token in `slot` if it was computed in this fork generation, else a
+/// fresh one from `id()` and the start time in `stat_path`.
+#[inline]
+fn cached(slot: &'static LocalKey<Cell<(u64, u64)>>, id: fn() -> u32, stat_path: &str) -> ProcessToken {
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    let (cached_gen, raw) = slot.get();
+    if cached_gen == generation && raw != 0 {
+        return ProcessToken(raw);
+    }
+    refresh(slot, id, stat_path)
+}
+
+#[cold]
+fn refresh(slot: &'static LocalKey<Cell<(u64, u64)>>, id: fn() -> u32, stat_path: &str) -> ProcessToken {
+    register_fork_handler();
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    let start = read_stat(Path::new(stat_path)).map(|s| s.start_ticks).unwrap_or(0);
+    let token = ProcessToken::pack(id(), start);
+    slot.set((generation, token.0));
+    token
+}
+
+fn current_tid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+fn current_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
@@ -227,9 +228,9 @@ pub(crate) struct Stat {
     pub(crate) start_ticks: u64,
 }
 
-fn read_stat(path: PathBuf) -> io::Result<Stat> {
+fn read_stat(path: &Path) -> io::Result<Stat> {
     let mut buf = [0u8; 1024];
-    let mut file = File::open(&path)?;
+    let mut file = File::open(path)?;
     let mut len = 0;
     while len < buf.len() {
         let n = file.read(&mut buf[len..])?;
@@ -289,7 +290,7 @@ mod tests {
         assert_ne!(me.to_raw(), 0);
         assert!(me.start_ticks() > 0);
         assert_eq!(me.liveness(), Liveness::Alive);
-        let other = std::thread::spawn(ProcessToken::current).join().unwrap_or(me);
+        let other = std::thread::spawn(ProcessToken::current).join().unwrap();
         assert_ne!(other, me);
         let process = ProcessToken::current_process();
         assert_eq!(process.pid(), std::process::id());

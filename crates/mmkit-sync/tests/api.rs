@@ -1,11 +1,12 @@
 //! Single-process behaviour: placement checks, timeouts, tokens, threads.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mmkit_region::{Access, MapOptions, Mapping, Mode, Share};
 use mmkit_sync::{
-    Error, EventCount, Liveness, LockOutcome, Notifier, ProcessToken, RobustMutex, WaitOutcome, WaitPolicy,
-    futex,
+    Error, EventCount, Liveness, LockOutcome, MAX_PARK_SLICE, Notifier, ProcessToken, RobustMutex,
+    WaitOutcome, WaitPolicy, futex,
 };
 use proptest::prelude::*;
 
@@ -174,12 +175,31 @@ fn notify_wakes_parked_threads() {
         let waiters: Vec<_> = (0..3)
             .map(|_| s.spawn(|| events.wait_for(5, &WaitPolicy::PARK, Some(Duration::from_secs(20)))))
             .collect();
+        // `park` never re-checks by itself, so only a real notify wakes
+        // these before the timeout (after it, the condition holds anyway:
+        // the time taken is what tells a lost notify).
+        let parked: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let start = Instant::now();
+                    let ready = events.notifier().park(|| events.get() >= 5, Some(Duration::from_secs(20)));
+                    (ready, start.elapsed())
+                })
+            })
+            .collect();
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(2));
             events.advance(1);
         }
         for w in waiters {
             assert!(w.join().unwrap().unwrap() >= 5);
+        }
+        for p in parked {
+            let (ready, waited) = p.join().unwrap();
+            assert!(
+                ready && waited < Duration::from_secs(10),
+                "a parked thread missed its notify: {waited:?}"
+            );
         }
     });
     assert_eq!(events.notifier().waiters(), 0);
@@ -255,4 +275,28 @@ fn hostile_shared_state_corruption_sweep() {
     mmkit_sync::fuzzing::shared_state(
         b"1 (x) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 99999999999999999999999",
     );
+}
+
+#[test]
+fn parked_waits_outlast_the_park_slice() {
+    // A wait longer than MAX_PARK_SLICE keeps waiting after each slice
+    // instead of reporting a timeout early.
+    let events = EventCount::new();
+    let timeout = MAX_PARK_SLICE * 3;
+    for policy in [WaitPolicy::PARK, WaitPolicy::BALANCED] {
+        let start = Instant::now();
+        assert!(events.wait_for(1, &policy, Some(timeout)).is_err());
+        assert!(start.elapsed() >= timeout, "{policy:?} gave up after {:?}", start.elapsed());
+    }
+    // A state change whose notify never comes (its maker was killed in
+    // between) is still seen by an unbounded wait, at the next slice.
+    let notifier = Notifier::new();
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let waiter =
+            s.spawn(|| notifier.wait_until(|| flag.load(Ordering::Acquire), &WaitPolicy::PARK, None));
+        std::thread::sleep(MAX_PARK_SLICE * 2);
+        flag.store(true, Ordering::Release);
+        assert!(waiter.join().unwrap(), "an unbounded wait gave up");
+    });
 }

@@ -219,9 +219,20 @@ fn waiter(map: &Mapping, rounds: u64) {
     let policies = [WaitPolicy::PARK, WaitPolicy::BALANCED, WaitPolicy { spins: 20, yields: 1, park: true }];
     let mut rng = Rng::seeded();
     for i in 1..=rounds {
-        let policy = &policies[(i % 3) as usize];
-        if events.wait_for(i, policy, LONG).is_err() {
+        // `wait_for` re-checks by itself every `MAX_PARK_SLICE`, which
+        // would hide a lost wake-up; `park` does not, so there a lost
+        // wake-up shows as a wait of about the whole timeout.
+        let woken = if i % 4 == 0 {
+            let start = Instant::now();
+            events.notifier().park(|| events.get() >= i, LONG) && start.elapsed() < Duration::from_secs(10)
+        } else {
+            events.wait_for(i, &policies[(i % 3) as usize], LONG).is_ok()
+        };
+        if !woken {
+            // Stop at once: the parent's wait for our ack then times out
+            // instead of every later round costing a full timeout.
             failures.fetch_add(1, Ordering::SeqCst);
+            return;
         }
         rng.pause();
         acks.advance(1);
@@ -387,7 +398,7 @@ fn zombie_and_reaped_processes_are_dead() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(token.liveness(), Liveness::Dead, "a zombie is dead");
-    child.wait().unwrap();
+    assert!(child.wait().unwrap().success(), "the exiting child failed");
     assert_eq!(token.liveness(), Liveness::Dead, "a reaped process is dead");
 }
 
@@ -409,7 +420,9 @@ fn forked_child_gets_its_own_token() {
         unsafe { libc::_exit(0) };
     }
     let pid = rustix::process::Pid::from_raw(pid).unwrap();
-    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()).unwrap();
+    let (_, status) =
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()).unwrap().unwrap();
+    assert_eq!(status.exit_status(), Some(0), "the forked child failed: {status:?}");
     let child = ProcessToken::from_raw(slot.load(Ordering::SeqCst));
     assert_eq!(child.pid(), pid.as_raw_nonzero().get() as u32);
     assert_ne!(child, parent);
