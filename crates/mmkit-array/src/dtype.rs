@@ -87,8 +87,32 @@ impl DType {
         }
     }
 
-    /// The Rust-style name used on the command line (`f32`, `u8`, `c64`...).
+    /// numpy's name, as `numpy.dtype(...).name` prints it (`float32`,
+    /// `complex64`, `bool`). Used wherever mmkit prints a dtype.
     pub fn name(self) -> &'static str {
+        match self {
+            DType::Bool => "bool",
+            DType::I8 => "int8",
+            DType::I16 => "int16",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::U8 => "uint8",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+            DType::F16 => "float16",
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+            DType::C64 => "complex64",
+            DType::C128 => "complex128",
+        }
+    }
+
+    /// The Rust-style short name (`f32`, `u8`, `c64`...), accepted on input
+    /// by [`DType::from_name`] but never printed: `c64` is numpy's
+    /// `complex64` (two `f32`) here, while ndarray-linalg's `c64` is a
+    /// complex of two `f64`, so output uses [`DType::name`].
+    pub fn rust_name(self) -> &'static str {
         match self {
             DType::Bool => "bool",
             DType::I8 => "i8",
@@ -107,31 +131,18 @@ impl DType {
         }
     }
 
-    /// Parses a command-line name (`f32`, `float32`) or a numpy code (`f4`, `<f4`).
+    /// Parses numpy's name (`float32`), a Rust-style name (`f32`), a
+    /// little-endian or native descr (`<f4`, `=f4`, `|u1`, `?`) or a bare
+    /// code (`f4`). Case does not matter, except in one-letter codes.
+    /// `i8` and `u8` are the Rust types (one byte); numpy's eight-byte
+    /// integers need a name or their byte order: `int64`, `<i8`.
     pub fn from_name(name: &str) -> Option<DType> {
         let lower = name.to_ascii_lowercase();
-        let numpy_names = [
-            ("bool", DType::Bool),
-            ("int8", DType::I8),
-            ("int16", DType::I16),
-            ("int32", DType::I32),
-            ("int64", DType::I64),
-            ("uint8", DType::U8),
-            ("uint16", DType::U16),
-            ("uint32", DType::U32),
-            ("uint64", DType::U64),
-            ("float16", DType::F16),
-            ("float32", DType::F32),
-            ("float64", DType::F64),
-            ("complex64", DType::C64),
-            ("complex128", DType::C128),
-        ];
         ALL_DTYPES
             .into_iter()
-            .find(|d| d.name() == lower)
-            .or_else(|| numpy_names.iter().find(|(n, _)| *n == lower).map(|(_, d)| *d))
+            .find(|d| d.name() == lower || d.rust_name() == lower)
+            .or_else(|| Descr::parse(name).ok().filter(|d| !d.big_endian).map(|d| d.dtype))
             .or_else(|| Descr::parse(&lower).ok().filter(|d| !d.big_endian).map(|d| d.dtype))
-            .or_else(|| ALL_DTYPES.into_iter().find(|d| d.code() == lower))
     }
 
     /// Size of one scalar to byte-swap: half the element for complex types.
@@ -377,6 +388,29 @@ mod tests {
         assert_eq!(DType::from_name("c16"), Some(DType::C128));
         assert_eq!(DType::from_name("bool"), Some(DType::Bool));
         assert_eq!(DType::from_name("x"), None);
+        assert_eq!(DType::from_name(">f4"), None, "big-endian is not a type to create");
+        assert_eq!(DType::from_name("B"), Some(DType::U8));
+        assert_eq!(DType::from_name("i8"), Some(DType::I8));
+        assert_eq!(DType::from_name("<i8"), Some(DType::I64));
+        assert_eq!(DType::from_name("u8"), Some(DType::U8));
+        for d in ALL_DTYPES {
+            for text in [d.name(), d.rust_name(), d.code(), &Descr::native(d).to_numpy()] {
+                if text == d.code() && ALL_DTYPES.iter().any(|o| o.rust_name() == text) {
+                    continue; // i8, u8: the Rust name wins (tested below)
+                }
+                assert_eq!(DType::from_name(text), Some(d), "{text}");
+                assert_eq!(DType::from_name(&text.to_ascii_uppercase()), Some(d), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn printed_names_are_numpys() {
+        assert_eq!(DType::C64.to_string(), "complex64");
+        assert_eq!(DType::C128.to_string(), "complex128");
+        assert_eq!(DType::F16.to_string(), "float16");
+        assert_eq!(DType::Bool.to_string(), "bool");
+        assert_eq!(DType::U32.to_string(), "uint32");
     }
 
     #[test]

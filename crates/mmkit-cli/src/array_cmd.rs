@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mmkit_array::{
-    Appendable, Bool, Complex32, Complex64, CreateOptions, DType, Element, Header, MmapArray, Mode,
-    OpenOptions, Order, ToF64, Version, f16,
+    ALL_DTYPES, Appendable, Bool, Complex32, Complex64, CreateOptions, DType, Element, Header, MmapArray,
+    Mode, OpenOptions, Order, ToF64, Version, f16,
 };
 
 use crate::{CliError, CliResult};
@@ -31,15 +31,17 @@ pub enum ArrayCommand {
 Examples:
   mmkit array create points.npy --dtype f32 --shape 1000,3
   mmkit array create mask.npy --dtype bool --shape 4096 --fill 1
-  mmkit array create m.npy --dtype c128 --shape 8,8 --order f --fill 1.5,-2
+  mmkit array create m.npy --dtype complex128 --shape 8,8 --order f --fill 1.5,-2
 
-dtypes: bool i8 i16 i32 i64 u8 u16 u32 u64 f16 f32 f64 c64 c128
-(numpy names such as float32 and codes such as <f4 work too).
+dtypes: bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32
+float64 complex64 complex128, or a descr such as <f4, or a Rust-style name
+(i8 ... u64, f16, f32, f64; c64 = complex64, two f32; c128 = complex128).
+i8 and u8 are one byte, as in Rust; numpy's code for int64 needs its byte order: <i8.
 The result loads with numpy.load(FILE, mmap_mode='r') and numpy.memmap.")]
     Create {
         /// The file to create.
         file: PathBuf,
-        /// Element type: a Rust name (f32, u8, c64...), numpy name or code.
+        /// Element type: numpy's name (float32, complex64...), a descr (<f4) or a Rust name (f32).
         #[arg(long)]
         dtype: String,
         /// Comma-separated dimensions, e.g. 1000,3; empty ("") for a 0-d array.
@@ -174,8 +176,10 @@ impl CreateSpec {
         version: Option<u8>,
     ) -> CliResult<Self> {
         let dtype = DType::from_name(dtype).ok_or_else(|| {
+            let names: Vec<_> = ALL_DTYPES.iter().map(|d| d.name()).collect();
             CliError::Usage(format!(
-                "unknown dtype {dtype:?}; use one of bool i8 i16 i32 i64 u8 u16 u32 u64 f16 f32 f64 c64 c128"
+                "unknown dtype {dtype:?}; use one of {}, or a descr such as <f4",
+                names.join(" ")
             ))
         })?;
         let shape = parse_shape(shape)?;
@@ -325,6 +329,8 @@ fn create_typed<T: FromText>(file: &Path, spec: &CreateSpec) -> CliResult<usize>
 /// Statistics as printed.
 struct StatsReport {
     dtype: DType,
+    /// The descr as the header spells it (`<f4`, `>f8`...).
+    descr: String,
     shape: Vec<usize>,
     columns: Vec<mmkit_array::ColumnStats>,
     seconds: f64,
@@ -338,7 +344,10 @@ fn stats(file: &Path, json: bool) -> CliResult<()> {
     let descr = header.parse_descr().map_err(|e| e.into_error(&src, &header.descr))?;
     let report = match descr.dtype {
         DType::C64 | DType::C128 => {
-            return Err(CliError::Usage(format!("{src}: stats of complex arrays are not supported")));
+            let what = format!("{} ({})", descr.dtype, header.descr);
+            return Err(CliError::Usage(format!(
+                "{src}: stats of complex arrays ({what}) are not supported"
+            )));
         }
         DType::Bool => stats_typed::<Bool>(file, &header),
         DType::I8 => stats_typed::<i8>(file, &header),
@@ -367,6 +376,7 @@ fn stats(file: &Path, json: bool) -> CliResult<()> {
         return print_json(&serde_json::json!({
             "file": src,
             "dtype": report.dtype.name(),
+            "descr": report.descr,
             "shape": report.shape,
             "columns": columns,
             "seconds": report.seconds,
@@ -374,8 +384,9 @@ fn stats(file: &Path, json: bool) -> CliResult<()> {
     }
     outln!(
         out,
-        "{src}: {} {}, {:.1} MB scanned in {:.3} s",
+        "{src}: {} ({}) {}, {:.1} MB scanned in {:.3} s",
         report.dtype,
+        report.descr,
         shape_text(&report.shape),
         report.bytes as f64 / 1e6,
         report.seconds
@@ -430,6 +441,7 @@ fn stats_typed<T: ToF64>(file: &Path, header: &Header) -> CliResult<StatsReport>
     }
     Ok(StatsReport {
         dtype: T::DTYPE,
+        descr: header.descr.clone(),
         shape: header.shape.clone(),
         columns,
         seconds: start.elapsed().as_secs_f64(),
@@ -458,7 +470,7 @@ pub fn demo(dir: &Path) -> CliResult<()> {
     let created = t.elapsed().as_secs_f64();
     outln!(
         out,
-        "created {} as f32 {} and wrote it in {:.0} ms",
+        "created {} as float32 {} and wrote it in {:.0} ms",
         path.display(),
         shape_text(&[rows, 4]),
         created * 1e3

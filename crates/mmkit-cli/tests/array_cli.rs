@@ -42,7 +42,7 @@ fn create_info_and_numpy_agree() {
     let info = json(&mmkit(&["array", "info", "--json", s(&p)]));
     assert_eq!(info["shape"], serde_json::json!([1000, 3]));
     assert_eq!(info["descr"], "<f4");
-    assert_eq!(info["dtype"], "f32");
+    assert_eq!(info["dtype"], "float32");
     assert_eq!(info["order"], "C");
     assert_eq!(info["version"], "1.0");
     assert_eq!(info["data_offset"].as_u64().unwrap() % 64, 0);
@@ -228,4 +228,79 @@ fn stats_reads_misaligned_data_by_copying() {
     assert_eq!(stats["columns"][0]["min"], -1.0);
     let info = json(&mmkit(&["array", "info", "--json", s(&p)]));
     assert_eq!(info["data_offset"], 68);
+}
+
+/// Every dtype is printed with numpy's own name (`complex64`, never the
+/// Rust-style `c64`, which ndarray-linalg uses for a complex of two f64),
+/// in text, JSON and errors; `--dtype` takes numpy's names, descrs and the
+/// Rust-style names.
+#[test]
+fn dtype_names_are_numpys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let names = python(
+        r#"
+import numpy as np, sys, os
+names = ['bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64',
+         'float16', 'float32', 'float64', 'complex64', 'complex128']
+for n in names:
+    np.save(os.path.join(sys.argv[1], n + '.npy'), np.zeros(3, dtype=n))
+    print(n, np.dtype(n).name, np.dtype(n).str)
+"#,
+        &[d],
+    );
+    for line in names.lines() {
+        let [file, numpy_name, descr] = line.split(' ').collect::<Vec<_>>()[..] else { panic!("{line}") };
+        let p = dir.path().join(format!("{file}.npy"));
+        let info = json(&mmkit(&["array", "info", "--json", s(&p)]));
+        assert_eq!(info["dtype"], numpy_name, "{line}");
+        assert_eq!(info["descr"], descr, "{line}");
+        let text = String::from_utf8(mmkit(&["array", "info", s(&p)]).stdout).unwrap();
+        assert!(text.contains(&format!("dtype:       {descr} ({numpy_name})")), "{text}");
+        if !numpy_name.starts_with("complex") {
+            let stats = json(&mmkit(&["array", "stats", "--json", s(&p)]));
+            assert_eq!(stats["dtype"], numpy_name, "{line}");
+            assert_eq!(stats["descr"], descr, "{line}");
+        }
+    }
+
+    // --dtype: numpy's name, the descr and the Rust-style name make the
+    // same file; what is printed back is numpy's name.
+    for (i, spelling) in ["complex64", "<c8", "c8", "c64", "Complex64"].into_iter().enumerate() {
+        let p = dir.path().join(format!("c{i}.npy"));
+        let o = mmkit(&["array", "create", s(&p), "--dtype", spelling, "--shape", "2"]);
+        // The path is left out: a temporary name could hold any letters.
+        let out = String::from_utf8_lossy(&o.stdout).replace(s(&p), "FILE");
+        assert!(o.status.success() && out.contains("complex64 (2,)"), "{spelling}: {out}");
+        assert!(!out.contains("c64"), "{spelling}: {out}");
+        assert_eq!(json(&mmkit(&["array", "info", "--json", s(&p)]))["descr"], "<c8", "{spelling}");
+    }
+    for (spelling, numpy_name) in
+        [("f16", "float16"), ("float16", "float16"), ("<i2", "int16"), ("u8", "uint8")]
+    {
+        let p = dir.path().join(format!("{numpy_name}-{}.npy", spelling.replace('<', "")));
+        let o = mmkit(&["array", "create", s(&p), "--dtype", spelling, "--shape", "2"]);
+        assert!(String::from_utf8_lossy(&o.stdout).contains(numpy_name), "{spelling}");
+    }
+
+    // Errors name numpy's types too.
+    let c = dir.path().join("c0.npy");
+    let err = one_line_error(&mmkit(&["array", "stats", s(&c)])).replace(s(&c), "FILE");
+    assert!(err.contains("complex64 (<c8)") && !err.contains("c64"), "{err}");
+    let err =
+        one_line_error(&mmkit(&["array", "create", s(&c), "--dtype", "c65", "--shape", "2", "--force"]));
+    assert!(err.contains("complex64") && err.contains("float32") && !err.contains(" c64"), "{err}");
+    let err = one_line_error(&mmkit(&[
+        "array",
+        "create",
+        s(&c),
+        "--dtype",
+        "u8",
+        "--shape",
+        "2",
+        "--fill",
+        "-1",
+        "--force",
+    ]));
+    assert!(err.contains("uint8"), "{err}");
 }
