@@ -603,7 +603,7 @@ pub enum ShmCommand {
     Create {
         /// Segment name, with or without a leading '/'.
         name: String,
-        /// Size in bytes; suffixes K, M, G, T (powers of 1024).
+        /// Size in bytes, at least 1; suffixes K, M, G, T (powers of 1024).
         #[arg(long, value_parser = parse_size)]
         size: u64,
         /// Permission bits in octal.

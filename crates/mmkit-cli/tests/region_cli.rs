@@ -462,6 +462,28 @@ fn shm_bad_input() {
     assert!(mmkit(&["shm", "rm", &name]).status.success());
 }
 
+/// An empty segment cannot be mapped (Python refuses to create one too):
+/// `--size 0` is a one-line error naming the segment, and creates nothing.
+/// One that another program made is still shown.
+#[test]
+fn shm_create_of_size_zero_is_refused() {
+    let name = shm_name("zero");
+    for size in ["0", "0K"] {
+        let o = mmkit(&["shm", "create", &name, "--size", size]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = one_line_error(&o);
+        assert!(err.contains(&name) && err.contains("size is zero"), "{err}");
+    }
+    one_line_error(&mmkit(&["shm", "inspect", &name]));
+
+    let empty = shm_name("empty");
+    File::create(format!("/dev/shm/{empty}")).unwrap();
+    let info = mmkit(&["shm", "inspect", "--json", &empty]);
+    let removed = mmkit(&["shm", "rm", &empty]);
+    assert_eq!(json(&info)["size"], 0);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+}
+
 // ---------------------------------------------------------------- help
 
 /// The subcommands listed under "Commands:" in a help text.

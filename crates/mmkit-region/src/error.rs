@@ -39,8 +39,9 @@ pub enum Error {
         /// The size it must fit in.
         size: u64,
     },
-    /// A zero-length mapping was requested; POSIX forbids it.
-    #[error("{op} {}: length is zero", display_path(.path))]
+    /// A zero-length mapping or shared-memory segment was requested; POSIX
+    /// forbids empty mappings.
+    #[error("{op} {}: the size is zero, and an empty mapping is impossible (POSIX forbids it)", display_path(.path))]
     ZeroLength {
         /// The operation.
         op: &'static str,

@@ -121,16 +121,20 @@ fn shm_error(op: &'static str, path: &Path, e: Errno) -> Error {
 
 impl Shm {
     /// Creates a new segment of `len` bytes with mode `0600`; fails if
-    /// the name exists.
+    /// the name exists, and with [`Error::ZeroLength`] if `len` is 0 (an
+    /// empty segment cannot be mapped; Python refuses it too).
     pub fn create(name: &str, len: u64) -> Result<Shm> {
         Self::create_with_mode(name, len, 0o600)
     }
 
     /// Creates a new segment with the given permission bits (applied
-    /// exactly, not masked by the umask).
+    /// exactly, not masked by the umask). `len` must not be 0.
     pub fn create_with_mode(name: &str, len: u64, mode: u32) -> Result<Shm> {
         let bare = normalize_name("create shm", name)?;
         let path = segment_path(bare);
+        if len == 0 {
+            return Err(Error::ZeroLength { op: "create shm", path: Some(path) });
+        }
         let (fd, tmp) = Self::create_temp(&path, len, mode)?;
         let published =
             rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &path, RenameFlags::NOREPLACE);
@@ -174,7 +178,8 @@ impl Shm {
     /// Opens an existing segment. [`Mode::ReadWrite`] opens it for
     /// writing; the other modes read-only ([`Mode::CopyOnWrite`] mappings
     /// need only read access). A missing name gives an error whose
-    /// [`Error::io_kind`] is `NotFound`.
+    /// [`Error::io_kind`] is `NotFound`. An empty segment (made by another
+    /// program) opens; mapping it gives [`Error::ZeroLength`].
     pub fn open(name: &str, mode: Mode) -> Result<Shm> {
         let bare = normalize_name("open shm", name)?;
         let path = segment_path(bare);
@@ -203,7 +208,7 @@ impl Shm {
     /// Race-free: when several processes call this at once, exactly one
     /// creates, and every caller gets the same, fully sized segment. An
     /// existing segment is returned at whatever size it has; check
-    /// [`Shm::len`].
+    /// [`Shm::len`]. `len` 0 is an error only when the segment is missing.
     pub fn open_or_create(name: &str, len: u64) -> Result<(Shm, bool)> {
         normalize_name("open_or_create shm", name)?;
         // Each failed round means someone unlinked or created the name
@@ -296,7 +301,7 @@ impl Shm {
 
     /// Maps the whole segment. [`Mode::ReadWrite`] needs a segment opened
     /// read-write ([`Error::ReadOnly`] otherwise, from the descriptor's
-    /// access mode).
+    /// access mode); an empty segment gives [`Error::ZeroLength`].
     pub fn map(&self, mode: Mode) -> Result<Mapping> {
         MapOptions::new().mode(mode).map_file_at(&self.fd, Some(&self.path))
     }

@@ -63,6 +63,52 @@ fn create_open_list_info_unlink() {
     assert_eq!(err.io_kind(), Some(std::io::ErrorKind::NotFound), "{err}");
 }
 
+/// Python refuses `SharedMemory(create=True, size=0)`; an empty segment
+/// cannot be mapped, so creating one is a mistake, refused before anything
+/// appears in /dev/shm.
+#[test]
+fn creating_an_empty_segment_is_refused() {
+    let name = common::unique_name("zero");
+    let _cleanup = Cleanup(name.clone());
+    let results = [
+        Shm::create(&name, 0).map(|_| ()),
+        Shm::create_with_mode(&name, 0, 0o644).map(|_| ()),
+        Shm::open_or_create(&name, 0).map(|_| ()),
+    ];
+    for result in results {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::ZeroLength { op: "create shm", .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&name) && text.contains("create shm") && text.contains("size is zero"),
+            "{text}"
+        );
+    }
+    let err = Shm::info(&name).unwrap_err();
+    assert_eq!(err.io_kind(), Some(std::io::ErrorKind::NotFound), "nothing was created: {err}");
+}
+
+/// Another program may still make an empty segment: it opens, and only
+/// mapping it is an error.
+#[test]
+fn an_empty_segment_made_elsewhere_opens_but_does_not_map() {
+    let name = common::unique_name("empty");
+    let _cleanup = Cleanup(name.clone());
+    std::fs::File::create(format!("/dev/shm/{name}")).unwrap();
+    let seg = Shm::open(&name, Mode::ReadWrite).unwrap();
+    assert!(seg.is_empty());
+    assert_eq!(Shm::info(&name).unwrap().size, 0);
+    for mode in [Mode::ReadOnly, Mode::ReadWrite, Mode::CopyOnWrite] {
+        let err = seg.map(mode).unwrap_err();
+        assert!(matches!(err, Error::ZeroLength { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("/dev/shm/{name}")), "{err}");
+    }
+    let (again, created) = Shm::open_or_create(&name, 0).unwrap();
+    assert!(!created && again.is_empty());
+    let (again, created) = Shm::open_or_create(&name, 4096).unwrap();
+    assert!(!created && again.is_empty(), "an existing segment keeps its size");
+}
+
 #[test]
 fn create_with_mode_applies_the_mode_exactly() {
     let name = common::unique_name("mode");
