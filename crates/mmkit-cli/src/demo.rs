@@ -157,20 +157,67 @@ fn residency_tour(path: &Path) -> CliResult<()> {
     Ok(())
 }
 
+/// Rounds of the copy comparison: each method once per round.
+const COPY_ROUNDS: usize = 3;
+
+/// Compares the copy methods as `mmkit-bench region` does, on a smaller
+/// file and fewer runs: interleaved in a rotating order, the destination
+/// deleted and the disk synced before every run, medians reported.
 fn copy_tour(dir: &Path, src: &Path) -> CliResult<()> {
     section("mmkit cp (atomic: temporary file + rename), by method");
     let size = (FILE_MB as u64) << 20;
-    let mut line = String::new();
-    for method in [Method::CopyFileRange, Method::ReadWrite, Method::Mmap] {
-        let dst = dir.join(format!("copy-{method:?}.bin"));
-        let t = Instant::now();
-        copy::copy_file(src, &dst, CopyOptions { method, fsync: false }, &mut |_| {}, &mut |_| {})?;
-        line.push_str(&format!("{method:?}: {}   ", gbps(size, t.elapsed().as_secs_f64())));
-        std::fs::remove_file(&dst).map_err(io("remove", &dst))?;
+    let methods = [Method::CopyFileRange, Method::ReadWrite, Method::Mmap];
+    let dst = dir.join("copy.bin");
+    let mut times = vec![Vec::new(); methods.len()];
+    for round in 0..COPY_ROUNDS {
+        for k in 0..methods.len() {
+            let i = (round + k) % methods.len();
+            timed_copy(src, &dst, methods[i], &mut times[i])?;
+        }
     }
-    println!("{}", line.trim_end());
-    println!("(hot source, destination in the page cache; `mmkit-bench region` measures it properly)");
+    std::fs::remove_file(&dst).map_err(io("remove", &dst))?;
+    print_copy_medians(&methods, times, size);
     Ok(())
+}
+
+fn print_copy_medians(methods: &[Method], times: Vec<Vec<f64>>, size: u64) {
+    println!(
+        "medians of {COPY_ROUNDS} interleaved runs; hot {FILE_MB} MiB source; destination deleted and synced before each run:"
+    );
+    let rate = |secs: f64| size as f64 / secs.max(1e-9) / 1e9;
+    for (&method, mut t) in methods.iter().zip(times) {
+        t.sort_by(f64::total_cmp);
+        let default = if method == Method::default() { " (default)" } else { "" };
+        let name = format!("{}{default}", method_name(method));
+        let (slowest, median, fastest) = (t[t.len() - 1], t[t.len() / 2], t[0]);
+        println!("  {name:<27} {}   (runs {:.2}-{:.2})", gbps(size, median), rate(slowest), rate(fastest));
+    }
+    let load = rustix::system::sysinfo().loads[0] as f64 / 65536.0;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "(load average {load:.1} on {cpus} CPUs; single runs can vary several-fold on a shared machine, \
+         so the reference is docs/benchmarks-region.md: 1 GiB, 10 runs, against coreutils cp)"
+    );
+}
+
+/// One copy to `dst` (removed first, then `sync`, so that writing back an
+/// earlier copy does not slow this one), its seconds pushed to `times`.
+fn timed_copy(src: &Path, dst: &Path, method: Method, times: &mut Vec<f64>) -> CliResult<()> {
+    match std::fs::remove_file(dst) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(CliError::io("remove", dst, e)),
+        _ => {}
+    }
+    rustix::fs::sync();
+    let t = Instant::now();
+    copy::copy_file(src, dst, CopyOptions { method, fsync: false }, &mut |_| {}, &mut |_| {})?;
+    times.push(t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The name `mmkit cp --method` takes.
+fn method_name(method: Method) -> String {
+    use clap::ValueEnum;
+    method.to_possible_value().map_or_else(|| format!("{method:?}"), |v| v.get_name().to_string())
 }
 
 fn growable_tour(dir: &Path) -> CliResult<()> {

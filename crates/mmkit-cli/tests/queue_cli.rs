@@ -247,6 +247,11 @@ fn demo_audits_lost_duplicated_torn() {
     assert!(text.contains("SIGKILLed producer 1 mid-stream"), "{text}");
     assert!(text.contains("restarted it on its cursor"), "{text}");
     assert!(text.contains("msg/s") && text.contains("p99"), "{text}");
+    // The copy methods are compared as the benchmark compares them.
+    assert!(
+        text.contains("medians of 3 interleaved runs") && text.contains("copy-file-range (default)"),
+        "{text}"
+    );
     // "lost 0" means something only if the acknowledged messages arrived:
     // producers 0 and 2 append 300000 each before their paced phase.
     let received = |who: &str| -> u64 {
