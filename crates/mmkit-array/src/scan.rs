@@ -5,8 +5,8 @@
 //! reduction over an owned `&[T]` vectorises. File-backed arrays in modes
 //! `r` and `r+` fill the buffer with `pread`, which on this kind of machine
 //! is about twice as fast as faulting the pages of a fresh mapping in (see
-//! the README); copy-on-write and shared-memory arrays copy from the
-//! mapping, which holds their private changes.
+//! docs/benchmarks-array.md); copy-on-write and shared-memory arrays copy
+//! from the mapping, which holds their private changes.
 
 use std::os::unix::fs::FileExt;
 

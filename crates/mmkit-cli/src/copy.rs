@@ -2,7 +2,7 @@
 //! an atomic whole-file copy (temporary file in the destination directory,
 //! then rename) built on it. The benchmark calls the same functions.
 //!
-//! Measured on this machine (README, `mmkit-bench region`), the default
+//! Measured on this machine (docs/benchmarks-region.md), the default
 //! `copy_file_range` was never slower than coreutils `cp` (which uses the
 //! same call); a pure mmap copy ranged from 0.7× to 1.6× of it from run to
 //! run, and a read/write loop was far behind. The kernel copies page-cache

@@ -31,3 +31,9 @@ pub use mmkit_queue as queue;
 
 #[cfg(feature = "array")]
 pub use mmkit_array as array;
+
+/// The README's Rust examples, compiled and run as doctests of this crate
+/// so that they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
