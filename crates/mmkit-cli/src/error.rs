@@ -43,12 +43,30 @@ pub enum CliError {
     /// Anything else, already phrased for the user.
     #[error("{0}")]
     Other(String),
+    /// A finding the command reports with an exit status of its own
+    /// (documented in its `--help`).
+    #[error("{message}")]
+    Finding {
+        /// The one line to print.
+        message: String,
+        /// The exit status.
+        code: i32,
+    },
 }
 
 impl CliError {
     /// An I/O error on `path` during `op`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CliError::Io { op, path: path.into(), source }
+    }
+
+    /// The process exit status for this error: 1, unless it is a
+    /// [`CliError::Finding`] with a status of its own.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Finding { code, .. } => *code,
+            _ => 1,
+        }
     }
 }
 

@@ -88,6 +88,6 @@ fn main() {
     let cli = parse();
     if let Err(err) = run(cli) {
         eprintln!("mmkit: {}", error::one_line(&err));
-        std::process::exit(1);
+        std::process::exit(err.exit_code());
     }
 }

@@ -46,8 +46,15 @@ pub enum QueueCommand {
         file: Option<PathBuf>,
     },
     /// Print messages, one payload per line (or one JSON object per line).
+    ///
+    /// Without --follow, prints every message committed before it started
+    /// and exits 0. It passes claims abandoned by dead producers (turning
+    /// them into padding); a claim of a live producer that stays
+    /// uncommitted for --claim-timeout makes it print one line naming the
+    /// index and the producer's pid, and exit 1.
     #[command(after_help = "Example:\n  mmkit queue tail /tmp/q --from-start\n  \
-                            mmkit queue tail /tmp/q --cursor billing --follow --json")]
+                            mmkit queue tail /tmp/q --cursor billing --follow --json\n  \
+                            mmkit queue tail /tmp/q --claim-timeout 5")]
     Tail {
         /// Queue directory.
         dir: PathBuf,
@@ -69,6 +76,10 @@ pub enum QueueCommand {
         /// One JSON object per message: index, timestamp, payload.
         #[arg(long)]
         json: bool,
+        /// Without --follow: how long to wait for a live producer's
+        /// uncommitted claim before giving up, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+        claim_timeout: Duration,
     },
     /// Show a queue's segments, index range and cursors with their lag.
     #[command(after_help = "Example:\n  mmkit queue stat /tmp/q --json")]
@@ -79,11 +90,25 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Verify every record and its checksum; exit non-zero on corruption.
-    #[command(after_help = "Example:\n  mmkit queue check /tmp/q && echo clean")]
+    /// Verify every record and its checksum, and report uncommitted claims.
+    ///
+    /// Claims of live producers are pending (they may still commit); claims
+    /// of dead producers are abandoned and recoverable: readers turn them
+    /// into padding when they reach them, and --repair does it now. Each is
+    /// listed with its segment, index range and producer pid.
+    ///
+    /// Exit status: 0 when no record is corrupt and no dead producer's
+    /// claim is left (pending claims of live producers are fine); 1 when a
+    /// record or file is corrupt (or on any error); 3 when dead producers'
+    /// claims remain (run again with --repair).
+    #[command(after_help = "Example:\n  mmkit queue check /tmp/q && echo clean\n  \
+                            mmkit queue check /tmp/q --repair --json")]
     Check {
         /// Queue directory.
         dir: PathBuf,
+        /// Turn dead producers' claims into padding.
+        #[arg(long)]
+        repair: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -107,17 +132,18 @@ pub fn run(cmd: QueueCommand) -> CliResult<()> {
             create(&dir, segment_size, max_message_size, json)
         }
         QueueCommand::Append { dir, print_index, file } => append(&dir, print_index, file.as_deref()),
-        QueueCommand::Tail { dir, from_start, from_end, from, cursor, follow, json } => {
+        QueueCommand::Tail { dir, from_start, from_end, from, cursor, follow, json, claim_timeout } => {
             let start = match (from_start, from_end, from) {
                 (_, _, Some(i)) => Some(Start::Index(i)),
                 (_, true, _) => Some(Start::End),
                 (true, _, _) => Some(Start::Beginning),
                 _ => None,
             };
-            tail(&dir, start, cursor.as_deref(), follow, json)
+            let until = if follow { Until::Forever } else { Until::End { claim_timeout } };
+            tail(&dir, start, cursor.as_deref(), until, json)
         }
         QueueCommand::Stat { dir, json } => stat(&dir, json),
-        QueueCommand::Check { dir, json } => check(&dir, json),
+        QueueCommand::Check { dir, repair, json } => check(&dir, repair, json),
         QueueCommand::Bench(args) => bench::run(args),
         QueueCommand::DemoProducer(args) => demo::producer(args),
         QueueCommand::DemoConsumer(args) => demo::consumer(args),
@@ -272,9 +298,30 @@ fn output_error(e: io::Error) -> Option<CliError> {
 /// Flushes output every this many messages (and whenever the queue is idle).
 const FLUSH_EVERY: u64 = 4096;
 
-fn tail(dir: &Path, start: Option<Start>, cursor: Option<&str>, follow: bool, json: bool) -> CliResult<()> {
+/// How long `tail` reads.
+#[derive(Clone, Copy, Debug)]
+enum Until {
+    /// Keep waiting for new messages (`--follow`).
+    Forever,
+    /// Up to the end as it was at the start, waiting at most
+    /// `claim_timeout` for a live producer's claim.
+    End { claim_timeout: Duration },
+}
+
+/// Parses a non-negative number of seconds.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}
+
+fn tail(dir: &Path, start: Option<Start>, cursor: Option<&str>, until: Until, json: bool) -> CliResult<()> {
     let q = open(dir)?;
-    let stop_at = if follow { None } else { Some(q.end_index()?) };
+    let end = match until {
+        Until::Forever => None,
+        Until::End { claim_timeout } => Some((q.end_index()?, claim_timeout)),
+    };
     let mut out = Out { w: BufWriter::with_capacity(1 << 16, io::stdout().lock()), json };
     match cursor {
         Some(name) => {
@@ -283,12 +330,12 @@ fn tail(dir: &Path, start: Option<Start>, cursor: Option<&str>, follow: bool, js
                 seek(&q, &mut c, s)?;
             }
             c.set_wait_policy(WaitPolicy::BALANCED);
-            follow_loop(&mut c, stop_at, &mut out)
+            follow_loop(&mut c, end, &mut out)
         }
         None => {
             let mut r = q.reader(start.unwrap_or(Start::Beginning))?;
             r.set_wait_policy(WaitPolicy::BALANCED);
-            follow_loop(&mut r, stop_at, &mut out)
+            follow_loop(&mut r, end, &mut out)
         }
     }
 }
@@ -335,25 +382,32 @@ fn owned(rec: mmkit_queue::Record<'_>) -> Owned {
     (rec.index(), rec.timestamp(), rec.to_vec())
 }
 
-/// Reads until `stop_at` (or forever), writing each record; flushes and
-/// checkpoints after every [`FLUSH_EVERY`] records and whenever idle.
-fn follow_loop<T: Tailed, W: Write>(t: &mut T, stop_at: Option<u64>, out: &mut Out<W>) -> CliResult<()> {
+/// Reads until `end` (the index, and how long to wait for a live claim
+/// before it) or forever, writing each record; flushes and checkpoints
+/// after every [`FLUSH_EVERY`] records and whenever it would wait.
+fn follow_loop<T: Tailed, W: Write>(
+    t: &mut T,
+    end: Option<(u64, Duration)>,
+    out: &mut Out<W>,
+) -> CliResult<()> {
     let mut since_flush = 0u64;
     loop {
-        let done = stop_at.is_some_and(|end| t.reader().position() >= end);
-        let ready = if done { None } else { t.reader().next()?.map(owned) };
-        let next = match ready {
+        if end.is_some_and(|(end, _)| t.reader().position() >= end) {
+            return flush(t, out);
+        }
+        let next = match t.reader().next()?.map(owned) {
             Some(rec) => Some(rec),
             None => {
-                if let Err(e) = out.w.flush() {
-                    return output_error(e).map_or(Ok(()), Err);
-                }
-                t.checkpoint()?;
+                flush(t, out)?;
                 since_flush = 0;
-                if stop_at.is_some() {
-                    return Ok(());
+                let wait = end.map_or(Duration::from_millis(500), |(_, claim_timeout)| claim_timeout);
+                let rec = t.reader().next_timeout(Some(wait))?.map(owned);
+                if rec.is_none() {
+                    if let Some((end, claim_timeout)) = end {
+                        stuck(t.reader(), end, claim_timeout)?;
+                    }
                 }
-                t.reader().next_timeout(Some(Duration::from_millis(500)))?.map(owned)
+                rec
             }
         };
         let Some((index, ts, payload)) = next else { continue };
@@ -363,11 +417,38 @@ fn follow_loop<T: Tailed, W: Write>(t: &mut T, stop_at: Option<u64>, out: &mut O
         since_flush += 1;
         if since_flush >= FLUSH_EVERY {
             since_flush = 0;
-            if let Err(e) = out.w.flush() {
-                return output_error(e).map_or(Ok(()), Err);
-            }
-            t.checkpoint()?;
+            flush(t, out)?;
         }
+    }
+}
+
+/// Flushes the output, then checkpoints the reader (a named cursor commits
+/// only what was written out). A closed pipe downstream is not an error.
+fn flush<T: Tailed, W: Write>(t: &mut T, out: &mut Out<W>) -> CliResult<()> {
+    if let Err(e) = out.w.flush() {
+        return output_error(e).map_or(Ok(()), Err);
+    }
+    Ok(t.checkpoint()?)
+}
+
+/// After a wait of `claim_timeout` with nothing read and the end not
+/// reached: an error naming the live producer whose claim blocks, if that
+/// is what happened. Dead producers' claims are recovered by the reader, so
+/// the caller just goes on.
+fn stuck(r: &mut Reader, end: u64, claim_timeout: Duration) -> CliResult<()> {
+    if r.position() >= end {
+        return Ok(());
+    }
+    match r.pending_claim()? {
+        Some(c) if c.alive => Err(CliError::Other(format!(
+            "message {} is claimed by producer pid {}, alive, and was not committed within {:?}; \
+             stopping before it (messages up to {} are committed)",
+            c.index,
+            c.pid.map_or_else(|| "?".to_string(), |p| p.to_string()),
+            claim_timeout,
+            end
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -422,40 +503,76 @@ fn stat(dir: &Path, json: bool) -> CliResult<()> {
     out.write_all(text.as_bytes()).map_err(CliError::Output)
 }
 
-fn check(dir: &Path, json: bool) -> CliResult<()> {
+fn check(dir: &Path, repair: bool, json: bool) -> CliResult<()> {
     let q = open(dir)?;
-    let r = q.check()?;
+    let r = if repair { q.repair()? } else { q.check()? };
     let mut out = io::stdout().lock();
-    if json {
-        let v = serde_json::json!({
-            "segments": r.segments, "messages": r.messages, "abandoned": r.abandoned,
-            "pending": r.pending, "clean": r.corrupt.is_empty(),
-            "corrupt": r.corrupt.iter().map(|c| serde_json::json!({
-                "segment": c.segment, "index": c.index, "offset": c.offset, "reason": c.reason,
-            })).collect::<Vec<_>>(),
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&check_json(dir, &r))?)
+    } else {
+        check_text(dir, &r)
+    };
+    out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+    if !r.corrupt.is_empty() {
+        return Err(CliError::Other(format!("{}: {} corrupt records", dir.display(), r.corrupt.len())));
+    }
+    let dead: u64 = r.unrepaired().map(|c| c.claims.unwrap_or(1)).sum();
+    if dead > 0 {
+        return Err(CliError::Finding {
+            message: format!(
+                "{}: {dead} claims abandoned by dead producers are not recovered yet (run `mmkit queue check --repair`)",
+                dir.display()
+            ),
+            code: 3,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?).map_err(CliError::Output)?;
-    } else {
-        let mut text = format!(
-            "{}: {} segments, {} messages, {} abandoned claims, {} pending\n",
-            dir.display(),
-            r.segments,
-            r.messages,
-            r.abandoned,
-            r.pending
-        );
-        for c in &r.corrupt {
-            let index = c.index.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
-            text.push_str(&format!(
-                "corrupt: segment {} index {index} offset {}: {}\n",
-                c.segment, c.offset, c.reason
-            ));
-        }
-        out.write_all(text.as_bytes()).map_err(CliError::Output)?;
     }
-    if r.corrupt.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::Other(format!("{}: {} corrupt records", dir.display(), r.corrupt.len())))
+    Ok(())
+}
+
+fn check_json(dir: &Path, r: &mmkit_queue::CheckReport) -> serde_json::Value {
+    serde_json::json!({
+        "path": dir,
+        "segments": r.segments, "messages": r.messages, "abandoned": r.abandoned,
+        "pending": r.pending, "dead": r.dead, "clean": r.is_clean(),
+        "claims": r.claims.iter().map(|c| serde_json::json!({
+            "segment": c.segment, "first": c.first, "last": c.last(), "claims": c.claims,
+            "pid": c.pid, "alive": c.alive, "repaired": c.repaired,
+        })).collect::<Vec<_>>(),
+        "corrupt": r.corrupt.iter().map(|c| serde_json::json!({
+            "segment": c.segment, "index": c.index, "offset": c.offset, "reason": c.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn check_text(dir: &Path, r: &mmkit_queue::CheckReport) -> String {
+    let mut text = format!(
+        "{}: {} segments, {} messages, {} abandoned claims (padding), {} dead producers' claims, {} pending claims of live producers\n",
+        dir.display(),
+        r.segments,
+        r.messages,
+        r.abandoned,
+        r.dead,
+        r.pending
+    );
+    for c in &r.claims {
+        let range = match c.last() {
+            Some(last) => format!("indices {}..={last}", c.first),
+            None => format!("index {}..", c.first),
+        };
+        let pid = c.pid.map_or_else(|| "unknown pid".to_string(), |p| format!("pid {p}"));
+        let what = match (c.alive, c.repaired) {
+            (true, _) => "pending: producer alive",
+            (false, true) => "abandoned: producer dead, repaired",
+            (false, false) => "abandoned: producer dead, recoverable with --repair",
+        };
+        text.push_str(&format!("claim: segment {} {range} ({pid}) {what}\n", c.segment));
     }
+    for c in &r.corrupt {
+        let index = c.index.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
+        text.push_str(&format!(
+            "corrupt: segment {} index {index} offset {}: {}\n",
+            c.segment, c.offset, c.reason
+        ));
+    }
+    text
 }

@@ -54,7 +54,7 @@ impl Future for Parked {
                         committed(word.load(Ordering::Acquire))
                             || (!claimed && split_tail(seg.tail().load(Ordering::Acquire)).0 > seq)
                     };
-                    notifier.park(ready, Some(if claimed { CLAIM_SLICE } else { IDLE_SLICE }));
+                    notifier.park_light(ready, Some(if claimed { CLAIM_SLICE } else { IDLE_SLICE }));
                 }
                 shared.done.store(true, Ordering::Release);
                 if let Some(w) = shared.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Format version written and understood by this build.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Magic number at the start of the `meta` file.
 pub const META_MAGIC: [u8; 8] = *b"MMKQMETA";
 /// Magic number at the start of every segment file.
@@ -24,6 +24,9 @@ pub const META_STATIC_LEN: usize = 60;
 pub const META_ACTIVE: u64 = 64;
 /// Meta: the lowest segment not deleted by retention (`u64`, atomic).
 pub const META_FIRST: u64 = 72;
+/// Meta: the queue's id, 16 random bytes chosen at creation (never
+/// changes), followed by their CRC32C (`u32`).
+pub const META_QUEUE_ID: u64 = 80;
 /// Meta: the consumers' `Notifier` (own cache line).
 pub const META_NOTIFIER: u64 = 128;
 /// Meta: the durable-watermark `EventCount` (packed index + 1 of the
@@ -33,6 +36,12 @@ pub const META_DURABLE: u64 = 192;
 pub const META_FLUSH_LOCK: u64 = 208;
 /// Meta: the admin `RobustMutex` serialising table changes (64 bytes reserved).
 pub const META_ADMIN_LOCK: u64 = 256;
+/// Meta: the single-producer lease (`u64`, own cache line): 0 = none (every
+/// producer claims with `fetch_add`), else `slot + 1` of the producer that
+/// holds it, with [`LEASE_REVOKING`] set while another takes it away.
+pub const META_LEASE: u64 = 320;
+/// Lease bit: the lease is being revoked.
+pub const LEASE_REVOKING: u64 = 1 << 63;
 /// Meta: start of the producer table.
 pub const PRODUCER_TABLE: u64 = 1024;
 /// Number of producer slots.
@@ -113,6 +122,25 @@ pub const PRODUCER_IDLE: u64 = 0;
 pub const PRODUCER_CLAIMING: u64 = 1;
 /// Producer slot state: holds the recorded claim.
 pub const PRODUCER_CLAIMED: u64 = 2;
+/// Producer slot state: the lease holder is appending (its frames are not
+/// counted in the tail until committed, so readers never wait for it).
+pub const PRODUCER_EXCLUSIVE: u64 = 3;
+
+/// Producer slot: owner token (`ProcessToken`, 0 = free).
+pub const SLOT_TOKEN: u64 = 0;
+/// Producer slot: `generation << 2 | state`.
+pub const SLOT_STATE: u64 = 8;
+/// Producer slot: segment of the recorded claim.
+pub const SLOT_SEGMENT: u64 = 16;
+/// Producer slot: recorded claim, `first seq << 32 | claims`.
+pub const SLOT_CLAIM: u64 = 24;
+/// Producer slot: offset of the recorded claim's first frame.
+pub const SLOT_START: u64 = 32;
+/// Producer slot: offset just past the recorded claim's last frame.
+pub const SLOT_END: u64 = 40;
+/// Producer slot: the token of the producer that wrote the record (kept
+/// when the slot of a dead owner is freed, to name it in reports).
+pub const SLOT_OWNER: u64 = 48;
 
 /// Segment numbers are below this: an index keeps the segment number in
 /// its upper 32 bits. A larger number read from a file is corruption.
@@ -163,14 +191,9 @@ pub const fn state_word(kind: u32, len: u32, high: u32) -> u64 {
 /// A decoded frame state word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameWord {
-    /// Nothing written yet (zero).
+    /// Nothing committed yet (zero): not claimed, or claimed and not
+    /// committed.
     Empty,
-    /// Claimed, not yet committed: the claimant wrote the frame's size
-    /// (kind 0) before anything else.
-    InProgress {
-        /// Frame bytes.
-        bytes: u32,
-    },
     /// A committed message.
     Message {
         /// Payload length.
@@ -201,7 +224,6 @@ impl FrameWord {
         let high = (word >> 32) as u32;
         let len = low & LEN_MASK;
         match low >> KIND_SHIFT {
-            0 if high == 0 => FrameWord::InProgress { bytes: len },
             KIND_MESSAGE => FrameWord::Message { len, crc: high },
             KIND_PADDING if len > 0 && high > 0 => FrameWord::Padding { bytes: len, claims: high },
             KIND_EOS if len == 0 => FrameWord::EndOfSegment,
@@ -520,8 +542,22 @@ pub struct SegmentScan {
 /// Walks every frame of a segment image (a byte snapshot of the whole
 /// file) and validates it. Never panics and never reads out of bounds,
 /// whatever the bytes; structural damage ends the walk with an entry in
-/// `corrupt`.
+/// `corrupt`. The walk stops at the first claim that is not committed.
 pub fn scan_segment(image: &[u8], path: &Path, number: u64, capacity: u64) -> Result<SegmentScan> {
+    scan_segment_with(image, path, number, capacity, &mut |_, _| None)
+}
+
+/// [`scan_segment`], asking `pending(seq, offset)` at each claim that is not
+/// committed where the claim ends (`(next seq, next offset)`), to go on
+/// past it; `None` stops the walk there. The answer is checked against the
+/// segment's bounds like any other value.
+pub fn scan_segment_with(
+    image: &[u8],
+    path: &Path,
+    number: u64,
+    capacity: u64,
+    pending: &mut dyn FnMut(u64, u64) -> Option<(u64, u64)>,
+) -> Result<SegmentScan> {
     SegmentHeader::parse(image, path, number, capacity, image.len() as u64)?;
     let capacity = capacity.min(image.len() as u64);
     let (count, _) = split_tail(le_u64(image, SEG_TAIL as usize));
@@ -536,10 +572,21 @@ pub fn scan_segment(image: &[u8], path: &Path, number: u64, capacity: u64) -> Re
         };
         let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
         match FrameWord::decode(word) {
-            FrameWord::Empty | FrameWord::InProgress { .. } => {
-                scan.pending = limit - seq;
-                return Ok(scan);
-            }
+            FrameWord::Empty => match pending(seq, offset) {
+                Some((next, end))
+                    if next > seq
+                        && next <= limit
+                        && end > offset
+                        && check_frame(capacity, offset, end - offset, seq, next - seq).is_ok() =>
+                {
+                    scan.pending += next - seq;
+                    (seq, offset) = (next, end);
+                }
+                _ => {
+                    scan.pending += limit - seq;
+                    return Ok(scan);
+                }
+            },
             FrameWord::EndOfSegment => {
                 scan.sealed = true;
                 return Ok(scan);

@@ -44,11 +44,13 @@ mod error;
 pub mod format;
 mod group;
 mod idle;
+mod lease;
 mod meta;
 mod ops;
 mod producer;
 mod queue;
 mod reader;
+mod recovery;
 mod recycle;
 mod segment;
 
@@ -57,7 +59,9 @@ pub use error::{Error, Result};
 pub use format::{index_segment, index_seq, make_index};
 pub use group::GroupMember;
 pub use mmkit_sync::WaitPolicy;
-pub use ops::{CheckReport, CorruptInfo, GroupInfo, QueueStat, RecordInfo, RetentionReport, SegmentInfo};
+pub use ops::{
+    CheckReport, ClaimInfo, CorruptInfo, GroupInfo, QueueStat, RecordInfo, RetentionReport, SegmentInfo,
+};
 pub use producer::{Claim, Producer};
 pub use queue::{Durability, OpenOptions, Queue, Retention, Start};
-pub use reader::{Reader, Record};
+pub use reader::{PendingClaim, Reader, Record};

@@ -17,6 +17,8 @@ pub(crate) struct Meta {
     map: Mapping,
     pub(crate) path: PathBuf,
     pub(crate) header: MetaHeader,
+    /// The queue's id (see [`Meta::queue_id`]).
+    pub(crate) id: u128,
 }
 
 impl Meta {
@@ -29,6 +31,8 @@ impl Meta {
             rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, META_SIZE as u64)
                 .map_err(|e| Error::io("preallocate meta", &tmp, e))?;
             file.write_all_at(&header.encode(), 0).map_err(|e| Error::io("write meta", &tmp, e))?;
+            file.write_all_at(&encode_queue_id(new_queue_id(&tmp)?), META_QUEUE_ID)
+                .map_err(|e| Error::io("write meta", &tmp, e))?;
             file.sync_all().map_err(|e| Error::io("fsync meta", &tmp, e))?;
             crate::segment::rename_noreplace(&tmp, &path).map_err(|e| {
                 if e == rustix::io::Errno::EXIST {
@@ -73,7 +77,21 @@ impl Meta {
             .mode(Mode::ReadWrite)
             .map_file_at(&file, Some(&path))
             .map_err(Error::region("map meta"))?;
-        Ok(Meta { map, path, header })
+        let mut meta = Meta { map, path, header, id: 0 };
+        meta.id = meta.queue_id()?;
+        Ok(meta)
+    }
+
+    /// The queue's id, checked against its CRC.
+    pub(crate) fn queue_id(&self) -> Result<u128> {
+        let mut b = [0u8; 20];
+        self.map.read_at(META_QUEUE_ID, &mut b).map_err(Error::region("read queue id"))?;
+        decode_queue_id(&b).ok_or_else(|| Error::corrupt(&self.path, "queue id checksum mismatch"))
+    }
+
+    /// The single-producer lease word.
+    pub(crate) fn lease(&self) -> Result<&AtomicU64> {
+        self.u64_at(META_LEASE)
     }
 
     /// A `u64` word of the meta file; offsets are compile-time layout
@@ -194,6 +212,35 @@ impl Meta {
     pub(crate) fn first_segment(&self) -> Result<u64> {
         Ok(self.first()?.load(Ordering::Acquire))
     }
+}
+
+/// 16 random bytes for a new queue's id.
+fn new_queue_id(path: &Path) -> Result<u128> {
+    let mut b = [0u8; 16];
+    let mut filled = 0;
+    while filled < b.len() {
+        filled += rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty())
+            .map_err(|e| Error::io("choose queue id", path, e))?;
+    }
+    Ok(u128::from_le_bytes(b))
+}
+
+/// The id's bytes followed by their CRC32C.
+fn encode_queue_id(id: u128) -> [u8; 20] {
+    let mut b = [0u8; 20];
+    b[..16].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..16]);
+    b[16..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The id in `b` (as written by `encode_queue_id`), if its CRC matches.
+fn decode_queue_id(b: &[u8; 20]) -> Option<u128> {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&b[..16]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&b[16..]);
+    (crc32c::crc32c(&id) == u32::from_le_bytes(crc)).then(|| u128::from_le_bytes(id))
 }
 
 /// Validates a cursor or group name.

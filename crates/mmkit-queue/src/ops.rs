@@ -10,7 +10,8 @@ use mmkit_sync::{ProcessToken, WaitPolicy};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::queue::{Durability, Queue, Retention, Start};
-use crate::reader::{SLOT_ABANDONED, valid_slot, volatile_copy};
+use crate::reader::{valid_slot, volatile_copy};
+use crate::recovery::{Assessment, SLOT_ABANDONED, assess, recover};
 use crate::segment::{Segment, is_not_found, now_ns, parse_segment_name, segment_file_name};
 
 /// What [`Queue::read_at`] found.
@@ -84,6 +85,33 @@ pub struct CorruptInfo {
     pub reason: String,
 }
 
+/// A claim that is not committed, as [`Queue::check`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimInfo {
+    /// Segment number.
+    pub segment: u64,
+    /// Index of the claim's first uncommitted message.
+    pub first: u64,
+    /// Claims it covers from `first` on (`None`: not known yet, its live
+    /// producer is still recording it).
+    pub claims: Option<u64>,
+    /// Process id of its producer, when known.
+    pub pid: Option<u32>,
+    /// Whether that producer is alive (and may still commit). A claim of a
+    /// dead producer is abandoned: readers turn it into padding when they
+    /// reach it, and [`Queue::repair`] does so at once.
+    pub alive: bool,
+    /// Whether [`Queue::repair`] turned it into padding.
+    pub repaired: bool,
+}
+
+impl ClaimInfo {
+    /// Index of the last message the claim covers, when known.
+    pub fn last(&self) -> Option<u64> {
+        self.claims.map(|n| self.first + n.saturating_sub(1))
+    }
+}
+
 /// Result of [`Queue::check`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -91,19 +119,40 @@ pub struct CheckReport {
     pub segments: u64,
     /// Valid messages.
     pub messages: u64,
-    /// Claims abandoned by crashed producers (padding).
+    /// Claims abandoned by crashed producers and already covered by padding.
     pub abandoned: u64,
-    /// Claims not yet committed.
+    /// Claims of live producers, not committed yet.
     pub pending: u64,
+    /// Claims of dead producers not yet covered by padding (recoverable;
+    /// after [`Queue::repair`], the ones it repaired).
+    pub dead: u64,
+    /// Every uncommitted claim found, live or dead, oldest first.
+    pub claims: Vec<ClaimInfo>,
     /// Problems found.
     pub corrupt: Vec<CorruptInfo>,
 }
 
 impl CheckReport {
-    /// Whether no corruption was found.
+    /// Whether the queue is sound as it stands: no corruption, and no
+    /// claim of a dead producer left unrepaired. Live producers' pending
+    /// claims are normal.
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty()
+        self.corrupt.is_empty() && self.claims.iter().all(|c| c.alive || c.repaired)
     }
+
+    /// Claims of dead producers that are not repaired.
+    pub fn unrepaired(&self) -> impl Iterator<Item = &ClaimInfo> {
+        self.claims.iter().filter(|c| !c.alive && !c.repaired)
+    }
+}
+
+/// How checking one segment went.
+enum SegmentCheck {
+    Done,
+    /// Deleted by retention meanwhile.
+    Gone,
+    /// A claim was committed while it was being checked: check again.
+    Stale,
 }
 
 /// Result of [`Queue::apply_retention`].
@@ -174,9 +223,7 @@ impl Queue {
                 Ok(RecordInfo { index, timestamp, len: len as usize })
             }
             Some(FrameWord::Padding { .. }) => Err(Error::Abandoned { index }),
-            Some(FrameWord::Empty | FrameWord::InProgress { .. }) => {
-                Err(Error::NoSuchIndex { index, reason: "not committed yet" })
-            }
+            Some(FrameWord::Empty) => Err(Error::NoSuchIndex { index, reason: "not committed yet" }),
             _ => Err(bad("not a message frame".into())),
         }
     }
@@ -326,40 +373,122 @@ impl Queue {
 
     /// Reads every segment file and verifies every record's structure and
     /// checksum. Damage is reported in the result, not as an error.
+    ///
+    /// Claims that are not committed are told apart by their producer's
+    /// liveness: a live producer's claim is pending (it may still commit),
+    /// a dead producer's is abandoned and reported in
+    /// [`CheckReport::claims`] with its segment, indices and pid; the check
+    /// goes on past both, so messages committed after a claim are checked
+    /// too. [`CheckReport::is_clean`] is false while a dead producer's claim
+    /// is not repaired.
     pub fn check(&self) -> Result<CheckReport> {
+        self.check_segments(false)
+    }
+
+    /// [`Queue::check`], turning every claim of a dead producer into
+    /// padding on the way (as readers would on reaching it). The report
+    /// marks those claims `repaired`.
+    pub fn repair(&self) -> Result<CheckReport> {
+        self.check_segments(true)
+    }
+
+    fn check_segments(&self, repair: bool) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         for n in self.segment_numbers()? {
-            let path = self.path().join(segment_file_name(n));
-            let image = match std::fs::read(&path) {
-                Ok(image) => image,
-                // Deleted by retention since the listing: not checked.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("read segment", &path, e)),
-            };
-            report.segments += 1;
-            match scan_segment(&image, &path, n, self.segment_size()) {
-                Ok(scan) => {
-                    report.messages += scan.messages;
-                    report.abandoned += scan.abandoned;
-                    report.pending += scan.pending;
-                    for (seq, offset, reason) in scan.corrupt {
-                        report.corrupt.push(CorruptInfo {
-                            segment: n,
-                            index: Some(make_index(n, seq)),
-                            offset,
-                            reason,
-                        });
-                    }
+            // A claim committed between the snapshot and the liveness check
+            // makes the snapshot stale: read it again (a few times at most).
+            for attempt in 0..3 {
+                match self.check_segment(n, repair, attempt == 2, &mut report)? {
+                    SegmentCheck::Done | SegmentCheck::Gone => break,
+                    SegmentCheck::Stale => continue,
                 }
-                Err(e) => report.corrupt.push(CorruptInfo {
+            }
+        }
+        Ok(report)
+    }
+
+    /// Checks segment `n` into `report`; on `Stale` nothing was added.
+    fn check_segment(
+        &self,
+        n: u64,
+        repair: bool,
+        last: bool,
+        report: &mut CheckReport,
+    ) -> Result<SegmentCheck> {
+        let path = self.path().join(segment_file_name(n));
+        let image = match std::fs::read(&path) {
+            Ok(image) => image,
+            // Deleted by retention since the listing: not checked.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SegmentCheck::Gone),
+            Err(e) => return Err(Error::io("read segment", &path, e)),
+        };
+        let seg = match self.segment(n) {
+            Ok(seg) => Some(seg),
+            Err(e) if is_not_found(&e) => return Ok(SegmentCheck::Gone),
+            // The image scan below reports what is wrong with the file.
+            Err(_) => None,
+        };
+        let mut claims = Vec::new();
+        let mut stale = false;
+        let mut pending = |seq: u64, offset: u64| {
+            let seg = seg.as_ref()?;
+            let first = make_index(n, seq as u32);
+            let info =
+                |claims, pid, alive| ClaimInfo { segment: n, first, claims, pid, alive, repaired: false };
+            match assess(self, seg, seq, offset) {
+                Ok(Assessment::Dead { next_seq, end, pid, fits }) => {
+                    let mut c = info(Some(next_seq - seq), pid, false);
+                    c.repaired = repair && recover(self, seg, seq, offset).unwrap_or(false);
+                    claims.push(c);
+                    fits.then_some((next_seq, end))
+                }
+                Ok(Assessment::Live { pid, extent }) => {
+                    claims.push(info(extent.map(|(next, _)| next - seq), Some(pid), true));
+                    extent
+                }
+                Ok(Assessment::Changed) => {
+                    stale = !last;
+                    None
+                }
+                Ok(Assessment::Unclaimed) | Err(_) => None,
+            }
+        };
+        let scan = scan_segment_with(&image, &path, n, self.segment_size(), &mut pending);
+        if stale {
+            return Ok(SegmentCheck::Stale);
+        }
+        report.segments += 1;
+        let scan = match scan {
+            Ok(scan) => scan,
+            Err(e) => {
+                report.corrupt.push(CorruptInfo {
                     segment: n,
                     index: None,
                     offset: 0,
                     reason: e.to_string(),
-                }),
+                });
+                return Ok(SegmentCheck::Done);
+            }
+        };
+        report.messages += scan.messages;
+        report.abandoned += scan.abandoned;
+        for c in &claims {
+            let n = c.claims.unwrap_or(0);
+            if c.alive {
+                report.pending += n;
+            } else {
+                report.dead += n;
             }
         }
-        Ok(report)
+        // Claims past the last one the scan could place (a live producer
+        // still recording it) are pending.
+        let placed: u64 = claims.iter().filter_map(|c| c.claims).sum();
+        report.pending += scan.pending.saturating_sub(placed);
+        report.claims.extend(claims);
+        for (seq, offset, reason) in scan.corrupt {
+            report.corrupt.push(CorruptInfo { segment: n, index: Some(make_index(n, seq)), offset, reason });
+        }
+        Ok(SegmentCheck::Done)
     }
 
     /// Blocks until the message at `index` is durable, up to `timeout`;

@@ -1,4 +1,5 @@
-//! Appending: claim with one `fetch_add`, fill, commit with one Release store.
+//! Appending: under the single-producer lease with plain stores, otherwise
+//! claiming with one `fetch_add`; fill, commit with one Release store.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -20,13 +21,18 @@ use crate::segment::Segment;
 /// live producer from one abandoned by a crashed process.
 pub struct Producer {
     queue: Queue,
+    /// Index of this producer's slot in the producer table.
+    index: u64,
     slot: u64,
-    /// Cached pointers into the meta mapping (which `queue` keeps alive):
-    /// slot state, slot segment, slot claim, meta active-segment word.
-    words: [*const AtomicU64; 4],
+    /// Cached pointers into the meta mapping (which `queue` keeps alive),
+    /// indexed by the `W_*` constants.
+    words: [*const AtomicU64; 7],
     notifier: *const Notifier,
     token: u64,
     generation: u64,
+    /// Whether this producer took the single-producer lease (it still
+    /// checks the lease word before every exclusive append).
+    leased: bool,
     seg: Arc<Segment>,
     max: usize,
     timestamps: bool,
@@ -48,6 +54,15 @@ pub struct Producer {
 fn stale_tail(seg: &Segment, offset: u64) -> bool {
     seg.frame_word(offset).is_some_and(|w| w.load(Ordering::Relaxed) != 0)
 }
+
+/// Indices into `Producer::words`.
+const W_STATE: usize = 0;
+const W_SEGMENT: usize = 1;
+const W_CLAIM: usize = 2;
+const W_START: usize = 3;
+const W_END: usize = 4;
+const W_ACTIVE: usize = 5;
+const W_LEASE: usize = 6;
 
 /// Bytes prefaulted per step, ahead of the producers' tail.
 const PREFAULT_CHUNK: u64 = 2 << 20;
@@ -78,12 +93,13 @@ impl std::fmt::Debug for Producer {
 /// padding, so readers skip it.
 ///
 /// Handing out `&mut [u8]` over shared memory is sound here because the
-/// bytes are exclusively this claim's: the `fetch_add` gave this range to
-/// exactly one claimant, no conforming process writes a claimed frame's
-/// payload (crash recovery only ever rewrites the 8-byte state word of a
-/// frame whose claimant is dead, and this claimant is alive while `&mut`
-/// borrows exist), and readers do not read the payload before the commit
-/// store publishes it.
+/// bytes are exclusively this claim's: the claim (a `fetch_add`, or a plain
+/// store under the single-producer lease) gave this range to exactly one
+/// claimant, no conforming process writes a claimed frame's payload (crash
+/// recovery only ever rewrites the 8-byte state word of a frame whose
+/// claimant is dead, and this claimant is alive while `&mut` borrows
+/// exist), and readers do not read the payload before the commit store
+/// publishes it.
 pub struct Claim<'a> {
     producer: &'a mut Producer,
     seq: u32,
@@ -123,7 +139,8 @@ impl Claim<'_> {
         let index = self.index();
         let crc = record_crc(self.payload, index, self.timestamp);
         let p = &mut *self.producer;
-        p.publish(&p.seg, self.offset, self.payload.len(), crc, self.timestamp)?;
+        p.publish(&p.seg, self.seq as u64, self.offset, self.payload.len(), crc, self.timestamp)?;
+        p.notifier().notify_all_light();
         p.after_commit()?;
         Ok(index)
     }
@@ -143,57 +160,104 @@ impl Drop for Claim<'_> {
 }
 
 impl Queue {
-    /// Registers a producer (takes a free slot, or the slot of a dead
-    /// process, in the producer table).
+    /// Registers a producer: takes a free slot, or the slot of a dead
+    /// process, in the producer table. The first producer on a queue takes
+    /// the single-producer lease and appends with plain stores; a second
+    /// one takes the lease away first (see `docs/queue-format.md`), and
+    /// from then on both claim space with a `fetch_add`.
     pub fn producer(&self) -> Result<Producer> {
         let token = ProcessToken::current_process().to_raw();
-        let meta = self.meta();
-        for i in 0..PRODUCER_SLOTS as u64 {
-            let slot = PRODUCER_TABLE + i * PRODUCER_SLOT_SIZE;
-            let word = meta.u64_at(slot)?;
-            let cur = word.load(Ordering::Acquire);
-            let free = cur == 0 || !ProcessToken::from_raw(cur).is_alive();
-            if free && word.compare_exchange(cur, token, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                // A slot of ours that another producer of this process still
-                // uses cannot be taken: its token is alive, so `free` was false.
-                meta.u64_at(slot + 8)?.store(PRODUCER_IDLE, Ordering::Release);
-                let active = meta.active_segment()?;
-                let seg = self.segment_or_create(active)?;
-                let words = [
-                    meta.u64_at(slot + 8)? as *const AtomicU64,
-                    meta.u64_at(slot + 16)? as *const AtomicU64,
-                    meta.u64_at(slot + 24)? as *const AtomicU64,
-                    meta.active()? as *const AtomicU64,
-                ];
-                let notifier = meta.notifier()? as *const Notifier;
-                let p = Producer {
-                    queue: self.clone(),
-                    slot,
-                    words,
-                    notifier,
-                    token,
-                    generation: 0,
-                    seg,
-                    max: self.max_message_size(),
-                    timestamps: self.timestamps(),
-                    clock: Clock::default(),
-                    prefaulted: 0,
-                    mapped: 0,
-                    precreated: u64::MAX,
-                };
-                return Ok(p);
+        // Mapped before a slot is taken, so that no error can leave a slot
+        // taken and unused.
+        let seg = self.segment_or_create(self.meta().active_segment()?)?;
+        // Free slots first: a dead producer's slot may still describe the
+        // claim it left, which lets readers recover that claim in O(1).
+        for dead_ok in [false, true] {
+            for index in 0..PRODUCER_SLOTS as u64 {
+                if let Some(p) = self.take_slot(index, token, dead_ok, &seg)? {
+                    return self.settle(p);
+                }
             }
         }
+        let meta = self.meta();
         Err(Error::TableFull { path: meta.path.clone(), table: "producer", capacity: PRODUCER_SLOTS })
+    }
+
+    /// Takes producer slot `index` if it is free (or, with `dead_ok`, owned
+    /// by a dead process).
+    fn take_slot(
+        &self,
+        index: u64,
+        token: u64,
+        dead_ok: bool,
+        seg: &Arc<Segment>,
+    ) -> Result<Option<Producer>> {
+        let meta = self.meta();
+        let slot = PRODUCER_TABLE + index * PRODUCER_SLOT_SIZE;
+        let word = meta.u64_at(slot + SLOT_TOKEN)?;
+        let cur = word.load(Ordering::Acquire);
+        let free = cur == 0 || (dead_ok && !ProcessToken::from_raw(cur).is_alive());
+        // SeqCst: pairs with the lease holder's check that it is alone.
+        if !free || word.compare_exchange(cur, token, Ordering::SeqCst, Ordering::Acquire).is_err() {
+            return Ok(None);
+        }
+        let state = meta.u64_at(slot + SLOT_STATE)?;
+        let old = state.load(Ordering::Acquire);
+        let mut generation = (old >> 2) + 1;
+        if old & 3 == PRODUCER_CLAIMING {
+            // The previous owner died while writing its claim record: the
+            // record may be torn, so it must not describe anything.
+            state.store(generation << 2 | PRODUCER_CLAIMING, Ordering::Release);
+            meta.u64_at(slot + SLOT_CLAIM)?.store(0, Ordering::Release);
+            generation += 1;
+        }
+        state.store(generation << 2 | PRODUCER_IDLE, Ordering::Release);
+        meta.u64_at(slot + SLOT_OWNER)?.store(token, Ordering::Release);
+        let at = |field: u64| meta.u64_at(slot + field).map(|w| w as *const AtomicU64);
+        let words = [
+            at(SLOT_STATE)?,
+            at(SLOT_SEGMENT)?,
+            at(SLOT_CLAIM)?,
+            at(SLOT_START)?,
+            at(SLOT_END)?,
+            meta.active()? as *const AtomicU64,
+            meta.lease()? as *const AtomicU64,
+        ];
+        Ok(Some(Producer {
+            queue: self.clone(),
+            index,
+            slot,
+            words,
+            notifier: meta.notifier()? as *const Notifier,
+            token,
+            generation,
+            leased: false,
+            seg: seg.clone(),
+            max: self.max_message_size(),
+            timestamps: self.timestamps(),
+            clock: Clock::default(),
+            prefaulted: 0,
+            mapped: 0,
+            precreated: u64::MAX,
+        }))
+    }
+
+    /// A new producer's lease: any holder loses it, and this producer takes
+    /// it if it is alone.
+    fn settle(&self, mut p: Producer) -> Result<Producer> {
+        self.revoke_lease()?;
+        p.leased = self.try_lease(p.index)?;
+        Ok(p)
     }
 }
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        if let Ok(w) = self.queue.meta().u64_at(self.slot) {
-            if let Ok(s) = self.queue.meta().u64_at(self.slot + 8) {
-                s.store(PRODUCER_IDLE, Ordering::Release);
-            }
+        self.end_exclusive();
+        if self.leased {
+            self.queue.release_lease(self.index);
+        }
+        if let Ok(w) = self.queue.meta().u64_at(self.slot + SLOT_TOKEN) {
             let _ = w.compare_exchange(self.token, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
@@ -205,6 +269,12 @@ impl Producer {
         &self.queue
     }
 
+    /// Whether this producer holds the single-producer lease now (it is the
+    /// only producer registered, and appends with plain stores).
+    pub fn is_exclusive(&self) -> bool {
+        self.leased && self.word(W_LEASE).load(Ordering::Relaxed) == self.index + 1
+    }
+
     /// Appends a copy of `msg` and returns its index.
     pub fn append(&mut self, msg: &[u8]) -> Result<u64> {
         let ts = if self.timestamps { self.clock.now() } else { 0 };
@@ -214,23 +284,27 @@ impl Producer {
     /// Appends with an explicit timestamp (nanoseconds since the epoch).
     pub fn append_with_timestamp(&mut self, msg: &[u8], timestamp: u64) -> Result<u64> {
         self.check_len(msg.len())?;
+        if self.begin_exclusive() {
+            let r = self.exclusive_frame(msg, timestamp);
+            self.end_exclusive();
+            self.notifier().notify_all_light();
+            let index = r?;
+            self.after_commit()?;
+            return Ok(index);
+        }
         let bytes = frame_size(msg.len() as u64);
         let (seq, offset) = self.claim_frames(&[bytes])?;
         // No `Arc` clone on the hot path: its locked increment and decrement
         // would each drain the store buffer.
         let seg = &*self.seg;
-        let index = make_index(seg.number, seq);
-        let dst = seg
-            .bytes_ptr(offset + FRAME_HEADER, msg.len() as u64)
-            .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
-        // SAFETY: `claim_frames` checked the frame lies inside the mapping;
-        // the range belongs to this claim alone (see `Claim`), and `msg` is
-        // ordinary memory that cannot overlap a range we exclusively own.
-        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
-        let crc = record_crc(msg, index, timestamp);
-        self.publish(seg, offset, msg.len(), crc, timestamp)?;
+        let written = write_frame(seg, seq as u64, offset, msg, timestamp);
+        if written.is_err() {
+            self.set_state(PRODUCER_IDLE);
+        }
+        written?;
+        self.notifier().notify_all_light();
         self.after_commit()?;
-        Ok(index)
+        Ok(make_index(seg.number, seq))
     }
 
     /// Appends and returns once the message is durable under the queue's
@@ -245,13 +319,23 @@ impl Producer {
         Ok(index)
     }
 
-    /// Appends several messages with one claim per segment they land in
-    /// and returns their indices in order.
+    /// Appends several messages and returns their indices in order: under
+    /// the lease, frame after frame; otherwise with one claim per segment
+    /// they land in.
     pub fn append_batch(&mut self, msgs: &[&[u8]]) -> Result<Vec<u64>> {
         for m in msgs {
             self.check_len(m.len())?;
         }
         let mut out = Vec::with_capacity(msgs.len());
+        let ts = if self.timestamps { self.clock.now() } else { 0 };
+        if self.begin_exclusive() {
+            let r = self.exclusive_batch(msgs, ts, &mut out);
+            self.end_exclusive();
+            self.notifier().notify_all_light();
+            r?;
+            self.after_commit()?;
+            return Ok(out);
+        }
         let budget = (self.queue.segment_size() - SEGMENT_HEADER) / 4;
         let mut rest = msgs;
         let mut sizes = Vec::new();
@@ -268,22 +352,15 @@ impl Producer {
             }
             let (chunk, tail) = rest.split_at(sizes.len());
             rest = tail;
-            let ts = if self.timestamps { self.clock.now() } else { 0 };
-            let (seq, mut offset) = self.claim_frames(&sizes)?;
+            let (seq, offset) = self.claim_frames(&sizes)?;
             let seg = self.seg.clone();
-            for (i, m) in chunk.iter().enumerate() {
-                let index = make_index(seg.number, seq + i as u32);
-                let dst = seg
-                    .bytes_ptr(offset + FRAME_HEADER, m.len() as u64)
-                    .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
-                // SAFETY: as in `append_with_timestamp`; frame `i` of this
-                // claim is inside the claimed, exclusively owned range.
-                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), dst, m.len()) };
-                self.publish_quiet(&seg, offset, m.len(), record_crc(m, index, ts), ts)?;
-                out.push(index);
-                offset += sizes[i];
+            let filled = fill_claim(&seg, seq as u64, offset, chunk, &sizes, ts, &mut out);
+            if filled.is_err() {
+                // Readers recover the rest of the claim once it is not ours.
+                self.set_state(PRODUCER_IDLE);
             }
-            self.notify();
+            filled?;
+            self.notifier().notify_all_light();
             // Per claim, not once at the end: a batch that rolled over has
             // messages in more than one segment, and each must be flushed.
             self.after_commit()?;
@@ -294,13 +371,20 @@ impl Producer {
     /// Claims `len` bytes to fill in place; see [`Claim`].
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
         self.check_len(len)?;
-        let (seq, offset) = self.claim_frames(&[frame_size(len as u64)])?;
+        let bytes = frame_size(len as u64);
+        let (seq, offset) = if self.begin_exclusive() {
+            // On success the slot stays `CLAIMED` (not idle): readers must
+            // wait for this claim while this producer lives.
+            self.exclusive_claim(bytes).inspect_err(|_| self.end_exclusive())?
+        } else {
+            self.claim_frames(&[bytes])?
+        };
         let ptr = self
             .seg
             .bytes_ptr(offset + FRAME_HEADER, len as u64)
             .ok_or_else(|| Error::corrupt(&self.seg.path, "claimed frame outside the segment"))?;
         // SAFETY: the range is inside the mapping held by `self.seg` (the
-        // same segment: `claim_frames` stores it there), which the claim's
+        // same segment: the claim was made there), which the claim's
         // `&mut self` borrow keeps alive and unchanged; the bytes belong to
         // this claim alone until it is committed or dropped (see `Claim`).
         let payload = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
@@ -321,28 +405,136 @@ impl Producer {
         unsafe { &*self.words[which] }
     }
 
-    fn notifier(&self) -> &Notifier {
+    pub(crate) fn notifier(&self) -> &Notifier {
         // SAFETY: as in `word`.
         unsafe { &*self.notifier }
     }
 
-    fn notify(&self) {
-        self.notifier().notify_all();
+    fn set_state(&self, st: u64) {
+        self.word(W_STATE).store(self.generation << 2 | st, Ordering::Release);
     }
 
-    /// Claims consecutive frames of the given sizes in the active segment,
-    /// rolling over as needed (the claim is in `self.seg` on return).
-    /// Returns the first sequence number and first offset. Announces the claim in the producer slot:
-    /// `CLAIMING` before the `fetch_add`, then `(segment, seq, count)` and
-    /// `CLAIMED`.
+    /// Starts an append under the lease: announces it in the slot, then
+    /// checks that the lease still names this producer. The store and the
+    /// load are separated by a light barrier only; a producer taking the
+    /// lease away pays for the full one (`mmkit_sync::barrier`). Returns
+    /// false (and leaves the slot idle) when the producer must use the
+    /// shared protocol.
+    #[inline]
+    fn begin_exclusive(&mut self) -> bool {
+        if !self.leased {
+            return false;
+        }
+        // Same generation: only a (re)written claim record takes a new one.
+        self.set_state(PRODUCER_EXCLUSIVE);
+        mmkit_sync::barrier::light();
+        if self.word(W_LEASE).load(Ordering::Relaxed) == self.index + 1 {
+            return true;
+        }
+        // Revoked: from now on this producer claims like everybody else.
+        self.leased = false;
+        self.set_state(PRODUCER_IDLE);
+        false
+    }
+
+    #[inline]
+    fn end_exclusive(&self) {
+        if self.leased {
+            self.set_state(PRODUCER_IDLE);
+        }
+    }
+
+    /// Under the lease: writes, commits and counts one frame at the tail,
+    /// rolling over when the segment is full. The frame is counted in the
+    /// tail only once committed, so readers never see it claimed and
+    /// uncommitted, and a crash leaves nothing to recover.
+    fn exclusive_frame(&mut self, msg: &[u8], timestamp: u64) -> Result<u64> {
+        let bytes = frame_size(msg.len() as u64);
+        loop {
+            self.follow_active()?;
+            let seg = &*self.seg;
+            let (seq, offset) = split_tail(seg.tail().load(Ordering::Relaxed));
+            if seq + 1 < u32::MAX as u64
+                && claim_fits(seg.capacity, seq, 1, offset, bytes)
+                && !stale_tail(seg, offset)
+            {
+                write_frame(seg, seq, offset, msg, timestamp)?;
+                seg.tail().store((seq + 1) << 32 | (offset + bytes), Ordering::Release);
+                let index = make_index(seg.number, seq as u32);
+                self.prepare_pages(offset, bytes);
+                return Ok(index);
+            }
+            let (seg, number) = (self.seg.clone(), seg.number);
+            self.fail_claim(&seg, seq, offset);
+            self.roll(number)?;
+        }
+    }
+
+    fn exclusive_batch(&mut self, msgs: &[&[u8]], ts: u64, out: &mut Vec<u64>) -> Result<()> {
+        for (i, m) in msgs.iter().enumerate() {
+            out.push(self.exclusive_frame(m, ts)?);
+            // Parked readers need not wait for the end of a long batch.
+            if i % 1024 == 1023 {
+                self.notifier().notify_all_light();
+            }
+        }
+        Ok(())
+    }
+
+    /// Under the lease: a claim to fill later ([`Producer::claim`]). Unlike
+    /// an append it is counted before it is committed, so it is announced
+    /// and recorded like a shared claim, before the tail counts it.
+    fn exclusive_claim(&mut self, bytes: u64) -> Result<(u32, u64)> {
+        loop {
+            self.follow_active()?;
+            let seg = self.seg.clone();
+            let (seq, offset) = split_tail(seg.tail().load(Ordering::Relaxed));
+            if seq + 1 < u32::MAX as u64
+                && claim_fits(seg.capacity, seq, 1, offset, bytes)
+                && !stale_tail(&seg, offset)
+            {
+                self.generation += 1;
+                self.set_state(PRODUCER_CLAIMING);
+                std::sync::atomic::fence(Ordering::Release);
+                self.record_claim(&seg, seq, 1, offset, bytes);
+                seg.tail().store((seq + 1) << 32 | (offset + bytes), Ordering::Release);
+                self.set_state(PRODUCER_CLAIMED);
+                self.notifier().notify_all_light();
+                self.prepare_pages(offset, bytes);
+                return Ok((seq as u32, offset));
+            }
+            self.fail_claim(&seg, seq, offset);
+            self.roll(seg.number)?;
+        }
+    }
+
+    /// Writes the first frame's index slot (so that a reader recovering an
+    /// earlier, unrecorded dead claim finds where this one starts), then
+    /// records the claim in this producer's slot. Called in the `CLAIMING`
+    /// state: a record is only ever written in that state, so a record in
+    /// any other state is complete.
+    fn record_claim(&self, seg: &Segment, seq: u64, n: u64, offset: u64, total: u64) {
+        if let Some(slot) = seg.index_slot(seq) {
+            slot.store(offset as u32, Ordering::Relaxed);
+        }
+        self.word(W_SEGMENT).store(seg.number, Ordering::Relaxed);
+        self.word(W_CLAIM).store(seq << 32 | n, Ordering::Relaxed);
+        self.word(W_START).store(offset, Ordering::Relaxed);
+        self.word(W_END).store(offset + total, Ordering::Relaxed);
+    }
+
+    /// The shared protocol: claims consecutive frames of the given sizes in
+    /// the active segment with one `fetch_add` on its tail, rolling over as
+    /// needed (the claim is in `self.seg` on return). Returns the first
+    /// sequence number and first offset. Announces the claim in the
+    /// producer slot: `CLAIMING` before the `fetch_add`, then the record
+    /// and `CLAIMED`.
     fn claim_frames(&mut self, sizes: &[u64]) -> Result<(u32, u64)> {
         let total: u64 = sizes.iter().sum();
         let n = sizes.len() as u64;
         loop {
             self.follow_active()?;
             self.generation += 1;
-            let seg = &*self.seg;
-            let state = self.word(0);
             // Release, not SeqCst: the `fetch_add` below is a release
             // operation, so a reader that sees this claim through the tail
             // (an acquire load of this or any later value; later
@@ -350,51 +542,44 @@ impl Producer {
             // announcement, and a reader that sees the announcement sees
             // everything this producer did before (its earlier commits and
             // index slots). On x86 this is a plain store, not a locked one.
-            state.store(self.generation << 2 | PRODUCER_CLAIMING, Ordering::Release);
-            // SeqCst (the same instruction on x86): a reader parked on the
-            // notifier is woken by the claim itself, not only by the commit,
-            // so a producer killed between claim and commit leaves that
-            // reader waiting on a known claim (recovered within
-            // milliseconds) rather than asleep with nothing to wake it.
+            self.set_state(PRODUCER_CLAIMING);
+            let seg = self.seg.clone();
             let old = seg.tail().fetch_add((n << 32) + total, Ordering::SeqCst);
-            self.notifier().notify_all_after_seqcst_rmw();
+            // A claim wakes parked readers too, so that a producer killed
+            // before its commit leaves them waiting on a known claim (which
+            // they recover) rather than asleep with nothing to wake them.
+            // The `fetch_add` is a full barrier, so the light notify loses
+            // nothing.
+            self.notifier().notify_all_light();
             let (seq, offset) = split_tail(old);
             if seq + n < u32::MAX as u64
                 && claim_fits(seg.capacity, seq, n, offset, total)
-                && !stale_tail(seg, offset)
+                && !stale_tail(&seg, offset)
             {
-                let mut o = offset;
-                for (i, size) in sizes.iter().enumerate() {
-                    // The in-progress marker goes first: a claim whose
-                    // marker is still zero has written nothing at all.
-                    if let Some(w) = seg.frame_word(o) {
-                        w.store(*size, Ordering::Relaxed);
-                    }
-                    if let Some(slot) = seg.index_slot(seq + i as u64) {
-                        slot.store(o as u32, Ordering::Relaxed);
-                    }
-                    o += size;
-                }
-                self.word(1).store(seg.number, Ordering::Relaxed);
-                self.word(2).store(seq << 32 | n, Ordering::Relaxed);
-                state.store(self.generation << 2 | PRODUCER_CLAIMED, Ordering::Release);
-                if offset + total > self.mapped {
-                    self.mapped = seg.populate_write(offset, total + MAP_STEP);
-                }
-                if offset + total + PREFAULT_LEAD > self.prefaulted {
-                    self.prefault_ahead(offset);
-                }
-                if offset > self.seg.capacity / 2 && self.precreated != self.seg.number {
-                    self.precreated = self.seg.number;
-                    self.precreate(self.seg.number + 1);
-                }
+                self.record_claim(&seg, seq, n, offset, total);
+                self.set_state(PRODUCER_CLAIMED);
+                self.prepare_pages(offset, total);
                 return Ok((seq as u32, offset));
             }
-            let number = seg.number;
-            let seg = self.seg.clone();
             self.fail_claim(&seg, seq, offset);
-            self.word(0).store(self.generation << 2 | PRODUCER_IDLE, Ordering::Release);
-            self.roll(number)?;
+            self.set_state(PRODUCER_IDLE);
+            self.roll(seg.number)?;
+        }
+    }
+
+    /// Page-table population, prefaulting and pre-creation of the next
+    /// segment, as the tail reaches `offset + bytes`.
+    #[inline]
+    fn prepare_pages(&mut self, offset: u64, bytes: u64) {
+        if offset + bytes > self.mapped {
+            self.mapped = self.seg.populate_write(offset, bytes + MAP_STEP);
+        }
+        if offset + bytes + PREFAULT_LEAD > self.prefaulted {
+            self.prefault_ahead(offset);
+        }
+        if offset > self.seg.capacity / 2 && self.precreated != self.seg.number {
+            self.precreated = self.seg.number;
+            self.precreate(self.seg.number + 1);
         }
     }
 
@@ -425,12 +610,17 @@ impl Producer {
         if let Some(policy) = self.queue.inner.retention {
             self.queue.retain_in_background(policy);
         }
+        // Producers that came and went since: alone again, take the lease.
+        if !self.leased {
+            self.leased = self.queue.try_lease(self.index)?;
+        }
         Ok(())
     }
 
     /// Switches to the active segment if another producer rolled over.
+    #[inline]
     fn follow_active(&mut self) -> Result<()> {
-        let active = self.word(3).load(Ordering::Acquire);
+        let active = self.word(W_ACTIVE).load(Ordering::Acquire);
         if active != self.seg.number {
             self.seg = self.queue.segment_or_create(active)?;
             self.prefaulted = 0;
@@ -501,21 +691,9 @@ impl Producer {
         });
     }
 
-    fn publish_quiet(&self, seg: &Segment, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
-        let word = seg
-            .frame_word(offset)
-            .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
-        if let Some(t) = seg.timestamp_word(offset) {
-            t.store(ts, Ordering::Relaxed);
-        }
-        word.store(state_word(KIND_MESSAGE, len as u32, crc), Ordering::Release);
-        Ok(())
-    }
-
-    fn publish(&self, seg: &Segment, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
-        self.publish_quiet(seg, offset, len, crc, ts)?;
-        self.notify();
-        Ok(())
+    /// Commits one frame of a claim (see [`write_frame`]'s last step).
+    fn publish(&self, seg: &Segment, seq: u64, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
+        publish_frame(seg, seq, offset, len, crc, ts)
     }
 
     /// In `SyncEveryMessage` mode, `msync`s the segment just written to.
@@ -525,6 +703,57 @@ impl Producer {
         }
         Ok(())
     }
+}
+
+/// Copies `msg` into the claimed frame at (`seq`, `offset`) and commits it.
+#[inline]
+fn write_frame(seg: &Segment, seq: u64, offset: u64, msg: &[u8], timestamp: u64) -> Result<()> {
+    let dst = seg
+        .bytes_ptr(offset + FRAME_HEADER, msg.len() as u64)
+        .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+    // SAFETY: the range lies inside the mapping (checked by `bytes_ptr`) and
+    // belongs to this claim alone (see `Claim`); `msg` is ordinary memory
+    // that cannot overlap a range we exclusively own.
+    unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
+    let crc = record_crc(msg, make_index(seg.number, seq as u32), timestamp);
+    publish_frame(seg, seq, offset, msg.len(), crc, timestamp)
+}
+
+/// Fills and commits the frames of one claim, frame after frame, pushing
+/// their indices to `out`.
+fn fill_claim(
+    seg: &Segment,
+    seq: u64,
+    mut offset: u64,
+    msgs: &[&[u8]],
+    sizes: &[u64],
+    ts: u64,
+    out: &mut Vec<u64>,
+) -> Result<()> {
+    for (i, m) in msgs.iter().enumerate() {
+        write_frame(seg, seq + i as u64, offset, m, ts)?;
+        out.push(make_index(seg.number, (seq + i as u64) as u32));
+        offset += sizes[i];
+    }
+    Ok(())
+}
+
+/// The commit: timestamp and index slot, then the message's state word
+/// with one Release store. Frames of a claim are committed in order, so a
+/// claimant that died leaves a committed prefix and nothing after it.
+#[inline]
+fn publish_frame(seg: &Segment, seq: u64, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
+    let word = seg
+        .frame_word(offset)
+        .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
+    if let Some(t) = seg.timestamp_word(offset) {
+        t.store(ts, Ordering::Relaxed);
+    }
+    if let Some(slot) = seg.index_slot(seq) {
+        slot.store(offset as u32, Ordering::Relaxed);
+    }
+    word.store(state_word(KIND_MESSAGE, len as u32, crc), Ordering::Release);
+    Ok(())
 }
 
 /// Moves the calling thread to the `SCHED_IDLE` class (best effort).

@@ -184,6 +184,9 @@ impl OpenOptions {
             }
         }
         let meta = Meta::open(dir)?;
+        // Producers skip a fence per message when their process is
+        // registered for expedited memory barriers (see `mmkit_sync::barrier`).
+        mmkit_sync::barrier::register();
         crate::segment::sweep_stale_temps(dir);
         let durability = self.durability.unwrap_or(Durability::from_stored(meta.header.durability));
         if let Durability::GroupCommit { interval_us, .. } = durability {
@@ -290,6 +293,12 @@ impl Queue {
     /// The queue's directory.
     pub fn path(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The queue's id: 128 random bits chosen at creation, never changed,
+    /// so that copies and mirrors of a queue can tell it from others.
+    pub fn id(&self) -> u128 {
+        self.inner.meta.id
     }
 
     /// Bytes per segment file.

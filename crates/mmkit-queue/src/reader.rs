@@ -4,16 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mmkit_sync::{ProcessToken, WaitPolicy};
+use mmkit_sync::WaitPolicy;
 
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::queue::{Queue, Start};
+use crate::recovery::{Assessment, SLOT_ABANDONED, assess, recover};
 use crate::segment::{Segment, is_not_found};
-
-/// Index-slot flag: the claim was abandoned by a dead producer and is
-/// covered by padding; the low bits are the padding's offset.
-pub(crate) const SLOT_ABANDONED: u32 = 1 << 31;
 
 /// How long a reader parks at most while it waits on an in-progress claim
 /// (the commit notifies) before it checks whether the claimant died.
@@ -149,6 +146,32 @@ pub struct Reader {
     pending_skip: Option<Skip>,
     buf: Vec<u8>,
     max: usize,
+    /// The uncommitted claim this reader is stuck at, if any.
+    stall: Option<Stall>,
+    /// Longest an idle parked reader sleeps before looking by itself.
+    park_slice: Duration,
+}
+
+/// An uncommitted claim a reader met: where, and when it last decided to
+/// wait rather than check its claimant's liveness.
+#[derive(Clone, Copy, Debug)]
+struct Stall {
+    segment: u64,
+    seq: u64,
+    since: Instant,
+}
+
+/// A claim that keeps a reader from the next message, as
+/// [`Reader::pending_claim`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingClaim {
+    /// Index of the first uncommitted message.
+    pub index: u64,
+    /// Process id of the producer holding (or, when `alive` is false,
+    /// abandoning) the claim, when known.
+    pub pid: Option<u32>,
+    /// Whether that producer is alive (it may still commit).
+    pub alive: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -182,6 +205,8 @@ impl Queue {
             pending_skip: None,
             buf: Vec::new(),
             max: self.max_message_size(),
+            stall: None,
+            park_slice: PARK_SLICE,
         };
         match start {
             Start::Beginning => {}
@@ -218,6 +243,16 @@ impl Reader {
     /// [`WaitPolicy::PARK`] parks at once.
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
         self.policy = policy;
+    }
+
+    /// Longest an idle reader parked in [`Reader::next_timeout`] sleeps
+    /// before it looks at the queue by itself (default 1 s). Commits and
+    /// claims wake it at once; the slice only bounds how long a parked
+    /// reader can miss a claim whose producer was killed in the few
+    /// instructions between its claim and its wake-up call. It costs one
+    /// wake-up per slice on an idle queue.
+    pub fn set_park_slice(&mut self, slice: Duration) {
+        self.park_slice = slice.max(Duration::from_millis(1));
     }
 
     /// Skip corrupt records instead of returning an error for them.
@@ -321,14 +356,65 @@ impl Reader {
     // Not `Iterator::next`: the record borrows the reader (a lending
     // iterator), which `Iterator` cannot express.
     #[allow(clippy::should_implement_trait)]
+    ///
+    /// A claim whose producer was killed before committing is recovered
+    /// here too: the first call that finds the claim still uncommitted 2 ms
+    /// after this reader first met it checks the producer's liveness, and
+    /// if it is dead turns the whole claim into padding and goes on. So a
+    /// poller never answers "no message" for long while committed messages
+    /// lie behind a dead claim, and a poller that meets a live producer's
+    /// claim reads no `/proc` for it.
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
         if let Some(f) = self.fast_poll() {
             return self.take(f).map(Some);
         }
-        match self.poll()? {
-            Poll::Ready(f) => self.take(f).map(Some),
-            Poll::Pending { .. } => Ok(None),
+        loop {
+            match self.poll()? {
+                Poll::Ready(f) => return self.take(f).map(Some),
+                Poll::Pending { claimed: true } if self.recover_if_due()? => {}
+                Poll::Pending { .. } => return Ok(None),
+            }
         }
+    }
+
+    /// Recovers the claim at the position if it has stayed uncommitted for
+    /// a stall slice since this reader met it (or last checked it), and its
+    /// claimant is dead. Returns whether the frame changed.
+    fn recover_if_due(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        let (segment, seq) = (self.seg.number, self.seq);
+        match &mut self.stall {
+            Some(s) if s.segment == segment && s.seq == seq => {
+                if now.duration_since(s.since) < STALL_SLICE {
+                    return Ok(false);
+                }
+                s.since = now;
+            }
+            other => {
+                *other = Some(Stall { segment, seq, since: now });
+                return Ok(false);
+            }
+        }
+        let seg = self.seg.clone();
+        recover(&self.queue, &seg, self.seq, self.offset)
+    }
+
+    /// What keeps this reader from its next message when
+    /// [`Reader::next`] returns nothing: the uncommitted claim at its
+    /// position (its index, and the producer holding or abandoning it), or
+    /// `None` if nothing is claimed there (the reader is at the end). Reads
+    /// `/proc` for the producers' liveness.
+    pub fn pending_claim(&mut self) -> Result<Option<PendingClaim>> {
+        if !matches!(self.poll()?, Poll::Pending { claimed: true }) {
+            return Ok(None);
+        }
+        let index = make_index(self.seg.number, self.seq as u32);
+        let seg = self.seg.clone();
+        Ok(match assess(&self.queue, &seg, self.seq, self.offset)? {
+            Assessment::Live { pid, .. } => Some(PendingClaim { index, pid: Some(pid), alive: true }),
+            Assessment::Dead { pid, .. } => Some(PendingClaim { index, pid, alive: false }),
+            Assessment::Changed | Assessment::Unclaimed => None,
+        })
     }
 
     /// The next message, waiting up to `timeout` (`None`: forever) as the
@@ -421,10 +507,12 @@ impl Reader {
                 }
             } else {
                 let slice = left.map_or(STALL_SLICE, |l| l.min(STALL_SLICE));
-                if notifier.wait_until(ready, &WaitPolicy::PARK, Some(slice)) {
+                if notifier.park_light(ready, Some(slice)) {
                     return Ok(());
                 }
             }
+            // The claim stayed uncommitted for a whole slice: now it is
+            // worth a liveness check.
             recover(&self.queue, &seg, seq, self.offset)?;
             return Ok(());
         }
@@ -446,7 +534,7 @@ impl Reader {
         // short slices).
         let ready =
             || committed(word.load(Ordering::Acquire)) || split_tail(tail.load(Ordering::Acquire)).0 > seq;
-        notifier.park(ready, Some(left.map_or(PARK_SLICE, |l| l.min(PARK_SLICE))));
+        notifier.park_light(ready, Some(left.map_or(self.park_slice, |l| l.min(self.park_slice))));
         Ok(())
     }
 
@@ -471,8 +559,8 @@ impl Reader {
             match self.poll()? {
                 Poll::Ready(f) => return Ok(Step::Ready(f)),
                 Poll::Pending { claimed } => {
-                    let seg = self.seg.clone();
-                    if !(claimed && recover(&self.queue, &seg, self.seq, self.offset)?) {
+                    if !(claimed && self.recover_if_due()?) {
+                        let seg = self.seg.clone();
                         return Ok(Step::Wait { seg, seq: self.seq, offset: self.offset, claimed });
                     }
                 }
@@ -552,7 +640,7 @@ impl Reader {
                     self.offset += bytes as u64;
                 }
                 FrameWord::EndOfSegment => self.next_segment()?,
-                FrameWord::Empty | FrameWord::InProgress { .. } => {
+                FrameWord::Empty => {
                     // A SIGBUS (file truncated under us) shows as zero pages.
                     if self.seg.poisoned() {
                         return Err(Error::corrupt(&self.seg.path, "segment file was truncated (SIGBUS)"));
@@ -623,8 +711,7 @@ impl Reader {
                 }
                 Ok(Poll::Pending { claimed: true }) => {
                     // A dead claimant must not stall durability for ever.
-                    let seg = self.seg.clone();
-                    if !recover(&self.queue, &seg, self.seq, self.offset)? {
+                    if !self.recover_if_due()? {
                         return Ok(());
                     }
                 }
@@ -793,124 +880,10 @@ pub(crate) unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
-/// Recovers a claim whose frame at (`seq`, `offset`) is not committed, if
-/// its claimant is dead. Returns true if the frame changed (now committed,
-/// padding or end-of-segment) so the caller should look again.
-///
-/// The tail is loaded before the producer table is scanned: a producer
-/// announces `CLAIMING` (Release) before its `fetch_add` (AcqRel), so any claim below
-/// the loaded count belongs either to a producer the scan sees as claiming
-/// or holding it, or to one that already wrote its index slot, committed,
-/// or died.
-pub(crate) fn recover(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Result<bool> {
-    let Some(word) = seg.frame_word(offset) else { return Ok(false) };
-    let (count, tail_off) = split_tail(seg.tail().load(Ordering::SeqCst));
-    if count <= seq {
-        return Ok(false);
-    }
-    if live_claimant(queue, seg.number, seq)? {
-        return Ok(false);
-    }
-    let seen = word.load(Ordering::SeqCst);
-    let (next_seq, end_off) = match FrameWord::decode(seen) {
-        FrameWord::Empty => run_end(seg, seq, offset, count, tail_off),
-        FrameWord::InProgress { bytes }
-            if check_frame(seg.capacity, offset, bytes as u64, seq, 1).is_ok() =>
-        {
-            (seq + 1, offset + bytes as u64)
-        }
-        FrameWord::InProgress { .. } => (count, tail_off),
-        _ => return Ok(true),
-    };
-    let claims = next_seq - seq;
-    let fits = end_off > offset
-        && end_off - offset <= LEN_MASK as u64
-        && claims <= u32::MAX as u64
-        && check_frame(seg.capacity, offset, end_off - offset, seq, claims).is_ok();
-    let new = if fits {
-        state_word(KIND_PADDING, (end_off - offset) as u32, claims as u32)
-    } else {
-        state_word(KIND_EOS, 0, 0)
-    };
-    if word.compare_exchange(seen, new, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-        if fits {
-            for c in seq..next_seq {
-                if let Some(slot) = seg.index_slot(c) {
-                    slot.store(offset as u32 | SLOT_ABANDONED, Ordering::Release);
-                }
-            }
-        } else {
-            seg.final_count().fetch_min(seq, Ordering::SeqCst);
-            let active = queue.meta().active()?;
-            let _ = active.compare_exchange(seg.number, seg.number + 1, Ordering::AcqRel, Ordering::Acquire);
-        }
-        queue.notify();
-    }
-    Ok(true)
-}
-
-/// Whether a frame state word is past the in-progress stage.
+/// Whether a frame state word is past the claimed stage (committed,
+/// padding, end of segment, or something invalid a poll will report).
 pub(crate) fn committed(word: u64) -> bool {
-    !matches!(FrameWord::decode(word), FrameWord::Empty | FrameWord::InProgress { .. })
-}
-
-/// Where a run of dead claims starting at (`seq`, `offset`) whose claimant
-/// wrote nothing ends: at the next claim whose index slot holds its start,
-/// else at the tail. A claimant writes its in-progress marker, then its
-/// index slot, then its payload, so a zero slot means nothing of that
-/// claim was written. Slots lying before `offset` cannot belong to a
-/// successful claim (they would overlap earlier frames), which ends the
-/// scan. Slots marked abandoned belong to padding further on, which the
-/// new padding simply covers.
-fn run_end(seg: &Segment, seq: u64, offset: u64, count: u64, tail_off: u64) -> (u64, u64) {
-    for c in seq + 1..count {
-        let Some(pos) = seg.capacity.checked_sub(4 * (c + 1)) else { break };
-        if pos < offset + FRAME_HEADER {
-            break;
-        }
-        let Some(slot) = seg.index_slot(c) else { break };
-        let v = slot.load(Ordering::SeqCst);
-        if v != 0 && v & SLOT_ABANDONED == 0 {
-            return (c, v as u64);
-        }
-    }
-    (count, tail_off)
-}
-
-/// Whether a live producer is claiming (claim not yet recorded) or holds
-/// claim `seq` of segment `number`.
-fn live_claimant(queue: &Queue, number: u64, seq: u64) -> Result<bool> {
-    let meta = queue.meta();
-    for i in 0..PRODUCER_SLOTS as u64 {
-        let slot = PRODUCER_TABLE + i * PRODUCER_SLOT_SIZE;
-        let token = meta.u64_at(slot)?.load(Ordering::SeqCst);
-        if token == 0 {
-            continue;
-        }
-        let state = meta.u64_at(slot + 8)?;
-        let (s1, seg, claim, s2) = loop {
-            let s1 = state.load(Ordering::SeqCst);
-            let seg = meta.u64_at(slot + 16)?.load(Ordering::SeqCst);
-            let claim = meta.u64_at(slot + 24)?.load(Ordering::SeqCst);
-            let s2 = state.load(Ordering::SeqCst);
-            if s1 == s2 || s2 & 3 != PRODUCER_CLAIMED {
-                break (s1, seg, claim, s2);
-            }
-        };
-        let involved = match s2 & 3 {
-            PRODUCER_CLAIMING => true,
-            PRODUCER_CLAIMED if s1 == s2 => {
-                let (c0, n) = (claim >> 32, claim & 0xffff_ffff);
-                seg == number && seq >= c0 && seq < c0 + n
-            }
-            PRODUCER_CLAIMED => true,
-            _ => false,
-        };
-        if involved && ProcessToken::from_raw(token).is_alive() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    word != 0
 }
 
 #[cfg(test)]

@@ -228,10 +228,16 @@ fn wrong_magic_and_version_are_reported() {
     tiny(dir.path());
     let meta = dir.path().join("q/meta");
     let f = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
-    f.write_all_at(&2u32.to_le_bytes(), 8).unwrap();
+    f.write_all_at(&3u32.to_le_bytes(), 8).unwrap();
     let e = Queue::open(dir.path().join("q")).unwrap_err();
-    assert!(matches!(e, Error::UnsupportedVersion { found: 2, supported: 1, .. }), "{e}");
+    assert!(matches!(e, Error::UnsupportedVersion { found: 3, supported: 2, .. }), "{e}");
     assert!(e.to_string().contains("newer"), "{e}");
+    // Version 1 queues (before the single-producer lease) are refused too:
+    // a version-1 producer would not honour the lease.
+    f.write_all_at(&1u32.to_le_bytes(), 8).unwrap();
+    let e = Queue::open(dir.path().join("q")).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedVersion { found: 1, supported: 2, .. }), "{e}");
+    assert!(e.to_string().contains("older"), "{e}");
     f.write_all_at(b"NOTAQUEU", 0).unwrap();
     let e = Queue::open(dir.path().join("q")).unwrap_err();
     assert!(matches!(e, Error::BadMagic { .. }), "{e}");

@@ -1,69 +1,15 @@
 //! Multi-process behaviour with real processes and SIGKILL: the test binary
 //! re-runs itself with `MMKQ_ROLE` set to act as a child.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::*;
 use mmkit_queue::*;
-
-/// Deterministic payload for message `i` of producer `p`: a self-checking
-/// header plus filler derived from both.
-fn payload(p: u32, i: u32) -> Vec<u8> {
-    let len = 8 + ((p.wrapping_mul(31) ^ i.wrapping_mul(2654435761)) % 200) as usize;
-    let mut v = Vec::with_capacity(len);
-    v.extend_from_slice(&p.to_le_bytes());
-    v.extend_from_slice(&i.to_le_bytes());
-    v.extend((8..len).map(|k| (k as u32 ^ p ^ i) as u8));
-    v
-}
-
-/// Checks a payload is exactly what `payload` made; returns (p, i).
-fn verify(v: &[u8]) -> (u32, u32) {
-    assert!(v.len() >= 8, "torn record: {} bytes", v.len());
-    let p = u32::from_le_bytes(v[..4].try_into().unwrap());
-    let i = u32::from_le_bytes(v[4..8].try_into().unwrap());
-    assert_eq!(v, payload(p, i).as_slice(), "torn or corrupt record for producer {p} message {i}");
-    (p, i)
-}
-
-/// A child process killed when dropped, so a failing test leaves none behind.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        kill(self);
-    }
-}
-
-impl std::ops::Deref for Kid {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Kid {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-fn child(role: &str, args: &[(&str, String)]) -> Kid {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"]).env("MMKQ_ROLE", role);
-    for (k, v) in args {
-        cmd.env(k, v);
-    }
-    Kid(cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap())
-}
-
-fn env(k: &str) -> String {
-    std::env::var(k).unwrap_or_default()
-}
 
 /// Entry point of every child process.
 #[test]
@@ -221,45 +167,6 @@ fn run_fsize_limited(dir: &Path) -> i32 {
     if q.check().map(|c| c.is_clean()).unwrap_or(false) { 0 } else { 9 }
 }
 
-/// The first line the child prints that starts with `prefix` (the test
-/// harness prints its own lines first).
-fn line_from(c: &mut Kid, prefix: &str) -> u64 {
-    let mut r = BufReader::new(c.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "child ended before printing {prefix}");
-        // The harness may print "test child_entry ... " on the same line.
-        if let Some(v) = line.trim().split(prefix).nth(1) {
-            return v.parse().unwrap();
-        }
-    }
-}
-
-/// SIGKILLs the child and reaps it (a child that already exited is just reaped).
-fn kill(c: &mut Kid) {
-    let _ = c.0.kill();
-    let _ = c.0.wait();
-}
-
-fn parse_acks(path: &Path) -> Vec<(u32, u32, u64)> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut it = l.split(' ');
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Cheap deterministic PRNG for the kill schedule.
-fn rng(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
 #[test]
 fn producers_killed_at_random_lose_no_acknowledged_message() {
     for round in 0..3u64 {
@@ -385,6 +292,13 @@ fn producer_killed_between_claim_and_commit_blocks_readers_briefly() {
     // While the claimant lives, its claim is waited for, never skipped.
     assert!(r.next_timeout(Some(Duration::from_millis(50))).unwrap().is_none());
     assert!(matches!(q.read_at(claimed, &mut Vec::new()), Err(Error::NoSuchIndex { .. })));
+    // The reader can say what blocks it, and `check` calls it pending, not
+    // abandoned: the queue is clean.
+    let pending = r.pending_claim().unwrap().expect("a claim blocks the reader");
+    assert_eq!((pending.index, pending.alive, pending.pid), (claimed, true, Some(hang.id())));
+    let report = q.check().unwrap();
+    assert!(report.is_clean() && report.pending == 1 && report.dead == 0, "{report:?}");
+    assert_eq!(report.claims[0].pid, Some(hang.id()));
 
     let reader = std::thread::spawn(move || {
         let rec = r.next_timeout(Some(Duration::from_secs(30))).unwrap().unwrap();

@@ -132,3 +132,79 @@ fn stale_tail_after_a_machine_crash_never_overwrites_frames() {
     assert_eq!(read_all(&q), want);
     assert!(q.check().unwrap().is_clean());
 }
+
+#[test]
+fn a_dead_producers_whole_batch_claim_becomes_one_padding_frame() {
+    const CLAIMS: u64 = 100_000;
+    const DONE: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(32 << 20).open(&path).unwrap();
+    let before = q.producer().unwrap().append(b"before").unwrap();
+    // A dead producer's batch of 100 000 frames: claimed and recorded, the
+    // first ten committed, as a SIGKILL in the middle of filling leaves it.
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let bytes = frame_size(16);
+    let old = seg.atomic_u64(SEG_TAIL).unwrap().fetch_add((CLAIMS << 32) + CLAIMS * bytes, Ordering::SeqCst);
+    let (seq, start) = split_tail(old);
+    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("meta")).unwrap();
+    let slot = PRODUCER_TABLE + 100 * PRODUCER_SLOT_SIZE;
+    let dead = dead_token();
+    for (field, value) in [
+        (SLOT_OWNER, dead),
+        (SLOT_SEGMENT, 0),
+        (SLOT_CLAIM, seq << 32 | CLAIMS),
+        (SLOT_START, start),
+        (SLOT_END, start + CLAIMS * bytes),
+        (SLOT_STATE, 5 << 2 | PRODUCER_CLAIMED),
+        (SLOT_TOKEN, dead),
+    ] {
+        meta.atomic_u64(slot + field).unwrap().store(value, Ordering::SeqCst);
+    }
+    for k in 0..DONE {
+        let (c, offset) = (seq + k, start + k * bytes);
+        let payload = [k as u8; 16];
+        seg.write_at(offset + FRAME_HEADER, &payload).unwrap();
+        let crc = record_crc(&payload, make_index(0, c as u32), 0);
+        seg.atomic_u32(seg.len() as u64 - 4 * (c + 1)).unwrap().store(offset as u32, Ordering::SeqCst);
+        seg.atomic_u64(offset).unwrap().store(state_word(KIND_MESSAGE, 16, crc), Ordering::SeqCst);
+    }
+    let after = q.producer().unwrap().append(b"after").unwrap();
+    assert_eq!(after, make_index(0, (seq + CLAIMS) as u32));
+
+    // `check` names the dead claim: where it starts, its size, its pid.
+    let report = q.check().unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert_eq!(report.dead, CLAIMS - DONE);
+    let claim = &report.claims[0];
+    assert_eq!(
+        (claim.first, claim.claims, claim.alive),
+        (make_index(0, (seq + DONE) as u32), Some(CLAIMS - DONE), false)
+    );
+    assert_eq!(claim.pid, Some(ProcessToken::from_raw(dead).pid()));
+
+    // A non-blocking poller gets past it on its own: the first poll at
+    // the claim waits, a poll after the stall slice recovers it.
+    let mut r = q.reader(Start::Beginning).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().index(), before);
+    for k in 0..DONE {
+        assert_eq!(r.next().unwrap().unwrap().payload(), &[k as u8; 16]);
+    }
+    assert!(r.next().unwrap().is_none());
+    std::thread::sleep(Duration::from_millis(5));
+    let rec = r.next().unwrap().expect("the message after the dead claim");
+    assert_eq!((rec.index(), rec.payload()), (after, &b"after"[..]));
+    // One padding frame covers the rest of the claim.
+    let word = seg.atomic_u64(start + DONE * bytes).unwrap().load(Ordering::SeqCst);
+    assert_eq!(
+        FrameWord::decode(word),
+        FrameWord::Padding { bytes: ((CLAIMS - DONE) * bytes) as u32, claims: (CLAIMS - DONE) as u32 }
+    );
+    assert!(matches!(
+        q.read_at(make_index(0, (seq + 777) as u32), &mut Vec::new()),
+        Err(Error::Abandoned { .. })
+    ));
+    let report = q.check().unwrap();
+    assert!(report.is_clean() && report.abandoned == CLAIMS - DONE, "{report:?}");
+}

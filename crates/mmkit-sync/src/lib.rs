@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+pub mod barrier;
 mod error;
 pub mod futex;
 #[doc(hidden)]
@@ -51,7 +52,7 @@ mod token;
 pub use error::{Error, Result};
 pub use futex::WaitOutcome;
 pub use mutex::{LockOutcome, MutexGuard, Outcome, RobustMutex};
-pub use notifier::{EventCount, MAX_PARK_SLICE, Notifier};
+pub use notifier::{EventCount, LIGHT_FALLBACK_SLICE, MAX_PARK_SLICE, Notifier};
 pub use policy::WaitPolicy;
 pub use rwlock::{READER_SLOTS, ReadGuard, RobustRwLock, WriteGuard, WriteOutcome};
 pub use token::{Liveness, ProcessToken};

@@ -273,7 +273,7 @@ impl RobustMutex {
         let mut slices = 0u32;
         loop {
             let mut free = || self.owner.load(Ordering::SeqCst) == 0;
-            if !self.notifier.park_until(&mut free, deadline, Some(park_slice(slices))) {
+            if !self.notifier.park_until(&mut free, deadline, Some(park_slice(slices)), false) {
                 // A whole slice without the lock: is the holder still alive?
                 slices = slices.saturating_add(1);
                 if let Some(outcome) = self.take_from_dead(self.owner.load(Ordering::Acquire), me) {

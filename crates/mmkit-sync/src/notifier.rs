@@ -17,6 +17,10 @@ use crate::policy::WaitPolicy;
 /// notifying would otherwise leave waiters asleep forever.
 pub const MAX_PARK_SLICE: Duration = Duration::from_millis(100);
 
+/// How often a waiter of [`Notifier::park_light`] re-checks its condition
+/// when `membarrier` is unavailable to it (a light notify may then be missed).
+pub const LIGHT_FALLBACK_SLICE: Duration = Duration::from_millis(1);
+
 /// A futex-based wake-up channel living in shared memory.
 ///
 /// 8 bytes, align 4: `{ seq: u32, waiters: u32 }`, all-zero initially.
@@ -92,6 +96,20 @@ impl Notifier {
         }
     }
 
+    /// Wakes every parked waiter, for a caller on a hot path: no fence, only
+    /// a compiler barrier (in a process that registered with
+    /// [`barrier::register`](crate::barrier::register); a full fence
+    /// elsewhere) and a load. Only waiters that park with
+    /// [`Notifier::park_light`] are certain to be woken: they pay for the
+    /// fence this call skips with a `membarrier` (see [`crate::barrier`]).
+    #[inline]
+    pub fn notify_all_light(&self) {
+        crate::barrier::light();
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.wake(u32::MAX);
+        }
+    }
+
     #[cold]
     fn wake(&self, count: u32) {
         self.seq.fetch_add(1, Ordering::SeqCst);
@@ -143,7 +161,7 @@ impl Notifier {
             // `park_until` re-checks the condition after each slice; only
             // the deadline ends the wait.
             loop {
-                if self.park_until(&mut ready, deadline, Some(MAX_PARK_SLICE)) {
+                if self.park_until(&mut ready, deadline, Some(MAX_PARK_SLICE), false) {
                     return true;
                 }
                 if deadline.expired() {
@@ -171,19 +189,37 @@ impl Notifier {
     /// or bound the wait with `timeout`.
     pub fn park(&self, mut ready: impl FnMut() -> bool, timeout: Option<Duration>) -> bool {
         let deadline = Deadline::after(timeout);
-        self.park_until(&mut ready, deadline, None)
+        self.park_until(&mut ready, deadline, None, false)
+    }
+
+    /// Like [`Notifier::park`], for conditions made true by callers of
+    /// [`Notifier::notify_all_light`]: after registering as a waiter it runs
+    /// [`barrier::heavy`](crate::barrier::heavy), so the notifier's skipped
+    /// fence cannot lose this wake-up. Where `membarrier` fails, the wait
+    /// re-checks its condition every millisecond instead ([`LIGHT_FALLBACK_SLICE`]).
+    pub fn park_light(&self, mut ready: impl FnMut() -> bool, timeout: Option<Duration>) -> bool {
+        let deadline = Deadline::after(timeout);
+        self.park_until(&mut ready, deadline, None, true)
     }
 
     /// Parks until `ready()`, the deadline, or (at most) `slice` elapses
     /// (`None`: no slice);
-    /// the caller decides what to do after a slice.
+    /// the caller decides what to do after a slice. `light`: the notifiers
+    /// use [`Notifier::notify_all_light`], so this waiter runs the heavy
+    /// barrier after registering.
     pub(crate) fn park_until(
         &self,
         ready: &mut impl FnMut() -> bool,
         deadline: Deadline,
-        slice: Option<Duration>,
+        mut slice: Option<Duration>,
+        light: bool,
     ) -> bool {
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        if light && !crate::barrier::heavy() {
+            // A light notifier may not see this registration: never sleep
+            // long on the strength of it.
+            slice = Some(slice.map_or(LIGHT_FALLBACK_SLICE, |s| s.min(LIGHT_FALLBACK_SLICE)));
+        }
         fence(Ordering::SeqCst);
         let started = Instant::now();
         let result = loop {

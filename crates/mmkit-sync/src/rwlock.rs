@@ -331,7 +331,7 @@ impl RobustRwLock {
         if deadline.expired() {
             return false;
         }
-        let ok = self.notifier.park_until(ready, deadline, Some(park_slice(*slices)));
+        let ok = self.notifier.park_until(ready, deadline, Some(park_slice(*slices)), false);
         if !ok {
             *slices = slices.saturating_add(1);
         }

@@ -1,0 +1,174 @@
+//! The single-producer lease: a producer alone on a queue appends with
+//! plain stores instead of a locked `fetch_add`, and hands the queue back
+//! to the shared protocol when a second producer arrives.
+//!
+//! The lease word in the meta file holds `slot + 1` of the holder. The
+//! holder, on every append, stores "exclusive" into its slot's state, runs
+//! a light barrier (a compiler barrier; see `mmkit_sync::barrier`) and
+//! loads the lease word: it appends exclusively only if the word still
+//! names it. A newcomer sets [`LEASE_REVOKING`] in the word, runs the heavy
+//! barrier (`membarrier`), then waits until the holder's state is no longer
+//! "exclusive" or "claiming" (or the holder is dead), repairs the tail if a
+//! dead holder left its last frame uncounted, and clears the word. By the
+//! asymmetric-fence argument, either the holder's next load sees the
+//! revoking bit, or the newcomer sees the holder's state and waits for it:
+//! they never both write the tail with plain stores and a `fetch_add`.
+//! `docs/queue-format.md` ("The single-producer lease") has the whole
+//! argument.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mmkit_sync::ProcessToken;
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::queue::Queue;
+
+/// How long a revoker waits between two looks at a busy holder's state,
+/// and how often it checks the holder's liveness meanwhile.
+const HOLDER_POLL: Duration = Duration::from_micros(20);
+const HOLDER_LIVENESS: Duration = Duration::from_millis(2);
+
+/// Frames past the tail a dead holder can have committed without counting
+/// them: it counts each frame right after committing it, so one. More
+/// frames past the tail can only come from a machine crash (the tail's
+/// page written back older than the frames'); those are left to the
+/// stale-tail rule, which seals the segment without overwriting them.
+const MAX_UNCOUNTED: u32 = 1;
+
+fn slot_offset(slot: u64) -> u64 {
+    PRODUCER_TABLE + slot * PRODUCER_SLOT_SIZE
+}
+
+impl Queue {
+    /// Takes the lease away from whoever holds it, so that every producer
+    /// uses the shared protocol; returns once the lease word is 0.
+    pub(crate) fn revoke_lease(&self) -> Result<()> {
+        let lease = self.meta().lease()?;
+        loop {
+            let l = lease.load(Ordering::SeqCst);
+            if l == 0 {
+                return Ok(());
+            }
+            if l & LEASE_REVOKING == 0
+                && lease.compare_exchange(l, l | LEASE_REVOKING, Ordering::SeqCst, Ordering::SeqCst).is_err()
+            {
+                continue;
+            }
+            if !mmkit_sync::barrier::heavy() {
+                return Err(Error::InvalidOption(
+                    "membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) failed: cannot take the \
+                     single-producer lease away safely"
+                        .into(),
+                ));
+            }
+            self.wait_for_holder(l & !LEASE_REVOKING)?;
+            self.count_uncounted_frames()?;
+            let _ = lease.compare_exchange(l | LEASE_REVOKING, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits until the producer in lease-holder slot `holder` (`slot + 1`)
+    /// is neither appending exclusively nor claiming, or is dead. A slot
+    /// number out of range (a corrupt word) has nobody to wait for.
+    fn wait_for_holder(&self, holder: u64) -> Result<()> {
+        let Some(slot) = holder.checked_sub(1).filter(|&s| s < PRODUCER_SLOTS as u64) else {
+            return Ok(());
+        };
+        let meta = self.meta();
+        let token = meta.u64_at(slot_offset(slot) + SLOT_TOKEN)?;
+        let state = meta.u64_at(slot_offset(slot) + SLOT_STATE)?;
+        let mut checked = Instant::now();
+        loop {
+            let st = state.load(Ordering::SeqCst) & 3;
+            if st != PRODUCER_EXCLUSIVE && st != PRODUCER_CLAIMING {
+                return Ok(());
+            }
+            if checked.elapsed() >= HOLDER_LIVENESS {
+                checked = Instant::now();
+                let t = token.load(Ordering::SeqCst);
+                if t == 0 || !ProcessToken::from_raw(t).is_alive() {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(HOLDER_POLL);
+        }
+    }
+
+    /// A holder counts each frame in the tail right after committing it; one
+    /// killed in between leaves a committed frame past the tail. Count it
+    /// (compare-and-swap, so racing revokers agree), so the shared protocol
+    /// does not take the frame for stale data and seal the segment.
+    fn count_uncounted_frames(&self) -> Result<()> {
+        let active = self.meta().active_segment()?;
+        let seg = match self.segment(active) {
+            Ok(seg) => seg,
+            Err(e) if crate::segment::is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for _ in 0..MAX_UNCOUNTED {
+            let tail = seg.tail().load(Ordering::SeqCst);
+            let (count, offset) = split_tail(tail);
+            let Some(FrameWord::Message { len, .. }) = seg.load_frame(offset) else { return Ok(()) };
+            let bytes = frame_size(len as u64);
+            if len as usize > self.max_message_size()
+                || check_frame(seg.capacity, offset, bytes, count, 1).is_err()
+                || count + 1 >= u32::MAX as u64
+            {
+                return Ok(());
+            }
+            let next = (count + 1) << 32 | (offset + bytes);
+            let _ = seg.tail().compare_exchange(tail, next, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Whether every producer slot but `mine` is free or owned by a dead
+    /// process. Frees the slots of dead processes on the way (their claim
+    /// records stay for recovery), so that later calls read no `/proc` for
+    /// them.
+    fn alone(&self, mine: u64) -> Result<bool> {
+        for slot in (0..PRODUCER_SLOTS as u64).filter(|&s| s != mine) {
+            let word = self.meta().u64_at(slot_offset(slot) + SLOT_TOKEN)?;
+            let t = word.load(Ordering::SeqCst);
+            if t == 0 {
+                continue;
+            }
+            if ProcessToken::from_raw(t).is_alive() {
+                return Ok(false);
+            }
+            let _ = word.compare_exchange(t, 0, Ordering::SeqCst, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    /// Takes the lease for producer slot `mine` if no other producer is
+    /// registered; returns whether it did. The slot was registered (its
+    /// token stored, SeqCst) before, and a producer registering later loads
+    /// the lease word (SeqCst) after storing its token: of two producers
+    /// doing this at once, at least one sees the other.
+    pub(crate) fn try_lease(&self, mine: u64) -> Result<bool> {
+        let lease = self.meta().lease()?;
+        if lease.load(Ordering::SeqCst) != 0 || !self.alone(mine)? {
+            return Ok(false);
+        }
+        let id = mine + 1;
+        if lease.compare_exchange(0, id, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return Ok(false);
+        }
+        if self.alone(mine)? {
+            return Ok(true);
+        }
+        // Someone registered meanwhile; we never appended under the lease.
+        let _ = lease.compare_exchange(id, 0, Ordering::SeqCst, Ordering::SeqCst);
+        Ok(false)
+    }
+
+    /// Gives up the lease held by slot `mine`, between appends.
+    pub(crate) fn release_lease(&self, mine: u64) {
+        if let Ok(lease) = self.meta().lease() {
+            let _ = lease.compare_exchange(mine + 1, 0, Ordering::SeqCst, Ordering::Relaxed);
+        }
+    }
+}

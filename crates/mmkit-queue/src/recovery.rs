@@ -1,0 +1,239 @@
+//! Crash recovery: telling a live producer's uncommitted claim from one a
+//! dead producer abandoned, and turning an abandoned claim into padding in
+//! one step, whatever its size.
+//!
+//! A claim is counted in the segment's tail before it is committed (under
+//! the shared protocol, and for [`Producer::claim`](crate::Producer::claim)
+//! under the lease). Its producer records it in its slot of the producer
+//! table (segment, first sequence, count, first and end offsets) before it
+//! marks the slot `CLAIMED`; the record is written only while the slot says
+//! `CLAIMING`, so a record in any other state is complete. A reader stuck
+//! at an uncommitted frame asks [`assess`]; if nobody alive can still
+//! commit there, the frame's state word is compare-and-swapped to one
+//! padding frame covering the rest of the dead claim (the claim's frames
+//! are committed in order, so everything after the first uncommitted one
+//! is uncommitted too). The argument is in `docs/queue-format.md`.
+
+use std::sync::atomic::Ordering;
+
+use mmkit_sync::ProcessToken;
+
+use crate::error::Result;
+use crate::format::*;
+use crate::meta::Meta;
+use crate::queue::Queue;
+use crate::segment::Segment;
+
+/// Index-slot flag: the claim was abandoned by a dead producer and is
+/// covered by padding; the low bits are the padding's offset.
+pub(crate) const SLOT_ABANDONED: u32 = 1 << 31;
+
+/// What a reader found at an uncommitted frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Assessment {
+    /// The frame is no longer uncommitted (committed, padded or the end of
+    /// the segment): look again.
+    Changed,
+    /// Nothing is claimed at the position yet.
+    Unclaimed,
+    /// A live producer holds the claim, or may hold it (it is between its
+    /// `fetch_add` and its record); `pid` is that producer's. `extent` is
+    /// where the claim ends (`(next seq, next offset)`), when recorded.
+    Live { pid: u32, extent: Option<(u64, u64)> },
+    /// Abandoned by a dead producer: claims `seq..next_seq`, bytes up to
+    /// `end`. `fits` is false when the run reaches into claims that did not
+    /// fit the segment, which then ends here.
+    Dead { next_seq: u64, end: u64, pid: Option<u32>, fits: bool },
+}
+
+/// One producer slot, read consistently.
+#[derive(Clone, Copy, Debug)]
+struct SlotView {
+    token: u64,
+    /// The token of the producer that wrote the record.
+    owner: u64,
+    state: u64,
+    segment: u64,
+    first: u64,
+    claims: u64,
+    start: u64,
+    end: u64,
+}
+
+impl SlotView {
+    fn covers(&self, segment: u64, seq: u64) -> bool {
+        self.segment == segment && seq >= self.first && seq - self.first < self.claims
+    }
+
+    fn pid(&self) -> Option<u32> {
+        (self.owner != 0).then(|| ProcessToken::from_raw(self.owner).pid())
+    }
+}
+
+/// Every producer slot that has an owner or a record, each read
+/// seqlock-style (state, fields, state again) so that a record being
+/// rewritten is seen as `CLAIMING`, never torn. A lease holder switches its
+/// state between `EXCLUSIVE` and idle on every append without changing the
+/// generation, so it cannot keep this loop spinning.
+fn read_slots(meta: &Meta) -> Result<Vec<SlotView>> {
+    let mut out = Vec::new();
+    for i in 0..PRODUCER_SLOTS as u64 {
+        let slot = PRODUCER_TABLE + i * PRODUCER_SLOT_SIZE;
+        let state = meta.u64_at(slot + SLOT_STATE)?;
+        let view = loop {
+            let s1 = state.load(Ordering::SeqCst);
+            let token = meta.u64_at(slot + SLOT_TOKEN)?.load(Ordering::SeqCst);
+            let segment = meta.u64_at(slot + SLOT_SEGMENT)?.load(Ordering::SeqCst);
+            let claim = meta.u64_at(slot + SLOT_CLAIM)?.load(Ordering::SeqCst);
+            let start = meta.u64_at(slot + SLOT_START)?.load(Ordering::SeqCst);
+            let end = meta.u64_at(slot + SLOT_END)?.load(Ordering::SeqCst);
+            let owner = meta.u64_at(slot + SLOT_OWNER)?.load(Ordering::SeqCst);
+            let s2 = state.load(Ordering::SeqCst);
+            // The generation changes whenever a record is (re)written, and
+            // only then; a record read between two loads of one generation
+            // outside `CLAIMING` is whole.
+            let claiming = s1 & 3 == PRODUCER_CLAIMING || s2 & 3 == PRODUCER_CLAIMING;
+            if claiming || s1 >> 2 == s2 >> 2 {
+                let (first, claims) = (claim >> 32, claim & 0xffff_ffff);
+                let st = if claiming { PRODUCER_CLAIMING } else { s2 & 3 };
+                break SlotView { token, owner, state: st, segment, first, claims, start, end };
+            }
+        };
+        if view.token != 0 || view.claims != 0 {
+            out.push(view);
+        }
+    }
+    Ok(out)
+}
+
+/// Decides what to do about the uncommitted frame at (`seq`, `offset`) of
+/// `seg`. Reads `/proc` for the liveness of producers that may hold it, so
+/// callers only ask after the frame has stayed uncommitted for a while.
+///
+/// The tail is loaded before the producer table is read: a producer
+/// announces `CLAIMING` before its `fetch_add` (and under the lease before
+/// it counts a claim in the tail), so any claim below the loaded count
+/// belongs to a producer the read sees as claiming or holding it, or to
+/// one that finished it or died.
+pub(crate) fn assess(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Result<Assessment> {
+    let Some(word) = seg.frame_word(offset) else { return Ok(Assessment::Unclaimed) };
+    let (count, tail_off) = split_tail(seg.tail().load(Ordering::SeqCst));
+    if count <= seq {
+        return Ok(Assessment::Unclaimed);
+    }
+    let slots = read_slots(queue.meta())?;
+    for v in slots.iter().filter(|v| v.token != 0) {
+        let involved =
+            v.state == PRODUCER_CLAIMING || (v.state == PRODUCER_CLAIMED && v.covers(seg.number, seq));
+        if involved && ProcessToken::from_raw(v.token).is_alive() {
+            let extent = (v.state == PRODUCER_CLAIMED).then_some((v.first + v.claims, v.end));
+            return Ok(Assessment::Live { pid: ProcessToken::from_raw(v.token).pid(), extent });
+        }
+    }
+    if word.load(Ordering::SeqCst) != 0 {
+        return Ok(Assessment::Changed);
+    }
+    // The dead claim's record gives its whole extent at once. It is trusted
+    // only if it is complete (not `CLAIMING`) and consistent with where the
+    // reader stands.
+    let recorded = slots.iter().find(|v| {
+        v.state != PRODUCER_CLAIMING && v.covers(seg.number, seq) && v.start <= offset && offset < v.end
+    });
+    let (next_seq, end, pid) = match recorded {
+        Some(v) => (v.first + v.claims, v.end, v.pid()),
+        None => {
+            let (next_seq, end) = run_end(seg, seq, offset, count, tail_off);
+            (next_seq, end, None)
+        }
+    };
+    let claims = next_seq.saturating_sub(seq);
+    let fits = end > offset
+        && end - offset <= LEN_MASK as u64
+        && claims > 0
+        && claims <= u32::MAX as u64
+        && check_frame(seg.capacity, offset, end - offset, seq, claims).is_ok();
+    Ok(Assessment::Dead { next_seq, end, pid, fits })
+}
+
+/// Recovers the uncommitted frame at (`seq`, `offset`) if its claimant is
+/// dead. Returns true if the frame changed (now committed, padding or end
+/// of segment), so the caller should look again.
+pub(crate) fn recover(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Result<bool> {
+    match assess(queue, seg, seq, offset)? {
+        Assessment::Changed => Ok(true),
+        Assessment::Unclaimed | Assessment::Live { .. } => Ok(false),
+        Assessment::Dead { next_seq, end, fits, .. } => {
+            pad(queue, seg, seq, offset, next_seq, end, fits)?;
+            Ok(true)
+        }
+    }
+}
+
+/// Turns dead claims `seq..next_seq` (bytes `offset..end`) into one
+/// padding frame with a compare-and-swap of the first frame's state word
+/// (0, since nothing there was committed); or, if they do not fit, ends
+/// the segment at `offset`. Racing recoverers agree through the single
+/// compare-and-swap.
+fn pad(
+    queue: &Queue,
+    seg: &Segment,
+    seq: u64,
+    offset: u64,
+    next_seq: u64,
+    end: u64,
+    fits: bool,
+) -> Result<()> {
+    let Some(word) = seg.frame_word(offset) else { return Ok(()) };
+    let new = if fits {
+        state_word(KIND_PADDING, (end - offset) as u32, (next_seq - seq) as u32)
+    } else {
+        state_word(KIND_EOS, 0, 0)
+    };
+    if word.compare_exchange(0, new, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        return Ok(());
+    }
+    if !fits {
+        seg.final_count().fetch_min(seq, Ordering::SeqCst);
+        let active = queue.meta().active()?;
+        let _ = active.compare_exchange(seg.number, seg.number + 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+    queue.notify();
+    if fits {
+        // For `read_at`'s answer only (readers walking the frames already
+        // pass the padding): 4 bytes per claim, after the notify, so nobody
+        // waits for it.
+        for c in seq..next_seq {
+            if let Some(slot) = seg.index_slot(c) {
+                slot.store(offset as u32 | SLOT_ABANDONED, Ordering::Release);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a run of dead claims starting at (`seq`, `offset`), none of which
+/// recorded itself, ends: at the next claim whose index slot is written,
+/// else at the tail. Every claimant writes its first frame's index slot
+/// before it leaves `CLAIMING` (and every frame's slot before committing
+/// it), so with no live producer claiming, a zero slot belongs to a claim
+/// that wrote nothing. This scan is the one part of recovery that grows
+/// with the claim; it runs only for a producer killed in the few
+/// instructions between its `fetch_add` and its record, and reads 4 bytes
+/// per claim. Slots lying before `offset` cannot belong to a successful
+/// claim (they would overlap earlier frames), which ends the scan; slots
+/// marked abandoned belong to padding further on, which the new padding
+/// simply covers.
+fn run_end(seg: &Segment, seq: u64, offset: u64, count: u64, tail_off: u64) -> (u64, u64) {
+    for c in seq + 1..count {
+        let Some(pos) = seg.capacity.checked_sub(4 * (c + 1)) else { break };
+        if pos < offset + FRAME_HEADER {
+            break;
+        }
+        let Some(slot) = seg.index_slot(c) else { break };
+        let v = slot.load(Ordering::SeqCst);
+        if v != 0 && v & SLOT_ABANDONED == 0 {
+            return (c, v as u64);
+        }
+    }
+    (count, tail_off)
+}
