@@ -73,7 +73,8 @@ pub enum QueueCommand {
         /// Keep waiting for new messages instead of stopping at the end.
         #[arg(long)]
         follow: bool,
-        /// One JSON object per message: index, timestamp, payload.
+        /// One JSON object per message: index, timestamp, payload (or
+        /// payload_hex), and meta_hex for records with metadata.
         #[arg(long)]
         json: bool,
         /// Without --follow: how long to wait for a live producer's
@@ -272,12 +273,16 @@ struct Out<W: Write> {
 }
 
 impl<W: Write> Out<W> {
-    fn record(&mut self, index: u64, timestamp: u64, payload: &[u8]) -> io::Result<()> {
+    fn record(&mut self, rec: &Owned) -> io::Result<()> {
+        let (index, timestamp, payload, meta) = (rec.index, rec.timestamp, &rec.payload, &rec.meta);
         if !self.json {
             self.w.write_all(payload)?;
             return self.w.write_all(b"\n");
         }
         let mut v = serde_json::json!({ "index": index, "timestamp": timestamp });
+        if !meta.is_empty() {
+            v["meta_hex"] = hex(meta).into();
+        }
         match std::str::from_utf8(payload) {
             Ok(s) => v["payload"] = s.into(),
             Err(_) => v["payload_hex"] = hex(payload).into(),
@@ -376,10 +381,16 @@ fn seek(q: &Queue, c: &mut Reader, start: Start) -> CliResult<()> {
     Ok(c.seek(index)?)
 }
 
-type Owned = (u64, u64, Vec<u8>);
+/// A record copied out of the reader.
+struct Owned {
+    index: u64,
+    timestamp: u64,
+    payload: Vec<u8>,
+    meta: Vec<u8>,
+}
 
 fn owned(rec: mmkit_queue::Record<'_>) -> Owned {
-    (rec.index(), rec.timestamp(), rec.to_vec())
+    Owned { index: rec.index(), timestamp: rec.timestamp(), payload: rec.to_vec(), meta: rec.meta().to_vec() }
 }
 
 /// Reads until `end` (the index, and how long to wait for a live claim
@@ -410,8 +421,8 @@ fn follow_loop<T: Tailed, W: Write>(
                 rec
             }
         };
-        let Some((index, ts, payload)) = next else { continue };
-        if let Err(e) = out.record(index, ts, &payload) {
+        let Some(rec) = next else { continue };
+        if let Err(e) = out.record(&rec) {
             return output_error(e).map_or(Ok(()), Err);
         }
         since_flush += 1;

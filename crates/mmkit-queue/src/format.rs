@@ -115,6 +115,11 @@ pub const KIND_MESSAGE: u32 = 1;
 pub const KIND_PADDING: u32 = 2;
 /// End of segment: readers continue at the next segment.
 pub const KIND_EOS: u32 = 3;
+/// Message length bit: the record's data starts with a metadata block (a
+/// `u32` length, then that many bytes) before the payload.
+pub const META_FLAG: u32 = 1 << 29;
+/// Longest metadata block, in bytes.
+pub const MAX_META: usize = 4096;
 
 /// Producer slot state: not claiming.
 pub const PRODUCER_IDLE: u64 = 0;
@@ -196,10 +201,13 @@ pub enum FrameWord {
     Empty,
     /// A committed message.
     Message {
-        /// Payload length.
+        /// Length of the record's data: the payload, and the metadata
+        /// block before it when `meta` is set.
         len: u32,
         /// Stored CRC32C.
         crc: u32,
+        /// Whether the data starts with a metadata block.
+        meta: bool,
     },
     /// Padding over abandoned claims.
     Padding {
@@ -224,7 +232,9 @@ impl FrameWord {
         let high = (word >> 32) as u32;
         let len = low & LEN_MASK;
         match low >> KIND_SHIFT {
-            KIND_MESSAGE => FrameWord::Message { len, crc: high },
+            KIND_MESSAGE => {
+                FrameWord::Message { len: len & !META_FLAG, crc: high, meta: len & META_FLAG != 0 }
+            }
             KIND_PADDING if len > 0 && high > 0 => FrameWord::Padding { bytes: len, claims: high },
             KIND_EOS if len == 0 => FrameWord::EndOfSegment,
             _ => FrameWord::Invalid,
@@ -252,6 +262,28 @@ pub fn check_frame(
         return Err("frame reaches into the index area or past the end");
     }
     Ok(())
+}
+
+/// Splits a record's data into its metadata block and its payload, when
+/// `meta` says there is a block; `None` if the block's length does not fit
+/// the data.
+pub fn split_meta(data: &[u8], meta: bool) -> Option<(&[u8], &[u8])> {
+    if !meta {
+        return Some((&[], data));
+    }
+    let m = data.get(..4).map(|b| le_u32(b, 0) as usize)?;
+    if m > MAX_META {
+        return None;
+    }
+    let rest = &data[4..];
+    (m <= rest.len()).then(|| rest.split_at(m))
+}
+
+/// The CRC32C of a record whose data is the concatenation of `parts`: as
+/// [`record_crc`] of the concatenation.
+pub fn record_crc_parts(parts: &[&[u8]], index: u64, timestamp: u64) -> u32 {
+    let len = parts.iter().map(|p| p.len()).sum();
+    parts.iter().fold(record_seed(len, index, timestamp), |crc, p| crc32c_append(crc, p))
 }
 
 /// The CRC32C of a record: the CRC of the payload, started from a seed
@@ -600,7 +632,7 @@ pub fn scan_segment_with(
                 seq += claims as u64;
                 offset += bytes as u64;
             }
-            FrameWord::Message { len, crc } => {
+            FrameWord::Message { len, crc, meta } => {
                 let bytes = frame_size(len as u64);
                 if let Err(e) = check_frame(capacity, offset, bytes, seq, 1) {
                     scan.corrupt.push((seq as u32, offset, e.into()));
@@ -611,6 +643,8 @@ pub fn scan_segment_with(
                 let ts = le_u64(image, offset as usize + 8);
                 if record_crc(payload, make_index(number, seq as u32), ts) != crc {
                     scan.corrupt.push((seq as u32, offset, "checksum mismatch".into()));
+                } else if split_meta(payload, meta).is_none() {
+                    scan.corrupt.push((seq as u32, offset, "metadata block longer than the record".into()));
                 } else {
                     scan.messages += 1;
                     scan.first_timestamp.get_or_insert(ts);

@@ -2,12 +2,16 @@
 //! memory-mapped segment files.
 //!
 //! A queue is a directory holding a `meta` file and preallocated segment
-//! files mapped `MAP_SHARED`. Producers in any number of threads and
-//! processes claim space with one atomic `fetch_add` on the active
-//! segment's tail, copy the payload, and publish it with one Release store;
-//! readers follow with one Acquire load and a CRC32C check, and park on a
-//! futex when idle. A producer killed between claim and commit is detected
-//! by liveness (pid plus start time) and its space turned into padding.
+//! files mapped `MAP_SHARED`. A producer alone on the queue holds a lease
+//! and appends with plain stores (no locked instruction, no fence per
+//! message); producers in several threads or processes claim space with
+//! one atomic `fetch_add` on the active segment's tail. Either way the
+//! payload is copied in and published with one Release store; readers
+//! follow with one Acquire load and a CRC32C check, and park on a futex
+//! when idle (paying, with `membarrier`, for the fence producers skip). A
+//! producer killed between claim and commit is detected by liveness (pid
+//! plus start time) and its whole claim, whatever its size, turned into
+//! one padding frame by the next reader that meets it, on any read path.
 //! The format is in `docs/queue-format.md`.
 //!
 //! ```
@@ -56,7 +60,7 @@ mod segment;
 
 pub use cursor::{Cursor, CursorInfo};
 pub use error::{Error, Result};
-pub use format::{index_segment, index_seq, make_index};
+pub use format::{MAX_META, index_segment, index_seq, make_index};
 pub use group::GroupMember;
 pub use mmkit_sync::WaitPolicy;
 pub use ops::{

@@ -203,7 +203,7 @@ impl Queue {
             reason,
         };
         match seg.load_frame(offset) {
-            Some(FrameWord::Message { len, crc }) => {
+            Some(FrameWord::Message { len, crc, meta }) => {
                 if len as usize > self.max_message_size()
                     || check_frame(seg.capacity, offset, frame_size(len as u64), c, 1).is_err()
                 {
@@ -220,12 +220,39 @@ impl Queue {
                 if record_crc(buf, index, timestamp) != crc {
                     return Err(bad("checksum mismatch".into()));
                 }
-                Ok(RecordInfo { index, timestamp, len: len as usize })
+                let Some((m, _)) = split_meta(buf, meta) else {
+                    return Err(bad("metadata block longer than the record".into()));
+                };
+                // The payload only: drop the metadata block in front.
+                let skip = if meta { 4 + m.len() } else { 0 };
+                buf.drain(..skip);
+                Ok(RecordInfo { index, timestamp, len: buf.len() })
             }
             Some(FrameWord::Padding { .. }) => Err(Error::Abandoned { index }),
             Some(FrameWord::Empty) => Err(Error::NoSuchIndex { index, reason: "not committed yet" }),
             _ => Err(bad("not a message frame".into())),
         }
+    }
+
+    /// The index of the last committed message still retained, if any: for
+    /// a single writer that restarts after a crash and must find where it
+    /// stopped (a mirror keeps its source position in each record's
+    /// metadata). Create your producer first: that counts a message a killed
+    /// single producer committed but had not counted yet.
+    pub fn last_index(&self) -> Result<Option<u64>> {
+        let first = self.meta().first_segment()?;
+        let active = self.meta().active_segment()?;
+        for s in self.segments_between(first, active)?.into_iter().rev() {
+            let Some((seg, n)) = self.visible_claims(s)? else { continue };
+            for c in (0..n).rev() {
+                let message = valid_slot(&seg, c)
+                    .is_some_and(|o| matches!(seg.load_frame(o), Some(FrameWord::Message { .. })));
+                if message {
+                    return Ok(Some(make_index(s, c as u32)));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Timestamp of the committed message at sequence `c`, if any.

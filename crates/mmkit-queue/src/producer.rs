@@ -283,21 +283,35 @@ impl Producer {
 
     /// Appends with an explicit timestamp (nanoseconds since the epoch).
     pub fn append_with_timestamp(&mut self, msg: &[u8], timestamp: u64) -> Result<u64> {
-        self.check_len(msg.len())?;
+        self.append_data(Data::plain(msg), timestamp)
+    }
+
+    /// Appends `payload` with a metadata block stored in the same record
+    /// (at most [`MAX_META`] bytes; [`Record::meta`](crate::Record::meta)
+    /// gives it back): for what describes a message without being part of
+    /// it, such as where a mirrored message came from. Metadata and payload
+    /// together (plus 4 bytes) count against the maximum message size.
+    pub fn append_with_meta(&mut self, meta: &[u8], payload: &[u8]) -> Result<u64> {
+        let ts = if self.timestamps { self.clock.now() } else { 0 };
+        self.append_data(Data::with_meta(meta, payload)?, ts)
+    }
+
+    fn append_data(&mut self, data: Data<'_>, timestamp: u64) -> Result<u64> {
+        self.check_len(data.len())?;
         if self.begin_exclusive() {
-            let r = self.exclusive_frame(msg, timestamp);
+            let r = self.exclusive_frame(data, timestamp);
             self.end_exclusive();
             self.notifier().notify_all_light();
             let index = r?;
             self.after_commit()?;
             return Ok(index);
         }
-        let bytes = frame_size(msg.len() as u64);
+        let bytes = frame_size(data.len() as u64);
         let (seq, offset) = self.claim_frames(&[bytes])?;
         // No `Arc` clone on the hot path: its locked increment and decrement
         // would each drain the store buffer.
         let seg = &*self.seg;
-        let written = write_frame(seg, seq as u64, offset, msg, timestamp);
+        let written = write_frame(seg, seq as u64, offset, data, timestamp);
         if written.is_err() {
             self.set_state(PRODUCER_IDLE);
         }
@@ -323,6 +337,18 @@ impl Producer {
     /// the lease, frame after frame; otherwise with one claim per segment
     /// they land in.
     pub fn append_batch(&mut self, msgs: &[&[u8]]) -> Result<Vec<u64>> {
+        let data: Vec<Data<'_>> = msgs.iter().map(|m| Data::plain(m)).collect();
+        self.append_data_batch(&data)
+    }
+
+    /// [`Producer::append_batch`] of `(metadata, payload)` pairs (see
+    /// [`Producer::append_with_meta`]).
+    pub fn append_batch_with_meta(&mut self, msgs: &[(&[u8], &[u8])]) -> Result<Vec<u64>> {
+        let data = msgs.iter().map(|(m, p)| Data::with_meta(m, p)).collect::<Result<Vec<_>>>()?;
+        self.append_data_batch(&data)
+    }
+
+    fn append_data_batch(&mut self, msgs: &[Data<'_>]) -> Result<Vec<u64>> {
         for m in msgs {
             self.check_len(m.len())?;
         }
@@ -448,7 +474,7 @@ impl Producer {
     /// rolling over when the segment is full. The frame is counted in the
     /// tail only once committed, so readers never see it claimed and
     /// uncommitted, and a crash leaves nothing to recover.
-    fn exclusive_frame(&mut self, msg: &[u8], timestamp: u64) -> Result<u64> {
+    fn exclusive_frame(&mut self, msg: Data<'_>, timestamp: u64) -> Result<u64> {
         let bytes = frame_size(msg.len() as u64);
         loop {
             self.follow_active()?;
@@ -470,9 +496,9 @@ impl Producer {
         }
     }
 
-    fn exclusive_batch(&mut self, msgs: &[&[u8]], ts: u64, out: &mut Vec<u64>) -> Result<()> {
+    fn exclusive_batch(&mut self, msgs: &[Data<'_>], ts: u64, out: &mut Vec<u64>) -> Result<()> {
         for (i, m) in msgs.iter().enumerate() {
-            out.push(self.exclusive_frame(m, ts)?);
+            out.push(self.exclusive_frame(*m, ts)?);
             // Parked readers need not wait for the end of a long batch.
             if i % 1024 == 1023 {
                 self.notifier().notify_all_light();
@@ -693,7 +719,7 @@ impl Producer {
 
     /// Commits one frame of a claim (see [`write_frame`]'s last step).
     fn publish(&self, seg: &Segment, seq: u64, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
-        publish_frame(seg, seq, offset, len, crc, ts)
+        publish_frame(seg, seq, offset, len as u32, crc, ts)
     }
 
     /// In `SyncEveryMessage` mode, `msync`s the segment just written to.
@@ -705,18 +731,87 @@ impl Producer {
     }
 }
 
-/// Copies `msg` into the claimed frame at (`seq`, `offset`) and commits it.
+/// A record's data as a producer writes it: the payload, after a metadata
+/// block when there is one (`docs/queue-format.md`, "Frames").
+#[derive(Clone, Copy)]
+struct Data<'a> {
+    meta: Option<&'a [u8]>,
+    payload: &'a [u8],
+}
+
+impl<'a> Data<'a> {
+    fn plain(payload: &'a [u8]) -> Self {
+        Data { meta: None, payload }
+    }
+
+    fn with_meta(meta: &'a [u8], payload: &'a [u8]) -> Result<Self> {
+        if meta.len() > MAX_META {
+            return Err(Error::InvalidOption(format!(
+                "metadata of {} bytes is longer than the {MAX_META} allowed",
+                meta.len()
+            )));
+        }
+        Ok(Data { meta: Some(meta), payload })
+    }
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.payload.len() + self.meta.map_or(0, |m| 4 + m.len())
+    }
+
+    /// The state word's length field.
+    #[inline]
+    fn length_field(&self) -> u32 {
+        self.len() as u32 | if self.meta.is_some() { META_FLAG } else { 0 }
+    }
+
+    #[inline]
+    fn crc(&self, index: u64, timestamp: u64) -> u32 {
+        match self.meta {
+            None => record_crc(self.payload, index, timestamp),
+            Some(m) => {
+                let head = (m.len() as u32).to_le_bytes();
+                record_crc_parts(&[&head, m, self.payload], index, timestamp)
+            }
+        }
+    }
+
+    /// Copies the data to `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for `self.len()` bytes of writes and must not
+    /// overlap `self`'s slices.
+    #[inline]
+    unsafe fn copy_to(&self, mut dst: *mut u8) {
+        if let Some(m) = self.meta {
+            let head = (m.len() as u32).to_le_bytes();
+            // SAFETY: `dst` has room for `4 + m.len() + payload.len()` bytes
+            // (the caller's promise); the sources are ordinary memory that
+            // cannot overlap it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(head.as_ptr(), dst, 4);
+                std::ptr::copy_nonoverlapping(m.as_ptr(), dst.add(4), m.len());
+                dst = dst.add(4 + m.len());
+            }
+        }
+        // SAFETY: as above, for the payload's bytes after the block.
+        unsafe { std::ptr::copy_nonoverlapping(self.payload.as_ptr(), dst, self.payload.len()) };
+    }
+}
+
+/// Copies `data` into the claimed frame at (`seq`, `offset`) and commits it.
 #[inline]
-fn write_frame(seg: &Segment, seq: u64, offset: u64, msg: &[u8], timestamp: u64) -> Result<()> {
+fn write_frame(seg: &Segment, seq: u64, offset: u64, data: Data<'_>, timestamp: u64) -> Result<()> {
     let dst = seg
-        .bytes_ptr(offset + FRAME_HEADER, msg.len() as u64)
+        .bytes_ptr(offset + FRAME_HEADER, data.len() as u64)
         .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
     // SAFETY: the range lies inside the mapping (checked by `bytes_ptr`) and
-    // belongs to this claim alone (see `Claim`); `msg` is ordinary memory
+    // belongs to this claim alone (see `Claim`); `data` is ordinary memory
     // that cannot overlap a range we exclusively own.
-    unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, msg.len()) };
-    let crc = record_crc(msg, make_index(seg.number, seq as u32), timestamp);
-    publish_frame(seg, seq, offset, msg.len(), crc, timestamp)
+    unsafe { data.copy_to(dst) };
+    let crc = data.crc(make_index(seg.number, seq as u32), timestamp);
+    publish_frame(seg, seq, offset, data.length_field(), crc, timestamp)
 }
 
 /// Fills and commits the frames of one claim, frame after frame, pushing
@@ -725,13 +820,13 @@ fn fill_claim(
     seg: &Segment,
     seq: u64,
     mut offset: u64,
-    msgs: &[&[u8]],
+    msgs: &[Data<'_>],
     sizes: &[u64],
     ts: u64,
     out: &mut Vec<u64>,
 ) -> Result<()> {
     for (i, m) in msgs.iter().enumerate() {
-        write_frame(seg, seq + i as u64, offset, m, ts)?;
+        write_frame(seg, seq + i as u64, offset, *m, ts)?;
         out.push(make_index(seg.number, (seq + i as u64) as u32));
         offset += sizes[i];
     }
@@ -739,10 +834,11 @@ fn fill_claim(
 }
 
 /// The commit: timestamp and index slot, then the message's state word
-/// with one Release store. Frames of a claim are committed in order, so a
-/// claimant that died leaves a committed prefix and nothing after it.
+/// (`length_field`: the data length and [`META_FLAG`]) with one Release
+/// store. Frames of a claim are committed in order, so a claimant that died
+/// leaves a committed prefix and nothing after it.
 #[inline]
-fn publish_frame(seg: &Segment, seq: u64, offset: u64, len: usize, crc: u32, ts: u64) -> Result<()> {
+fn publish_frame(seg: &Segment, seq: u64, offset: u64, length_field: u32, crc: u32, ts: u64) -> Result<()> {
     let word = seg
         .frame_word(offset)
         .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
@@ -752,7 +848,7 @@ fn publish_frame(seg: &Segment, seq: u64, offset: u64, len: usize, crc: u32, ts:
     if let Some(slot) = seg.index_slot(seq) {
         slot.store(offset as u32, Ordering::Relaxed);
     }
-    word.store(state_word(KIND_MESSAGE, len as u32, crc), Ordering::Release);
+    word.store(state_word(KIND_MESSAGE, length_field, crc), Ordering::Release);
     Ok(())
 }
 

@@ -45,6 +45,7 @@ pub struct Record<'a> {
     index: u64,
     timestamp: u64,
     payload: &'a [u8],
+    meta: &'a [u8],
 }
 
 impl<'a> Record<'a> {
@@ -62,6 +63,13 @@ impl<'a> Record<'a> {
     /// The payload.
     pub fn payload(&self) -> &'a [u8] {
         self.payload
+    }
+
+    /// The metadata stored with the record by
+    /// [`Producer::append_with_meta`](crate::Producer::append_with_meta)
+    /// (empty for other records).
+    pub fn meta(&self) -> &'a [u8] {
+        self.meta
     }
 
     /// Payload length in bytes.
@@ -106,6 +114,7 @@ pub(crate) struct Found {
     len: u32,
     crc: u32,
     timestamp: u64,
+    meta: bool,
 }
 
 /// What one blocking read has done so far.
@@ -150,6 +159,8 @@ pub struct Reader {
     stall: Option<Stall>,
     /// Longest an idle parked reader sleeps before looking by itself.
     park_slice: Duration,
+    /// Whether the record last copied into `buf` has a metadata block.
+    last_meta: bool,
 }
 
 /// An uncommitted claim a reader met: where, and when it last decided to
@@ -207,6 +218,7 @@ impl Queue {
             max: self.max_message_size(),
             stall: None,
             park_slice: PARK_SLICE,
+            last_meta: false,
         };
         match start {
             Start::Beginning => {}
@@ -574,7 +586,9 @@ impl Reader {
     /// read that returned `index` with `timestamp`.
     pub(crate) fn last_copy(&self, index: u64, timestamp: u64) -> Record<'_> {
         debug_assert!(!self.zero_copy);
-        Record { index, timestamp, payload: &self.buf }
+        // `take` checked the block when it copied the record.
+        let (meta, payload) = split_meta(&self.buf, self.last_meta).unwrap_or((&[], &self.buf));
+        Record { index, timestamp, payload, meta }
     }
 
     pub(crate) fn take_found(&mut self, f: Found) -> Result<Record<'_>> {
@@ -586,7 +600,7 @@ impl Reader {
     #[inline]
     fn fast_poll(&self) -> Option<Found> {
         let word = self.seg.frame_word(self.offset)?.load(Ordering::Acquire);
-        let FrameWord::Message { len, crc } = FrameWord::decode(word) else { return None };
+        let FrameWord::Message { len, crc, meta } = FrameWord::decode(word) else { return None };
         if self.seq < self.skip_to
             || len as usize > self.max
             || check_frame(self.seg.capacity, self.offset, frame_size(len as u64), self.seq, 1).is_err()
@@ -595,7 +609,7 @@ impl Reader {
         }
         let timestamp = self.seg.timestamp_word(self.offset).map_or(0, |t| t.load(Ordering::Relaxed));
         let index = make_index(self.seg.number, self.seq as u32);
-        Some(Found { index, offset: self.offset, len, crc, timestamp })
+        Some(Found { index, offset: self.offset, len, crc, timestamp, meta })
     }
 
     /// Looks at the frame at the current position, stepping over padding,
@@ -609,7 +623,7 @@ impl Reader {
             };
             let w = word.load(Ordering::Acquire);
             match FrameWord::decode(w) {
-                FrameWord::Message { len, crc } => {
+                FrameWord::Message { len, crc, meta } => {
                     let bytes = frame_size(len as u64);
                     if check_frame(self.seg.capacity, self.offset, bytes, self.seq, 1).is_err()
                         || len as usize > self.max
@@ -626,7 +640,7 @@ impl Reader {
                     let timestamp =
                         self.seg.timestamp_word(self.offset).map_or(0, |t| t.load(Ordering::Relaxed));
                     let index = make_index(self.seg.number, self.seq as u32);
-                    return Ok(Poll::Ready(Found { index, offset: self.offset, len, crc, timestamp }));
+                    return Ok(Poll::Ready(Found { index, offset: self.offset, len, crc, timestamp, meta }));
                 }
                 FrameWord::Padding { bytes, claims } => {
                     if check_frame(self.seg.capacity, self.offset, bytes as u64, self.seq, claims as u64)
@@ -746,7 +760,7 @@ impl Reader {
                 // changing the bytes meanwhile causes a checksum error, not UB.
                 unsafe { volatile_copy(src, self.buf.as_mut_ptr(), len) };
             }
-            let payload: &[u8] = if self.zero_copy {
+            let data: &[u8] = if self.zero_copy {
                 // SAFETY: in bounds (above) and mapped while `self.seg` lives;
                 // the caller of `set_zero_copy` promised nobody writes
                 // committed frames.
@@ -754,16 +768,20 @@ impl Reader {
             } else {
                 &self.buf
             };
-            if !self.verify || record_crc(payload, f.index, f.timestamp) == f.crc {
+            let reason = if self.verify && record_crc(data, f.index, f.timestamp) != f.crc {
+                "checksum mismatch"
+            } else if split_meta(data, f.meta).is_none() {
+                "metadata block longer than the record"
+            } else {
                 break src;
-            }
+            };
             self.pending_skip = Some(Skip::Frame { bytes: frame_size(len as u64) });
             let e = Error::CorruptRecord {
                 index: f.index,
                 segment: self.seg.number,
                 offset: f.offset,
                 path: self.seg.path.clone(),
-                reason: "checksum mismatch".into(),
+                reason: reason.into(),
             };
             if !self.skip_corrupt {
                 return Err(e);
@@ -778,7 +796,8 @@ impl Reader {
         self.pending_skip = None;
         self.seq += 1;
         self.offset += frame_size(len as u64);
-        let payload: &[u8] = if self.zero_copy {
+        self.last_meta = f.meta;
+        let data: &[u8] = if self.zero_copy {
             // SAFETY: in bounds (checked by `bytes_ptr` in the loop) and
             // mapped while `self.seg` lives, which the record's borrow of
             // `self` guarantees (`self.seg` is the segment `src` came from:
@@ -789,7 +808,10 @@ impl Reader {
         } else {
             &self.buf
         };
-        Ok(Record { index: f.index, timestamp: f.timestamp, payload })
+        // Checked in the loop (the bytes cannot change: a private copy, or
+        // a committed frame nobody writes).
+        let (meta, payload) = split_meta(data, f.meta).unwrap_or((&[], data));
+        Ok(Record { index: f.index, timestamp: f.timestamp, payload, meta })
     }
 }
 

@@ -377,3 +377,38 @@ fn full_cursor_and_group_tables_are_clear_errors() {
     assert!(matches!(e, Error::TableFull { table: "group", capacity: 16, .. }), "{e}");
     assert_eq!((q.cursors().unwrap().len(), q.stat().unwrap().groups.len()), (256, 16));
 }
+
+#[test]
+fn metadata_travels_with_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::options().create(true).segment_size(64 << 10).open(dir.path().join("q")).unwrap();
+    assert_eq!(q.last_index().unwrap(), None);
+    let mut a = q.producer().unwrap();
+    let i0 = a.append_with_meta(b"origin=7", b"payload").unwrap();
+    let i1 = a.append(b"plain").unwrap();
+    // A second producer: the same through the shared protocol, and batches.
+    let mut b = q.producer().unwrap();
+    let i2 = b.append_with_meta(b"", b"empty meta").unwrap();
+    let batch = b.append_batch_with_meta(&[(b"m3", b"p3"), (&[0xff; 300], b"")]).unwrap();
+    assert!(b.append_with_meta(&[0; MAX_META + 1], b"x").is_err());
+    assert_eq!(q.last_index().unwrap(), Some(batch[1]));
+    let want: Vec<(u64, &[u8], &[u8])> = vec![
+        (i0, b"origin=7", b"payload"),
+        (i1, b"", b"plain"),
+        (i2, b"", b"empty meta"),
+        (batch[0], b"m3", b"p3"),
+        (batch[1], &[0xff; 300], b""),
+    ];
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let mut g = q.group("g").unwrap();
+    for (index, meta, payload) in &want {
+        let rec = r.next().unwrap().unwrap();
+        assert_eq!((rec.index(), rec.meta(), rec.payload()), (*index, *meta, *payload));
+        let rec = g.next_timeout(Some(std::time::Duration::from_secs(1))).unwrap().unwrap();
+        assert_eq!((rec.index(), rec.meta(), rec.payload()), (*index, *meta, *payload));
+        let mut buf = Vec::new();
+        let info = q.read_at(*index, &mut buf).unwrap();
+        assert_eq!((info.len, buf.as_slice()), (payload.len(), *payload), "read_at gives the payload only");
+    }
+    assert!(q.check().unwrap().is_clean());
+}
