@@ -449,12 +449,10 @@ impl Queue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SegmentCheck::Gone),
             Err(e) => return Err(Error::io("read segment", &path, e)),
         };
-        let seg = match self.segment(n) {
-            Ok(seg) => Some(seg),
-            Err(e) if is_not_found(&e) => return Ok(SegmentCheck::Gone),
-            // The image scan below reports what is wrong with the file.
-            Err(_) => None,
-        };
+        // Without a mapping (a file that does not open as a segment, or one
+        // retention is retiring) claims are not assessed; the image scan
+        // still reports what is wrong with the file.
+        let seg = self.segment(n).ok();
         let mut claims = Vec::new();
         let mut stale = false;
         let mut pending = |seq: u64, offset: u64| {
