@@ -566,9 +566,10 @@ fn check_text(dir: &Path, r: &mmkit_queue::CheckReport) -> String {
         r.pending
     );
     for c in &r.claims {
-        let range = match c.last() {
-            Some(last) => format!("indices {}..={last}", c.first),
-            None => format!("index {}..", c.first),
+        let range = match (c.claims, c.last()) {
+            (Some(1), _) => format!("index {}", c.first),
+            (_, Some(last)) => format!("indices {}..={last}", c.first),
+            _ => format!("indices from {} (extent not recorded yet)", c.first),
         };
         let pid = c.pid.map_or_else(|| "unknown pid".to_string(), |p| format!("pid {p}"));
         let what = match (c.alive, c.repaired) {
