@@ -134,6 +134,7 @@ fn time_runs(runs: usize, mut f: impl FnMut() -> BenchResult<()>) -> BenchResult
 
 /// Runs the suite and prints its table.
 pub fn run(args: Args) -> BenchResult<()> {
+    crate::machine::print_header(false);
     let dir = match &args.dir {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,

@@ -4,6 +4,7 @@
 //! same run.
 
 mod array;
+mod machine;
 mod queue;
 mod region;
 mod sync;

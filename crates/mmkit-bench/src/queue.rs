@@ -150,10 +150,12 @@ pub fn run(args: Args) -> Result<(), BoxError> {
     if let Some(Role::Child(c)) = args.role {
         return child(c);
     }
+    let machine = crate::machine::print_header(args.json);
     let mut suite = Suite::new(&args)?;
     suite.run_all()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&suite.rows)?);
+        let doc = serde_json::json!({ "suite": "queue", "machine": machine, "rows": suite.rows });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     }
     Ok(())
 }
@@ -320,6 +322,12 @@ impl Suite {
             Peer::Nats,
         ];
         self.table("throughput 1→1 parking", park, &all)?;
+        let batched = Shape { kind: Kind::Batched, ..park };
+        self.table(
+            "throughput 1→1, batches of 256",
+            batched,
+            &[Peer::MmkitQueue, Peer::MmkitQueueBounded, Peer::Unix],
+        )?;
         let multi = [Peer::MmkitQueue, Peer::Unix, Peer::Pipe, Peer::Crossbeam, Peer::Nats];
         self.table("throughput 2→1", Shape { producers: 2, ..park }, &multi)?;
         let fan = [Peer::MmkitQueue, Peer::Ring, Peer::Unix, Peer::Pipe, Peer::Crossbeam, Peer::Nats];
@@ -337,6 +345,11 @@ impl Suite {
             "recovery after a producer's kill -9",
             rec,
             &[Peer::MmkitQueue, Peer::Unix, Peer::Pipe, Peer::Nats],
+        )?;
+        self.table(
+            "recovery after a kill -9 inside a 100 000-frame batch claim",
+            Shape { kind: Kind::BatchRecovery, ..rec },
+            &[Peer::MmkitQueue],
         )?;
         Ok(())
     }
@@ -363,7 +376,7 @@ impl Suite {
         let first = self.rows.len();
         let wanted: Vec<Peer> = peers.iter().copied().filter(|&p| self.wanted(workload, p)).collect();
         for peer in wanted {
-            self.push_row(workload, peer, variant(peer, shape.park));
+            self.push_row(workload, peer, variant(peer, shape.park, shape.kind));
         }
         self.measure(first, |suite, peer| suite.once(peer, shape));
         self.print(workload, first);
@@ -477,7 +490,7 @@ impl Suite {
         let mut consumers = Vec::new();
         for (k, addr) in consumer_addr.into_iter().enumerate() {
             let mut c = ChildArgs { reader: k as u32, addr, ..base.clone() };
-            if shape.kind == Kind::Recovery {
+            if shape.kind.is_recovery() {
                 c.kill_stamp = Some(stamp.clone());
                 c.victims = 1;
             }
@@ -486,7 +499,7 @@ impl Suite {
         let mut producers = Vec::new();
         for id in 0..shape.producers {
             let mut p = ChildArgs { producer: true, id, ..base.clone() };
-            if shape.kind == Kind::Recovery && id == 1 {
+            if shape.kind.is_recovery() && id == 1 {
                 p.victim = true;
                 p.kill_stamp = Some(stamp.clone());
             }
@@ -577,8 +590,12 @@ impl Suite {
 /// Messages per durability acknowledgement in the durable table.
 const DURABLE_BATCH: usize = 1024;
 
-fn variant(peer: Peer, park: bool) -> String {
+fn variant(peer: Peer, park: bool, kind: Kind) -> String {
     match peer {
+        Peer::Unix if kind == Kind::Batched => "BufWriter, 256 writes, blocking read".into(),
+        Peer::MmkitQueue | Peer::MmkitQueueBounded if kind == Kind::Batched => {
+            "append_batch of 256; spin, then park".into()
+        }
         Peer::Unix | Peer::Pipe => "blocking read".into(),
         Peer::Yaque => "inotify wait".into(),
         Peer::QueueFile => "mutex + condvar".into(),
@@ -658,6 +675,8 @@ fn kind_arg(k: Kind) -> &'static str {
         Kind::Throughput => "throughput",
         Kind::Latency => "latency",
         Kind::Recovery => "recovery",
+        Kind::Batched => "batched",
+        Kind::BatchRecovery => "batch-recovery",
     }
 }
 
@@ -690,7 +709,7 @@ fn sample(reports: &[Report], kind: Kind) -> Sample {
     let rate = |r: &Report| r.count as f64 * 1e9 / r.elapsed_ns.max(1) as f64;
     let first = reports.first();
     Sample {
-        msgs_per_sec: if kind == Kind::Throughput {
+        msgs_per_sec: if kind.is_throughput() {
             reports.iter().map(rate).min_by(f64::total_cmp)
         } else {
             None

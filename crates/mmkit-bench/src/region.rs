@@ -138,6 +138,7 @@ fn sum_words(bytes: &[u8]) -> u64 {
 
 /// Runs the suite and prints its tables.
 pub fn run(args: Args) -> BenchResult<()> {
+    crate::machine::print_header(false);
     if args.size_mb == 0 {
         return Err("--size-mb must be at least 1".into());
     }

@@ -42,6 +42,7 @@ pub struct Args {
 
 /// Runs the suite and prints its table.
 pub fn run(args: Args) -> BenchResult<()> {
+    crate::machine::print_header(false);
     let reps = args.reps.max(1);
     println!("sync suite: medians of {reps} repetitions; ratios are against the first row of each group");
     println!();

@@ -7,7 +7,8 @@
 use std::io;
 use std::path::Path;
 
-use mmkit_queue::{Durability, Producer, Queue, Reader, Retention, Start, WaitPolicy, index_segment};
+use mmkit_queue::{Durability, Producer, Queue, Reader, Retention, Start, WaitPolicy, format, index_segment};
+use mmkit_region::Access;
 
 use super::proto::{self, Kind, MSG, Msg, Receiver, Report, Sender};
 use super::{ChildArgs, Peer, die};
@@ -38,6 +39,12 @@ struct MqSender(Producer);
 impl Sender for MqSender {
     fn send(&mut self, m: &Msg) -> io::Result<()> {
         self.0.append(m).map_err(io_err)?;
+        Ok(())
+    }
+
+    fn send_batch(&mut self, msgs: &[Msg]) -> io::Result<()> {
+        let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+        self.0.append_batch(&refs).map_err(io_err)?;
         Ok(())
     }
 }
@@ -74,6 +81,10 @@ pub fn child_producer(a: &ChildArgs) -> io::Result<()> {
     }
     .map_err(io_err)?;
     let mut s = MqSender(q.producer().map_err(io_err)?);
+    if a.victim && a.kind == Kind::BatchRecovery {
+        let next = proto::produce_stream(&mut s, Kind::Recovery, a.secs / 3.0, a.id)?;
+        die_in_batch(&q, &mut s.0, a, next)
+    }
     if a.victim {
         proto::produce_stream(&mut s, Kind::Recovery, a.secs / 3.0, a.id)?;
         let claim = s.0.claim(MSG).map_err(io_err)?;
@@ -82,6 +93,43 @@ pub fn child_producer(a: &ChildArgs) -> io::Result<()> {
         die(a.kill_stamp.as_deref())
     }
     proto::produce(&mut s, a.kind, a.secs, a.id)
+}
+
+/// Claims of the batch the victim of a batch-recovery run dies in.
+const VICTIM_BATCH: u64 = 100_000;
+
+/// Starts a batch of [`VICTIM_BATCH`] messages and has a helper thread
+/// SIGKILL this process as soon as the claim is recorded in the producer
+/// table (the batch is then being filled: a prefix may be committed).
+fn die_in_batch(q: &Queue, p: &mut Producer, a: &ChildArgs, next_seq: u64) -> ! {
+    let meta = q.path().join("meta");
+    let stamp = a.kill_stamp.clone();
+    std::thread::spawn(move || {
+        let map = mmkit_region::MapOptions::new().mode(mmkit_region::Mode::ReadOnly).map_path(&meta);
+        let me = mmkit_sync::ProcessToken::current_process().to_raw();
+        let holds_batch = |map: &mmkit_region::Mapping| {
+            (0..format::PRODUCER_SLOTS as u64).any(|i| {
+                let slot = format::PRODUCER_TABLE + i * format::PRODUCER_SLOT_SIZE;
+                let word = |f: u64| {
+                    map.atomic_u64(slot + f).map_or(0, |w| w.load(std::sync::atomic::Ordering::Acquire))
+                };
+                word(format::SLOT_TOKEN) == me
+                    && word(format::SLOT_STATE) & 3 == format::PRODUCER_CLAIMED
+                    && word(format::SLOT_CLAIM) & 0xffff_ffff == VICTIM_BATCH
+            })
+        };
+        if let Ok(map) = map {
+            while !holds_batch(&map) {
+                std::hint::spin_loop();
+            }
+        }
+        die(stamp.as_deref())
+    });
+    let start = proto::now_ns();
+    let msgs: Vec<Msg> = (0..VICTIM_BATCH).map(|k| proto::encode(next_seq + k, start, a.id)).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+    let _ = p.append_batch(&refs);
+    die(a.kill_stamp.as_deref())
 }
 
 enum Source {

@@ -59,7 +59,15 @@ pub trait Sender {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Sends several messages at once (what a peer's batch API does; one
+    /// `send` each by default).
+    fn send_batch(&mut self, msgs: &[Msg]) -> io::Result<()> {
+        msgs.iter().try_for_each(|m| self.send(m))
+    }
 }
+
+/// Messages per batch in the batched workload.
+pub const BATCH: usize = 256;
 
 /// The consumer's side of a peer.
 pub trait Receiver {
@@ -76,6 +84,23 @@ pub enum Kind {
     Latency,
     /// At [`LATENCY_RATE`]; one producer SIGKILLs itself mid-stream.
     Recovery,
+    /// As fast as possible, handing [`BATCH`] messages over at once.
+    Batched,
+    /// At [`LATENCY_RATE`]; one producer is SIGKILLed while it holds a
+    /// claim of 100 000 frames (a batch it is filling).
+    BatchRecovery,
+}
+
+impl Kind {
+    /// Whether a producer dies mid-stream in this workload.
+    pub fn is_recovery(self) -> bool {
+        matches!(self, Kind::Recovery | Kind::BatchRecovery)
+    }
+
+    /// Whether this workload measures messages per second.
+    pub fn is_throughput(self) -> bool {
+        matches!(self, Kind::Throughput | Kind::Batched)
+    }
 }
 
 /// What a consumer child prints as one JSON line.
@@ -140,26 +165,37 @@ pub fn produce<S: Sender>(s: &mut S, kind: Kind, secs: f64, id: u32) -> io::Resu
     s.flush()
 }
 
-/// The producer loop without the END marker (a recovery victim's).
-pub fn produce_stream<S: Sender>(s: &mut S, kind: Kind, secs: f64, id: u32) -> io::Result<()> {
+/// The producer loop without the END marker (a recovery victim's); returns
+/// the next sequence number.
+pub fn produce_stream<S: Sender>(s: &mut S, kind: Kind, secs: f64, id: u32) -> io::Result<u64> {
     let run_ns = (secs * 1e9) as u64;
     let start = now_ns();
+    let mut seq = 0u64;
     match kind {
-        Kind::Throughput => {
-            let mut seq = 0u64;
+        Kind::Throughput => loop {
+            for _ in 0..256 {
+                s.send(&encode(seq, 0, id))?;
+                seq += 1;
+            }
+            if now_ns() - start >= run_ns {
+                break;
+            }
+        },
+        Kind::Batched => {
+            let mut batch = [[0u8; MSG]; BATCH];
             loop {
-                for _ in 0..256 {
-                    s.send(&encode(seq, 0, id))?;
+                for m in &mut batch {
+                    *m = encode(seq, 0, id);
                     seq += 1;
                 }
+                s.send_batch(&batch)?;
                 if now_ns() - start >= run_ns {
                     break;
                 }
             }
         }
-        Kind::Latency | Kind::Recovery => {
+        Kind::Latency | Kind::Recovery | Kind::BatchRecovery => {
             let interval = 1_000_000_000 / LATENCY_RATE;
-            let mut seq = 0u64;
             let mut next = start;
             while next - start < run_ns {
                 wait_until(next);
@@ -180,7 +216,7 @@ pub fn produce_stream<S: Sender>(s: &mut S, kind: Kind, secs: f64, id: u32) -> i
             }
         }
     }
-    Ok(())
+    Ok(seq)
 }
 
 /// The consumer loop of every process peer: counts, checks per-producer
@@ -205,7 +241,7 @@ pub fn consume<R: Receiver>(
         // Throughput runs read the clock only at the first message and at
         // the END markers: a clock read per message would cost as much as
         // the fastest peers' whole hand-off.
-        let timed = kind != Kind::Throughput || first == 0 || seq >= IDLE;
+        let timed = !kind.is_throughput() || first == 0 || seq >= IDLE;
         let now = if timed { now_ns() } else { 0 };
         if seq == END {
             ends += 1;
@@ -234,8 +270,8 @@ pub fn consume<R: Receiver>(
         next_seq[slot] = seq + 1;
         match kind {
             Kind::Latency => lat.push(now.saturating_sub(stamp)),
-            Kind::Recovery => recv_log.push((stamp, now)),
-            Kind::Throughput => {}
+            Kind::Recovery | Kind::BatchRecovery => recv_log.push((stamp, now)),
+            Kind::Throughput | Kind::Batched => {}
         }
     }
     rep.latency = percentiles(&mut lat);
