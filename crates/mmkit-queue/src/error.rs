@@ -142,6 +142,14 @@ pub enum Error {
     /// The operation needs a durability mode the queue was not opened with.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// A producer was used in a process forked from the one that created
+    /// it: it would append under its parent's identity (and, holding the
+    /// single-producer lease, race its parent with plain stores).
+    #[error("{}: this producer was created before a fork(); create a new one in the child", .path.display())]
+    ForkedProducer {
+        /// The queue directory.
+        path: PathBuf,
+    },
 }
 
 impl Error {

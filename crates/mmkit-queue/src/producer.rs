@@ -33,6 +33,8 @@ pub struct Producer {
     /// Whether this producer took the single-producer lease (it still
     /// checks the lease word before every exclusive append).
     leased: bool,
+    /// `mmkit_sync::fork_generation()` when the slot was taken.
+    forks: u64,
     seg: Arc<Segment>,
     max: usize,
     timestamps: bool,
@@ -232,6 +234,7 @@ impl Queue {
             token,
             generation,
             leased: false,
+            forks: mmkit_sync::fork_generation(),
             seg: seg.clone(),
             max: self.max_message_size(),
             timestamps: self.timestamps(),
@@ -253,6 +256,10 @@ impl Queue {
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        if mmkit_sync::fork_generation() != self.forks {
+            // The parent still uses the slot and the lease.
+            return;
+        }
         self.end_exclusive();
         if self.leased {
             self.queue.release_lease(self.index);
@@ -297,7 +304,7 @@ impl Producer {
     }
 
     fn append_data(&mut self, data: Data<'_>, timestamp: u64) -> Result<u64> {
-        self.check_len(data.len())?;
+        self.check_use(data.len())?;
         if self.begin_exclusive() {
             let r = self.exclusive_frame(data, timestamp);
             self.end_exclusive();
@@ -350,7 +357,7 @@ impl Producer {
 
     fn append_data_batch(&mut self, msgs: &[Data<'_>]) -> Result<Vec<u64>> {
         for m in msgs {
-            self.check_len(m.len())?;
+            self.check_use(m.len())?;
         }
         let mut out = Vec::with_capacity(msgs.len());
         let ts = if self.timestamps { self.clock.now() } else { 0 };
@@ -396,7 +403,7 @@ impl Producer {
 
     /// Claims `len` bytes to fill in place; see [`Claim`].
     pub fn claim(&mut self, len: usize) -> Result<Claim<'_>> {
-        self.check_len(len)?;
+        self.check_use(len)?;
         let bytes = frame_size(len as u64);
         let (seq, offset) = if self.begin_exclusive() {
             // On success the slot stays `CLAIMED` (not idle): readers must
@@ -418,9 +425,15 @@ impl Producer {
         Ok(Claim { producer: self, seq, offset, payload, timestamp, done: false })
     }
 
-    fn check_len(&self, len: usize) -> Result<()> {
+    /// Refuses a message longer than the maximum, and any use in a forked
+    /// child (one relaxed load).
+    #[inline]
+    fn check_use(&self, len: usize) -> Result<()> {
         if len > self.max {
             return Err(Error::MessageTooLarge { len, max: self.max });
+        }
+        if mmkit_sync::fork_generation() != self.forks {
+            return Err(Error::ForkedProducer { path: self.queue.path().into() });
         }
         Ok(())
     }

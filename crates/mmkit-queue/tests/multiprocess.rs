@@ -23,6 +23,7 @@ fn child_entry() {
         "group_hang" => run_group_hang(&dir),
         "unprivileged_open" => run_unprivileged(&dir),
         "fsize_limited" => run_fsize_limited(&dir),
+        "fork_producer" => run_fork_producer(&dir),
         _ => 2,
     };
     std::process::exit(code);
@@ -49,6 +50,31 @@ fn run_producer(dir: &Path) -> i32 {
         acks.write_all(format!("{id} {i} {idx}\n").as_bytes()).unwrap();
     }
     0
+}
+
+/// Creates a producer (the lease holder), forks, and checks that the child
+/// cannot use it while the parent still can. Run in a fresh process: after
+/// `fork` only the forking thread exists, and this process has no others.
+fn run_fork_producer(dir: &Path) -> i32 {
+    let q = Queue::open(dir).unwrap();
+    let mut p = q.producer().unwrap();
+    // SAFETY: this process is single-threaded here (a fresh test binary
+    // running one test, no append made yet), so the child may allocate.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let refused = matches!(p.append(b"child"), Err(Error::ForkedProducer { .. }));
+        // Dropping it would release the parent's lease and slot.
+        std::mem::forget(p);
+        // SAFETY: ends the forked child without running the parent's exit
+        // handlers twice.
+        unsafe { libc::_exit(if refused { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let child_refused = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let parent_ok = p.is_exclusive() && p.append(b"parent").is_ok();
+    if child_refused && parent_ok { 0 } else { 5 }
 }
 
 fn run_claim_hang(dir: &Path) -> i32 {
@@ -413,4 +439,18 @@ fn full_disk_at_queue_creation_and_at_rollover_is_an_error() {
     let qdir = dir.path().join("q");
     let mut c = child("fsize_limited", &[("MMKQ_DIR", qdir.display().to_string())]);
     assert!(c.wait().unwrap().success());
+}
+
+#[test]
+fn a_producer_created_before_fork_is_refused_in_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    Queue::options().create(true).segment_size(64 << 10).open(&qdir).unwrap();
+    let mut c = child("fork_producer", &[("MMKQ_DIR", qdir.display().to_string())]);
+    let status = c.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let q = Queue::open(&qdir).unwrap();
+    let mut r = q.reader(Start::Beginning).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"parent");
+    assert!(r.next().unwrap().is_none());
 }

@@ -55,7 +55,7 @@ pub use mutex::{LockOutcome, MutexGuard, Outcome, RobustMutex};
 pub use notifier::{EventCount, LIGHT_FALLBACK_SLICE, MAX_PARK_SLICE, Notifier};
 pub use policy::WaitPolicy;
 pub use rwlock::{READER_SLOTS, ReadGuard, RobustRwLock, WriteGuard, WriteOutcome};
-pub use token::{Liveness, ProcessToken};
+pub use token::{Liveness, ProcessToken, fork_generation};
 
 #[cfg(test)]
 mod layout_tests {

@@ -166,6 +166,18 @@ fn exists_by_signal(pid: u32) -> Liveness {
 
 /// Bumped in the child after every `fork()`, invalidating token caches.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// How many `fork()`s separate this process from the one that first asked
+/// for a [`ProcessToken`] (one relaxed load). An object that holds a slot
+/// under its process's token records this when it takes the slot, and
+/// refuses to act in a forked child, where the number differs: the child
+/// would act under its parent's identity. Counted from the first call of
+/// [`ProcessToken::current`] or [`ProcessToken::current_process`] in the
+/// process, which installs the `pthread_atfork` handler.
+#[inline]
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
 static FORK_HANDLER: Once = Once::new();
 
 thread_local! {
