@@ -49,6 +49,8 @@ pub(crate) enum Assessment {
 /// One producer slot, read consistently.
 #[derive(Clone, Copy, Debug)]
 struct SlotView {
+    /// Offset of the slot in the meta file.
+    slot: u64,
     token: u64,
     /// The token of the producer that wrote the record.
     owner: u64,
@@ -78,32 +80,58 @@ impl SlotView {
 fn read_slots(meta: &Meta) -> Result<Vec<SlotView>> {
     let mut out = Vec::new();
     for i in 0..PRODUCER_SLOTS as u64 {
-        let slot = PRODUCER_TABLE + i * PRODUCER_SLOT_SIZE;
-        let state = meta.u64_at(slot + SLOT_STATE)?;
-        let view = loop {
-            let s1 = state.load(Ordering::SeqCst);
-            let token = meta.u64_at(slot + SLOT_TOKEN)?.load(Ordering::SeqCst);
-            let segment = meta.u64_at(slot + SLOT_SEGMENT)?.load(Ordering::SeqCst);
-            let claim = meta.u64_at(slot + SLOT_CLAIM)?.load(Ordering::SeqCst);
-            let start = meta.u64_at(slot + SLOT_START)?.load(Ordering::SeqCst);
-            let end = meta.u64_at(slot + SLOT_END)?.load(Ordering::SeqCst);
-            let owner = meta.u64_at(slot + SLOT_OWNER)?.load(Ordering::SeqCst);
-            let s2 = state.load(Ordering::SeqCst);
-            // The generation changes whenever a record is (re)written, and
-            // only then; a record read between two loads of one generation
-            // outside `CLAIMING` is whole.
-            let claiming = s1 & 3 == PRODUCER_CLAIMING || s2 & 3 == PRODUCER_CLAIMING;
-            if claiming || s1 >> 2 == s2 >> 2 {
-                let (first, claims) = (claim >> 32, claim & 0xffff_ffff);
-                let st = if claiming { PRODUCER_CLAIMING } else { s2 & 3 };
-                break SlotView { token, owner, state: st, segment, first, claims, start, end };
-            }
-        };
+        let view = read_slot(meta, PRODUCER_TABLE + i * PRODUCER_SLOT_SIZE)?;
         if view.token != 0 || view.claims != 0 {
             out.push(view);
         }
     }
     Ok(out)
+}
+
+/// One slot, read seqlock-style (see [`read_slots`]).
+fn read_slot(meta: &Meta, slot: u64) -> Result<SlotView> {
+    let state = meta.u64_at(slot + SLOT_STATE)?;
+    loop {
+        let s1 = state.load(Ordering::SeqCst);
+        let token = meta.u64_at(slot + SLOT_TOKEN)?.load(Ordering::SeqCst);
+        let segment = meta.u64_at(slot + SLOT_SEGMENT)?.load(Ordering::SeqCst);
+        let claim = meta.u64_at(slot + SLOT_CLAIM)?.load(Ordering::SeqCst);
+        let start = meta.u64_at(slot + SLOT_START)?.load(Ordering::SeqCst);
+        let end = meta.u64_at(slot + SLOT_END)?.load(Ordering::SeqCst);
+        let owner = meta.u64_at(slot + SLOT_OWNER)?.load(Ordering::SeqCst);
+        let s2 = state.load(Ordering::SeqCst);
+        // The generation changes whenever a record is (re)written, and
+        // only then; a record read between two loads of one generation
+        // outside `CLAIMING` is whole.
+        let claiming = s1 & 3 == PRODUCER_CLAIMING || s2 & 3 == PRODUCER_CLAIMING;
+        if claiming || s1 >> 2 == s2 >> 2 {
+            let (first, claims) = (claim >> 32, claim & 0xffff_ffff);
+            let st = if claiming { PRODUCER_CLAIMING } else { s2 & 3 };
+            return Ok(SlotView { slot, token, owner, state: st, segment, first, claims, start, end });
+        }
+    }
+}
+
+/// How long [`assess`] waits for a live producer to leave `CLAIMING` (it
+/// stays there for a few instructions: its `fetch_add` and its record)
+/// before it counts it as possibly holding the claim. Without this, a
+/// reader recovering while other producers claim at a high rate would
+/// often find one of them in that window and put off the recovery.
+const CLAIMING_SPIN: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// `v` (a `CLAIMING` slot) read again once it has left `CLAIMING`, or as it
+/// is after [`CLAIMING_SPIN`]. A producer finishes a claim before it makes
+/// another, so a claim it made before the tail was loaded is the one it
+/// records now, or committed if it has moved on.
+fn settle(meta: &Meta, v: SlotView) -> Result<SlotView> {
+    let deadline = std::time::Instant::now() + CLAIMING_SPIN;
+    loop {
+        let now = read_slot(meta, v.slot)?;
+        if now.state != PRODUCER_CLAIMING || std::time::Instant::now() >= deadline {
+            return Ok(now);
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Decides what to do about the uncommitted frame at (`seq`, `offset`) of
@@ -121,8 +149,11 @@ pub(crate) fn assess(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Res
     if count <= seq {
         return Ok(Assessment::Unclaimed);
     }
-    let slots = read_slots(queue.meta())?;
-    for v in slots.iter().filter(|v| v.token != 0) {
+    let mut slots = read_slots(queue.meta())?;
+    for v in slots.iter_mut().filter(|v| v.token != 0) {
+        if v.state == PRODUCER_CLAIMING {
+            *v = settle(queue.meta(), *v)?;
+        }
         let involved =
             v.state == PRODUCER_CLAIMING || (v.state == PRODUCER_CLAIMED && v.covers(seg.number, seq));
         if involved && ProcessToken::from_raw(v.token).is_alive() {
