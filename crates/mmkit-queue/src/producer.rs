@@ -172,11 +172,12 @@ impl Queue {
         // Mapped before a slot is taken, so that no error can leave a slot
         // taken and unused.
         let seg = self.segment_or_create(self.meta().active_segment()?)?;
-        // Free slots first: a dead producer's slot may still describe the
-        // claim it left, which lets readers recover that claim in O(1).
-        for dead_ok in [false, true] {
+        // Slots without a record first, then free ones, then dead ones: a
+        // dead producer's record of an abandoned claim lets readers recover
+        // that claim in O(1) and name its pid, so it is overwritten last.
+        for pass in [Take::Pristine, Take::Free, Take::Dead] {
             for index in 0..PRODUCER_SLOTS as u64 {
-                if let Some(p) = self.take_slot(index, token, dead_ok, &seg)? {
+                if let Some(p) = self.take_slot(index, token, pass, &seg)? {
                     return self.settle(p);
                 }
             }
@@ -185,20 +186,17 @@ impl Queue {
         Err(Error::TableFull { path: meta.path.clone(), table: "producer", capacity: PRODUCER_SLOTS })
     }
 
-    /// Takes producer slot `index` if it is free (or, with `dead_ok`, owned
-    /// by a dead process).
-    fn take_slot(
-        &self,
-        index: u64,
-        token: u64,
-        dead_ok: bool,
-        seg: &Arc<Segment>,
-    ) -> Result<Option<Producer>> {
+    /// Takes producer slot `index` if `pass` allows it.
+    fn take_slot(&self, index: u64, token: u64, pass: Take, seg: &Arc<Segment>) -> Result<Option<Producer>> {
         let meta = self.meta();
         let slot = PRODUCER_TABLE + index * PRODUCER_SLOT_SIZE;
         let word = meta.u64_at(slot + SLOT_TOKEN)?;
         let cur = word.load(Ordering::Acquire);
-        let free = cur == 0 || (dead_ok && !ProcessToken::from_raw(cur).is_alive());
+        let free = match pass {
+            Take::Pristine => cur == 0 && meta.u64_at(slot + SLOT_CLAIM)?.load(Ordering::Acquire) == 0,
+            Take::Free => cur == 0,
+            Take::Dead => cur == 0 || !ProcessToken::from_raw(cur).is_alive(),
+        };
         // SeqCst: pairs with the lease holder's check that it is alone.
         if !free || word.compare_exchange(cur, token, Ordering::SeqCst, Ordering::Acquire).is_err() {
             return Ok(None);
@@ -254,6 +252,17 @@ impl Queue {
     }
 }
 
+/// Which producer slots a pass of [`Queue::producer`] takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Free, and without a claim record.
+    Pristine,
+    /// Free (its record, if any, is a dead producer's).
+    Free,
+    /// Free, or owned by a dead process.
+    Dead,
+}
+
 impl Drop for Producer {
     fn drop(&mut self) {
         if mmkit_sync::fork_generation() != self.forks {
@@ -264,6 +273,13 @@ impl Drop for Producer {
         if self.leased {
             self.queue.release_lease(self.index);
         }
+        // Every claim of a producer that ends cleanly is settled (committed,
+        // or given up, which readers then recover without its record):
+        // erase the record, under a new generation, so the slot is pristine.
+        self.generation += 1;
+        self.set_state(PRODUCER_CLAIMING);
+        self.word(W_CLAIM).store(0, Ordering::Release);
+        self.set_state(PRODUCER_IDLE);
         if let Ok(w) = self.queue.meta().u64_at(self.slot + SLOT_TOKEN) {
             let _ = w.compare_exchange(self.token, 0, Ordering::AcqRel, Ordering::Relaxed);
         }
