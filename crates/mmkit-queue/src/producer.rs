@@ -563,15 +563,11 @@ impl Producer {
         }
     }
 
-    /// Writes the first frame's index slot (so that a reader recovering an
-    /// earlier, unrecorded dead claim finds where this one starts), then
-    /// records the claim in this producer's slot. Called in the `CLAIMING`
-    /// state: a record is only ever written in that state, so a record in
-    /// any other state is complete.
+    /// Records the claim in this producer's slot, so that readers can tell
+    /// who holds it and, if that producer dies, where it ends. Called in the
+    /// `CLAIMING` state: a record is only ever written in that state, so a
+    /// record in any other state is complete.
     fn record_claim(&self, seg: &Segment, seq: u64, n: u64, offset: u64, total: u64) {
-        if let Some(slot) = seg.index_slot(seq) {
-            slot.store(offset as u32, Ordering::Relaxed);
-        }
         self.word(W_SEGMENT).store(seg.number, Ordering::Relaxed);
         self.word(W_CLAIM).store(seq << 32 | n, Ordering::Relaxed);
         self.word(W_START).store(offset, Ordering::Relaxed);
@@ -600,21 +596,23 @@ impl Producer {
             self.set_state(PRODUCER_CLAIMING);
             let seg = self.seg.clone();
             let old = seg.tail().fetch_add((n << 32) + total, Ordering::SeqCst);
-            // A claim wakes parked readers too, so that a producer killed
-            // before its commit leaves them waiting on a known claim (which
-            // they recover) rather than asleep with nothing to wake them.
-            // The `fetch_add` is a full barrier, so the light notify loses
-            // nothing.
-            self.notifier().notify_all_light();
             let (seq, offset) = split_tail(old);
-            if seq + n < u32::MAX as u64
-                && claim_fits(seg.capacity, seq, n, offset, total)
-                && !stale_tail(&seg, offset)
-            {
+            if seq + n < u32::MAX as u64 && claim_fits(seg.capacity, seq, n, offset, total) {
+                // Recorded at once (a few stores to this producer's own
+                // line, no page touched), so a kill almost never finds the
+                // claim unrecorded.
                 self.record_claim(&seg, seq, n, offset, total);
                 self.set_state(PRODUCER_CLAIMED);
-                self.prepare_pages(offset, total);
-                return Ok((seq as u32, offset));
+                // A claim wakes parked readers too, so that a producer killed
+                // before its commit leaves them waiting on a known claim
+                // (which they recover) rather than asleep with nothing to
+                // wake them. The `fetch_add` is a full barrier, so the light
+                // notify loses nothing.
+                self.notifier().notify_all_light();
+                if !stale_tail(&seg, offset) {
+                    self.prepare_pages(offset, total);
+                    return Ok((seq as u32, offset));
+                }
             }
             self.fail_claim(&seg, seq, offset);
             self.set_state(PRODUCER_IDLE);

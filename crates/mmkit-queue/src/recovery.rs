@@ -173,7 +173,7 @@ pub(crate) fn assess(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Res
     let (next_seq, end, pid) = match recorded {
         Some(v) => (v.first + v.claims, v.end, v.pid()),
         None => {
-            let (next_seq, end) = run_end(seg, seq, offset, count, tail_off);
+            let (next_seq, end) = run_end(seg, seq, offset, count, tail_off, &slots);
             (next_seq, end, None)
         }
     };
@@ -243,19 +243,42 @@ fn pad(
 }
 
 /// Where a run of dead claims starting at (`seq`, `offset`), none of which
-/// recorded itself, ends: at the next claim whose index slot is written,
-/// else at the tail. Every claimant writes its first frame's index slot
-/// before it leaves `CLAIMING` (and every frame's slot before committing
-/// it), so with no live producer claiming, a zero slot belongs to a claim
-/// that wrote nothing. This scan is the one part of recovery that grows
-/// with the claim; it runs only for a producer killed in the few
-/// instructions between its `fetch_add` and its record, and reads 4 bytes
-/// per claim. Slots lying before `offset` cannot belong to a successful
-/// claim (they would overlap earlier frames), which ends the scan; slots
-/// marked abandoned belong to padding further on, which the new padding
-/// simply covers.
-fn run_end(seg: &Segment, seq: u64, offset: u64, count: u64, tail_off: u64) -> (u64, u64) {
-    for c in seq + 1..count {
+/// recorded itself, ends: at the first later claim that shows where it
+/// starts, else at the tail. A later claim shows it by its record (whole, in
+/// `slots`) or by an index slot (written for each frame before it is
+/// committed). With no live producer claiming, every later claim is
+/// recorded, committed, or dead and unrecorded itself (then part of the
+/// run), so the first such sign is the run's end. This is the one part of
+/// recovery that grows with the claim: it reads 4 bytes per claim of the
+/// dead run, and only runs for a producer killed in the few instructions
+/// between its `fetch_add` and its record. Slots lying before `offset`
+/// cannot belong to a successful claim (they would overlap earlier frames),
+/// which ends the scan; slots marked abandoned belong to padding further
+/// on, which the new padding simply covers.
+fn run_end(
+    seg: &Segment,
+    seq: u64,
+    offset: u64,
+    count: u64,
+    tail_off: u64,
+    slots: &[SlotView],
+) -> (u64, u64) {
+    let recorded = slots
+        .iter()
+        .filter(|v| {
+            v.state != PRODUCER_CLAIMING
+                && v.segment == seg.number
+                && v.claims > 0
+                && v.first > seq
+                && v.start > offset
+        })
+        .map(|v| (v.first, v.start))
+        .min();
+    let (limit, bound) = match recorded {
+        Some((first, start)) if first <= count => (first, (first, start)),
+        _ => (count, (count, tail_off)),
+    };
+    for c in seq + 1..limit {
         let Some(pos) = seg.capacity.checked_sub(4 * (c + 1)) else { break };
         if pos < offset + FRAME_HEADER {
             break;
@@ -266,5 +289,5 @@ fn run_end(seg: &Segment, seq: u64, offset: u64, count: u64, tail_off: u64) -> (
             return (c, v as u64);
         }
     }
-    (count, tail_off)
+    bound
 }

@@ -148,8 +148,14 @@ fn batch_claims_of_killed_producers_cost_no_read_path_anything() {
     }
     assert!(!dead_claims.is_empty(), "no kill landed inside a batch claim");
     for c in dead_claims.values() {
-        assert!(c.claims.is_some_and(|n| n <= BATCH as u64) && c.pid.is_some(), "{c:?}");
+        assert!(c.claims.is_some_and(|n| n <= BATCH as u64), "{c:?}");
     }
+    // A producer records its claim a few stores after its `fetch_add`; a
+    // kill between them (rare) leaves the claim without a pid to name.
+    assert!(
+        dead_claims.values().any(|c| c.pid.is_some()),
+        "no dead claim names its producer: {dead_claims:?}"
+    );
     let mut p = q.producer().unwrap();
     p.append(&sized_payload(u32::MAX, 0, 8)).unwrap();
     drop(p);

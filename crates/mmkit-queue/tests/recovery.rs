@@ -208,3 +208,37 @@ fn a_dead_producers_whole_batch_claim_becomes_one_padding_frame() {
     let report = q.check().unwrap();
     assert!(report.is_clean() && report.abandoned == CLAIMS - DONE, "{report:?}");
 }
+
+#[test]
+fn an_unrecorded_dead_claim_is_padded_up_to_the_next_live_claim_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    let mut a = q.producer().unwrap();
+    a.append(b"one").unwrap();
+    // Dead right after its `fetch_add`: no record, no index slot.
+    let (dead_seq, dead_off) = forge_dead_claim(&path, frame_size(100));
+    // A live producer's claim right after it: recorded, nothing written in
+    // the segment yet (no index slot either).
+    let mut b = q.producer().unwrap();
+    let mut claim = b.claim(5).unwrap();
+    assert_eq!(index_seq(claim.index()) as u64, dead_seq + 1);
+    let three = a.append(b"three").unwrap();
+
+    let mut r = q.reader(Start::Beginning).unwrap();
+    r.set_wait_policy(WaitPolicy::PARK);
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"one");
+    assert!(r.next_timeout(Some(Duration::from_millis(50))).unwrap().is_none());
+    // The dead run was padded exactly to where the live claim starts.
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let word = seg.atomic_u64(dead_off).unwrap().load(Ordering::SeqCst);
+    assert_eq!(FrameWord::decode(word), FrameWord::Padding { bytes: frame_size(100) as u32, claims: 1 });
+    let pending = r.pending_claim().unwrap().expect("the live claim blocks");
+    assert!(pending.alive && pending.index == claim.index(), "{pending:?}");
+    claim.copy_from_slice(b"two!!");
+    claim.commit().unwrap();
+    assert_eq!(r.next_timeout(Some(Duration::from_secs(1))).unwrap().unwrap().payload(), b"two!!");
+    let rec = r.next().unwrap().unwrap();
+    assert_eq!((rec.index(), rec.payload()), (three, &b"three"[..]));
+}
