@@ -219,8 +219,6 @@ impl Inner {
         let slab = self.alloc_run(SLAB / PAGE, SLAB / PAGE, KIND_SLAB, c as u64)?;
         crash::point("alloc.new_slab");
         let (h, n) = slab_geometry(c);
-        // The slab is ours alone until the class points at it.
-        self.zero(slab + RUN_HEADER, h - RUN_HEADER)?;
         let size = class_size(c);
         let mut t = Txn::new(self, base + C_LOG, C_LOG_CAP);
         self.set_bit(&mut t, slab, 0, true)?;
@@ -256,13 +254,24 @@ impl Inner {
         let _g = self.lock_page_heap()?;
         let mut t = Txn::new(self, PH_LOG, PH_LOG_CAP);
         let align = align_pages * PAGE;
-        if let Some((run, at)) = self.find_free(&mut t, pages, align)? {
-            self.take(&mut t, run, at, pages, kind, info)?;
-            t.commit()?;
-            return Ok(at);
+        let at = match self.find_free(&mut t, pages, align)? {
+            Some((run, at)) => {
+                self.take(&mut t, run, at, pages, kind, info)?;
+                at
+            }
+            None => {
+                let at = self.carve_top(&mut t, pages, align)?;
+                self.put_run(&mut t, at, kind, pages, None, info)?;
+                at
+            }
+        };
+        if kind == KIND_SLAB {
+            // A slab is never seen with a stale bitmap: zeroed before the
+            // run is marked (the bytes were free, so a rollback loses
+            // nothing).
+            let (h, _) = slab_geometry(info as usize);
+            self.zero(at + RUN_HEADER, h - RUN_HEADER)?;
         }
-        let at = self.carve_top(&mut t, pages, align)?;
-        self.put_run(&mut t, at, kind, pages, None, info)?;
         t.commit()?;
         Ok(at)
     }

@@ -345,15 +345,22 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let mut retries = 0u32;
         loop {
             let d = self.read_desc()?;
-            let outcome = if d.epoch & 1 == 1 {
-                Probe::Torn
+            let probed = if d.epoch & 1 == 1 {
+                Ok(Probe::Torn)
             } else if d.migrating() {
-                match self.probe(d.new_table, d.new_cap, h, kb)? {
-                    Probe::Absent => self.probe(d.table, d.cap, h, kb)?,
+                match self.probe(d.new_table, d.new_cap, h, kb) {
+                    Ok(Probe::Absent) => self.probe(d.table, d.cap, h, kb),
                     other => other,
                 }
             } else {
-                self.probe(d.table, d.cap, h, kb)?
+                self.probe(d.table, d.cap, h, kb)
+            };
+            let outcome = match probed {
+                Ok(o) => o,
+                // A descriptor read while a resize changed it: the epoch
+                // tells; only a stable bad descriptor is an error.
+                Err(e) if e.is_corrupt() && epoch.load(Ordering::Acquire) != d.epoch => Probe::Torn,
+                Err(e) => return Err(e),
             };
             let value = match outcome {
                 Probe::Found(v) => Some(v),
