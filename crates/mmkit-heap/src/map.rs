@@ -403,7 +403,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             std::thread::yield_now();
             return Ok(());
         }
-        if retries > 100_000 {
+        if retries > 10_000 {
             return Err(self.inner().corrupt(format!("map {:?}: a lookup never settles", self.name)));
         }
         match stripe {
