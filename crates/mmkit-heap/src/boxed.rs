@@ -111,6 +111,8 @@ impl<T: ShmType> ShmBox<T> {
             inner.read_bytes(self.slot(s1), bytemuck::bytes_of_mut(&mut value))?;
             fence(Ordering::Acquire);
             if seq.load(Ordering::Relaxed) == s1 {
+                // Removed meanwhile: the copy may be of a dead value.
+                self.check()?;
                 return Ok(value);
             }
             std::hint::spin_loop();
@@ -137,6 +139,8 @@ impl<T: ShmType> ShmBox<T> {
                 g
             }
         };
+        // Again under the lock: a remove zeroes the magic.
+        self.check()?;
         let seq = inner.atomic(self.off + B_SEQ)?;
         let s = seq.load(Ordering::Acquire);
         let mut current = T::zeroed();

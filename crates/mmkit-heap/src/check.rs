@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use mmkit_sync::{Liveness, MutexGuard, ProcessToken};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layout::*;
 use crate::registry::{
-    ENTRY_SIZE, INIT, KIND_BOX, KIND_MAP, KIND_STRING, KIND_VEC, ObjectInfo, READY, kind_name,
+    ENTRY_SIZE, INIT, KIND_BOX, KIND_MAP, KIND_STRING, KIND_VEC, ObjectInfo, READY, RETIRED, kind_name,
 };
 use crate::segment::{Heap, Inner, Txn};
 
@@ -174,6 +174,7 @@ impl Heap {
                     Err(e) => report.errors.push(format!("could not free leaked block {off}: {e}")),
                 }
             }
+            free_retired(inner, &entries, &mut report)?;
             release_empty_slabs(inner, &mut report)?;
         }
         drop(guards);
@@ -457,6 +458,9 @@ fn mark(
                 Err(err) => w.errors.push(format!("object {name:?}: {err}")),
             }
         }
+        if e.state == RETIRED {
+            continue;
+        }
         objects.push(ObjectStat {
             info: ObjectInfo {
                 name,
@@ -596,23 +600,44 @@ fn release_empty_slabs(inner: &Inner, report: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
-/// Frees an object removed from the registry and everything it owns.
-pub(crate) fn destroy(heap: &Heap, kind: u64, off: u64, size: u64, align: u64, ready: bool) -> Result<()> {
+/// Frees what an object removed from the registry owns. Its header block
+/// stays (magic zeroed, entry retired): a process still holding a handle
+/// gets `Error::Removed` instead of writing into reused memory.
+pub(crate) fn destroy(heap: &Heap, kind: u64, off: u64, ready: bool) -> Result<()> {
     let inner = &*heap.inner;
-    if ready {
-        let guards = lock_object(inner, kind, off)?;
-        let owned = owned_blocks(inner, kind, off).map(|(b, _)| b).unwrap_or_default();
-        inner.store(off, 0)?;
-        drop(guards);
-        for (b, s, a) in owned {
-            inner.free(b, s, a)?;
+    if !ready {
+        return Ok(());
+    }
+    let guards = lock_object(inner, kind, off)?;
+    let owned = owned_blocks(inner, kind, off).map(|(b, _)| b).unwrap_or_default();
+    inner.store(off, 0)?;
+    if kind == KIND_MAP {
+        crate::map::retire(inner, off)?;
+    }
+    drop(guards);
+    for (b, s, a) in owned {
+        inner.free(b, s, a)?;
+    }
+    Ok(())
+}
+
+/// Frees the header blocks of retired entries and frees the entries.
+/// Registry lock held, allocator locks not.
+fn free_retired(inner: &Inner, entries: &[crate::registry::Entry], report: &mut CheckReport) -> Result<()> {
+    for e in entries.iter().filter(|e| e.state == RETIRED) {
+        if e.size == 0 || !e.align.is_power_of_two() {
+            report.errors.push(format!("retired entry {} has a header of {} bytes", e.at, e.size));
+            continue;
         }
+        match inner.free(e.object, e.size, e.align) {
+            Ok(()) => report
+                .repairs
+                .push(format!("freed the header of removed object {:?}", String::from_utf8_lossy(&e.name))),
+            Err(err) => report.errors.push(format!("could not free a removed header {}: {err}", e.object)),
+        }
+        let mut t = Txn::new(inner, REG_LOG, REG_LOG_CAP);
+        t.set(e.at, crate::registry::FREE)?;
+        t.commit()?;
     }
-    if align == 0 || size == 0 {
-        return Err(Error::Corrupt {
-            path: inner.path.clone(),
-            what: format!("object at {off} of {size} bytes"),
-        });
-    }
-    inner.free(off, size, align)
+    Ok(())
 }

@@ -40,7 +40,7 @@
 //! let other = Heap::open(dir.path().join("shared.heap"))?;
 //! assert_eq!(other.vec::<u64>("log")?.to_vec()?, [42]);
 //! assert!(other.check(false)?.is_clean());
-//! # Ok::<(), mmkit_heap::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #[cfg(not(target_pointer_width = "64"))]

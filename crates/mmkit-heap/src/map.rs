@@ -148,6 +148,44 @@ enum Probe<T> {
     Torn,
 }
 
+/// A key prepared for probing: its hash, tag, and (when it fits inline)
+/// its bytes as masked words, so matching an inline slot is three word
+/// comparisons.
+struct Query<'a> {
+    key: &'a [u8],
+    hash: u64,
+    words: [u64; 3],
+    masks: [u64; 3],
+}
+
+impl<'a> Query<'a> {
+    #[inline(always)]
+    fn new(key: &'a [u8]) -> Query<'a> {
+        let hash = hash_bytes(key);
+        let mut words = [0u64; 3];
+        let mut masks = [0u64; 3];
+        if key.len() <= INLINE {
+            let mut b = [0u8; INLINE];
+            b[..key.len()].copy_from_slice(key);
+            words = words_of(&b);
+            for (i, m) in masks.iter_mut().enumerate() {
+                let bytes = key.len().saturating_sub(i * 8).min(8);
+                *m = if bytes == 8 { u64::MAX } else { (1u64 << (bytes * 8)) - 1 };
+            }
+        }
+        Query { key, hash, words, masks }
+    }
+
+    /// Whether inline payload `w` (whose key length matched) holds us.
+    #[inline(always)]
+    fn matches_inline(&self, w: &[u64; 3]) -> bool {
+        ((w[0] & self.masks[0]) ^ self.words[0])
+            | ((w[1] & self.masks[1]) ^ self.words[1])
+            | ((w[2] & self.masks[2]) ^ self.words[2])
+            == 0
+    }
+}
+
 /// A slot found by a writer, with its control word.
 #[derive(Clone, Copy)]
 struct Hit {
@@ -168,7 +206,7 @@ struct Hit {
 /// let ids = heap.map::<u64, [u8]>("blobs")?;
 /// ids.insert(&7, b"seven")?;
 /// assert_eq!(ids.remove(&7)?, Some(b"seven".to_vec()));
-/// # Ok::<(), mmkit_heap::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ShmHashMap<K: Bytes + ?Sized, V: Bytes + ?Sized> {
     heap: Heap,
@@ -261,6 +299,17 @@ impl Encoded<'_> {
     }
 }
 
+/// The value of an inline slot; `None` if the lengths are impossible.
+#[inline(always)]
+fn decode_inline<V: Bytes + ?Sized>(words: [u64; 3], c: u64) -> Option<V::Owned> {
+    let (kl, vl) = inline_lens(c);
+    if kl + vl > INLINE {
+        return None;
+    }
+    let b = bytes_of_words(&words);
+    V::decode(&b[kl..kl + vl])
+}
+
 #[inline]
 fn words_of(b: &[u8; INLINE]) -> [u64; 3] {
     let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
@@ -336,48 +385,59 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// A copy of the value for `key`. Takes no lock and writes nothing to
     /// shared memory, unless it meets the leftovers of a dead writer.
     pub fn get(&self, key: &K) -> Result<Option<V::Owned>> {
-        let kb = key.as_bytes();
-        let h = hash_bytes(kb);
-        if self.word(M_MAGIC)?.load(Ordering::Relaxed) != MAGIC {
+        let q = Query::new(key.as_bytes());
+        let hdr = self.inner().ptr(self.off, 128)?;
+        let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
+        if word(M_MAGIC).load(Ordering::Relaxed) != MAGIC {
             return Err(Error::Removed { name: self.name.clone() });
         }
-        let epoch = self.word(M_EPOCH)?;
+        let epoch = word(M_EPOCH);
         let mut retries = 0u32;
         loop {
-            let d = self.read_desc()?;
-            let probed = if d.epoch & 1 == 1 {
+            let e = epoch.load(Ordering::Acquire);
+            if retries > 0 && word(M_MAGIC).load(Ordering::Relaxed) != MAGIC {
+                return Err(Error::Removed { name: self.name.clone() });
+            }
+            let d = Desc {
+                epoch: e,
+                table: word(M_TABLE).load(Ordering::Relaxed),
+                cap: word(M_CAP).load(Ordering::Relaxed),
+                new_table: word(M_NEW_TABLE).load(Ordering::Relaxed),
+                new_cap: word(M_NEW_CAP).load(Ordering::Relaxed),
+            };
+            let probed = if e & 1 == 1 {
                 Ok(Probe::Torn)
             } else if d.migrating() {
-                match self.probe(d.new_table, d.new_cap, h, kb) {
-                    Ok(Probe::Absent) => self.probe(d.table, d.cap, h, kb),
+                match self.probe(d.new_table, d.new_cap, &q) {
+                    Ok(Probe::Absent) => self.probe(d.table, d.cap, &q),
                     other => other,
                 }
             } else {
-                self.probe(d.table, d.cap, h, kb)
+                self.probe(d.table, d.cap, &q)
             };
             let outcome = match probed {
                 Ok(o) => o,
                 // A descriptor read while a resize changed it: the epoch
                 // tells; only a stable bad descriptor is an error.
-                Err(e) if e.is_corrupt() && epoch.load(Ordering::Acquire) != d.epoch => Probe::Torn,
-                Err(e) => return Err(e),
+                Err(err) if err.is_corrupt() && epoch.load(Ordering::Acquire) != e => Probe::Torn,
+                Err(err) => return Err(err),
             };
             let value = match outcome {
                 Probe::Found(v) => Some(v),
                 Probe::Absent => None,
                 Probe::Moved | Probe::Torn => {
                     retries += 1;
-                    self.back_off(retries, None, d.epoch)?;
+                    self.back_off(retries, None, e)?;
                     continue;
                 }
                 Probe::Busy(stripe) => {
                     retries += 1;
-                    self.back_off(retries, Some(stripe), d.epoch)?;
+                    self.back_off(retries, Some(stripe), e)?;
                     continue;
                 }
             };
             fence(Ordering::Acquire);
-            if epoch.load(Ordering::Relaxed) != d.epoch {
+            if epoch.load(Ordering::Relaxed) != e {
                 retries += 1;
                 continue;
             }
@@ -414,12 +474,12 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         Ok(())
     }
 
-    /// Looks `kb` up in one table without locks.
-    #[inline]
-    fn probe(&self, table: u64, cap: u64, h: u64, kb: &[u8]) -> Result<Probe<V::Owned>> {
+    /// Looks the key up in one table without locks.
+    #[inline(always)]
+    fn probe(&self, table: u64, cap: u64, q: &Query<'_>) -> Result<Probe<V::Owned>> {
         let p = self.slots(table, cap)?;
-        let tag = tag_of_hash(h);
-        let mut i = h & (cap - 1);
+        let tag = tag_of_hash(q.hash);
+        let mut i = q.hash & (cap - 1);
         for _ in 0..cap {
             let ctrl = Self::slot_word(p, i, 0);
             let c = ctrl.load(Ordering::Acquire);
@@ -431,21 +491,20 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                         Self::slot_word(p, i, 2).load(Ordering::Relaxed),
                         Self::slot_word(p, i, 3).load(Ordering::Relaxed),
                     ];
-                    let same = self.key_matches(words, c, kb)?;
-                    // Out-of-line values are read before the control
-                    // word is checked again: their entry may be freed.
-                    let value = if same && state(c) == FULL { self.decode_value(words, c)? } else { None };
-                    fence(Ordering::Acquire);
-                    if ctrl.load(Ordering::Relaxed) != c {
-                        return Ok(Probe::Torn);
+                    let inline_hit = c & INLINE_BIT != 0 && inline_lens(c).0 == q.key.len();
+                    if inline_hit && state(c) == FULL && q.matches_inline(&words) {
+                        let value = decode_inline::<V>(words, c);
+                        fence(Ordering::Acquire);
+                        if ctrl.load(Ordering::Relaxed) != c {
+                            return Ok(Probe::Torn);
+                        }
+                        return Ok(value.map_or(Probe::Torn, Probe::Found));
                     }
-                    if same {
-                        return Ok(match (state(c), value) {
-                            (MOVED, _) => Probe::Moved,
-                            (_, Some(v)) => Probe::Found(v),
-                            // Bytes that cannot be a V: garbage, retry.
-                            (_, None) => Probe::Torn,
-                        });
+                    if c & INLINE_BIT == 0 || (inline_hit && state(c) == MOVED && q.matches_inline(&words)) {
+                        match self.probe_slow(ctrl, words, c, q)? {
+                            Probe::Absent => {}
+                            other => return Ok(other),
+                        }
                     }
                 }
                 BUSY => {
@@ -457,6 +516,33 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             i = (i + 1) & (cap - 1);
         }
         Ok(Probe::Absent)
+    }
+
+    /// Out-of-line keys and moved slots. `Absent` means "not this slot".
+    #[cold]
+    #[inline(never)]
+    fn probe_slow(
+        &self,
+        ctrl: &AtomicU64,
+        words: [u64; 3],
+        c: u64,
+        q: &Query<'_>,
+    ) -> Result<Probe<V::Owned>> {
+        let same = self.key_matches(words, c, q.key)?;
+        // Out-of-line values are read before the control word is checked
+        // again: their entry may be freed meanwhile.
+        let value = if same && state(c) == FULL { self.decode_value(words, c)? } else { None };
+        fence(Ordering::Acquire);
+        if ctrl.load(Ordering::Relaxed) != c {
+            return Ok(Probe::Torn);
+        }
+        Ok(match (same, state(c), value) {
+            (false, _, _) => Probe::Absent,
+            (true, MOVED, _) => Probe::Moved,
+            (true, _, Some(v)) => Probe::Found(v),
+            // Bytes that cannot be a V: garbage, retry.
+            (true, _, None) => Probe::Torn,
+        })
     }
 
     /// Whether the slot (`words`, control `c`) holds key `kb`. Out-of-line
@@ -546,6 +632,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn lock_stripe_settled(&self, s: usize) -> Result<(MutexGuard<'_>, Desc)> {
         loop {
             let g = self.lock_stripe(s)?;
+            self.check_magic()?;
             let d = self.read_desc()?;
             if d.epoch & 1 == 0 {
                 return Ok((g, d));
@@ -803,6 +890,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// stripe held so no writer is inside the old table.
     fn start_resize(&self, force: bool) -> Result<()> {
         let mg = self.lock_migration()?;
+        self.check_magic()?;
         let d = self.read_desc()?;
         if d.migrating() {
             drop(mg);
@@ -847,6 +935,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// last one.
     fn migrate_step(&self) -> Result<()> {
         let mg = self.lock_migration()?;
+        self.check_magic()?;
         let d = self.read_desc()?;
         if !d.migrating() {
             return Ok(());
@@ -1041,6 +1130,13 @@ pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
         }
     }
     Ok((stripes, full))
+}
+
+/// Marks a removed map: its epoch moves on, so readers that started
+/// before retry and see the zeroed magic. Every map lock held.
+pub(crate) fn retire(inner: &Inner, off: u64) -> Result<()> {
+    inner.atomic(off + M_EPOCH)?.fetch_add(2, Ordering::AcqRel);
+    Ok(())
 }
 
 /// Takes every lock of the map at `off` (migration, then stripes), in the

@@ -34,6 +34,9 @@ const E_TYPE_NAME: u64 = 160;
 pub(crate) const FREE: u64 = 0;
 pub(crate) const INIT: u64 = 1;
 pub(crate) const READY: u64 = 2;
+/// Removed: the header block stays allocated (magic zeroed) so stale
+/// handles in other processes fail cleanly; `check --repair` frees it.
+pub(crate) const RETIRED: u64 = 3;
 
 /// Kinds of named objects.
 pub(crate) const KIND_BOX: u64 = 1;
@@ -172,7 +175,8 @@ impl Inner {
         let (table, cap) = self.registry_table()?;
         for i in 0..cap {
             let at = table + i * ENTRY_SIZE;
-            if self.load(at + E_STATE)? == FREE || self.load(at + E_NAME_LEN)? != name.len() as u64 {
+            let state = self.load(at + E_STATE)?;
+            if !(state == INIT || state == READY) || self.load(at + E_NAME_LEN)? != name.len() as u64 {
                 continue;
             }
             let e = self.read_entry(at)?;
@@ -375,14 +379,14 @@ impl Heap {
             }
             let mut t = Txn::new(inner, REG_LOG, REG_LOG_CAP);
             t.set(REG_COUNT, inner.load(REG_COUNT)?.wrapping_sub(1))?;
-            t.set(e.at + E_STATE, FREE)?;
+            t.set(e.at + E_STATE, RETIRED)?;
             t.commit()?;
             e
         };
         crash::point("registry.remove");
-        // Unreachable now: a crash from here on only leaks, and
+        // Unreachable by name now: a crash from here on only leaks, and
         // `check --repair` reclaims what it leaked.
-        crate::check::destroy(self, e.kind, e.object, e.size, e.align, e.state == READY)?;
+        crate::check::destroy(self, e.kind, e.object, e.state == READY)?;
         inner.events()?.advance(1);
         Ok(true)
     }
@@ -395,6 +399,7 @@ impl Heap {
         };
         Ok(entries
             .into_iter()
+            .filter(|e| e.state != RETIRED)
             .map(|e| ObjectInfo {
                 name: String::from_utf8_lossy(&e.name).into_owned(),
                 kind: kind_name(e.kind),

@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
 /// let dir = tempfile::tempdir()?;
 /// let heap = HeapOptions::new().size(1 << 20).max_size(1 << 30).create(dir.path().join("h"))?;
 /// assert_eq!(heap.size(), 1 << 20);
-/// # Ok::<(), mmkit_heap::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct HeapOptions {
@@ -183,7 +183,7 @@ fn write_header(file: &GrowableFile, size: u64, max: u64) -> Result<()> {
 /// let counter = heap.find_or_init("counter", || 41u64)?;
 /// counter.update(|v| v + 1)?;
 /// assert_eq!(Heap::open(dir.path().join("heap"))?.find::<u64>("counter")?.unwrap().get()?, 42);
-/// # Ok::<(), mmkit_heap::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Heap {

@@ -133,6 +133,8 @@ impl RawVec {
         self.check_magic()?;
         let inner = self.inner();
         let g = inner.lock(self.off + V_LOCK, self.off + V_LOG, V_LOG_CAP)?;
+        // Again under the lock: a remove takes the lock to zero it.
+        self.check_magic()?;
         let (_, _, s) = read_state(inner, self.off)?;
         let pending = inner.load(self.off + V_PENDING)?;
         if pending != 0 {
@@ -292,7 +294,7 @@ impl RawVec {
 /// v.extend_from_slice(&[8, 9])?;
 /// assert_eq!(v.to_vec()?, [7, 8, 9]);
 /// assert_eq!(v.pop()?, Some(9));
-/// # Ok::<(), mmkit_heap::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ShmVec<T: ShmType> {
     raw: RawVec,
@@ -407,7 +409,7 @@ impl<T: ShmType> ShmVec<T> {
 /// s.set("hello")?;
 /// s.push_str(", world")?;
 /// assert_eq!(s.get()?, "hello, world");
-/// # Ok::<(), mmkit_heap::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ShmString {
     raw: RawVec,
