@@ -275,6 +275,34 @@ impl Suite {
         }
     }
 
+    /// Runs `timed` on a fresh shm heap and returns `count` over the time
+    /// it took; the heap is unlinked afterwards.
+    fn on_fresh_heap(
+        &mut self,
+        count: u64,
+        timed: impl FnOnce(&Heap) -> Result<(), BoxError>,
+    ) -> Result<f64, BoxError> {
+        let name = self.name();
+        let heap = HeapOptions::new().size(64 << 20).max_size(8 << 30).create_shm(&name)?;
+        let t = Instant::now();
+        let done = timed(&heap);
+        let rate = count as f64 / t.elapsed().as_secs_f64();
+        drop(heap);
+        let _ = Heap::unlink_shm(&name);
+        done.map(|()| rate)
+    }
+
+    /// Runs one timed Boost mode on a fresh empty segment.
+    fn boost_fresh(&mut self, mode: &str, count: u64) -> Result<f64, BoxError> {
+        let name = self.name();
+        let bin = self.boost_bin()?.to_path_buf();
+        boost(&bin, &["setup", &name, "0"])?;
+        let result = boost(&bin, &[mode, &name, &count.to_string()]);
+        let _ = boost(&bin, &["remove", &name]);
+        let (ns, n) = result?;
+        Ok(n as f64 * 1e9 / ns.max(1) as f64)
+    }
+
     fn boost_bin(&self) -> Result<&Path, BoxError> {
         self.boost.as_deref().map_err(|e| e.clone().into())
     }
@@ -334,19 +362,13 @@ impl Suite {
     fn inserts(&mut self, peer: Peer) -> Result<f64, BoxError> {
         let keys = self.keys;
         match peer {
-            Peer::MmkitHeap => {
-                let name = self.name();
-                let heap = HeapOptions::new().size(64 << 20).max_size(8 << 30).create_shm(&name)?;
+            Peer::MmkitHeap => self.on_fresh_heap(keys, |heap| {
                 let map = heap.map::<u64, u64>("map")?;
-                let t = Instant::now();
                 for k in 0..keys {
                     map.insert(&k, &(k * K))?;
                 }
-                let rate = keys as f64 / t.elapsed().as_secs_f64();
-                drop(heap);
-                let _ = Heap::unlink_shm(&name);
-                Ok(rate)
-            }
+                Ok(())
+            }),
             Peer::Boost => {
                 let name = self.name();
                 let bin = self.boost_bin()?.to_path_buf();
@@ -407,12 +429,9 @@ impl Suite {
     fn alloc_free(&mut self, peer: Peer) -> Result<f64, BoxError> {
         let ops = self.ops;
         match peer {
-            Peer::MmkitHeap => {
-                let name = self.name();
-                let heap = HeapOptions::new().size(64 << 20).max_size(8 << 30).create_shm(&name)?;
+            Peer::MmkitHeap => self.on_fresh_heap(ops, |heap| {
                 let mut s = 12345u64;
                 let mut live: Vec<Option<(mmkit_heap::Offset<u8>, u64)>> = vec![None; 1000];
-                let t = Instant::now();
                 for _ in 0..ops {
                     let slot = (rng(&mut s) % live.len() as u64) as usize;
                     if let Some((b, size)) = live[slot].take() {
@@ -421,19 +440,9 @@ impl Suite {
                     let size = 16 + rng(&mut s) % 4081;
                     live[slot] = Some((heap.alloc(size, 8)?, size));
                 }
-                let rate = ops as f64 / t.elapsed().as_secs_f64();
-                drop(heap);
-                let _ = Heap::unlink_shm(&name);
-                Ok(rate)
-            }
-            Peer::Boost => {
-                let name = self.name();
-                let bin = self.boost_bin()?.to_path_buf();
-                boost(&bin, &["setup", &name, "0"])?;
-                let (ns, n) = boost(&bin, &["alloc", &name, &ops.to_string()])?;
-                let _ = boost(&bin, &["remove", &name]);
-                Ok(n as f64 * 1e9 / ns.max(1) as f64)
-            }
+                Ok(())
+            }),
+            Peer::Boost => self.boost_fresh("alloc", ops),
             Peer::Std => {
                 let mut s = 12345u64;
                 let mut live: Vec<Option<Vec<u8>>> = vec![None; 1000];
@@ -453,27 +462,14 @@ impl Suite {
     fn push(&mut self, peer: Peer) -> Result<f64, BoxError> {
         let n = self.ops * 2;
         match peer {
-            Peer::MmkitHeap => {
-                let name = self.name();
-                let heap = HeapOptions::new().size(64 << 20).max_size(8 << 30).create_shm(&name)?;
+            Peer::MmkitHeap => self.on_fresh_heap(n, |heap| {
                 let v = heap.vec::<u64>("vec")?;
-                let t = Instant::now();
                 for i in 0..n {
                     v.push(&i)?;
                 }
-                let rate = n as f64 / t.elapsed().as_secs_f64();
-                drop(heap);
-                let _ = Heap::unlink_shm(&name);
-                Ok(rate)
-            }
-            Peer::Boost => {
-                let name = self.name();
-                let bin = self.boost_bin()?.to_path_buf();
-                boost(&bin, &["setup", &name, "0"])?;
-                let (ns, k) = boost(&bin, &["push", &name, &n.to_string()])?;
-                let _ = boost(&bin, &["remove", &name]);
-                Ok(k as f64 * 1e9 / ns.max(1) as f64)
-            }
+                Ok(())
+            }),
+            Peer::Boost => self.boost_fresh("push", n),
             Peer::Std => {
                 let v = Mutex::new(Vec::new());
                 let t = Instant::now();
