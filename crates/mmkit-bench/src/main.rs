@@ -4,6 +4,7 @@
 //! same run.
 
 mod array;
+mod heap;
 mod machine;
 mod queue;
 mod region;
@@ -29,6 +30,8 @@ enum Suite {
     Queue(queue::Args),
     /// Arrays against numpy.memmap.
     Array(array::Args),
+    /// The shared heap against Boost.Interprocess and std.
+    Heap(heap::Args),
 }
 
 fn main() {
@@ -38,6 +41,7 @@ fn main() {
         Suite::Sync(a) => sync::run(a),
         Suite::Queue(a) => queue::run(a),
         Suite::Array(a) => array::run(a),
+        Suite::Heap(a) => heap::run(a),
     };
     if let Err(e) = result {
         eprintln!("mmkit-bench: {e}");

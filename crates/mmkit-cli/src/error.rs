@@ -20,6 +20,9 @@ pub enum CliError {
     /// From the array layer.
     #[error(transparent)]
     Array(#[from] mmkit_array::Error),
+    /// From the shared heap.
+    #[error(transparent)]
+    Heap(#[from] mmkit_heap::Error),
     /// A file operation of the CLI itself.
     #[error("{op} {}: {source}", .path.display())]
     Io {

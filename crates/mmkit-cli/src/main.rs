@@ -5,6 +5,7 @@
 
 mod array_cmd;
 mod demo;
+mod heap_cmd;
 mod queue_cmd;
 mod region_cmds;
 
@@ -44,6 +45,12 @@ enum Command {
         after_help = "Examples:\n  mmkit array create points.npy --dtype f32 --shape 1000,3\n  mmkit array stats --json points.npy"
     )]
     Array(array_cmd::ArrayCommand),
+    /// Containers shared between processes (growable, crash-robust heaps).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mmkit heap create /tmp/app.heap --size 64M\n  mmkit heap stat /tmp/app.heap --json\n  mmkit heap check /tmp/app.heap --repair"
+    )]
+    Heap(heap_cmd::HeapCommand),
     /// A short tour of mmkit on a temporary directory, with measurements.
     Demo(demo::DemoArgs),
 }
@@ -55,6 +62,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Shm(cmd) => region_cmds::shm(cmd),
         Command::Queue(cmd) => queue_cmd::run(cmd),
         Command::Array(cmd) => array_cmd::run(cmd),
+        Command::Heap(cmd) => heap_cmd::run(cmd),
         Command::Demo(args) => demo::run(args),
     }
 }

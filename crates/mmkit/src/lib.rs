@@ -8,7 +8,8 @@
 //! - `sync` (feature `sync`): futex wait/notify, event counts, robust
 //!   mutexes and process liveness inside mappings;
 //! - `queue` (feature `queue`): the persistent multi-process queue;
-//! - `array` (feature `array`): numpy-compatible typed arrays.
+//! - `array` (feature `array`): numpy-compatible typed arrays;
+//! - `heap` (feature `heap`): containers shared between processes.
 //!
 //! ```
 //! use mmkit::region::{Access, Mapping, Share};
@@ -31,6 +32,9 @@ pub use mmkit_queue as queue;
 
 #[cfg(feature = "array")]
 pub use mmkit_array as array;
+
+#[cfg(feature = "heap")]
+pub use mmkit_heap as heap;
 
 /// The README's Rust examples, compiled and run as doctests of this crate
 /// so that they stay correct.

@@ -1,0 +1,1155 @@
+//! `ShmHashMap<K, V>`: a concurrent hash map shared between processes.
+//!
+//! - **Table:** open addressing with linear probing, 32-byte slots: a
+//!   control word (state, 24-bit hash tag, 22-bit version, inline lengths)
+//!   and 24 bytes that hold the key and value inline when they fit, or the
+//!   offset of an out-of-line entry block.
+//! - **Reads take no lock and write nothing:** a slot is a seqlock (read
+//!   the control word, the payload, the control word again), and the
+//!   table descriptor is validated by an epoch. No system call, no shared
+//!   write, one cache line per probe.
+//! - **Writes** take one of 64 robust stripe locks, chosen by the key's
+//!   hash, and claim free slots with compare-and-swap. Each write is a
+//!   transaction on the stripe's undo log, so a writer killed anywhere is
+//!   rolled back by the next locker of its stripe; a reader that meets a
+//!   slot a dead writer left busy locks that stripe to trigger the repair.
+//! - **Growth** is incremental: past 3/4 load, a second table is
+//!   allocated; inserts go there, and every writer first moves a chunk of
+//!   slots from the old table (under the migration lock and the key's
+//!   stripe). Readers look in the new table, then the old, and never wait
+//!   for the move. The old table is freed once every slot has moved.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use mmkit_sync::MutexGuard;
+
+use crate::crash;
+use crate::error::{Error, Result};
+use crate::layout::{HEADER_SIZE, log_bytes};
+use crate::registry::{KIND_MAP, Object, sealed::Sealed};
+use crate::segment::{Heap, Inner, Txn};
+use crate::types::{Bytes, TypeDesc, fnv, hash_bytes};
+
+/// Bytes of a slot.
+pub const SLOT_SIZE: u64 = 32;
+/// Number of stripe locks per map.
+pub const STRIPES: usize = 64;
+const STRIPE_BYTES: u64 = 256;
+const STRIPE_BASE: u64 = 512;
+/// Bytes of a map's header block.
+pub const HEADER_BYTES: u64 = STRIPE_BASE + STRIPE_BYTES * STRIPES as u64;
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MMKMAP01");
+
+const M_MAGIC: u64 = 0;
+const M_EPOCH: u64 = 16;
+const M_TABLE: u64 = 24;
+const M_CAP: u64 = 32;
+const M_NEW_TABLE: u64 = 40;
+const M_NEW_CAP: u64 = 48;
+const M_CURSOR: u64 = 56;
+const M_USED: u64 = 64;
+const M_LOCK: u64 = 128;
+const M_LOG: u64 = 160;
+const M_LOG_CAP: u64 = 12;
+const S_LOCK: u64 = 0;
+const S_LEN: u64 = 32;
+const S_LOG: u64 = 48;
+const S_LOG_CAP: u64 = 8;
+const _: () = assert!(M_LOG + log_bytes(M_LOG_CAP) <= STRIPE_BASE);
+const _: () = assert!(S_LOG + log_bytes(S_LOG_CAP) <= STRIPE_BYTES);
+
+/// Smallest table, in slots.
+const MIN_CAP: u64 = 16;
+/// Largest table, in slots (2^40 slots would be 32 TiB).
+const MAX_CAP: u64 = 1 << 36;
+/// Slots moved per migration step.
+const CHUNK: u64 = 256;
+/// Key plus value bytes stored inline.
+const INLINE: usize = 24;
+/// Largest out-of-line key plus value.
+pub const MAX_ENTRY: u64 = 1 << 30;
+
+// ---- control word
+const EMPTY: u64 = 0;
+const FULL: u64 = 1;
+const TOMB: u64 = 2;
+const BUSY: u64 = 3;
+const MOVED: u64 = 4;
+const INLINE_BIT: u64 = 1 << 3;
+const VER_SHIFT: u32 = 18;
+const VER_MASK: u64 = (1 << 22) - 1;
+const TAG_SHIFT: u32 = 40;
+
+#[inline]
+fn state(c: u64) -> u64 {
+    c & 7
+}
+#[inline]
+fn tag_of(c: u64) -> u64 {
+    c >> TAG_SHIFT
+}
+#[inline]
+fn tag_of_hash(h: u64) -> u64 {
+    h >> TAG_SHIFT
+}
+#[inline]
+fn stripe_of_tag(tag: u64) -> usize {
+    (tag as usize) % STRIPES
+}
+#[inline]
+fn bump(c: u64, new_state: u64) -> u64 {
+    let ver = ((c >> VER_SHIFT) + 1) & VER_MASK;
+    (c & !(7 | (VER_MASK << VER_SHIFT))) | new_state | ver << VER_SHIFT
+}
+#[inline]
+fn inline_lens(c: u64) -> (usize, usize) {
+    (((c >> 4) & 31) as usize, ((c >> 9) & 31) as usize)
+}
+/// A control word for a full slot: `old` gives the version to bump.
+fn full_ctrl(old: u64, tag: u64, inline: Option<(usize, usize)>) -> u64 {
+    let ver = ((old >> VER_SHIFT) + 1) & VER_MASK;
+    let mut c = FULL | ver << VER_SHIFT | tag << TAG_SHIFT;
+    if let Some((k, v)) = inline {
+        c |= INLINE_BIT | (k as u64) << 4 | (v as u64) << 9;
+    }
+    c
+}
+/// The busy control word a writer of `stripe` puts in a slot it holds.
+fn busy_ctrl(old: u64, stripe: usize) -> u64 {
+    (old & (VER_MASK << VER_SHIFT)) | BUSY | (stripe as u64) << TAG_SHIFT
+}
+
+/// The table descriptor, as a reader or writer saw it.
+#[derive(Clone, Copy, Debug)]
+struct Desc {
+    epoch: u64,
+    table: u64,
+    cap: u64,
+    new_table: u64,
+    new_cap: u64,
+}
+
+impl Desc {
+    fn migrating(&self) -> bool {
+        self.new_table != 0
+    }
+}
+
+/// What a lock-free probe found.
+enum Probe<T> {
+    Found(T),
+    Absent,
+    /// The key was moved to the new table meanwhile: look again.
+    Moved,
+    /// A slot is held by a writer of this stripe.
+    Busy(usize),
+    /// A slot changed while we read it.
+    Torn,
+}
+
+/// A key prepared for probing: its hash, tag, and (when it fits inline)
+/// its bytes as masked words, so matching an inline slot is three word
+/// comparisons.
+struct Query<'a> {
+    key: &'a [u8],
+    hash: u64,
+    words: [u64; 3],
+    masks: [u64; 3],
+}
+
+impl<'a> Query<'a> {
+    #[inline(always)]
+    fn new(key: &'a [u8]) -> Query<'a> {
+        let hash = hash_bytes(key);
+        let mut words = [0u64; 3];
+        let mut masks = [0u64; 3];
+        if key.len() <= INLINE {
+            let mut b = [0u8; INLINE];
+            b[..key.len()].copy_from_slice(key);
+            words = words_of(&b);
+            for (i, m) in masks.iter_mut().enumerate() {
+                let bytes = key.len().saturating_sub(i * 8).min(8);
+                *m = if bytes == 8 { u64::MAX } else { (1u64 << (bytes * 8)) - 1 };
+            }
+        }
+        Query { key, hash, words, masks }
+    }
+
+    /// Whether inline payload `w` (whose key length matched) holds us.
+    #[inline(always)]
+    fn matches_inline(&self, w: &[u64; 3]) -> bool {
+        ((w[0] & self.masks[0]) ^ self.words[0])
+            | ((w[1] & self.masks[1]) ^ self.words[1])
+            | ((w[2] & self.masks[2]) ^ self.words[2])
+            == 0
+    }
+}
+
+/// A slot found by a writer, with its control word.
+#[derive(Clone, Copy)]
+struct Hit {
+    slot: u64,
+    ctrl: u64,
+    words: [u64; 3],
+}
+
+/// A concurrent hash map shared between processes; keys and values are
+/// plain data ([`ShmType`](crate::ShmType)), `str` or `[u8]`.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let heap = mmkit_heap::Heap::create(dir.path().join("h"), 1 << 20)?;
+/// let prices = heap.map::<str, f64>("prices")?;
+/// prices.insert("apple", &1.25)?;
+/// assert_eq!(prices.get("apple")?, Some(1.25));
+/// let ids = heap.map::<u64, [u8]>("blobs")?;
+/// ids.insert(&7, b"seven")?;
+/// assert_eq!(ids.remove(&7)?, Some(b"seven".to_vec()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ShmHashMap<K: Bytes + ?Sized, V: Bytes + ?Sized> {
+    heap: Heap,
+    off: u64,
+    name: String,
+    _t: PhantomData<fn(&K, &V)>,
+}
+
+impl<K: Bytes + ?Sized, V: Bytes + ?Sized> std::fmt::Debug for ShmHashMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmHashMap").field("name", &self.name).field("offset", &self.off).finish()
+    }
+}
+
+impl<K: Bytes + ?Sized, V: Bytes + ?Sized> Sealed for ShmHashMap<K, V> {}
+
+impl<K: Bytes + ?Sized, V: Bytes + ?Sized> Object for ShmHashMap<K, V> {
+    const KIND: u64 = KIND_MAP;
+    fn desc() -> TypeDesc {
+        let (k, v) = (K::bytes_desc(), V::bytes_desc());
+        TypeDesc {
+            name: std::any::type_name::<Self>(),
+            size: k.size,
+            align: v.size,
+            fingerprint: fnv(fnv(k.fingerprint, &v.fingerprint.to_le_bytes()), b"map"),
+        }
+    }
+    fn header_layout() -> (u64, u64) {
+        (HEADER_BYTES, 64)
+    }
+    fn attach(heap: &Heap, off: u64, name: &str) -> Result<Self> {
+        let m = ShmHashMap { heap: heap.clone(), off, name: name.to_string(), _t: PhantomData };
+        m.check_magic()?;
+        Ok(m)
+    }
+}
+
+impl Heap {
+    /// The map named `name`, created empty if it does not exist.
+    pub fn map<K: Bytes + ?Sized, V: Bytes + ?Sized>(&self, name: &str) -> Result<ShmHashMap<K, V>> {
+        self.map_with_capacity(name, 0)
+    }
+
+    /// The map named `name`, created with room for `n` entries before its
+    /// first resize if it does not exist.
+    pub fn map_with_capacity<K: Bytes + ?Sized, V: Bytes + ?Sized>(
+        &self,
+        name: &str,
+        n: usize,
+    ) -> Result<ShmHashMap<K, V>> {
+        let cap = cap_for(n as u64)?;
+        self.object_or_init::<ShmHashMap<K, V>>(name, |heap, off| {
+            let inner = &heap.inner;
+            let table = inner.alloc(cap * SLOT_SIZE, 64)?;
+            inner.zero(table, cap * SLOT_SIZE)?;
+            inner.zero(off, HEADER_BYTES)?;
+            inner.store(off + M_TABLE, table)?;
+            inner.store(off + M_CAP, cap)?;
+            inner.store(off + M_MAGIC, MAGIC)
+        })
+    }
+}
+
+/// Slots for `n` entries at most 3/4 full.
+fn cap_for(n: u64) -> Result<u64> {
+    let want = n.saturating_mul(4).div_ceil(3).max(MIN_CAP);
+    match want.checked_next_power_of_two() {
+        Some(c) if c <= MAX_CAP => Ok(c),
+        _ => Err(Error::Invalid { op: "map capacity", reason: format!("{n} entries is too many") }),
+    }
+}
+
+/// Key and value bytes laid out for storage.
+struct Encoded<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+    hash: u64,
+}
+
+impl Encoded<'_> {
+    fn inline(&self) -> Option<(usize, usize)> {
+        (self.key.len() + self.value.len() <= INLINE).then_some((self.key.len(), self.value.len()))
+    }
+
+    fn words(&self) -> [u64; 3] {
+        let mut b = [0u8; INLINE];
+        b[..self.key.len()].copy_from_slice(self.key);
+        b[self.key.len()..self.key.len() + self.value.len()].copy_from_slice(self.value);
+        words_of(&b)
+    }
+}
+
+/// The value of an inline slot; `None` if the lengths are impossible.
+#[inline(always)]
+fn decode_inline<V: Bytes + ?Sized>(words: [u64; 3], c: u64) -> Option<V::Owned> {
+    let (kl, vl) = inline_lens(c);
+    if kl + vl > INLINE {
+        return None;
+    }
+    let b = bytes_of_words(&words);
+    V::decode(&b[kl..kl + vl])
+}
+
+#[inline]
+fn words_of(b: &[u8; INLINE]) -> [u64; 3] {
+    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    [w(0), w(1), w(2)]
+}
+
+#[inline]
+fn bytes_of_words(w: &[u64; 3]) -> [u8; INLINE] {
+    let mut b = [0u8; INLINE];
+    for (i, x) in w.iter().enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&x.to_le_bytes());
+    }
+    b
+}
+
+impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
+    fn inner(&self) -> &Inner {
+        &self.heap.inner
+    }
+
+    fn check_magic(&self) -> Result<()> {
+        if self.inner().load(self.off + M_MAGIC)? != MAGIC {
+            return Err(Error::Removed { name: self.name.clone() });
+        }
+        Ok(())
+    }
+
+    /// The name the map was found under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[inline]
+    fn word(&self, off: u64) -> Result<&AtomicU64> {
+        self.inner().atomic(self.off + off)
+    }
+
+    fn read_desc(&self) -> Result<Desc> {
+        let inner = self.inner();
+        let epoch = inner.atomic(self.off + M_EPOCH)?.load(Ordering::Acquire);
+        let d = Desc {
+            epoch,
+            table: self.word(M_TABLE)?.load(Ordering::Relaxed),
+            cap: self.word(M_CAP)?.load(Ordering::Relaxed),
+            new_table: self.word(M_NEW_TABLE)?.load(Ordering::Relaxed),
+            new_cap: self.word(M_NEW_CAP)?.load(Ordering::Relaxed),
+        };
+        Ok(d)
+    }
+
+    /// A pointer to `cap` slots at `table`, checked.
+    #[inline]
+    fn slots(&self, table: u64, cap: u64) -> Result<*mut u8> {
+        if !cap.is_power_of_two() || cap > MAX_CAP || table < HEADER_SIZE || table % SLOT_SIZE != 0 {
+            return Err(self.inner().corrupt(format!("map {:?}: table {table} of {cap} slots", self.name)));
+        }
+        self.inner().ptr(table, cap * SLOT_SIZE)
+    }
+
+    /// Word `w` of slot `i`.
+    #[inline]
+    fn slot_word(p: *mut u8, i: u64, w: u64) -> &'static AtomicU64 {
+        // SAFETY: callers pass `p` from `slots(table, cap)` with `i < cap`
+        // and `w < 4`, so the word lies inside the checked, 32-aligned
+        // table in a mapping that outlives the map handle. The 'static
+        // lifetime never escapes the calling method, which borrows the
+        // heap. Slot words are only accessed atomically.
+        unsafe { AtomicU64::from_ptr(p.add((i * SLOT_SIZE + w * 8) as usize).cast()) }
+    }
+
+    // ------------------------------------------------------------- reads
+
+    /// A copy of the value for `key`. Takes no lock and writes nothing to
+    /// shared memory, unless it meets the leftovers of a dead writer.
+    pub fn get(&self, key: &K) -> Result<Option<V::Owned>> {
+        let q = Query::new(key.as_bytes());
+        let hdr = self.inner().ptr(self.off, 128)?;
+        let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
+        if word(M_MAGIC).load(Ordering::Relaxed) != MAGIC {
+            return Err(Error::Removed { name: self.name.clone() });
+        }
+        let epoch = word(M_EPOCH);
+        let mut retries = 0u32;
+        loop {
+            let e = epoch.load(Ordering::Acquire);
+            if retries > 0 && word(M_MAGIC).load(Ordering::Relaxed) != MAGIC {
+                return Err(Error::Removed { name: self.name.clone() });
+            }
+            let d = Desc {
+                epoch: e,
+                table: word(M_TABLE).load(Ordering::Relaxed),
+                cap: word(M_CAP).load(Ordering::Relaxed),
+                new_table: word(M_NEW_TABLE).load(Ordering::Relaxed),
+                new_cap: word(M_NEW_CAP).load(Ordering::Relaxed),
+            };
+            let probed = if e & 1 == 1 {
+                Ok(Probe::Torn)
+            } else if d.migrating() {
+                match self.probe(d.new_table, d.new_cap, &q) {
+                    Ok(Probe::Absent) => self.probe(d.table, d.cap, &q),
+                    other => other,
+                }
+            } else {
+                self.probe(d.table, d.cap, &q)
+            };
+            let outcome = match probed {
+                Ok(o) => o,
+                // A descriptor read while a resize changed it: the epoch
+                // tells; only a stable bad descriptor is an error.
+                Err(err) if err.is_corrupt() && epoch.load(Ordering::Acquire) != e => Probe::Torn,
+                Err(err) => return Err(err),
+            };
+            let value = match outcome {
+                Probe::Found(v) => Some(v),
+                Probe::Absent => None,
+                Probe::Moved | Probe::Torn => {
+                    retries += 1;
+                    self.back_off(retries, None, e)?;
+                    continue;
+                }
+                Probe::Busy(stripe) => {
+                    retries += 1;
+                    self.back_off(retries, Some(stripe), e)?;
+                    continue;
+                }
+            };
+            fence(Ordering::Acquire);
+            if epoch.load(Ordering::Relaxed) != e {
+                retries += 1;
+                continue;
+            }
+            return Ok(value);
+        }
+    }
+
+    /// True if `key` is in the map.
+    pub fn contains_key(&self, key: &K) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Spins, then yields, then repairs: a slot or descriptor that stays
+    /// busy belongs to a dead writer, whose stripe (or migration) lock
+    /// rolls it back when taken.
+    #[cold]
+    fn back_off(&self, retries: u32, stripe: Option<usize>, epoch: u64) -> Result<()> {
+        if retries < 64 {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        if retries < 128 {
+            std::thread::yield_now();
+            return Ok(());
+        }
+        if retries > 10_000 {
+            return Err(self.inner().corrupt(format!("map {:?}: a lookup never settles", self.name)));
+        }
+        match stripe {
+            Some(s) => drop(self.lock_stripe(s)?),
+            None if epoch & 1 == 1 => drop(self.lock_migration()?),
+            None => std::thread::yield_now(),
+        }
+        Ok(())
+    }
+
+    /// Looks the key up in one table without locks.
+    #[inline(always)]
+    fn probe(&self, table: u64, cap: u64, q: &Query<'_>) -> Result<Probe<V::Owned>> {
+        let p = self.slots(table, cap)?;
+        let tag = tag_of_hash(q.hash);
+        let mut i = q.hash & (cap - 1);
+        for _ in 0..cap {
+            let ctrl = Self::slot_word(p, i, 0);
+            let c = ctrl.load(Ordering::Acquire);
+            match state(c) {
+                EMPTY => return Ok(Probe::Absent),
+                FULL | MOVED if tag_of(c) == tag => {
+                    let words = [
+                        Self::slot_word(p, i, 1).load(Ordering::Relaxed),
+                        Self::slot_word(p, i, 2).load(Ordering::Relaxed),
+                        Self::slot_word(p, i, 3).load(Ordering::Relaxed),
+                    ];
+                    let inline_hit = c & INLINE_BIT != 0 && inline_lens(c).0 == q.key.len();
+                    if inline_hit && state(c) == FULL && q.matches_inline(&words) {
+                        let value = decode_inline::<V>(words, c);
+                        fence(Ordering::Acquire);
+                        if ctrl.load(Ordering::Relaxed) != c {
+                            return Ok(Probe::Torn);
+                        }
+                        return Ok(value.map_or(Probe::Torn, Probe::Found));
+                    }
+                    if c & INLINE_BIT == 0 || (inline_hit && state(c) == MOVED && q.matches_inline(&words)) {
+                        match self.probe_slow(ctrl, words, c, q)? {
+                            Probe::Absent => {}
+                            other => return Ok(other),
+                        }
+                    }
+                }
+                BUSY => {
+                    // Held by a writer, perhaps for our key: wait for it.
+                    return Ok(Probe::Busy(stripe_of_tag(tag_of(c))));
+                }
+                _ => {}
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        Ok(Probe::Absent)
+    }
+
+    /// Out-of-line keys and moved slots. `Absent` means "not this slot".
+    #[cold]
+    #[inline(never)]
+    fn probe_slow(
+        &self,
+        ctrl: &AtomicU64,
+        words: [u64; 3],
+        c: u64,
+        q: &Query<'_>,
+    ) -> Result<Probe<V::Owned>> {
+        let same = self.key_matches(words, c, q.key)?;
+        // Out-of-line values are read before the control word is checked
+        // again: their entry may be freed meanwhile.
+        let value = if same && state(c) == FULL { self.decode_value(words, c)? } else { None };
+        fence(Ordering::Acquire);
+        if ctrl.load(Ordering::Relaxed) != c {
+            return Ok(Probe::Torn);
+        }
+        Ok(match (same, state(c), value) {
+            (false, _, _) => Probe::Absent,
+            (true, MOVED, _) => Probe::Moved,
+            (true, _, Some(v)) => Probe::Found(v),
+            // Bytes that cannot be a V: garbage, retry.
+            (true, _, None) => Probe::Torn,
+        })
+    }
+
+    /// Whether the slot (`words`, control `c`) holds key `kb`. Out-of-line
+    /// keys are read from their entry block, which may be freed and reused
+    /// meanwhile: the caller re-checks the control word afterwards.
+    #[inline]
+    fn key_matches(&self, words: [u64; 3], c: u64, kb: &[u8]) -> Result<bool> {
+        if c & INLINE_BIT != 0 {
+            let (kl, vl) = inline_lens(c);
+            if kl != kb.len() || kl + vl > INLINE {
+                return Ok(false);
+            }
+            let b = bytes_of_words(&words);
+            return Ok(&b[..kl] == kb);
+        }
+        let (entry, kl, vl) = (words[0], words[1] & 0xffff_ffff, words[1] >> 32);
+        if kl != kb.len() as u64 || entry < HEADER_SIZE || kl + vl > MAX_ENTRY {
+            return Ok(false);
+        }
+        let mut buf = vec![0u8; kl as usize];
+        match self.inner().read_bytes(entry, &mut buf) {
+            Ok(()) => Ok(buf == kb),
+            // A torn read of a stale slot: the control check decides.
+            Err(e) if e.is_corrupt() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decodes the value of a slot read by `probe`; `None` when the bytes
+    /// cannot be a `V` (a torn read: the caller retries).
+    fn decode_value(&self, words: [u64; 3], c: u64) -> Result<Option<V::Owned>> {
+        if c & INLINE_BIT != 0 {
+            let (kl, vl) = inline_lens(c);
+            if kl + vl > INLINE {
+                return Ok(None);
+            }
+            let b = bytes_of_words(&words);
+            return Ok(V::decode(&b[kl..kl + vl]));
+        }
+        let (entry, kl, vl) = (words[0], words[1] & 0xffff_ffff, words[1] >> 32);
+        if entry < HEADER_SIZE || kl + vl > MAX_ENTRY {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; vl as usize];
+        match self.inner().read_bytes(entry + kl, &mut buf) {
+            Ok(()) => Ok(V::decode(&buf)),
+            Err(e) if e.is_corrupt() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ------------------------------------------------------------- locks
+
+    fn stripe_base(&self, s: usize) -> u64 {
+        self.off + STRIPE_BASE + STRIPE_BYTES * s as u64
+    }
+
+    fn lock_stripe(&self, s: usize) -> Result<MutexGuard<'_>> {
+        let b = self.stripe_base(s);
+        self.inner().lock(b + S_LOCK, b + S_LOG, S_LOG_CAP)
+    }
+
+    /// The migration lock. A dead holder's descriptor changes are rolled
+    /// back, and an odd epoch it left is moved on (never back), so a
+    /// reader that saw the half-made descriptor retries.
+    fn lock_migration(&self) -> Result<MutexGuard<'_>> {
+        let g = self.inner().lock(self.off + M_LOCK, self.off + M_LOG, M_LOG_CAP)?;
+        let epoch = self.word(M_EPOCH)?;
+        if epoch.load(Ordering::Acquire) & 1 == 1 {
+            epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(g)
+    }
+
+    fn lock_all_stripes(&self) -> Result<Vec<MutexGuard<'_>>> {
+        (0..STRIPES).map(|s| self.lock_stripe(s)).collect()
+    }
+
+    fn txn(&self, s: usize) -> Txn<'_> {
+        let b = self.stripe_base(s);
+        Txn::new(self.inner(), b + S_LOG, S_LOG_CAP)
+    }
+
+    /// Takes stripe `s` and a settled descriptor: when a migrator died
+    /// half-way through a descriptor change, lets the migration lock repair
+    /// it first (never waiting for that lock while holding a stripe).
+    fn lock_stripe_settled(&self, s: usize) -> Result<(MutexGuard<'_>, Desc)> {
+        loop {
+            let g = self.lock_stripe(s)?;
+            self.check_magic()?;
+            let d = self.read_desc()?;
+            if d.epoch & 1 == 0 {
+                return Ok((g, d));
+            }
+            drop(g);
+            drop(self.lock_migration()?);
+        }
+    }
+
+    // ------------------------------------------------------------ writes
+
+    /// Inserts or replaces; returns the previous value.
+    pub fn insert(&self, key: &K, value: &V) -> Result<Option<V::Owned>> {
+        self.check_magic()?;
+        let e = Encoded { key: key.as_bytes(), value: value.as_bytes(), hash: hash_bytes(key.as_bytes()) };
+        if (e.key.len() + e.value.len()) as u64 > MAX_ENTRY || e.key.len() > u32::MAX as usize {
+            return Err(Error::Invalid { op: "map insert", reason: "key and value exceed 1 GiB".into() });
+        }
+        self.prepare_write()?;
+        let inner = self.inner();
+        let entry = match e.inline() {
+            Some(_) => None,
+            None => {
+                let len = (e.key.len() + e.value.len()) as u64;
+                let off = inner.alloc(len.max(1), 8)?;
+                inner.write_bytes(off, e.key)?;
+                inner.write_bytes(off + e.key.len() as u64, e.value)?;
+                Some(off)
+            }
+        };
+        crash::point("map.entry");
+        let result = self.insert_locked(&e, entry);
+        if result.is_err()
+            && let Some(off) = entry
+        {
+            let _ = inner.free(off, ((e.key.len() + e.value.len()) as u64).max(1), 8);
+        }
+        let (old, freed) = result?;
+        self.free_entry(freed)?;
+        Ok(old)
+    }
+
+    fn insert_locked(&self, e: &Encoded<'_>, entry: Option<u64>) -> Result<(Option<V::Owned>, Option<Hit>)> {
+        let s = stripe_of_tag(tag_of_hash(e.hash));
+        for _ in 0..4 {
+            let (g, d) = self.lock_stripe_settled(s)?;
+            let mut t = self.txn(s);
+            let (target, target_cap) =
+                if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
+            let found_new = self.find_for_write(target, target_cap, e.hash, e.key)?;
+            if let Some(hit) = found_new.0 {
+                let old = self.decode_value(hit.words, hit.ctrl)?;
+                self.overwrite(&mut t, s, hit, e, entry)?;
+                t.commit()?;
+                drop(g);
+                return Ok((old, (hit.ctrl & INLINE_BIT == 0).then_some(hit)));
+            }
+            // Not in the insert table; during a migration it may still sit
+            // in the old one.
+            let in_old =
+                if d.migrating() { self.find_for_write(d.table, d.cap, e.hash, e.key)?.0 } else { None };
+            let Some(slot_ctrl) = self.claim_free(&mut t, target, target_cap, s, found_new.1)? else {
+                drop(t);
+                drop(g);
+                self.start_resize(true)?;
+                continue;
+            };
+            let (slot, old_ctrl) = slot_ctrl;
+            crash::point("map.claimed");
+            self.fill(&mut t, slot, old_ctrl, e, entry)?;
+            crash::point("map.published");
+            let old = match in_old {
+                Some(hit) => {
+                    let old = self.decode_value(hit.words, hit.ctrl)?;
+                    t.set(hit.slot, bump(hit.ctrl, MOVED))?;
+                    old
+                }
+                None => {
+                    let len = self.stripe_base(s) + S_LEN;
+                    t.set(len, self.inner().load(len)?.wrapping_add(1))?;
+                    None
+                }
+            };
+            t.commit()?;
+            drop(g);
+            if state(old_ctrl) == EMPTY {
+                self.word(M_USED)?.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok((old, in_old.filter(|h| h.ctrl & INLINE_BIT == 0)));
+        }
+        Err(self.inner().corrupt(format!("map {:?}: no free slot even after resizing", self.name)))
+    }
+
+    /// Replaces the value of a full slot in place: busy, new payload, full.
+    fn overwrite(
+        &self,
+        t: &mut Txn<'_>,
+        s: usize,
+        hit: Hit,
+        e: &Encoded<'_>,
+        entry: Option<u64>,
+    ) -> Result<()> {
+        t.set(hit.slot, busy_ctrl(hit.ctrl, s))?;
+        crash::point("map.busy");
+        let words = match entry {
+            Some(off) => [off, e.key.len() as u64 | (e.value.len() as u64) << 32, 0],
+            None => e.words(),
+        };
+        for (k, w) in words.iter().enumerate() {
+            t.set(hit.slot + 8 + 8 * k as u64, *w)?;
+        }
+        crash::point("map.overwrite");
+        t.set(hit.slot, full_ctrl(hit.ctrl, tag_of_hash(e.hash), e.inline()))
+    }
+
+    /// Fills a slot we claimed and publishes it.
+    fn fill(&self, t: &mut Txn<'_>, slot: u64, old: u64, e: &Encoded<'_>, entry: Option<u64>) -> Result<()> {
+        let words = match entry {
+            Some(off) => [off, e.key.len() as u64 | (e.value.len() as u64) << 32, 0],
+            None => e.words(),
+        };
+        let inner = self.inner();
+        // The slot is ours (busy): readers ignore its payload until the
+        // control word says full, and a rollback empties it again.
+        for (k, w) in words.iter().enumerate() {
+            inner.store(slot + 8 + 8 * k as u64, *w)?;
+        }
+        t.set(slot, full_ctrl(old, tag_of_hash(e.hash), e.inline()))
+    }
+
+    /// Probes for `kb` holding its stripe: the full slot holding it, and
+    /// the first reusable slot seen (a tombstone) or the empty slot that
+    /// ended the probe.
+    fn find_for_write(&self, table: u64, cap: u64, h: u64, kb: &[u8]) -> Result<(Option<Hit>, Option<u64>)> {
+        let p = self.slots(table, cap)?;
+        let tag = tag_of_hash(h);
+        let mut i = h & (cap - 1);
+        let mut free = None;
+        for _ in 0..cap {
+            let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
+            match state(c) {
+                EMPTY => return Ok((None, free.or(Some(i)))),
+                TOMB => {
+                    free.get_or_insert(i);
+                }
+                FULL if tag_of(c) == tag => {
+                    let words = [1, 2, 3].map(|w| Self::slot_word(p, i, w).load(Ordering::Acquire));
+                    if self.key_matches(words, c, kb)? {
+                        return Ok((Some(Hit { slot: table + i * SLOT_SIZE, ctrl: c, words }), None));
+                    }
+                }
+                _ => {}
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        Ok((None, free))
+    }
+
+    /// Claims a free slot for a key known to be absent, starting at the
+    /// candidate `from`: compare-and-swap to busy, recorded so a rollback
+    /// frees it. Returns the slot and its previous control word, or `None`
+    /// when the table has no free slot.
+    fn claim_free(
+        &self,
+        t: &mut Txn<'_>,
+        table: u64,
+        cap: u64,
+        s: usize,
+        from: Option<u64>,
+    ) -> Result<Option<(u64, u64)>> {
+        let Some(mut i) = from else { return Ok(None) };
+        let p = self.slots(table, cap)?;
+        for _ in 0..cap {
+            let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
+            if matches!(state(c), EMPTY | TOMB) && t.claim(table + i * SLOT_SIZE, c, busy_ctrl(c, s))? {
+                return Ok(Some((table + i * SLOT_SIZE, c)));
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        Ok(None)
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove(&self, key: &K) -> Result<Option<V::Owned>> {
+        self.check_magic()?;
+        let kb = key.as_bytes();
+        let h = hash_bytes(kb);
+        self.prepare_write()?;
+        let s = stripe_of_tag(tag_of_hash(h));
+        let (g, d) = self.lock_stripe_settled(s)?;
+        let mut hit = self.find_for_write(d.table, d.cap, h, kb)?.0;
+        if d.migrating() && hit.is_none() {
+            hit = self.find_for_write(d.new_table, d.new_cap, h, kb)?.0;
+        }
+        let Some(hit) = hit else { return Ok(None) };
+        let old = self.decode_value(hit.words, hit.ctrl)?;
+        let mut t = self.txn(s);
+        t.set(hit.slot, bump(hit.ctrl, TOMB))?;
+        crash::point("map.removed");
+        let len = self.stripe_base(s) + S_LEN;
+        t.set(len, self.inner().load(len)?.wrapping_sub(1))?;
+        t.commit()?;
+        drop(g);
+        self.free_entry((hit.ctrl & INLINE_BIT == 0).then_some(hit))?;
+        Ok(old)
+    }
+
+    /// Frees the out-of-line entry of a slot that no longer points at it.
+    fn free_entry(&self, hit: Option<Hit>) -> Result<()> {
+        if let Some(hit) = hit {
+            let (entry, kl, vl) = (hit.words[0], hit.words[1] & 0xffff_ffff, hit.words[1] >> 32);
+            self.inner().free(entry, (kl + vl).max(1), 8)?;
+        }
+        Ok(())
+    }
+
+    /// Number of entries (a sum over the stripes; exact when no write
+    /// runs meanwhile).
+    pub fn len(&self) -> Result<usize> {
+        let mut n = 0u64;
+        for s in 0..STRIPES {
+            n = n.wrapping_add(self.inner().load(self.stripe_base(s) + S_LEN)?);
+        }
+        Ok(n as usize)
+    }
+
+    /// True when the map holds nothing.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Slots in the current table (the new one during a resize).
+    pub fn capacity(&self) -> Result<usize> {
+        let d = self.read_desc()?;
+        Ok(if d.migrating() { d.new_cap } else { d.cap } as usize)
+    }
+
+    // ------------------------------------------------------------ resize
+
+    /// Before a write: help an ongoing migration by one chunk, or start
+    /// one when the table is 3/4 used.
+    fn prepare_write(&self) -> Result<()> {
+        let d = self.read_desc()?;
+        if d.migrating() {
+            return self.migrate_step();
+        }
+        let used = self.word(M_USED)?.load(Ordering::Relaxed);
+        if used.saturating_mul(4) >= d.cap.saturating_mul(3) {
+            self.start_resize(false)?;
+        }
+        Ok(())
+    }
+
+    /// Allocates the new table and switches inserts to it, with every
+    /// stripe held so no writer is inside the old table.
+    fn start_resize(&self, force: bool) -> Result<()> {
+        let mg = self.lock_migration()?;
+        self.check_magic()?;
+        let d = self.read_desc()?;
+        if d.migrating() {
+            drop(mg);
+            return self.migrate_step();
+        }
+        let used = self.word(M_USED)?.load(Ordering::Relaxed);
+        if !force && used.saturating_mul(4) < d.cap.saturating_mul(3) {
+            return Ok(());
+        }
+        let stripes = self.lock_all_stripes()?;
+        let live = self.len()? as u64;
+        let new_cap = cap_for(live.saturating_mul(3) / 2 + 1)?.max(if force { d.cap * 2 } else { 0 });
+        let inner = self.inner();
+        let table = inner.alloc(new_cap * SLOT_SIZE, 64)?;
+        inner.zero(table, new_cap * SLOT_SIZE)?;
+        crash::point("map.resize_alloc");
+        self.set_desc(|t| {
+            t.set(self.off + M_NEW_TABLE, table)?;
+            t.set(self.off + M_NEW_CAP, new_cap)?;
+            t.set(self.off + M_CURSOR, 0)?;
+            t.set(self.off + M_USED, 0)
+        })?;
+        drop(stripes);
+        drop(mg);
+        Ok(())
+    }
+
+    /// Changes the descriptor in a transaction on the migration log,
+    /// bracketed by an odd epoch so readers retry.
+    fn set_desc(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<()>) -> Result<()> {
+        let epoch = self.word(M_EPOCH)?;
+        epoch.fetch_add(1, Ordering::AcqRel);
+        let mut t = Txn::new(self.inner(), self.off + M_LOG, M_LOG_CAP);
+        f(&mut t)?;
+        crash::point("map.desc");
+        t.commit()?;
+        epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Moves one chunk of the old table; finishes the migration after the
+    /// last one.
+    fn migrate_step(&self) -> Result<()> {
+        let mg = self.lock_migration()?;
+        self.check_magic()?;
+        let d = self.read_desc()?;
+        if !d.migrating() {
+            return Ok(());
+        }
+        let cursor = self.word(M_CURSOR)?.load(Ordering::Acquire);
+        let end = cursor.saturating_add(CHUNK).min(d.cap);
+        for i in cursor..end {
+            self.move_slot(&d, i)?;
+        }
+        let mut t = Txn::new(self.inner(), self.off + M_LOG, M_LOG_CAP);
+        t.set(self.off + M_CURSOR, end)?;
+        t.commit()?;
+        if end < d.cap {
+            return Ok(());
+        }
+        let stripes = self.lock_all_stripes()?;
+        self.set_desc(|t| {
+            t.set(self.off + M_TABLE, d.new_table)?;
+            t.set(self.off + M_CAP, d.new_cap)?;
+            t.set(self.off + M_NEW_TABLE, 0)?;
+            t.set(self.off + M_NEW_CAP, 0)?;
+            t.set(self.off + M_CURSOR, 0)
+        })?;
+        drop(stripes);
+        drop(mg);
+        crash::point("map.finished");
+        // Readers still probing the old table see the epoch change.
+        self.inner().free(d.table, d.cap * SLOT_SIZE, 64)
+    }
+
+    /// Moves slot `i` of the old table to the new one, under its key's
+    /// stripe.
+    fn move_slot(&self, d: &Desc, i: u64) -> Result<()> {
+        let p = self.slots(d.table, d.cap)?;
+        let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
+        if !matches!(state(c), FULL | BUSY) {
+            return Ok(());
+        }
+        let s = stripe_of_tag(tag_of(c));
+        let g = self.lock_stripe(s)?;
+        let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
+        if state(c) != FULL {
+            // A busy slot left behind is repaired by the stripe lock; if
+            // it is still busy, it is garbage from a hostile writer.
+            return Ok(());
+        }
+        let words = [1, 2, 3].map(|w| Self::slot_word(p, i, w).load(Ordering::Acquire));
+        let h = self.hash_of_slot(words, c)?;
+        let mut t = self.txn(s);
+        let from = Some(h & (d.new_cap - 1));
+        let Some((slot, old)) = self.claim_free(&mut t, d.new_table, d.new_cap, s, from)? else {
+            return Err(self.inner().corrupt(format!("map {:?}: the new table is full", self.name)));
+        };
+        for (k, w) in words.iter().enumerate() {
+            self.inner().store(slot + 8 + 8 * k as u64, *w)?;
+        }
+        let keep = c & (INLINE_BIT | 0x3ff0 | (0xff_ffff << TAG_SHIFT));
+        t.set(slot, full_ctrl(old, 0, None) | keep)?;
+        crash::point("map.moved");
+        t.set(d.table + i * SLOT_SIZE, bump(c, MOVED))?;
+        t.commit()?;
+        drop(g);
+        if state(old) == EMPTY {
+            self.word(M_USED)?.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The full hash of a slot's key, read from the slot or its entry.
+    fn hash_of_slot(&self, words: [u64; 3], c: u64) -> Result<u64> {
+        if c & INLINE_BIT != 0 {
+            let (kl, _) = inline_lens(c);
+            let b = bytes_of_words(&words);
+            return Ok(hash_bytes(&b[..kl.min(INLINE)]));
+        }
+        let (entry, kl) = (words[0], words[1] & 0xffff_ffff);
+        if kl > MAX_ENTRY || entry < HEADER_SIZE {
+            return Err(self.inner().corrupt(format!("map {:?}: entry {entry} of {kl} bytes", self.name)));
+        }
+        let mut key = vec![0u8; kl as usize];
+        self.inner().read_bytes(entry, &mut key)?;
+        Ok(hash_bytes(&key))
+    }
+
+    // --------------------------------------------------------- snapshots
+
+    /// Every entry, copied out while all writers are held off (readers go
+    /// on meanwhile).
+    pub fn entries(&self) -> Result<Vec<(K::Owned, V::Owned)>> {
+        self.check_magic()?;
+        let _mg = self.lock_migration()?;
+        let _stripes = self.lock_all_stripes()?;
+        let d = self.read_desc()?;
+        let mut out = Vec::new();
+        for (table, cap) in [(d.table, d.cap), (d.new_table, d.new_cap)] {
+            if table == 0 {
+                continue;
+            }
+            for (_, words, c) in self.full_slots(table, cap)? {
+                let (k, v) = self.slot_bytes(words, c)?;
+                match (K::decode(&k), V::decode(&v)) {
+                    (Some(k), Some(v)) => out.push((k, v)),
+                    _ => return Err(self.inner().corrupt(format!("map {:?}: undecodable entry", self.name))),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn full_slots(&self, table: u64, cap: u64) -> Result<Vec<(u64, [u64; 3], u64)>> {
+        full_slots(self.inner(), table, cap)
+    }
+
+    fn slot_bytes(&self, words: [u64; 3], c: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+        slot_bytes(self.inner(), words, c)
+    }
+}
+
+/// The full slots of a table: (offset, payload, control).
+fn full_slots(inner: &Inner, table: u64, cap: u64) -> Result<Vec<(u64, [u64; 3], u64)>> {
+    if !cap.is_power_of_two() || cap > MAX_CAP || table < HEADER_SIZE || table % SLOT_SIZE != 0 {
+        return Err(inner.corrupt(format!("map table {table} of {cap} slots")));
+    }
+    inner.ptr(table, cap * SLOT_SIZE)?;
+    let mut out = Vec::new();
+    for i in 0..cap {
+        let slot = table + i * SLOT_SIZE;
+        let c = inner.load(slot)?;
+        if state(c) == FULL {
+            out.push((slot, [inner.load(slot + 8)?, inner.load(slot + 16)?, inner.load(slot + 24)?], c));
+        }
+    }
+    Ok(out)
+}
+
+/// A slot's key and value bytes.
+fn slot_bytes(inner: &Inner, words: [u64; 3], c: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+    if c & INLINE_BIT != 0 {
+        let (kl, vl) = inline_lens(c);
+        if kl + vl > INLINE {
+            return Err(inner.corrupt(format!("map slot with inline lengths {kl}+{vl}")));
+        }
+        let b = bytes_of_words(&words);
+        return Ok((b[..kl].to_vec(), b[kl..kl + vl].to_vec()));
+    }
+    let (entry, kl, vl) = (words[0], words[1] & 0xffff_ffff, words[1] >> 32);
+    if entry < HEADER_SIZE || kl + vl > MAX_ENTRY {
+        return Err(inner.corrupt(format!("map entry {entry} of {kl}+{vl} bytes")));
+    }
+    let mut k = vec![0u8; kl as usize];
+    let mut v = vec![0u8; vl as usize];
+    inner.read_bytes(entry, &mut k)?;
+    inner.read_bytes(entry + kl, &mut v)?;
+    Ok((k, v))
+}
+
+/// What `check` and `remove` need of a map, with no key or value type:
+/// its tables and its out-of-line entries, as (offset, bytes, alignment).
+pub(crate) fn blocks(inner: &Inner, off: u64) -> Result<Vec<(u64, u64, u64)>> {
+    if inner.load(off + M_MAGIC)? != MAGIC {
+        return Err(inner.corrupt(format!("map at {off}: bad magic")));
+    }
+    let mut out = Vec::new();
+    for (tw, cw) in [(M_TABLE, M_CAP), (M_NEW_TABLE, M_NEW_CAP)] {
+        let (table, cap) = (inner.load(off + tw)?, inner.load(off + cw)?);
+        if table == 0 {
+            continue;
+        }
+        for (_, words, c) in full_slots(inner, table, cap)? {
+            if c & INLINE_BIT == 0 {
+                let (kl, vl) = (words[1] & 0xffff_ffff, words[1] >> 32);
+                out.push((words[0], (kl + vl).max(1), 8));
+            }
+        }
+        out.push((table, cap * SLOT_SIZE, 64));
+    }
+    Ok(out)
+}
+
+/// Live entries counted by the stripes, and full slots in the tables
+/// (they must agree when no write runs).
+pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
+    let mut stripes = 0u64;
+    for s in 0..STRIPES as u64 {
+        stripes = stripes.wrapping_add(inner.load(off + STRIPE_BASE + STRIPE_BYTES * s + S_LEN)?);
+    }
+    let mut full = 0;
+    for (tw, cw) in [(M_TABLE, M_CAP), (M_NEW_TABLE, M_NEW_CAP)] {
+        let (table, cap) = (inner.load(off + tw)?, inner.load(off + cw)?);
+        if table != 0 {
+            full += full_slots(inner, table, cap)?.len() as u64;
+        }
+    }
+    Ok((stripes, full))
+}
+
+/// Marks a removed map: its epoch moves on, so readers that started
+/// before retry and see the zeroed magic. Every map lock held.
+pub(crate) fn retire(inner: &Inner, off: u64) -> Result<()> {
+    inner.atomic(off + M_EPOCH)?.fetch_add(2, Ordering::AcqRel);
+    Ok(())
+}
+
+/// Takes every lock of the map at `off` (migration, then stripes), in the
+/// order writers use, rolling back dead holders.
+pub(crate) fn lock_all(inner: &Inner, off: u64) -> Result<Vec<MutexGuard<'_>>> {
+    let mut guards = vec![inner.lock(off + M_LOCK, off + M_LOG, M_LOG_CAP)?];
+    let epoch = inner.atomic(off + M_EPOCH)?;
+    if epoch.load(Ordering::Acquire) & 1 == 1 {
+        epoch.fetch_add(1, Ordering::AcqRel);
+    }
+    for s in 0..STRIPES as u64 {
+        let b = off + STRIPE_BASE + STRIPE_BYTES * s;
+        guards.push(inner.lock(b + S_LOCK, b + S_LOG, S_LOG_CAP)?);
+    }
+    Ok(guards)
+}

@@ -1,0 +1,564 @@
+//! The segment: creation and opening over a file or POSIX shm, the header,
+//! checked access to memory other processes share, online growth, and the
+//! robust locks with their undo logs.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mmkit_region::{Access, GrowableFile, Mode};
+use mmkit_sync::{LockOutcome, MutexGuard, RobustMutex};
+use rustix::fs::{Mode as FsMode, OFlags, RenameFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::layout::*;
+
+/// Default most a heap may grow to: 64 GiB of reserved address space
+/// (reserving costs no memory).
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+
+/// How to create or open a heap.
+///
+/// ```
+/// use mmkit_heap::HeapOptions;
+/// let dir = tempfile::tempdir()?;
+/// let heap = HeapOptions::new().size(1 << 20).max_size(1 << 30).create(dir.path().join("h"))?;
+/// assert_eq!(heap.size(), 1 << 20);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct HeapOptions {
+    size: u64,
+    max_size: u64,
+}
+
+impl Default for HeapOptions {
+    fn default() -> Self {
+        HeapOptions { size: 1 << 20, max_size: DEFAULT_MAX_SIZE }
+    }
+}
+
+impl HeapOptions {
+    /// Defaults: 1 MiB to start, growing up to 64 GiB.
+    pub fn new() -> HeapOptions {
+        HeapOptions::default()
+    }
+
+    /// Initial size in bytes (rounded up to 64 KiB; at least 144 KiB).
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.size = bytes;
+        self
+    }
+
+    /// The most the heap may grow to, in bytes. Every process that opens
+    /// the heap reserves this much address space (not memory).
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = bytes;
+        self
+    }
+
+    fn checked(&self) -> Result<(u64, u64)> {
+        let size = self.size.max(MIN_SIZE).div_ceil(SLAB) * SLAB;
+        let max = self.max_size.div_ceil(SLAB) * SLAB;
+        if max > MAX_MAX_SIZE {
+            return Err(Error::Invalid {
+                op: "create heap",
+                reason: format!("max_size {} exceeds the limit of {MAX_MAX_SIZE} bytes", self.max_size),
+            });
+        }
+        if size > max {
+            return Err(Error::Invalid {
+                op: "create heap",
+                reason: format!("size {size} exceeds max_size {max}"),
+            });
+        }
+        Ok((size, max))
+    }
+
+    /// Creates a heap file at `path` with mode 0600; fails if it exists.
+    pub fn create(&self, path: impl AsRef<Path>) -> Result<Heap> {
+        let (size, max) = self.checked()?;
+        create_at(path.as_ref(), size, max)?;
+        Heap::open(path)
+    }
+
+    /// Opens the heap at `path`, creating it if it does not exist. Safe
+    /// under races: exactly one process creates it.
+    pub fn open_or_create(&self, path: impl AsRef<Path>) -> Result<Heap> {
+        let path = path.as_ref();
+        let (size, max) = self.checked()?;
+        for _ in 0..64 {
+            match Heap::open(path) {
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                other => return other,
+            }
+            match create_at(path, size, max) {
+                Ok(()) | Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Invalid { op: "open_or_create heap", reason: "the file kept disappearing".into() })
+    }
+
+    /// Creates a heap in POSIX shared memory (`/dev/shm/<name>`), mode 0600.
+    pub fn create_shm(&self, name: &str) -> Result<Heap> {
+        self.create(shm_path("create shm heap", name)?)
+    }
+
+    /// Opens or creates a heap in POSIX shared memory.
+    pub fn open_or_create_shm(&self, name: &str) -> Result<Heap> {
+        self.open_or_create(shm_path("open shm heap", name)?)
+    }
+}
+
+fn shm_path(op: &'static str, name: &str) -> Result<PathBuf> {
+    let bare = mmkit_region::shm::normalize_name(op, name).map_err(Error::region(op))?;
+    Ok(Path::new(mmkit_region::shm::SHM_DIR).join(bare))
+}
+
+/// Builds the segment under a hidden temporary name and renames it into
+/// place without replacing anything, so nobody ever opens a half-made heap.
+fn create_at(path: &Path, size: u64, max: u64) -> Result<()> {
+    let op = "create heap";
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name =
+        path.file_name().ok_or_else(|| Error::Invalid { op, reason: "path has no file name".into() })?;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".mmkit-tmp-{}-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd =
+        rustix::fs::open(&tmp, flags, FsMode::from_raw_mode(0o600)).map_err(|e| Error::io(op, path, e))?;
+    let built = rustix::fs::fchmod(&fd, FsMode::from_raw_mode(0o600))
+        .map_err(|e| Error::io(op, path, e))
+        .and_then(|()| {
+            drop(fd);
+            let file = GrowableFile::open(&tmp, Mode::ReadWrite, max as usize).map_err(Error::region(op))?;
+            file.grow_to(size).map_err(Error::region("create heap (allocate)"))?;
+            write_header(&file, size, max)
+        })
+        .and_then(|()| {
+            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, path, RenameFlags::NOREPLACE)
+                .map_err(|e| match e {
+                    Errno::EXIST => Error::AlreadyExists { path: path.to_path_buf() },
+                    e => Error::io(op, path, e),
+                })
+        });
+    if built.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    built
+}
+
+fn write_header(file: &GrowableFile, size: u64, max: u64) -> Result<()> {
+    let op = "create heap (header)";
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let mut words = [0u8; 64];
+    words[..8].copy_from_slice(&MAGIC);
+    words[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    words[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+    words[16..24].copy_from_slice(&fingerprint().to_le_bytes());
+    words[24..32].copy_from_slice(&max.to_le_bytes());
+    words[32..40].copy_from_slice(&size.to_le_bytes());
+    words[40..48].copy_from_slice(&created.to_le_bytes());
+    file.write_at(0, &words).map_err(Error::region(op))?;
+    file.write_at(PH_HEAP_END, &HEADER_SIZE.to_le_bytes()).map_err(Error::region(op))
+}
+
+/// A shared heap: a segment mapped in this process. Cheap to clone; all
+/// clones and all processes see the same heap.
+///
+/// ```
+/// use mmkit_heap::Heap;
+/// let dir = tempfile::tempdir()?;
+/// let heap = Heap::create(dir.path().join("heap"), 1 << 20)?;
+/// let counter = heap.find_or_init("counter", || 41u64)?;
+/// counter.update(|v| v + 1)?;
+/// assert_eq!(Heap::open(dir.path().join("heap"))?.find::<u64>("counter")?.unwrap().get()?, 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Heap {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Heap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heap").field("path", &self.inner.path).field("size", &self.size()).finish()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) file: GrowableFile,
+    base: *mut u8,
+    /// Bytes mapped here (a copy of `file.len()` that inlines).
+    mapped: AtomicU64,
+    pub(crate) path: PathBuf,
+    pub(crate) max_size: u64,
+}
+
+// SAFETY: `base` points into the mapping `file` owns, which stays mapped
+// for the life of `Inner` (nothing here shrinks it). Every access through
+// it is a bounds-checked atomic or volatile operation on shared memory,
+// which is sound from any thread.
+unsafe impl Send for Inner {}
+// SAFETY: as above; `&Inner` only offers such accesses.
+unsafe impl Sync for Inner {}
+
+impl Heap {
+    /// Creates a heap file of `size` bytes (mode 0600), growable to 64 GiB;
+    /// see [`HeapOptions`] for more control. Fails if the file exists.
+    pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Heap> {
+        HeapOptions::new().size(size).create(path)
+    }
+
+    /// Opens an existing heap file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Heap> {
+        let path = path.as_ref();
+        let max = read_header(path)?;
+        let file =
+            GrowableFile::open(path, Mode::ReadWrite, max as usize).map_err(Error::region("open heap"))?;
+        let inner = Inner {
+            base: file.base(),
+            mapped: AtomicU64::new(file.len()),
+            file,
+            path: path.to_path_buf(),
+            max_size: max,
+        };
+        let size = inner.load(H_SIZE)?;
+        if size < MIN_SIZE || size > max || size > inner.mapped.load(Ordering::Relaxed) {
+            return Err(inner.corrupt(format!("published size {size} does not match the file")));
+        }
+        Ok(Heap { inner: Arc::new(inner) })
+    }
+
+    /// Opens an existing heap in POSIX shared memory.
+    pub fn open_shm(name: &str) -> Result<Heap> {
+        Heap::open(shm_path("open shm heap", name)?)
+    }
+
+    /// Removes a shm heap's name; processes that have it open keep it.
+    pub fn unlink_shm(name: &str) -> Result<()> {
+        let path = shm_path("unlink shm heap", name)?;
+        std::fs::remove_file(&path).map_err(|e| Error::io("unlink shm heap", path, e))
+    }
+
+    /// The segment's file (`/dev/shm/<name>` for shm).
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The published size of the segment in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.load(H_SIZE).unwrap_or(0)
+    }
+
+    /// The most the segment may grow to.
+    pub fn max_size(&self) -> u64 {
+        self.inner.max_size
+    }
+
+    /// Grows the segment to at least `bytes` while other processes keep
+    /// using it; they map the new range when they first touch it.
+    pub fn grow_to(&self, bytes: u64) -> Result<()> {
+        let ph = self.inner.lock_page_heap()?;
+        self.inner.grow_locked(bytes.div_ceil(SLAB) * SLAB)?;
+        drop(ph);
+        Ok(())
+    }
+}
+
+/// Reads and checks the fixed header fields with a plain read; returns the
+/// reservation size.
+fn read_header(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| Error::io("open heap", path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("open heap", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::NotAHeap { path: path.to_path_buf(), reason: "not a regular file" });
+    }
+    let mut h = [0u8; 48];
+    if meta.len() < HEADER_SIZE || file.read_exact_at(&mut h, 0).is_err() {
+        return Err(Error::NotAHeap { path: path.to_path_buf(), reason: "shorter than a heap header" });
+    }
+    if h[..8] != MAGIC {
+        return Err(Error::NotAHeap { path: path.to_path_buf(), reason: "bad magic number" });
+    }
+    let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().unwrap_or([0; 8]));
+    let version = u32::from_le_bytes(h[8..12].try_into().unwrap_or([0; 4]));
+    let header = u32::from_le_bytes(h[12..16].try_into().unwrap_or([0; 4]));
+    let layout = word(16);
+    if version != VERSION || header as u64 != HEADER_SIZE || layout != fingerprint() {
+        return Err(Error::Incompatible {
+            path: path.to_path_buf(),
+            found: format!("version {version}, layout {layout:#018x}"),
+            supported: VERSION,
+            layout: fingerprint(),
+        });
+    }
+    let max = word(24);
+    if !(MIN_SIZE..=MAX_MAX_SIZE).contains(&max) || max % SLAB != 0 {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            what: format!("max_size {max} is impossible"),
+        });
+    }
+    Ok(max)
+}
+
+impl Inner {
+    pub(crate) fn corrupt(&self, what: impl Into<String>) -> Error {
+        Error::Corrupt { path: self.path.clone(), what: what.into() }
+    }
+
+    /// Bytes of the mapping this process may touch now.
+    #[inline]
+    pub(crate) fn mapped(&self) -> u64 {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// A pointer to `len` bytes at `off`, after checking them against what
+    /// is mapped here; maps what other processes added when needed.
+    #[inline]
+    pub(crate) fn ptr(&self, off: u64, len: u64) -> Result<*mut u8> {
+        match off.checked_add(len) {
+            // The range lies inside the mapping, which fits in `usize`.
+            Some(end) if end <= self.mapped() => Ok(self.base.wrapping_add(off as usize)),
+            _ => self.ptr_slow(off, len),
+        }
+    }
+
+    #[cold]
+    fn ptr_slow(&self, off: u64, len: u64) -> Result<*mut u8> {
+        let end = off.checked_add(len).filter(|&e| e <= self.max_size).ok_or_else(|| {
+            self.corrupt(format!("range {off}+{len} is outside the segment (max {} bytes)", self.max_size))
+        })?;
+        // Never map past what the header publishes: a garbage offset must
+        // not make us chase the file.
+        let published = self.atomic_unchecked(H_SIZE).load(Ordering::Acquire);
+        if end > published {
+            return Err(self.corrupt(format!("range {off}+{len} is past the heap's end ({published} bytes)")));
+        }
+        self.file.ensure_len(end).map_err(Error::region("map grown heap"))?;
+        self.mapped.store(self.file.len(), Ordering::Relaxed);
+        Ok(self.base.wrapping_add(off as usize))
+    }
+
+    /// The header word at `off` (inside the first page, always mapped).
+    #[inline]
+    fn atomic_unchecked(&self, off: u64) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= HEADER_SIZE);
+        // SAFETY: the file was checked at open to hold the header, so
+        // `base + off` (off < HEADER_SIZE, 8-aligned: only constants are
+        // passed) is mapped, aligned and writable for the life of `self`.
+        // Shared words are only accessed atomically (docs/heap-format.md).
+        unsafe { AtomicU64::from_ptr(self.base.add(off as usize).cast()) }
+    }
+
+    /// The shared word at `off`, checked for bounds and alignment.
+    #[inline]
+    pub(crate) fn atomic(&self, off: u64) -> Result<&AtomicU64> {
+        if off % 8 != 0 {
+            return Err(self.corrupt(format!("offset {off} is not 8-aligned")));
+        }
+        let p = self.ptr(off, 8)?;
+        // SAFETY: `ptr` checked that 8 bytes at `off` are mapped here; the
+        // base is page-aligned, so `p` is 8-aligned. The mapping stays for
+        // the life of `self`, and shared words are only accessed atomically.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+
+    #[inline]
+    pub(crate) fn load(&self, off: u64) -> Result<u64> {
+        Ok(self.atomic(off)?.load(Ordering::Acquire))
+    }
+
+    /// Stores outside any undo log: only for memory nobody else can reach
+    /// yet (a fresh block) or for monotonic hints.
+    #[inline]
+    pub(crate) fn store(&self, off: u64, v: u64) -> Result<()> {
+        self.atomic(off)?.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// Copies bytes out of the segment (volatile: they may change meanwhile).
+    pub(crate) fn read_bytes(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        self.ptr(off, buf.len() as u64)?;
+        self.file.read_at(off, buf).map_err(Error::region("read heap"))
+    }
+
+    /// Copies bytes into the segment.
+    pub(crate) fn write_bytes(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.ptr(off, data.len() as u64)?;
+        self.file.write_at(off, data).map_err(Error::region("write heap"))
+    }
+
+    /// Zeroes `len` bytes.
+    pub(crate) fn zero(&self, off: u64, len: u64) -> Result<()> {
+        self.ptr(off, len)?;
+        self.file.fill_at(off, len as usize, 0).map_err(Error::region("zero heap"))
+    }
+
+    /// Grows the file to `size` bytes and publishes it. The caller holds
+    /// the run allocator's lock. Idempotent: a crash between the
+    /// `fallocate` and the publication leaves a longer file, which the next
+    /// grower reuses.
+    pub(crate) fn grow_locked(&self, size: u64) -> Result<()> {
+        if size > self.max_size {
+            return Err(Error::OutOfMemory {
+                path: self.path.clone(),
+                requested: size.saturating_sub(self.load(H_SIZE)?),
+                size: self.load(H_SIZE)?,
+                max_size: self.max_size,
+            });
+        }
+        if size <= self.load(H_SIZE)? {
+            return Ok(());
+        }
+        self.file.grow_to(size).map_err(Error::region("grow heap"))?;
+        self.mapped.store(self.file.len(), Ordering::Relaxed);
+        self.atomic_unchecked(H_SIZE).fetch_max(size, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Takes the robust mutex at `lock`; when its holder died, rolls back
+    /// the holder's unfinished transaction from the undo log at `log`
+    /// before anything else sees the data.
+    pub(crate) fn lock(&self, lock: u64, log: u64, cap: u64) -> Result<MutexGuard<'_>> {
+        let op = "lock";
+        let mutex = RobustMutex::at(&self.file, lock).map_err(Error::sync(op))?;
+        crate::crash::point("lock.before");
+        match mutex.lock().map_err(Error::sync(op))? {
+            LockOutcome::Acquired(g) => Ok(g),
+            LockOutcome::OwnerDied(g) => {
+                rollback(self, log, cap)?;
+                g.make_consistent();
+                Ok(g)
+            }
+        }
+    }
+
+    pub(crate) fn lock_page_heap(&self) -> Result<MutexGuard<'_>> {
+        self.lock(PH_LOCK, PH_LOG, PH_LOG_CAP)
+    }
+}
+
+/// Flag in a log entry's target word: a conditional entry, restored only
+/// if the word still holds the value the transaction put there (a slot
+/// claimed with compare-and-swap, which another writer may have claimed
+/// instead if we died before our swap).
+const COND: u64 = 1 << 63;
+
+/// Undoes the writes recorded in the log at `log` (newest first), then
+/// empties it. Idempotent: dying inside it leaves a log the next holder
+/// replays again with the same result.
+pub(crate) fn rollback(heap: &Inner, log: u64, cap: u64) -> Result<()> {
+    let count = heap.atomic(log)?;
+    let n = count.load(Ordering::Acquire);
+    if n > cap {
+        count.store(0, Ordering::Release);
+        return Err(heap.corrupt(format!("undo log at {log} claims {n} entries (capacity {cap})")));
+    }
+    for i in (0..n).rev() {
+        let e = log + 8 + 24 * i;
+        let target = heap.load(e)?;
+        let old = heap.load(e + 8)?;
+        let word = heap.atomic(target & !COND)?;
+        if target & !COND < 64 {
+            return Err(heap.corrupt(format!("undo log at {log} targets the magic number")));
+        }
+        if target & COND != 0 {
+            let _ = word.compare_exchange(heap.load(e + 16)?, old, Ordering::AcqRel, Ordering::Relaxed);
+        } else {
+            word.store(old, Ordering::Release);
+        }
+    }
+    count.store(0, Ordering::Release);
+    Ok(())
+}
+
+/// A transaction: word writes recorded in an undo log before they happen.
+/// Commit empties the log; dropping without commit (an error half-way)
+/// rolls back at once, and a crash half-way is rolled back by the next
+/// holder of the lock. The caller holds the lock that owns the log.
+pub(crate) struct Txn<'h> {
+    heap: &'h Inner,
+    log: u64,
+    cap: u64,
+    n: u64,
+    done: bool,
+}
+
+impl<'h> Txn<'h> {
+    pub(crate) fn new(heap: &'h Inner, log: u64, cap: u64) -> Txn<'h> {
+        Txn { heap, log, cap, n: 0, done: false }
+    }
+
+    fn record(&mut self, target: u64, old: u64, cond: u64) -> Result<()> {
+        if self.n >= self.cap {
+            return Err(self.heap.corrupt(format!("transaction needs more than {} log entries", self.cap)));
+        }
+        let e = self.log + 8 + 24 * self.n;
+        self.heap.atomic(e)?.store(target, Ordering::Relaxed);
+        self.heap.atomic(e + 8)?.store(old, Ordering::Relaxed);
+        self.heap.atomic(e + 16)?.store(cond, Ordering::Relaxed);
+        self.n += 1;
+        // Release: the entry is complete before the count covers it, and
+        // the count before the write it protects.
+        self.heap.atomic(self.log)?.store(self.n, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes `v` at `off`, recording the old value first.
+    #[inline]
+    pub(crate) fn set(&mut self, off: u64, v: u64) -> Result<()> {
+        let word = self.heap.atomic(off)?;
+        if off < 64 {
+            return Err(self.heap.corrupt("write to the magic number"));
+        }
+        let old = word.load(Ordering::Acquire);
+        if old == v {
+            return Ok(());
+        }
+        self.record(off, old, 0)?;
+        word.store(v, Ordering::Release);
+        Ok(())
+    }
+
+    /// Compare-and-swaps `off` from `expect` to `new`, recorded first as a
+    /// conditional entry. Returns false (and records nothing) if the word
+    /// did not hold `expect`.
+    pub(crate) fn claim(&mut self, off: u64, expect: u64, new: u64) -> Result<bool> {
+        let word = self.heap.atomic(off)?;
+        self.record(off | COND, expect, new)?;
+        if word.compare_exchange(expect, new, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return Ok(true);
+        }
+        self.n -= 1;
+        self.heap.atomic(self.log)?.store(self.n, Ordering::Release);
+        Ok(false)
+    }
+
+    /// Makes the writes final.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        crate::crash::point("txn.commit");
+        self.done = true;
+        self.heap.atomic(self.log)?.store(0, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.n > 0 {
+            let _ = rollback(self.heap, self.log, self.cap);
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The API end to end in one process, and bad input.
+
+use mmkit_heap::*;
+
+fn heap(dir: &tempfile::TempDir) -> Heap {
+    HeapOptions::new().size(256 << 10).max_size(256 << 20).create(dir.path().join("h")).unwrap()
+}
+
+fn clean(h: &Heap) -> CheckReport {
+    let r = h.check(false).unwrap();
+    assert!(r.is_clean(), "{:#?}", r.errors);
+    let s = &r.stat;
+    assert_eq!(s.header + s.used + s.free + s.overhead, s.size, "every byte accounted: {s:?}");
+    r
+}
+
+#[test]
+fn objects_round_trip_across_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let m = h.map::<u64, u64>("m").unwrap();
+    for i in 0..1000 {
+        assert_eq!(m.insert(&i, &(i * 2)).unwrap(), None);
+    }
+    assert_eq!(m.insert(&5, &7).unwrap(), Some(10));
+    assert_eq!(m.len().unwrap(), 1000);
+    let v = h.vec::<u32>("v").unwrap();
+    v.extend_from_slice(&[1, 2, 3]).unwrap();
+    h.string("s").unwrap().set("héllo").unwrap();
+    let b = h.find_or_init("b", || [1u8; 100]).unwrap();
+    b.update(|mut x| {
+        x[0] = 9;
+        x
+    })
+    .unwrap();
+
+    let again = Heap::open(dir.path().join("h")).unwrap();
+    assert_eq!(again.map::<u64, u64>("m").unwrap().get(&5).unwrap(), Some(7));
+    assert_eq!(again.vec::<u32>("v").unwrap().to_vec().unwrap(), [1, 2, 3]);
+    assert_eq!(again.string("s").unwrap().get().unwrap(), "héllo");
+    assert_eq!(again.find::<[u8; 100]>("b").unwrap().unwrap().get().unwrap()[0], 9);
+    let names: Vec<String> = again.objects().unwrap().into_iter().map(|o| o.name).collect();
+    assert_eq!(names.len(), 4);
+    let r = clean(&again);
+    assert!(r.stat.used > 0 && r.stat.objects.len() == 4);
+}
+
+#[test]
+fn types_are_checked_by_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    h.find_or_init("x", || 1u64).unwrap();
+    assert!(matches!(h.find::<i64>("x"), Err(Error::TypeMismatch { .. })));
+    assert!(matches!(h.vec::<u64>("x"), Err(Error::TypeMismatch { .. })));
+    assert!(matches!(h.map::<u64, u32>("x"), Err(Error::TypeMismatch { .. })));
+    h.map::<u64, u64>("m").unwrap();
+    assert!(matches!(h.map::<u64, u32>("m"), Err(Error::TypeMismatch { .. })));
+    assert!(h.find::<u64>("missing").unwrap().is_none());
+    assert!(matches!(h.vec::<u8>(""), Err(Error::InvalidName { .. })));
+    assert!(matches!(h.vec::<u8>(&"x".repeat(97)), Err(Error::InvalidName { .. })));
+}
+
+#[test]
+fn remove_frees_everything_and_stale_handles_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let before = clean(&h).stat.used;
+    let m = h.map::<str, [u8]>("m").unwrap();
+    for i in 0..300 {
+        m.insert(&format!("key-{i}"), &vec![1u8; i % 50]).unwrap();
+    }
+    let v = h.vec::<u64>("v").unwrap();
+    v.extend_from_slice(&[7; 5000]).unwrap();
+    assert!(h.remove("m").unwrap());
+    assert!(h.remove("v").unwrap());
+    assert!(!h.remove("v").unwrap());
+    assert!(matches!(m.get("key-1"), Err(Error::Removed { .. })));
+    assert!(matches!(v.push(&1), Err(Error::Removed { .. })));
+    // Removed headers stay (retired) until a repair frees them; then only
+    // the registry table stays.
+    clean(&h);
+    let repaired = h.check(true).unwrap();
+    assert!(repaired.repairs.iter().any(|r| r.contains("removed object")), "{:?}", repaired.repairs);
+    let after = clean(&h).stat.used;
+    assert!(after <= before + 16 * 256, "{before} -> {after}");
+}
+
+#[test]
+fn allocator_grows_the_segment_and_reports_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = HeapOptions::new().size(256 << 10).max_size(4 << 20).create(dir.path().join("h")).unwrap();
+    let mut blocks = Vec::new();
+    let err = loop {
+        match h.alloc(100_000, 8) {
+            Ok(b) => blocks.push(b),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    assert!(blocks.len() >= 30, "{}", blocks.len());
+    assert!(h.size() > 3 << 20);
+    for b in blocks {
+        h.free(b, 100_000, 8).unwrap();
+    }
+    let r = clean(&h);
+    assert_eq!(r.stat.fragmentation, 0.0);
+    assert_eq!(r.stat.used, 0);
+}
+
+#[test]
+fn bad_frees_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let a = h.alloc(40, 8).unwrap();
+    assert!(h.free(a, 100, 8).unwrap_err().is_corrupt());
+    assert!(h.free(Offset::from_raw(a.raw() + 8), 40, 8).unwrap_err().is_corrupt());
+    h.free(a, 40, 8).unwrap();
+    assert!(h.free(a, 40, 8).unwrap_err().is_corrupt(), "double free");
+    let big = h.alloc(50_000, 64).unwrap();
+    assert_eq!(big.raw() % 64, 0);
+    assert!(h.free(big, 50_001, 64).unwrap_err().is_corrupt());
+    h.free(big, 50_000, 64).unwrap();
+    assert!(h.alloc(8, 128).is_err());
+    assert!(h.alloc(8, 3).is_err());
+    clean(&h);
+}
+
+#[test]
+fn typed_offsets_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let o = h.alloc_value(&0x1234u64).unwrap();
+    assert_eq!(h.read(o).unwrap(), 0x1234);
+    h.write(o, &5).unwrap();
+    assert_eq!(h.read(o).unwrap(), 5);
+    assert!(h.read(Offset::<u64>::from_raw(o.raw() + 4)).is_err(), "misaligned");
+    assert!(h.read(Offset::<u64>::from_raw(8)).is_err(), "inside the header");
+    assert!(h.read(Offset::<u64>::from_raw(1 << 40)).is_err(), "past the end");
+    h.free_value(o).unwrap();
+}
+
+#[test]
+fn open_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("not-a-heap");
+    std::fs::write(&p, vec![7u8; 100_000]).unwrap();
+    let e = Heap::open(&p).unwrap_err();
+    assert!(matches!(e, Error::NotAHeap { .. }), "{e}");
+    assert!(e.to_string().contains("not an mmkit heap"));
+    std::fs::write(&p, b"short").unwrap();
+    assert!(matches!(Heap::open(&p), Err(Error::NotAHeap { .. })));
+    let e = Heap::open(dir.path().join("missing")).unwrap_err();
+    assert!(matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+    assert!(matches!(Heap::open(dir.path()), Err(Error::NotAHeap { .. })));
+    heap(&dir);
+    assert!(matches!(heap_again(&dir), Err(Error::AlreadyExists { .. })));
+    // A newer version is refused, not misread.
+    let hp = dir.path().join("h");
+    let mut bytes = std::fs::read(&hp).unwrap();
+    bytes[8] = 2;
+    std::fs::write(&hp, &bytes).unwrap();
+    assert!(matches!(Heap::open(&hp), Err(Error::Incompatible { .. })));
+    assert!(HeapOptions::new().size(1 << 30).max_size(1 << 20).create(dir.path().join("x")).is_err());
+}
+
+fn heap_again(dir: &tempfile::TempDir) -> Result<Heap> {
+    HeapOptions::new().create(dir.path().join("h"))
+}
+
+#[test]
+fn files_have_mode_0600_and_shm_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let mode = std::fs::metadata(h.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let name = format!("mmkit-heap-test-{}", std::process::id());
+    let s = HeapOptions::new().size(256 << 10).create_shm(&name).unwrap();
+    s.vec::<u8>("v").unwrap().push(&1).unwrap();
+    let o = HeapOptions::new().open_or_create_shm(&name).unwrap();
+    assert_eq!(o.vec::<u8>("v").unwrap().to_vec().unwrap(), [1]);
+    let mode = std::fs::metadata(o.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    Heap::unlink_shm(&name).unwrap();
+    assert!(Heap::open_shm(&name).is_err());
+}
+
+#[test]
+fn open_or_create_races_create_one_heap() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("raced");
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let h = HeapOptions::new().size(256 << 10).open_or_create(&p).unwrap();
+                h.find_or_init("winner", || i as u64).unwrap().get().unwrap()
+            })
+        })
+        .collect();
+    let got: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(got.iter().all(|&g| g == got[0]), "{got:?}");
+    let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(leftovers, 1);
+}
+
+#[test]
+fn strings_and_byte_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let m = h.map::<[u8], str>("m").unwrap();
+    let long = "x".repeat(10_000);
+    m.insert(b"", "empty key").unwrap();
+    m.insert(b"long", &long).unwrap();
+    assert_eq!(m.get(b"").unwrap().as_deref(), Some("empty key"));
+    assert_eq!(m.get(b"long").unwrap().unwrap().len(), 10_000);
+    assert_eq!(m.insert(b"long", "short").unwrap().unwrap().len(), 10_000);
+    assert_eq!(m.get(b"long").unwrap().as_deref(), Some("short"));
+    let mut all = m.entries().unwrap();
+    all.sort();
+    assert_eq!(all.len(), 2);
+    clean(&h);
+}

@@ -1,0 +1,135 @@
+//! Corruption sweep: random bytes written over the allocator's, the
+//! registry's and the containers' metadata must give errors, never a
+//! panic, a hang or an out-of-bounds access.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mmkit_heap::fuzzing;
+use mmkit_heap::layout::*;
+
+fn rng(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+fn word(image: &[u8], at: u64) -> u64 {
+    u64::from_le_bytes(image[at as usize..at as usize + 8].try_into().unwrap())
+}
+
+/// Byte ranges holding metadata: header fields (not the lock owner words,
+/// which are the sync layer's and tested there), run descriptors, slab
+/// bitmaps, object headers, map tables and the registry table.
+fn metadata(image: &[u8], heap: &mmkit_heap::Heap) -> Vec<(u64, u64)> {
+    let mut r = vec![(0, 48), (PH_HEAP_END, 16), (PH_BINS, 8 * NBINS as u64), (REG_TABLE, 24)];
+    for c in 0..CLASSES as u64 {
+        r.push((CLASS_BASE + CLASS_STRIDE * c + C_FREE, 32));
+    }
+    let end = word(image, PH_HEAP_END);
+    let mut at = HEADER_SIZE;
+    while at < end {
+        r.push((at, 128));
+        let pages = word(image, at + R_PAGES).max(1);
+        at += pages * PAGE;
+    }
+    r.push((word(image, REG_TABLE), word(image, REG_CAP) * 256));
+    for o in heap.objects().unwrap() {
+        r.push((o.offset, 128));
+        if o.kind == "map" {
+            let (table, cap) = (word(image, o.offset + 24), word(image, o.offset + 32));
+            r.push((table, cap * 32));
+            for s in 0..64 {
+                r.push((o.offset + 512 + 256 * s + 32, 8));
+            }
+        }
+    }
+    r
+}
+
+/// Runs `exercise` in a thread; a hang fails the test.
+fn exercise_in_time(path: &Path, what: &str) {
+    let (tx, rx) = mpsc::channel();
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        let result = catch_unwind(AssertUnwindSafe(|| fuzzing::exercise(&p)));
+        let _ = tx.send(result.is_ok());
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(true) => {}
+        Ok(false) => panic!("{what}: panicked"),
+        Err(_) => panic!("{what}: hung"),
+    }
+}
+
+#[test]
+fn random_metadata_corruption_gives_errors_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template");
+    let heap = fuzzing::build(&template).unwrap();
+    let image = std::fs::read(&template).unwrap();
+    let ranges = metadata(&image, &heap);
+    drop(heap);
+    let path = dir.path().join("victim");
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let rounds = 300;
+    for round in 0..rounds {
+        let mut bytes = image.clone();
+        let mut what = format!("round {round}:");
+        for _ in 0..1 + rng(&mut seed) % 4 {
+            let (start, len) = ranges[(rng(&mut seed) % ranges.len() as u64) as usize];
+            let at = (start + rng(&mut seed) % len.max(1)) as usize;
+            if at < bytes.len() {
+                let v = match rng(&mut seed) % 4 {
+                    0 => 0,
+                    1 => 0xff,
+                    _ => rng(&mut seed) as u8,
+                };
+                what.push_str(&format!(" [{at}]={v:#x}"));
+                bytes[at] = v;
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        exercise_in_time(&path, &what);
+    }
+}
+
+#[test]
+fn truncated_and_zeroed_files_give_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template");
+    drop(fuzzing::build(&template).unwrap());
+    let image = std::fs::read(&template).unwrap();
+    let path = dir.path().join("victim");
+    for cut in [0, 100, HEADER_SIZE as usize, HEADER_SIZE as usize + 5000, image.len() / 2, image.len() - 1] {
+        std::fs::write(&path, &image[..cut]).unwrap();
+        exercise_in_time(&path, &format!("cut at {cut}"));
+    }
+    // The published size past the end of the file.
+    let mut bytes = image.clone();
+    bytes[H_SIZE as usize..H_SIZE as usize + 8].copy_from_slice(&(image.len() as u64 * 4).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(mmkit_heap::Heap::open(&path).unwrap_err().is_corrupt());
+    // Every metadata page zeroed in turn.
+    for page in (HEADER_SIZE as usize..image.len()).step_by(4096 * 7) {
+        let mut bytes = image.clone();
+        bytes[page..page + 4096].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        exercise_in_time(&path, &format!("page {page} zeroed"));
+    }
+}
+
+/// The fuzz target's entry point on random inputs (`cargo fuzz` runs it
+/// with coverage guidance; this keeps it working in every `cargo test`).
+#[test]
+fn fuzz_entry_point_on_random_inputs() {
+    let mut seed = 77u64;
+    for _ in 0..40 {
+        let len = (rng(&mut seed) % 120) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng(&mut seed) as u8).collect();
+        fuzzing::heap_image(&data);
+    }
+}

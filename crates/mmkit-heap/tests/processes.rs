@@ -1,0 +1,414 @@
+//! Real processes: the test binary re-runs itself with `MMKH_ROLE` set.
+//! Workers are SIGKILLed at every named step of every kind of operation
+//! (`MMKIT_HEAP_CRASH`, the `crash-points` feature) and at random moments;
+//! the survivors go on, and `check` finds every structure consistent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mmkit_heap::*;
+
+const K: u64 = 1_000_003;
+
+/// A child killed when dropped, so a failing test leaves none behind.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(role: &str, heap: &Path, envs: &[(&str, String)]) -> Kid {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env("MMKH_ROLE", role)
+        .env("MMKH_HEAP", heap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    Kid(cmd.spawn().unwrap())
+}
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_default()
+}
+
+/// Entry point of every child process.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var("MMKH_ROLE") else { return };
+    let heap = Heap::open(env("MMKH_HEAP")).unwrap();
+    let seed: u64 = env("MMKH_SEED").parse().unwrap_or(1);
+    let ops: u64 = env("MMKH_OPS").parse().unwrap_or(u64::MAX);
+    match role.as_str() {
+        "worker" => worker(&heap, seed, ops),
+        "owner" => owner(&heap, env("MMKH_ID").parse().unwrap()),
+        "reader" => reader(&heap),
+        _ => std::process::exit(2),
+    }
+    std::process::exit(0);
+}
+
+fn rng(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// The value stored for string key `n`: its length and bytes derive from
+/// `n`, so any torn or misplaced value is detected.
+fn blob(n: u64) -> Vec<u8> {
+    (0..(n * 37 % 200) as usize).map(|i| (n as usize * 31 + i) as u8).collect()
+}
+
+fn key(n: u64) -> String {
+    format!("key-{n}-{}", "x".repeat((n % 40) as usize))
+}
+
+/// Every kind of operation, at random, validating what it reads.
+fn worker(heap: &Heap, seed: u64, ops: u64) {
+    let mut s = seed.max(1);
+    let ints = heap.map::<u64, u64>("ints").unwrap();
+    let strs = heap.map::<str, [u8]>("strs").unwrap();
+    let v = heap.vec::<u64>("vec").unwrap();
+    let text = heap.string("text").unwrap();
+    let cell = heap.find_or_init("cell", || [0u64; 8]).unwrap();
+    let mut n = 0;
+    while n < ops {
+        n += 1;
+        let r = rng(&mut s);
+        let k = rng(&mut s) % 3000;
+        match r % 16 {
+            0..=3 => {
+                ints.insert(&k, &(k * K)).unwrap();
+            }
+            4 => {
+                ints.remove(&k).unwrap();
+            }
+            5..=6 => {
+                if let Some(x) = ints.get(&k).unwrap() {
+                    assert_eq!(x, k * K, "torn map value");
+                }
+            }
+            7 => {
+                strs.insert(&key(k % 500), &blob(k % 500)).unwrap();
+            }
+            8 => {
+                if let Some(b) = strs.remove(&key(k % 500)).unwrap() {
+                    assert_eq!(b, blob(k % 500));
+                }
+            }
+            9 => {
+                if let Some(b) = strs.get(&key(k % 500)).unwrap() {
+                    assert_eq!(b, blob(k % 500), "torn string value");
+                }
+            }
+            10 => {
+                if rng(&mut s) % 5 == 0 {
+                    v.extend_from_slice(&[k * K; 40]).unwrap();
+                } else {
+                    v.push(&(k * K)).unwrap();
+                }
+            }
+            11 => {
+                let len = v.len().unwrap();
+                if len > 0 {
+                    v.set((k as usize) % len, &(k * K)).unwrap();
+                    if let Some(x) = v.get((r as usize / 7) % len).unwrap() {
+                        assert_eq!(x % K, 0, "torn vector element");
+                    }
+                }
+                if len > 5000 {
+                    v.truncate(100).unwrap();
+                }
+            }
+            12 => {
+                let new = cell.update(|c| {
+                    assert!(c.iter().all(|&x| x == c[0]), "torn box");
+                    [c[0] + 1; 8]
+                });
+                new.unwrap();
+            }
+            13 => {
+                if rng(&mut s) % 3 == 0 {
+                    text.set(&key(k)).unwrap();
+                } else if text.len().unwrap() < 2000 {
+                    text.push_str("abc").unwrap();
+                } else {
+                    text.clear().unwrap();
+                }
+            }
+            14 => {
+                // Large blocks: run split and merge, segment growth.
+                // Now and then, more than the heap holds: it must grow.
+                let size = if k % 20 == 0 && heap.size() < 32 << 20 { heap.size() } else { 9000 + k * 50 };
+                let b = heap.alloc(size, 64).unwrap();
+                heap.write(Offset::<u64>::from_raw(b.raw()), &k).unwrap();
+                heap.free(b, size, 64).unwrap();
+            }
+            _ => {
+                // Named objects come and go.
+                let name = format!("obj-{}", k % 40);
+                if rng(&mut s) % 4 == 0 {
+                    match heap.remove(&name) {
+                        // Someone alive is initializing it: that is refused.
+                        Ok(_) | Err(Error::Invalid { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                } else {
+                    // Another process may remove it at any moment.
+                    match heap.find_or_init(&name, || k * K).and_then(|b| b.get()) {
+                        Ok(v) => assert_eq!(v % K, 0),
+                        Err(Error::Removed { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// After a crash: every structure is consistent, values are intact, and
+/// the repair reclaims whatever the dead process leaked.
+fn verify(heap: &Heap, what: &str, max_leaks: u64) -> CheckReport {
+    let r = heap.check(false).unwrap();
+    assert!(r.errors.is_empty(), "{what}: {:#?}", r.errors);
+    let st = &r.stat;
+    assert_eq!(st.header + st.used + st.free + st.overhead, st.size, "{what}: bytes unaccounted");
+    assert!(r.leaked_blocks <= max_leaks, "{what}: {} blocks leaked", r.leaked_blocks);
+    for (k, v) in heap.map::<u64, u64>("ints").unwrap().entries().unwrap() {
+        assert_eq!(v, k * K, "{what}");
+    }
+    for (k, v) in heap.map::<str, [u8]>("strs").unwrap().entries().unwrap() {
+        let n: u64 = k.split('-').nth(1).unwrap().parse().unwrap();
+        assert_eq!(v, blob(n), "{what}");
+    }
+    assert!(heap.vec::<u64>("vec").unwrap().to_vec().unwrap().iter().all(|x| x % K == 0), "{what}");
+    let c = heap.find_or_init("cell", || [0u64; 8]).unwrap().get().unwrap();
+    assert!(c.iter().all(|&x| x == c[0]), "{what}: torn box");
+    let repaired = heap.check(true).unwrap();
+    assert!(repaired.is_clean(), "{what}: after repair {:#?}", repaired.errors);
+    r
+}
+
+fn new_heap(dir: &Path) -> (PathBuf, Heap) {
+    let p = dir.join("heap");
+    let h = HeapOptions::new().size(256 << 10).max_size(1 << 30).create(&p).unwrap();
+    h.map::<u64, u64>("ints").unwrap();
+    (p, h)
+}
+
+const POINTS: &[&str] = &[
+    "txn.commit",
+    "alloc.pop",
+    "alloc.bump",
+    "alloc.new_slab",
+    "free.link",
+    "run.take",
+    "run.grown",
+    "run.merge",
+    "registry.grow",
+    "registry.alloc",
+    "registry.init",
+    "registry.remove",
+    "vec.set",
+    "vec.push",
+    "vec.grow",
+    "vec.switched",
+    "vec.assign",
+    "map.entry",
+    "map.claimed",
+    "map.published",
+    "map.busy",
+    "map.overwrite",
+    "map.removed",
+    "map.resize_alloc",
+    "map.desc",
+    "map.moved",
+    "map.finished",
+    "box.write",
+];
+
+/// A worker killed at every named step, early and late: each time, this
+/// process goes on using every structure at once, and `check` is clean
+/// after the repair.
+#[test]
+fn sigkill_at_every_step_of_every_operation() {
+    let mut reached = Vec::new();
+    let mut worst = Duration::ZERO;
+    for (i, point) in POINTS.iter().enumerate() {
+        for n in [1u64, 7] {
+            let dir = tempfile::tempdir().unwrap();
+            let (p, heap) = new_heap(dir.path());
+            let mut kid = spawn(
+                "worker",
+                &p,
+                &[
+                    ("MMKIT_HEAP_CRASH", format!("{point}:{n}")),
+                    ("MMKH_SEED", (i as u64 * 31 + n).to_string()),
+                    ("MMKH_OPS", "4000".into()),
+                ],
+            );
+            let status = kid.0.wait().unwrap();
+            let killed = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL);
+            assert!(killed || status.success(), "{point}:{n}: worker failed: {status}");
+            if killed && n == 1 {
+                reached.push(*point);
+            }
+            // The survivor goes on at once with every structure.
+            let t = Instant::now();
+            heap.map::<u64, u64>("ints").unwrap().insert(&5, &(5 * K)).unwrap();
+            heap.map::<str, [u8]>("strs").unwrap().insert(&key(3), &blob(3)).unwrap();
+            heap.vec::<u64>("vec").unwrap().push(&K).unwrap();
+            heap.find_or_init("cell", || [0u64; 8]).unwrap().update(|c| [c[0] + 1; 8]).unwrap();
+            heap.string("text").unwrap().push_str("z").unwrap();
+            let b = heap.alloc(20_000, 8).unwrap();
+            heap.free(b, 20_000, 8).unwrap();
+            worst = worst.max(t.elapsed());
+            verify(&heap, &format!("{point}:{n}"), 2);
+        }
+    }
+    for point in POINTS {
+        assert!(reached.contains(point), "no worker died at {point}");
+    }
+    eprintln!("slowest first use after a kill: {worst:?}");
+}
+
+/// Several workers at once, SIGKILLed at random moments and respawned;
+/// the others never stop, and the heap is consistent at the end.
+#[test]
+fn random_sigkills_among_concurrent_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, heap) = new_heap(dir.path());
+    let mut seed = 0x9e37_79b9u64 ^ std::process::id() as u64;
+    let mut kids: Vec<Kid> =
+        (0..3).map(|i| spawn("worker", &p, &[("MMKH_SEED", (i + 1).to_string())])).collect();
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    let mut kills = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5 + rng(&mut seed) % 40));
+        let i = (rng(&mut seed) % kids.len() as u64) as usize;
+        for k in &mut kids {
+            assert!(k.0.try_wait().unwrap().is_none(), "a worker failed on its own");
+        }
+        let _ = kids[i].0.kill();
+        let _ = kids[i].0.wait();
+        kills += 1;
+        kids[i] = spawn("worker", &p, &[("MMKH_SEED", rng(&mut seed).to_string())]);
+        // This process keeps working in between.
+        let ints = heap.map::<u64, u64>("ints").unwrap();
+        let k = rng(&mut seed) % 3000;
+        ints.insert(&k, &(k * K)).unwrap();
+        for k in 0..50 {
+            if let Some(v) = ints.get(&k).unwrap() {
+                assert_eq!(v, k * K);
+            }
+        }
+    }
+    for mut k in kids.drain(..) {
+        let _ = k.0.kill();
+        let _ = k.0.wait();
+    }
+    verify(&heap, "after random kills", 2 * kills);
+    assert!(kills > 10);
+}
+
+/// Owners of disjoint key ranges insert, update, remove and read in the
+/// same map and vector at once; the result is exact.
+fn owner(heap: &Heap, id: u64) {
+    let m = heap.map::<u64, u64>("ints").unwrap();
+    let v = heap.vec::<u64>("vec").unwrap();
+    let base = id * 100_000;
+    for k in base..base + 3000 {
+        assert_eq!(m.insert(&k, &k).unwrap(), None);
+        v.push(&k).unwrap();
+    }
+    for k in (base..base + 3000).step_by(2) {
+        assert_eq!(m.remove(&k).unwrap(), Some(k));
+    }
+    for k in (base + 1..base + 3000).step_by(2) {
+        assert_eq!(m.insert(&k, &(k * K)).unwrap(), Some(k));
+        assert_eq!(m.get(&k).unwrap(), Some(k * K));
+    }
+}
+
+#[test]
+fn concurrent_owners_get_exact_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, heap) = new_heap(dir.path());
+    let kids: Vec<Kid> = (0..3).map(|i| spawn("owner", &p, &[("MMKH_ID", i.to_string())])).collect();
+    for mut k in kids {
+        assert!(k.0.wait().unwrap().success());
+    }
+    let m = heap.map::<u64, u64>("ints").unwrap();
+    assert_eq!(m.len().unwrap(), 3 * 1500);
+    let mut entries = m.entries().unwrap();
+    entries.sort();
+    let want: Vec<(u64, u64)> = (0..3u64)
+        .flat_map(|i| (i * 100_000 + 1..i * 100_000 + 3000).step_by(2).map(|k| (k, k * K)))
+        .collect();
+    assert_eq!(entries, want);
+    let mut pushed = heap.vec::<u64>("vec").unwrap().to_vec().unwrap();
+    pushed.sort();
+    let mut want: Vec<u64> = (0..3u64).flat_map(|i| i * 100_000..i * 100_000 + 3000).collect();
+    want.sort();
+    assert_eq!(pushed, want);
+    assert!(heap.check(false).unwrap().is_clean());
+}
+
+/// Readers keep reading while this process grows the map (rehashes) and
+/// the segment (fallocate) many times over; they map the new range on
+/// first touch and never see a wrong value.
+fn reader(heap: &Heap) {
+    let m = heap.map::<u64, u64>("ints").unwrap();
+    let v = heap.vec::<u64>("vec").unwrap();
+    let done = heap.find_or_init("done", || 0u64).unwrap();
+    let mut s = 7u64;
+    loop {
+        let finished = done.get().unwrap() == 1;
+        for _ in 0..1000 {
+            let k = rng(&mut s) % 200_000;
+            if let Some(x) = m.get(&k).unwrap() {
+                assert_eq!(x, k * K);
+            }
+        }
+        if let Some(x) = v.get((rng(&mut s) % 1000) as usize).unwrap() {
+            assert_eq!(x % K, 0);
+        }
+        if finished {
+            for k in 0..200_000 {
+                assert_eq!(m.get(&k).unwrap(), Some(k * K), "key {k} missing after growth");
+            }
+            return;
+        }
+    }
+}
+
+#[test]
+fn growth_while_others_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, heap) = new_heap(dir.path());
+    heap.find_or_init("done", || 0u64).unwrap();
+    let start_size = heap.size();
+    let kids: Vec<Kid> = (0..2).map(|_| spawn("reader", &p, &[])).collect();
+    let m = heap.map::<u64, u64>("ints").unwrap();
+    let v = heap.vec::<u64>("vec").unwrap();
+    for k in 0..200_000u64 {
+        m.insert(&k, &(k * K)).unwrap();
+        if k % 10 == 0 {
+            v.push(&(k * K)).unwrap();
+        }
+    }
+    heap.find::<u64>("done").unwrap().unwrap().set(&1).unwrap();
+    for mut k in kids {
+        assert!(k.0.wait().unwrap().success(), "a reader failed");
+    }
+    assert!(heap.size() > 16 * start_size, "{} -> {}", start_size, heap.size());
+    assert!(heap.check(false).unwrap().is_clean());
+}
