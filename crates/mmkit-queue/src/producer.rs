@@ -26,7 +26,7 @@ pub struct Producer {
     slot: u64,
     /// Cached pointers into the meta mapping (which `queue` keeps alive),
     /// indexed by the `W_*` constants.
-    words: [*const AtomicU64; 7],
+    words: [*const AtomicU64; 8],
     notifier: *const Notifier,
     token: u64,
     generation: u64,
@@ -65,6 +65,7 @@ const W_START: usize = 3;
 const W_END: usize = 4;
 const W_ACTIVE: usize = 5;
 const W_LEASE: usize = 6;
+const W_OWNER: usize = 7;
 
 /// Bytes prefaulted per step, ahead of the producers' tail.
 const PREFAULT_CHUNK: u64 = 2 << 20;
@@ -212,7 +213,6 @@ impl Queue {
             generation += 1;
         }
         state.store(generation << 2 | PRODUCER_IDLE, Ordering::Release);
-        meta.u64_at(slot + SLOT_OWNER)?.store(token, Ordering::Release);
         let at = |field: u64| meta.u64_at(slot + field).map(|w| w as *const AtomicU64);
         let words = [
             at(SLOT_STATE)?,
@@ -222,6 +222,7 @@ impl Queue {
             at(SLOT_END)?,
             meta.active()? as *const AtomicU64,
             meta.lease()? as *const AtomicU64,
+            at(SLOT_OWNER)?,
         ];
         Ok(Some(Producer {
             queue: self.clone(),
@@ -572,6 +573,7 @@ impl Producer {
         self.word(W_CLAIM).store(seq << 32 | n, Ordering::Relaxed);
         self.word(W_START).store(offset, Ordering::Relaxed);
         self.word(W_END).store(offset + total, Ordering::Relaxed);
+        self.word(W_OWNER).store(self.token, Ordering::Relaxed);
     }
 
     /// The shared protocol: claims consecutive frames of the given sizes in
