@@ -173,7 +173,10 @@ impl GroupMember {
                 continue;
             };
             let after = self.reader.position();
-            self.word(self.member + 8)?.store(index + 1, Ordering::SeqCst);
+            // Release, not SeqCst (a locked `xchg` on x86): the
+            // compare-and-swap right after is a full barrier, so the record
+            // is visible before the message is taken.
+            self.word(self.member + 8)?.store(index + 1, Ordering::Release);
             if next.compare_exchange(p, after, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 // The reader already copied and checked it: hand out that
                 // copy rather than seek back and read it a second time.
