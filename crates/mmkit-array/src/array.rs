@@ -764,6 +764,23 @@ impl<T: Element> MmapArray<T> {
         Ok(unsafe { std::slice::from_raw_parts_mut(ptr, self.len()) })
     }
 
+    /// The data's address and its length in bytes, for code outside Rust
+    /// that interprets the bytes itself with [`MmapArray::descr`],
+    /// [`MmapArray::shape`] and [`MmapArray::order`] (the Python bindings
+    /// hand it to numpy). Unlike the zero-copy slices, it accepts
+    /// big-endian and unaligned data: numpy handles both.
+    ///
+    /// The range is checked to lie inside the mapping, which stays mapped
+    /// while `self` lives. Making the pointer is safe; using it is not:
+    /// another process may write the bytes at any time, and writing through
+    /// it is only allowed when [`MmapArray::mode`] is not
+    /// [`Mode::ReadOnly`].
+    pub fn raw_data(&self) -> Result<(*mut u8, usize)> {
+        let bytes = self.len() * size_of::<T>();
+        let ptr = self.mem().checked_ptr("raw_data", self.header.data_offset as u64, bytes)?;
+        Ok((ptr, bytes))
+    }
+
     /// The open file, when file-backed (for positional reads in scans).
     pub(crate) fn file(&self) -> Option<&File> {
         match &self.backing {

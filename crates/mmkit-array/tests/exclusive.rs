@@ -32,6 +32,35 @@ fn zero_copy_only_for_exclusive_owners() {
     assert_eq!(unchecked[7], 7);
 }
 
+/// `raw_data` points at the data (past the header) of any array, the
+/// big-endian ones included, with the byte length of the whole shape.
+#[test]
+fn raw_data_covers_the_data_of_any_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.npy");
+    let mut a = MmapArray::<u16>::create(&p, &[3, 2]).unwrap();
+    a.set(&[2, 1], 0x0102).unwrap();
+    let (ptr, len) = a.raw_data().unwrap();
+    assert_eq!(len, 12);
+    // SAFETY: nothing else writes the file while the test reads it.
+    let last = unsafe { std::ptr::read_unaligned(ptr.add(10).cast::<u16>()) };
+    assert_eq!(last, 0x0102);
+    drop(a);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let at = bytes.windows(3).position(|w| w == b"<u2").unwrap();
+    bytes[at] = b'>';
+    std::fs::write(&p, &bytes).unwrap();
+    let b = MmapArray::<u16>::open(&p, Mode::ReadOnly).unwrap();
+    // SAFETY: as above.
+    assert!(unsafe { b.data_unchecked() }.is_err(), "big-endian data has no typed slice");
+    let (ptr, len) = b.raw_data().unwrap();
+    assert_eq!(len, 12);
+    // SAFETY: as above.
+    let last = unsafe { std::ptr::read_unaligned(ptr.add(10).cast::<u16>()) };
+    assert_eq!(last, 0x0102, "the raw bytes are the file's, unswapped");
+    assert_eq!(b.get(&[2, 1]).unwrap(), 0x0201, "which the typed reads take as big-endian");
+}
+
 #[test]
 fn lock_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
