@@ -1,0 +1,55 @@
+//! # mmkit-python: mmkit for Python
+//!
+//! The extension module `mmkit._mmkit`, which the `mmkit` package
+//! re-exports: zero-copy numpy arrays over `.npy` files
+//! ([`array::open_array`], [`array::create_array`],
+//! [`array::Appendable`]), the persistent multi-process queue
+//! ([`queue::Queue`]), POSIX shared memory compatible with
+//! `multiprocessing.shared_memory` ([`shm::SharedMemory`]) and page-cache
+//! residency ([`residency::resident`]).
+//!
+//! It is built by maturin (`pip install ./python`); its tests are the
+//! pytest suite in `python/tests`. From Python:
+//!
+//! ```python
+//! import numpy as np, mmkit
+//! a = mmkit.create_array("a.npy", "float32", (1000, 3))
+//! a[:, 0] = np.arange(1000)
+//! del a
+//! assert mmkit.open_array("a.npy")[999, 0] == 999
+//! ```
+
+// The doc example above is Python, not Rust.
+#![doc(test(attr(ignore)))]
+
+pub mod array;
+pub mod errors;
+pub mod queue;
+pub mod residency;
+pub mod shm;
+
+use pyo3::prelude::*;
+
+/// The module `mmkit._mmkit`.
+#[pymodule]
+fn _mmkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("Error", py.get_type::<errors::Error>())?;
+    m.add("CorruptError", py.get_type::<errors::CorruptError>())?;
+    m.add_function(wrap_pyfunction!(array::open_array, m)?)?;
+    m.add_function(wrap_pyfunction!(array::create_array, m)?)?;
+    m.add_class::<array::Appendable>()?;
+    m.add_class::<array::AppendableView>()?;
+    m.add_class::<array::MappedArray>()?;
+    m.add_class::<queue::Queue>()?;
+    m.add_class::<queue::Reader>()?;
+    m.add_class::<queue::Cursor>()?;
+    m.add_class::<queue::Record>()?;
+    m.add_class::<shm::SharedMemory>()?;
+    m.add_class::<residency::Residency>()?;
+    m.add_function(wrap_pyfunction!(residency::resident, m)?)?;
+    m.add_function(wrap_pyfunction!(residency::touch, m)?)?;
+    m.add_function(wrap_pyfunction!(residency::evict, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

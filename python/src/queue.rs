@@ -1,0 +1,518 @@
+//! `Queue`, `Reader`, `Cursor` and `Record`: the persistent multi-process
+//! queue.
+//!
+//! Handles are `frozen` classes whose state sits behind a `Mutex`, so that
+//! a reader can wait with the GIL released while other threads run.
+//! Waiting happens in slices, with a check for signals between two slices,
+//! so Ctrl-C interrupts `next()`.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use mmkit_queue::{OpenOptions, Producer, Start};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+
+use crate::errors::{Context, value_error};
+
+/// How long one wait with the GIL released lasts at most before signals
+/// (Ctrl-C) are checked.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every state change behind these locks is a single call into the
+    // queue crate, which keeps its own state consistent on error; a
+    // panic's poison adds nothing.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A persistent, multi-process message queue in a directory.
+///
+/// `Queue(path, create=False, segment_size=None, max_message_size=None)`
+/// opens the queue in `path`; with `create=True` it is created when
+/// missing (`segment_size` and `max_message_size` apply to creation only).
+/// Any number of processes (Python or not, such as the `mmkit` CLI) may
+/// append and read at once; every appended message is kept, in order, with
+/// an index and a timestamp, and survives the crash of any process.
+///
+/// ```python
+/// q = mmkit.Queue("/tmp/q", create=True)
+/// i = q.append(b"hello")
+/// r = q.reader("beginning")
+/// rec = r.next(timeout=1.0)
+/// assert (rec.index, rec.payload) == (i, b"hello")
+/// ```
+#[pyclass(frozen, module = "mmkit")]
+pub struct Queue {
+    queue: mmkit_queue::Queue,
+    /// Registered on first append (it takes a slot in the queue's producer
+    /// table); `None` again after `close()`.
+    producer: Mutex<Option<Producer>>,
+    closed: std::sync::atomic::AtomicBool,
+    path: String,
+}
+
+impl Queue {
+    fn check_open(&self, op: &str) -> PyResult<()> {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(value_error(op, &self.path, "the queue is closed"));
+        }
+        Ok(())
+    }
+
+    /// The producer, registered on first use.
+    fn producer(&self, op: &str) -> PyResult<MutexGuard<'_, Option<Producer>>> {
+        self.check_open(op)?;
+        let mut guard = lock(&self.producer);
+        if guard.is_none() {
+            *guard = Some(self.queue.producer().context(op, &self.path)?);
+        }
+        Ok(guard)
+    }
+}
+
+/// Calls `f` with the bytes of `data` (bytes, bytearray or memoryview).
+fn with_payload<R>(data: &Bound<'_, PyAny>, op: &str, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(f(b.as_bytes()));
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return Ok(f(&b.to_vec()));
+    }
+    if data.is_instance_of::<PyMemoryView>() {
+        let bytes = data.call_method0("tobytes")?;
+        return Ok(f(bytes.cast::<PyBytes>()?.as_bytes()));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{op}: a message is bytes, bytearray or memoryview, not {}",
+        data.get_type().name()?
+    )))
+}
+
+/// Parses `start`: "beginning", "end" or an index.
+fn parse_start(start: &Bound<'_, PyAny>, path: &str) -> PyResult<Start> {
+    if let Ok(index) = start.extract::<i128>() {
+        return u64::try_from(index)
+            .map(Start::Index)
+            .map_err(|_| value_error("Queue.reader", path, format!("index {index} is out of range")));
+    }
+    match start.extract::<String>().as_deref() {
+        Ok("beginning") => Ok(Start::Beginning),
+        Ok("end") => Ok(Start::End),
+        _ => Err(value_error(
+            "Queue.reader",
+            path,
+            format!("start must be 'beginning', 'end' or an index, not {start}"),
+        )),
+    }
+}
+
+/// An optional positive segment or message size.
+fn size_arg<T: TryFrom<i64>>(value: Option<i64>, what: &str, path: &str) -> PyResult<Option<T>> {
+    value
+        .map(|v| match T::try_from(v) {
+            Ok(t) if v > 0 => Ok(t),
+            _ => {
+                Err(value_error("Queue", path, format!("{what} must be a positive number of bytes, not {v}")))
+            }
+        })
+        .transpose()
+}
+
+#[pymethods]
+impl Queue {
+    #[new]
+    #[pyo3(signature = (path, create = false, segment_size = None, max_message_size = None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        create: bool,
+        segment_size: Option<i64>,
+        max_message_size: Option<i64>,
+    ) -> PyResult<Self> {
+        let name = path.display().to_string();
+        let mut opts = OpenOptions::new();
+        opts.create(create);
+        if let Some(bytes) = size_arg::<u64>(segment_size, "segment_size", &name)? {
+            opts.segment_size(bytes);
+        }
+        if let Some(bytes) = size_arg::<u32>(max_message_size, "max_message_size", &name)? {
+            opts.max_message_size(bytes);
+        }
+        let queue = py.detach(|| opts.open(&path)).context("Queue", &name)?;
+        Ok(Queue { queue, producer: Mutex::new(None), closed: false.into(), path: name })
+    }
+
+    /// Appends one message (bytes, bytearray or memoryview) and returns its
+    /// index. The message is in the queue, for every reader in every
+    /// process, when this returns.
+    fn append(&self, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+        const OP: &str = "Queue.append";
+        let mut guard = self.producer(OP)?;
+        let Some(producer) = guard.as_mut() else { return Err(value_error(OP, &self.path, "no producer")) };
+        with_payload(data, OP, |bytes| producer.append(bytes))?.context(OP, &self.path)
+    }
+
+    /// Appends several messages at once (faster than one `append` each) and
+    /// returns their indices, in order.
+    fn append_batch(&self, messages: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+        const OP: &str = "Queue.append_batch";
+        let items: Vec<Bound<'_, PyAny>> = messages.try_iter()?.collect::<PyResult<_>>()?;
+        let mut owned: Vec<Vec<u8>> = Vec::new();
+        let mut kinds = Vec::with_capacity(items.len());
+        for item in &items {
+            match item.cast::<PyBytes>() {
+                Ok(b) => kinds.push(Some(b.as_bytes())),
+                Err(_) => {
+                    owned.push(with_payload(item, OP, <[u8]>::to_vec)?);
+                    kinds.push(None);
+                }
+            }
+        }
+        let mut owned_iter = owned.iter();
+        let slices: Vec<&[u8]> = kinds
+            .into_iter()
+            .map(|k| k.unwrap_or_else(|| owned_iter.next().map_or(&[][..], |v| v)))
+            .collect();
+        let mut guard = self.producer(OP)?;
+        let Some(producer) = guard.as_mut() else { return Err(value_error(OP, &self.path, "no producer")) };
+        producer.append_batch(&slices).context(OP, &self.path)
+    }
+
+    /// A reader starting at `start`: "beginning" (the oldest message kept),
+    /// "end" (after the last message appended so far) or an index.
+    #[pyo3(signature = (start = None))]
+    fn reader(&self, py: Python<'_>, start: Option<&Bound<'_, PyAny>>) -> PyResult<Reader> {
+        self.check_open("Queue.reader")?;
+        let start = match start {
+            Some(s) => parse_start(s, &self.path)?,
+            None => Start::Beginning,
+        };
+        let reader = py.detach(|| self.queue.reader(start)).context("Queue.reader", &self.path)?;
+        Ok(Reader { source: Mutex::new(Source::Plain(reader)), path: self.path.clone() })
+    }
+
+    /// The named cursor `name`: a reader whose position is stored in the
+    /// queue by `commit()`, so a consumer resumes where it left off. A new
+    /// cursor starts at the oldest message.
+    fn cursor(&self, py: Python<'_>, name: &str) -> PyResult<Py<Cursor>> {
+        self.check_open("Queue.cursor")?;
+        let cursor = py.detach(|| self.queue.cursor(name)).context("Queue.cursor", &self.path)?;
+        let base = Reader { source: Mutex::new(Source::Cursor(Box::new(cursor))), path: self.path.clone() };
+        Py::new(py, PyClassInitializer::from(base).add_subclass(Cursor))
+    }
+
+    /// Flushes every segment and the meta file to stable storage.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_open("Queue.sync")?;
+        py.detach(|| self.queue.sync()).context("Queue.sync", &self.path)
+    }
+
+    /// Releases this handle's producer slot. Readers and cursors made from
+    /// the queue keep working.
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        lock(&self.producer).take();
+    }
+
+    /// The queue's directory.
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Bytes per segment file.
+    #[getter]
+    fn segment_size(&self) -> u64 {
+        self.queue.segment_size()
+    }
+
+    /// The largest message accepted, in bytes.
+    #[getter]
+    fn max_message_size(&self) -> usize {
+        self.queue.max_message_size()
+    }
+
+    /// The index of the oldest message kept.
+    #[getter]
+    fn first_index(&self) -> PyResult<u64> {
+        self.queue.first_index().context("Queue.first_index", &self.path)
+    }
+
+    /// The index the next message will get (one past the last one).
+    #[getter]
+    fn end_index(&self) -> PyResult<u64> {
+        self.queue.end_index().context("Queue.end_index", &self.path)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _t: Option<&Bound<'_, PyAny>>,
+        _v: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        self.close();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Queue({:?})", self.path)
+    }
+}
+
+/// One message: `.index`, `.payload` (bytes) and `.timestamp`
+/// (nanoseconds since the Unix epoch when appended; 0 when the queue keeps
+/// no timestamps).
+#[pyclass(frozen, module = "mmkit")]
+pub struct Record {
+    /// The message's index in the queue.
+    #[pyo3(get)]
+    index: u64,
+    /// When it was appended, in nanoseconds since the Unix epoch.
+    #[pyo3(get)]
+    timestamp: u64,
+    /// The message.
+    #[pyo3(get)]
+    payload: Py<PyBytes>,
+}
+
+#[pymethods]
+impl Record {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let payload = self.payload.bind(py);
+        let shown = payload.as_bytes().len().min(32);
+        let dots = if payload.as_bytes().len() > shown { "..." } else { "" };
+        let head = PyBytes::new(py, &payload.as_bytes()[..shown]);
+        format!(
+            "Record(index={}, timestamp={}, payload={}{dots})",
+            self.index,
+            self.timestamp,
+            head.repr().map_or_else(|_| String::new(), |r| r.to_string())
+        )
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.payload.bind(py).as_bytes().len()
+    }
+}
+
+/// What a [`Reader`] reads with.
+enum Source {
+    Plain(mmkit_queue::Reader),
+    Cursor(Box<mmkit_queue::Cursor>),
+}
+
+impl Source {
+    fn reader(&mut self) -> &mut mmkit_queue::Reader {
+        match self {
+            Source::Plain(r) => r,
+            Source::Cursor(c) => c,
+        }
+    }
+}
+
+/// A message copied out of the queue while the GIL was released.
+struct Owned {
+    index: u64,
+    timestamp: u64,
+    payload: Vec<u8>,
+}
+
+/// A reader of a queue, from any position; each reader sees every message.
+///
+/// Iterating (`for rec in reader`) yields the messages there are now and
+/// stops at the end (a later iteration continues from there);
+/// `next(timeout)` waits for the next one. Both return `Record`s.
+///
+/// ```python
+/// r = q.reader("end")
+/// rec = r.next(timeout=5.0)    # None after 5 s without a message
+/// for rec in q.reader():       # everything so far
+///     print(rec.index, rec.payload)
+/// ```
+#[pyclass(frozen, subclass, module = "mmkit")]
+pub struct Reader {
+    source: Mutex<Source>,
+    path: String,
+}
+
+impl Reader {
+    /// The next message if one is committed, without waiting; `None` also
+    /// when another thread holds the reader (it is waiting).
+    fn poll(&self, py: Python<'_>) -> PyResult<Option<Record>> {
+        let mut guard = match self.source.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+        };
+        let rec = guard.reader().next().context("Reader.next", &self.path)?;
+        Ok(rec.map(|r| Record {
+            index: r.index(),
+            timestamp: r.timestamp(),
+            payload: PyBytes::new(py, r.payload()).unbind(),
+        }))
+    }
+
+    /// Waits up to `slice` for the next message with the GIL released.
+    fn wait(&self, py: Python<'_>, slice: Duration) -> PyResult<Option<Record>> {
+        let got = py.detach(|| {
+            let mut guard = lock(&self.source);
+            let rec = guard.reader().next_timeout(Some(slice))?;
+            Ok::<_, mmkit_queue::Error>(rec.map(|r| Owned {
+                index: r.index(),
+                timestamp: r.timestamp(),
+                payload: r.payload().to_vec(),
+            }))
+        });
+        let got = got.context("Reader.next", &self.path)?;
+        Ok(got.map(|o| Record {
+            index: o.index,
+            timestamp: o.timestamp,
+            payload: PyBytes::new(py, &o.payload).unbind(),
+        }))
+    }
+
+    /// Runs `f` on the reader, with the GIL released if another thread
+    /// holds it.
+    fn with_source<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Source) -> R + Send) -> R {
+        match self.source.try_lock() {
+            Ok(mut g) => f(&mut g),
+            Err(TryLockError::Poisoned(p)) => f(&mut p.into_inner()),
+            Err(TryLockError::WouldBlock) => py.detach(|| f(&mut lock(&self.source))),
+        }
+    }
+}
+
+/// Parses a timeout in seconds: `None` waits forever.
+fn timeout_arg(timeout: Option<f64>, path: &str) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(value_error(
+            "Reader.next",
+            path,
+            format!("timeout must be a non-negative number of seconds, not {t}"),
+        )),
+        Some(t) => Ok(Duration::try_from_secs_f64(t).ok()),
+    }
+}
+
+#[pymethods]
+impl Reader {
+    /// The next message, waiting up to `timeout` seconds for it (`None`:
+    /// as long as it takes). Returns `None` on timeout. The GIL is released
+    /// while waiting, and Ctrl-C interrupts the wait.
+    #[pyo3(signature = (timeout = None))]
+    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Record>> {
+        let timeout = timeout_arg(timeout, &self.path)?;
+        if let Some(rec) = self.poll(py)? {
+            return Ok(Some(rec));
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            let slice = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) => left.min(WAIT_SLICE),
+                    None => return Ok(None),
+                },
+                None => WAIT_SLICE,
+            };
+            if let Some(rec) = self.wait(py, slice)? {
+                return Ok(Some(rec));
+            }
+            if timeout.is_some_and(|t| t.is_zero()) {
+                return Ok(None);
+            }
+            py.check_signals()?;
+        }
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Record>> {
+        self.poll(py)
+    }
+
+    /// The index of the next message this reader returns.
+    #[getter]
+    fn position(&self, py: Python<'_>) -> u64 {
+        self.with_source(py, |s| s.reader().position())
+    }
+
+    /// Moves the reader to `index` (the next message returned is the one at
+    /// `index`, or the first after it if that one was abandoned).
+    fn seek(&self, py: Python<'_>, index: u64) -> PyResult<()> {
+        self.with_source(py, |s| s.reader().seek(index)).context("Reader.seek", &self.path)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!("Reader({:?}, position={})", self.path, self.position(py))
+    }
+}
+
+/// A named cursor: a `Reader` whose position `commit()` stores in the
+/// queue, so that a consumer restarted later (in any process) resumes
+/// after the last committed message. Delivery is at-least-once.
+///
+/// ```python
+/// c = q.cursor("billing")
+/// for rec in c:
+///     handle(rec.payload)
+/// c.commit()
+/// ```
+#[pyclass(frozen, extends = Reader, module = "mmkit")]
+pub struct Cursor;
+
+impl Cursor {
+    fn with_cursor<R: Send>(
+        slf: &Bound<'_, Self>,
+        f: impl FnOnce(&mut mmkit_queue::Cursor) -> R + Send,
+    ) -> Option<R> {
+        slf.as_super().get().with_source(slf.py(), |s| match s {
+            Source::Cursor(c) => Some(f(c)),
+            Source::Plain(_) => None,
+        })
+    }
+}
+
+#[pymethods]
+impl Cursor {
+    /// Stores the current position in the queue.
+    fn commit(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let path = slf.as_super().get().path.clone();
+        match Self::with_cursor(slf, |c| c.commit()) {
+            Some(result) => result.context("Cursor.commit", &path),
+            None => Err(value_error("Cursor.commit", &path, "not a cursor")),
+        }
+    }
+
+    /// The cursor's name.
+    #[getter]
+    fn name(slf: &Bound<'_, Self>) -> String {
+        Self::with_cursor(slf, |c| c.name().to_string()).unwrap_or_default()
+    }
+
+    /// The last committed position.
+    #[getter]
+    fn committed(slf: &Bound<'_, Self>) -> u64 {
+        Self::with_cursor(slf, |c| c.committed()).unwrap_or_default()
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let reader = slf.as_super().get();
+        format!(
+            "Cursor({:?}, name={:?}, position={}, committed={})",
+            reader.path,
+            Self::name(slf),
+            reader.position(slf.py()),
+            Self::committed(slf)
+        )
+    }
+}
