@@ -284,8 +284,9 @@ def print_tables(rows, out):
         better = "higher is better" if mine["unit"] == "msg/s" else "lower is better"
         print(f"\n{w} (median of {mine['runs']}, range min-max; {better})", file=out)
         for r in group:
-            speed = ratio(mine, r)
-            note = "" if r is mine else f"   mmkit is {speed:.2f}x"
+            # Ratios: the first row (mmkit, one call per message or array)
+            # against each peer; mmkit's own variants get none.
+            note = "" if r["peer"].startswith("mmkit") else f"   mmkit is {ratio(mine, r):.2f}x"
             print(f"  {r['peer']:<34}{fmt(r)}{note}", file=out)
 
 

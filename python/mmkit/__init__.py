@@ -20,7 +20,7 @@ Example::
     del a                                   # unmapped now, deterministically
     assert np.load("points.npy")[999, 0] == 999
 
-    q = mmkit.Queue("/tmp/events", create=True)
+    q = mmkit.Queue("events", create=True)
     q.append(b"hello")
     assert q.reader().next(timeout=1.0).payload == b"hello"
 """

@@ -66,6 +66,21 @@ def as_nobody():
     return f"import os; os.setgid({NOBODY}); os.setuid({NOBODY})\n"
 
 
+def permission_error_as_nobody(call, *args):
+    """Runs `call` (a line of code that may use sys.argv and mmkit) as an
+    unprivileged user and returns the PermissionError message it raised."""
+    code = as_nobody() + f"""
+import sys, mmkit
+try:
+    {call}
+except PermissionError as e:
+    print("PermissionError", e)
+"""
+    proc = run_python(code, *args)
+    assert proc.stdout.startswith("PermissionError"), proc.stdout + proc.stderr
+    return proc.stdout
+
+
 @pytest.fixture
 def public_dir():
     """A directory every user can traverse (pytest's tmp dirs are 0700)."""

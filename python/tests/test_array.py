@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mmkit
-from conftest import as_nobody, python_child, run_python
+from conftest import permission_error_as_nobody, python_child, run_python
 
 ALL_DTYPES = ["?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
 
@@ -236,15 +236,7 @@ def test_permission_denied(public_dir):
     p = public_dir / "private.npy"
     np.save(p, np.arange(4))
     os.chmod(p, 0o600)
-    code = as_nobody() + """
-import sys, mmkit
-try:
-    mmkit.open_array(sys.argv[1])
-except PermissionError as e:
-    print("PermissionError", e)
-"""
-    proc = run_python(code, p)
-    assert proc.stdout.startswith("PermissionError") and str(p) in proc.stdout, proc.stderr
+    assert str(p) in permission_error_as_nobody("mmkit.open_array(sys.argv[1])", p)
 
 
 # --- Appendable ---------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import mmkit
-from conftest import as_nobody, python_child, run_cli, run_python
+from conftest import permission_error_as_nobody, python_child, run_cli
 
 
 @pytest.fixture
@@ -184,15 +184,7 @@ def test_permission_denied(public_dir):
     path = public_dir / "q"
     mmkit.Queue(path, create=True).close()
     os.chmod(path, 0o700)
-    code = as_nobody() + """
-import sys, mmkit
-try:
-    mmkit.Queue(sys.argv[1])
-except PermissionError as e:
-    print("PermissionError", e)
-"""
-    proc = run_python(code, path)
-    assert proc.stdout.startswith("PermissionError") and str(path) in proc.stdout, proc.stderr
+    assert str(path) in permission_error_as_nobody("mmkit.Queue(sys.argv[1])", path)
 
 
 # --- processes ----------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mmkit
-from conftest import as_nobody, run_cli, run_python
+from conftest import permission_error_as_nobody, run_cli, run_python
 
 
 def stdlib_attach(name):
@@ -151,15 +151,7 @@ def test_bad_input(seg):
 
 
 def test_permission_denied(seg):
-    code = as_nobody() + """
-import sys, mmkit
-try:
-    mmkit.SharedMemory(sys.argv[1])
-except PermissionError as e:
-    print("PermissionError", e)
-"""
-    proc = run_python(code, seg.name)
-    assert proc.stdout.startswith("PermissionError") and seg.name in proc.stdout, proc.stderr
+    assert seg.name in permission_error_as_nobody("mmkit.SharedMemory(sys.argv[1])", seg.name)
 
 
 def test_cli_interop(cli):
