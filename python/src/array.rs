@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::errors::{Context, value_error};
+use crate::fork::{ProcessLocal, inherited};
 
 /// Calls `$f::<T>($args)` with `T` the element type of `$dtype`.
 macro_rules! with_element {
@@ -397,7 +398,10 @@ pub fn create_array<'py>(
 /// ```
 #[pyclass(frozen, module = "mmkit")]
 pub struct Appendable {
-    state: Mutex<Option<Box<dyn AnyAppendable>>>,
+    /// `None` once closed. Only the process that opened it may use it, or
+    /// drop it (a child's drop would trim rows the parent appended since
+    /// the fork; see `fork.rs`).
+    state: ProcessLocal<Mutex<Option<Box<dyn AnyAppendable>>>>,
     /// Arrays from `array()` still alive (each holds one).
     exports: Arc<AtomicUsize>,
     path: String,
@@ -427,6 +431,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Appendable {
+    /// The open appender, locked; an error when closed or inherited.
+    fn state(&self, op: &str) -> PyResult<MutexGuard<'_, Option<Box<dyn AnyAppendable>>>> {
+        let state = self.state.get().ok_or_else(|| inherited(op, &self.path, "appendable array"))?;
+        Ok(lock(state))
+    }
+
     fn closed_error(&self, op: &str) -> PyErr {
         value_error(op, &self.path, "the appendable array is closed")
     }
@@ -484,7 +494,7 @@ impl Appendable {
         }
         Ok(Appendable {
             descr: arr.descr(),
-            state: Mutex::new(Some(inner)),
+            state: ProcessLocal::new(Mutex::new(Some(inner))),
             exports: Arc::new(AtomicUsize::new(0)),
             path: name,
             row_shape: file_rows,
@@ -501,13 +511,17 @@ impl Appendable {
         let arr = rows.cast::<PyUntypedArray>()?;
         let nbytes = arr.len() * arr.dtype().itemsize();
         // SAFETY: `as_rows` made `arr` a C-contiguous array of the file's
-        // dtype, so its data is `nbytes` readable bytes; the GIL, held
-        // throughout, keeps Python code from changing or freeing it.
+        // dtype, so its data is `nbytes` readable bytes, which `arr` keeps
+        // alive for this call. The GIL, held throughout, keeps Python code
+        // in this process from changing or freeing them. If the rows are a
+        // view of memory another process writes (a shared mapping), the
+        // copy below may mix old and new bytes, as numpy's own copies do:
+        // the slice is only copied from, and any bytes are an element (Pod).
         let bytes = unsafe {
             let data = (*arr.as_array_ptr()).fields.data.cast::<u8>();
             if nbytes == 0 { &[][..] } else { std::slice::from_raw_parts(data, nbytes) }
         };
-        let mut state = lock(&self.state);
+        let mut state = self.state(OP)?;
         let inner = state.as_mut().ok_or_else(|| self.closed_error(OP))?;
         inner.append_bytes(bytes).context(OP, &self.path)?;
         Ok(inner.array().shape().first().copied().unwrap_or(0))
@@ -517,16 +531,20 @@ impl Appendable {
     /// shape is fixed; call `array()` again to see later appends. While it
     /// (or any view of it) is alive, `close()` raises `BufferError`.
     fn array<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
+        const OP: &str = "Appendable.array";
         let this = slf.get();
-        let state = lock(&this.state);
-        let inner = state.as_ref().ok_or_else(|| this.closed_error("Appendable.array"))?;
-        let arr = inner.array();
-        let (data, _) = arr.raw_data().context("Appendable.array", &this.path)?;
-        let shape = arr.shape().to_vec();
-        this.exports.fetch_add(1, Ordering::AcqRel);
+        let (data, shape) = {
+            let state = this.state(OP)?;
+            let inner = state.as_ref().ok_or_else(|| this.closed_error(OP))?;
+            let arr = inner.array();
+            let (data, _) = arr.raw_data().context(OP, &this.path)?;
+            // Counted before the lock is released, so `close()` cannot
+            // unmap the rows between here and the array's creation.
+            this.exports.fetch_add(1, Ordering::AcqRel);
+            (data, arr.shape().to_vec())
+        };
         let token = AppendableView { _owner: slf.clone().unbind(), exports: this.exports.clone() };
-        let token = Bound::new(py, token)?;
+        let token = Bound::new(slf.py(), token)?;
         // SAFETY: `raw_data` checked the rows lie inside the mapping; the
         // appendable reserved its address range, so appends never move
         // them, and `close()` refuses to unmap while `token` (the array's
@@ -537,7 +555,7 @@ impl Appendable {
     /// Flushes the rows, then the header, to stable storage (msync), so the
     /// appended rows survive a power failure too.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        let state = lock(&self.state);
+        let state = self.state("Appendable.sync")?;
         let inner = state.as_ref().ok_or_else(|| self.closed_error("Appendable.sync"))?;
         py.detach(|| inner.sync()).context("Appendable.sync", &self.path)
     }
@@ -546,7 +564,7 @@ impl Appendable {
     /// `BufferError` while arrays from `array()` are alive; closing twice is
     /// allowed.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let mut state = lock(&self.state);
+        let mut state = self.state("Appendable.close")?;
         let alive = self.exports.load(Ordering::Acquire);
         if alive > 0 {
             return Err(PyBufferError::new_err(format!(
@@ -562,14 +580,14 @@ impl Appendable {
 
     /// True once `close()` succeeded.
     #[getter]
-    fn closed(&self) -> bool {
-        lock(&self.state).is_none()
+    fn closed(&self) -> PyResult<bool> {
+        Ok(self.state("Appendable.closed")?.is_none())
     }
 
     /// Rows in the file.
     #[getter]
     fn rows(&self) -> PyResult<usize> {
-        let state = lock(&self.state);
+        let state = self.state("Appendable.rows")?;
         let inner = state.as_ref().ok_or_else(|| self.closed_error("Appendable.rows"))?;
         Ok(inner.array().shape().first().copied().unwrap_or(0))
     }
@@ -612,7 +630,9 @@ impl Appendable {
     }
 
     fn __repr__(&self) -> String {
-        let state = lock(&self.state);
+        let Ok(state) = self.state("repr") else {
+            return format!("Appendable(path={:?}, inherited through fork)", self.path);
+        };
         match state.as_ref() {
             Some(inner) => format!(
                 "Appendable(path={:?}, dtype={:?}, row_shape={:?}, rows={})",

@@ -24,6 +24,7 @@
 
 pub mod array;
 pub mod errors;
+mod fork;
 pub mod queue;
 pub mod residency;
 pub mod shm;
@@ -31,9 +32,14 @@ pub mod shm;
 use pyo3::prelude::*;
 
 /// The module `mmkit._mmkit`.
-#[pymodule]
+///
+/// `gil_used`: the classes' locks rely on the GIL serializing Python-level
+/// calls (a thread never blocks on one while another holds it and waits
+/// for the interpreter), so free-threaded builds keep the GIL on for it.
+#[pymodule(gil_used = true)]
 fn _mmkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    fork::install();
     m.add("Error", py.get_type::<errors::Error>())?;
     m.add("CorruptError", py.get_type::<errors::CorruptError>())?;
     m.add_function(wrap_pyfunction!(array::open_array, m)?)?;

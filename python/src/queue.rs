@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use mmkit_queue::{OpenOptions, Producer, Start};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 
 use crate::errors::{Context, value_error};
+use crate::fork::{ProcessLocal, inherited};
 
 /// How long one wait with the GIL released lasts at most before signals
 /// (Ctrl-C) are checked.
@@ -46,30 +47,54 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ```
 #[pyclass(frozen, module = "mmkit")]
 pub struct Queue {
+    /// `None` once closed. In a child forked since it was opened, the
+    /// inherited handle is set aside (see `fork.rs`) and the queue opened
+    /// again, so a `Queue` passed to a forked process just works.
+    handle: Mutex<Option<ProcessLocal<Handle>>>,
+    path: PathBuf,
+    name: String,
+}
+
+/// This process's handle on the queue.
+struct Handle {
     queue: mmkit_queue::Queue,
-    /// Registered on first append (it takes a slot in the queue's producer
-    /// table); `None` again after `close()`.
-    producer: Mutex<Option<Producer>>,
-    closed: std::sync::atomic::AtomicBool,
-    path: String,
+    /// Registered on first append: it takes a slot in the queue's producer
+    /// table.
+    producer: Option<Producer>,
 }
 
 impl Queue {
-    fn check_open(&self, op: &str) -> PyResult<()> {
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(value_error(op, &self.path, "the queue is closed"));
-        }
-        Ok(())
-    }
-
-    /// The producer, registered on first use.
-    fn producer(&self, op: &str) -> PyResult<MutexGuard<'_, Option<Producer>>> {
-        self.check_open(op)?;
-        let mut guard = lock(&self.producer);
-        if guard.is_none() {
-            *guard = Some(self.queue.producer().context(op, &self.path)?);
+    /// This process's handle, reopened after a fork. The lock is never
+    /// held while the GIL is released, so a fork cannot catch it locked.
+    fn handle(&self, op: &str) -> PyResult<MutexGuard<'_, Option<ProcessLocal<Handle>>>> {
+        let mut guard = lock(&self.handle);
+        match guard.as_ref() {
+            None => return Err(value_error(op, &self.name, "the queue is closed")),
+            Some(h) if h.get().is_none() => {
+                let queue = mmkit_queue::Queue::open(&self.path).context(op, &self.name)?;
+                *guard = Some(ProcessLocal::new(Handle { queue, producer: None }));
+            }
+            Some(_) => {}
         }
         Ok(guard)
+    }
+
+    /// A clone of the queue handle (cheap: it shares the mappings).
+    fn queue(&self, op: &str) -> PyResult<mmkit_queue::Queue> {
+        let guard = self.handle(op)?;
+        let handle = guard.as_ref().and_then(ProcessLocal::get);
+        handle.map(|h| h.queue.clone()).ok_or_else(|| value_error(op, &self.name, "the queue is closed"))
+    }
+
+    /// Runs `f` with this process's producer, registered on first use.
+    fn with_producer<R>(&self, op: &str, f: impl FnOnce(&mut Producer) -> PyResult<R>) -> PyResult<R> {
+        let mut guard = self.handle(op)?;
+        let closed = || value_error(op, &self.name, "the queue is closed");
+        let handle = guard.as_mut().and_then(ProcessLocal::get_mut).ok_or_else(closed)?;
+        if handle.producer.is_none() {
+            handle.producer = Some(handle.queue.producer().context(op, &self.name)?);
+        }
+        f(handle.producer.as_mut().ok_or_else(closed)?)
     }
 }
 
@@ -142,7 +167,8 @@ impl Queue {
             opts.max_message_size(bytes);
         }
         let queue = py.detach(|| opts.open(&path)).context("Queue", &name)?;
-        Ok(Queue { queue, producer: Mutex::new(None), closed: false.into(), path: name })
+        let handle = ProcessLocal::new(Handle { queue, producer: None });
+        Ok(Queue { handle: Mutex::new(Some(handle)), path, name })
     }
 
     /// Appends one message (bytes, bytearray or memoryview) and returns its
@@ -150,9 +176,9 @@ impl Queue {
     /// process, when this returns.
     fn append(&self, data: &Bound<'_, PyAny>) -> PyResult<u64> {
         const OP: &str = "Queue.append";
-        let mut guard = self.producer(OP)?;
-        let Some(producer) = guard.as_mut() else { return Err(value_error(OP, &self.path, "no producer")) };
-        with_payload(data, OP, |bytes| producer.append(bytes))?.context(OP, &self.path)
+        self.with_producer(OP, |producer| {
+            with_payload(data, OP, |bytes| producer.append(bytes))?.context(OP, &self.name)
+        })
     }
 
     /// Appends several messages at once (faster than one `append` each) and
@@ -176,75 +202,79 @@ impl Queue {
             .into_iter()
             .map(|k| k.unwrap_or_else(|| owned_iter.next().map_or(&[][..], |v| v)))
             .collect();
-        let mut guard = self.producer(OP)?;
-        let Some(producer) = guard.as_mut() else { return Err(value_error(OP, &self.path, "no producer")) };
-        producer.append_batch(&slices).context(OP, &self.path)
+        self.with_producer(OP, |producer| producer.append_batch(&slices).context(OP, &self.name))
     }
 
     /// A reader starting at `start`: "beginning" (the oldest message kept),
     /// "end" (after the last message appended so far) or an index.
     #[pyo3(signature = (start = None))]
     fn reader(&self, py: Python<'_>, start: Option<&Bound<'_, PyAny>>) -> PyResult<Reader> {
-        self.check_open("Queue.reader")?;
+        const OP: &str = "Queue.reader";
         let start = match start {
-            Some(s) => parse_start(s, &self.path)?,
+            Some(s) => parse_start(s, &self.name)?,
             None => Start::Beginning,
         };
-        let reader = py.detach(|| self.queue.reader(start)).context("Queue.reader", &self.path)?;
-        Ok(Reader { source: Mutex::new(Source::Plain(reader)), path: self.path.clone() })
+        let queue = self.queue(OP)?;
+        let reader = py.detach(|| queue.reader(start)).context(OP, &self.name)?;
+        Ok(Reader::new(Source::Plain(reader), &self.name))
     }
 
     /// The named cursor `name`: a reader whose position is stored in the
     /// queue by `commit()`, so a consumer resumes where it left off. A new
     /// cursor starts at the oldest message.
     fn cursor(&self, py: Python<'_>, name: &str) -> PyResult<Py<Cursor>> {
-        self.check_open("Queue.cursor")?;
-        let cursor = py.detach(|| self.queue.cursor(name)).context("Queue.cursor", &self.path)?;
-        let base = Reader { source: Mutex::new(Source::Cursor(Box::new(cursor))), path: self.path.clone() };
+        let queue = self.queue("Queue.cursor")?;
+        let cursor = py.detach(|| queue.cursor(name)).context("Queue.cursor", &self.name)?;
+        let base = Reader::new(Source::Cursor(Box::new(cursor)), &self.name);
         Py::new(py, PyClassInitializer::from(base).add_subclass(Cursor))
     }
 
     /// Flushes every segment and the meta file to stable storage.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        self.check_open("Queue.sync")?;
-        py.detach(|| self.queue.sync()).context("Queue.sync", &self.path)
+        let queue = self.queue("Queue.sync")?;
+        py.detach(|| queue.sync()).context("Queue.sync", &self.name)
     }
 
     /// Releases this handle's producer slot. Readers and cursors made from
     /// the queue keep working.
     fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::Release);
-        lock(&self.producer).take();
+        lock(&self.handle).take();
     }
 
     /// The queue's directory.
     #[getter]
     fn path(&self) -> &str {
-        &self.path
+        &self.name
     }
 
     /// Bytes per segment file.
     #[getter]
-    fn segment_size(&self) -> u64 {
-        self.queue.segment_size()
+    fn segment_size(&self) -> PyResult<u64> {
+        Ok(self.queue("Queue.segment_size")?.segment_size())
     }
 
     /// The largest message accepted, in bytes.
     #[getter]
-    fn max_message_size(&self) -> usize {
-        self.queue.max_message_size()
+    fn max_message_size(&self) -> PyResult<usize> {
+        Ok(self.queue("Queue.max_message_size")?.max_message_size())
     }
 
     /// The index of the oldest message kept.
     #[getter]
     fn first_index(&self) -> PyResult<u64> {
-        self.queue.first_index().context("Queue.first_index", &self.path)
+        self.queue("Queue.first_index")?.first_index().context("Queue.first_index", &self.name)
     }
 
     /// The index the next message will get (one past the last one).
     #[getter]
     fn end_index(&self) -> PyResult<u64> {
-        self.queue.end_index().context("Queue.end_index", &self.path)
+        self.queue("Queue.end_index")?.end_index().context("Queue.end_index", &self.name)
+    }
+
+    /// Pickles as the path: another process (spawned or forked) opens the
+    /// same queue.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        (slf.get_type(), (slf.get().name.clone(),)).into_pyobject(slf.py())
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -262,7 +292,7 @@ impl Queue {
     }
 
     fn __repr__(&self) -> String {
-        format!("Queue({:?})", self.path)
+        format!("Queue({:?})", self.name)
     }
 }
 
@@ -338,15 +368,25 @@ struct Owned {
 /// ```
 #[pyclass(frozen, subclass, module = "mmkit")]
 pub struct Reader {
-    source: Mutex<Source>,
+    /// Usable only in the process that made it (see `fork.rs`): its
+    /// queue handle pins segments on behalf of that process.
+    source: ProcessLocal<Mutex<Source>>,
     path: String,
 }
 
 impl Reader {
+    fn new(source: Source, path: &str) -> Self {
+        Reader { source: ProcessLocal::new(Mutex::new(source)), path: path.to_string() }
+    }
+
+    fn source(&self, op: &str) -> PyResult<&Mutex<Source>> {
+        self.source.get().ok_or_else(|| inherited(op, &self.path, "reader"))
+    }
+
     /// The next message if one is committed, without waiting; `None` also
     /// when another thread holds the reader (it is waiting).
     fn poll(&self, py: Python<'_>) -> PyResult<Option<Record>> {
-        let mut guard = match self.source.try_lock() {
+        let mut guard = match self.source("Reader.next")?.try_lock() {
             Ok(g) => g,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return Ok(None),
@@ -361,8 +401,9 @@ impl Reader {
 
     /// Waits up to `slice` for the next message with the GIL released.
     fn wait(&self, py: Python<'_>, slice: Duration) -> PyResult<Option<Record>> {
+        let source = self.source("Reader.next")?;
         let got = py.detach(|| {
-            let mut guard = lock(&self.source);
+            let mut guard = lock(source);
             let rec = guard.reader().next_timeout(Some(slice))?;
             Ok::<_, mmkit_queue::Error>(rec.map(|r| Owned {
                 index: r.index(),
@@ -380,12 +421,18 @@ impl Reader {
 
     /// Runs `f` on the reader, with the GIL released if another thread
     /// holds it.
-    fn with_source<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Source) -> R + Send) -> R {
-        match self.source.try_lock() {
+    fn with_source<R: Send>(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        f: impl FnOnce(&mut Source) -> R + Send,
+    ) -> PyResult<R> {
+        let source = self.source(op)?;
+        Ok(match source.try_lock() {
             Ok(mut g) => f(&mut g),
             Err(TryLockError::Poisoned(p)) => f(&mut p.into_inner()),
-            Err(TryLockError::WouldBlock) => py.detach(|| f(&mut lock(&self.source))),
-        }
+            Err(TryLockError::WouldBlock) => py.detach(|| f(&mut lock(source))),
+        })
     }
 }
 
@@ -442,18 +489,18 @@ impl Reader {
 
     /// The index of the next message this reader returns.
     #[getter]
-    fn position(&self, py: Python<'_>) -> u64 {
-        self.with_source(py, |s| s.reader().position())
+    fn position(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with_source(py, "Reader.position", |s| s.reader().position())
     }
 
     /// Moves the reader to `index` (the next message returned is the one at
     /// `index`, or the first after it if that one was abandoned).
     fn seek(&self, py: Python<'_>, index: u64) -> PyResult<()> {
-        self.with_source(py, |s| s.reader().seek(index)).context("Reader.seek", &self.path)
+        self.with_source(py, "Reader.seek", |s| s.reader().seek(index))?.context("Reader.seek", &self.path)
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        format!("Reader({:?}, position={})", self.path, self.position(py))
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("Reader({:?}, position={})", self.path, self.position(py)?))
     }
 }
 
@@ -473,12 +520,15 @@ pub struct Cursor;
 impl Cursor {
     fn with_cursor<R: Send>(
         slf: &Bound<'_, Self>,
+        op: &str,
         f: impl FnOnce(&mut mmkit_queue::Cursor) -> R + Send,
-    ) -> Option<R> {
-        slf.as_super().get().with_source(slf.py(), |s| match s {
+    ) -> PyResult<R> {
+        let reader = slf.as_super().get();
+        let got = reader.with_source(slf.py(), op, |s| match s {
             Source::Cursor(c) => Some(f(c)),
             Source::Plain(_) => None,
-        })
+        })?;
+        got.ok_or_else(|| value_error(op, &reader.path, "not a cursor"))
     }
 }
 
@@ -487,32 +537,29 @@ impl Cursor {
     /// Stores the current position in the queue.
     fn commit(slf: &Bound<'_, Self>) -> PyResult<()> {
         let path = slf.as_super().get().path.clone();
-        match Self::with_cursor(slf, |c| c.commit()) {
-            Some(result) => result.context("Cursor.commit", &path),
-            None => Err(value_error("Cursor.commit", &path, "not a cursor")),
-        }
+        Self::with_cursor(slf, "Cursor.commit", |c| c.commit())?.context("Cursor.commit", &path)
     }
 
     /// The cursor's name.
     #[getter]
-    fn name(slf: &Bound<'_, Self>) -> String {
-        Self::with_cursor(slf, |c| c.name().to_string()).unwrap_or_default()
+    fn name(slf: &Bound<'_, Self>) -> PyResult<String> {
+        Self::with_cursor(slf, "Cursor.name", |c| c.name().to_string())
     }
 
     /// The last committed position.
     #[getter]
-    fn committed(slf: &Bound<'_, Self>) -> u64 {
-        Self::with_cursor(slf, |c| c.committed()).unwrap_or_default()
+    fn committed(slf: &Bound<'_, Self>) -> PyResult<u64> {
+        Self::with_cursor(slf, "Cursor.committed", |c| c.committed())
     }
 
-    fn __repr__(slf: &Bound<'_, Self>) -> String {
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let reader = slf.as_super().get();
-        format!(
+        Ok(format!(
             "Cursor({:?}, name={:?}, position={}, committed={})",
             reader.path,
-            Self::name(slf),
-            reader.position(slf.py()),
-            Self::committed(slf)
-        )
+            Self::name(slf)?,
+            reader.position(slf.py())?,
+            Self::committed(slf)?
+        ))
     }
 }
