@@ -11,8 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Also builds target/release/mmkit (the CLI's integration tests need it),
+# which the Python tests drive.
 cargo test --release
-cargo build --release -p mmkit-cli
+rust_done=$SECONDS
 
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 venv="$target/py-venv"
@@ -22,4 +24,7 @@ python3 -m venv "$venv"
 # maturin (fetched into pip's isolated build environment).
 "$venv/bin/python" -m pip install --quiet "./python[test]"
 
+build_done=$SECONDS
+
 MMKIT_CLI="$target/release/mmkit" "$venv/bin/python" -m pytest python/tests -q ${PYTEST_ARGS:-}
+echo "test.sh: Rust tests ${rust_done}s, Python build $((build_done - rust_done))s, pytest $((SECONDS - build_done))s"
