@@ -19,8 +19,10 @@ Workloads (each peer runs in this same invocation, on the same machine):
   ``multiprocessing.Queue`` (put/get) and a ``multiprocessing.Pipe``
   (send_bytes/recv_bytes).
 
-Medians of ``--runs`` runs are reported with their range (min-max) and
-the ratio to the peer. Throughputs are messages per second.
+Medians of ``--runs`` rounds are reported with their range (min-max);
+the peers run interleaved, one run each per round, and mmkit's ratio to a
+peer is the median of the per-round ratios. Throughputs are messages per
+second.
 """
 
 import argparse
@@ -270,31 +272,40 @@ def fmt(row):
     return f"{row['median'] / 1e6:10.3f} M/s  ({row['min'] / 1e6:.3f}-{row['max'] / 1e6:.3f})"
 
 
-def ratio(row, base):
-    if row["unit"] == "s":
-        return base["median"] / row["median"]
-    return row["median"] / base["median"]
+def paired_ratio(mine, peer):
+    """mmkit's speed-up over `peer`: the median of the per-round ratios
+    (both measured in the same round, so drift between rounds cancels)."""
+    pairs = zip(mine["samples"], peer["samples"])
+    if mine["unit"] == "s":
+        return statistics.median(p / m for m, p in pairs)
+    return statistics.median(m / p for m, p in pairs)
+
+
+def add_ratios(rows):
+    """Gives each peer row `mmkit_ratio` against its workload's first row."""
+    for w in dict.fromkeys(r["workload"] for r in rows):
+        group = [r for r in rows if r["workload"] == w]
+        for r in group[1:]:
+            if not r["peer"].startswith("mmkit"):
+                r["mmkit_ratio"] = paired_ratio(group[0], r)
 
 
 def print_tables(rows, out):
-    workloads = dict.fromkeys(r["workload"] for r in rows)
-    for w in workloads:
+    for w in dict.fromkeys(r["workload"] for r in rows):
         group = [r for r in rows if r["workload"] == w]
-        mine = group[0]
-        better = "higher is better" if mine["unit"] == "msg/s" else "lower is better"
-        print(f"\n{w} (median of {mine['runs']}, range min-max; {better})", file=out)
+        better = "higher is better" if group[0]["unit"] == "msg/s" else "lower is better"
+        print(f"\n{w} (median of {group[0]['runs']}, range min-max; {better})", file=out)
         for r in group:
-            # Ratios: the first row (mmkit, one call per message or array)
-            # against each peer; mmkit's own variants get none.
-            note = "" if r["peer"].startswith("mmkit") else f"   mmkit is {ratio(mine, r):.2f}x"
+            note = f"   mmkit is {r['mmkit_ratio']:.2f}x" if "mmkit_ratio" in r else ""
             print(f"  {r['peer']:<34}{fmt(r)}{note}", file=out)
+    print("\nmmkit is Nx: the median over rounds of mmkit's speed over the peer's in that round.", file=out)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=256, help="size of the array's data (default 256 MiB)")
     ap.add_argument("--messages", type=int, default=300_000, help="messages per queue run (default 300000)")
-    ap.add_argument("--runs", type=int, default=5, help="runs per measurement (default 5)")
+    ap.add_argument("--runs", type=int, default=7, help="rounds per measurement (default 7)")
     ap.add_argument("--dir", help="directory for the files (default: a new one in the system temp dir)")
     ap.add_argument("--only", choices=["array", "queue"], help="run one part only")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON (tables go to stderr)")
@@ -316,6 +327,7 @@ def main():
             rows += queue_rows
     finally:
         shutil.rmtree(dirname, ignore_errors=True)
+    add_ratios(rows)
     print_tables(rows, out)
     if args.json:
         print(json.dumps(rows, indent=2))
