@@ -3,12 +3,32 @@
 import os
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Literal, Optional, Union
+from typing import Literal, Optional, Union, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 __version__: str
+__all__ = [
+    "Appendable",
+    "AppendableView",
+    "CorruptError",
+    "Cursor",
+    "Error",
+    "MappedArray",
+    "Queue",
+    "Reader",
+    "Record",
+    "Residency",
+    "SharedMemory",
+    "__version__",
+    "create_array",
+    "evict",
+    "open_array",
+    "resident",
+    "touch",
+]
 
 _Path = Union[str, "os.PathLike[str]"]
 _Bytes = Union[bytes, bytearray, memoryview]
@@ -22,6 +42,7 @@ class CorruptError(Error):
 
 # Arrays
 
+@final
 class MappedArray:
     """The ``base`` of an array from ``open_array``/``create_array``: owns the mapping.
 
@@ -56,9 +77,11 @@ def create_array(
     >>> a = mmkit.create_array("grid.npy", "float64", (1000, 1000))
     """
 
+@final
 class AppendableView:
     """The ``base`` of an array from ``Appendable.array()``; keeps ``close()`` from unmapping."""
 
+@final
 class Appendable:
     """An ``.npy`` file that grows along its first axis while numpy reads it.
 
@@ -67,13 +90,13 @@ class Appendable:
     11
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: _Path,
         dtype: Optional[npt.DTypeLike] = None,
         row_shape: Optional[_Shape] = None,
         create: bool = False,
-    ) -> None: ...
+    ) -> "Appendable": ...
     def append(self, rows: npt.ArrayLike) -> int:
         """Appends one row or ``(n, *row_shape)`` rows; returns the row count afterwards."""
     def array(self) -> np.ndarray:
@@ -103,6 +126,7 @@ class Appendable:
 
 # Queue
 
+@final
 class Record:
     """One message of a queue."""
 
@@ -115,6 +139,7 @@ class Record:
         """Nanoseconds since the Unix epoch when appended (0 without timestamps)."""
     def __len__(self) -> int: ...
 
+@disjoint_base
 class Reader:
     """A reader of a queue; iteration yields the messages there are now."""
 
@@ -129,6 +154,7 @@ class Reader:
     def position(self) -> int: ...
     def seek(self, index: int) -> None: ...
 
+@final
 class Cursor(Reader):
     """A reader whose position ``commit()`` stores in the queue."""
 
@@ -138,6 +164,7 @@ class Cursor(Reader):
     @property
     def committed(self) -> int: ...
 
+@final
 class Queue:
     """A persistent, multi-process message queue in a directory.
 
@@ -148,16 +175,17 @@ class Queue:
     b'hello'
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: _Path,
         create: bool = False,
         segment_size: Optional[int] = None,
         max_message_size: Optional[int] = None,
-    ) -> None: ...
+    ) -> "Queue": ...
     def append(self, data: _Bytes) -> int: ...
     def append_batch(self, messages: Iterable[_Bytes]) -> list[int]: ...
-    def reader(self, start: Union[Literal["beginning", "end"], int] = "beginning") -> Reader: ...
+    def reader(self, start: Union[Literal["beginning", "end"], int, None] = None) -> Reader:
+        """A reader from "beginning" (the default), "end" or an index."""
     def cursor(self, name: str) -> Cursor: ...
     def sync(self) -> None: ...
     def close(self) -> None: ...
@@ -181,6 +209,7 @@ class Queue:
 
 # Shared memory
 
+@final
 class SharedMemory:
     """POSIX named shared memory, compatible with ``multiprocessing.shared_memory.SharedMemory``.
 
@@ -190,7 +219,7 @@ class SharedMemory:
     >>> shm.buf[:5] = b"hello"
     """
 
-    def __init__(self, name: Optional[str] = None, create: bool = False, size: int = 0) -> None: ...
+    def __new__(cls, name: Optional[str] = None, create: bool = False, size: int = 0) -> "SharedMemory": ...
     @property
     def name(self) -> str: ...
     @property
@@ -199,7 +228,6 @@ class SharedMemory:
     def buf(self) -> Optional[memoryview]: ...
     def close(self) -> None: ...
     def unlink(self) -> None: ...
-    def __buffer__(self, flags: int) -> memoryview: ...
     def __enter__(self) -> "SharedMemory": ...
     def __exit__(
         self,
@@ -210,6 +238,7 @@ class SharedMemory:
 
 # Residency
 
+@final
 class Residency:
     """How much of a file sits in the page cache."""
 
