@@ -207,7 +207,7 @@ impl Queue {
 
     /// A reader starting at `start`: "beginning" (the oldest message kept),
     /// "end" (after the last message appended so far) or an index.
-    #[pyo3(signature = (start = None))]
+    #[pyo3(signature = (start = None), text_signature = "($self, start='beginning')")]
     fn reader(&self, py: Python<'_>, start: Option<&Bound<'_, PyAny>>) -> PyResult<Reader> {
         const OP: &str = "Queue.reader";
         let start = match start {

@@ -63,9 +63,12 @@ pub struct SharedMemory {
 
 #[pymethods]
 impl SharedMemory {
+    /// `track` is accepted for code written for Python 3.13's class, and
+    /// ignored: no resource tracker ever owns an mmkit segment.
     #[new]
-    #[pyo3(signature = (name = None, create = false, size = 0))]
-    fn new(py: Python<'_>, name: Option<String>, create: bool, size: i64) -> PyResult<Self> {
+    #[pyo3(signature = (name = None, create = false, size = 0, *, track = true))]
+    fn new(py: Python<'_>, name: Option<String>, create: bool, size: i64, track: bool) -> PyResult<Self> {
+        let _ = track;
         if size < 0 {
             return Err(PyValueError::new_err("SharedMemory: 'size' must be a positive integer"));
         }

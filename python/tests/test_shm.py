@@ -121,7 +121,7 @@ def test_pickles_by_name(seg):
 
 
 def test_context_manager_and_unlink():
-    with mmkit.SharedMemory(create=True, size=64) as s:
+    with mmkit.SharedMemory(create=True, size=64, track=True) as s:
         name = s.name
     assert s.buf is None
     s.unlink()
