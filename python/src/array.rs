@@ -24,6 +24,7 @@ use pyo3::types::PyTuple;
 
 use crate::errors::{Context, value_error};
 use crate::fork::{ProcessLocal, inherited};
+use crate::lock;
 
 /// Calls `$f::<T>($args)` with `T` the element type of `$dtype`.
 macro_rules! with_element {
@@ -422,12 +423,6 @@ impl Drop for AppendableView {
     fn drop(&mut self) {
         self.exports.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic cannot leave these states half-changed: every change is one
-    // assignment, so a poisoned lock's data is still consistent.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Appendable {

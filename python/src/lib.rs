@@ -29,7 +29,16 @@ pub mod queue;
 pub mod residency;
 pub mod shm;
 
+use std::sync::{Mutex, MutexGuard};
+
 use pyo3::prelude::*;
+
+/// Locks `m`, ignoring poison: every state change behind the classes'
+/// locks is one assignment or one call into a crate that keeps its own
+/// state consistent on error, so a panic leaves nothing half-changed.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The module `mmkit._mmkit`.
 ///

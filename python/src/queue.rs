@@ -17,17 +17,11 @@ use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 
 use crate::errors::{Context, value_error};
 use crate::fork::{ProcessLocal, inherited};
+use crate::lock;
 
 /// How long one wait with the GIL released lasts at most before signals
 /// (Ctrl-C) are checked.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every state change behind these locks is a single call into the
-    // queue crate, which keeps its own state consistent on error; a
-    // panic's poison adds nothing.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A persistent, multi-process message queue in a directory.
 ///

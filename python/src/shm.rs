@@ -8,8 +8,8 @@
 //! except `unlink()`.
 
 use std::ffi::c_int;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use mmkit_region::shm::Shm;
 use mmkit_region::{Mapping, Mode};
@@ -19,11 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyMemoryView, PyTuple};
 
 use crate::errors::Context;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values are replaced whole; poison carries no meaning.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::lock;
 
 /// A random segment name, as CPython makes them (`psm_` and hex digits).
 fn random_name() -> String {
