@@ -1,0 +1,274 @@
+//! The lock file (`<db>-lock`): the writer mutex, the reader table, the
+//! commit and durability counters. Its contents only matter while
+//! processes have the database open; all-zero is a valid fresh state.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mmkit_region::{Access, MapOptions, Mapping, Mode};
+use mmkit_sync::{EventCount, ProcessToken, RobustMutex};
+
+use crate::error::{Error, Result};
+
+pub(crate) const LOCK_MAGIC: &[u8; 8] = b"mmkvlock";
+pub(crate) const LOCK_VERSION: u32 = 1;
+pub(crate) const LOCK_SIZE: usize = 65536;
+const L_VERSION: usize = 8;
+const L_BOOT: usize = 16;
+const L_WRITER: usize = 64;
+const L_SYNC: usize = 96;
+const L_COMMITS: usize = 128;
+const L_DURABLE_EV: usize = 144;
+pub(crate) const L_CURRENT: usize = 160;
+pub(crate) const L_DURABLE: usize = 168;
+pub(crate) const L_SYNCING: usize = 176;
+const L_HIGH_WATER: usize = 184;
+pub(crate) const L_STATE: usize = 192;
+pub(crate) const L_SHRINKS: usize = 200;
+const READERS: usize = 256;
+const READER_SIZE: usize = 32;
+/// Reader slots in the lock file.
+pub const READER_SLOTS: usize = (LOCK_SIZE - READERS) / READER_SIZE;
+
+/// `state` once a process has recovered the database in this boot.
+pub(crate) const STATE_READY: u64 = 1;
+
+/// A packed commit reference: `txnid << 2 | meta slot`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CommitRef(pub(crate) u64);
+
+impl CommitRef {
+    pub(crate) fn new(txnid: u64, slot: u64) -> CommitRef {
+        CommitRef(txnid << 2 | slot)
+    }
+    pub(crate) fn txnid(self) -> u64 {
+        self.0 >> 2
+    }
+    pub(crate) fn slot(self) -> u64 {
+        self.0 & 3
+    }
+}
+
+/// One reader slot as seen by `stat` and the writer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReaderSlot {
+    pub(crate) token: ProcessToken,
+    pub(crate) txnid: u64,
+    pub(crate) started_us: u64,
+}
+
+/// The mapped lock file.
+pub(crate) struct LockFile {
+    map: Mapping,
+    pub(crate) path: PathBuf,
+}
+
+impl LockFile {
+    /// Opens (creating if needed) the lock file beside the database.
+    pub(crate) fn open(path: &Path) -> Result<LockFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| Error::io("open lock file", path, e))?;
+        let len = file.metadata().map_err(|e| Error::io("stat lock file", path, e))?.len();
+        if len < LOCK_SIZE as u64 {
+            // Extending is idempotent, so racing creators agree; the new
+            // bytes are zero, every primitive's fresh state.
+            file.set_len(LOCK_SIZE as u64).map_err(|e| Error::io("size lock file", path, e))?;
+        }
+        let map = MapOptions::new()
+            .len(LOCK_SIZE)
+            .mode(Mode::ReadWrite)
+            .map_file_at(&file, Some(path))
+            .map_err(Error::region("map lock file"))?;
+        let lock = LockFile { map, path: path.to_path_buf() };
+        lock.check_header()?;
+        Ok(lock)
+    }
+
+    fn check_header(&self) -> Result<()> {
+        let mut head = [0u8; 12];
+        self.map.read_at(0, &mut head).map_err(Error::region("read lock header"))?;
+        let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        if head[..8] == [0; 8] && version == 0 {
+            // Fresh: every creator writes the same bytes.
+            self.map.write_at(0, LOCK_MAGIC).map_err(Error::region("write lock header"))?;
+            self.map
+                .write_at(L_VERSION as u64, &LOCK_VERSION.to_le_bytes())
+                .map_err(Error::region("write lock header"))?;
+            return Ok(());
+        }
+        if &head[..8] != LOCK_MAGIC {
+            return Err(Error::NotADatabase {
+                path: self.path.clone(),
+                kind: "lock",
+                reason: "bad magic".into(),
+            });
+        }
+        if version != LOCK_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: self.path.clone(),
+                found: version,
+                supported: LOCK_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// The `u64` word at a fixed layout offset.
+    pub(crate) fn word(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY-free: the offsets are layout constants inside LOCK_SIZE,
+        // 8-aligned, and the mapping is read-write, so this cannot fail.
+        match self.map.atomic_u64(offset as u64) {
+            Ok(w) => w,
+            Err(_) => unreachable!("lock layout offset {offset} is inside the mapping and aligned"),
+        }
+    }
+
+    pub(crate) fn writer(&self) -> Result<&RobustMutex> {
+        RobustMutex::at(&self.map, L_WRITER as u64).map_err(Error::sync("writer mutex"))
+    }
+
+    pub(crate) fn sync_mutex(&self) -> Result<&RobustMutex> {
+        RobustMutex::at(&self.map, L_SYNC as u64).map_err(Error::sync("sync mutex"))
+    }
+
+    pub(crate) fn commits(&self) -> Result<&EventCount> {
+        EventCount::at(&self.map, L_COMMITS as u64).map_err(Error::sync("commit counter"))
+    }
+
+    pub(crate) fn durable_events(&self) -> Result<&EventCount> {
+        EventCount::at(&self.map, L_DURABLE_EV as u64).map_err(Error::sync("durable counter"))
+    }
+
+    pub(crate) fn current(&self) -> CommitRef {
+        CommitRef(self.word(L_CURRENT).load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn durable(&self) -> CommitRef {
+        CommitRef(self.word(L_DURABLE).load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn syncing(&self) -> CommitRef {
+        CommitRef(self.word(L_SYNCING).load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn boot(&self) -> [u64; 2] {
+        [self.word(L_BOOT).load(Ordering::Acquire), self.word(L_BOOT + 8).load(Ordering::Acquire)]
+    }
+
+    pub(crate) fn set_boot(&self, boot: [u64; 2]) {
+        self.word(L_BOOT).store(boot[0], Ordering::Release);
+        self.word(L_BOOT + 8).store(boot[1], Ordering::Release);
+    }
+
+    fn slot_word(&self, i: usize, field: usize) -> &AtomicU64 {
+        self.word(READERS + i * READER_SIZE + field)
+    }
+
+    /// Claims a free reader slot for this process; returns its index.
+    pub(crate) fn claim_reader(&self, hint: usize) -> Result<usize> {
+        let me = ProcessToken::current_process().to_raw();
+        let high = self.word(L_HIGH_WATER).load(Ordering::Acquire) as usize;
+        let start = hint % READER_SLOTS;
+        for k in 0..READER_SLOTS {
+            let i = (start + k) % READER_SLOTS;
+            let token = self.slot_word(i, 0);
+            if token.load(Ordering::Relaxed) == 0
+                && token.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+            {
+                if i >= high {
+                    self.word(L_HIGH_WATER).fetch_max(i as u64 + 1, Ordering::AcqRel);
+                }
+                return Ok(i);
+            }
+        }
+        // Full: give dead processes' slots back, then try once more.
+        if self.reap_dead_readers() > 0 {
+            return self.claim_reader(hint);
+        }
+        Err(Error::ReadersFull { path: self.path.clone(), capacity: READER_SLOTS })
+    }
+
+    /// Publishes `txnid` as slot `i`'s snapshot (SeqCst: the writer's scan
+    /// must see it before it could free what the snapshot uses).
+    pub(crate) fn set_reader(&self, i: usize, txnid: u64, started_us: u64) {
+        self.slot_word(i, 16).store(started_us, Ordering::Relaxed);
+        self.slot_word(i, 8).store(txnid, Ordering::SeqCst);
+    }
+
+    pub(crate) fn release_reader(&self, i: usize) {
+        self.slot_word(i, 8).store(0, Ordering::Release);
+        self.slot_word(i, 0).store(0, Ordering::Release);
+    }
+
+    /// Every slot with a snapshot.
+    pub(crate) fn readers(&self) -> impl Iterator<Item = ReaderSlot> + '_ {
+        let high = (self.word(L_HIGH_WATER).load(Ordering::SeqCst) as usize).min(READER_SLOTS);
+        (0..high).filter_map(move |i| {
+            let txnid = self.slot_word(i, 8).load(Ordering::SeqCst);
+            let token = self.slot_word(i, 0).load(Ordering::SeqCst);
+            (txnid != 0 && token != 0).then(|| ReaderSlot {
+                token: ProcessToken::from_raw(token),
+                txnid,
+                started_us: self.slot_word(i, 16).load(Ordering::Relaxed),
+            })
+        })
+    }
+
+    /// The oldest snapshot a live reader holds, if any.
+    pub(crate) fn oldest_reader(&self) -> Option<ReaderSlot> {
+        self.readers().min_by_key(|r| r.txnid)
+    }
+
+    /// Frees the slots of dead processes; returns how many.
+    pub(crate) fn reap_dead_readers(&self) -> usize {
+        let high = (self.word(L_HIGH_WATER).load(Ordering::SeqCst) as usize).min(READER_SLOTS);
+        let mut reaped = 0;
+        for i in 0..high {
+            let token = self.slot_word(i, 0).load(Ordering::Acquire);
+            if token != 0 && !ProcessToken::from_raw(token).is_alive() {
+                // Only the dead owner's exact token is cleared.
+                if self
+                    .slot_word(i, 0)
+                    .compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.slot_word(i, 8).store(0, Ordering::Release);
+                    reaped += 1;
+                }
+            }
+        }
+        reaped
+    }
+
+    /// Clears every reader slot (after a reboot, all holders are gone).
+    pub(crate) fn clear_readers(&self) {
+        for i in 0..READER_SLOTS {
+            self.slot_word(i, 8).store(0, Ordering::Relaxed);
+            self.slot_word(i, 0).store(0, Ordering::Relaxed);
+        }
+        self.word(L_HIGH_WATER).store(0, Ordering::SeqCst);
+    }
+}
+
+/// This boot's identity (`/proc/sys/kernel/random/boot_id`), so that a
+/// lock file left from before a reboot is recognised: then the page cache
+/// is gone and unsynced commits must be verified before they are trusted.
+pub(crate) fn boot_id() -> [u64; 2] {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+    let half = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
+    if hex.len() != 32 {
+        // Unknown boot: never matches a stored one, so opens verify.
+        return [0, 0];
+    }
+    [half(&hex[..16]), half(&hex[16..])]
+}

@@ -1,0 +1,420 @@
+//! Page layout: decoding (every offset and length checked) and in-place
+//! editing of the writer's dirty pages. See `docs/kv-format.md`.
+//!
+//! A tree page is slotted: a 16-byte header, an array of `u16` entry
+//! offsets growing up, entries packed from the end of the page down. The
+//! checksum of a page covers its header, its slot array and its entry area,
+//! never the unused gap between them, and is kept by whoever points at the
+//! page (the parent's entry, or the meta page), Merkle style.
+
+/// Page size in bytes (format version 1).
+pub const PAGE: usize = 16384;
+/// Size of a tree page header.
+pub(crate) const HEADER: usize = 16;
+/// Header of an overflow run: the common header plus the value length.
+pub(crate) const OVERFLOW_HEADER: usize = 24;
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 4096;
+/// An entry (header, key, inline value, slot) takes at most this much, so a
+/// page always holds three and a split always succeeds.
+pub(crate) const MAX_ENTRY: usize = (PAGE - HEADER) / 3;
+
+pub(crate) const KIND_LEAF: u8 = 1;
+pub(crate) const KIND_BRANCH: u8 = 2;
+pub(crate) const KIND_OVERFLOW: u8 = 3;
+
+/// Leaf entry flag: the value lives in an overflow run.
+pub(crate) const F_OVERFLOW: u8 = 1;
+pub(crate) const LEAF_ENTRY: usize = 8;
+pub(crate) const BRANCH_ENTRY: usize = 16;
+/// Inline size of an overflow reference: page, length, checksum.
+pub(crate) const OVERFLOW_REF: usize = 20;
+
+pub(crate) type Bad = &'static str;
+
+#[inline]
+pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+#[inline]
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default())
+}
+#[inline]
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+}
+#[inline]
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+#[inline]
+fn put64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Where a leaf entry's value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Val<'a> {
+    /// Stored in the leaf.
+    Inline(&'a [u8]),
+    /// Stored in an overflow run starting at `page`.
+    Overflow { page: u64, len: u64, crc: u32 },
+}
+
+/// A checked, read-only view of a tree page.
+#[derive(Clone, Copy)]
+pub(crate) struct Page<'a> {
+    pub(crate) b: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Page<'a> {
+    /// Validates the header: a tree kind, and a slot array that ends at or
+    /// before the entry area.
+    #[inline]
+    pub(crate) fn new(b: &'a [u8]) -> Result<Page<'a>, Bad> {
+        if b.len() != PAGE {
+            return Err("page has the wrong size");
+        }
+        if b[0] != KIND_LEAF && b[0] != KIND_BRANCH {
+            return Err("not a tree page (bad kind byte)");
+        }
+        let count = u16_at(b, 2) as usize;
+        let upper = u16_at(b, 4) as usize;
+        if HEADER + 2 * count > upper || upper > PAGE {
+            return Err("slot array overlaps the entry area");
+        }
+        Ok(Page { b, count })
+    }
+
+    pub(crate) fn is_leaf(&self) -> bool {
+        self.b[0] == KIND_LEAF
+    }
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+    pub(crate) fn upper(&self) -> usize {
+        u16_at(self.b, 4) as usize
+    }
+    pub(crate) fn txnid(&self) -> u64 {
+        u64_at(self.b, 8)
+    }
+    pub(crate) fn free(&self) -> usize {
+        self.upper() - HEADER - 2 * self.count
+    }
+
+    /// Checksum of the used parts: header and slots, then the entry area.
+    pub(crate) fn checksum(&self) -> u32 {
+        checksum(self.b, HEADER + 2 * self.count, self.upper())
+    }
+
+    #[inline]
+    fn offset(&self, i: usize) -> Result<usize, Bad> {
+        if i >= self.count {
+            return Err("entry index out of range");
+        }
+        let off = u16_at(self.b, HEADER + 2 * i) as usize;
+        if off < self.upper() || off >= PAGE {
+            return Err("entry offset outside the entry area");
+        }
+        Ok(off)
+    }
+
+    /// Entry `i` of a leaf: key and value.
+    #[inline]
+    pub(crate) fn leaf(&self, i: usize) -> Result<(&'a [u8], Val<'a>), Bad> {
+        let off = self.offset(i)?;
+        let b = self.b;
+        if off + LEAF_ENTRY > PAGE {
+            return Err("leaf entry header past the page end");
+        }
+        let flags = b[off];
+        let klen = u16_at(b, off + 2) as usize;
+        let vlen = u32_at(b, off + 4) as usize;
+        let kstart = off + LEAF_ENTRY;
+        let vstart = kstart + klen;
+        if vstart.checked_add(vlen).is_none_or(|end| end > PAGE) {
+            return Err("leaf entry past the page end");
+        }
+        let key = &b[kstart..vstart];
+        if flags & F_OVERFLOW != 0 {
+            if vlen != OVERFLOW_REF {
+                return Err("overflow reference of the wrong size");
+            }
+            let page = u64_at(b, vstart);
+            let len = u64_at(b, vstart + 8);
+            let crc = u32_at(b, vstart + 16);
+            return Ok((key, Val::Overflow { page, len, crc }));
+        }
+        Ok((key, Val::Inline(&b[vstart..vstart + vlen])))
+    }
+
+    /// The key of entry `i` (leaf or branch).
+    #[inline]
+    pub(crate) fn key(&self, i: usize) -> Result<&'a [u8], Bad> {
+        if self.is_leaf() { self.leaf(i).map(|(k, _)| k) } else { self.branch(i).map(|(_, _, k)| k) }
+    }
+
+    /// Entry `i` of a branch: child page, child checksum, separator key
+    /// (entry 0's key is ignored: it stands for minus infinity).
+    #[inline]
+    pub(crate) fn branch(&self, i: usize) -> Result<(u64, u32, &'a [u8]), Bad> {
+        let off = self.offset(i)?;
+        let b = self.b;
+        if off + BRANCH_ENTRY > PAGE {
+            return Err("branch entry header past the page end");
+        }
+        let child = u64_at(b, off);
+        let crc = u32_at(b, off + 8);
+        let klen = u16_at(b, off + 12) as usize;
+        let kstart = off + BRANCH_ENTRY;
+        if kstart + klen > PAGE {
+            return Err("branch key past the page end");
+        }
+        Ok((child, crc, &b[kstart..kstart + klen]))
+    }
+
+    /// Index of the child of a branch to follow for `key`: the last entry
+    /// whose separator is at most `key` (entry 0 counts as minus infinity).
+    #[inline]
+    pub(crate) fn child_index(&self, key: &[u8]) -> Result<usize, Bad> {
+        if self.count == 0 {
+            return Err("empty branch page");
+        }
+        let (mut lo, mut hi) = (1, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.branch(mid)?.2 <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo - 1)
+    }
+
+    /// In a leaf: `Ok(i)` if entry `i` has `key`, else `Err(i)` with the
+    /// insertion point.
+    #[inline]
+    pub(crate) fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, Bad> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.key(mid)?.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(Ok(mid)),
+            }
+        }
+        Ok(Err(lo))
+    }
+
+    /// Bytes entry `i` takes, slot included.
+    pub(crate) fn entry_size(&self, i: usize) -> Result<usize, Bad> {
+        let off = self.offset(i)?;
+        if self.is_leaf() {
+            self.leaf(i)?;
+            Ok(LEAF_ENTRY + u16_at(self.b, off + 2) as usize + u32_at(self.b, off + 4) as usize + 2)
+        } else {
+            self.branch(i)?;
+            Ok(BRANCH_ENTRY + u16_at(self.b, off + 12) as usize + 2)
+        }
+    }
+}
+
+/// CRC32C of `b[..lo]` followed by `b[hi..]`.
+pub(crate) fn checksum(b: &[u8], lo: usize, hi: usize) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&b[..lo]), &b[hi..])
+}
+
+/// Size a leaf entry takes for `key` and an inline value of `vlen` bytes.
+pub(crate) fn leaf_size(klen: usize, vlen: usize) -> usize {
+    LEAF_ENTRY + klen + vlen + 2
+}
+
+/// Whether a value of `vlen` bytes goes to an overflow run.
+pub(crate) fn needs_overflow(klen: usize, vlen: usize) -> bool {
+    leaf_size(klen, vlen) > MAX_ENTRY
+}
+
+/// Pages an overflow run of `len` value bytes takes.
+pub(crate) fn overflow_pages(len: u64) -> u64 {
+    (len + OVERFLOW_HEADER as u64).div_ceil(PAGE as u64)
+}
+
+/// In-place editing of a dirty page. The page was validated by
+/// [`Page::new`] when it was read, and every edit keeps it valid.
+pub(crate) struct PageMut<'a>(pub(crate) &'a mut [u8]);
+
+impl PageMut<'_> {
+    pub(crate) fn init(&mut self, kind: u8, txnid: u64) {
+        self.0[..HEADER].fill(0);
+        self.0[0] = kind;
+        put16(self.0, 4, PAGE as u16);
+        put64(self.0, 8, txnid);
+    }
+
+    pub(crate) fn view(&self) -> Page<'_> {
+        Page { b: self.0, count: u16_at(self.0, 2) as usize }
+    }
+
+    pub(crate) fn set_txnid(&mut self, txnid: u64) {
+        put64(self.0, 8, txnid);
+    }
+
+    /// Makes room for an entry of `size` bytes (slot excluded) at index
+    /// `i`; returns its offset. The caller checked that it fits.
+    fn open_slot(&mut self, i: usize, size: usize) -> usize {
+        let count = u16_at(self.0, 2) as usize;
+        let upper = u16_at(self.0, 4) as usize - size;
+        let slots = HEADER + 2 * i;
+        self.0.copy_within(slots..HEADER + 2 * count, slots + 2);
+        put16(self.0, slots, upper as u16);
+        put16(self.0, 2, (count + 1) as u16);
+        put16(self.0, 4, upper as u16);
+        upper
+    }
+
+    pub(crate) fn insert_leaf(&mut self, i: usize, key: &[u8], val: Val<'_>) {
+        let vlen = match val {
+            Val::Inline(v) => v.len(),
+            Val::Overflow { .. } => OVERFLOW_REF,
+        };
+        let off = self.open_slot(i, LEAF_ENTRY + key.len() + vlen);
+        let b = &mut *self.0;
+        b[off] = if matches!(val, Val::Overflow { .. }) { F_OVERFLOW } else { 0 };
+        b[off + 1] = 0;
+        put16(b, off + 2, key.len() as u16);
+        put32(b, off + 4, vlen as u32);
+        let k = off + LEAF_ENTRY;
+        b[k..k + key.len()].copy_from_slice(key);
+        let v = k + key.len();
+        match val {
+            Val::Inline(data) => b[v..v + data.len()].copy_from_slice(data),
+            Val::Overflow { page, len, crc } => {
+                put64(b, v, page);
+                put64(b, v + 8, len);
+                put32(b, v + 16, crc);
+            }
+        }
+    }
+
+    pub(crate) fn insert_branch(&mut self, i: usize, child: u64, crc: u32, key: &[u8]) {
+        let off = self.open_slot(i, BRANCH_ENTRY + key.len());
+        let b = &mut *self.0;
+        put64(b, off, child);
+        put32(b, off + 8, crc);
+        put16(b, off + 12, key.len() as u16);
+        put16(b, off + 14, 0);
+        b[off + BRANCH_ENTRY..off + BRANCH_ENTRY + key.len()].copy_from_slice(key);
+    }
+
+    /// Points branch entry `i` at `child` with checksum `crc`.
+    pub(crate) fn set_child(&mut self, i: usize, child: u64, crc: u32) {
+        let off = u16_at(self.0, HEADER + 2 * i) as usize;
+        put64(self.0, off, child);
+        put32(self.0, off + 8, crc);
+    }
+
+    /// Removes entry `i`, closing the gap in the entry area.
+    pub(crate) fn remove(&mut self, i: usize) -> Result<(), Bad> {
+        let view = self.view();
+        let size = view.entry_size(i)? - 2;
+        let off = view.offset(i)?;
+        let (count, upper) = (view.count(), view.upper());
+        self.0.copy_within(upper..off, upper + size);
+        for s in 0..count {
+            let at = HEADER + 2 * s;
+            let o = u16_at(self.0, at) as usize;
+            if o < off {
+                put16(self.0, at, (o + size) as u16);
+            }
+        }
+        let slots = HEADER + 2 * i;
+        self.0.copy_within(slots + 2..HEADER + 2 * count, slots);
+        put16(self.0, 2, (count - 1) as u16);
+        put16(self.0, 4, (upper + size) as u16);
+        Ok(())
+    }
+
+    /// Moves entries `from..` of this page to the empty page `to`.
+    pub(crate) fn move_tail(&mut self, from: usize, to: &mut PageMut<'_>) -> Result<(), Bad> {
+        let view = self.view();
+        for i in from..view.count() {
+            let dst = i - from;
+            if view.is_leaf() {
+                let (k, v) = view.leaf(i)?;
+                to.insert_leaf(dst, k, v);
+            } else {
+                let (c, crc, k) = view.branch(i)?;
+                to.insert_branch(dst, c, crc, k);
+            }
+        }
+        for i in (from..view.count()).rev() {
+            self.remove(i)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the header of an overflow run of `len` bytes.
+    pub(crate) fn init_overflow(&mut self, txnid: u64, len: u64) {
+        self.0[..OVERFLOW_HEADER].fill(0);
+        self.0[0] = KIND_OVERFLOW;
+        put64(self.0, 8, txnid);
+        put64(self.0, 16, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(kind: u8) -> Vec<u8> {
+        let mut b = vec![0u8; PAGE];
+        PageMut(&mut b).init(kind, 7);
+        b
+    }
+
+    #[test]
+    fn insert_remove_keeps_order_and_space() {
+        let mut b = fresh(KIND_LEAF);
+        let mut p = PageMut(&mut b);
+        let free0 = p.view().free();
+        for (i, k) in ["b", "d", "a", "c"].iter().enumerate() {
+            let at = p.view().search(k.as_bytes()).unwrap().unwrap_err();
+            p.insert_leaf(at, k.as_bytes(), Val::Inline(&[i as u8; 3]));
+        }
+        let keys: Vec<_> = (0..4).map(|i| p.view().key(i).unwrap().to_vec()).collect();
+        assert_eq!(keys, [b"a", b"b", b"c", b"d"]);
+        p.remove(1).unwrap();
+        assert_eq!(p.view().leaf(1).unwrap(), (&b"c"[..], Val::Inline(&[3, 3, 3])));
+        for _ in 0..3 {
+            p.remove(0).unwrap();
+        }
+        assert_eq!(p.view().free(), free0);
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        let mut b = fresh(KIND_LEAF);
+        PageMut(&mut b).insert_leaf(0, b"key", Val::Inline(b"value"));
+        for pos in 0..64 {
+            for byte in [0u8, 0x7f, 0xff] {
+                let mut c = b.clone();
+                c[pos] = byte;
+                let Ok(p) = Page::new(&c) else { continue };
+                for i in 0..p.count().min(4) {
+                    let _ = p.leaf(i);
+                    let _ = p.branch(i);
+                    let _ = p.entry_size(i);
+                }
+                let _ = p.search(b"key");
+            }
+        }
+    }
+}

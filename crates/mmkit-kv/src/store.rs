@@ -1,0 +1,170 @@
+//! The database file, mapped once inside a large reserved address range,
+//! and bounds-checked access to its pages.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use mmkit_region::{Access, GrowableFile, Mode};
+
+use crate::error::{Error, Result};
+use crate::meta::{META_LEN, META_SLOTS};
+use crate::page::{OVERFLOW_HEADER, PAGE, Page, u64_at};
+
+/// The mapped data file.
+pub(crate) struct Store {
+    pub(crate) file: GrowableFile,
+    pub(crate) path: PathBuf,
+}
+
+impl Store {
+    pub(crate) fn open(path: &Path, writable: bool, reserve: usize) -> Result<Store> {
+        let mode = if writable { Mode::ReadWrite } else { Mode::ReadOnly };
+        let file = GrowableFile::open(path, mode, reserve).map_err(|e| match e {
+            mmkit_region::Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::NotFound { path: path.to_path_buf() }
+            }
+            e => Error::region("open database")(e),
+        })?;
+        Ok(Store { file, path: path.to_path_buf() })
+    }
+
+    pub(crate) fn writable(&self) -> bool {
+        self.file.mode() == Mode::ReadWrite
+    }
+
+    /// `len` bytes at page `pgno`, mapping what other processes added when
+    /// needed.
+    #[inline]
+    pub(crate) fn bytes(&self, pgno: u64, len: usize) -> Result<&[u8]> {
+        let off = pgno.checked_mul(PAGE as u64).and_then(|o| o.checked_add(len as u64));
+        let Some(end) = off else {
+            return Err(self.corrupt(pgno, "", "page number overflows"));
+        };
+        if end > self.file.len() {
+            self.file.ensure_len(end).map_err(Error::region("map database pages"))?;
+        }
+        // SAFETY: `pgno * PAGE + len <= len()` was just checked, and the
+        // `Access` contract of `GrowableFile` keeps those bytes mapped
+        // while `&self` lives (it never unmaps before drop). Nothing writes
+        // them while the slice lives: the MVCC protocol of
+        // `docs/kv-format.md` ("Why zero-copy reads are sound") forbids
+        // conforming writers to touch pages a registered snapshot can
+        // reach, and the writer of this process only writes pages it
+        // allocated in its own open transaction.
+        Ok(unsafe { std::slice::from_raw_parts(self.file.base().add((pgno as usize) * PAGE), len) })
+    }
+
+    /// A dirty page for the writer to edit.
+    ///
+    /// # Safety
+    ///
+    /// `pgno` must be a page allocated by the caller's open write
+    /// transaction (no snapshot can reach it), already inside the mapped
+    /// length, and no other reference to it may be alive.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn page_mut(&self, pgno: u64, pages: usize) -> &mut [u8] {
+        debug_assert!((pgno as usize + pages) * PAGE <= self.file.len() as usize);
+        // SAFETY: per the contract, in bounds and exclusively ours.
+        unsafe { std::slice::from_raw_parts_mut(self.file.base().add(pgno as usize * PAGE), pages * PAGE) }
+    }
+
+    /// Makes sure pages below `next_page` have real blocks behind them;
+    /// grows by an eighth of the file at a time (at least 1 MiB) so growth
+    /// costs few `fallocate` calls.
+    pub(crate) fn ensure_pages(&self, next_page: u64) -> Result<()> {
+        let need = next_page * PAGE as u64;
+        if need <= self.file.len() {
+            return Ok(());
+        }
+        let len = self.file.len();
+        let chunk = (len / 8).max(1 << 20);
+        let target = need.max(len + chunk).div_ceil(PAGE as u64) * PAGE as u64;
+        let target = target.min(self.file.reserved() as u64).max(need);
+        self.file.grow_to(target).map_err(Error::region("grow database"))
+    }
+
+    pub(crate) fn corrupt(&self, page: u64, table: &str, reason: impl Into<String>) -> Error {
+        Error::Corrupt { path: self.path.clone(), page, table: table.into(), reason: reason.into() }
+    }
+
+    /// The meta page in `slot`, copied out.
+    pub(crate) fn meta_bytes(&self, slot: u64) -> Result<[u8; META_LEN]> {
+        let mut b = [0u8; META_LEN];
+        if (slot + 1) * PAGE as u64 > self.file.len() {
+            self.file.refresh().map_err(Error::region("map meta"))?;
+        }
+        self.file.read_at(slot * PAGE as u64, &mut b).map_err(Error::region("read meta"))?;
+        Ok(b)
+    }
+
+    pub(crate) fn write_meta(&self, slot: u64, bytes: &[u8]) -> Result<()> {
+        self.file.write_at(slot * PAGE as u64, bytes).map_err(Error::region("write meta"))
+    }
+
+    pub(crate) fn sync(&self) -> Result<()> {
+        rustix::fs::fdatasync(self.file.as_fd()).map_err(|e| Error::io("fdatasync", &self.path, e))
+    }
+
+    pub(crate) fn file_size(&self) -> Result<u64> {
+        let st = rustix::fs::fstat(self.file.as_fd()).map_err(|e| Error::io("fstat", &self.path, e))?;
+        Ok(st.st_size as u64)
+    }
+}
+
+/// A consistent view: the pages of one snapshot (or of the writer's open
+/// transaction), with every page number checked against its extent.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) next_page: u64,
+    /// Verify each page's checksum against its parent's entry on read.
+    pub(crate) verify: bool,
+}
+
+impl<'a> View<'a> {
+    fn check_range(&self, pgno: u64, n: u64, table: &str) -> Result<()> {
+        if pgno < META_SLOTS || pgno.checked_add(n).is_none_or(|end| end > self.next_page) {
+            return Err(self.store.corrupt(
+                pgno,
+                table,
+                format!("page number outside 4..{}", self.next_page),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tree page `pgno`, header validated; its checksum is compared with
+    /// `crc` when verification is on (or `force`).
+    #[inline]
+    pub(crate) fn page(&self, pgno: u64, crc: u32, table: &str, force: bool) -> Result<Page<'a>> {
+        self.check_range(pgno, 1, table)?;
+        let page =
+            Page::new(self.store.bytes(pgno, PAGE)?).map_err(|r| self.store.corrupt(pgno, table, r))?;
+        if (self.verify || force) && page.checksum() != crc {
+            return Err(self.store.corrupt(pgno, table, "checksum mismatch"));
+        }
+        Ok(page)
+    }
+
+    /// The value bytes of an overflow run.
+    pub(crate) fn overflow(
+        &self,
+        pgno: u64,
+        len: u64,
+        crc: u32,
+        table: &str,
+        force: bool,
+    ) -> Result<&'a [u8]> {
+        let n = crate::page::overflow_pages(len);
+        self.check_range(pgno, n, table)?;
+        let run = self.store.bytes(pgno, n as usize * PAGE)?;
+        if run[0] != crate::page::KIND_OVERFLOW || u64_at(run, 16) != len {
+            return Err(self.store.corrupt(pgno, table, "bad overflow header"));
+        }
+        let end = OVERFLOW_HEADER + len as usize;
+        if (self.verify || force) && crc32c::crc32c(&run[..end]) != crc {
+            return Err(self.store.corrupt(pgno, table, "overflow checksum mismatch"));
+        }
+        Ok(&run[OVERFLOW_HEADER..end])
+    }
+}

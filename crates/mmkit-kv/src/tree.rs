@@ -1,0 +1,217 @@
+//! Reading a B+tree: lookups and cursors over one view.
+
+use crate::error::Result;
+use crate::meta::Root;
+use crate::page::{Page, Val};
+use crate::store::View;
+
+/// Deeper than any real tree (16 KiB pages, fan-out at least 3): a longer
+/// path means a cycle in a corrupt file.
+pub(crate) const MAX_DEPTH: usize = 40;
+
+/// Resolves a leaf value to its bytes.
+#[inline]
+pub(crate) fn value<'a>(v: &View<'a>, val: Val<'a>, table: &str) -> Result<&'a [u8]> {
+    match val {
+        Val::Inline(b) => Ok(b),
+        Val::Overflow { page, len, crc } => v.overflow(page, len, crc, table, false),
+    }
+}
+
+/// Descends from `root` to the leaf that would hold `key`.
+#[inline]
+pub(crate) fn find_leaf<'a>(v: &View<'a>, root: Root, key: &[u8], table: &str) -> Result<(u64, Page<'a>)> {
+    let (mut pgno, mut crc) = (root.page, root.crc);
+    for _ in 0..MAX_DEPTH {
+        let page = v.page(pgno, crc, table, false)?;
+        if page.is_leaf() {
+            return Ok((pgno, page));
+        }
+        let i = page.child_index(key).map_err(|r| v.store.corrupt(pgno, table, r))?;
+        (pgno, crc, _) = page.branch(i).map_err(|r| v.store.corrupt(pgno, table, r))?;
+    }
+    Err(v.store.corrupt(root.page, table, "tree too deep (a cycle?)"))
+}
+
+/// The value stored under `key`.
+#[inline]
+pub(crate) fn get<'a>(v: &View<'a>, root: Root, key: &[u8], table: &str) -> Result<Option<&'a [u8]>> {
+    if root.page == 0 {
+        return Ok(None);
+    }
+    let (pgno, page) = find_leaf(v, root, key, table)?;
+    match page.search(key).map_err(|r| v.store.corrupt(pgno, table, r))? {
+        Ok(i) => {
+            let (_, val) = page.leaf(i).map_err(|r| v.store.corrupt(pgno, table, r))?;
+            value(v, val, table).map(Some)
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// A position in a tree: the path of (page number, page, index) from the
+/// root to a leaf entry.
+#[derive(Clone)]
+pub(crate) struct Cursor<'a> {
+    pub(crate) v: View<'a>,
+    root: Root,
+    table: std::sync::Arc<str>,
+    stack: Vec<(u64, Page<'a>, usize)>,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(v: View<'a>, root: Root, table: impl Into<std::sync::Arc<str>>) -> Cursor<'a> {
+        Cursor { v, root, table: table.into(), stack: Vec::new() }
+    }
+
+    fn bad(&self, pgno: u64, reason: &'static str) -> crate::Error {
+        self.v.store.corrupt(pgno, &self.table, reason)
+    }
+
+    /// Descends from the page on top of the stack (or the root) taking, at
+    /// each branch, the child `pick` chooses.
+    fn descend(
+        &mut self,
+        mut pick: impl FnMut(&Page<'a>) -> std::result::Result<usize, &'static str>,
+    ) -> Result<()> {
+        if self.stack.is_empty() {
+            if self.root.page == 0 {
+                return Ok(());
+            }
+            let page = self.v.page(self.root.page, self.root.crc, &self.table, false)?;
+            let i = pick(&page).map_err(|r| self.bad(self.root.page, r))?;
+            self.stack.push((self.root.page, page, i));
+        }
+        while let Some(&(pgno, page, i)) = self.stack.last() {
+            if page.is_leaf() {
+                return Ok(());
+            }
+            if self.stack.len() > MAX_DEPTH {
+                return Err(self.bad(pgno, "tree too deep (a cycle?)"));
+            }
+            let (child, crc, _) = page.branch(i).map_err(|r| self.bad(pgno, r))?;
+            let cpage = self.v.page(child, crc, &self.table, false)?;
+            let ci = pick(&cpage).map_err(|r| self.bad(child, r))?;
+            self.stack.push((child, cpage, ci));
+        }
+        Ok(())
+    }
+
+    /// Positions on the first entry.
+    pub(crate) fn first(&mut self) -> Result<bool> {
+        self.stack.clear();
+        self.descend(|_| Ok(0))?;
+        self.settle_forward()
+    }
+
+    /// Positions on the last entry.
+    pub(crate) fn last(&mut self) -> Result<bool> {
+        self.stack.clear();
+        self.descend(|p| Ok(p.count().saturating_sub(1)))?;
+        self.settle_backward()
+    }
+
+    /// Positions on the first entry with a key at least `key`.
+    pub(crate) fn seek(&mut self, key: &[u8]) -> Result<bool> {
+        self.stack.clear();
+        self.descend(|p| {
+            if p.is_leaf() { p.search(key).map(|r| r.unwrap_or_else(|i| i)) } else { p.child_index(key) }
+        })?;
+        self.settle_forward()
+    }
+
+    /// Positions on the last entry with a key at most `key`.
+    pub(crate) fn seek_back(&mut self, key: &[u8]) -> Result<bool> {
+        if !self.seek(key)? {
+            return self.last();
+        }
+        if self.key()? == key {
+            return Ok(true);
+        }
+        self.prev()
+    }
+
+    /// After a descent the leaf index may sit past the end (seek beyond a
+    /// leaf's last key, or an empty leaf): move on to a real entry.
+    fn settle_forward(&mut self) -> Result<bool> {
+        match self.stack.last() {
+            None => Ok(false),
+            Some(&(_, page, i)) if i < page.count() => Ok(true),
+            Some(_) => self.next_leaf(),
+        }
+    }
+
+    fn settle_backward(&mut self) -> Result<bool> {
+        match self.stack.last() {
+            None => Ok(false),
+            Some(&(_, page, i)) if i < page.count() => Ok(true),
+            Some(_) => self.prev_leaf(),
+        }
+    }
+
+    /// Moves to the next entry; false at the end.
+    pub(crate) fn next(&mut self) -> Result<bool> {
+        if let Some(top) = self.stack.last_mut() {
+            top.2 += 1;
+            if top.2 < top.1.count() {
+                return Ok(true);
+            }
+        }
+        self.next_leaf()
+    }
+
+    fn next_leaf(&mut self) -> Result<bool> {
+        loop {
+            self.stack.pop();
+            let Some(top) = self.stack.last_mut() else { return Ok(false) };
+            top.2 += 1;
+            if top.2 < top.1.count() {
+                break;
+            }
+        }
+        self.descend(|_| Ok(0))?;
+        self.settle_forward()
+    }
+
+    /// Moves to the previous entry; false at the start.
+    pub(crate) fn prev(&mut self) -> Result<bool> {
+        if let Some(top) = self.stack.last_mut()
+            && top.2 > 0
+        {
+            top.2 = (top.2 - 1).min(top.1.count().saturating_sub(1));
+            if top.1.count() > 0 {
+                return Ok(true);
+            }
+        }
+        self.prev_leaf()
+    }
+
+    fn prev_leaf(&mut self) -> Result<bool> {
+        loop {
+            self.stack.pop();
+            let Some(top) = self.stack.last_mut() else { return Ok(false) };
+            if top.2 > 0 && top.1.count() > 0 {
+                top.2 = (top.2 - 1).min(top.1.count() - 1);
+                break;
+            }
+        }
+        self.descend(|p| Ok(p.count().saturating_sub(1)))?;
+        self.settle_backward()
+    }
+
+    fn leaf_entry(&self) -> Result<(&'a [u8], Val<'a>)> {
+        let &(pgno, page, i) =
+            self.stack.last().ok_or_else(|| self.bad(self.root.page, "cursor not positioned"))?;
+        page.leaf(i).map_err(|r| self.bad(pgno, r))
+    }
+
+    pub(crate) fn key(&self) -> Result<&'a [u8]> {
+        Ok(self.leaf_entry()?.0)
+    }
+
+    /// Key and value at the cursor.
+    pub(crate) fn entry(&self) -> Result<(&'a [u8], &'a [u8])> {
+        let (k, val) = self.leaf_entry()?;
+        Ok((k, value(&self.v, val, &self.table)?))
+    }
+}

@@ -1,0 +1,1101 @@
+//! The write transaction: copy-on-write edits of the trees, page
+//! allocation and reuse, and the commit protocol.
+
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::Ordering;
+
+use mmkit_sync::LockOutcome;
+
+use crate::db::{Db, Durability, Table, TableInfo, check_table_name, now_us};
+use crate::error::{Error, Result};
+use crate::lock::{CommitRef, L_CURRENT, L_DURABLE, L_SHRINKS, L_SYNCING};
+use crate::meta::{FLAG_SYNCED, META_SLOTS, Meta, Root};
+use crate::page::{
+    BRANCH_ENTRY, HEADER, KIND_BRANCH, KIND_LEAF, MAX_KEY_LEN, OVERFLOW_HEADER, Page, PageMut, Val,
+    leaf_size, needs_overflow, overflow_pages,
+};
+use crate::store::View;
+use crate::tree::{Cursor, MAX_DEPTH};
+
+/// Key of a free-tree entry: class (0 = reusable once no snapshot sees
+/// it, 1 = also held until a later commit is durable), the commit that
+/// freed the page (big-endian, so the tree orders by it), the page.
+pub(crate) type FreeKey = [u8; 17];
+pub(crate) const FREE_TABLE: &str = "(free)";
+pub(crate) const CATALOG: &str = "(catalog)";
+/// Free-tree entries loaded per refill of the allocation pool.
+const POOL_BATCH: usize = 64;
+
+pub(crate) fn free_key(class: u8, freed_by: u64, page: u64) -> FreeKey {
+    let mut k = [0u8; 17];
+    k[0] = class;
+    k[1..9].copy_from_slice(&freed_by.to_be_bytes());
+    k[9..].copy_from_slice(&page.to_be_bytes());
+    k
+}
+
+pub(crate) fn parse_free_key(k: &[u8]) -> Option<(u8, u64, u64)> {
+    let k: &FreeKey = k.try_into().ok()?;
+    Some((k[0], u64::from_be_bytes(k[1..9].try_into().ok()?), u64::from_be_bytes(k[9..].try_into().ok()?)))
+}
+
+#[derive(Clone, Debug)]
+struct OpenTable {
+    name: String,
+    info: TableInfo,
+    orig: Option<TableInfo>,
+    dropped: bool,
+}
+
+/// Buffers the writer keeps between transactions so a small commit
+/// allocates nothing.
+#[derive(Default)]
+pub(crate) struct WriterState {
+    dirty: Vec<u64>,
+    dirty_list: Vec<u64>,
+    /// Pages ready for reuse, with the free-tree key to delete once taken
+    /// (`None`: freed earlier in this transaction, not in the tree).
+    pool: Vec<(u64, Option<FreeKey>)>,
+    pool_after: Option<FreeKey>,
+    pool_done: bool,
+    consumed: Vec<FreeKey>,
+    freed: Vec<(u64, u64)>,
+    tables: Vec<OpenTable>,
+    sizes: Vec<usize>,
+    reaped: bool,
+}
+
+impl WriterState {
+    fn reset(&mut self) {
+        for &p in &self.dirty_list {
+            if let Some(w) = self.dirty.get_mut((p / 64) as usize) {
+                *w = 0;
+            }
+        }
+        self.dirty_list.clear();
+        self.pool.clear();
+        self.pool_after = None;
+        self.pool_done = false;
+        self.consumed.clear();
+        self.freed.clear();
+        self.tables.clear();
+        self.reaped = false;
+    }
+}
+
+/// The one write transaction of the database (across all processes).
+/// Dropping it without [`commit`](WriteTxn::commit) aborts.
+pub struct WriteTxn<'db> {
+    db: &'db Db,
+    st: std::sync::MutexGuard<'db, WriterState>,
+    robust: Option<mmkit_sync::MutexGuard<'db>>,
+    base: Meta,
+    base_slot: u64,
+    txnid: u64,
+    next_page: u64,
+    catalog: Root,
+    free: Root,
+    free_count: u64,
+    durable: CommitRef,
+    syncing: CommitRef,
+    sealing: bool,
+}
+
+impl std::fmt::Debug for WriteTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTxn").field("txnid", &self.txnid).finish()
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        self.st.reset();
+    }
+}
+
+/// An entry to insert: a leaf's key and value, or a branch's child.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    Leaf(&'a [u8], Val<'a>),
+    Branch(u64, &'a [u8]),
+}
+
+impl Entry<'_> {
+    fn size(&self) -> usize {
+        match *self {
+            Entry::Leaf(k, Val::Inline(v)) => leaf_size(k.len(), v.len()),
+            Entry::Leaf(k, Val::Overflow { .. }) => leaf_size(k.len(), crate::page::OVERFLOW_REF),
+            Entry::Branch(_, k) => BRANCH_ENTRY + k.len() + 2,
+        }
+    }
+}
+
+impl Db {
+    /// Starts the write transaction, waiting for the writer of any other
+    /// thread or process to finish. A writer that died holding the lock is
+    /// detected by liveness within milliseconds; its unfinished commit is
+    /// simply never seen.
+    pub fn write(&self) -> Result<WriteTxn<'_>> {
+        if !self.store.writable() {
+            return Err(Error::ReadOnly { op: "write", path: self.store.path.clone() });
+        }
+        let st = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mutex = self.lock.writer()?;
+        let robust = match mutex.lock().map_err(Error::sync("lock writer"))? {
+            LockOutcome::Acquired(g) => g,
+            LockOutcome::OwnerDied(g) => {
+                self.take_over()?;
+                g.make_consistent();
+                g
+            }
+        };
+        self.refresh_after_shrink()?;
+        let cur = self.lock.current();
+        let base = Meta::decode(&self.store.meta_bytes(cur.slot())?)
+            .ok()
+            .filter(|m| m.txnid == cur.txnid())
+            .ok_or_else(|| self.store.corrupt(cur.slot(), "(meta)", "current meta does not verify"))?;
+        Ok(WriteTxn {
+            db: self,
+            st,
+            robust: Some(robust),
+            base,
+            base_slot: cur.slot(),
+            txnid: base.txnid + 1,
+            next_page: base.next_page,
+            catalog: base.catalog,
+            free: base.free,
+            free_count: base.free_count,
+            durable: self.lock.durable(),
+            syncing: self.lock.syncing(),
+            sealing: false,
+        })
+    }
+
+    /// A writer died: publish the newest complete commit it may have
+    /// written but not announced (a meta with a valid checksum is whole:
+    /// it is written after every page it points to).
+    fn take_over(&self) -> Result<()> {
+        let (meta, slot) = self.newest_meta()?;
+        if meta.txnid > self.lock.current().txnid() {
+            self.lock.word(L_CURRENT).store(CommitRef::new(meta.txnid, slot).0, Ordering::SeqCst);
+            self.lock.commits()?.publish(meta.txnid);
+        }
+        Ok(())
+    }
+
+    fn refresh_after_shrink(&self) -> Result<()> {
+        let shrinks = self.lock.word(L_SHRINKS).load(Ordering::Acquire);
+        let size = self.store.file_size()?;
+        if shrinks != 0 && size < self.store.file.len() {
+            self.store.file.refresh().map_err(Error::region("refresh after shrink"))?;
+        }
+        Ok(())
+    }
+}
+
+impl<'db> WriteTxn<'db> {
+    /// This transaction's commit id.
+    pub fn txnid(&self) -> u64 {
+        self.txnid
+    }
+
+    pub(crate) fn view(&self) -> View<'db> {
+        View { store: &self.db.store, next_page: self.next_page, verify: false }
+    }
+
+    fn is_dirty(&self, p: u64) -> bool {
+        self.st.dirty.get((p / 64) as usize).is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
+
+    fn mark_dirty(&mut self, p: u64) {
+        let w = (p / 64) as usize;
+        if self.st.dirty.len() <= w {
+            self.st.dirty.resize(w + 1, 0);
+        }
+        if self.st.dirty[w] & (1 << (p % 64)) == 0 {
+            self.st.dirty[w] |= 1 << (p % 64);
+            self.st.dirty_list.push(p);
+        }
+    }
+
+    fn page_mut(&mut self, p: u64) -> PageMut<'_> {
+        debug_assert!(self.is_dirty(p));
+        // SAFETY: `p` is dirty: allocated by this transaction (the only
+        // write transaction, we hold the writer lock), so no snapshot can
+        // reach it; it lies below `next_page`, whose blocks `alloc` made
+        // sure of; and the `&mut self` borrow keeps this the only
+        // reference this transaction hands out.
+        PageMut(unsafe { self.db.store.page_mut(p, 1) })
+    }
+
+    fn page(&self, p: u64, table: &str) -> Result<Page<'db>> {
+        self.view().page(p, 0, table, false)
+    }
+
+    fn bad(&self, p: u64, table: &str, reason: &'static str) -> Error {
+        self.db.store.corrupt(p, table, reason)
+    }
+
+    /// The oldest snapshot any live reader or the last commit holds.
+    fn oldest(&self) -> u64 {
+        self.db.lock.oldest_reader().map_or(self.base.txnid, |r| r.txnid.min(self.base.txnid))
+    }
+
+    /// Refills the pool from the free tree: class 0 entries freed at or
+    /// before the oldest snapshot, then class 1 entries also at or before
+    /// the durable commit.
+    fn load_pool(&mut self) -> Result<()> {
+        let oldest = self.oldest();
+        let durable = self.durable.txnid();
+        let mut found: Vec<(u64, FreeKey)> = Vec::new();
+        let mut blocked = false;
+        {
+            let v = self.view();
+            let mut c = Cursor::new(v, self.free, FREE_TABLE);
+            let start = self.st.pool_after.unwrap_or([0; 17]);
+            let mut ok = c.seek(&start)?;
+            if ok && self.st.pool_after.is_some() && c.key()? == start {
+                ok = c.next()?;
+            }
+            while ok && found.len() < POOL_BATCH {
+                let k = c.key()?;
+                let (class, by, page) = parse_free_key(k)
+                    .ok_or_else(|| self.bad(self.free.page, FREE_TABLE, "bad free-tree key"))?;
+                let limit = if class == 0 { oldest } else { oldest.min(durable) };
+                if by > limit {
+                    blocked |= by > oldest;
+                    if class == 0 {
+                        ok = c.seek(&[1])?;
+                        continue;
+                    }
+                    break;
+                }
+                let key: FreeKey = k.try_into().unwrap_or([0; 17]);
+                found.push((page, key));
+                ok = c.next()?;
+            }
+        }
+        if let Some(&(_, k)) = found.last() {
+            self.st.pool_after = Some(k);
+        } else {
+            self.st.pool_done = true;
+            if blocked {
+                self.unblock_readers()?;
+            }
+        }
+        for (p, k) in found.into_iter().rev() {
+            if p < META_SLOTS || p >= self.next_page {
+                return Err(self.bad(self.free.page, FREE_TABLE, "free page number out of range"));
+            }
+            self.st.pool.push((p, Some(k)));
+        }
+        Ok(())
+    }
+
+    /// Freed pages are pinned by an old snapshot: reclaim dead readers'
+    /// slots (liveness, once per transaction) and enforce the lag bound.
+    fn unblock_readers(&mut self) -> Result<()> {
+        if !self.st.reaped {
+            self.st.reaped = true;
+            if self.db.lock.reap_dead_readers() > 0 {
+                self.st.pool_done = false;
+                self.st.pool_after = None;
+                return self.load_pool();
+            }
+        }
+        if let (Some(limit), Some(r)) = (self.db.opts.max_snapshot_lag, self.db.lock.oldest_reader()) {
+            let lag = self.base.txnid.saturating_sub(r.txnid);
+            if lag > limit {
+                return Err(Error::SnapshotTooOld {
+                    path: self.db.store.path.clone(),
+                    pid: r.token.pid(),
+                    txnid: r.txnid,
+                    lag,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A page for this transaction to write: reused if possible, else new
+    /// at the end of the file.
+    fn alloc(&mut self) -> Result<u64> {
+        loop {
+            if let Some((p, key)) = self.st.pool.pop() {
+                if let Some(k) = key {
+                    self.st.consumed.push(k);
+                }
+                self.mark_dirty(p);
+                return Ok(p);
+            }
+            if self.sealing || self.st.pool_done {
+                return self.alloc_run(1);
+            }
+            self.load_pool()?;
+        }
+    }
+
+    /// `n` contiguous new pages at the end of the file.
+    fn alloc_run(&mut self, n: u64) -> Result<u64> {
+        let p = self.next_page;
+        self.db.store.ensure_pages(p + n)?;
+        self.next_page = p + n;
+        for q in p..p + n {
+            self.mark_dirty(q);
+        }
+        Ok(p)
+    }
+
+    /// Releases a page: one written by this transaction is reusable at
+    /// once; a committed one goes to the free tree.
+    fn free_page(&mut self, p: u64, written_by: u64) {
+        if written_by == self.txnid && self.is_dirty(p) {
+            self.st.pool.push((p, None));
+        } else {
+            self.st.freed.push((p, written_by));
+        }
+    }
+
+    fn free_overflow(&mut self, page: u64, len: u64, table: &str) -> Result<()> {
+        let n = overflow_pages(len);
+        let written_by = {
+            let run = self.view().overflow(page, len, 0, table, false)?;
+            let _ = run;
+            crate::page::u64_at(self.db.store.bytes(page, HEADER)?, 8)
+        };
+        for q in page..page + n {
+            self.free_page(q, written_by);
+        }
+        Ok(())
+    }
+
+    /// Makes page `p` writable in this transaction: returns it if already
+    /// dirty, else a dirty copy (and frees the original).
+    fn touch(&mut self, p: u64, table: &str) -> Result<u64> {
+        if self.is_dirty(p) {
+            return Ok(p);
+        }
+        let src = self.page(p, table)?;
+        let (lo, hi, written_by) = (HEADER + 2 * src.count(), src.upper(), src.txnid());
+        let n = self.alloc()?;
+        let txnid = self.txnid;
+        let mut dst = self.page_mut(n);
+        dst.0[..lo].copy_from_slice(&src.b[..lo]);
+        dst.0[hi..].copy_from_slice(&src.b[hi..]);
+        dst.set_txnid(txnid);
+        self.free_page(p, written_by);
+        Ok(n)
+    }
+
+    fn write_overflow(&mut self, value: &[u8]) -> Result<(u64, u32)> {
+        let len = value.len() as u64;
+        let n = overflow_pages(len);
+        let p = self.alloc_run(n)?;
+        // SAFETY: the run was just allocated (dirty, inside the file).
+        let run = unsafe { self.db.store.page_mut(p, n as usize) };
+        PageMut(run).init_overflow(self.txnid, len);
+        run[OVERFLOW_HEADER..OVERFLOW_HEADER + value.len()].copy_from_slice(value);
+        Ok((p, crc32c::crc32c(&run[..OVERFLOW_HEADER + value.len()])))
+    }
+
+    /// Inserts or replaces `key`; true if the key is new.
+    fn tree_put(&mut self, root: &mut Root, key: &[u8], value: &[u8], table: &str) -> Result<bool> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::KeyTooLong { len: key.len(), max: MAX_KEY_LEN });
+        }
+        if root.page == 0 {
+            let p = self.alloc()?;
+            let txnid = self.txnid;
+            self.page_mut(p).init(KIND_LEAF, txnid);
+            root.page = p;
+        }
+        let mut path: Vec<(u64, usize)> = Vec::with_capacity(8);
+        let mut pg = self.touch(root.page, table)?;
+        root.page = pg;
+        loop {
+            let page = self.page(pg, table)?;
+            if page.is_leaf() {
+                break;
+            }
+            if path.len() >= MAX_DEPTH {
+                return Err(self.bad(pg, table, "tree too deep (a cycle?)"));
+            }
+            let i = page.child_index(key).map_err(|r| self.bad(pg, table, r))?;
+            let child = page.branch(i).map_err(|r| self.bad(pg, table, r))?.0;
+            path.push((pg, i));
+            let nc = self.touch(child, table)?;
+            if nc != child {
+                self.page_mut(pg).set_child(i, nc, 0);
+            }
+            pg = nc;
+        }
+        let found = self.page(pg, table)?.search(key).map_err(|r| self.bad(pg, table, r))?;
+        let idx = match found {
+            Ok(i) => {
+                if let (_, Val::Overflow { page, len, .. }) =
+                    self.page(pg, table)?.leaf(i).map_err(|r| self.bad(pg, table, r))?
+                {
+                    self.free_overflow(page, len, table)?;
+                }
+                self.page_mut(pg).remove(i).map_err(|r| self.bad(pg, table, r))?;
+                i
+            }
+            Err(i) => i,
+        };
+        let val = if needs_overflow(key.len(), value.len()) {
+            let (page, crc) = self.write_overflow(value)?;
+            Val::Overflow { page, len: value.len() as u64, crc }
+        } else {
+            Val::Inline(value)
+        };
+        self.insert_entry(root, &mut path, pg, idx, Entry::Leaf(key, val), table)?;
+        Ok(found.is_err())
+    }
+
+    /// Inserts `entry` at `idx` of dirty page `pg`, splitting up the path
+    /// as needed.
+    fn insert_entry(
+        &mut self,
+        root: &mut Root,
+        path: &mut Vec<(u64, usize)>,
+        pg: u64,
+        idx: usize,
+        entry: Entry<'_>,
+        table: &str,
+    ) -> Result<()> {
+        let size = entry.size();
+        let (count, free, leaf) = {
+            let p = self.page(pg, table)?;
+            (p.count(), p.free(), p.is_leaf())
+        };
+        if free >= size {
+            Self::put_entry(&mut self.page_mut(pg), idx, entry);
+            return Ok(());
+        }
+        let appending = idx == count && self.rightmost(path, table)?;
+        let s = if appending { count } else { self.split_point(pg, idx, size, table)? };
+        let right = self.alloc()?;
+        let txnid = self.txnid;
+        self.page_mut(right).init(if leaf { KIND_LEAF } else { KIND_BRANCH }, txnid);
+        // SAFETY: `pg` and `right` are distinct dirty pages of this
+        // transaction, so the two mutable views do not overlap.
+        let (mut left_p, mut right_p) =
+            unsafe { (PageMut(self.db.store.page_mut(pg, 1)), PageMut(self.db.store.page_mut(right, 1))) };
+        if idx < s {
+            left_p.move_tail(s - 1, &mut right_p).map_err(|r| self.bad(pg, table, r))?;
+            Self::put_entry(&mut left_p, idx, entry);
+        } else {
+            left_p.move_tail(s, &mut right_p).map_err(|r| self.bad(pg, table, r))?;
+            Self::put_entry(&mut right_p, idx - s, entry);
+        }
+        let sep = right_p.view().key(0).map_err(|r| self.bad(right, table, r))?.to_vec();
+        match path.pop() {
+            Some((parent, pi)) => {
+                self.insert_entry(root, path, parent, pi + 1, Entry::Branch(right, &sep), table)
+            }
+            None => {
+                let r = self.alloc()?;
+                let mut rp = self.page_mut(r);
+                rp.init(KIND_BRANCH, txnid);
+                rp.insert_branch(0, pg, 0, b"");
+                rp.insert_branch(1, right, 0, &sep);
+                root.page = r;
+                Ok(())
+            }
+        }
+    }
+
+    fn put_entry(p: &mut PageMut<'_>, idx: usize, entry: Entry<'_>) {
+        match entry {
+            Entry::Leaf(k, v) => p.insert_leaf(idx, k, v),
+            Entry::Branch(child, k) => p.insert_branch(idx, child, 0, k),
+        }
+    }
+
+    /// True when every step of `path` took its page's last child: an
+    /// insert past the end there is an append, so the full page is left
+    /// full (sorted loads fill pages completely).
+    fn rightmost(&self, path: &[(u64, usize)], table: &str) -> Result<bool> {
+        for &(p, i) in path {
+            if i + 1 != self.page(p, table)?.count() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Split index in the sequence of entries with the new one (size
+    /// `size`) at `idx`: the prefix closest to half the bytes. Every entry
+    /// is at most a third of a page, so both halves fit.
+    fn split_point(&mut self, pg: u64, idx: usize, size: usize, table: &str) -> Result<usize> {
+        let page = self.page(pg, table)?;
+        let mut sizes = std::mem::take(&mut self.st.sizes);
+        sizes.clear();
+        for i in 0..page.count() {
+            if i == idx {
+                sizes.push(size);
+            }
+            sizes.push(page.entry_size(i).map_err(|r| self.bad(pg, table, r))?);
+        }
+        if idx == page.count() {
+            sizes.push(size);
+        }
+        let total: usize = sizes.iter().sum();
+        let (mut acc, mut best, mut best_gap) = (0usize, 1, usize::MAX);
+        for (s, sz) in sizes.iter().enumerate().take(sizes.len() - 1) {
+            acc += sz;
+            let gap = acc.abs_diff(total / 2);
+            if gap < best_gap {
+                (best, best_gap) = (s + 1, gap);
+            }
+        }
+        self.st.sizes = sizes;
+        Ok(best)
+    }
+
+    /// Deletes `key`; true if it was there.
+    fn tree_delete(&mut self, root: &mut Root, key: &[u8], table: &str) -> Result<bool> {
+        if root.page == 0 {
+            return Ok(false);
+        }
+        let mut path: Vec<(u64, usize)> = Vec::with_capacity(8);
+        let mut pg = root.page;
+        loop {
+            let page = self.page(pg, table)?;
+            if page.is_leaf() {
+                break;
+            }
+            if path.len() >= MAX_DEPTH {
+                return Err(self.bad(pg, table, "tree too deep (a cycle?)"));
+            }
+            let i = page.child_index(key).map_err(|r| self.bad(pg, table, r))?;
+            path.push((pg, i));
+            pg = page.branch(i).map_err(|r| self.bad(pg, table, r))?.0;
+        }
+        let Ok(li) = self.page(pg, table)?.search(key).map_err(|r| self.bad(pg, table, r))? else {
+            return Ok(false);
+        };
+        let mut cur = self.touch(root.page, table)?;
+        root.page = cur;
+        for step in path.iter_mut() {
+            step.0 = cur;
+            let child = self.page(cur, table)?.branch(step.1).map_err(|r| self.bad(cur, table, r))?.0;
+            let nc = self.touch(child, table)?;
+            if nc != child {
+                self.page_mut(cur).set_child(step.1, nc, 0);
+            }
+            cur = nc;
+        }
+        if let (_, Val::Overflow { page, len, .. }) =
+            self.page(cur, table)?.leaf(li).map_err(|r| self.bad(cur, table, r))?
+        {
+            self.free_overflow(page, len, table)?;
+        }
+        self.page_mut(cur).remove(li).map_err(|r| self.bad(cur, table, r))?;
+        if self.page(cur, table)?.count() == 0 {
+            self.remove_page(root, &mut path, cur, table)?;
+        }
+        self.collapse_root(root, table)?;
+        Ok(true)
+    }
+
+    /// Removes the empty dirty page `pg` from its parent, and parents left
+    /// empty in turn.
+    fn remove_page(
+        &mut self,
+        root: &mut Root,
+        path: &mut Vec<(u64, usize)>,
+        pg: u64,
+        table: &str,
+    ) -> Result<()> {
+        let txnid = self.txnid;
+        self.free_page(pg, txnid);
+        match path.pop() {
+            None => {
+                *root = Root::default();
+                Ok(())
+            }
+            Some((parent, i)) => {
+                self.page_mut(parent).remove(i).map_err(|r| self.bad(parent, table, r))?;
+                if self.page(parent, table)?.count() == 0 {
+                    return self.remove_page(root, path, parent, table);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A root branch with one child is replaced by that child.
+    fn collapse_root(&mut self, root: &mut Root, table: &str) -> Result<()> {
+        for _ in 0..MAX_DEPTH {
+            if root.page == 0 {
+                return Ok(());
+            }
+            let page = self.page(root.page, table)?;
+            if page.is_leaf() || page.count() != 1 {
+                return Ok(());
+            }
+            let (child, crc, _) = page.branch(0).map_err(|r| self.bad(root.page, table, r))?;
+            let written_by = page.txnid();
+            self.free_page(root.page, written_by);
+            *root = Root { page: child, crc };
+        }
+        Ok(())
+    }
+
+    /// Frees every page of the tree at `root` (for `clear` and dropping a
+    /// table).
+    fn free_tree(&mut self, root: Root, table: &str) -> Result<()> {
+        if root.page == 0 {
+            return Ok(());
+        }
+        let mut stack = vec![(root.page, 0usize)];
+        while let Some((p, depth)) = stack.pop() {
+            if depth > MAX_DEPTH {
+                return Err(self.bad(p, table, "tree too deep (a cycle?)"));
+            }
+            let page = self.page(p, table)?;
+            for i in 0..page.count() {
+                if page.is_leaf() {
+                    if let (_, Val::Overflow { page: op, len, .. }) =
+                        page.leaf(i).map_err(|r| self.bad(p, table, r))?
+                    {
+                        self.free_overflow(op, len, table)?;
+                    }
+                } else {
+                    stack.push((page.branch(i).map_err(|r| self.bad(p, table, r))?.0, depth + 1));
+                }
+            }
+            self.free_page(p, page.txnid());
+        }
+        Ok(())
+    }
+
+    /// Computes the checksums of the dirty pages under `root`, children
+    /// first, storing each in its parent's entry.
+    fn seal(&mut self, root: &mut Root, table: &str) -> Result<()> {
+        if root.page != 0 && self.is_dirty(root.page) {
+            root.crc = self.seal_page(root.page, 0, table)?;
+        }
+        Ok(())
+    }
+
+    fn seal_page(&mut self, p: u64, depth: usize, table: &str) -> Result<u32> {
+        if depth > MAX_DEPTH {
+            return Err(self.bad(p, table, "tree too deep (a cycle?)"));
+        }
+        let (leaf, count) = {
+            let page = self.page(p, table)?;
+            (page.is_leaf(), page.count())
+        };
+        if !leaf {
+            for i in 0..count {
+                let child = self.page(p, table)?.branch(i).map_err(|r| self.bad(p, table, r))?.0;
+                if self.is_dirty(child) {
+                    let crc = self.seal_page(child, depth + 1, table)?;
+                    self.page_mut(p).set_child(i, child, crc);
+                }
+            }
+        }
+        Ok(self.page(p, table)?.checksum())
+    }
+
+    fn open_table(&mut self, name: &str, create: bool) -> Result<usize> {
+        check_table_name(name)?;
+        if let Some(i) = self.st.tables.iter().position(|t| t.name == name) {
+            if self.st.tables[i].dropped {
+                if !create {
+                    return Err(Error::NoSuchTable { name: name.into() });
+                }
+                self.st.tables[i].dropped = false;
+                self.st.tables[i].info = TableInfo::default();
+            }
+            return Ok(i);
+        }
+        let found = crate::tree::get(&self.view(), self.catalog, name.as_bytes(), CATALOG)?;
+        let orig = match found {
+            Some(b) => Some(
+                TableInfo::decode(b)
+                    .ok_or_else(|| self.bad(self.catalog.page, CATALOG, "bad table entry"))?,
+            ),
+            None if create => None,
+            None => return Err(Error::NoSuchTable { name: name.into() }),
+        };
+        self.st.tables.push(OpenTable {
+            name: name.into(),
+            info: orig.unwrap_or_default(),
+            orig,
+            dropped: false,
+        });
+        Ok(self.st.tables.len() - 1)
+    }
+
+    /// The table `name` for reading and writing, created if it does not
+    /// exist (the creation commits with the transaction).
+    pub fn table(&mut self, name: &str) -> Result<TableMut<'_, 'db>> {
+        let idx = self.open_table(name, true)?;
+        Ok(TableMut { txn: self, idx })
+    }
+
+    /// The table `name`, which must exist.
+    pub fn existing_table(&mut self, name: &str) -> Result<TableMut<'_, 'db>> {
+        let idx = self.open_table(name, false)?;
+        Ok(TableMut { txn: self, idx })
+    }
+
+    /// The default table.
+    pub fn default_table(&mut self) -> Result<TableMut<'_, 'db>> {
+        self.table(crate::DEFAULT_TABLE)
+    }
+
+    /// Deletes table `name` and all its entries; false if it did not exist.
+    pub fn drop_table(&mut self, name: &str) -> Result<bool> {
+        let idx = match self.open_table(name, false) {
+            Ok(i) => i,
+            Err(Error::NoSuchTable { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let t = self.st.tables[idx].clone();
+        self.free_tree(t.info.root, &t.name)?;
+        let t = &mut self.st.tables[idx];
+        t.info = TableInfo::default();
+        t.dropped = true;
+        Ok(true)
+    }
+
+    /// Names of all tables as this transaction sees them.
+    pub fn tables(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut c = Cursor::new(self.view(), self.catalog, CATALOG);
+        let mut ok = c.first()?;
+        while ok {
+            names.push(String::from_utf8_lossy(c.key()?).into_owned());
+            ok = c.next()?;
+        }
+        for t in self.st.tables.iter() {
+            let pos = names.iter().position(|n| *n == t.name);
+            match (pos, t.dropped) {
+                (Some(i), true) => {
+                    names.remove(i);
+                }
+                (None, false) => names.push(t.name.clone()),
+                _ => {}
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Commits with the database's default durability; returns the commit
+    /// id.
+    pub fn commit(self) -> Result<u64> {
+        let d = self.db.opts.durability;
+        self.commit_with(d)
+    }
+
+    /// Commits with durability `d`.
+    pub fn commit_with(mut self, d: Durability) -> Result<u64> {
+        let txnid = self.finish(d)?;
+        let db = self.db;
+        self.st.reset();
+        self.robust = None;
+        drop(self);
+        if d == Durability::Group && txnid > 0 {
+            db.wait_durable(txnid)?;
+        }
+        Ok(txnid)
+    }
+
+    /// Writes the commit and publishes it, still holding the writer lock.
+    /// Returns the commit id (the base's if nothing changed).
+    pub(crate) fn finish(&mut self, d: Durability) -> Result<u64> {
+        let changed = !self.st.dirty_list.is_empty()
+            || !self.st.freed.is_empty()
+            || self.st.tables.iter().any(|t| t.dropped || t.orig != Some(t.info));
+        if !changed {
+            return Ok(self.base.txnid);
+        }
+        self.update_catalog()?;
+        self.update_free_tree()?;
+        let slot = self.choose_slot();
+        let immediate = d == Durability::Immediate;
+        let durable = if immediate { self.txnid } else { self.durable.txnid() };
+        let meta = Meta {
+            flags: if immediate { FLAG_SYNCED } else { 0 },
+            txnid: self.txnid,
+            durable,
+            next_page: self.next_page,
+            catalog: self.catalog,
+            free: self.free,
+            free_count: self.free_count,
+            time_us: now_us(),
+        };
+        if immediate && self.durable.txnid() < self.base.txnid {
+            // Earlier commits were not synced: their pages must be on disk
+            // before a meta that is trusted after a power loss points at them.
+            self.db.store.sync()?;
+        }
+        self.db.store.write_meta(slot, &meta.encode())?;
+        if immediate {
+            self.db.store.sync()?;
+        }
+        let at = CommitRef::new(self.txnid, slot);
+        let lock = &self.db.lock;
+        lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
+        if immediate {
+            lock.word(L_DURABLE).fetch_max(at.0, Ordering::SeqCst);
+            lock.durable_events()?.publish(self.txnid);
+        }
+        lock.commits()?.publish(self.txnid);
+        Ok(self.txnid)
+    }
+
+    /// Seals every changed table and writes its root into the catalog.
+    fn update_catalog(&mut self) -> Result<()> {
+        let mut tables = std::mem::take(&mut self.st.tables);
+        let result = (|| {
+            for t in tables.iter_mut() {
+                let mut catalog = self.catalog;
+                if t.dropped {
+                    if t.orig.is_some() {
+                        self.tree_delete(&mut catalog, t.name.as_bytes(), CATALOG)?;
+                    }
+                } else if Some(t.info) != t.orig {
+                    self.seal(&mut t.info.root, &t.name)?;
+                    self.tree_put(&mut catalog, t.name.as_bytes(), &t.info.encode(), CATALOG)?;
+                }
+                self.catalog = catalog;
+            }
+            let mut catalog = self.catalog;
+            self.seal(&mut catalog, CATALOG)?;
+            self.catalog = catalog;
+            Ok(())
+        })();
+        self.st.tables = tables;
+        result
+    }
+
+    /// Records freed pages and deletes reused ones in the free tree, until
+    /// the tree's own copy-on-write frees and takes nothing more.
+    fn update_free_tree(&mut self) -> Result<()> {
+        self.sealing = true;
+        let (d, c) = (self.durable.txnid(), self.syncing.txnid());
+        let txnid = self.txnid;
+        let mut free = self.free;
+        for _ in 0..10_000 {
+            let consumed = std::mem::take(&mut self.st.consumed);
+            let freed = std::mem::take(&mut self.st.freed);
+            let mut spare = Vec::new();
+            if consumed.is_empty() && freed.is_empty() {
+                self.st.pool.retain(|&(p, k)| {
+                    if k.is_none() {
+                        spare.push(p);
+                    }
+                    k.is_some()
+                });
+                if spare.is_empty() {
+                    break;
+                }
+            }
+            for k in &consumed {
+                if self.tree_delete(&mut free, k, FREE_TABLE)? {
+                    self.free_count -= 1;
+                }
+            }
+            for &(p, written_by) in &freed {
+                let held = (written_by <= d && d < txnid) || (c != 0 && written_by <= c && c < txnid);
+                self.tree_put(&mut free, &free_key(held as u8, txnid, p), b"", FREE_TABLE)?;
+                self.free_count += 1;
+            }
+            for &p in &spare {
+                self.tree_put(&mut free, &free_key(0, txnid, p), b"", FREE_TABLE)?;
+                self.free_count += 1;
+            }
+        }
+        self.seal(&mut free, FREE_TABLE)?;
+        self.free = free;
+        Ok(())
+    }
+
+    /// A meta slot that holds none of: the last commit, the durable one,
+    /// the one being synced.
+    fn choose_slot(&self) -> u64 {
+        let busy = [
+            Some(self.base_slot),
+            (self.durable.0 != 0).then(|| self.durable.slot()),
+            (self.syncing.0 != 0).then(|| self.syncing.slot()),
+        ];
+        (0..META_SLOTS).find(|s| !busy.contains(&Some(*s))).unwrap_or((self.base_slot + 1) % META_SLOTS)
+    }
+
+    fn info(&self, idx: usize) -> &OpenTable {
+        &self.st.tables[idx]
+    }
+}
+
+impl Db {
+    /// Waits until commit `txnid` is on disk, syncing it ourselves if no
+    /// other committer is: one `fdatasync` covers every commit made
+    /// before it started.
+    pub(crate) fn wait_durable(&self, txnid: u64) -> Result<()> {
+        let events = self.lock.durable_events()?;
+        loop {
+            if self.lock.durable().txnid() >= txnid {
+                return Ok(());
+            }
+            let sync = self.lock.sync_mutex()?;
+            if let Some(outcome) = sync.try_lock().map_err(Error::sync("lock sync"))? {
+                let guard = outcome.into_guard();
+                self.sync_round()?;
+                guard.make_consistent();
+                continue;
+            }
+            let _ = events.wait_for(
+                txnid,
+                &mmkit_sync::WaitPolicy::BALANCED,
+                Some(std::time::Duration::from_millis(5)),
+            );
+        }
+    }
+
+    /// One group-commit sync: mark the last commit as being synced (so
+    /// writers keep its pages and meta slot), sync, then declare it
+    /// durable. Both marks are made under the writer lock.
+    fn sync_round(&self) -> Result<()> {
+        let mutex = self.lock.writer()?;
+        let target = {
+            let g = mutex.lock().map_err(Error::sync("lock writer"))?.into_guard();
+            let cur = self.lock.current();
+            self.lock.word(L_SYNCING).store(cur.0, Ordering::SeqCst);
+            g.make_consistent();
+            cur
+        };
+        let synced = self.store.sync();
+        let g = mutex.lock().map_err(Error::sync("lock writer"))?.into_guard();
+        if synced.is_ok() {
+            self.lock.word(L_DURABLE).fetch_max(target.0, Ordering::SeqCst);
+        }
+        self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
+        g.make_consistent();
+        drop(g);
+        synced?;
+        self.lock.durable_events()?.publish(target.txnid());
+        Ok(())
+    }
+
+    /// Makes every commit so far durable (one `fdatasync`), and lets the
+    /// pages that Eventual commits held back be reused.
+    pub fn sync(&self) -> Result<()> {
+        let target = self.lock.current().txnid();
+        if self.lock.durable().txnid() >= target {
+            return Ok(());
+        }
+        self.sync_round()
+    }
+}
+
+/// A table inside a write transaction.
+pub struct TableMut<'t, 'db> {
+    txn: &'t mut WriteTxn<'db>,
+    idx: usize,
+}
+
+impl std::fmt::Debug for TableMut<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableMut").field("name", &self.txn.info(self.idx).name).finish()
+    }
+}
+
+impl<'db> TableMut<'_, 'db> {
+    fn parts(&mut self) -> (Root, String) {
+        let t = self.txn.info(self.idx);
+        (t.info.root, t.name.clone())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let (mut root, name) = self.parts();
+        let added = self.txn.tree_put(&mut root, key.as_ref(), value.as_ref(), &name);
+        let t = &mut self.txn.st.tables[self.idx];
+        t.info.root = root;
+        t.info.count += added? as u64;
+        Ok(())
+    }
+
+    /// Appends `key`, which must sort after every key in the table: the
+    /// path for sorted bulk loads, which leaves pages full.
+    pub fn append(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        if let Some((last, _)) = self.view().last()?
+            && last >= key.as_ref()
+        {
+            return Err(Error::InvalidOption("append: keys must be strictly increasing".into()));
+        }
+        self.put(key, value)
+    }
+
+    /// Deletes `key`; true if it was there.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let (mut root, name) = self.parts();
+        let gone = self.txn.tree_delete(&mut root, key.as_ref(), &name);
+        let t = &mut self.txn.st.tables[self.idx];
+        t.info.root = root;
+        let gone = gone?;
+        t.info.count -= gone as u64;
+        Ok(gone)
+    }
+
+    /// Deletes every key in `range`; returns how many.
+    pub fn delete_range<K: AsRef<[u8]>, R: RangeBounds<K>>(&mut self, range: R) -> Result<u64> {
+        let own = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let (mut start, end) = (own(range.start_bound()), own(range.end_bound()));
+        let mut total = 0;
+        loop {
+            let keys: Vec<Vec<u8>> = {
+                let view = self.view();
+                let batch = view.range::<Vec<u8>, _>((start.clone(), end.clone())).take(512);
+                batch.map(|r| r.map(|(k, _)| k.to_vec())).collect::<Result<_>>()?
+            };
+            let Some(last) = keys.last().cloned() else { return Ok(total) };
+            for k in &keys {
+                total += self.delete(k)? as u64;
+            }
+            start = Bound::Excluded(last);
+        }
+    }
+
+    /// Deletes every entry.
+    pub fn clear(&mut self) -> Result<()> {
+        let (root, name) = self.parts();
+        self.txn.free_tree(root, &name)?;
+        self.txn.st.tables[self.idx].info = TableInfo::default();
+        Ok(())
+    }
+
+    /// A read view of the table as this transaction has it now.
+    pub fn view(&self) -> Table<'_> {
+        let t = self.txn.info(self.idx);
+        Table { v: self.txn.view(), info: t.info, name: t.name.as_str().into() }
+    }
+
+    /// The value under `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<&[u8]>> {
+        let t = self.txn.info(self.idx);
+        crate::tree::get(&self.txn.view(), t.info.root, key.as_ref(), &t.name)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.txn.info(self.idx).info.count
+    }
+
+    /// True when the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,208 @@
+//! Model tests: every API call against a `BTreeMap` per table, across
+//! commits, aborts and reopenings, with large keys and values.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use mmkit_kv::{Db, Durability, MAX_KEY_LEN};
+use proptest::prelude::*;
+
+type Model = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u8, Vec<u8>, Vec<u8>),
+    Delete(u8, Vec<u8>),
+    DeleteRange(u8, Vec<u8>, Vec<u8>),
+    Clear(u8),
+    DropTable(u8),
+    Commit,
+    Abort,
+    Reopen,
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        8 => proptest::collection::vec(0u8..4, 0..6),
+        2 => proptest::collection::vec(any::<u8>(), 0..40),
+        1 => (0usize..3).prop_map(|n| vec![b'k'; MAX_KEY_LEN - n]),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        8 => proptest::collection::vec(any::<u8>(), 0..30),
+        1 => (0usize..70_000).prop_map(|n| (0..n).map(|i| (i * 7) as u8).collect()),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        40 => (0u8..3, key(), value()).prop_map(|(t, k, v)| Op::Put(t, k, v)),
+        12 => (0u8..3, key()).prop_map(|(t, k)| Op::Delete(t, k)),
+        2 => (0u8..3, key(), key()).prop_map(|(t, a, b)| Op::DeleteRange(t, a, b)),
+        1 => (0u8..3).prop_map(Op::Clear),
+        1 => (0u8..3).prop_map(Op::DropTable),
+        8 => Just(Op::Commit),
+        2 => Just(Op::Abort),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn name(t: u8) -> String {
+    format!("t{t}")
+}
+
+/// Compares every table of `db`'s last commit with `model`, forwards,
+/// backwards, by point lookups and by a few ranges.
+fn compare(db: &Db, model: &Model) {
+    let r = db.read().unwrap();
+    let names: Vec<String> = model.keys().cloned().collect();
+    assert_eq!(r.tables().unwrap(), names);
+    for (name, m) in model {
+        let t = r.table(name).unwrap();
+        assert_eq!(t.len(), m.len() as u64, "len of {name}");
+        let got: Vec<(Vec<u8>, Vec<u8>)> =
+            t.iter().map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<_, _>>().unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(got, want, "forward scan of {name}");
+        let back: Vec<Vec<u8>> = t.iter().rev().map(|e| e.unwrap().0.to_vec()).collect();
+        let want_back: Vec<Vec<u8>> = m.keys().rev().cloned().collect();
+        assert_eq!(back, want_back, "reverse scan of {name}");
+        for (k, v) in m.iter().take(20) {
+            assert_eq!(t.get(k).unwrap(), Some(v.as_slice()));
+        }
+        assert_eq!(t.first().unwrap().map(|(k, _)| k.to_vec()), m.keys().next().cloned());
+        assert_eq!(t.last().unwrap().map(|(k, _)| k.to_vec()), m.keys().next_back().cloned());
+        for (lo, hi) in [(vec![1u8], vec![2u8]), (vec![0, 1], vec![3]), (vec![], vec![1, 1])] {
+            let got: Vec<Vec<u8>> = t.range(lo.clone()..hi.clone()).map(|e| e.unwrap().0.to_vec()).collect();
+            let want: Vec<Vec<u8>> = m.range(lo.clone()..hi.clone()).map(|(k, _)| k.clone()).collect();
+            assert_eq!(got, want, "range {lo:?}..{hi:?}");
+            let got: Vec<Vec<u8>> =
+                t.range(lo.clone()..=hi.clone()).rev().map(|e| e.unwrap().0.to_vec()).collect();
+            let want: Vec<Vec<u8>> = m.range(lo.clone()..=hi.clone()).rev().map(|(k, _)| k.clone()).collect();
+            assert_eq!(got, want, "reverse range {lo:?}..={hi:?}");
+        }
+        let got: Vec<Vec<u8>> = t.prefix([1u8]).map(|e| e.unwrap().0.to_vec()).collect();
+        let want: Vec<Vec<u8>> = m.keys().filter(|k| k.first() == Some(&1)).cloned().collect();
+        assert_eq!(got, want, "prefix scan");
+    }
+    drop(r);
+    let report = db.check().unwrap();
+    assert_eq!(report.leaked_pages, 0, "{report:?}");
+}
+
+fn run(ops: Vec<Op>, durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let open = || Db::options().create(true).durability(durability).open(&path).unwrap();
+    let mut db = open();
+    let mut committed: Model = BTreeMap::new();
+    let mut pending = committed.clone();
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        let mut w = db.write().unwrap();
+        let mut end = Op::Commit;
+        for op in ops.by_ref() {
+            match op {
+                Op::Put(t, k, v) => {
+                    w.table(&name(t)).unwrap().put(&k, &v).unwrap();
+                    pending.entry(name(t)).or_default().insert(k, v);
+                }
+                Op::Delete(t, k) => {
+                    let had = pending.get_mut(&name(t)).and_then(|m| m.remove(&k)).is_some();
+                    let got = match w.existing_table(&name(t)) {
+                        Ok(mut tm) => tm.delete(&k).unwrap(),
+                        Err(mmkit_kv::Error::NoSuchTable { .. }) => false,
+                        Err(e) => panic!("{e}"),
+                    };
+                    assert_eq!(got, had);
+                }
+                Op::DeleteRange(t, a, b) => {
+                    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                    let n = w.table(&name(t)).unwrap().delete_range(lo.clone()..hi.clone()).unwrap();
+                    let m = pending.entry(name(t)).or_default();
+                    let gone: Vec<_> =
+                        m.range((Bound::Included(lo), Bound::Excluded(hi))).map(|(k, _)| k.clone()).collect();
+                    assert_eq!(n, gone.len() as u64);
+                    for k in gone {
+                        m.remove(&k);
+                    }
+                }
+                Op::Clear(t) => {
+                    w.table(&name(t)).unwrap().clear().unwrap();
+                    pending.insert(name(t), BTreeMap::new());
+                }
+                Op::DropTable(t) => {
+                    let had = pending.remove(&name(t)).is_some();
+                    assert_eq!(w.drop_table(&name(t)).unwrap(), had);
+                }
+                other => {
+                    end = other;
+                    break;
+                }
+            }
+        }
+        match end {
+            Op::Abort => {
+                drop(w);
+                pending = committed.clone();
+            }
+            Op::Reopen => {
+                w.commit().unwrap();
+                committed = pending.clone();
+                drop(db);
+                db = open();
+            }
+            _ => {
+                w.commit().unwrap();
+                committed = pending.clone();
+            }
+        }
+        compare(&db, &committed);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_a_btreemap(ops in proptest::collection::vec(op(), 1..300)) {
+        run(ops, Durability::Eventual);
+    }
+
+    #[test]
+    fn matches_a_btreemap_immediate(ops in proptest::collection::vec(op(), 1..60)) {
+        run(ops, Durability::Immediate);
+    }
+}
+
+/// Enough sorted and random keys to build a three-level tree, with
+/// deletes that empty whole leaves, checked against the model.
+#[test]
+fn large_trees_split_and_shrink() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::options().create(true).durability(Durability::Eventual).open(dir.path().join("db")).unwrap();
+    let mut model = BTreeMap::new();
+    let mut w = db.write().unwrap();
+    let mut t = w.table("big").unwrap();
+    for i in 0u64..60_000 {
+        let k = (i.wrapping_mul(0x9E3779B97F4A7C15)).to_be_bytes().to_vec();
+        let v = vec![i as u8; (i % 200) as usize];
+        t.put(&k, &v).unwrap();
+        model.insert(k, v);
+    }
+    w.commit().unwrap();
+    let mut w = db.write().unwrap();
+    let mut t = w.table("big").unwrap();
+    let keys: Vec<_> = model.keys().cloned().collect();
+    for k in keys.iter().step_by(3).chain(keys[1000..20_000].iter()) {
+        if model.remove(k).is_some() {
+            assert!(t.delete(k).unwrap());
+        }
+    }
+    w.commit().unwrap();
+    let mut all = BTreeMap::new();
+    all.insert("big".to_string(), model);
+    compare(&db, &all);
+}
