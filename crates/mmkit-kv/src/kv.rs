@@ -199,7 +199,7 @@ impl<T: KvValue + ?Sized> KvValue for &T {
 /// assert_eq!(kv.get_string("name")?.as_deref(), Some("ada"));
 /// kv.remove("name")?;
 /// assert_eq!(kv.get_bytes("name")?, None);
-/// # Ok::<(), mmkit_kv::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct Kv {
