@@ -154,10 +154,31 @@ impl<'a> Page<'a> {
         Ok((key, Val::Inline(&b[vstart..vstart + vlen])))
     }
 
-    /// The key of entry `i` (leaf or branch).
+    /// The key of entry `i` (leaf or branch): the search path, so it
+    /// reads only the key's length and bytes.
     #[inline]
     pub(crate) fn key(&self, i: usize) -> Result<&'a [u8], Bad> {
-        if self.is_leaf() { self.leaf(i).map(|(k, _)| k) } else { self.branch(i).map(|(_, _, k)| k) }
+        let off = self.offset(i)?;
+        let (len_at, start) =
+            if self.is_leaf() { (off + 2, off + LEAF_ENTRY) } else { (off + 12, off + BRANCH_ENTRY) };
+        if start > PAGE {
+            return Err("entry header past the page end");
+        }
+        let end = start + u16_at(self.b, len_at) as usize;
+        if end > PAGE {
+            return Err("key past the page end");
+        }
+        Ok(&self.b[start..end])
+    }
+
+    /// The child page of branch entry `i`.
+    #[inline]
+    pub(crate) fn child(&self, i: usize) -> Result<u64, Bad> {
+        let off = self.offset(i)?;
+        if off + 8 > PAGE {
+            return Err("branch entry past the page end");
+        }
+        Ok(u64_at(self.b, off))
     }
 
     /// Entry `i` of a branch: child page, child checksum, separator key
@@ -189,7 +210,7 @@ impl<'a> Page<'a> {
         let (mut lo, mut hi) = (1, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.branch(mid)?.2 <= key {
+            if self.key(mid)? <= key {
                 lo = mid + 1;
             } else {
                 hi = mid;

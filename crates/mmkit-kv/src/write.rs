@@ -331,14 +331,50 @@ impl<'db> WriteTxn<'db> {
                 return Ok(p);
             }
             if self.sealing || self.st.pool_done {
-                return self.alloc_run(1);
+                return self.alloc_end(1);
             }
             self.load_pool()?;
         }
     }
 
-    /// `n` contiguous new pages at the end of the file.
+    /// `n` contiguous pages for an overflow run: reused when the pool holds
+    /// such a run (pages freed together sit together in the free tree, so
+    /// a freed run is found again), else new at the end of the file.
     fn alloc_run(&mut self, n: u64) -> Result<u64> {
+        if n == 1 {
+            return self.alloc();
+        }
+        while !self.sealing && !self.st.pool_done && self.st.pool.len() < POOL_BATCH * 16 {
+            self.load_pool()?;
+        }
+        let mut pages: Vec<(u64, usize)> =
+            self.st.pool.iter().enumerate().map(|(i, &(p, _))| (p, i)).collect();
+        pages.sort_unstable();
+        let mut start = 0;
+        for i in 1..=pages.len() {
+            if i == pages.len() || pages[i].0 != pages[i - 1].0 + 1 {
+                start = i;
+                continue;
+            }
+            if (i - start + 1) as u64 == n {
+                let first = pages[start].0;
+                let mut taken: Vec<usize> = pages[start..=i].iter().map(|&(_, at)| at).collect();
+                taken.sort_unstable_by(|a, b| b.cmp(a));
+                for at in taken {
+                    let (p, key) = self.st.pool.swap_remove(at);
+                    if let Some(k) = key {
+                        self.st.consumed.push(k);
+                    }
+                    self.mark_dirty(p);
+                }
+                return Ok(first);
+            }
+        }
+        self.alloc_end(n)
+    }
+
+    /// `n` contiguous new pages at the end of the file.
+    fn alloc_end(&mut self, n: u64) -> Result<u64> {
         let p = self.next_page;
         self.db.store.ensure_pages(p + n)?;
         self.next_page = p + n;
@@ -691,12 +727,17 @@ impl<'db> WriteTxn<'db> {
             (page.is_leaf(), page.count())
         };
         if !leaf {
+            let mut dirty = Vec::new();
+            let page = self.page(p, table)?;
             for i in 0..count {
-                let child = self.page(p, table)?.branch(i).map_err(|r| self.bad(p, table, r))?.0;
+                let child = page.child(i).map_err(|r| self.bad(p, table, r))?;
                 if self.is_dirty(child) {
-                    let crc = self.seal_page(child, depth + 1, table)?;
-                    self.page_mut(p).set_child(i, child, crc);
+                    dirty.push((i, child));
                 }
+            }
+            for (i, child) in dirty {
+                let crc = self.seal_page(child, depth + 1, table)?;
+                self.page_mut(p).set_child(i, child, crc);
             }
         }
         Ok(self.page(p, table)?.checksum())

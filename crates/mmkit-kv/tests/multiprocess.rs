@@ -1,0 +1,401 @@
+//! Real processes: readers and writers in separate processes, writers
+//! SIGKILLed at random points (inside large batches and mid-commit), dead
+//! readers reclaimed by liveness, and a full disk. The test binary re-runs
+//! itself with `MMKV_ROLE` set to act as a child.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mmkit_kv::{Db, Durability, Error};
+
+const ACCOUNTS: u64 = 64;
+const START_BALANCE: u64 = 1000;
+
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct Kid {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Kid {
+    fn spawn(role: &str, path: &Path, extra: &[(&str, &str)]) -> Kid {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+            .env("MMKV_ROLE", role)
+            .env("MMKV_PATH", path);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Kid { child, lines }
+    }
+
+    /// Waits for a line starting with `prefix`; returns the rest.
+    fn expect(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                // The harness may print "test child_entry ... " first.
+                Ok(l) if l.contains(prefix) => {
+                    return l[l.find(prefix).unwrap_or(0) + prefix.len()..].trim().to_string();
+                }
+                Ok(_) => {}
+                Err(e) => panic!("child gave no {prefix:?} line: {e}"),
+            }
+        }
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rng(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+fn acct(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+fn num(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().expect("an 8-byte number"))
+}
+
+/// Entry point of every child process.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var("MMKV_ROLE") else { return };
+    let path = PathBuf::from(std::env::var("MMKV_PATH").unwrap());
+    let code = match role.as_str() {
+        "writer" => run_writer(&path),
+        "reader" => run_reader(&path),
+        "pin" => run_pin(&path),
+        "hold_writer" => run_hold_writer(&path),
+        "fsize" => run_fsize(&path),
+        _ => 2,
+    };
+    std::process::exit(code);
+}
+
+/// Transfers between accounts, one transaction per batch (sometimes a
+/// large one), appending one log entry per commit; prints each committed
+/// sequence number once `commit` has returned.
+fn run_writer(path: &Path) -> i32 {
+    let durability = match std::env::var("MMKV_DURABILITY").as_deref() {
+        Ok("immediate") => Durability::Immediate,
+        Ok("group") => Durability::Group,
+        _ => Durability::Eventual,
+    };
+    let db = Db::options().durability(durability).open(path).unwrap();
+    let mut seed = std::process::id() as u64 * 0x9E3779B97F4A7C15 | 1;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let mut w = db.write().unwrap();
+        let seq = w.table("meta").unwrap().get("seq").unwrap().map_or(0, num) + 1;
+        let batch = if rng(&mut seed) % 8 == 0 { 2000 } else { 1 + rng(&mut seed) % 20 };
+        {
+            let mut bank = w.table("bank").unwrap();
+            for _ in 0..batch {
+                let (a, b) = (rng(&mut seed) % ACCOUNTS, rng(&mut seed) % ACCOUNTS);
+                let ba = num(bank.get(acct(a)).unwrap().unwrap());
+                let amount = rng(&mut seed) % (ba + 1);
+                bank.put(acct(a), (ba - amount).to_le_bytes()).unwrap();
+                let bb = num(bank.get(acct(b)).unwrap().unwrap());
+                bank.put(acct(b), (bb + amount).to_le_bytes()).unwrap();
+            }
+        }
+        w.table("meta").unwrap().put("seq", seq.to_le_bytes()).unwrap();
+        // Log values of varied size, some in overflow pages.
+        let len = if seq % 5 == 0 { 20_000 } else { (seq % 300) as usize };
+        w.table("log").unwrap().put(seq.to_be_bytes(), vec![seq as u8; len]).unwrap();
+        w.commit().unwrap();
+        writeln!(out, "ACK {seq}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// Checks, in snapshot after snapshot, that the money adds up, that the log
+/// holds exactly one entry per commit, and that snapshots never go back.
+fn run_reader(path: &Path) -> i32 {
+    let db = Db::options().read_only(true).open(path).unwrap();
+    let until = Instant::now() + Duration::from_millis(std::env::var("MMKV_MS").unwrap().parse().unwrap());
+    let (mut reads, mut last_seq) = (0u64, 0u64);
+    while Instant::now() < until {
+        let r = db.read().unwrap();
+        let bank = r.table("bank").unwrap();
+        let total: u64 = bank.iter().map(|e| num(e.unwrap().1)).sum();
+        let seq = r.table("meta").unwrap().get("seq").unwrap().map_or(0, num);
+        let log = r.table("log").map(|t| t.len()).unwrap_or(0);
+        if total != ACCOUNTS * START_BALANCE || log != seq || seq < last_seq || bank.len() != ACCOUNTS {
+            eprintln!(
+                "reader saw a partial transaction: total {total}, seq {seq} (last {last_seq}), log {log}"
+            );
+            return 1;
+        }
+        last_seq = seq;
+        reads += 1;
+    }
+    println!("READS {reads}");
+    0
+}
+
+fn run_pin(path: &Path) -> i32 {
+    let db = Db::options().read_only(true).open(path).unwrap();
+    let r = db.read().unwrap();
+    println!("PINNED {}", r.txnid());
+    std::thread::sleep(Duration::from_secs(60));
+    drop(r);
+    0
+}
+
+fn run_hold_writer(path: &Path) -> i32 {
+    let db = Db::open(path).unwrap();
+    let mut w = db.write().unwrap();
+    w.table("meta").unwrap().put("uncommitted", "x").unwrap();
+    println!("HOLDING");
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+fn init_bank(path: &Path) {
+    let db = Db::open(path).unwrap();
+    let mut w = db.write().unwrap();
+    let mut bank = w.table("bank").unwrap();
+    for i in 0..ACCOUNTS {
+        bank.put(acct(i), START_BALANCE.to_le_bytes()).unwrap();
+    }
+    w.table("meta").unwrap().put("seq", 0u64.to_le_bytes()).unwrap();
+    w.commit().unwrap();
+}
+
+/// The committed state: sequence number, money total, log length.
+fn audit(path: &Path) -> (u64, u64, u64) {
+    let db = Db::open(path).unwrap();
+    let r = db.read().unwrap();
+    let total = r.table("bank").unwrap().iter().map(|e| num(e.unwrap().1)).sum();
+    let seq = r.table("meta").unwrap().get("seq").unwrap().map_or(0, num);
+    let log = r.table("log").map(|t| t.len()).unwrap_or(0);
+    drop(r);
+    let report = db.check().unwrap();
+    assert_eq!(report.leaked_pages, 0, "{report:?}");
+    (seq, total, log)
+}
+
+fn sigkill_rounds(durability: &str, rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bank.kv");
+    init_bank(&path);
+    let ms = (rounds * 150 + 500).to_string();
+    let readers: Vec<Kid> = (0..2).map(|_| Kid::spawn("reader", &path, &[("MMKV_MS", &ms)])).collect();
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    for round in 0..rounds {
+        let before = audit(&path).0;
+        let started = Instant::now();
+        let mut w = Kid::spawn("writer", &path, &[("MMKV_DURABILITY", durability)]);
+        // The writer starts at once even though its predecessor died
+        // holding the writer lock (liveness, not a timeout).
+        let first: u64 = w.expect("ACK ", Duration::from_secs(10)).parse().unwrap();
+        // `before + 2` when the killed writer had written its whole commit
+        // but died before announcing it: the next writer adopts it.
+        assert!(
+            first == before + 1 || first == before + 2,
+            "round {round}: after {before}, first commit {first}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "writer took {:?} to commit", started.elapsed());
+        std::thread::sleep(Duration::from_millis(20 + rng(&mut seed) % 80));
+        w.sigkill();
+        let mut acked = first;
+        // The pipe closes with the process: read everything it printed.
+        while let Ok(l) = w.lines.recv_timeout(Duration::from_secs(10)) {
+            if let Some(at) = l.find("ACK ") {
+                acked = l[at + 4..].trim().parse().unwrap();
+            }
+        }
+        let (seq, total, log) = audit(&path);
+        assert!(seq == acked || seq == acked + 1, "round {round}: acked {acked}, database holds {seq}");
+        assert_eq!(total, ACCOUNTS * START_BALANCE, "round {round}: money created or lost");
+        assert_eq!(log, seq, "round {round}: a commit is partly missing");
+    }
+    for mut r in readers {
+        let reads: u64 = r.expect("READS ", Duration::from_secs(30)).parse().unwrap();
+        assert!(reads > 0);
+        assert!(r.child.wait().unwrap().success(), "a reader saw a partial transaction");
+    }
+}
+
+#[test]
+fn sigkilled_writers_eventual() {
+    sigkill_rounds("eventual", 8);
+}
+
+#[test]
+fn sigkilled_writers_immediate() {
+    sigkill_rounds("immediate", 4);
+}
+
+#[test]
+fn sigkilled_writers_group() {
+    sigkill_rounds("group", 3);
+}
+
+/// A writer killed while holding the write transaction: the next one gets
+/// the lock within milliseconds and sees none of its changes.
+#[test]
+fn killed_lock_holder_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    init_bank(&path);
+    let mut holder = Kid::spawn("hold_writer", &path, &[]);
+    holder.expect("HOLDING", Duration::from_secs(10));
+    holder.sigkill();
+    let db = Db::open(&path).unwrap();
+    let t = Instant::now();
+    let w = db.write().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "takeover took {:?}", t.elapsed());
+    drop(w);
+    let r = db.read().unwrap();
+    assert_eq!(r.table("meta").unwrap().get("uncommitted").unwrap(), None);
+}
+
+/// A reader killed inside its read transaction stops pinning pages: the
+/// next writer that needs them reclaims its slot by liveness, and the file
+/// stops growing.
+#[test]
+fn dead_reader_stops_pinning_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).durability(Durability::Eventual).open(&path).unwrap();
+    let big = vec![7u8; 40_000];
+    let rewrite = |n: usize| {
+        for i in 0..n {
+            let mut w = db.write().unwrap();
+            w.default_table().unwrap().put("k", &big[..39_000 + i % 1000]).unwrap();
+            w.commit().unwrap();
+        }
+    };
+    rewrite(5);
+    let mut pin = Kid::spawn("pin", &path, &[]);
+    let pinned: u64 = pin.expect("PINNED", Duration::from_secs(10)).parse().unwrap();
+    rewrite(50);
+    let stat = db.stat().unwrap();
+    let oldest = stat.oldest.clone().expect("the pinning reader shows in stat");
+    assert_eq!((oldest.txnid, oldest.pid, oldest.alive), (pinned, pin.child.id(), true));
+    assert!(oldest.lag >= 50);
+    let pinned_pages = stat.pages;
+    pin.sigkill();
+    rewrite(200);
+    let stat = db.stat().unwrap();
+    assert!(stat.oldest.is_none(), "dead reader still listed: {:?}", stat.oldest);
+    assert!(stat.pages <= pinned_pages + 8, "file kept growing: {} -> {} pages", pinned_pages, stat.pages);
+    assert_eq!(db.check().unwrap().leaked_pages, 0);
+}
+
+/// A live reader older than `max_snapshot_lag` makes a commit that would
+/// grow the file fail, instead of letting the file grow silently.
+#[test]
+fn snapshot_lag_bound_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options()
+        .create(true)
+        .durability(Durability::Eventual)
+        .max_snapshot_lag(Some(10))
+        .open(&path)
+        .unwrap();
+    let r = db.read().unwrap();
+    let mut err = None;
+    for i in 0..200u32 {
+        let mut w = db.write().unwrap();
+        let put = w.default_table().unwrap().put("k", vec![i as u8; 20_000]);
+        match put.and_then(|_| w.commit()) {
+            Ok(_) => {}
+            Err(e) => {
+                err = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (i, e) = err.expect("the lag bound stops growth");
+    assert!(matches!(e, Error::SnapshotTooOld { limit: 10, .. }), "{e}");
+    assert!(i >= 10, "failed after {i} commits");
+    assert!(e.to_string().contains(&std::process::id().to_string()));
+    drop(r);
+    let mut w = db.write().unwrap();
+    w.default_table().unwrap().put("k", "small").unwrap();
+    w.commit().unwrap();
+}
+
+/// Growth hits the file-size limit (a stand-in for a full disk): the commit
+/// fails with a clear error and the database stays at its last commit.
+fn run_fsize(path: &Path) -> i32 {
+    // SAFETY: setting a signal disposition to SIG_IGN has no memory effects.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let db = Db::options().create(true).durability(Durability::Immediate).open(path).unwrap();
+    let limit = rustix::process::Rlimit { current: Some(4 << 20), maximum: None };
+    rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
+    let mut committed = 0u32;
+    let err = loop {
+        let mut w = db.write().unwrap();
+        let r =
+            w.table("t").unwrap().put(committed.to_be_bytes(), vec![1u8; 100_000]).and_then(|_| w.commit());
+        match r {
+            Ok(_) => committed += 1,
+            Err(e) => break e,
+        }
+        if committed > 1000 {
+            return 3;
+        }
+    };
+    eprintln!("full disk after {committed} commits: {err}");
+    if !matches!(err, Error::NoSpace { .. }) || !err.to_string().contains("db") {
+        return 4;
+    }
+    let r = db.read().unwrap();
+    let t = r.table("t").unwrap();
+    if t.len() != committed as u64 || db.check().is_err() {
+        return 5;
+    }
+    println!("COMMITTED {committed}");
+    0
+}
+
+#[test]
+fn full_disk_is_an_error_at_commit_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut kid = Kid::spawn("fsize", &path, &[]);
+    let n: u64 = kid.expect("COMMITTED ", Duration::from_secs(30)).parse().unwrap();
+    assert!(kid.child.wait().unwrap().success());
+    assert!(n > 0);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.read().unwrap().table("t").unwrap().len(), n);
+    // With the limit gone, writing goes on.
+    let mut w = db.write().unwrap();
+    w.table("t").unwrap().put("more", vec![2u8; 100_000]).unwrap();
+    w.commit().unwrap();
+}
