@@ -112,7 +112,7 @@ fn run_writer(path: &Path) -> i32 {
         _ => Durability::Eventual,
     };
     let db = Db::options().durability(durability).open(path).unwrap();
-    let mut seed = std::process::id() as u64 * 0x9E3779B97F4A7C15 | 1;
+    let mut seed = (std::process::id() as u64).wrapping_mul(0x9E3779B97F4A7C15) | 1;
     let mut out = std::io::stdout().lock();
     loop {
         let mut w = db.write().unwrap();
