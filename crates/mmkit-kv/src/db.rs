@@ -309,7 +309,6 @@ impl Db {
     /// pick them.
     fn cold_recover(&self) -> Result<(Meta, u64)> {
         let metas = self.metas()?;
-        let mut reasons = Vec::new();
         for (i, &(meta, slot)) in metas.iter().enumerate() {
             let checked = if meta.flags & FLAG_SYNCED != 0 {
                 crate::ops::verify_commit(self, &meta)
@@ -326,13 +325,13 @@ impl Db {
                     }
                     return Ok((meta, slot));
                 }
-                Err(e) => reasons.push(format!("commit {}: {e}", meta.txnid)),
+                Err(_) => continue,
             }
         }
-        if reasons.is_empty() {
-            return Err(self.no_meta("no meta page has a valid checksum"));
-        }
-        Err(Error::NoValidCommit { path: self.store.path.clone(), reason: reasons.join("; ") })
+        // Damage that every commit shares (not a torn write): open at the
+        // newest commit anyway, so everything else stays readable and the
+        // damaged pages are errors naming them, instead of losing the file.
+        metas.first().copied().ok_or_else(|| self.no_meta("no meta page has a valid checksum"))
     }
 
     /// Starts a read transaction: a snapshot of the last commit, held

@@ -163,7 +163,12 @@ impl<'a> View<'a> {
         }
         let end = OVERFLOW_HEADER + len as usize;
         if (self.verify || force) && crc32c::crc32c(&run[..end]) != crc {
-            return Err(self.store.corrupt(pgno, table, "overflow checksum mismatch"));
+            let last = pgno + n - 1;
+            return Err(self.store.corrupt(
+                pgno,
+                table,
+                format!("overflow checksum mismatch (value in pages {pgno}..={last})"),
+            ));
         }
         Ok(&run[OVERFLOW_HEADER..end])
     }

@@ -97,6 +97,7 @@ fn child_entry() {
         "pin" => run_pin(&path),
         "hold_writer" => run_hold_writer(&path),
         "fsize" => run_fsize(&path),
+        "unprivileged" => run_unprivileged(&path),
         _ => 2,
     };
     std::process::exit(code);
@@ -398,4 +399,63 @@ fn full_disk_is_an_error_at_commit_and_loses_nothing() {
     let mut w = db.write().unwrap();
     w.table("t").unwrap().put("more", vec![2u8; 100_000]).unwrap();
     w.commit().unwrap();
+}
+
+/// As an unprivileged user: a database it may not read is a clear error;
+/// one it may only read opens read-only, and opening it for writing is a
+/// clear error.
+fn run_unprivileged(path: &Path) -> i32 {
+    // SAFETY: plain syscalls without memory arguments.
+    unsafe {
+        if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+            eprintln!("could not drop to uid 65534: {}", std::io::Error::last_os_error());
+            return 4;
+        }
+    }
+    let secret = path.with_file_name("secret");
+    match Db::open(&secret) {
+        Err(e) if e.to_string().contains("Permission denied") => {}
+        other => {
+            eprintln!("unreadable database: {other:?}");
+            return 1;
+        }
+    }
+    match Db::open(path) {
+        Err(e) if e.to_string().contains("Permission denied") => {}
+        other => {
+            eprintln!("read-only file opened for writing: {other:?}");
+            return 2;
+        }
+    }
+    let db = Db::options().read_only(true).open(path).unwrap();
+    let ok = db.read().unwrap().table("t").unwrap().get("k").unwrap() == Some(&b"v"[..]);
+    if !ok || !matches!(db.write(), Err(Error::ReadOnly { .. })) {
+        return 3;
+    }
+    0
+}
+
+#[test]
+fn permissions_are_clear_errors() {
+    use std::os::unix::fs::PermissionsExt;
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var_os("MMKIT_TEST_NO_SKIP").is_none(), "needs root to switch users");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("db");
+    let secret = dir.path().join("secret");
+    for p in [&path, &secret] {
+        let db = Db::open(p).unwrap();
+        let mut w = db.write().unwrap();
+        w.table("t").unwrap().put("k", "v").unwrap();
+        w.commit().unwrap();
+        std::fs::set_permissions(mmkit_kv::lock_path(p), std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut kid = Kid::spawn("unprivileged", &path, &[]);
+    let status = kid.child.wait().unwrap();
+    assert!(status.success(), "unprivileged child: {status:?}");
 }
