@@ -30,6 +30,7 @@ pub fn run(_args: DemoArgs) -> CliResult<()> {
     crate::queue_cmd::demo(dir.path())?;
     crate::array_cmd::demo(dir.path())?;
     crate::heap_cmd::demo(dir.path())?;
+    crate::kv_cmd::demo::run(dir.path())?;
     println!("\ndemo finished in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }

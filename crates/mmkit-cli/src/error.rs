@@ -23,6 +23,9 @@ pub enum CliError {
     /// From the shared heap.
     #[error(transparent)]
     Heap(#[from] mmkit_heap::Error),
+    /// From the key-value store.
+    #[error(transparent)]
+    Kv(#[from] mmkit_kv::Error),
     /// A file operation of the CLI itself.
     #[error("{op} {}: {source}", .path.display())]
     Io {

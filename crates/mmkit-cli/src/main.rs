@@ -6,6 +6,7 @@
 mod array_cmd;
 mod demo;
 mod heap_cmd;
+mod kv_cmd;
 mod queue_cmd;
 mod region_cmds;
 
@@ -51,6 +52,12 @@ enum Command {
         after_help = "Examples:\n  mmkit heap create /tmp/app.heap --size 64M\n  mmkit heap stat /tmp/app.heap --json\n  mmkit heap check /tmp/app.heap --repair"
     )]
     Heap(heap_cmd::HeapCommand),
+    /// The embedded multi-process key-value store.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mmkit kv create /tmp/app.kv\n  mmkit kv put /tmp/app.kv user:1 ada\n  mmkit kv scan /tmp/app.kv --prefix user: --json"
+    )]
+    Kv(kv_cmd::KvCommand),
     /// A short tour of mmkit on a temporary directory, with measurements.
     Demo(demo::DemoArgs),
 }
@@ -63,6 +70,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Queue(cmd) => queue_cmd::run(cmd),
         Command::Array(cmd) => array_cmd::run(cmd),
         Command::Heap(cmd) => heap_cmd::run(cmd),
+        Command::Kv(cmd) => kv_cmd::run(cmd),
         Command::Demo(args) => demo::run(args),
     }
 }

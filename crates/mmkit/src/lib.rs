@@ -9,7 +9,8 @@
 //!   mutexes and process liveness inside mappings;
 //! - `queue` (feature `queue`): the persistent multi-process queue;
 //! - `array` (feature `array`): numpy-compatible typed arrays;
-//! - `heap` (feature `heap`): containers shared between processes.
+//! - `heap` (feature `heap`): containers shared between processes;
+//! - `kv` (feature `kv`): the embedded multi-process key-value store.
 //!
 //! ```
 //! use mmkit::region::{Access, Mapping, Share};
@@ -41,3 +42,5 @@ pub use mmkit_heap as heap;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+#[cfg(feature = "kv")]
+pub use mmkit_kv as kv;
