@@ -83,6 +83,11 @@ impl Store {
         self.file.grow_to(target).map_err(Error::region("grow database"))
     }
 
+    /// Bytes of `pages` pages.
+    pub(crate) fn page_bytes(&self, pages: u64) -> u64 {
+        pages * PAGE as u64
+    }
+
     pub(crate) fn corrupt(&self, page: u64, table: &str, reason: impl Into<String>) -> Error {
         Error::Corrupt { path: self.path.clone(), page, table: table.into(), reason: reason.into() }
     }

@@ -26,6 +26,9 @@ pub(crate) const CATALOG: &str = "(catalog)";
 /// Commits a snapshot must lag before the writer checks whether its
 /// reader is still alive.
 const REAP_LAG: u64 = 8;
+/// Free pages before a commit tries to shrink the file (also at least a
+/// quarter of the file).
+const AUTO_SHRINK: u64 = 256;
 /// Free-tree entries loaded per refill of the allocation pool.
 const POOL_BATCH: usize = 64;
 
@@ -66,6 +69,8 @@ pub(crate) struct WriterState {
     tables: Vec<OpenTable>,
     sizes: Vec<usize>,
     reaped: bool,
+    /// Free-tree size at the last automatic shrink attempt.
+    shrink_mark: u64,
 }
 
 impl WriterState {
@@ -846,13 +851,132 @@ impl<'db> WriteTxn<'db> {
     pub fn commit_with(mut self, d: Durability) -> Result<u64> {
         let txnid = self.finish(d)?;
         let db = self.db;
+        let try_shrink = self.free_count >= AUTO_SHRINK.max(self.next_page / 4)
+            && self.free_count >= 2 * self.st.shrink_mark;
+        if try_shrink {
+            self.st.shrink_mark = self.free_count;
+        }
         self.st.reset();
         self.robust = None;
         drop(self);
         if d == Durability::Group && txnid > 0 {
             db.wait_durable(txnid)?;
         }
+        if try_shrink {
+            db.cut_tail()?;
+        }
         Ok(txnid)
+    }
+
+    /// Moves every live page at or above the line where the used pages
+    /// would end if packed into reusable pages below it.
+    fn relocate_tail(&mut self) -> Result<()> {
+        while !self.st.pool_done {
+            self.load_pool()?;
+        }
+        // Lowest pages are taken first.
+        self.st.pool.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let line = self.next_page.saturating_sub(self.st.pool.len() as u64);
+        let mut catalog = self.catalog;
+        let mut names = Vec::new();
+        {
+            let mut c = Cursor::new(self.view(), catalog, CATALOG);
+            let mut ok = c.first()?;
+            while ok {
+                names.push(String::from_utf8_lossy(c.key()?).into_owned());
+                ok = c.next()?;
+            }
+        }
+        for name in names {
+            let idx = self.open_table(&name, false)?;
+            let mut root = self.st.tables[idx].info.root;
+            self.relocate(&mut root, line, &name, 0)?;
+            self.st.tables[idx].info.root = root;
+        }
+        self.relocate(&mut catalog, line, CATALOG, 0)?;
+        self.catalog = catalog;
+        let mut free = self.free;
+        self.relocate(&mut free, line, FREE_TABLE, 0)?;
+        self.free = free;
+        Ok(())
+    }
+
+    /// Copies the pages of the tree at `root` that sit at or above `line`
+    /// (and their overflow runs) to fresh pages.
+    fn relocate(&mut self, root: &mut Root, line: u64, table: &str, depth: usize) -> Result<()> {
+        if root.page == 0 || depth > MAX_DEPTH {
+            return Ok(());
+        }
+        if root.page >= line {
+            root.page = self.touch(root.page, table)?;
+        }
+        let p = root.page;
+        let page = self.page(p, table)?;
+        let (leaf, count) = (page.is_leaf(), page.count());
+        for i in 0..count {
+            let page = self.page(p, table)?;
+            if leaf {
+                let (key, val) = page.leaf(i).map_err(|r| self.bad(p, table, r))?;
+                let Val::Overflow { page: run, len, crc } = val else { continue };
+                if run + overflow_pages(len) <= line {
+                    continue;
+                }
+                let (key, value) = (key.to_vec(), self.view().overflow(run, len, crc, table, true)?.to_vec());
+                root.page = self.touch(root.page, table)?;
+                self.free_overflow(run, len, table)?;
+                let (new, crc) = self.write_overflow(&value)?;
+                let db = self.db;
+                let mut pm = self.page_mut(root.page);
+                pm.remove(i).map_err(|r| db.store.corrupt(p, table, r))?;
+                pm.insert_leaf(i, &key, Val::Overflow { page: new, len, crc });
+            } else {
+                let (child, crc, _) = page.branch(i).map_err(|r| self.bad(p, table, r))?;
+                let mut sub = Root { page: child, crc };
+                self.relocate(&mut sub, line, table, depth + 1)?;
+                if sub.page != child {
+                    root.page = self.touch(root.page, table)?;
+                    self.page_mut(root.page).set_child(i, sub.page, 0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the eligible free pages at the end of the file out of the
+    /// free tree and lowers `next_page`; returns how many pages.
+    fn cut_free_tail(&mut self) -> Result<u64> {
+        let oldest = self.oldest();
+        let durable = self.durable.txnid();
+        let mut tail: Vec<(u64, FreeKey)> = Vec::new();
+        {
+            let mut c = Cursor::new(self.view(), self.free, FREE_TABLE);
+            let mut ok = c.first()?;
+            while ok {
+                let k = c.key()?;
+                let (class, by, page) = parse_free_key(k)
+                    .ok_or_else(|| self.bad(self.free.page, FREE_TABLE, "bad free-tree key"))?;
+                let limit = if class == 0 { oldest } else { oldest.min(durable) };
+                if by <= limit {
+                    tail.push((page, k.try_into().unwrap_or([0; 17])));
+                }
+                ok = c.next()?;
+            }
+        }
+        tail.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let mut end = self.next_page;
+        for (page, key) in tail {
+            if page + 1 != end {
+                break;
+            }
+            self.st.consumed.push(key);
+            end = page;
+        }
+        let cut = self.next_page - end;
+        self.next_page = end;
+        // The cut entries stay in the tree until this commit deletes them:
+        // nothing more may be loaded from it.
+        self.st.pool_done = true;
+        Ok(cut)
     }
 
     /// Writes the commit and publishes it, still holding the writer lock.
@@ -860,6 +984,7 @@ impl<'db> WriteTxn<'db> {
     pub(crate) fn finish(&mut self, d: Durability) -> Result<u64> {
         let changed = !self.st.dirty_list.is_empty()
             || !self.st.freed.is_empty()
+            || !self.st.consumed.is_empty()
             || self.st.tables.iter().any(|t| t.dropped || t.orig != Some(t.info));
         if !changed {
             return Ok(self.base.txnid);
@@ -927,6 +1052,11 @@ impl<'db> WriteTxn<'db> {
     /// Records freed pages and deletes reused ones in the free tree, until
     /// the tree's own copy-on-write frees and takes nothing more.
     fn update_free_tree(&mut self) -> Result<()> {
+        // Reusable pages for the free tree's own copies, so they do not
+        // pile up at the end of the file (where they would block shrinking).
+        if self.st.pool.is_empty() && !self.st.pool_done {
+            self.load_pool()?;
+        }
         self.sealing = true;
         let (d, c) = (self.durable.txnid(), self.syncing.txnid());
         let txnid = self.txnid;
@@ -1030,6 +1160,47 @@ impl Db {
         synced?;
         self.lock.durable_events()?.publish(target.txnid());
         Ok(())
+    }
+
+    /// Shrinks the file: moves the pages that live in its tail into free
+    /// pages lower down (copy-on-write, so readers are undisturbed), then
+    /// cuts the free tail once no snapshot can see it. Returns the bytes
+    /// cut. A live reader that started before the move keeps the old tail
+    /// pinned, and the cut then waits for a later call.
+    ///
+    /// Commits also cut a free tail by themselves (without moving
+    /// anything) once the free list is a quarter of the file.
+    pub fn shrink(&self) -> Result<u64> {
+        let mut w = self.write()?;
+        w.relocate_tail()?;
+        let d = self.opts.durability;
+        w.finish(d)?;
+        drop(w);
+        if d != Durability::Immediate {
+            self.sync()?;
+        }
+        self.cut_tail()
+    }
+
+    /// Commits a cut of the free tail and truncates the file, under the
+    /// writer lock, so no writer is extending it meanwhile.
+    pub(crate) fn cut_tail(&self) -> Result<u64> {
+        let mut w = self.write()?;
+        if w.cut_free_tail()? == 0 {
+            return Ok(0);
+        }
+        let d = self.opts.durability;
+        w.finish(d)?;
+        let before = self.store.file_size()?;
+        let keep = self.store.page_bytes(w.next_page);
+        if keep < before {
+            rustix::fs::ftruncate(&self.store.file, keep)
+                .map_err(|e| Error::io("shrink (ftruncate)", &self.store.path, e))?;
+            self.lock.word(L_SHRINKS).fetch_add(1, Ordering::AcqRel);
+            self.store.file.refresh().map_err(Error::region("refresh after shrink"))?;
+        }
+        drop(w);
+        Ok(before.saturating_sub(keep))
     }
 
     /// Makes every commit so far durable (one `fdatasync`), and lets the

@@ -19,6 +19,7 @@ enum Op {
     Commit,
     Abort,
     Reopen,
+    Shrink,
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -46,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => Just(Op::Commit),
         2 => Just(Op::Abort),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Shrink),
     ]
 }
 
@@ -148,6 +150,11 @@ fn run(ops: Vec<Op>, durability: Durability) {
                 drop(w);
                 pending = committed.clone();
             }
+            Op::Shrink => {
+                w.commit().unwrap();
+                committed = pending.clone();
+                db.shrink().unwrap();
+            }
             Op::Reopen => {
                 w.commit().unwrap();
                 committed = pending.clone();
@@ -205,4 +212,43 @@ fn large_trees_split_and_shrink() {
     let mut all = BTreeMap::new();
     all.insert("big".to_string(), model);
     compare(&db, &all);
+}
+
+/// Deleting what the end of the file holds shrinks the file (by itself,
+/// once the free list is large), and the data left is intact.
+#[test]
+fn file_shrinks_when_its_tail_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).durability(Durability::Immediate).open(&path).unwrap();
+    let mut w = db.write().unwrap();
+    w.table("keep").unwrap().put("a", "b").unwrap();
+    for i in 0u32..200 {
+        w.table("big").unwrap().put(i.to_be_bytes(), vec![i as u8; 60_000]).unwrap();
+    }
+    w.commit().unwrap();
+    let grown = std::fs::metadata(&path).unwrap().len();
+    let mut w = db.write().unwrap();
+    w.drop_table("big").unwrap();
+    w.commit().unwrap();
+    // One more commit lets the dropped pages be reused or cut.
+    let mut w = db.write().unwrap();
+    w.table("keep").unwrap().put("c", "d").unwrap();
+    w.commit().unwrap();
+    let cut = db.shrink().unwrap();
+    assert!(cut > 0);
+    let shrunk = std::fs::metadata(&path).unwrap().len();
+    assert!(shrunk * 10 < grown, "{grown} -> {shrunk} bytes");
+    assert_eq!(db.check().unwrap().leaked_pages, 0);
+    let r = db.read().unwrap();
+    assert_eq!(r.table("keep").unwrap().get("c").unwrap(), Some(&b"d"[..]));
+    drop(r);
+    // Growing again after the cut works, in this handle and a new one.
+    let mut w = db.write().unwrap();
+    w.table("big").unwrap().put("x", vec![1u8; 100_000]).unwrap();
+    w.commit().unwrap();
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.read().unwrap().table("big").unwrap().get("x").unwrap().map(<[u8]>::len), Some(100_000));
+    assert_eq!(db.check().unwrap().leaked_pages, 0);
 }
