@@ -875,7 +875,7 @@ impl<'db> WriteTxn<'db> {
             self.load_pool()?;
         }
         // Lowest pages are taken first.
-        self.st.pool.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        self.st.pool.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         let line = self.next_page.saturating_sub(self.st.pool.len() as u64);
         let mut catalog = self.catalog;
         let mut names = Vec::new();
@@ -962,7 +962,7 @@ impl<'db> WriteTxn<'db> {
                 ok = c.next()?;
             }
         }
-        tail.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        tail.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         let mut end = self.next_page;
         for (page, key) in tail {
             if page + 1 != end {
