@@ -5,6 +5,7 @@
 
 mod array;
 mod heap;
+mod kv;
 mod machine;
 mod queue;
 mod region;
@@ -32,6 +33,8 @@ enum Suite {
     Array(array::Args),
     /// The shared heap against Boost.Interprocess and std.
     Heap(heap::Args),
+    /// The key-value store against LMDB (heed), redb, mmkv and fjall.
+    Kv(kv::Args),
 }
 
 fn main() {
@@ -42,6 +45,7 @@ fn main() {
         Suite::Queue(a) => queue::run(a),
         Suite::Array(a) => array::run(a),
         Suite::Heap(a) => heap::run(a),
+        Suite::Kv(a) => kv::run(a),
     };
     if let Err(e) = result {
         eprintln!("mmkit-bench: {e}");

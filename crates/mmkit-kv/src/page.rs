@@ -1,8 +1,10 @@
 //! Page layout: decoding (every offset and length checked) and in-place
 //! editing of the writer's dirty pages. See `docs/kv-format.md`.
 //!
-//! A tree page is slotted: a 16-byte header, an array of `u16` entry
-//! offsets growing up, entries packed from the end of the page down. The
+//! A tree page is slotted: a 16-byte header, an array of 6-byte slots (the
+//! entry's `u16` offset and the first four bytes of its key, so a binary
+//! search mostly stays inside the slot array) growing up, entries packed
+//! from the end of the page down. The
 //! checksum of a page covers its header, its slot array and its entry area,
 //! never the unused gap between them, and is kept by whoever points at the
 //! page (the parent's entry, or the meta page), Merkle style.
@@ -18,14 +20,19 @@ pub const MAX_KEY_LEN: usize = 4096;
 /// An entry (header, key, inline value, slot) takes at most this much, so a
 /// page always holds three and a split always succeeds.
 pub(crate) const MAX_ENTRY: usize = (PAGE - HEADER) / 3;
+const _: () = assert!(MAX_ENTRY < KLEN_MASK as usize);
 
 pub(crate) const KIND_LEAF: u8 = 1;
 pub(crate) const KIND_BRANCH: u8 = 2;
 pub(crate) const KIND_OVERFLOW: u8 = 3;
 
-/// Leaf entry flag: the value lives in an overflow run.
-pub(crate) const F_OVERFLOW: u8 = 1;
-pub(crate) const LEAF_ENTRY: usize = 8;
+/// Bytes per slot: entry offset (`u16`) and key prefix (4 bytes).
+pub(crate) const SLOT: usize = 6;
+/// Leaf entry flag (top bit of the key length): the value lives in an
+/// overflow run.
+pub(crate) const F_OVERFLOW: u16 = 0x8000;
+const KLEN_MASK: u16 = 0x1fff;
+pub(crate) const LEAF_ENTRY: usize = 4;
 pub(crate) const BRANCH_ENTRY: usize = 16;
 /// Inline size of an overflow reference: page, length, checksum.
 pub(crate) const OVERFLOW_REF: usize = 20;
@@ -86,7 +93,7 @@ impl<'a> Page<'a> {
         }
         let count = u16_at(b, 2) as usize;
         let upper = u16_at(b, 4) as usize;
-        if HEADER + 2 * count > upper || upper > PAGE {
+        if HEADER + SLOT * count > upper || upper > PAGE {
             return Err("slot array overlaps the entry area");
         }
         Ok(Page { b, count })
@@ -105,12 +112,17 @@ impl<'a> Page<'a> {
         u64_at(self.b, 8)
     }
     pub(crate) fn free(&self) -> usize {
-        self.upper() - HEADER - 2 * self.count
+        self.upper() - HEADER - SLOT * self.count
+    }
+
+    /// End of the slot array.
+    pub(crate) fn lower(&self) -> usize {
+        HEADER + SLOT * self.count
     }
 
     /// Checksum of the used parts: header and slots, then the entry area.
     pub(crate) fn checksum(&self) -> u32 {
-        checksum(self.b, HEADER + 2 * self.count, self.upper())
+        checksum(self.b, self.lower(), self.upper())
     }
 
     #[inline]
@@ -118,7 +130,7 @@ impl<'a> Page<'a> {
         if i >= self.count {
             return Err("entry index out of range");
         }
-        let off = u16_at(self.b, HEADER + 2 * i) as usize;
+        let off = u16_at(self.b, HEADER + SLOT * i) as usize;
         if off < self.upper() || off >= PAGE {
             return Err("entry offset outside the entry area");
         }
@@ -133,16 +145,16 @@ impl<'a> Page<'a> {
         if off + LEAF_ENTRY > PAGE {
             return Err("leaf entry header past the page end");
         }
-        let flags = b[off];
-        let klen = u16_at(b, off + 2) as usize;
-        let vlen = u32_at(b, off + 4) as usize;
+        let word = u16_at(b, off);
+        let klen = (word & KLEN_MASK) as usize;
+        let vlen = u16_at(b, off + 2) as usize;
         let kstart = off + LEAF_ENTRY;
         let vstart = kstart + klen;
-        if vstart.checked_add(vlen).is_none_or(|end| end > PAGE) {
+        if vstart + vlen > PAGE {
             return Err("leaf entry past the page end");
         }
         let key = &b[kstart..vstart];
-        if flags & F_OVERFLOW != 0 {
+        if word & F_OVERFLOW != 0 {
             if vlen != OVERFLOW_REF {
                 return Err("overflow reference of the wrong size");
             }
@@ -159,12 +171,15 @@ impl<'a> Page<'a> {
     #[inline]
     pub(crate) fn key(&self, i: usize) -> Result<&'a [u8], Bad> {
         let off = self.offset(i)?;
-        let (len_at, start) =
-            if self.is_leaf() { (off + 2, off + LEAF_ENTRY) } else { (off + 12, off + BRANCH_ENTRY) };
+        let (len_at, start, mask) = if self.is_leaf() {
+            (off, off + LEAF_ENTRY, KLEN_MASK)
+        } else {
+            (off + 12, off + BRANCH_ENTRY, u16::MAX)
+        };
         if start > PAGE {
             return Err("entry header past the page end");
         }
-        let end = start + u16_at(self.b, len_at) as usize;
+        let end = start + (u16_at(self.b, len_at) & mask) as usize;
         if end > PAGE {
             return Err("key past the page end");
         }
@@ -200,6 +215,23 @@ impl<'a> Page<'a> {
         Ok((child, crc, &b[kstart..kstart + klen]))
     }
 
+    /// The key prefix stored in slot `i` (the caller checked `i < count`).
+    #[inline]
+    fn prefix(&self, i: usize) -> u32 {
+        let at = HEADER + SLOT * i + 2;
+        u32::from_be_bytes([self.b[at], self.b[at + 1], self.b[at + 2], self.b[at + 3]])
+    }
+
+    /// Compares entry `i`'s key with `key` (whose prefix is `kp`): by the
+    /// slot's prefix first, the entry itself only on a tie.
+    #[inline]
+    fn cmp_at(&self, i: usize, key: &[u8], kp: u32) -> Result<std::cmp::Ordering, Bad> {
+        match self.prefix(i).cmp(&kp) {
+            std::cmp::Ordering::Equal => Ok(self.key(i)?.cmp(key)),
+            other => Ok(other),
+        }
+    }
+
     /// Index of the child of a branch to follow for `key`: the last entry
     /// whose separator is at most `key` (entry 0 counts as minus infinity).
     #[inline]
@@ -207,10 +239,11 @@ impl<'a> Page<'a> {
         if self.count == 0 {
             return Err("empty branch page");
         }
+        let kp = key_prefix(key);
         let (mut lo, mut hi) = (1, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.key(mid)? <= key {
+            if self.cmp_at(mid, key, kp)? != std::cmp::Ordering::Greater {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -223,10 +256,11 @@ impl<'a> Page<'a> {
     /// insertion point.
     #[inline]
     pub(crate) fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, Bad> {
+        let kp = key_prefix(key);
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.key(mid)?.cmp(key) {
+            match self.cmp_at(mid, key, kp)? {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(Ok(mid)),
@@ -240,10 +274,13 @@ impl<'a> Page<'a> {
         let off = self.offset(i)?;
         if self.is_leaf() {
             self.leaf(i)?;
-            Ok(LEAF_ENTRY + u16_at(self.b, off + 2) as usize + u32_at(self.b, off + 4) as usize + 2)
+            Ok(LEAF_ENTRY
+                + (u16_at(self.b, off) & KLEN_MASK) as usize
+                + u16_at(self.b, off + 2) as usize
+                + SLOT)
         } else {
             self.branch(i)?;
-            Ok(BRANCH_ENTRY + u16_at(self.b, off + 12) as usize + 2)
+            Ok(BRANCH_ENTRY + u16_at(self.b, off + 12) as usize + SLOT)
         }
     }
 }
@@ -255,7 +292,17 @@ pub(crate) fn checksum(b: &[u8], lo: usize, hi: usize) -> u32 {
 
 /// Size a leaf entry takes for `key` and an inline value of `vlen` bytes.
 pub(crate) fn leaf_size(klen: usize, vlen: usize) -> usize {
-    LEAF_ENTRY + klen + vlen + 2
+    LEAF_ENTRY + klen + vlen + SLOT
+}
+
+/// The first four bytes of `key`, zero-padded, big-endian: comparing two
+/// prefixes orders keys correctly except on a tie.
+#[inline]
+pub(crate) fn key_prefix(key: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = key.len().min(4);
+    b[..n].copy_from_slice(&key[..n]);
+    u32::from_be_bytes(b)
 }
 
 /// Whether a value of `vlen` bytes goes to an overflow run.
@@ -288,14 +335,16 @@ impl PageMut<'_> {
         put64(self.0, 8, txnid);
     }
 
-    /// Makes room for an entry of `size` bytes (slot excluded) at index
-    /// `i`; returns its offset. The caller checked that it fits.
-    fn open_slot(&mut self, i: usize, size: usize) -> usize {
+    /// Makes room for an entry of `size` bytes (slot excluded) with key
+    /// `key` at index `i`; returns its offset. The caller checked that it
+    /// fits.
+    fn open_slot(&mut self, i: usize, size: usize, key: &[u8]) -> usize {
         let count = u16_at(self.0, 2) as usize;
         let upper = u16_at(self.0, 4) as usize - size;
-        let slots = HEADER + 2 * i;
-        self.0.copy_within(slots..HEADER + 2 * count, slots + 2);
+        let slots = HEADER + SLOT * i;
+        self.0.copy_within(slots..HEADER + SLOT * count, slots + SLOT);
         put16(self.0, slots, upper as u16);
+        self.0[slots + 2..slots + SLOT].copy_from_slice(&key_prefix(key).to_be_bytes());
         put16(self.0, 2, (count + 1) as u16);
         put16(self.0, 4, upper as u16);
         upper
@@ -306,12 +355,11 @@ impl PageMut<'_> {
             Val::Inline(v) => v.len(),
             Val::Overflow { .. } => OVERFLOW_REF,
         };
-        let off = self.open_slot(i, LEAF_ENTRY + key.len() + vlen);
+        let off = self.open_slot(i, LEAF_ENTRY + key.len() + vlen, key);
         let b = &mut *self.0;
-        b[off] = if matches!(val, Val::Overflow { .. }) { F_OVERFLOW } else { 0 };
-        b[off + 1] = 0;
-        put16(b, off + 2, key.len() as u16);
-        put32(b, off + 4, vlen as u32);
+        let flag = if matches!(val, Val::Overflow { .. }) { F_OVERFLOW } else { 0 };
+        put16(b, off, key.len() as u16 | flag);
+        put16(b, off + 2, vlen as u16);
         let k = off + LEAF_ENTRY;
         b[k..k + key.len()].copy_from_slice(key);
         let v = k + key.len();
@@ -326,7 +374,7 @@ impl PageMut<'_> {
     }
 
     pub(crate) fn insert_branch(&mut self, i: usize, child: u64, crc: u32, key: &[u8]) {
-        let off = self.open_slot(i, BRANCH_ENTRY + key.len());
+        let off = self.open_slot(i, BRANCH_ENTRY + key.len(), key);
         let b = &mut *self.0;
         put64(b, off, child);
         put32(b, off + 8, crc);
@@ -337,7 +385,7 @@ impl PageMut<'_> {
 
     /// Points branch entry `i` at `child` with checksum `crc`.
     pub(crate) fn set_child(&mut self, i: usize, child: u64, crc: u32) {
-        let off = u16_at(self.0, HEADER + 2 * i) as usize;
+        let off = u16_at(self.0, HEADER + SLOT * i) as usize;
         put64(self.0, off, child);
         put32(self.0, off + 8, crc);
     }
@@ -345,19 +393,19 @@ impl PageMut<'_> {
     /// Removes entry `i`, closing the gap in the entry area.
     pub(crate) fn remove(&mut self, i: usize) -> Result<(), Bad> {
         let view = self.view();
-        let size = view.entry_size(i)? - 2;
+        let size = view.entry_size(i)? - SLOT;
         let off = view.offset(i)?;
         let (count, upper) = (view.count(), view.upper());
         self.0.copy_within(upper..off, upper + size);
         for s in 0..count {
-            let at = HEADER + 2 * s;
+            let at = HEADER + SLOT * s;
             let o = u16_at(self.0, at) as usize;
             if o < off {
                 put16(self.0, at, (o + size) as u16);
             }
         }
-        let slots = HEADER + 2 * i;
-        self.0.copy_within(slots + 2..HEADER + 2 * count, slots);
+        let slots = HEADER + SLOT * i;
+        self.0.copy_within(slots + SLOT..HEADER + SLOT * count, slots);
         put16(self.0, 2, (count - 1) as u16);
         put16(self.0, 4, (upper + size) as u16);
         Ok(())

@@ -133,7 +133,7 @@ impl Entry<'_> {
         match *self {
             Entry::Leaf(k, Val::Inline(v)) => leaf_size(k.len(), v.len()),
             Entry::Leaf(k, Val::Overflow { .. }) => leaf_size(k.len(), crate::page::OVERFLOW_REF),
-            Entry::Branch(_, k) => BRANCH_ENTRY + k.len() + 2,
+            Entry::Branch(_, k) => BRANCH_ENTRY + k.len() + crate::page::SLOT,
         }
     }
 }
@@ -425,7 +425,7 @@ impl<'db> WriteTxn<'db> {
             return Ok(p);
         }
         let src = self.page(p, table)?;
-        let (lo, hi, written_by) = (HEADER + 2 * src.count(), src.upper(), src.txnid());
+        let (lo, hi, written_by) = (src.lower(), src.upper(), src.txnid());
         let n = self.alloc()?;
         let txnid = self.txnid;
         let mut dst = self.page_mut(n);
