@@ -32,12 +32,13 @@
 
 mod db;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kv;
 mod lock;
 mod meta;
 mod ops;
-#[doc(hidden)]
-pub mod page;
+mod page;
 mod store;
 mod tree;
 mod write;

@@ -276,6 +276,8 @@ impl Db {
             }
         }
         w.commit()?;
+        out.cut_tail_and(true)?;
+        out.sync()?;
         let report = out.check()?;
         drop(out);
         rustix::fs::renameat_with(

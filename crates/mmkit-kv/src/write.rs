@@ -1185,12 +1185,19 @@ impl Db {
     /// Commits a cut of the free tail and truncates the file, under the
     /// writer lock, so no writer is extending it meanwhile.
     pub(crate) fn cut_tail(&self) -> Result<u64> {
+        self.cut_tail_and(false)
+    }
+
+    /// [`Db::cut_tail`]; with `trim`, also gives back the space growth
+    /// preallocated past the last page (used for compacted copies).
+    pub(crate) fn cut_tail_and(&self, trim: bool) -> Result<u64> {
         let mut w = self.write()?;
-        if w.cut_free_tail()? == 0 {
+        if w.cut_free_tail()? > 0 {
+            let d = self.opts.durability;
+            w.finish(d)?;
+        } else if !trim {
             return Ok(0);
         }
-        let d = self.opts.durability;
-        w.finish(d)?;
         let before = self.store.file_size()?;
         let keep = self.store.page_bytes(w.next_page);
         if keep < before {
