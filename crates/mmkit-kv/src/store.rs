@@ -143,8 +143,9 @@ impl<'a> View<'a> {
     #[inline]
     pub(crate) fn page(&self, pgno: u64, crc: u32, table: &str, force: bool) -> Result<Page<'a>> {
         self.check_range(pgno, 1, table)?;
-        let page =
-            Page::new(self.store.bytes(pgno, PAGE)?).map_err(|r| self.store.corrupt(pgno, table, r))?;
+        let bytes = self.store.bytes(pgno, PAGE)?;
+        prefetch_slots(bytes);
+        let page = Page::new(bytes).map_err(|r| self.store.corrupt(pgno, table, r))?;
         if (self.verify || force) && page.checksum() != crc {
             return Err(self.store.corrupt(pgno, table, "checksum mismatch"));
         }
@@ -178,3 +179,25 @@ impl<'a> View<'a> {
         Ok(&run[OVERFLOW_HEADER..end])
     }
 }
+
+/// Starts loading the header and the start of the slot array of a page
+/// about to be searched. A binary search is a chain of dependent loads,
+/// each a cache miss on a cold page; fetching the lines it will need in
+/// parallel first turns most of those misses into one wait.
+#[inline(always)]
+fn prefetch_slots(page: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        for line in (0..PREFETCH_BYTES.min(page.len())).step_by(64) {
+            // SAFETY: `sse` is part of the x86_64 baseline, so the
+            // instruction exists; a prefetch never faults and changes no
+            // memory, and the address is inside `page` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(page[line..].as_ptr().cast()) };
+        }
+    }
+}
+
+/// Bytes prefetched at the start of a page: the header and the slots of a
+/// full leaf of small entries.
+const PREFETCH_BYTES: usize = 1024;
