@@ -575,6 +575,8 @@ fn timed<T>(f: impl FnOnce() -> R<T>) -> R<(T, Duration)> {
 
 /// Runs the suite.
 pub fn run(args: Args) -> R<()> {
+    // The mmkv crate logs every file expansion at info level.
+    mmkv::MMKV::set_log_level(mmkv::LogLevel::Error);
     if let Some(Role::Child(c)) = args.role {
         return child(c);
     }
@@ -582,16 +584,13 @@ pub fn run(args: Args) -> R<()> {
     let root = tempfile::Builder::new().prefix(".mmkit-bench-kv").tempdir_in(&parent)?;
     let json = args.json;
     let mut suite = Suite { args, rows: Vec::new(), root };
-    let mut head = String::new();
-    head.push_str(&format!(
-        "mmkit-bench kv: CPU {}, {} cores, kernel {}; {} entries of 24 B keys and 150 B values, {} reps, in {}\n",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel(),
+    let machine = crate::machine::print_header(json);
+    let head = format!(
+        "mmkit-bench kv: {} entries of 24 B keys and 150 B values, {} reps, in {}\n",
         suite.args.entries,
         suite.args.reps,
         suite.root.path().display()
-    ));
+    );
     emit(json, &head);
     for rep in 0..suite.args.reps {
         for peer in PEERS {
@@ -614,7 +613,8 @@ pub fn run(args: Args) -> R<()> {
     }
     emit(json, &render(&suite.rows));
     if json {
-        let doc = serde_json::json!({ "cpu": cpu_model(), "kernel": kernel(), "entries": suite.args.entries, "rows": suite.rows });
+        let doc =
+            serde_json::json!({ "machine": machine, "entries": suite.args.entries, "rows": suite.rows });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
     Ok(())
@@ -627,20 +627,6 @@ fn emit(json: bool, text: &str) {
         print!("{text}");
         let _ = std::io::stdout().flush();
     }
-}
-
-fn cpu_model() -> String {
-    let out = Command::new("lscpu")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.lines()
-        .find_map(|l| l.strip_prefix("Model name:").map(|m| m.trim().to_string()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn kernel() -> String {
-    rustix::system::uname().release().to_string_lossy().into_owned()
 }
 
 /// The whole sequence on one ordered store.
