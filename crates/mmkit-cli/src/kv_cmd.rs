@@ -307,7 +307,7 @@ fn scan(path: &Path, table: &str, range: &Range, json: bool) -> CliResult<()> {
         if matches!(&lo, Bound::Included(k) if *k < p) || lo == Bound::Unbounded {
             lo = Bound::Included(p.clone());
         }
-        let end = prefix_end(&p);
+        let end = mmkit_kv::prefix_end(&p);
         if let Some(end) = end
             && (matches!(&hi, Bound::Excluded(k) if *k > end) || hi == Bound::Unbounded)
         {
@@ -326,17 +326,6 @@ fn scan(path: &Path, table: &str, range: &Range, json: bool) -> CliResult<()> {
         }
     }
     out.flush().or_else(quiet_pipe)
-}
-
-fn prefix_end(p: &[u8]) -> Option<Vec<u8>> {
-    let mut end = p.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// A closed pipe downstream (`| head`) ends output quietly.

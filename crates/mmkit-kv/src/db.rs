@@ -586,8 +586,9 @@ impl<'t> Table<'t> {
     }
 }
 
-/// The smallest key greater than every key starting with `prefix`.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+/// The smallest key greater than every key starting with `prefix` (`None`
+/// when every byte is 0xff: then no key is).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -45,6 +45,7 @@ mod write;
 
 pub use db::{
     DEFAULT_RESERVE, DEFAULT_TABLE, Db, Durability, Iter, MAX_TABLE_NAME, Options, ReadTxn, Table, lock_path,
+    prefix_end,
 };
 pub use error::{Error, Result};
 pub use kv::{Codec, Kv, KvValue, Pod, Typed};

@@ -447,6 +447,46 @@ impl<'db> WriteTxn<'db> {
         Ok((p, crc32c::crc32c(&run[..OVERFLOW_HEADER + value.len()])))
     }
 
+    /// Descends from `root` to the leaf that holds or would hold `key`;
+    /// returns it and the path of (branch page, child index). With
+    /// `touch`, each page on the way is made dirty first (copy-on-write),
+    /// and its parent pointed at the copy.
+    fn descend(
+        &mut self,
+        root: &mut Root,
+        key: &[u8],
+        table: &str,
+        touch: bool,
+    ) -> Result<(u64, Vec<(u64, usize)>)> {
+        let mut path = Vec::with_capacity(8);
+        let mut pg = root.page;
+        if touch {
+            pg = self.touch(pg, table)?;
+            root.page = pg;
+        }
+        loop {
+            let page = self.page(pg, table)?;
+            if page.is_leaf() {
+                return Ok((pg, path));
+            }
+            if path.len() >= MAX_DEPTH {
+                return Err(self.bad(pg, table, "tree too deep (a cycle?)"));
+            }
+            let i = page.child_index(key).map_err(|r| self.bad(pg, table, r))?;
+            let child = page.child(i).map_err(|r| self.bad(pg, table, r))?;
+            path.push((pg, i));
+            if !touch {
+                pg = child;
+                continue;
+            }
+            let copy = self.touch(child, table)?;
+            if copy != child {
+                self.page_mut(pg).set_child(i, copy, 0);
+            }
+            pg = copy;
+        }
+    }
+
     /// Inserts or replaces `key`; true if the key is new.
     fn tree_put(&mut self, root: &mut Root, key: &[u8], value: &[u8], table: &str) -> Result<bool> {
         if key.len() > MAX_KEY_LEN {
@@ -458,26 +498,7 @@ impl<'db> WriteTxn<'db> {
             self.page_mut(p).init(KIND_LEAF, txnid);
             root.page = p;
         }
-        let mut path: Vec<(u64, usize)> = Vec::with_capacity(8);
-        let mut pg = self.touch(root.page, table)?;
-        root.page = pg;
-        loop {
-            let page = self.page(pg, table)?;
-            if page.is_leaf() {
-                break;
-            }
-            if path.len() >= MAX_DEPTH {
-                return Err(self.bad(pg, table, "tree too deep (a cycle?)"));
-            }
-            let i = page.child_index(key).map_err(|r| self.bad(pg, table, r))?;
-            let child = page.branch(i).map_err(|r| self.bad(pg, table, r))?.0;
-            path.push((pg, i));
-            let nc = self.touch(child, table)?;
-            if nc != child {
-                self.page_mut(pg).set_child(i, nc, 0);
-            }
-            pg = nc;
-        }
+        let (pg, mut path) = self.descend(root, key, table, true)?;
         let found = self.page(pg, table)?.search(key).map_err(|r| self.bad(pg, table, r))?;
         let idx = match found {
             Ok(i) => {
@@ -607,20 +628,7 @@ impl<'db> WriteTxn<'db> {
         if root.page == 0 {
             return Ok(false);
         }
-        let mut path: Vec<(u64, usize)> = Vec::with_capacity(8);
-        let mut pg = root.page;
-        loop {
-            let page = self.page(pg, table)?;
-            if page.is_leaf() {
-                break;
-            }
-            if path.len() >= MAX_DEPTH {
-                return Err(self.bad(pg, table, "tree too deep (a cycle?)"));
-            }
-            let i = page.child_index(key).map_err(|r| self.bad(pg, table, r))?;
-            path.push((pg, i));
-            pg = page.branch(i).map_err(|r| self.bad(pg, table, r))?.0;
-        }
+        let (pg, mut path) = self.descend(root, key, table, false)?;
         let Ok(li) = self.page(pg, table)?.search(key).map_err(|r| self.bad(pg, table, r))? else {
             return Ok(false);
         };
