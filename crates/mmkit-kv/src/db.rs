@@ -471,7 +471,12 @@ impl Drop for ReadTxn<'_> {
 
 impl<'db> ReadTxn<'db> {
     pub(crate) fn view(&self) -> View<'_> {
-        View { store: &self.db.store, next_page: self.meta.next_page, verify: self.db.opts.verify_reads }
+        View {
+            store: &self.db.store,
+            next_page: self.meta.next_page,
+            verify: self.db.opts.verify_reads,
+            prefetch: true,
+        }
     }
 
     /// The commit id of this snapshot.

@@ -131,7 +131,7 @@ impl<'a> Walker<'a> {
 /// Verifies everything reachable from `meta`: every page's checksum, key
 /// order, that no page is used twice, and which pages leaked.
 pub(crate) fn check_meta(db: &Db, meta: &Meta) -> Result<CheckReport> {
-    let v = View { store: &db.store, next_page: meta.next_page, verify: true };
+    let v = View { store: &db.store, next_page: meta.next_page, verify: true, prefetch: false };
     db.store.bytes(0, 0)?;
     let mut w = Walker::new(v, None);
     let mut tables = Vec::new();
@@ -183,7 +183,7 @@ pub(crate) fn check_meta(db: &Db, meta: &Meta) -> Result<CheckReport> {
 /// from the roots, plus the checksum of every page they point to. Cost:
 /// the size of that commit times the fan-out, not the database.
 pub(crate) fn verify_commit(db: &Db, meta: &Meta) -> Result<()> {
-    let v = View { store: &db.store, next_page: meta.next_page, verify: true };
+    let v = View { store: &db.store, next_page: meta.next_page, verify: true, prefetch: false };
     let mut w = Walker::new(v, Some(meta.txnid));
     let mut roots = Vec::new();
     w.tree(meta.catalog, CATALOG, |k, val| {

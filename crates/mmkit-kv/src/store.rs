@@ -124,6 +124,9 @@ pub(crate) struct View<'a> {
     pub(crate) next_page: u64,
     /// Verify each page's checksum against its parent's entry on read.
     pub(crate) verify: bool,
+    /// Prefetch each page's slot array (readers: cold pages; the writer
+    /// re-reads the same hot pages many times and skips it).
+    pub(crate) prefetch: bool,
 }
 
 impl<'a> View<'a> {
@@ -144,7 +147,9 @@ impl<'a> View<'a> {
     pub(crate) fn page(&self, pgno: u64, crc: u32, table: &str, force: bool) -> Result<Page<'a>> {
         self.check_range(pgno, 1, table)?;
         let bytes = self.store.bytes(pgno, PAGE)?;
-        prefetch_slots(bytes);
+        if self.prefetch {
+            prefetch_slots(bytes);
+        }
         let page = Page::new(bytes).map_err(|r| self.store.corrupt(pgno, table, r))?;
         if (self.verify || force) && page.checksum() != crc {
             return Err(self.store.corrupt(pgno, table, "checksum mismatch"));

@@ -71,6 +71,9 @@ pub(crate) struct WriterState {
     reaped: bool,
     /// Free-tree size at the last automatic shrink attempt.
     shrink_mark: u64,
+    /// The lock file's shrink counter when this process last refreshed
+    /// its mapping.
+    shrinks_seen: u64,
 }
 
 impl WriterState {
@@ -157,7 +160,8 @@ impl Db {
                 g
             }
         };
-        self.refresh_after_shrink()?;
+        let mut st = st;
+        self.refresh_after_shrink(&mut st.shrinks_seen)?;
         let cur = self.lock.current();
         let base = Meta::decode(&self.store.meta_bytes(cur.slot())?)
             .ok()
@@ -192,11 +196,14 @@ impl Db {
         Ok(())
     }
 
-    fn refresh_after_shrink(&self) -> Result<()> {
+    /// After another handle cut the file, this mapping's idea of its
+    /// length is stale: refresh it before writing, or growth would skip
+    /// the `fallocate`. Costs one atomic load when nothing was cut.
+    fn refresh_after_shrink(&self, seen: &mut u64) -> Result<()> {
         let shrinks = self.lock.word(L_SHRINKS).load(Ordering::Acquire);
-        let size = self.store.file_size()?;
-        if shrinks != 0 && size < self.store.file.len() {
+        if shrinks != *seen {
             self.store.file.refresh().map_err(Error::region("refresh after shrink"))?;
+            *seen = shrinks;
         }
         Ok(())
     }
@@ -209,7 +216,7 @@ impl<'db> WriteTxn<'db> {
     }
 
     pub(crate) fn view(&self) -> View<'db> {
-        View { store: &self.db.store, next_page: self.next_page, verify: false }
+        View { store: &self.db.store, next_page: self.next_page, verify: false, prefetch: false }
     }
 
     fn is_dirty(&self, p: u64) -> bool {
@@ -500,6 +507,12 @@ impl<'db> WriteTxn<'db> {
         }
         let (pg, mut path) = self.descend(root, key, table, true)?;
         let found = self.page(pg, table)?.search(key).map_err(|r| self.bad(pg, table, r))?;
+        if let Ok(i) = found
+            && !needs_overflow(key.len(), value.len())
+            && self.page_mut(pg).overwrite_value(i, value)
+        {
+            return Ok(false);
+        }
         let idx = match found {
             Ok(i) => {
                 if let (_, Val::Overflow { page, len, .. }) =
@@ -1242,18 +1255,25 @@ impl std::fmt::Debug for TableMut<'_, '_> {
 }
 
 impl<'db> TableMut<'_, 'db> {
+    /// The root, and the name moved out (no allocation per call); give
+    /// the name back with [`TableMut::restore`].
     fn parts(&mut self) -> (Root, String) {
-        let t = self.txn.info(self.idx);
-        (t.info.root, t.name.clone())
+        let t = &mut self.txn.st.tables[self.idx];
+        (t.info.root, std::mem::take(&mut t.name))
+    }
+
+    fn restore(&mut self, root: Root, name: String) -> &mut TableInfo {
+        let t = &mut self.txn.st.tables[self.idx];
+        t.name = name;
+        t.info.root = root;
+        &mut t.info
     }
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (mut root, name) = self.parts();
         let added = self.txn.tree_put(&mut root, key.as_ref(), value.as_ref(), &name);
-        let t = &mut self.txn.st.tables[self.idx];
-        t.info.root = root;
-        t.info.count += added? as u64;
+        self.restore(root, name).count += added? as u64;
         Ok(())
     }
 
@@ -1272,10 +1292,9 @@ impl<'db> TableMut<'_, 'db> {
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<bool> {
         let (mut root, name) = self.parts();
         let gone = self.txn.tree_delete(&mut root, key.as_ref(), &name);
-        let t = &mut self.txn.st.tables[self.idx];
-        t.info.root = root;
+        let info = self.restore(root, name);
         let gone = gone?;
-        t.info.count -= gone as u64;
+        info.count -= gone as u64;
         Ok(gone)
     }
 
@@ -1305,9 +1324,9 @@ impl<'db> TableMut<'_, 'db> {
     /// Deletes every entry.
     pub fn clear(&mut self) -> Result<()> {
         let (root, name) = self.parts();
-        self.txn.free_tree(root, &name)?;
-        self.txn.st.tables[self.idx].info = TableInfo::default();
-        Ok(())
+        let freed = self.txn.free_tree(root, &name);
+        *self.restore(root, name) = TableInfo::default();
+        freed
     }
 
     /// A read view of the table as this transaction has it now.
