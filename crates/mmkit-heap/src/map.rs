@@ -63,8 +63,10 @@ const _: () = assert!(S_LOG + log_bytes(S_LOG_CAP) <= STRIPE_BYTES);
 const MIN_CAP: u64 = 16;
 /// Largest table, in slots (2^40 slots would be 32 TiB).
 const MAX_CAP: u64 = 1 << 36;
-/// Slots moved per migration step.
-const CHUNK: u64 = 256;
+/// Slots moved per migration step (one round of stripe locks).
+const CHUNK: u64 = 1024;
+/// Old slots hashed (and their new lines prefetched) before they move.
+const MOVE_BATCH: usize = 32;
 /// Key plus value bytes stored inline.
 const INLINE: usize = 24;
 /// Largest out-of-line key plus value.
@@ -80,6 +82,45 @@ const INLINE_BIT: u64 = 1 << 3;
 const VER_SHIFT: u32 = 18;
 const VER_MASK: u64 = (1 << 22) - 1;
 const TAG_SHIFT: u32 = 40;
+/// The control bits a lookup of an inline key matches at once: state,
+/// inline flag, both lengths and the hash tag (everything but the version).
+const MATCH_MASK: u64 = 7 | INLINE_BIT | 0x3ff << 4 | 0xff_ffff << TAG_SHIFT;
+/// Keys whose slots `get_many` requests from memory together.
+const PREFETCH_GROUP: usize = 16;
+
+/// Slot `k` of the probe sequence of hash `h` in a table of `mask + 1`
+/// slots: the two slots of the home cache line first (the hash's own,
+/// then its neighbour), then the lines after it. A permutation of the
+/// table for `k` in `0..=mask`, since the table has an even size.
+#[inline(always)]
+fn probe_at(h: u64, mask: u64, k: u64) -> u64 {
+    ((h & !1).wrapping_add(k ^ (h & 1))) & mask
+}
+
+/// Masks of the bytes a key of `len` bytes takes in each inline word.
+#[inline(always)]
+fn inline_masks(len: usize) -> [u64; 3] {
+    let mut masks = [0u64; 3];
+    for (i, m) in masks.iter_mut().enumerate() {
+        let bytes = len.saturating_sub(i * 8).min(8);
+        *m = if bytes == 8 { u64::MAX } else { (1u64 << (bytes * 8)) - 1 };
+    }
+    masks
+}
+
+/// Asks the CPU to bring the cache line at `p` in. A hint: it never
+/// faults and reads nothing the program sees, whatever the address.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` has no architectural effect (it cannot fault,
+    // even on an unmapped address); SSE is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 #[inline]
 fn state(c: u64) -> u64 {
@@ -168,10 +209,7 @@ impl<'a> Query<'a> {
             let mut b = [0u8; INLINE];
             b[..key.len()].copy_from_slice(key);
             words = words_of(&b);
-            for (i, m) in masks.iter_mut().enumerate() {
-                let bytes = key.len().saturating_sub(i * 8).min(8);
-                *m = if bytes == 8 { u64::MAX } else { (1u64 << (bytes * 8)) - 1 };
-            }
+            masks = inline_masks(key.len());
         }
         Query { key, hash, words, masks }
     }
@@ -326,15 +364,28 @@ fn bytes_of_words(w: &[u64; 3]) -> [u8; INLINE] {
 }
 
 impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
+    /// Key and value sizes when both are fixed and fit in a slot together:
+    /// such maps get the inline lookup path.
+    const FIXED: Option<(usize, usize)> = match (K::SIZE, V::SIZE) {
+        (Some(k), Some(v)) if k + v <= INLINE => Some((k, v)),
+        _ => None,
+    };
+
     fn inner(&self) -> &Inner {
         &self.heap.inner
     }
 
+    #[inline]
     fn check_magic(&self) -> Result<()> {
-        if self.inner().load(self.off + M_MAGIC)? != MAGIC {
-            return Err(Error::Removed { name: self.name.clone() });
+        if self.inner().block(self.off, 8)?.word(M_MAGIC).load(Ordering::Acquire) != MAGIC {
+            return Err(self.removed());
         }
         Ok(())
+    }
+
+    #[cold]
+    fn removed(&self) -> Error {
+        Error::Removed { name: self.name.clone() }
     }
 
     /// The name the map was found under.
@@ -347,23 +398,27 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         self.inner().atomic(self.off + off)
     }
 
+    #[inline]
     fn read_desc(&self) -> Result<Desc> {
-        let inner = self.inner();
-        let epoch = inner.atomic(self.off + M_EPOCH)?.load(Ordering::Acquire);
-        let d = Desc {
+        let h = self.inner().block(self.off, 64)?;
+        let load = |at: u64| h.word(at).load(Ordering::Relaxed);
+        let epoch = h.word(M_EPOCH).load(Ordering::Acquire);
+        Ok(Desc {
             epoch,
-            table: self.word(M_TABLE)?.load(Ordering::Relaxed),
-            cap: self.word(M_CAP)?.load(Ordering::Relaxed),
-            new_table: self.word(M_NEW_TABLE)?.load(Ordering::Relaxed),
-            new_cap: self.word(M_NEW_CAP)?.load(Ordering::Relaxed),
-        };
-        Ok(d)
+            table: load(M_TABLE),
+            cap: load(M_CAP),
+            new_table: load(M_NEW_TABLE),
+            new_cap: load(M_NEW_CAP),
+        })
     }
 
     /// A pointer to `cap` slots at `table`, checked.
     #[inline]
     fn slots(&self, table: u64, cap: u64) -> Result<*mut u8> {
-        if !cap.is_power_of_two() || cap > MAX_CAP || table < HEADER_SIZE || table % SLOT_SIZE != 0 {
+        // One branch: a power of two from 1 to MAX_CAP, a slot-aligned
+        // table past the header.
+        let bad = (cap.wrapping_sub(1) & cap) | (cap.wrapping_sub(1) & !(MAX_CAP - 1)) | (table % SLOT_SIZE);
+        if bad != 0 || table < HEADER_SIZE {
             return Err(self.inner().corrupt(format!("map {:?}: table {table} of {cap} slots", self.name)));
         }
         self.inner().ptr(table, cap * SLOT_SIZE)
@@ -384,7 +439,121 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// A copy of the value for `key`. Takes no lock and writes nothing to
     /// shared memory, unless it meets the leftovers of a dead writer.
+    #[inline]
     pub fn get(&self, key: &K) -> Result<Option<V::Owned>> {
+        if let Some((ks, vs)) = Self::FIXED
+            && let Some(found) = self.get_inline(key.as_bytes(), ks, vs)
+        {
+            return Ok(found);
+        }
+        self.get_general(key)
+    }
+
+    /// Copies of the values of `keys`, in order. The same as calling
+    /// [`get`](Self::get) for each, but the slots of a group of keys are
+    /// requested from memory together, so their cache misses overlap
+    /// instead of following one another: several times faster than `get`
+    /// on a table much larger than the CPU's caches.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let heap = mmkit_heap::Heap::create(dir.path().join("h"), 1 << 20)?;
+    /// let squares = heap.map::<u64, u64>("squares")?;
+    /// for k in 0..100 {
+    ///     squares.insert(&k, &(k * k))?;
+    /// }
+    /// assert_eq!(squares.get_many(&[3, 200, 9])?, [Some(9), None, Some(81)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_many<Q: std::borrow::Borrow<K>>(&self, keys: &[Q]) -> Result<Vec<Option<V::Owned>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for group in keys.chunks(PREFETCH_GROUP) {
+            self.prefetch_slots(group)?;
+            for k in group {
+                out.push(self.get(k.borrow())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks the CPU to load the home cache line of every key of `group` in
+    /// the table(s) lookups will probe. Only a hint: a table that changes
+    /// meanwhile costs a miss, never a wrong answer.
+    fn prefetch_slots<Q: std::borrow::Borrow<K>>(&self, group: &[Q]) -> Result<()> {
+        let d = self.read_desc()?;
+        let tables = [(d.new_table, d.new_cap), (d.table, d.cap)];
+        for (table, cap) in tables.into_iter().filter(|&(t, _)| t != 0) {
+            let Ok(p) = self.slots(table, cap) else { continue };
+            for k in group {
+                let line = hash_bytes(k.borrow().as_bytes()) & (cap - 1) & !1;
+                prefetch(p.wrapping_add((line * SLOT_SIZE) as usize));
+            }
+        }
+        Ok(())
+    }
+
+    /// The lookup of fixed-size keys and values stored inline, while no
+    /// resize runs. Probes a cache line at a time: both slots of the line
+    /// are read and matched without a branch on which of them holds the
+    /// key, so lookups that follow one another overlap their cache misses.
+    /// `None` sends the caller to the general path: a resize, a writer at
+    /// work, a torn read, a removed map.
+    #[inline(always)]
+    fn get_inline(&self, kb: &[u8], ks: usize, vs: usize) -> Option<Option<V::Owned>> {
+        let hdr = self.inner().ptr(self.off, 64).ok()?;
+        let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
+        let e = word(M_EPOCH).load(Ordering::Acquire);
+        let magic = word(M_MAGIC).load(Ordering::Relaxed);
+        let (table, cap) = (word(M_TABLE).load(Ordering::Relaxed), word(M_CAP).load(Ordering::Relaxed));
+        let migrating = word(M_NEW_TABLE).load(Ordering::Relaxed) != 0;
+        if e & 1 != 0 || magic != MAGIC || migrating || kb.len() != ks {
+            return None;
+        }
+        let p = self.slots(table, cap).ok()?;
+        let h = hash_bytes(kb);
+        let mut key = [0u8; INLINE];
+        key[..ks].copy_from_slice(kb);
+        let (kw, km) = (words_of(&key), inline_masks(ks));
+        let expect = FULL | INLINE_BIT | (ks as u64) << 4 | (vs as u64) << 9 | tag_of_hash(h) << TAG_SHIFT;
+        let read = |i: u64| {
+            let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
+            (c, [1, 2, 3].map(|w| Self::slot_word(p, i, w).load(Ordering::Relaxed)))
+        };
+        let hit = |c: u64, w: &[u64; 3]| {
+            (c & MATCH_MASK) == expect
+                && ((w[0] ^ kw[0]) & km[0]) | ((w[1] ^ kw[1]) & km[1]) | ((w[2] ^ kw[2]) & km[2]) == 0
+        };
+        let mut line = h & (cap - 1) & !1;
+        for _ in 0..cap / 2 {
+            let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
+            let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
+            if hit0 | hit1 {
+                let (i, c, words) = if hit1 { (line + 1, c1, w1) } else { (line, c0, w0) };
+                let value = V::decode(&bytes_of_words(&words)[ks..ks + vs])?;
+                fence(Ordering::Acquire);
+                let stable = Self::slot_word(p, i, 0).load(Ordering::Relaxed) == c
+                    && word(M_EPOCH).load(Ordering::Relaxed) == e;
+                return stable.then_some(Some(value));
+            }
+            // A writer may be updating our key in a busy slot.
+            let (s0, s1) = (state(c0), state(c1));
+            if s0 == BUSY || s1 == BUSY {
+                return None;
+            }
+            // The probe sequence visits both slots of a line before the
+            // next line, and nothing is stored past an empty slot.
+            if s0 == EMPTY || s1 == EMPTY {
+                fence(Ordering::Acquire);
+                return (word(M_EPOCH).load(Ordering::Relaxed) == e).then_some(None);
+            }
+            line = (line + 2) & (cap - 1);
+        }
+        None
+    }
+
+    /// Every lookup the inline path does not serve.
+    #[inline(never)]
+    fn get_general(&self, key: &K) -> Result<Option<V::Owned>> {
         let q = Query::new(key.as_bytes());
         let hdr = self.inner().ptr(self.off, 128)?;
         let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
@@ -467,7 +636,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return Err(self.inner().corrupt(format!("map {:?}: a lookup never settles", self.name)));
         }
         match stripe {
-            Some(s) => drop(self.lock_stripe(s)?),
+            Some(s) => drop(self.lock_stripe_settled(s)?),
             None if epoch & 1 == 1 => drop(self.lock_migration()?),
             None => std::thread::yield_now(),
         }
@@ -479,8 +648,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn probe(&self, table: u64, cap: u64, q: &Query<'_>) -> Result<Probe<V::Owned>> {
         let p = self.slots(table, cap)?;
         let tag = tag_of_hash(q.hash);
-        let mut i = q.hash & (cap - 1);
-        for _ in 0..cap {
+        for k in 0..cap {
+            let i = probe_at(q.hash, cap - 1, k);
             let ctrl = Self::slot_word(p, i, 0);
             let c = ctrl.load(Ordering::Acquire);
             match state(c) {
@@ -513,7 +682,6 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 }
                 _ => {}
             }
-            i = (i + 1) & (cap - 1);
         }
         Ok(Probe::Absent)
     }
@@ -626,15 +794,18 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         Txn::new(self.inner(), b + S_LOG, S_LOG_CAP)
     }
 
-    /// Takes stripe `s` and a settled descriptor: when a migrator died
-    /// half-way through a descriptor change, lets the migration lock repair
-    /// it first (never waiting for that lock while holding a stripe).
+    /// Takes stripe `s` and a settled descriptor. When a migrator died
+    /// half-way through a descriptor change (odd epoch) or a move (its log
+    /// not empty), lets the migration lock roll that back first, never
+    /// waiting for that lock while holding a stripe. The migration log is
+    /// only written with every stripe held, so whoever holds one stripe
+    /// and finds it not empty knows its writer is dead.
     fn lock_stripe_settled(&self, s: usize) -> Result<(MutexGuard<'_>, Desc)> {
         loop {
             let g = self.lock_stripe(s)?;
             self.check_magic()?;
             let d = self.read_desc()?;
-            if d.epoch & 1 == 0 {
+            if d.epoch & 1 == 0 && self.word(M_LOG)?.load(Ordering::Acquire) == 0 {
                 return Ok((g, d));
             }
             drop(g);
@@ -646,12 +817,12 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V::Owned>> {
-        self.check_magic()?;
-        let e = Encoded { key: key.as_bytes(), value: value.as_bytes(), hash: hash_bytes(key.as_bytes()) };
+        let q = Query::new(key.as_bytes());
+        let e = Encoded { key: key.as_bytes(), value: value.as_bytes(), hash: q.hash };
         if (e.key.len() + e.value.len()) as u64 > MAX_ENTRY || e.key.len() > u32::MAX as usize {
             return Err(Error::Invalid { op: "map insert", reason: "key and value exceed 1 GiB".into() });
         }
-        self.prepare_write()?;
+        self.prepare_write(e.hash)?;
         let inner = self.inner();
         let entry = match e.inline() {
             Some(_) => None,
@@ -664,7 +835,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             }
         };
         crash::point("map.entry");
-        let result = self.insert_locked(&e, entry);
+        let result = self.insert_locked(&e, &q, entry);
         if result.is_err()
             && let Some(off) = entry
         {
@@ -675,14 +846,19 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         Ok(old)
     }
 
-    fn insert_locked(&self, e: &Encoded<'_>, entry: Option<u64>) -> Result<(Option<V::Owned>, Option<Hit>)> {
+    fn insert_locked(
+        &self,
+        e: &Encoded<'_>,
+        q: &Query<'_>,
+        entry: Option<u64>,
+    ) -> Result<(Option<V::Owned>, Option<Hit>)> {
         let s = stripe_of_tag(tag_of_hash(e.hash));
         for _ in 0..4 {
             let (g, d) = self.lock_stripe_settled(s)?;
             let mut t = self.txn(s);
             let (target, target_cap) =
                 if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
-            let found_new = self.find_for_write(target, target_cap, e.hash, e.key)?;
+            let found_new = self.find_for_write(target, target_cap, q)?;
             if let Some(hit) = found_new.0 {
                 let old = self.decode_value(hit.words, hit.ctrl)?;
                 self.overwrite(&mut t, s, hit, e, entry)?;
@@ -692,9 +868,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             }
             // Not in the insert table; during a migration it may still sit
             // in the old one.
-            let in_old =
-                if d.migrating() { self.find_for_write(d.table, d.cap, e.hash, e.key)?.0 } else { None };
-            let Some(slot_ctrl) = self.claim_free(&mut t, target, target_cap, s, found_new.1)? else {
+            let in_old = if d.migrating() { self.find_for_write(d.table, d.cap, q)?.0 } else { None };
+            let claimed = self.claim_free(&mut t, target, target_cap, s, e.hash, found_new.1)?;
+            let Some(slot_ctrl) = claimed else {
                 drop(t);
                 drop(g);
                 self.start_resize(true)?;
@@ -764,68 +940,79 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     }
 
     /// Probes for `kb` holding its stripe: the full slot holding it, and
-    /// the first reusable slot seen (a tombstone) or the empty slot that
-    /// ended the probe.
-    fn find_for_write(&self, table: u64, cap: u64, h: u64, kb: &[u8]) -> Result<(Option<Hit>, Option<u64>)> {
+    /// the probe step of the first reusable slot seen (a tombstone) or of
+    /// the empty slot that ended the probe.
+    fn find_for_write(&self, table: u64, cap: u64, q: &Query<'_>) -> Result<(Option<Hit>, Option<u64>)> {
         let p = self.slots(table, cap)?;
+        let h = q.hash;
         let tag = tag_of_hash(h);
-        let mut i = h & (cap - 1);
         let mut free = None;
-        for _ in 0..cap {
+        for k in 0..cap {
+            let i = probe_at(h, cap - 1, k);
             let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
             match state(c) {
-                EMPTY => return Ok((None, free.or(Some(i)))),
+                EMPTY => return Ok((None, free.or(Some(k)))),
                 TOMB => {
-                    free.get_or_insert(i);
+                    free.get_or_insert(k);
                 }
                 FULL if tag_of(c) == tag => {
                     let words = [1, 2, 3].map(|w| Self::slot_word(p, i, w).load(Ordering::Acquire));
-                    if self.key_matches(words, c, kb)? {
+                    let same = if c & INLINE_BIT != 0 {
+                        let kl = inline_lens(c).0;
+                        kl == q.key.len() && kl <= INLINE && q.matches_inline(&words)
+                    } else {
+                        self.key_matches(words, c, q.key)?
+                    };
+                    if same {
                         return Ok((Some(Hit { slot: table + i * SLOT_SIZE, ctrl: c, words }), None));
                     }
                 }
                 _ => {}
             }
-            i = (i + 1) & (cap - 1);
         }
         Ok((None, free))
     }
 
-    /// Claims a free slot for a key known to be absent, starting at the
-    /// candidate `from`: compare-and-swap to busy, recorded so a rollback
-    /// frees it. Returns the slot and its previous control word, or `None`
-    /// when the table has no free slot.
+    /// Claims a free slot for a key known to be absent, from probe step
+    /// `from` of hash `h` on: compare-and-swap to busy, recorded so that a
+    /// rollback turns it into a tombstone. Never back into an empty slot:
+    /// writers of other stripes may have probed past it while it was busy
+    /// and placed keys behind it, which an empty slot would hide. Returns
+    /// the slot and its previous control word, or `None` when the table
+    /// has no free slot.
     fn claim_free(
         &self,
         t: &mut Txn<'_>,
         table: u64,
         cap: u64,
         s: usize,
+        h: u64,
         from: Option<u64>,
     ) -> Result<Option<(u64, u64)>> {
-        let Some(mut i) = from else { return Ok(None) };
+        let Some(from) = from else { return Ok(None) };
         let p = self.slots(table, cap)?;
-        for _ in 0..cap {
+        for k in from..cap {
+            let i = probe_at(h, cap - 1, k);
             let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
-            if matches!(state(c), EMPTY | TOMB) && t.claim(table + i * SLOT_SIZE, c, busy_ctrl(c, s))? {
+            let restore = if state(c) == EMPTY { bump(c, TOMB) } else { c };
+            if matches!(state(c), EMPTY | TOMB)
+                && t.claim(table + i * SLOT_SIZE, c, busy_ctrl(c, s), restore)?
+            {
                 return Ok(Some((table + i * SLOT_SIZE, c)));
             }
-            i = (i + 1) & (cap - 1);
         }
         Ok(None)
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&self, key: &K) -> Result<Option<V::Owned>> {
-        self.check_magic()?;
-        let kb = key.as_bytes();
-        let h = hash_bytes(kb);
-        self.prepare_write()?;
-        let s = stripe_of_tag(tag_of_hash(h));
+        let q = Query::new(key.as_bytes());
+        self.prepare_write(q.hash)?;
+        let s = stripe_of_tag(tag_of_hash(q.hash));
         let (g, d) = self.lock_stripe_settled(s)?;
-        let mut hit = self.find_for_write(d.table, d.cap, h, kb)?.0;
+        let mut hit = self.find_for_write(d.table, d.cap, &q)?.0;
         if d.migrating() && hit.is_none() {
-            hit = self.find_for_write(d.new_table, d.new_cap, h, kb)?.0;
+            hit = self.find_for_write(d.new_table, d.new_cap, &q)?.0;
         }
         let Some(hit) = hit else { return Ok(None) };
         let old = self.decode_value(hit.words, hit.ctrl)?;
@@ -874,8 +1061,14 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Before a write: help an ongoing migration by one chunk, or start
     /// one when the table is 3/4 used.
-    fn prepare_write(&self) -> Result<()> {
+    /// Also asks the CPU for the home cache line of hash `h` in the table
+    /// writes go to, so its miss overlaps the locking before the probe.
+    fn prepare_write(&self, h: u64) -> Result<()> {
         let d = self.read_desc()?;
+        let (table, cap) = if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
+        if let Ok(p) = self.slots(table, cap) {
+            prefetch(p.wrapping_add(((h & (cap - 1) & !1) * SLOT_SIZE) as usize));
+        }
         if d.migrating() {
             return self.migrate_step();
         }
@@ -886,8 +1079,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         Ok(())
     }
 
-    /// Allocates the new table and switches inserts to it, with every
-    /// stripe held so no writer is inside the old table.
+    /// Allocates the new table and switches inserts to it. The table is
+    /// allocated and zeroed first; only the switch holds every stripe, so
+    /// no writer is inside the old table while it happens.
     fn start_resize(&self, force: bool) -> Result<()> {
         let mg = self.lock_migration()?;
         self.check_magic()?;
@@ -900,30 +1094,36 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if !force && used.saturating_mul(4) < d.cap.saturating_mul(3) {
             return Ok(());
         }
-        let stripes = self.lock_all_stripes()?;
+        // Writers go on until the switch: the count only sizes the table.
         let live = self.len()? as u64;
         let new_cap = cap_for(live.saturating_mul(3) / 2 + 1)?.max(if force { d.cap * 2 } else { 0 });
         let inner = self.inner();
         let table = inner.alloc(new_cap * SLOT_SIZE, 64)?;
-        inner.zero(table, new_cap * SLOT_SIZE)?;
-        crash::point("map.resize_alloc");
-        self.set_desc(|t| {
-            t.set(self.off + M_NEW_TABLE, table)?;
-            t.set(self.off + M_NEW_CAP, new_cap)?;
-            t.set(self.off + M_CURSOR, 0)?;
-            t.set(self.off + M_USED, 0)
-        })?;
-        drop(stripes);
+        let switched = inner.zero(table, new_cap * SLOT_SIZE).and_then(|()| {
+            crash::point("map.resize_alloc");
+            let stripes = self.lock_all_stripes()?;
+            self.set_desc(|t| {
+                t.set(self.off + M_NEW_TABLE, table)?;
+                t.set(self.off + M_NEW_CAP, new_cap)?;
+                t.set(self.off + M_CURSOR, 0)?;
+                t.set(self.off + M_USED, 0)
+            })?;
+            drop(stripes);
+            Ok(())
+        });
+        if switched.is_err() {
+            let _ = inner.free(table, new_cap * SLOT_SIZE, 64);
+        }
         drop(mg);
-        Ok(())
+        switched
     }
 
     /// Changes the descriptor in a transaction on the migration log,
-    /// bracketed by an odd epoch so readers retry.
+    /// bracketed by an odd epoch so readers retry. Every stripe is held.
     fn set_desc(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<()>) -> Result<()> {
         let epoch = self.word(M_EPOCH)?;
         epoch.fetch_add(1, Ordering::AcqRel);
-        let mut t = Txn::new(self.inner(), self.off + M_LOG, M_LOG_CAP);
+        let mut t = self.migration_txn();
         f(&mut t)?;
         crash::point("map.desc");
         t.commit()?;
@@ -931,8 +1131,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         Ok(())
     }
 
-    /// Moves one chunk of the old table; finishes the migration after the
-    /// last one.
+    fn migration_txn(&self) -> Txn<'_> {
+        Txn::new(self.inner(), self.off + M_LOG, M_LOG_CAP)
+    }
+
+    /// Moves one chunk of the old table, holding every stripe (one round of
+    /// locks per chunk rather than one per slot); finishes the migration
+    /// after the last chunk.
     fn migrate_step(&self) -> Result<()> {
         let mg = self.lock_migration()?;
         self.check_magic()?;
@@ -940,18 +1145,38 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if !d.migrating() {
             return Ok(());
         }
+        let stripes = self.lock_all_stripes()?;
         let cursor = self.word(M_CURSOR)?.load(Ordering::Acquire);
         let end = cursor.saturating_add(CHUNK).min(d.cap);
-        for i in cursor..end {
-            self.move_slot(&d, i)?;
+        let old = self.slots(d.table, d.cap)?;
+        let new = self.slots(d.new_table, d.new_cap)?;
+        let mut claimed = 0;
+        let mut t = self.migration_txn();
+        let mut batch = [(0u64, 0u64); MOVE_BATCH];
+        for from in (cursor..end).step_by(MOVE_BATCH) {
+            // Hash a batch and ask for the new table's lines first, so the
+            // moves' cache misses overlap instead of following each other.
+            let mut n = 0;
+            for i in from..(from + MOVE_BATCH as u64).min(end) {
+                let c = Self::slot_word(old, i, 0).load(Ordering::Acquire);
+                if state(c) == FULL {
+                    let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
+                    let h = self.hash_of_slot(words, c)?;
+                    prefetch(new.wrapping_add(((h & (d.new_cap - 1) & !1) * SLOT_SIZE) as usize));
+                    batch[n] = (i, h);
+                    n += 1;
+                }
+            }
+            for &(i, h) in &batch[..n] {
+                claimed += self.move_slot(&mut t, &d, (old, new), i, h)? as u64;
+            }
         }
-        let mut t = Txn::new(self.inner(), self.off + M_LOG, M_LOG_CAP);
         t.set(self.off + M_CURSOR, end)?;
         t.commit()?;
+        self.word(M_USED)?.fetch_add(claimed, Ordering::Relaxed);
         if end < d.cap {
             return Ok(());
         }
-        let stripes = self.lock_all_stripes()?;
         self.set_desc(|t| {
             t.set(self.off + M_TABLE, d.new_table)?;
             t.set(self.off + M_CAP, d.new_cap)?;
@@ -966,42 +1191,43 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         self.inner().free(d.table, d.cap * SLOT_SIZE, 64)
     }
 
-    /// Moves slot `i` of the old table to the new one, under its key's
-    /// stripe.
-    fn move_slot(&self, d: &Desc, i: u64) -> Result<()> {
-        let p = self.slots(d.table, d.cap)?;
-        let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
-        if !matches!(state(c), FULL | BUSY) {
-            return Ok(());
-        }
-        let s = stripe_of_tag(tag_of(c));
-        let g = self.lock_stripe(s)?;
-        let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
-        if state(c) != FULL {
-            // A busy slot left behind is repaired by the stripe lock; if
-            // it is still busy, it is garbage from a hostile writer.
-            return Ok(());
-        }
-        let words = [1, 2, 3].map(|w| Self::slot_word(p, i, w).load(Ordering::Acquire));
-        let h = self.hash_of_slot(words, c)?;
-        let mut t = self.txn(s);
-        let from = Some(h & (d.new_cap - 1));
-        let Some((slot, old)) = self.claim_free(&mut t, d.new_table, d.new_cap, s, from)? else {
+    /// Moves slot `i` of the old table (`old`) to the new one (`new`);
+    /// true if it took an empty slot. Every stripe is held, so no writer
+    /// is in either table: the payload goes into the free slot before its
+    /// control word says full, and the move is one transaction of the two
+    /// control words on the migration log. A dead mover's rollback may
+    /// empty the new slot again: no writer can have probed past it, as
+    /// writers wait for that rollback (`lock_stripe_settled`).
+    fn move_slot(
+        &self,
+        t: &mut Txn<'_>,
+        d: &Desc,
+        tables: (*mut u8, *mut u8),
+        i: u64,
+        h: u64,
+    ) -> Result<bool> {
+        let (old, new) = tables;
+        // Dead writers' busy slots were rolled back when we took their
+        // stripes; one still busy is garbage from a hostile writer.
+        let c = Self::slot_word(old, i, 0).load(Ordering::Acquire);
+        let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
+        let mask = d.new_cap - 1;
+        let free = (0..d.new_cap).map(|k| probe_at(h, mask, k)).find_map(|j| {
+            let f = Self::slot_word(new, j, 0).load(Ordering::Acquire);
+            matches!(state(f), EMPTY | TOMB).then_some((j, f))
+        });
+        let Some((j, f)) = free else {
             return Err(self.inner().corrupt(format!("map {:?}: the new table is full", self.name)));
         };
         for (k, w) in words.iter().enumerate() {
-            self.inner().store(slot + 8 + 8 * k as u64, *w)?;
+            Self::slot_word(new, j, 1 + k as u64).store(*w, Ordering::Relaxed);
         }
         let keep = c & (INLINE_BIT | 0x3ff0 | (0xff_ffff << TAG_SHIFT));
-        t.set(slot, full_ctrl(old, 0, None) | keep)?;
+        t.set(d.new_table + j * SLOT_SIZE, full_ctrl(f, 0, None) | keep)?;
         crash::point("map.moved");
         t.set(d.table + i * SLOT_SIZE, bump(c, MOVED))?;
-        t.commit()?;
-        drop(g);
-        if state(old) == EMPTY {
-            self.word(M_USED)?.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        t.checkpoint()?;
+        Ok(state(f) == EMPTY)
     }
 
     /// The full hash of a slot's key, read from the slot or its entry.

@@ -213,6 +213,32 @@ unsafe impl Send for Inner {}
 // SAFETY: as above; `&Inner` only offers such accesses.
 unsafe impl Sync for Inner {}
 
+// SAFETY: `base` starts the mapping `file` owns, whose first `mapped()`
+// bytes are mapped read-write (heaps are always opened read-write) for
+// the life of `self`; `mapped` only grows. Lets the sync primitives that
+// live in the heap be placed with the heap's own cheap bounds check.
+unsafe impl Access for Inner {
+    fn base(&self) -> *mut u8 {
+        self.base
+    }
+    fn size(&self) -> usize {
+        self.mapped() as usize
+    }
+    fn writable(&self) -> bool {
+        true
+    }
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+    #[inline]
+    fn check_poison(&self, op: &'static str) -> mmkit_region::Result<()> {
+        match self.file.is_poisoned() {
+            true => Access::check_poison(&self.file, op),
+            false => Ok(()),
+        }
+    }
+}
+
 impl Heap {
     /// Creates a heap file of `size` bytes (mode 0600), growable to 64 GiB;
     /// see [`HeapOptions`] for more control. Fails if the file exists.
@@ -388,14 +414,49 @@ impl Inner {
         Ok(())
     }
 
+    /// `len` bytes at the 8-aligned offset `off`, checked once, whose
+    /// words are then used without further checks.
+    #[inline]
+    pub(crate) fn block(&self, off: u64, len: u64) -> Result<Block<'_>> {
+        if off % 8 != 0 {
+            return Err(self.corrupt(format!("offset {off} is not 8-aligned")));
+        }
+        Ok(Block { p: self.ptr(off, len)?, len, _inner: std::marker::PhantomData })
+    }
+
     /// Copies bytes out of the segment (volatile: they may change meanwhile).
+    #[inline]
     pub(crate) fn read_bytes(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        if buf.len() <= SMALL_COPY && (off | buf.len() as u64) % 8 == 0 {
+            let b = self.block(off, buf.len() as u64)?;
+            for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
+                chunk.copy_from_slice(&b.word(8 * i as u64).load(Ordering::Relaxed).to_le_bytes());
+            }
+            return Ok(());
+        }
+        self.read_large(off, buf)
+    }
+
+    fn read_large(&self, off: u64, buf: &mut [u8]) -> Result<()> {
         self.ptr(off, buf.len() as u64)?;
         self.file.read_at(off, buf).map_err(Error::region("read heap"))
     }
 
     /// Copies bytes into the segment.
+    #[inline]
     pub(crate) fn write_bytes(&self, off: u64, data: &[u8]) -> Result<()> {
+        if data.len() <= SMALL_COPY && (off | data.len() as u64) % 8 == 0 {
+            let b = self.block(off, data.len() as u64)?;
+            for (i, chunk) in data.chunks_exact(8).enumerate() {
+                let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+                b.word(8 * i as u64).store(w, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        self.write_large(off, data)
+    }
+
+    fn write_large(&self, off: u64, data: &[u8]) -> Result<()> {
         self.ptr(off, data.len() as u64)?;
         self.file.write_at(off, data).map_err(Error::region("write heap"))
     }
@@ -433,7 +494,7 @@ impl Inner {
     /// before anything else sees the data.
     pub(crate) fn lock(&self, lock: u64, log: u64, cap: u64) -> Result<MutexGuard<'_>> {
         let op = "lock";
-        let mutex = RobustMutex::at(&self.file, lock).map_err(Error::sync(op))?;
+        let mutex = RobustMutex::at(self, lock).map_err(Error::sync(op))?;
         crate::crash::point("lock.before");
         match mutex.lock().map_err(Error::sync(op))? {
             LockOutcome::Acquired(g) => Ok(g),
@@ -447,6 +508,33 @@ impl Inner {
 
     pub(crate) fn lock_page_heap(&self) -> Result<MutexGuard<'_>> {
         self.lock(PH_LOCK, PH_LOG, PH_LOG_CAP)
+    }
+}
+
+/// Copies up to this many bytes, when whole aligned words, with one atomic
+/// per word instead of the volatile byte copy.
+const SMALL_COPY: usize = 64;
+
+/// A checked range of the segment (see [`Inner::block`]).
+pub(crate) struct Block<'a> {
+    p: *mut u8,
+    len: u64,
+    _inner: std::marker::PhantomData<&'a Inner>,
+}
+
+impl<'a> Block<'a> {
+    /// The word at byte `at` of the block. `at` comes from this crate's
+    /// layout constants, never from shared memory: a wrong one is a bug,
+    /// and it panics instead of reaching outside the block.
+    #[inline(always)]
+    pub(crate) fn word(&self, at: u64) -> &'a AtomicU64 {
+        assert!(at % 8 == 0 && at + 8 <= self.len, "word {at} of a {}-byte block", self.len);
+        // SAFETY: `Inner::block` checked that `len` bytes at `p` are mapped
+        // and that `p` is 8-aligned (an 8-aligned offset from the
+        // page-aligned base); `at` is inside and 8-aligned (asserted). The
+        // mapping lives as long as the `Inner` borrowed for 'a, and shared
+        // words are only accessed atomically.
+        unsafe { AtomicU64::from_ptr(self.p.add(at as usize).cast()) }
     }
 }
 
@@ -494,30 +582,69 @@ pub(crate) struct Txn<'h> {
     cap: u64,
     n: u64,
     done: bool,
+    /// The log's words, checked once, at the first entry.
+    words: *mut u8,
 }
 
 impl<'h> Txn<'h> {
     pub(crate) fn new(heap: &'h Inner, log: u64, cap: u64) -> Txn<'h> {
-        Txn { heap, log, cap, n: 0, done: false }
+        Txn { heap, log, cap, n: 0, done: false, words: std::ptr::null_mut() }
     }
 
+    /// The log's words, checked at the first entry.
+    #[inline(always)]
+    fn words(&mut self) -> Result<*mut u8> {
+        if self.words.is_null() {
+            self.resolve()?;
+        }
+        Ok(self.words)
+    }
+
+    #[cold]
+    fn full(&self) -> Error {
+        self.heap.corrupt(format!("transaction needs more than {} log entries", self.cap))
+    }
+
+    #[cold]
+    fn resolve(&mut self) -> Result<()> {
+        if self.log % 8 != 0 {
+            return Err(self.heap.corrupt(format!("undo log at {} is not 8-aligned", self.log)));
+        }
+        self.words = self.heap.ptr(self.log, crate::layout::log_bytes(self.cap))?;
+        Ok(())
+    }
+
+    /// Word `i` of the log at `words` (0: the count; then three per entry).
+    #[inline(always)]
+    fn at(&self, words: *mut u8, i: u64) -> &'h AtomicU64 {
+        assert!(i <= 3 * self.cap, "log word {i} of {}", self.cap);
+        // SAFETY: `words` was checked by `resolve` to start
+        // `log_bytes(cap)` = `8 * (1 + 3 * cap)` mapped bytes at an
+        // 8-aligned offset of the page-aligned mapping, and `i <= 3 * cap`
+        // (asserted). The mapping outlives `'h`; log words are only
+        // accessed atomically.
+        unsafe { AtomicU64::from_ptr(words.add(8 * i as usize).cast()) }
+    }
+
+    #[inline(always)]
     fn record(&mut self, target: u64, old: u64, cond: u64) -> Result<()> {
         if self.n >= self.cap {
-            return Err(self.heap.corrupt(format!("transaction needs more than {} log entries", self.cap)));
+            return Err(self.full());
         }
-        let e = self.log + 8 + 24 * self.n;
-        self.heap.atomic(e)?.store(target, Ordering::Relaxed);
-        self.heap.atomic(e + 8)?.store(old, Ordering::Relaxed);
-        self.heap.atomic(e + 16)?.store(cond, Ordering::Relaxed);
+        let p = self.words()?;
+        let e = 1 + 3 * self.n;
+        self.at(p, e).store(target, Ordering::Relaxed);
+        self.at(p, e + 1).store(old, Ordering::Relaxed);
+        self.at(p, e + 2).store(cond, Ordering::Relaxed);
         self.n += 1;
         // Release: the entry is complete before the count covers it, and
         // the count before the write it protects.
-        self.heap.atomic(self.log)?.store(self.n, Ordering::Release);
+        self.at(p, 0).store(self.n, Ordering::Release);
         Ok(())
     }
 
     /// Writes `v` at `off`, recording the old value first.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set(&mut self, off: u64, v: u64) -> Result<()> {
         let word = self.heap.atomic(off)?;
         if off < 64 {
@@ -533,24 +660,41 @@ impl<'h> Txn<'h> {
     }
 
     /// Compare-and-swaps `off` from `expect` to `new`, recorded first as a
-    /// conditional entry. Returns false (and records nothing) if the word
-    /// did not hold `expect`.
-    pub(crate) fn claim(&mut self, off: u64, expect: u64, new: u64) -> Result<bool> {
+    /// conditional entry: a rollback puts `restore` back if the word still
+    /// holds `new`. Returns false (and records nothing) if the word did not
+    /// hold `expect`.
+    pub(crate) fn claim(&mut self, off: u64, expect: u64, new: u64, restore: u64) -> Result<bool> {
         let word = self.heap.atomic(off)?;
-        self.record(off | COND, expect, new)?;
+        self.record(off | COND, restore, new)?;
         if word.compare_exchange(expect, new, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return Ok(true);
         }
         self.n -= 1;
-        self.heap.atomic(self.log)?.store(self.n, Ordering::Release);
+        let p = self.words()?;
+        self.at(p, 0).store(self.n, Ordering::Release);
         Ok(false)
+    }
+
+    /// Makes the writes so far final and goes on with an empty log, for a
+    /// run of small transactions on the same log.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        crate::crash::point("txn.commit");
+        if self.n > 0 {
+            let p = self.words()?;
+            self.n = 0;
+            self.at(p, 0).store(0, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Makes the writes final.
     pub(crate) fn commit(mut self) -> Result<()> {
         crate::crash::point("txn.commit");
         self.done = true;
-        self.heap.atomic(self.log)?.store(0, Ordering::Release);
+        if self.n > 0 {
+            let p = self.words()?;
+            self.at(p, 0).store(0, Ordering::Release);
+        }
         Ok(())
     }
 }

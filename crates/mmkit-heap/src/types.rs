@@ -98,6 +98,10 @@ macro_rules! shm_type {
 pub trait Bytes {
     /// What a lookup returns: the type itself, `String` or `Vec<u8>`.
     type Owned;
+    /// The stored size when every value has the same one (plain data);
+    /// `None` for `str` and `[u8]`. Lets the map pick its fixed-size paths
+    /// at compile time.
+    const SIZE: Option<usize> = None;
     /// The registry's description of the type.
     fn bytes_desc() -> TypeDesc;
     /// The stored representation.
@@ -109,6 +113,7 @@ pub trait Bytes {
 
 impl<T: ShmType> Bytes for T {
     type Owned = T;
+    const SIZE: Option<usize> = Some(size_of::<T>());
     fn bytes_desc() -> TypeDesc {
         T::type_desc()
     }

@@ -10,13 +10,14 @@
 //! buffer, which `check --repair` reclaims.
 
 use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
 
 use mmkit_sync::MutexGuard;
 
 use crate::crash;
 use crate::error::{Error, Result};
 use crate::registry::{KIND_STRING, KIND_VEC, Object, sealed::Sealed};
-use crate::segment::{Heap, Inner, Txn};
+use crate::segment::{Block, Heap, Inner, Txn};
 use crate::types::{ShmType, TypeDesc};
 
 /// Bytes of a vector's header, before its staging area.
@@ -70,13 +71,15 @@ fn buf_align(ea: u64) -> u64 {
 /// Reads and checks a vector header at `off`: magic, element layout,
 /// `len <= cap`, and a buffer inside the segment.
 pub(crate) fn read_state(inner: &Inner, off: u64) -> Result<(u64, u64, VecState)> {
-    let es = inner.load(off + V_ELEM_SIZE)?;
-    let ea = inner.load(off + V_ELEM_ALIGN)?;
-    let s = VecState {
-        len: inner.load(off + V_LEN)?,
-        cap: inner.load(off + V_CAP)?,
-        buf: inner.load(off + V_BUF)?,
-    };
+    state_of(inner, off, &inner.block(off, HEADER_BYTES)?)
+}
+
+/// `read_state` over the header block `h` of the vector at `off`.
+#[inline(always)]
+fn state_of(inner: &Inner, off: u64, h: &Block<'_>) -> Result<(u64, u64, VecState)> {
+    let load = |at: u64| h.word(at).load(Ordering::Acquire);
+    let (es, ea) = (load(V_ELEM_SIZE), load(V_ELEM_ALIGN));
+    let s = VecState { len: load(V_LEN), cap: load(V_CAP), buf: load(V_BUF) };
     let bad = !ea.is_power_of_two()
         || ea > crate::layout::MAX_ALIGN
         || es > MAX_ELEM
@@ -120,28 +123,40 @@ impl RawVec {
         Ok(v)
     }
 
+    #[inline]
     fn check_magic(&self) -> Result<()> {
-        if self.inner().load(self.off + V_MAGIC)? != MAGIC {
-            return Err(Error::Removed { name: self.name.clone() });
+        if self.inner().block(self.off, 8)?.word(V_MAGIC).load(Ordering::Acquire) != MAGIC {
+            return Err(self.removed());
         }
         Ok(())
+    }
+
+    #[cold]
+    fn removed(&self) -> Error {
+        Error::Removed { name: self.name.clone() }
     }
 
     /// Locks the vector; a dead holder's transaction is rolled back and its
     /// pending overwrite rolled forward.
     pub(crate) fn lock(&self) -> Result<(MutexGuard<'_>, VecState)> {
-        self.check_magic()?;
         let inner = self.inner();
+        let h = inner.block(self.off, HEADER_BYTES)?;
+        let magic = || h.word(V_MAGIC).load(Ordering::Acquire) == MAGIC;
+        if !magic() {
+            return Err(self.removed());
+        }
         let g = inner.lock(self.off + V_LOCK, self.off + V_LOG, V_LOG_CAP)?;
         // Again under the lock: a remove takes the lock to zero it.
-        self.check_magic()?;
-        let (_, _, s) = read_state(inner, self.off)?;
-        let pending = inner.load(self.off + V_PENDING)?;
+        if !magic() {
+            return Err(self.removed());
+        }
+        let (_, _, s) = state_of(inner, self.off, &h)?;
+        let pending = h.word(V_PENDING).load(Ordering::Acquire);
         if pending != 0 {
             if pending <= s.len {
                 self.copy_staged(&s, pending - 1)?;
             }
-            inner.store(self.off + V_PENDING, 0)?;
+            h.word(V_PENDING).store(0, Ordering::Release);
         }
         Ok((g, s))
     }
@@ -179,20 +194,27 @@ impl RawVec {
         Ok(true)
     }
 
-    /// Appends `n` elements from `data` (`n * es` bytes).
+    /// Appends `n` elements from `data` (`n * es` bytes). The elements are
+    /// written past `len`, then one release store of the new length
+    /// publishes them: a holder killed before that store leaves bytes past
+    /// `len` that nobody reads, so an append needs no undo entry (growing
+    /// the buffer does, in `regrow`).
     pub(crate) fn extend(&self, data: &[u8], n: u64) -> Result<()> {
-        let (_g, s) = self.lock()?;
+        let (_g, mut s) = self.lock()?;
         let need = s
             .len
             .checked_add(n)
             .ok_or_else(|| Error::Invalid { op: "push", reason: "length overflows".into() })?;
-        let old = if need > s.cap { self.regrow(&s, need)? } else { None };
-        let (_, _, s2) = read_state(self.inner(), self.off)?;
-        self.inner().write_bytes(s2.buf + s2.len * self.es, data)?;
+        let old = if need > s.cap {
+            let old = self.regrow(&s, need)?;
+            s = read_state(self.inner(), self.off)?.2;
+            old
+        } else {
+            None
+        };
+        self.inner().write_bytes(s.buf + s.len * self.es, data)?;
         crash::point("vec.push");
-        let mut t = Txn::new(self.inner(), self.off + V_LOG, V_LOG_CAP);
-        t.set(self.off + V_LEN, need)?;
-        t.commit()?;
+        self.inner().store(self.off + V_LEN, need)?;
         if let Some((buf, bytes)) = old {
             self.inner().free(buf, bytes, buf_align(self.ea))?;
         }

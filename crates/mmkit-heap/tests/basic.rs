@@ -154,12 +154,17 @@ fn open_errors_are_clear() {
     assert!(matches!(Heap::open(dir.path()), Err(Error::NotAHeap { .. })));
     heap(&dir);
     assert!(matches!(heap_again(&dir), Err(Error::AlreadyExists { .. })));
-    // A newer version is refused, not misread.
+    // An older (version 1: another probe order) or newer version is
+    // refused with a clear error, not misread.
     let hp = dir.path().join("h");
-    let mut bytes = std::fs::read(&hp).unwrap();
-    bytes[8] = 2;
-    std::fs::write(&hp, &bytes).unwrap();
-    assert!(matches!(Heap::open(&hp), Err(Error::Incompatible { .. })));
+    for version in [1u8, 3] {
+        let mut bytes = std::fs::read(&hp).unwrap();
+        bytes[8] = version;
+        std::fs::write(&hp, &bytes).unwrap();
+        let e = Heap::open(&hp).unwrap_err();
+        assert!(matches!(e, Error::Incompatible { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("version {version}")), "{e}");
+    }
     assert!(HeapOptions::new().size(1 << 30).max_size(1 << 20).create(dir.path().join("x")).is_err());
 }
 
