@@ -441,8 +441,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// shared memory, unless it meets the leftovers of a dead writer.
     #[inline]
     pub fn get(&self, key: &K) -> Result<Option<V::Owned>> {
+        let kb = key.as_bytes();
         if let Some((ks, vs)) = Self::FIXED
-            && let Some(found) = self.get_inline(key.as_bytes(), ks, vs)
+            && let Some(found) = self.get_inline(kb, hash_bytes(kb), ks, vs)
         {
             return Ok(found);
         }
@@ -467,26 +468,36 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// ```
     pub fn get_many<Q: std::borrow::Borrow<K>>(&self, keys: &[Q]) -> Result<Vec<Option<V::Owned>>> {
         let mut out = Vec::with_capacity(keys.len());
+        let mut hashes = [0u64; PREFETCH_GROUP];
         for group in keys.chunks(PREFETCH_GROUP) {
-            self.prefetch_slots(group)?;
-            for k in group {
-                out.push(self.get(k.borrow())?);
+            for (h, k) in hashes.iter_mut().zip(group) {
+                *h = hash_bytes(k.borrow().as_bytes());
+            }
+            self.prefetch_slots(&hashes[..group.len()])?;
+            for (&h, k) in hashes.iter().zip(group) {
+                let kb = k.borrow().as_bytes();
+                if let Some((ks, vs)) = Self::FIXED
+                    && let Some(found) = self.get_inline(kb, h, ks, vs)
+                {
+                    out.push(found);
+                } else {
+                    out.push(self.get_general(k.borrow())?);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Asks the CPU to load the home cache line of every key of `group` in
+    /// Asks the CPU to load the home cache line of every hash of `hashes` in
     /// the table(s) lookups will probe. Only a hint: a table that changes
     /// meanwhile costs a miss, never a wrong answer.
-    fn prefetch_slots<Q: std::borrow::Borrow<K>>(&self, group: &[Q]) -> Result<()> {
+    fn prefetch_slots(&self, hashes: &[u64]) -> Result<()> {
         let d = self.read_desc()?;
         let tables = [(d.new_table, d.new_cap), (d.table, d.cap)];
         for (table, cap) in tables.into_iter().filter(|&(t, _)| t != 0) {
             let Ok(p) = self.slots(table, cap) else { continue };
-            for k in group {
-                let line = hash_bytes(k.borrow().as_bytes()) & (cap - 1) & !1;
-                prefetch(p.wrapping_add((line * SLOT_SIZE) as usize));
+            for h in hashes {
+                prefetch(p.wrapping_add(((h & (cap - 1) & !1) * SLOT_SIZE) as usize));
             }
         }
         Ok(())
@@ -499,7 +510,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// `None` sends the caller to the general path: a resize, a writer at
     /// work, a torn read, a removed map.
     #[inline(always)]
-    fn get_inline(&self, kb: &[u8], ks: usize, vs: usize) -> Option<Option<V::Owned>> {
+    fn get_inline(&self, kb: &[u8], h: u64, ks: usize, vs: usize) -> Option<Option<V::Owned>> {
         let hdr = self.inner().ptr(self.off, 64).ok()?;
         let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
         let e = word(M_EPOCH).load(Ordering::Acquire);
@@ -510,7 +521,6 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return None;
         }
         let p = self.slots(table, cap).ok()?;
-        let h = hash_bytes(kb);
         let mut key = [0u8; INLINE];
         key[..ks].copy_from_slice(kb);
         let (kw, km) = (words_of(&key), inline_masks(ks));

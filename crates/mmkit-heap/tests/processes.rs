@@ -49,6 +49,10 @@ fn child_entry() {
         "worker" => worker(&heap, seed, ops),
         "owner" => owner(&heap, env("MMKH_ID").parse().unwrap()),
         "reader" => reader(&heap),
+        "insert" => {
+            let k: u64 = env("MMKH_KEY").parse().unwrap();
+            heap.map::<u64, u64>("ints").unwrap().insert(&k, &(k * K)).unwrap();
+        }
         _ => std::process::exit(2),
     }
     std::process::exit(0);
@@ -278,6 +282,35 @@ fn sigkill_at_every_step_of_every_operation() {
         assert!(reached.contains(point), "no worker died at {point}");
     }
     eprintln!("slowest first use after a kill: {worst:?}");
+}
+
+/// A writer killed between claiming a slot and publishing it, while a
+/// writer of another stripe places a key with the same home slot past the
+/// busy one: the repair turns the claimed slot into a tombstone, never back
+/// into an empty slot that would end the probe before the other key.
+#[test]
+fn a_dead_claim_never_hides_keys_placed_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, heap) = new_heap(dir.path());
+    let ints = heap.map::<u64, u64>("ints").unwrap();
+    let cap = ints.capacity().unwrap() as u64;
+    let h = |k: u64| hash_bytes(&k.to_le_bytes());
+    // Stripe = (hash >> 40) % 64 (docs/heap-format.md).
+    let (k1, k2) = (1u64..)
+        .flat_map(|a| (a + 1..a + 2000).map(move |b| (a, b)))
+        .find(|&(a, b)| h(a) % cap == h(b) % cap && (h(a) >> 40) % 64 != (h(b) >> 40) % 64)
+        .unwrap();
+    let mut kid =
+        spawn("insert", &p, &[("MMKH_KEY", k1.to_string()), ("MMKIT_HEAP_CRASH", "map.claimed:1".into())]);
+    let status = kid.0.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert_eq!(ints.insert(&k2, &(k2 * K)).unwrap(), None);
+    // The lookup meets the busy slot, repairs its stripe, and goes on.
+    assert_eq!(ints.get(&k2).unwrap(), Some(k2 * K));
+    assert_eq!(ints.get(&k1).unwrap(), None);
+    assert_eq!(ints.insert(&k2, &(k2 * K)).unwrap(), Some(k2 * K), "no second copy of k2");
+    assert_eq!(ints.len().unwrap(), 1);
+    verify(&heap, "dead claim", 0);
 }
 
 /// Several workers at once, SIGKILLed at random moments and respawned;
