@@ -16,6 +16,7 @@ use mmkit_sync::MutexGuard;
 
 use crate::crash;
 use crate::error::{Error, Result};
+use crate::layout::HEADER_SIZE;
 use crate::registry::{KIND_STRING, KIND_VEC, Object, sealed::Sealed};
 use crate::segment::{Block, Heap, Inner, Txn};
 use crate::types::{ShmType, TypeDesc};
@@ -221,6 +222,32 @@ impl RawVec {
         Ok(())
     }
 
+    /// Appends one element (`es` bytes) that fits in the buffer: `extend`'s
+    /// common case, with the header read once and only the element and the
+    /// length written. Anything else (a full buffer, a pending overwrite to
+    /// finish, a header that fails a check) goes through `extend`.
+    #[inline]
+    pub(crate) fn push(&self, data: &[u8]) -> Result<()> {
+        let inner = self.inner();
+        let h = inner.block(self.off, HEADER_BYTES)?;
+        if h.word(V_MAGIC).load(Ordering::Acquire) != MAGIC {
+            return Err(self.removed());
+        }
+        let g = inner.lock(self.off + V_LOCK, self.off + V_LOG, V_LOG_CAP)?;
+        let load = |at: u64| h.word(at).load(Ordering::Acquire);
+        let (len, cap, buf) = (load(V_LEN), load(V_CAP), load(V_BUF));
+        let at = len.checked_mul(self.es).and_then(|b| b.checked_add(buf));
+        let plain = load(V_MAGIC) == MAGIC && load(V_PENDING) == 0 && len < cap && buf >= HEADER_SIZE;
+        let (Some(at), true) = (at, plain && data.len() as u64 == self.es) else {
+            drop(g);
+            return self.extend(data, 1);
+        };
+        inner.write_bytes(at, data)?;
+        crash::point("vec.push");
+        h.word(V_LEN).store(len + 1, Ordering::Release);
+        Ok(())
+    }
+
     /// Moves the elements to a buffer with room for `need`; returns the old
     /// buffer to free once the caller's transaction is done.
     fn regrow(&self, s: &VecState, need: u64) -> Result<Option<(u64, u64)>> {
@@ -375,7 +402,7 @@ impl<T: ShmType> ShmVec<T> {
 
     /// Appends one element.
     pub fn push(&self, value: &T) -> Result<()> {
-        self.raw.extend(bytemuck::bytes_of(value), 1)
+        self.raw.push(bytemuck::bytes_of(value))
     }
 
     /// Appends all of `values` at once (one lock, one transaction).
