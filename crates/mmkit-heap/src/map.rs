@@ -15,9 +15,15 @@
 //!   slot a dead writer left busy locks that stripe to trigger the repair.
 //! - **Growth** is incremental: past 3/4 load, a second table is
 //!   allocated; inserts go there, and every writer first moves a chunk of
-//!   slots from the old table (under the migration lock and the key's
-//!   stripe). Readers look in the new table, then the old, and never wait
-//!   for the move. The old table is freed once every slot has moved.
+//!   slots from the old table (under the migration lock and every stripe,
+//!   one round of locks per chunk). Readers look in the new table, then
+//!   the old, and never wait for the move. The old table is freed once
+//!   every slot has moved.
+//! - **Lookups of fixed-size keys and values** (`u64` to `u64`, ...) read
+//!   the key's home cache line (two slots) and match both slots at once,
+//!   with no branch on which holds the key, so consecutive lookups overlap
+//!   their cache misses; [`ShmHashMap::get_many`] prefetches a group of
+//!   keys' lines first.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -468,12 +474,25 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// ```
     pub fn get_many<Q: std::borrow::Borrow<K>>(&self, keys: &[Q]) -> Result<Vec<Option<V::Owned>>> {
         let mut out = Vec::with_capacity(keys.len());
-        let mut hashes = [0u64; PREFETCH_GROUP];
-        for group in keys.chunks(PREFETCH_GROUP) {
-            for (h, k) in hashes.iter_mut().zip(group) {
+        // Software pipelining: the lines of the next group are requested
+        // before the keys of this one are looked up.
+        let hash_group = |g: &[Q], hs: &mut [u64; PREFETCH_GROUP]| {
+            for (h, k) in hs.iter_mut().zip(g) {
                 *h = hash_bytes(k.borrow().as_bytes());
             }
-            self.prefetch_slots(&hashes[..group.len()])?;
+        };
+        let mut groups = keys.chunks(PREFETCH_GROUP).peekable();
+        let (mut hashes, mut next) = ([0u64; PREFETCH_GROUP], [0u64; PREFETCH_GROUP]);
+        if let Some(first) = groups.peek() {
+            hash_group(first, &mut next);
+            self.prefetch_slots(&next[..first.len()])?;
+        }
+        while let Some(group) = groups.next() {
+            std::mem::swap(&mut hashes, &mut next);
+            if let Some(after) = groups.peek() {
+                hash_group(after, &mut next);
+                self.prefetch_slots(&next[..after.len()])?;
+            }
             for (&h, k) in hashes.iter().zip(group) {
                 let kb = k.borrow().as_bytes();
                 if let Some((ks, vs)) = Self::FIXED
