@@ -161,7 +161,8 @@ impl Suite {
         self.table("lookups, 2 processes", "ops/s", &all, |s, p| s.lookups(p, 2))?;
         let batched = [Peer::Boost, Peer::MmkitHeap];
         self.table("lookups, batched, 1 process", "ops/s", &batched, Self::lookups_batched)?;
-        self.table("inserts", "ops/s", &all, Self::inserts)?;
+        self.table("inserts", "ops/s", &all, |s, p| s.inserts(p, false))?;
+        self.table("inserts, random keys", "ops/s", &all, |s, p| s.inserts(p, true))?;
         self.table("mixed 90/10, 2 processes", "ops/s", &all, Self::mixed)?;
         self.table("allocate/free", "ops/s", &all, Self::alloc_free)?;
         self.table("vector push", "ops/s", &all, Self::push)?;
@@ -349,28 +350,36 @@ impl Suite {
         }
     }
 
-    fn inserts(&mut self, peer: Peer) -> Result<f64, BoxError> {
+    /// `keys` inserts into an empty map: keys 0, 1, 2... or, with
+    /// `random`, the xorshift sequence from 12345 (the same in every peer).
+    fn inserts(&mut self, peer: Peer, random: bool) -> Result<f64, BoxError> {
         let keys = self.keys;
+        let key = move |s: &mut u64, i: u64| if random { rng(s) } else { i };
         match peer {
             Peer::MmkitHeap => self.on_fresh_heap(keys, |heap| {
                 let map = heap.map::<u64, u64>("map")?;
-                for k in 0..keys {
-                    map.insert(&k, &(k * K))?;
+                let mut s = 12345;
+                for i in 0..keys {
+                    let k = key(&mut s, i);
+                    map.insert(&k, &k.wrapping_mul(K))?;
                 }
                 Ok(())
             }),
             Peer::Boost => {
                 let name = self.name();
                 let bin = self.boost_bin()?.to_path_buf();
-                let (ns, n) = boost(&bin, &["inserts", &name, &keys.to_string()])?;
+                let mode = if random { "inserts-random" } else { "inserts" };
+                let (ns, n) = boost(&bin, &[mode, &name, &keys.to_string()])?;
                 let _ = boost(&bin, &["remove", &name]);
                 Ok(n as f64 * 1e9 / ns.max(1) as f64)
             }
             Peer::Std => {
                 let map = Mutex::new(std::collections::HashMap::new());
+                let mut s = 12345;
                 let t = Instant::now();
-                for k in 0..keys {
-                    map.lock().map_err(|_| "poisoned")?.insert(k, k * K);
+                for i in 0..keys {
+                    let k = key(&mut s, i);
+                    map.lock().map_err(|_| "poisoned")?.insert(k, k.wrapping_mul(K));
                 }
                 Ok(keys as f64 / t.elapsed().as_secs_f64())
             }

@@ -65,15 +65,19 @@ int main(int argc, char **argv) {
         bip::shared_memory_object::remove(name);
         return 0;
     }
-    if (!std::strcmp(mode, "setup") || !std::strcmp(mode, "inserts")) {
+    if (!std::strcmp(mode, "setup") || !std::strcmp(mode, "inserts") || !std::strcmp(mode, "inserts-random")) {
         // setup: a map with `a` keys (k -> k*K), untimed; inserts: timed,
-        // one lock per insert as concurrent users must.
+        // one lock per insert as concurrent users must; inserts-random:
+        // the same with `a` random keys (r -> r*K) from the xorshift below.
         bip::shared_memory_object::remove(name);
         bip::managed_shared_memory seg(bip::create_only, name, SEGMENT);
         bip::interprocess_mutex *mtx = seg.construct<bip::interprocess_mutex>("mtx")();
         Map *map = seg.construct<Map>("map")(16, boost::hash<uint64_t>(), std::equal_to<uint64_t>(), seg.get_allocator<Pair>());
+        bool random = !std::strcmp(mode, "inserts-random");
+        uint64_t s = 12345;
         uint64_t t0 = now_ns();
-        for (uint64_t k = 0; k < a; k++) {
+        for (uint64_t i = 0; i < a; i++) {
+            uint64_t k = random ? rng(s) : i;
             bip::scoped_lock<bip::interprocess_mutex> g(*mtx);
             map->insert(Pair(k, k * K));
         }
