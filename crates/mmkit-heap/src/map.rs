@@ -544,9 +544,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         key[..ks].copy_from_slice(kb);
         let (kw, km) = (words_of(&key), inline_masks(ks));
         let expect = FULL | INLINE_BIT | (ks as u64) << 4 | (vs as u64) << 9 | tag_of_hash(h) << TAG_SHIFT;
+        // Only the payload words the key and value use (a constant): the
+        // others are masked out anyway.
+        let used = (ks + vs).div_ceil(8) as u64;
         let read = |i: u64| {
             let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
-            (c, [1, 2, 3].map(|w| Self::slot_word(p, i, w).load(Ordering::Relaxed)))
+            let w = |k: u64| if k <= used { Self::slot_word(p, i, k).load(Ordering::Relaxed) } else { 0 };
+            (c, [w(1), w(2), w(3)])
         };
         let hit = |c: u64, w: &[u64; 3]| {
             (c & MATCH_MASK) == expect
