@@ -100,6 +100,63 @@ impl Backoff {
     }
 }
 
+/// Client options for `url` carrying the credentials the URL may hold
+/// (`nats://user:password@host:4222`, or `nats://token@host:4222`), which
+/// the client does not take from the URL by itself. Several servers may be
+/// given separated by commas; the first with credentials sets them.
+pub fn connect_options(url: &str) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new();
+    let with_user = url
+        .split(',')
+        .filter_map(|u| u.trim().parse::<async_nats::ServerAddr>().ok())
+        .find(|a| a.has_user_pass());
+    let Some(addr) = with_user else { return options };
+    let user = percent_decode(addr.username().unwrap_or(""));
+    match addr.password() {
+        Some(pass) => options.user_and_password(user, percent_decode(pass)),
+        None => options.token(user),
+    }
+}
+
+/// `url` with its password or token hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let creds = &u[scheme + 3..at];
+                let user = creds.split_once(':').map_or("***", |(user, _)| user);
+                format!("{}{user}:***{}", &u[..scheme + 3], &u[at..])
+            }
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Decodes `%XX` escapes (URL user info is percent-encoded).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// How the client reconnects by itself after a connection was established.
 fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(50).saturating_mul(1 << attempts.min(7)).min(Duration::from_secs(5))
@@ -118,7 +175,7 @@ pub(crate) async fn connect(
     loop {
         let events = Arc::new(Events::default());
         let cb_events = events.clone();
-        let options = async_nats::ConnectOptions::new()
+        let options = connect_options(url)
             .name(name)
             .max_reconnects(None)
             .reconnect_delay_callback(reconnect_delay)
@@ -136,8 +193,8 @@ pub(crate) async fn connect(
                     .max_ack_inflight(1 << 16)
                     .backpressure_on_inflight(true)
                     .build(client.clone());
-                report(Event::Connected { url: url.to_string() });
-                return Ok(Connection { url: url.to_string(), client, js, events });
+                report(Event::Connected { url: redact(url) });
+                return Ok(Connection { url: redact(url), client, js, events });
             }
             Err(e) => {
                 use async_nats::ConnectErrorKind as K;
@@ -146,12 +203,26 @@ pub(crate) async fn connect(
                     K::ServerParse | K::Authentication | K::AuthorizationViolation | K::Tls
                 );
                 if permanent {
-                    return Err(Error::Connect { url: url.to_string(), detail: e.to_string() });
+                    return Err(Error::Connect { url: redact(url), detail: e.to_string() });
                 }
                 let delay = backoff.next_delay();
-                report(Event::Retrying { error: format!("connecting to {url}: {e}"), delay });
+                report(Event::Retrying { error: format!("connecting to {}: {e}", redact(url)), delay });
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_hidden() {
+        assert_eq!(redact("nats://admin:s3cret@host:4222"), "nats://admin:***@host:4222");
+        assert_eq!(redact("nats://tok@host"), "nats://***:***@host");
+        assert_eq!(redact("nats://host:4222,tls://u:p@h2"), "nats://host:4222,tls://u:***@h2");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(percent_decode("p%40ss%zz"), "p@ss%zz");
     }
 }

@@ -68,6 +68,7 @@ pub mod subject;
 
 use std::time::Duration;
 
+pub use connect::{connect_options, redact};
 pub use error::{Error, Result};
 pub use local_server::LocalServer;
 pub use lock::MirrorLock;

@@ -235,9 +235,17 @@ impl MirrorIn {
                 match next {
                     Some(Ok(m)) => {
                         let high = batch.last().map_or(self.last_seq, |i| i.seq);
-                        if let Some(inc) = self.incoming(&m, high, report)? {
-                            bytes += inc.record.as_ref().map_or(0, |r| r.1.len());
-                            batch.push(inc);
+                        match self.incoming(&m, high, report) {
+                            Ok(Some(inc)) => {
+                                bytes += inc.record.as_ref().map_or(0, |r| r.1.len());
+                                batch.push(inc);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                // What came before it goes in first.
+                                self.append(&mut batch)?;
+                                return Err(e);
+                            }
                         }
                     }
                     Some(Err(e)) => {

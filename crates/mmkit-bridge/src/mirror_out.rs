@@ -212,8 +212,39 @@ enum Wake {
     Deadline,
 }
 
-async fn front_ack(inflight: &mut VecDeque<Pending>) -> AckResult {
-    match inflight.front_mut().and_then(|p| p.ack.as_mut()) {
+/// What is on its way: publishes awaiting acknowledgement and, queued
+/// behind them in order, records skipped meanwhile.
+#[derive(Default)]
+struct InFlight {
+    q: VecDeque<Pending>,
+    /// Entries with an acknowledgement to wait for.
+    publishes: usize,
+}
+
+impl InFlight {
+    fn push(&mut self, p: Pending) {
+        self.publishes += p.ack.is_some() as usize;
+        self.q.push_back(p);
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        let p = self.q.pop_front()?;
+        self.publishes -= p.ack.is_some() as usize;
+        Some(p)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Whether the front entry awaits an acknowledgement.
+    fn waiting(&self) -> bool {
+        self.q.front().is_some_and(|p| p.ack.is_some())
+    }
+}
+
+async fn front_ack(inflight: &mut InFlight) -> AckResult {
+    match inflight.q.front_mut().and_then(|p| p.ack.as_mut()) {
         Some(f) => f.await,
         None => std::future::pending().await,
     }
@@ -341,17 +372,16 @@ impl MirrorOut {
             suspects: Vec::new(),
             fatal: None,
         };
-        let mut inflight: VecDeque<Pending> = VecDeque::new();
+        let mut inflight = InFlight::default();
         let mut ending = false;
         let mut tick =
             tokio::time::interval_at(Instant::now() + self.opts.progress_every, self.opts.progress_every);
         let mut deadline: Option<Instant> = None;
         loop {
-            while inflight.front().is_some_and(|p| p.ack.is_none()) {
-                let p = inflight.pop_front().expect("front checked");
-                self.settle_skip(&p, &chain);
-            }
-            if let Some(e) = chain.fatal.take().filter(|_| inflight.is_empty()) {
+            self.settle_skips(&mut inflight, &chain);
+            if inflight.is_empty()
+                && let Some(e) = chain.fatal.take()
+            {
                 self.commit()?;
                 return Err(e);
             }
@@ -364,7 +394,9 @@ impl MirrorOut {
                 deadline.get_or_insert(Instant::now() + self.opts.ack_timeout);
             }
             let reading = !*stopping && !ending && chain.broken.is_none() && chain.fatal.is_none();
-            while reading && inflight.len() < chain.limit(self.window) {
+            // `send` may set `fatal` (an oversized record): nothing after it goes.
+            while reading && chain.fatal.is_none() && inflight.publishes < chain.limit(self.window) {
+                self.settle_skips(&mut inflight, &chain);
                 match feed.try_next().map_err(|e| self.q("read", e))? {
                     Some(Next::Record(r)) => {
                         self.send(conn, r, &mut chain, &mut inflight, limits, report).await?
@@ -381,8 +413,10 @@ impl MirrorOut {
                 return Ok(EpochEnd::Finished);
             }
             self.commit()?;
-            let room = reading && !ending && inflight.len() < chain.limit(self.window);
-            let waiting = inflight.front().is_some_and(|p| p.ack.is_some());
+            self.settle_skips(&mut inflight, &chain);
+            let room =
+                reading && chain.fatal.is_none() && !ending && inflight.publishes < chain.limit(self.window);
+            let waiting = inflight.waiting();
             let woke = tokio::select! {
                 r = front_ack(&mut inflight), if waiting => Wake::Ack(r),
                 n = feed.next(), if room => Wake::Feed(n),
@@ -393,7 +427,7 @@ impl MirrorOut {
             };
             match woke {
                 Wake::Ack(r) => {
-                    let p = inflight.pop_front().expect("an ack came for the front");
+                    let p = inflight.pop().expect("an ack came for the front");
                     self.settle(p, r, &mut chain)?;
                 }
                 Wake::Feed(n) => match n.map_err(|e| self.q("read", e))? {
@@ -407,7 +441,7 @@ impl MirrorOut {
                     return Err(conn.explain(Error::nats("publish", "connection lost")));
                 }
                 Wake::Stop => *stopping = true,
-                Wake::Tick => report(self.progress(inflight.len())),
+                Wake::Tick => report(self.progress(inflight.publishes)),
                 Wake::Deadline => chain.stop("acknowledgements did not come".into(), false),
             }
         }
@@ -544,12 +578,12 @@ impl MirrorOut {
         conn: &Connection,
         rec: Rec,
         chain: &mut Chain,
-        inflight: &mut VecDeque<Pending>,
+        inflight: &mut InFlight,
         (max_payload, max_msg_size): (usize, Option<usize>),
         report: &mut dyn FnMut(Event),
     ) -> Result<()> {
-        let skip = |inflight: &mut VecDeque<Pending>| {
-            inflight.push_back(Pending {
+        let skip = |inflight: &mut InFlight| {
+            inflight.push(Pending {
                 index: rec.index,
                 next: rec.next,
                 prev: None,
@@ -603,7 +637,7 @@ impl MirrorOut {
             .send_publish(self.nats_subject.clone(), msg)
             .await
             .map_err(|e| Error::nats("publish", e))?;
-        inflight.push_back(Pending {
+        inflight.push(Pending {
             index: rec.index,
             next: rec.next,
             prev: chain.last_published,
@@ -618,10 +652,13 @@ impl MirrorOut {
         Ok(())
     }
 
-    /// A skipped record at the front: the cursor may pass it.
-    fn settle_skip(&mut self, p: &Pending, chain: &Chain) {
-        if chain.broken.is_none() && chain.fatal.is_none() {
-            self.acked = p.next;
+    /// Skipped records at the front: the cursor may pass them.
+    fn settle_skips(&mut self, inflight: &mut InFlight, chain: &Chain) {
+        while !inflight.is_empty() && !inflight.waiting() {
+            let Some(p) = inflight.pop() else { break };
+            if chain.broken.is_none() && chain.fatal.is_none() {
+                self.acked = p.next;
+            }
         }
     }
 
