@@ -26,6 +26,9 @@ pub enum CliError {
     /// From the key-value store.
     #[error(transparent)]
     Kv(#[from] mmkit_kv::Error),
+    /// From the NATS bridge.
+    #[error(transparent)]
+    Bridge(#[from] mmkit_bridge::Error),
     /// A file operation of the CLI itself.
     #[error("{op} {}: {source}", .path.display())]
     Io {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod mirror;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -114,6 +115,34 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Publish the queue to a NATS JetStream stream, exactly once, following it.
+    ///
+    /// A named cursor follows the queue and is committed once the stream
+    /// has acknowledged, in order, so the queue keeps every message until
+    /// it is in the stream. Each message carries the queue id and index
+    /// (Nats-Msg-Id, Mmkit-Queue-Id, Mmkit-Index) and
+    /// Nats-Expected-Last-Subject-Sequence: no gap and no duplicate, across
+    /// crashes, server restarts and outages longer than the duplicate
+    /// window. Reconnects with backoff. A missing stream (without
+    /// --create-stream), a permission denied or a message larger than the
+    /// server's max_payload stops it with one line and exit status 1.
+    #[command(
+        after_help = "Example:\n  mmkit queue mirror-out /tmp/q --server nats://127.0.0.1:4222 --stream ORDERS --create-stream\n  \
+                            mmkit queue mirror-out /tmp/q --server nats://nats1:4222 --stream EVENTS --subject events.q1 --json"
+    )]
+    MirrorOut(mirror::OutArgs),
+    /// Append a NATS JetStream stream's messages to the queue, exactly once, following it.
+    ///
+    /// Each record stores its stream sequence (and original queue id and
+    /// index) as metadata in the same append, so a restart resumes after
+    /// the last record with an ordered consumer: no state on the server.
+    /// Messages that came from this very queue are skipped, so a two-way
+    /// mirror does not loop. The queue is created if missing.
+    #[command(
+        after_help = "Example:\n  mmkit queue mirror-in /tmp/copy --server nats://127.0.0.1:4222 --stream ORDERS\n  \
+                            mmkit queue mirror-in /tmp/copy --server nats://nats1:4222 --stream EVENTS --subject 'events.>' --once"
+    )]
+    MirrorIn(mirror::InArgs),
     /// Measure mmkit-queue on this machine (peers: `mmkit-bench queue`).
     #[command(after_help = "Example:\n  mmkit queue bench --secs 1\n  \
                             cargo run --release -p mmkit-bench -- queue   # with the peers")]
@@ -145,6 +174,8 @@ pub fn run(cmd: QueueCommand) -> CliResult<()> {
         }
         QueueCommand::Stat { dir, json } => stat(&dir, json),
         QueueCommand::Check { dir, repair, json } => check(&dir, repair, json),
+        QueueCommand::MirrorOut(args) => mirror::out(args),
+        QueueCommand::MirrorIn(args) => mirror::r#in(args),
         QueueCommand::Bench(args) => bench::run(args),
         QueueCommand::DemoProducer(args) => demo::producer(args),
         QueueCommand::DemoConsumer(args) => demo::consumer(args),

@@ -10,7 +10,9 @@
 //! - `queue` (feature `queue`): the persistent multi-process queue;
 //! - `array` (feature `array`): numpy-compatible typed arrays;
 //! - `heap` (feature `heap`): containers shared between processes;
-//! - `kv` (feature `kv`): the embedded multi-process key-value store.
+//! - `kv` (feature `kv`): the embedded multi-process key-value store;
+//! - `nats` (feature `nats`, not default): queues mirrored to NATS
+//!   JetStream and back, exactly once (mmkit-bridge).
 //!
 //! ```
 //! use mmkit::region::{Access, Mapping, Share};
@@ -36,6 +38,9 @@ pub use mmkit_array as array;
 
 #[cfg(feature = "heap")]
 pub use mmkit_heap as heap;
+
+#[cfg(feature = "nats")]
+pub use mmkit_bridge as nats;
 
 /// The README's Rust examples, compiled and run as doctests of this crate
 /// so that they stay correct.
