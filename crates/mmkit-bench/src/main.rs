@@ -7,6 +7,7 @@ mod array;
 mod heap;
 mod kv;
 mod machine;
+mod bridge;
 mod queue;
 mod region;
 mod sync;
@@ -35,6 +36,8 @@ enum Suite {
     Heap(heap::Args),
     /// The key-value store against LMDB (heed), redb, mmkv and fjall.
     Kv(kv::Args),
+    /// Mirrors to NATS JetStream against async-nats publishing on its own.
+    Bridge(bridge::Args),
 }
 
 fn main() {
@@ -46,6 +49,7 @@ fn main() {
         Suite::Array(a) => array::run(a),
         Suite::Heap(a) => heap::run(a),
         Suite::Kv(a) => kv::run(a),
+        Suite::Bridge(a) => bridge::run(a),
     };
     if let Err(e) = result {
         eprintln!("mmkit-bench: {e}");

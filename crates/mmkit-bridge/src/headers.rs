@@ -10,6 +10,8 @@ pub const MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
 /// JetStream's per-subject optimistic concurrency check.
 pub const EXPECTED_LAST_SUBJECT_SEQ: HeaderName =
     HeaderName::from_static("Nats-Expected-Last-Subject-Sequence");
+/// JetStream's stream-wide optimistic concurrency check.
+pub const EXPECTED_LAST_SEQ: HeaderName = HeaderName::from_static("Nats-Expected-Last-Sequence");
 /// The publishing queue's id (32 hex digits).
 pub const QUEUE_ID: HeaderName = HeaderName::from_static("Mmkit-Queue-Id");
 /// The record's index in the publishing queue.
@@ -34,6 +36,17 @@ pub fn msg_id(id: u128, index: u64) -> String {
     format!("{id:032x}:{index}")
 }
 
+/// What the server must find before it stores a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// The subject's last message has this stream sequence (0: none).
+    Subject(u64),
+    /// The stream's last message has this sequence: in a stream that takes
+    /// the mirror's subject alone, the same check, and an O(1) one for the
+    /// server (the per-subject check looks the message up).
+    Stream(u64),
+}
+
 /// What a mirror-out publish carries besides the payload.
 pub struct Outgoing<'a> {
     /// Hex id of the publishing queue.
@@ -44,8 +57,8 @@ pub struct Outgoing<'a> {
     pub timestamp: u64,
     /// Where it came from, for a forwarded mirrored record.
     pub origin: Option<FirstAppend>,
-    /// The subject's last stream sequence the publish requires.
-    pub expected_last: u64,
+    /// The last stream sequence the publish requires.
+    pub expected: Expected,
 }
 
 impl Outgoing<'_> {
@@ -53,7 +66,10 @@ impl Outgoing<'_> {
     pub fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(MSG_ID, format!("{}:{}", self.queue_hex, self.index));
-        h.insert(EXPECTED_LAST_SUBJECT_SEQ, self.expected_last.to_string());
+        match self.expected {
+            Expected::Subject(seq) => h.insert(EXPECTED_LAST_SUBJECT_SEQ, seq.to_string()),
+            Expected::Stream(seq) => h.insert(EXPECTED_LAST_SEQ, seq.to_string()),
+        }
         h.insert(QUEUE_ID, self.queue_hex);
         h.insert(INDEX, self.index.to_string());
         if self.timestamp != 0 {
@@ -77,7 +93,10 @@ impl Outgoing<'_> {
         let line = |name: &HeaderName, value_len: usize| name_len(name) + 2 + value_len + 2;
         let mut n = "NATS/1.0\r\n".len() + 2;
         n += line(&MSG_ID, self.queue_hex.len() + 1 + digits(self.index));
-        n += line(&EXPECTED_LAST_SUBJECT_SEQ, digits(self.expected_last));
+        n += match self.expected {
+            Expected::Subject(seq) => line(&EXPECTED_LAST_SUBJECT_SEQ, digits(seq)),
+            Expected::Stream(seq) => line(&EXPECTED_LAST_SEQ, digits(seq)),
+        };
         n += line(&QUEUE_ID, self.queue_hex.len()) + line(&INDEX, digits(self.index));
         if self.timestamp != 0 {
             n += line(&TIMESTAMP, digits(self.timestamp));
@@ -145,8 +164,13 @@ mod tests {
     fn headers_round_trip_and_size() {
         let hex = queue_id_hex(0xabc);
         let origin = FirstAppend { queue_id: 7, index: 9, timestamp: 11 };
-        for (timestamp, origin) in [(0, None), (1_700_000_000_000_000_000, None), (5, Some(origin))] {
-            let out = Outgoing { queue_hex: &hex, index: 1 << 32 | 3, timestamp, origin, expected_last: 0 };
+        let cases = [
+            (0, None, Expected::Subject(0)),
+            (1_700_000_000_000_000_000, None, Expected::Stream(12_345)),
+            (5, Some(origin), Expected::Subject(u64::MAX)),
+        ];
+        for (timestamp, origin, expected) in cases {
+            let out = Outgoing { queue_hex: &hex, index: 1 << 32 | 3, timestamp, origin, expected };
             let h = out.headers();
             assert_eq!(wire(&h), out.wire_len());
             assert_eq!(publisher(&h), Some((0xabc, 1 << 32 | 3)));

@@ -1,14 +1,16 @@
 //! Mirror-out: a queue followed on a named cursor and published to a
 //! JetStream stream, exactly once (the argument is in `docs/bridge.md`).
 //!
-//! Every publish carries `Nats-Expected-Last-Subject-Sequence`: the
-//! stream sequence of the message before it on the subject. So the server
-//! stores a message only right after its predecessor, whatever was lost,
-//! re-sent or delayed on the way, and the subject's messages are always a
-//! gap-free, duplicate-free run of the queue's records. Publishes are
-//! pipelined when the stream takes only the mirror's subject (its
-//! sequences are then predictable); in a stream shared with other
-//! subjects, one publish is in flight at a time.
+//! Every publish carries the stream sequence of the message before it
+//! (`Nats-Expected-Last-Subject-Sequence`; pipelined publishes in a stream
+//! of the mirror's own carry `Nats-Expected-Last-Sequence`, the same check
+//! there and a cheaper one for the server). So the server stores a message
+//! only right after its predecessor, whatever was lost, re-sent or delayed
+//! on the way, and the subject's messages are always a gap-free,
+//! duplicate-free run of the queue's records. Publishes are pipelined when
+//! the stream takes only the mirror's subject (its sequences are then
+//! predictable); in a stream shared with other subjects, one publish is in
+//! flight at a time.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
@@ -26,7 +28,7 @@ use tokio::time::Instant;
 use crate::connect::{Backoff, Connection, connect};
 use crate::error::{Error, Result};
 use crate::feed::{Feed, Next, Rec};
-use crate::headers::{self, Outgoing};
+use crate::headers::{self, Expected, Outgoing};
 use crate::lock::MirrorLock;
 use crate::record::Origin;
 use crate::{Event, Progress, Summary, subject};
@@ -606,7 +608,11 @@ impl MirrorOut {
             index: rec.index,
             timestamp: rec.timestamp,
             origin,
-            expected_last: chain.expected,
+            // Pipelined, in a stream of its own: the stream-wide check.
+            expected: match chain.next_seq {
+                Some(_) => Expected::Stream(chain.expected),
+                None => Expected::Subject(chain.expected),
+            },
         };
         let size = rec.payload.len() + out.wire_len();
         let limit = max_msg_size.map_or(max_payload, |m| m.min(max_payload));
