@@ -494,7 +494,12 @@ impl MirrorOut {
                     end,
                 });
             }
-            position = position.max(index + 1);
+            // Past the cursor: in the stream already, acknowledged or not.
+            // Before it: the stream lost acknowledged messages (a server
+            // that crashed before they reached its disk, or deleted ones),
+            // and the queue still holds them unless retention took them:
+            // publish them again.
+            position = index + 1;
             last_seq = m.sequence;
         }
         self.acked = position;
@@ -770,7 +775,8 @@ impl MirrorOut {
 
     /// Moves the cursor to `acked` (a store in the meta file).
     fn commit(&mut self) -> Result<()> {
-        if self.acked > self.cursor.committed() {
+        // Backwards only after a resynchronisation found messages missing.
+        if self.acked != self.cursor.committed() {
             let path = self.queue.path().to_path_buf();
             self.cursor.seek(self.acked).map_err(|e| Error::queue("move the mirror's cursor", &path, e))?;
             self.cursor.commit().map_err(|e| Error::queue("commit the mirror's cursor", &path, e))?;
