@@ -119,8 +119,8 @@ fn run_suite(args: Args) -> Result<(), BoxError> {
     let dir = tempfile::Builder::new().prefix("mmkit-bench-bridge").tempdir()?;
     let server = LocalServer::start(&dir.path().join("nats"))
         .map_err(|e| format!("nats-server: {e} (apt-get install nats-server)"))?;
+    let machine = crate::machine::print_header(args.json);
     let mut suite = Suite { args, server, dir, rows: Vec::new(), runs: 0 };
-    suite.say(&machine());
     for size in [64usize, 1024] {
         let workload = format!("mirror-out throughput, {size} B");
         suite.table(&workload, &[MIRROR_OUT, JS_ASYNC, JS_MSG_ID, JS_HEADERS], "msg/s", |s, peer| {
@@ -130,7 +130,7 @@ fn run_suite(args: Args) -> Result<(), BoxError> {
     let workload = format!("end-to-end lag at {} msg/s, 64 B", suite.args.rate);
     suite.table(&workload, &[MIRRORS, JS_ALONE], "µs", |s, peer| s.lag(peer))?;
     if suite.args.json {
-        let doc = serde_json::json!({ "machine": machine_json(), "rows": suite.rows });
+        let doc = serde_json::json!({ "machine": machine, "rows": suite.rows });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
     Ok(())
@@ -302,31 +302,6 @@ fn percentiles(v: &mut [f64]) -> [f64; 3] {
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-}
-
-/// The CPU model (`lscpu` "Model name"), cores and kernel.
-fn machine() -> String {
-    let m = machine_json();
-    format!(
-        "CPU: {} ({} cores), Linux {}",
-        m["cpu"].as_str().unwrap_or("?"),
-        m["cores"],
-        m["kernel"].as_str().unwrap_or("?")
-    )
-}
-
-fn machine_json() -> serde_json::Value {
-    let lscpu =
-        std::process::Command::new("lscpu").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    let cpu = lscpu
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("Model name:").map(|m| m.trim().to_string())))
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|k| k.trim().to_string())
-        .unwrap_or_default();
-    serde_json::json!({ "cpu": cpu, "cores": cores, "kernel": kernel })
 }
 
 async fn connect_js(url: &str) -> Result<jetstream::Context, BoxError> {

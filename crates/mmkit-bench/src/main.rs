@@ -4,10 +4,10 @@
 //! same run.
 
 mod array;
+mod bridge;
 mod heap;
 mod kv;
 mod machine;
-mod bridge;
 mod queue;
 mod region;
 mod sync;
