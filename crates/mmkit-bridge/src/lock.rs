@@ -11,6 +11,9 @@ use rustix::fs::{FlockOperation, Mode, OFlags};
 
 use crate::error::{Error, Result};
 
+/// How long a taken lock is waited for before it counts as held.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A held mirror lock; released on drop (or death).
 #[derive(Debug)]
 pub struct MirrorLock {
@@ -33,14 +36,24 @@ impl MirrorLock {
         let fd = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o600))
             .map_err(|e| io("open mirror lock", e.into()))?;
         let mut file = File::from(fd);
-        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(Error::Busy { path, holder: holder.trim().to_string() });
+        // A lock can outlive its holder by a moment: a process that is
+        // exiting, or a child forked by another thread that has not yet
+        // exec'd (and closed its copy of the descriptor). So look again for
+        // a little while before calling it taken.
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    return Err(Error::Busy { path, holder: holder.trim().to_string() });
+                }
+                Err(e) => return Err(io("lock mirror lock", e.into())),
             }
-            Err(e) => return Err(io("lock mirror lock", e.into())),
         }
         let note = format!("{about}, pid {}\n", std::process::id());
         file.set_len(0)
