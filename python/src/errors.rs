@@ -3,13 +3,17 @@
 //! OS errors become `OSError(errno, message)`, which CPython turns into the
 //! matching subclass (`FileNotFoundError`, `PermissionError`,
 //! `FileExistsError`, `IsADirectoryError`, `BlockingIOError`, ...). Bad
-//! arguments become `ValueError`, damaged files `mmkit.CorruptError`, and
-//! everything else `mmkit.Error`. Every message starts with the Python-level
-//! operation and names the path.
+//! arguments become `ValueError`, damaged files `mmkit.CorruptError`, a
+//! missing table `KeyError`, a named heap object of another type
+//! `TypeError`, a full heap `MemoryError`, a lock this thread already holds
+//! `RuntimeError`, and everything else `mmkit.Error`. Every message starts
+//! with the Python-level operation and names the path.
 
 use std::io;
 
-use pyo3::exceptions::{PyException, PyOSError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyKeyError, PyMemoryError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::{PyErr, create_exception};
 
 create_exception!(
@@ -34,6 +38,14 @@ pub(crate) enum Kind {
     Value,
     /// `mmkit.CorruptError`.
     Corrupt,
+    /// `KeyError`: a name that does not exist (a table).
+    Key,
+    /// `TypeError`: a named object stored with another type.
+    Type,
+    /// `MemoryError`: a heap that may not grow any more.
+    Memory,
+    /// `RuntimeError`: a lock the calling thread already holds.
+    Runtime,
     /// `mmkit.Error`.
     Other,
 }
@@ -58,6 +70,12 @@ fn io_kind(e: &io::Error) -> Kind {
         io::ErrorKind::StorageFull => Kind::Os(libc::ENOSPC),
         io::ErrorKind::InvalidInput => Kind::Value,
         _ => Kind::Other,
+    }
+}
+
+impl Classify for io::Error {
+    fn kind(&self) -> Kind {
+        io_kind(self)
     }
 }
 
@@ -123,6 +141,67 @@ impl Classify for mmkit_queue::Error {
     }
 }
 
+impl Classify for mmkit_sync::Error {
+    fn kind(&self) -> Kind {
+        use mmkit_sync::Error as E;
+        match self {
+            E::Region(e) => e.kind(),
+            E::Timeout { .. } => Kind::Os(libc::ETIMEDOUT),
+            E::WouldDeadlock { .. } => Kind::Runtime,
+            E::Misaligned { .. } | E::Inconsistent { .. } => Kind::Corrupt,
+            E::Invalid { .. } => Kind::Value,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// A file that is not what was expected: `IsADirectoryError` for a
+/// directory, `CorruptError` otherwise.
+fn not_a_file_of_ours(path: &std::path::Path) -> Kind {
+    if path.is_dir() { Kind::Os(libc::EISDIR) } else { Kind::Corrupt }
+}
+
+impl Classify for mmkit_kv::Error {
+    fn kind(&self) -> Kind {
+        use mmkit_kv::Error as E;
+        match self {
+            E::Io { source, .. } | E::NoSpace { source, .. } => io_kind(source),
+            E::Region { source, .. } => source.kind(),
+            E::Sync { source, .. } => source.kind(),
+            E::NotADatabase { path, .. } => not_a_file_of_ours(path),
+            E::UnsupportedVersion { .. } | E::Corrupt { .. } | E::NoValidCommit { .. } => Kind::Corrupt,
+            E::AlreadyExists { .. } => Kind::Os(libc::EEXIST),
+            E::NotFound { .. } => Kind::Os(libc::ENOENT),
+            E::NoSuchTable { .. } => Kind::Key,
+            E::Timeout { .. } => Kind::Os(libc::ETIMEDOUT),
+            E::ReadOnly { .. }
+            | E::KeyTooLong { .. }
+            | E::InvalidName { .. }
+            | E::Decode { .. }
+            | E::InvalidOption(_) => Kind::Value,
+            _ => Kind::Other,
+        }
+    }
+}
+
+impl Classify for mmkit_heap::Error {
+    fn kind(&self) -> Kind {
+        use mmkit_heap::Error as E;
+        match self {
+            E::Io { source, .. } => io_kind(source),
+            E::Region { source, .. } => source.kind(),
+            E::Sync { source, .. } => source.kind(),
+            E::NotAHeap { path, .. } => not_a_file_of_ours(path),
+            E::AlreadyExists { .. } => Kind::Os(libc::EEXIST),
+            E::Incompatible { .. } | E::Corrupt { .. } => Kind::Corrupt,
+            E::OutOfMemory { .. } => Kind::Memory,
+            E::TypeMismatch { .. } => Kind::Type,
+            E::Removed { .. } | E::InvalidName { .. } | E::Invalid { .. } => Kind::Value,
+            _ => Kind::Other,
+        }
+    }
+}
+
 /// The exception for `err`, raised by the operation `op` on `path`.
 pub(crate) fn raise(op: &str, path: &str, err: &dyn Classify) -> PyErr {
     let text = err.to_string();
@@ -140,6 +219,10 @@ pub(crate) fn exception(kind: Kind, message: String) -> PyErr {
         Kind::Os(errno) => PyOSError::new_err((errno, message)),
         Kind::Value => PyValueError::new_err(message),
         Kind::Corrupt => CorruptError::new_err(message),
+        Kind::Key => PyKeyError::new_err(message),
+        Kind::Type => PyTypeError::new_err(message),
+        Kind::Memory => PyMemoryError::new_err(message),
+        Kind::Runtime => PyRuntimeError::new_err(message),
         Kind::Other => Error::new_err(message),
     }
 }

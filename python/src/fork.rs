@@ -1,4 +1,4 @@
-//! Handles inherited through `fork()`.
+//! Handles inherited through `fork()`, and handles bound to a thread.
 //!
 //! Python programs fork (multiprocessing's default start method on Linux
 //! before 3.14), and a child inherits every object of its parent. Some mmkit
@@ -16,6 +16,7 @@
 use std::mem::ManuallyDrop;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::ThreadId;
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
@@ -66,6 +67,72 @@ impl<T> Drop for ProcessLocal<T> {
     fn drop(&mut self) {
         if self.generation == generation() {
             // SAFETY: dropped exactly once, here; `value` is not used after.
+            unsafe { ManuallyDrop::drop(&mut self.value) };
+        }
+    }
+}
+
+/// A value that belongs to the thread that made it, in the process that
+/// made it: a key-value write transaction, whose locks (a `std` mutex
+/// guard and a robust mutex owned by the thread's token) are that
+/// thread's, and `!Send`.
+///
+/// [`ThreadBound::get_mut`] hands the value out on that thread only, and
+/// it is dropped only there: dropped anywhere else, it is leaked.
+pub(crate) struct ThreadBound<T> {
+    value: ManuallyDrop<T>,
+    thread: ThreadId,
+    generation: u64,
+}
+
+// SAFETY: the value is reached only through `get_mut` and `into_inner`,
+// which refuse on every thread but the one that made it (and in a forked
+// child, where that thread does not exist), and it is dropped only on that
+// thread (leaked elsewhere). So a `!Send`/`!Sync` value is never touched by
+// another thread; only this wrapper moves between threads.
+unsafe impl<T> Send for ThreadBound<T> {}
+// SAFETY: `&ThreadBound` offers nothing but `is_here` and
+// `in_this_process`, which read only the wrapper's own fields.
+unsafe impl<T> Sync for ThreadBound<T> {}
+
+impl<T> ThreadBound<T> {
+    pub(crate) fn new(value: T) -> Self {
+        let thread = std::thread::current().id();
+        ThreadBound { value: ManuallyDrop::new(value), thread, generation: generation() }
+    }
+
+    /// True on the thread (and in the process) that made the value.
+    pub(crate) fn is_here(&self) -> bool {
+        self.in_this_process() && self.thread == std::thread::current().id()
+    }
+
+    /// False in a child forked since the value was made.
+    pub(crate) fn in_this_process(&self) -> bool {
+        self.generation == generation()
+    }
+
+    /// The value, on the thread that made it; `None` on any other.
+    pub(crate) fn get_mut(&mut self) -> Option<&mut T> {
+        self.is_here().then_some(&mut *self.value)
+    }
+
+    /// The value, on the thread that made it; on any other, `Err(self)`.
+    pub(crate) fn into_inner(mut self) -> Result<T, Self> {
+        if !self.is_here() {
+            return Err(self);
+        }
+        // SAFETY: taken exactly once; `forget` keeps Drop from touching
+        // the moved-out value.
+        let value = unsafe { ManuallyDrop::take(&mut self.value) };
+        std::mem::forget(self);
+        Ok(value)
+    }
+}
+
+impl<T> Drop for ThreadBound<T> {
+    fn drop(&mut self) {
+        if self.is_here() {
+            // SAFETY: dropped exactly once, here, on the owning thread.
             unsafe { ManuallyDrop::drop(&mut self.value) };
         }
     }

@@ -23,8 +23,12 @@
 #![doc(test(attr(ignore)))]
 
 pub mod array;
+mod convert;
+pub mod db;
 pub mod errors;
 mod fork;
+pub mod heap;
+pub mod kv;
 pub mod queue;
 pub mod residency;
 pub mod shm;
@@ -60,6 +64,23 @@ fn _mmkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<queue::Reader>()?;
     m.add_class::<queue::Cursor>()?;
     m.add_class::<queue::Record>()?;
+    m.add_class::<kv::Kv>()?;
+    m.add_class::<db::Db>()?;
+    m.add_class::<db::ReadTransaction>()?;
+    m.add_class::<db::WriteTransaction>()?;
+    m.add_class::<db::Table>()?;
+    m.add_class::<db::KvIterator>()?;
+    m.add_class::<db::Watch>()?;
+    m.add_class::<db::Change>()?;
+    m.add_class::<db::DbStat>()?;
+    m.add_class::<db::SnapshotInfo>()?;
+    m.add_class::<db::DbCheck>()?;
+    m.add_class::<heap::Heap>()?;
+    m.add_class::<heap::HeapMap>()?;
+    m.add_class::<heap::HeapVector>()?;
+    m.add_class::<heap::HeapObject>()?;
+    m.add_class::<heap::HeapStat>()?;
+    m.add_class::<heap::HeapCheck>()?;
     m.add_class::<shm::SharedMemory>()?;
     m.add_class::<residency::Residency>()?;
     m.add_function(wrap_pyfunction!(residency::resident, m)?)?;

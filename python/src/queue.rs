@@ -8,20 +8,17 @@
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mmkit_queue::{OpenOptions, Producer, Start};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 
+use crate::convert::{bytes_like, timeout_arg, wait_in_slices};
 use crate::errors::{Context, value_error};
 use crate::fork::{ProcessLocal, inherited};
 use crate::lock;
-
-/// How long one wait with the GIL released lasts at most before signals
-/// (Ctrl-C) are checked.
-const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// A persistent, multi-process message queue in a directory.
 ///
@@ -94,20 +91,13 @@ impl Queue {
 
 /// Calls `f` with the bytes of `data` (bytes, bytearray or memoryview).
 fn with_payload<R>(data: &Bound<'_, PyAny>, op: &str, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
-    if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(f(b.as_bytes()));
+    match bytes_like(data)? {
+        Some(bytes) => Ok(f(&bytes)),
+        None => Err(PyTypeError::new_err(format!(
+            "{op}: a message is bytes, bytearray or memoryview, not {}",
+            data.get_type().name()?
+        ))),
     }
-    if let Ok(b) = data.cast::<PyByteArray>() {
-        return Ok(f(&b.to_vec()));
-    }
-    if data.is_instance_of::<PyMemoryView>() {
-        let bytes = data.call_method0("tobytes")?;
-        return Ok(f(bytes.cast::<PyBytes>()?.as_bytes()));
-    }
-    Err(PyTypeError::new_err(format!(
-        "{op}: a message is bytes, bytearray or memoryview, not {}",
-        data.get_type().name()?
-    )))
 }
 
 /// Parses `start`: "beginning", "end" or an index.
@@ -430,19 +420,6 @@ impl Reader {
     }
 }
 
-/// Parses a timeout in seconds: `None` waits forever.
-fn timeout_arg(timeout: Option<f64>, path: &str) -> PyResult<Option<Duration>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_nan() || t < 0.0 => Err(value_error(
-            "Reader.next",
-            path,
-            format!("timeout must be a non-negative number of seconds, not {t}"),
-        )),
-        Some(t) => Ok(Duration::try_from_secs_f64(t).ok()),
-    }
-}
-
 #[pymethods]
 impl Reader {
     /// The next message, waiting up to `timeout` seconds for it (`None`:
@@ -450,27 +427,11 @@ impl Reader {
     /// while waiting, and Ctrl-C interrupts the wait.
     #[pyo3(signature = (timeout = None))]
     fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Record>> {
-        let timeout = timeout_arg(timeout, &self.path)?;
+        let timeout = timeout_arg(timeout, "Reader.next", &self.path)?;
         if let Some(rec) = self.poll(py)? {
             return Ok(Some(rec));
         }
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        loop {
-            let slice = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) => left.min(WAIT_SLICE),
-                    None => return Ok(None),
-                },
-                None => WAIT_SLICE,
-            };
-            if let Some(rec) = self.wait(py, slice)? {
-                return Ok(Some(rec));
-            }
-            if timeout.is_some_and(|t| t.is_zero()) {
-                return Ok(None);
-            }
-            py.check_signals()?;
-        }
+        wait_in_slices(py, timeout, |slice| self.wait(py, slice))
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
