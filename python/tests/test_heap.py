@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import mmkit
-from conftest import permission_error_as_nobody, python_child, run_cli
+from conftest import permission_error_as_nobody, python_child, run_cli, run_python
 
 
 @pytest.fixture
@@ -158,6 +158,34 @@ def test_a_full_heap_raises_memory_error(tmp_path):
             m[b"%d" % i] = bytes(16 << 10)
     assert str(tmp_path / "small.heap") in str(e.value)
     assert len(m) > 0 and h.check().clean, "the failed insert left the heap consistent"
+
+
+def test_a_full_disk_is_an_error_and_the_heap_stays_usable(tmp_path):
+    path = tmp_path / "full.heap"
+    heap = mmkit.Heap(path, create=True, size=1 << 20)
+    heap.map("m")[b"kept"] = b"yes"
+    proc = run_python(
+        """
+        import errno, resource, signal, sys, mmkit
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+        limit = int(sys.argv[2])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        m = mmkit.Heap(sys.argv[1]).map("m")
+        try:
+            for i in range(1000):
+                m[b"%d" % i] = bytes(8000)
+            print("no error")
+        except OSError as e:
+            print(errno.errorcode[e.errno], sys.argv[1] in str(e))
+        """,
+        path,
+        (1 << 20) + (64 << 10),
+    )
+    assert proc.stdout.split() in (["EFBIG", "True"], ["ENOSPC", "True"]), proc.stdout + proc.stderr
+    m = heap.map("m")
+    assert m[b"kept"] == b"yes" and len(m) > 1
+    m[b"after"] = bytes(8000)  # this process may grow it
+    assert heap.check().clean
 
 
 def test_bad_input(tmp_path, heap):

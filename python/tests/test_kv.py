@@ -390,6 +390,35 @@ def test_corrupt_page_raises_corrupt_error(tmp_path):
     assert str(path) in str(e.value) and "Db.check" in str(e.value)
 
 
+FULL_DISK = """
+import errno, resource, signal, sys, mmkit
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+db = mmkit.Db(sys.argv[1])
+try:
+    with db.write() as w:
+        t = w.table()
+        for i in range(4000):
+            t[b"%05d" % i] = bytes(1000)
+    print("committed")
+except OSError as e:
+    print(errno.errorcode[e.errno], sys.argv[1] in str(e))
+"""
+
+
+def test_a_full_disk_is_an_error_and_keeps_the_last_commit(tmp_path):
+    path = tmp_path / "full.kv"
+    with mmkit.Db(path, create=True) as d, d.write() as w:
+        w.table()[b"kept"] = b"yes"
+    proc = run_python(FULL_DISK, path, path.stat().st_size + (256 << 10))
+    assert proc.stdout.split() in (["EFBIG", "True"], ["ENOSPC", "True"]), proc.stdout + proc.stderr
+    with mmkit.Db(path) as d:
+        with d.read() as r:
+            assert list(r.table().items()) == [(b"kept", b"yes")]
+        d.check()
+
+
 def test_permission_denied(public_dir):
     path = public_dir / "p.kv"
     mmkit.Db(path, create=True).close()
