@@ -314,7 +314,12 @@ pub fn open_array<'py>(py: Python<'py>, path: PathBuf, mode: &str) -> PyResult<B
 }
 
 /// The native-order dtype `dtype` (anything `numpy.dtype` accepts) names.
-fn native_descr(py: Python<'_>, dtype: &Bound<'_, PyAny>, op: &str, path: &str) -> PyResult<Descr> {
+pub(crate) fn native_descr(
+    py: Python<'_>,
+    dtype: &Bound<'_, PyAny>,
+    op: &str,
+    path: &str,
+) -> PyResult<Descr> {
     let descr = PyArrayDescr::new(py, dtype)?;
     let text: String = descr.getattr("str")?.extract()?;
     let parsed =

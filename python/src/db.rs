@@ -98,6 +98,17 @@ impl Handle {
         lock(&self.cell).take();
     }
 
+    /// Makes every commit so far durable, with the GIL released.
+    pub(crate) fn sync(&self, py: Python<'_>, op: &str) -> PyResult<()> {
+        let opened = self.get(op)?;
+        py.detach(|| opened.db().sync()).context(op, &self.name)
+    }
+
+    /// The durability of commits, by name.
+    pub(crate) fn durability(&self, op: &str) -> PyResult<&'static str> {
+        Ok(durability_name(self.get(op)?.db().durability()))
+    }
+
     pub(crate) fn path(&self) -> &PathBuf {
         &self.path
     }
@@ -280,8 +291,7 @@ impl Db {
 
     /// Makes every commit so far durable (one `fdatasync`).
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        let opened = self.handle.get("Db.sync")?;
-        py.detach(|| opened.db().sync()).context("Db.sync", self.name())
+        self.handle.sync(py, "Db.sync")
     }
 
     /// Releases this handle. Transactions, iterators and watches made from
@@ -299,7 +309,7 @@ impl Db {
     /// The durability of commits: "immediate", "eventual" or "group".
     #[getter]
     fn durability(&self) -> PyResult<&'static str> {
-        Ok(durability_name(self.handle.get("Db.durability")?.db().durability()))
+        self.handle.durability("Db.durability")
     }
 
     /// The id of the last commit.

@@ -15,6 +15,7 @@ use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use mmkit_array::DType;
 use mmkit_heap::{Bytes, HeapOptions, ShmHashMap, ShmType, ShmVec};
 use numpy::{Element, PyArray1, PyArrayDescr, PyArrayLike1};
 use pyo3::IntoPyObjectExt;
@@ -22,6 +23,7 @@ use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
+use crate::array::native_descr;
 use crate::convert::bytes_like;
 use crate::errors::{Context, CorruptError, value_error};
 use crate::lock;
@@ -258,84 +260,102 @@ macro_rules! by_types {
     };
 }
 
-/// The types of the existing map `name`, tried against every supported
-/// pair; `None` if no map of that name exists.
-fn map_types(heap: &mmkit_heap::Heap, name: &str, op: &str, path: &str) -> PyResult<Option<(Elem, Elem)>> {
+/// The registry entry of the object `name` if it exists (and is not being
+/// initialized); `TypeError` if it is not a `kind`.
+fn existing(
+    heap: &mmkit_heap::Heap,
+    name: &str,
+    kind: &str,
+    op: &str,
+    path: &str,
+) -> PyResult<Option<mmkit_heap::ObjectInfo>> {
     let objects = heap.objects().context(op, path)?;
-    let Some(info) = objects.iter().find(|o| o.name == name && !o.initializing) else { return Ok(None) };
-    if info.kind != "map" {
+    let Some(info) = objects.into_iter().find(|o| o.name == name && !o.initializing) else { return Ok(None) };
+    if info.kind != kind {
         return Err(PyTypeError::new_err(format!(
-            "{op} {path}: object {name:?} is a {}, not a map",
+            "{op} {path}: object {name:?} is a {}, not a {kind}",
             info.kind
         )));
     }
-    for k in ELEMS {
-        for v in ELEMS {
-            match by_types!(k, v, open_typed_map(heap, name, false)) {
-                Ok(Some(_)) => return Ok(Some((k, v))),
-                Ok(None) => return Ok(None),
-                Err(mmkit_heap::Error::TypeMismatch { .. }) => {}
-                Err(e) => return Err(e).context(op, path),
-            }
+    Ok(Some(info))
+}
+
+/// The types of the existing map `name`, tried against every supported
+/// pair; `None` if no map of that name exists.
+fn map_types(heap: &mmkit_heap::Heap, name: &str, op: &str, path: &str) -> PyResult<Option<(Elem, Elem)>> {
+    let Some(info) = existing(heap, name, "map", op, path)? else { return Ok(None) };
+    let pairs = ELEMS.into_iter().flat_map(|k| ELEMS.map(|v| (k, v)));
+    let found =
+        probe(pairs, |(k, v)| by_types!(k, v, open_typed_map(heap, name, false)).map(|m| m.is_some()));
+    match found.context(op, path)? {
+        Probe::Is(kv) => Ok(Some(kv)),
+        Probe::Gone => Ok(None),
+        Probe::Unknown => Err(PyTypeError::new_err(format!(
+            "{op} {path}: map {name:?} has type {}, whose keys or values are not bytes, str, int64, uint64 or float64",
+            info.type_name
+        ))),
+    }
+}
+
+/// What probing an object's type found.
+enum Probe<T> {
+    /// It opens as this type.
+    Is(T),
+    /// It is gone (removed meanwhile).
+    Gone,
+    /// No type fits.
+    Unknown,
+}
+
+/// Opens the object as each of `types` in turn (`open` returns whether it
+/// exists; a type mismatch tries the next one).
+fn probe<T: Copy>(
+    types: impl IntoIterator<Item = T>,
+    mut open: impl FnMut(T) -> mmkit_heap::Result<bool>,
+) -> mmkit_heap::Result<Probe<T>> {
+    for t in types {
+        match open(t) {
+            Ok(true) => return Ok(Probe::Is(t)),
+            Ok(false) => return Ok(Probe::Gone),
+            Err(mmkit_heap::Error::TypeMismatch { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
-    Err(PyTypeError::new_err(format!(
-        "{op} {path}: map {name:?} has type {}, whose keys or values are not bytes, str, int64, uint64 or float64",
-        info.type_name
-    )))
+    Ok(Probe::Unknown)
 }
 
 // -------------------------------------------------------------- vectors
 
-/// The element types a `HeapVector` can hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Num {
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    F32,
-    F64,
-}
+/// The element types a `HeapVector` can hold: numpy's fixed-size numbers
+/// but bool, float16 and the complex ones (not plain data in Rust's sense
+/// the heap checks: `ShmType`).
+const VECTOR_DTYPES: [DType; 10] = [
+    DType::I8,
+    DType::I16,
+    DType::I32,
+    DType::I64,
+    DType::U8,
+    DType::U16,
+    DType::U32,
+    DType::U64,
+    DType::F32,
+    DType::F64,
+];
 
-const NUMS: [Num; 10] =
-    [Num::I8, Num::I16, Num::I32, Num::I64, Num::U8, Num::U16, Num::U32, Num::U64, Num::F32, Num::F64];
-
-impl Num {
-    fn name(self) -> &'static str {
-        match self {
-            Num::I8 => "int8",
-            Num::I16 => "int16",
-            Num::I32 => "int32",
-            Num::I64 => "int64",
-            Num::U8 => "uint8",
-            Num::U16 => "uint16",
-            Num::U32 => "uint32",
-            Num::U64 => "uint64",
-            Num::F32 => "float32",
-            Num::F64 => "float64",
-        }
-    }
-
-    /// Anything `numpy.dtype` takes that names one of the types, in native
-    /// byte order.
-    fn parse(py: Python<'_>, spec: &Bound<'_, PyAny>, op: &str, path: &str) -> PyResult<Num> {
-        let descr = PyArrayDescr::new(py, spec)?;
-        let name: String = descr.getattr("name")?.extract()?;
-        let native = descr.getattr("isnative")?.extract::<bool>()?;
-        NUMS.into_iter().find(|n| native && n.name() == name).ok_or_else(|| {
-            value_error(
-                op,
-                path,
-                format!(
-                    "a vector holds native int8 to int64, uint8 to uint64, float32 or float64, not {name}"
-                ),
-            )
-        })
+/// Anything `numpy.dtype` takes that names one of [`VECTOR_DTYPES`], in
+/// native byte order.
+fn vector_dtype(py: Python<'_>, spec: &Bound<'_, PyAny>, op: &str, path: &str) -> PyResult<DType> {
+    let refused = || -> PyResult<PyErr> {
+        let name: String = PyArrayDescr::new(py, spec)?.getattr("name")?.extract()?;
+        Ok(value_error(
+            op,
+            path,
+            format!("a vector holds native int8 to int64, uint8 to uint64, float32 or float64, not {name}"),
+        ))
+    };
+    match native_descr(py, spec, op, path) {
+        Ok(d) if VECTOR_DTYPES.contains(&d.dtype) => Ok(d.dtype),
+        _ => Err(refused()?),
     }
 }
 
@@ -416,47 +436,43 @@ fn open_typed_vec<T: PyNum>(
     Ok(vec.map(|vec| Box::new(TypedVec { vec, path }) as Box<dyn DynVec>))
 }
 
-/// Calls `$f::<T>(args)` with the Rust type of the `Num` `$n`.
-macro_rules! by_num {
-    ($n:expr, $f:ident($($a:expr),*)) => {
-        match $n {
-            Num::I8 => $f::<i8>($($a),*),
-            Num::I16 => $f::<i16>($($a),*),
-            Num::I32 => $f::<i32>($($a),*),
-            Num::I64 => $f::<i64>($($a),*),
-            Num::U8 => $f::<u8>($($a),*),
-            Num::U16 => $f::<u16>($($a),*),
-            Num::U32 => $f::<u32>($($a),*),
-            Num::U64 => $f::<u64>($($a),*),
-            Num::F32 => $f::<f32>($($a),*),
-            Num::F64 => $f::<f64>($($a),*),
+/// Calls `$f::<T>(args)` with the Rust type of the `DType` `$d`, one of
+/// [`VECTOR_DTYPES`].
+macro_rules! by_dtype {
+    ($d:expr, $f:ident($($a:expr),*)) => {
+        match $d {
+            DType::I8 => $f::<i8>($($a),*),
+            DType::I16 => $f::<i16>($($a),*),
+            DType::I32 => $f::<i32>($($a),*),
+            DType::I64 => $f::<i64>($($a),*),
+            DType::U8 => $f::<u8>($($a),*),
+            DType::U16 => $f::<u16>($($a),*),
+            DType::U32 => $f::<u32>($($a),*),
+            DType::U64 => $f::<u64>($($a),*),
+            DType::F32 => $f::<f32>($($a),*),
+            DType::F64 => $f::<f64>($($a),*),
+            other => Err(mmkit_heap::Error::Invalid {
+                op: "vector",
+                reason: format!("no vector of dtype {}", other.code()),
+            }),
         }
     };
 }
 
 /// The element type of the existing vector `name`; `None` if there is no
 /// such vector.
-fn vec_type(heap: &mmkit_heap::Heap, name: &str, op: &str, path: &str) -> PyResult<Option<Num>> {
-    let objects = heap.objects().context(op, path)?;
-    let Some(info) = objects.iter().find(|o| o.name == name && !o.initializing) else { return Ok(None) };
-    if info.kind != "vec" {
-        return Err(PyTypeError::new_err(format!(
-            "{op} {path}: object {name:?} is a {}, not a vec",
-            info.kind
-        )));
+fn vec_type(heap: &mmkit_heap::Heap, name: &str, op: &str, path: &str) -> PyResult<Option<DType>> {
+    let Some(info) = existing(heap, name, "vec", op, path)? else { return Ok(None) };
+    let found =
+        probe(VECTOR_DTYPES, |d| by_dtype!(d, open_typed_vec(heap, name, false)).map(|v| v.is_some()));
+    match found.context(op, path)? {
+        Probe::Is(d) => Ok(Some(d)),
+        Probe::Gone => Ok(None),
+        Probe::Unknown => Err(PyTypeError::new_err(format!(
+            "{op} {path}: vector {name:?} holds {}, which is not a numpy number type",
+            info.type_name
+        ))),
     }
-    for n in NUMS {
-        match by_num!(n, open_typed_vec(heap, name, false)) {
-            Ok(Some(_)) => return Ok(Some(n)),
-            Ok(None) => return Ok(None),
-            Err(mmkit_heap::Error::TypeMismatch { .. }) => {}
-            Err(e) => return Err(e).context(op, path),
-        }
-    }
-    Err(PyTypeError::new_err(format!(
-        "{op} {path}: vector {name:?} holds {}, which is not a numpy number type",
-        info.type_name
-    )))
 }
 
 // ----------------------------------------------------------------- heap
@@ -574,13 +590,13 @@ impl Heap {
         const OP: &str = "Heap.vector";
         let heap = self.heap(OP)?;
         let path = &self.name;
-        let wanted = dtype.map(|d| Num::parse(py, d, OP, path)).transpose()?;
-        let existing = py.detach(|| vec_type(&heap, name, OP, path))?.unwrap_or(Num::F64);
-        let num = wanted.unwrap_or(existing);
-        let vec = py.detach(|| by_num!(num, open_typed_vec(&heap, name, true))).context(OP, path)?;
+        let wanted = dtype.map(|d| vector_dtype(py, d, OP, path)).transpose()?;
+        let existing = py.detach(|| vec_type(&heap, name, OP, path))?.unwrap_or(DType::F64);
+        let dtype = wanted.unwrap_or(existing);
+        let vec = py.detach(|| by_dtype!(dtype, open_typed_vec(&heap, name, true))).context(OP, path)?;
         let vec =
             vec.ok_or_else(|| value_error(OP, path, format!("vector {name:?} could not be created")))?;
-        Ok(HeapVector { vec, name: name.to_string(), path: path.clone(), num })
+        Ok(HeapVector { vec, name: name.to_string(), path: path.clone(), dtype })
     }
 
     /// Removes the named object and frees its memory; returns whether it
@@ -850,7 +866,7 @@ pub struct HeapVector {
     vec: Box<dyn DynVec>,
     name: String,
     path: String,
-    num: Num,
+    dtype: DType,
 }
 
 impl HeapVector {
@@ -935,7 +951,7 @@ impl HeapVector {
     /// The numpy dtype of the numbers.
     #[getter]
     fn dtype<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArrayDescr>> {
-        PyArrayDescr::new(py, self.num.name())
+        PyArrayDescr::new(py, self.dtype.code())
     }
 
     /// The vector's name in the heap.
@@ -945,7 +961,7 @@ impl HeapVector {
     }
 
     fn __repr__(&self) -> String {
-        format!("HeapVector({:?}, {:?}, dtype={})", self.path, self.name, self.num.name())
+        format!("HeapVector({:?}, {:?}, dtype={})", self.path, self.name, self.dtype.code())
     }
 }
 

@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyTuple};
 
 use crate::convert::{bytes_like, key_bytes};
-use crate::db::{Handle, KvIterator, durability_arg, durability_name};
+use crate::db::{Handle, KvIterator, durability_arg};
 use crate::errors::Context;
 
 /// A value `Kv.set` stores.
@@ -256,8 +256,7 @@ impl Kv {
 
     /// Makes every commit so far durable (one `fdatasync`).
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        let opened = self.handle.get("Kv.sync")?;
-        py.detach(|| opened.db().sync()).context("Kv.sync", self.name())
+        self.handle.sync(py, "Kv.sync")
     }
 
     /// Releases the handle.
@@ -274,7 +273,7 @@ impl Kv {
     /// The durability of each `set`: "eventual" unless told otherwise.
     #[getter]
     fn durability(&self) -> PyResult<&'static str> {
-        Ok(durability_name(self.handle.get("Kv.durability")?.db().durability()))
+        self.handle.durability("Kv.durability")
     }
 
     /// Pickles as the path and durability.
