@@ -242,6 +242,25 @@ def test_one_write_transaction_per_thread(db):
     w.commit()
 
 
+def test_an_unfinished_write_dropped_by_another_thread_is_reported(tmp_path):
+    db = mmkit.Db(tmp_path / "abandoned.kv", create=True)
+    holder = [db.write()]
+    holder[0].table()[b"k"] = b"v"
+
+    def drop_it():
+        holder.clear()  # the last reference goes away in this thread
+
+    with pytest.warns(ResourceWarning, match="dropped by a thread other than its own"):
+        t = threading.Thread(target=drop_it)
+        t.start()
+        t.join()
+    # Its locks are its thread's: this handle refuses to write instead of hanging.
+    with pytest.raises(RuntimeError, match="open the database again"):
+        db.write()
+    with db.read() as r:
+        assert b"k" not in r.table()
+
+
 def test_a_waiting_writer_releases_the_gil(db):
     w = db.write()
     got = []
