@@ -60,6 +60,11 @@ pub(crate) fn key_str<'py>(py: Python<'py>, key: &[u8]) -> PyResult<Bound<'py, P
     }
 }
 
+/// A bool as Python writes it, for `__repr__`.
+pub(crate) fn py_bool(b: bool) -> &'static str {
+    if b { "True" } else { "False" }
+}
+
 /// Parses a timeout in seconds: `None` waits forever.
 pub(crate) fn timeout_arg(timeout: Option<f64>, op: &str, path: &str) -> PyResult<Option<Duration>> {
     match timeout {

@@ -3,6 +3,7 @@
 //!
 //! Transactions borrow the crate's `Db`; here they own an `Arc` of it
 //! beside the borrow (see [`OwnedRead`]), so a Python object can hold one.
+//! Their tables and iterators are in `table.rs`, watches in `watch.rs`.
 //! Every value read is copied into `bytes` before the call returns: no
 //! Python object ever points into the mapping, so nothing outlives the
 //! snapshot it was read from.
@@ -11,25 +12,24 @@
 //! writer locks are that thread's): it lives in a [`ThreadBound`], and
 //! another thread gets a `RuntimeError`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::ops::Bound as Edge;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
-use std::time::Duration;
 
-use mmkit_kv::{DEFAULT_TABLE, Durability, Options, ReadTxn, TableMut, WriteTxn};
-use pyo3::exceptions::{PyKeyError, PyResourceWarning, PyRuntimeError};
+use mmkit_kv::{DEFAULT_TABLE, Durability, Options, ReadTxn, WriteTxn};
+use pyo3::exceptions::{PyResourceWarning, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::PyTuple;
 
-use crate::convert::{SameThread, key_bytes, key_str, timeout_arg, wait_in_slices};
+use crate::convert::{SameThread, key_bytes, py_bool, timeout_arg};
 use crate::errors::{Context, value_error};
 use crate::fork::{ProcessLocal, ThreadBound, inherited};
-use crate::kv::Kv;
 use crate::lock;
+use crate::table::{Owner, Table};
+use crate::watch::Watch;
 
 /// An open database, shared by a `Db` or `Kv` object and everything made
 /// from it (transactions, iterators, watches).
@@ -252,13 +252,7 @@ impl Db {
             None => Vec::new(),
         };
         let opened = self.handle.get(OP)?;
-        let watch = OwnedWatch::begin(opened, table, &key, !exact).context(OP, self.name())?;
-        Ok(Watch {
-            inner: ProcessLocal::new(Mutex::new(Some(watch))),
-            pending: Mutex::new(VecDeque::new()),
-            timeout,
-            path: self.name().to_string(),
-        })
+        Watch::begin(opened, table, &key, !exact, timeout).context(OP, self.name())
     }
 
     /// Statistics: commits, tables and their entries, pages, free pages,
@@ -375,7 +369,7 @@ impl OwnedRead {
 
 /// The table `name` of a read snapshot; the default table is empty rather
 /// than missing before anything was written to it.
-fn read_table<'t>(txn: &'t ReadTxn<'_>, name: &str) -> mmkit_kv::Result<mmkit_kv::Table<'t>> {
+pub(crate) fn read_table<'t>(txn: &'t ReadTxn<'_>, name: &str) -> mmkit_kv::Result<mmkit_kv::Table<'t>> {
     if name == DEFAULT_TABLE { txn.default_table() } else { txn.table(name) }
 }
 
@@ -393,11 +387,11 @@ pub struct ReadTransaction {
     /// `None` once closed; usable only in the process that made it (its
     /// reader slot is stamped with that process's token).
     txn: Mutex<Option<ProcessLocal<OwnedRead>>>,
-    path: String,
+    pub(crate) path: String,
 }
 
 impl ReadTransaction {
-    fn with<R>(&self, op: &str, f: impl FnOnce(&ReadTxn<'_>) -> PyResult<R>) -> PyResult<R> {
+    pub(crate) fn with<R>(&self, op: &str, f: impl FnOnce(&ReadTxn<'_>) -> PyResult<R>) -> PyResult<R> {
         let guard = lock(&self.txn);
         let owned = guard.as_ref().ok_or_else(|| value_error(op, &self.path, "the transaction is closed"))?;
         let owned = owned.get().ok_or_else(|| inherited(op, &self.path, "transaction"))?;
@@ -414,7 +408,7 @@ impl ReadTransaction {
         const OP: &str = "ReadTransaction.table";
         let this = slf.get();
         this.with(OP, |txn| read_table(txn, name).map(drop).context(OP, &this.path))?;
-        Ok(Table { owner: Owner::Read(slf.clone().unbind()), name: name.to_string() })
+        Ok(Table::new(Owner::Read(slf.clone().unbind()), name))
     }
 
     /// The names of the tables, in order.
@@ -525,7 +519,7 @@ pub struct WriteTransaction {
     opened: Arc<Opened>,
     durability: Durability,
     txnid: u64,
-    path: String,
+    pub(crate) path: String,
 }
 
 impl WriteTransaction {
@@ -577,7 +571,11 @@ impl WriteTransaction {
         value_error(op, &self.path, "the transaction is closed (committed or aborted)")
     }
 
-    fn with<R>(&self, op: &str, f: impl FnOnce(&mut WriteTxn<'static>) -> PyResult<R>) -> PyResult<R> {
+    pub(crate) fn with<R>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&mut WriteTxn<'static>) -> PyResult<R>,
+    ) -> PyResult<R> {
         let mut guard = lock(&self.txn);
         let bound = guard.as_mut().ok_or_else(|| self.closed_error(op))?;
         if !bound.is_here() {
@@ -652,7 +650,7 @@ impl WriteTransaction {
         const OP: &str = "WriteTransaction.table";
         let this = slf.get();
         this.with(OP, |txn| txn.table(name).map(drop).context(OP, &this.path))?;
-        Ok(Table { owner: Owner::Write(slf.clone().unbind()), name: name.to_string() })
+        Ok(Table::new(Owner::Write(slf.clone().unbind()), name))
     }
 
     /// The names of the tables as this transaction sees them.
@@ -717,553 +715,6 @@ impl WriteTransaction {
     }
 }
 
-// ----------------------------------------------------------------- tables
-
-/// What a table (or an iterator) reads through.
-enum Owner {
-    Read(Py<ReadTransaction>),
-    Write(Py<WriteTransaction>),
-    /// A `Kv`: every call reads a fresh snapshot.
-    Kv(Py<Kv>),
-}
-
-impl Owner {
-    fn clone_ref(&self, py: Python<'_>) -> Owner {
-        match self {
-            Owner::Read(t) => Owner::Read(t.clone_ref(py)),
-            Owner::Write(t) => Owner::Write(t.clone_ref(py)),
-            Owner::Kv(k) => Owner::Kv(k.clone_ref(py)),
-        }
-    }
-
-    fn path(&self) -> &str {
-        match self {
-            Owner::Read(t) => &t.get().path,
-            Owner::Write(t) => &t.get().path,
-            Owner::Kv(k) => &k.get().handle.name,
-        }
-    }
-
-    /// Runs `f` on the table `name` as the owner sees it now.
-    fn with_table<R>(
-        &self,
-        op: &str,
-        name: &str,
-        f: impl FnOnce(&mmkit_kv::Table<'_>) -> PyResult<R>,
-    ) -> PyResult<R> {
-        let path = self.path();
-        match self {
-            Owner::Read(t) => t.get().with(op, |txn| f(&read_table(txn, name).context(op, path)?)),
-            Owner::Write(t) => t.get().with(op, |txn| f(&txn.existing_table(name).context(op, path)?.view())),
-            Owner::Kv(k) => {
-                let opened = k.get().handle.get(op)?;
-                let txn = opened.db().read().context(op, path)?;
-                f(&read_table(&txn, name).context(op, path)?)
-            }
-        }
-    }
-
-    /// Runs `f` on the table `name` of a write transaction.
-    fn with_table_mut<R>(
-        &self,
-        op: &str,
-        name: &str,
-        f: impl FnOnce(&mut TableMut<'_, 'static>) -> mmkit_kv::Result<R>,
-    ) -> PyResult<R> {
-        let path = self.path();
-        match self {
-            Owner::Write(t) => t.get().with(op, |txn| {
-                let mut table = txn.existing_table(name).context(op, path)?;
-                f(&mut table).context(op, path)
-            }),
-            _ => Err(value_error(op, path, "a read transaction cannot write: use Db.write()")),
-        }
-    }
-}
-
-/// A table seen through a transaction: a mapping of `bytes` keys to
-/// `bytes` values, in key order. Keys and values may be given as bytes,
-/// bytearray, memoryview or str (stored as UTF-8); they come back as
-/// `bytes`. Writing needs a table from a write transaction.
-///
-/// ```python
-/// with db.write() as w:
-///     t = w.table("users")
-///     t[b"ada"] = b"lovelace"
-///     t.put(b"alan", b"turing")
-///     assert t.get(b"grace") is None and len(t) == 2
-///     assert list(t.range(b"a", b"al")) == [(b"ada", b"lovelace")]
-///     assert t.delete(b"alan")
-/// ```
-#[pyclass(frozen, module = "mmkit")]
-pub struct Table {
-    owner: Owner,
-    name: String,
-}
-
-/// What an iterator yields.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Yield {
-    Keys,
-    Values,
-    Items,
-    /// Keys as str (`Kv`).
-    StrKeys,
-}
-
-/// An optional range bound given as a key.
-fn edge(key: Option<&Bound<'_, PyAny>>, op: &str, inclusive: bool) -> PyResult<Edge<Vec<u8>>> {
-    Ok(match key {
-        None => Edge::Unbounded,
-        Some(k) if k.is_none() => Edge::Unbounded,
-        Some(k) if inclusive => Edge::Included(key_bytes(k, "key", op)?.into_owned()),
-        Some(k) => Edge::Excluded(key_bytes(k, "key", op)?.into_owned()),
-    })
-}
-
-impl Table {
-    fn get_bytes<'py>(&self, py: Python<'py>, op: &str, key: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let path = self.owner.path();
-        self.owner
-            .with_table(op, &self.name, |t| Ok(t.get(key).context(op, path)?.map(|v| PyBytes::new(py, v))))
-    }
-
-    fn iter(
-        &self,
-        py: Python<'_>,
-        lo: Edge<Vec<u8>>,
-        hi: Edge<Vec<u8>>,
-        reverse: bool,
-        what: Yield,
-    ) -> KvIterator {
-        KvIterator::new(self.owner.clone_ref(py), &self.name, lo, hi, reverse, what)
-    }
-
-    fn entry<'py>(
-        &self,
-        py: Python<'py>,
-        op: &str,
-        last: bool,
-    ) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
-        let path = self.owner.path();
-        let got = self.owner.with_table(op, &self.name, |t| {
-            let e = if last { t.last() } else { t.first() }.context(op, path)?;
-            Ok(e.map(|(k, v)| (PyBytes::new(py, k), PyBytes::new(py, v))))
-        })?;
-        Ok(got)
-    }
-}
-
-#[pymethods]
-impl Table {
-    /// The value under `key` (bytes), or `default`.
-    #[pyo3(signature = (key, default = None))]
-    fn get<'py>(
-        &self,
-        py: Python<'py>,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        const OP: &str = "Table.get";
-        let k = key_bytes(key, "key", OP)?;
-        Ok(self.get_bytes(py, OP, &k)?.map(Bound::into_any).or(default))
-    }
-
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-        const OP: &str = "Table[]";
-        let k = key_bytes(key, "key", OP)?;
-        self.get_bytes(py, OP, &k)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
-    }
-
-    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        const OP: &str = "Table.__contains__";
-        let k = key_bytes(key, "key", OP)?;
-        Ok(self.get_bytes(py, OP, &k)?.is_some())
-    }
-
-    fn __len__(&self) -> PyResult<usize> {
-        self.owner.with_table("Table.__len__", &self.name, |t| Ok(t.len() as usize))
-    }
-
-    /// The keys, in order.
-    fn __iter__(&self, py: Python<'_>) -> KvIterator {
-        self.iter(py, Edge::Unbounded, Edge::Unbounded, false, Yield::Keys)
-    }
-
-    /// An iterator over the keys, in order.
-    fn keys(&self, py: Python<'_>) -> KvIterator {
-        self.__iter__(py)
-    }
-
-    /// An iterator over the values, in key order.
-    fn values(&self, py: Python<'_>) -> KvIterator {
-        self.iter(py, Edge::Unbounded, Edge::Unbounded, false, Yield::Values)
-    }
-
-    /// An iterator over the `(key, value)` pairs, in key order.
-    fn items(&self, py: Python<'_>) -> KvIterator {
-        self.iter(py, Edge::Unbounded, Edge::Unbounded, false, Yield::Items)
-    }
-
-    /// The `(key, value)` pairs with `start <= key < end` (`None`: no
-    /// bound), in key order, or last first with `reverse=True`.
-    #[pyo3(signature = (start = None, end = None, *, reverse = false))]
-    fn range(
-        &self,
-        py: Python<'_>,
-        start: Option<&Bound<'_, PyAny>>,
-        end: Option<&Bound<'_, PyAny>>,
-        reverse: bool,
-    ) -> PyResult<KvIterator> {
-        let lo = edge(start, "Table.range", true)?;
-        let hi = edge(end, "Table.range", false)?;
-        Ok(self.iter(py, lo, hi, reverse, Yield::Items))
-    }
-
-    /// The `(key, value)` pairs whose keys start with `prefix`, in key
-    /// order, or last first with `reverse=True`.
-    #[pyo3(signature = (prefix, *, reverse = false))]
-    fn prefix(&self, py: Python<'_>, prefix: &Bound<'_, PyAny>, reverse: bool) -> PyResult<KvIterator> {
-        let p = key_bytes(prefix, "prefix", "Table.prefix")?.into_owned();
-        let hi = mmkit_kv::prefix_end(&p).map_or(Edge::Unbounded, Edge::Excluded);
-        Ok(self.iter(py, Edge::Included(p), hi, reverse, Yield::Items))
-    }
-
-    /// The first `(key, value)` pair, or None when empty.
-    fn first<'py>(&self, py: Python<'py>) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
-        self.entry(py, "Table.first", false)
-    }
-
-    /// The last `(key, value)` pair, or None when empty.
-    fn last<'py>(&self, py: Python<'py>) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
-        self.entry(py, "Table.last", true)
-    }
-
-    /// Sets `key` to `value`.
-    fn put(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        const OP: &str = "Table.put";
-        let (k, v) = (key_bytes(key, "key", OP)?, key_bytes(value, "value", OP)?);
-        self.owner.with_table_mut(OP, &self.name, |t| t.put(&k, &v))
-    }
-
-    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.put(key, value)
-    }
-
-    /// Appends `key`, which must sort after every key in the table: the
-    /// path for sorted bulk loads, which leaves pages full.
-    fn append(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        const OP: &str = "Table.append";
-        let (k, v) = (key_bytes(key, "key", OP)?, key_bytes(value, "value", OP)?);
-        self.owner.with_table_mut(OP, &self.name, |t| t.append(&k, &v))
-    }
-
-    /// Deletes `key`; returns whether it was there.
-    fn delete(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        const OP: &str = "Table.delete";
-        let k = key_bytes(key, "key", OP)?;
-        self.owner.with_table_mut(OP, &self.name, |t| t.delete(&k))
-    }
-
-    fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.delete(key)? { Ok(()) } else { Err(PyKeyError::new_err(key.clone().unbind())) }
-    }
-
-    /// Deletes the keys with `start <= key < end` (`None`: no bound);
-    /// returns how many.
-    #[pyo3(signature = (start = None, end = None))]
-    fn delete_range(
-        &self,
-        start: Option<&Bound<'_, PyAny>>,
-        end: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<u64> {
-        const OP: &str = "Table.delete_range";
-        let (lo, hi) = (edge(start, OP, true)?, edge(end, OP, false)?);
-        self.owner.with_table_mut(OP, &self.name, |t| t.delete_range::<Vec<u8>, _>((lo, hi)))
-    }
-
-    /// Deletes every entry.
-    fn clear(&self) -> PyResult<()> {
-        self.owner.with_table_mut("Table.clear", &self.name, |t| t.clear())
-    }
-
-    /// The table's name.
-    #[getter]
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn __repr__(&self) -> String {
-        format!("Table({:?}, {:?})", self.owner.path(), self.name)
-    }
-}
-
-// -------------------------------------------------------------- iterators
-
-/// Entries copied per refill: few at first (a `next()` after one entry
-/// costs little), more as the iteration goes on.
-const FIRST_CHUNK: usize = 16;
-const MAX_CHUNK: usize = 1024;
-
-/// An iterator over a key range of a table, forward or reverse. It copies
-/// entries out in chunks (16 at first, up to 1024) and resumes after the
-/// last key it copied, so it never holds a view into the mapping. In a
-/// write transaction, writes made while it runs show once they lie past
-/// the chunk already copied.
-#[pyclass(module = "mmkit")]
-pub struct KvIterator {
-    owner: Owner,
-    table: String,
-    lo: Edge<Vec<u8>>,
-    hi: Edge<Vec<u8>>,
-    reverse: bool,
-    what: Yield,
-    buf: VecDeque<(Vec<u8>, Vec<u8>)>,
-    done: bool,
-    chunk: usize,
-}
-
-impl KvIterator {
-    fn new(
-        owner: Owner,
-        table: &str,
-        lo: Edge<Vec<u8>>,
-        hi: Edge<Vec<u8>>,
-        reverse: bool,
-        what: Yield,
-    ) -> Self {
-        KvIterator {
-            owner,
-            table: table.to_string(),
-            lo,
-            hi,
-            reverse,
-            what,
-            buf: VecDeque::new(),
-            done: false,
-            chunk: FIRST_CHUNK,
-        }
-    }
-
-    pub(crate) fn kv_keys(kv: Py<Kv>) -> Self {
-        KvIterator::new(Owner::Kv(kv), DEFAULT_TABLE, Edge::Unbounded, Edge::Unbounded, false, Yield::StrKeys)
-    }
-
-    /// Copies the next chunk of entries into `buf`.
-    fn refill(&mut self) -> PyResult<()> {
-        const OP: &str = "KvIterator.__next__";
-        let want = self.chunk;
-        self.chunk = (self.chunk * 4).min(MAX_CHUNK);
-        let values = matches!(self.what, Yield::Values | Yield::Items);
-        let range = (self.lo.clone(), self.hi.clone());
-        let reverse = self.reverse;
-        let path = self.owner.path();
-        let got: Vec<(Vec<u8>, Vec<u8>)> = self.owner.with_table(OP, &self.table, |t| {
-            let copy = |e: mmkit_kv::Result<(&[u8], &[u8])>| {
-                e.map(|(k, v)| (k.to_vec(), if values { v.to_vec() } else { Vec::new() }))
-            };
-            let it = t.range::<Vec<u8>, _>(range);
-            let copied: mmkit_kv::Result<Vec<_>> = if reverse {
-                it.rev().take(want).map(copy).collect()
-            } else {
-                it.take(want).map(copy).collect()
-            };
-            copied.context(OP, path)
-        })?;
-        self.done = got.len() < want;
-        if let Some((last, _)) = got.last() {
-            let after = Edge::Excluded(last.clone());
-            if reverse {
-                self.hi = after;
-            } else {
-                self.lo = after;
-            }
-        }
-        self.buf.extend(got);
-        Ok(())
-    }
-}
-
-#[pymethods]
-impl KvIterator {
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if self.buf.is_empty() && !self.done {
-            self.refill()?;
-        }
-        let Some((k, v)) = self.buf.pop_front() else { return Ok(None) };
-        let item = match self.what {
-            Yield::Keys => PyBytes::new(py, &k).into_any(),
-            Yield::Values => PyBytes::new(py, &v).into_any(),
-            Yield::Items => (PyBytes::new(py, &k), PyBytes::new(py, &v)).into_pyobject(py)?.into_any(),
-            Yield::StrKeys => key_str(py, &k)?,
-        };
-        Ok(Some(item))
-    }
-}
-
-// ----------------------------------------------------------------- watch
-
-/// A watch with the handle it borrows from.
-struct OwnedWatch {
-    /// Declared first: dropped before the handle it borrows.
-    watch: mmkit_kv::Watch<'static>,
-    _opened: Arc<Opened>,
-}
-
-impl OwnedWatch {
-    fn begin(opened: Arc<Opened>, table: &str, key: &[u8], prefix: bool) -> mmkit_kv::Result<OwnedWatch> {
-        let watch = opened.db().watch(table, key, prefix)?;
-        // SAFETY: as in `OwnedRead::begin`: the watch borrows the `Db` in
-        // the `Arc`'s allocation, which `_opened` keeps alive and in place,
-        // and is dropped first; only `&mut` borrows tied to `self` are used.
-        let watch = unsafe { std::mem::transmute::<mmkit_kv::Watch<'_>, mmkit_kv::Watch<'static>>(watch) };
-        Ok(OwnedWatch { watch, _opened: opened })
-    }
-}
-
-/// One change a watch saw: `key`, the new `value` (None: deleted) and the
-/// commit (`txnid`) that made it.
-#[pyclass(frozen, get_all, module = "mmkit")]
-pub struct Change {
-    /// The key.
-    key: Py<PyBytes>,
-    /// The new value; None when the key was deleted.
-    value: Option<Py<PyBytes>>,
-    /// The commit that made the change (the newest, when several commits
-    /// were folded together).
-    txnid: u64,
-}
-
-impl Change {
-    fn new(py: Python<'_>, c: &mmkit_kv::Change) -> Change {
-        Change {
-            key: PyBytes::new(py, &c.key).unbind(),
-            value: c.value.as_deref().map(|v| PyBytes::new(py, v).unbind()),
-            txnid: c.txnid,
-        }
-    }
-}
-
-#[pymethods]
-impl Change {
-    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let value = match &self.value {
-            Some(v) => v.bind(py).repr()?.to_string(),
-            None => "None".to_string(),
-        };
-        Ok(format!("Change(key={}, value={value}, txnid={})", self.key.bind(py).repr()?, self.txnid))
-    }
-}
-
-/// Waits, without polling, for commits that change the watched keys (see
-/// `Db.watch`). Several commits that land between two waits are folded
-/// into one batch: each key appears once, with its newest value.
-#[pyclass(frozen, module = "mmkit")]
-pub struct Watch {
-    /// `None` once closed; usable only in the process that made it.
-    inner: ProcessLocal<Mutex<Option<OwnedWatch>>>,
-    /// Changes received and not yet returned by `__next__`.
-    pending: Mutex<VecDeque<Py<Change>>>,
-    timeout: Option<Duration>,
-    path: String,
-}
-
-impl Watch {
-    /// The next batch of changes, waiting up to `timeout`; empty on
-    /// timeout.
-    fn next_batch(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Vec<mmkit_kv::Change>> {
-        const OP: &str = "Watch.wait";
-        let inner = self.inner.get().ok_or_else(|| inherited(OP, &self.path, "watch"))?;
-        let got = wait_in_slices(py, timeout, |slice| {
-            let batch = py.detach(|| match lock(inner).as_mut() {
-                Some(w) => w.watch.wait(Some(slice)).map(Some),
-                None => Ok(None),
-            });
-            match batch.context(OP, &self.path)? {
-                None => Err(value_error(OP, &self.path, "the watch is closed")),
-                Some(changes) if changes.is_empty() => Ok(None),
-                Some(changes) => Ok(Some(changes)),
-            }
-        })?;
-        Ok(got.unwrap_or_default())
-    }
-}
-
-#[pymethods]
-impl Watch {
-    /// The changes committed since the last call (or since the watch
-    /// began), waiting up to `timeout` seconds for one (`None`: forever);
-    /// an empty list on timeout.
-    #[pyo3(signature = (timeout = None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<Py<Change>>> {
-        let timeout = timeout_arg(timeout, "Watch.wait", &self.path)?;
-        let mut out: Vec<Py<Change>> = lock(&self.pending).drain(..).collect();
-        if out.is_empty() {
-            let batch = self.next_batch(py, timeout)?;
-            for c in &batch {
-                out.push(Py::new(py, Change::new(py, c))?);
-            }
-        }
-        Ok(out)
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<Change>>> {
-        if let Some(c) = lock(&self.pending).pop_front() {
-            return Ok(Some(c));
-        }
-        let batch = self.next_batch(py, self.timeout)?;
-        let mut pending = lock(&self.pending);
-        for c in &batch {
-            pending.push_back(Py::new(py, Change::new(py, c))?);
-        }
-        Ok(pending.pop_front())
-    }
-
-    /// The id of the last commit the watch has looked at.
-    #[getter]
-    fn seen(&self) -> PyResult<u64> {
-        const OP: &str = "Watch.seen";
-        let inner = self.inner.get().ok_or_else(|| inherited(OP, &self.path, "watch"))?;
-        lock(inner)
-            .as_ref()
-            .map(|w| w.watch.seen())
-            .ok_or_else(|| value_error(OP, &self.path, "the watch is closed"))
-    }
-
-    /// Stops watching.
-    fn close(&self) {
-        if let Some(inner) = self.inner.get() {
-            lock(inner).take();
-        }
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        _t: Option<&Bound<'_, PyAny>>,
-        _v: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> bool {
-        self.close();
-        false
-    }
-
-    fn __repr__(&self) -> String {
-        format!("Watch({:?})", self.path)
-    }
-}
-
 // ------------------------------------------------------------ stat, check
 
 /// The oldest snapshot a reader holds (`Db.stat().oldest`).
@@ -1287,7 +738,11 @@ impl SnapshotInfo {
     fn __repr__(&self) -> String {
         format!(
             "SnapshotInfo(txnid={}, pid={}, alive={}, age={:.3}, lag={})",
-            self.txnid, self.pid, self.alive, self.age, self.lag
+            self.txnid,
+            self.pid,
+            py_bool(self.alive),
+            self.age,
+            self.lag
         )
     }
 }

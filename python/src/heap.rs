@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple, PyType};
 
 use crate::array::native_descr;
-use crate::convert::bytes_like;
+use crate::convert::{bytes_like, py_bool};
 use crate::errors::{Context, CorruptError, value_error};
 use crate::lock;
 
@@ -1099,7 +1099,7 @@ impl HeapCheck {
     fn __repr__(&self) -> String {
         format!(
             "HeapCheck(clean={}, leaked_blocks={}, leaked_bytes={}, repairs={})",
-            self.clean,
+            py_bool(self.clean),
             self.leaked_blocks,
             self.leaked_bytes,
             self.repairs.len()

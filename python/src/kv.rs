@@ -11,8 +11,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyTuple};
 
 use crate::convert::{bytes_like, key_bytes};
-use crate::db::{Handle, KvIterator, durability_arg};
+use crate::db::{Handle, durability_arg};
 use crate::errors::Context;
+use crate::table::KvIterator;
 
 /// A value `Kv.set` stores.
 enum Value<'a> {

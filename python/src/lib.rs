@@ -32,6 +32,8 @@ pub mod kv;
 pub mod queue;
 pub mod residency;
 pub mod shm;
+pub mod table;
+pub mod watch;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -68,10 +70,10 @@ fn _mmkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<db::Db>()?;
     m.add_class::<db::ReadTransaction>()?;
     m.add_class::<db::WriteTransaction>()?;
-    m.add_class::<db::Table>()?;
-    m.add_class::<db::KvIterator>()?;
-    m.add_class::<db::Watch>()?;
-    m.add_class::<db::Change>()?;
+    m.add_class::<table::Table>()?;
+    m.add_class::<table::KvIterator>()?;
+    m.add_class::<watch::Watch>()?;
+    m.add_class::<watch::Change>()?;
     m.add_class::<db::DbStat>()?;
     m.add_class::<db::SnapshotInfo>()?;
     m.add_class::<db::DbCheck>()?;
