@@ -1,31 +1,13 @@
 //! `mmkit heap ...` end to end, running the real binary.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn mmkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmkit")).args(args).stdin(Stdio::null()).output().unwrap()
-}
+mod common;
+use common::{fails, run, s};
 
 fn ok(args: &[&str]) -> String {
-    let out = mmkit(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A command that must fail with one line on stderr.
-fn fails(args: &[&str]) -> String {
-    let out = mmkit(args);
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
-    assert!(err.starts_with("mmkit: "), "{err:?}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    common::ok(args, b"")
 }
 
 #[test]
@@ -101,7 +83,7 @@ fn check_repair_after_a_killed_writer() {
         child.kill().unwrap();
         child.wait().unwrap();
         let check: serde_json::Value = serde_json::from_str(
-            &String::from_utf8(mmkit(&["heap", "check", s(&h), "--json"]).stdout).unwrap(),
+            &String::from_utf8(run(&["heap", "check", s(&h), "--json"], b"").stdout).unwrap(),
         )
         .unwrap();
         assert_eq!(check["errors"].as_array().unwrap().len(), 0, "{check}");
