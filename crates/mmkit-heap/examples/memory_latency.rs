@@ -1,7 +1,7 @@
 //! What one random memory access costs here: the bound on map lookups and
 //! inserts in a table much larger than the CPU's caches.
 //!
-//! `cargo run --release -p mmkit-heap --example latency -- [MiB]` (64 by
+//! `cargo run --release -p mmkit-heap --example memory_latency -- [MiB]` (64 by
 //! default, the size of a 1M-key map's table). Reads 8-byte words at
 //! random cache lines of a mapping over `/dev/shm` (where the heap
 //! benchmarks live; 4 KiB pages unless
