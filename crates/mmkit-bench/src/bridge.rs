@@ -13,8 +13,12 @@
 //!   its resynchronisation to the last acknowledgement and cursor commit.
 //!   Peers: async-nats publishing the same number of messages of the same
 //!   size to a stream with the same window of acknowledgements in flight,
-//!   awaited in order ("JetStream async publish"), and the same with a
-//!   `Nats-Msg-Id` header per message.
+//!   awaited in order ("JetStream async publish"); the same with a
+//!   `Nats-Msg-Id` header per message; with mirror-out's headers; and with
+//!   mirror-out's headers and, as mirror-out does, an acknowledgement asked
+//!   for once in 64 publishes. Each row's note gives the CPU time per
+//!   message of the server and of the benchmark's process (the client),
+//!   medians over the repetitions, from `/proc`.
 //! - **end-to-end lag at `--rate` msg/s**: a producer appends 64 B
 //!   messages at that rate; mirror-out publishes them, mirror-in (another
 //!   runtime, as a second `mmkit` process would be) appends them to a
@@ -80,6 +84,13 @@ struct Row {
     min: f64,
     max: f64,
     samples: Vec<f64>,
+    /// Throughput rows: CPU time per message of the server, µs (median).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_cpu_us: Option<f64>,
+    /// Throughput rows: CPU time per message of the benchmark's process
+    /// (the client), µs (median).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cpu_us: Option<f64>,
     note: String,
 }
 
@@ -87,12 +98,14 @@ const MIRROR_OUT: &str = "mmkit mirror-out";
 const JS_ASYNC: &str = "JetStream async publish";
 const JS_MSG_ID: &str = "JetStream async publish + Nats-Msg-Id";
 const JS_HEADERS: &str = "JetStream async publish + mirror-out's headers";
+const JS_SPARSE: &str = "JetStream async publish + mirror-out's headers, 1 ack in 64";
 const MIRRORS: &str = "mmkit mirror-out → mirror-in";
 const JS_ALONE: &str = "JetStream publish → ordered consumer";
 
-/// What one measurement gives: a rate, or lag percentiles (p50, p99, p99.9).
+/// What one measurement gives: a rate and the CPU time per message of the
+/// server and of this process (µs), or lag percentiles (p50, p99, p99.9).
 enum Measured {
-    Rate(f64),
+    Rate(f64, [f64; 2]),
     Lag([f64; 3]),
 }
 
@@ -123,9 +136,8 @@ fn run_suite(args: Args) -> Result<(), BoxError> {
     let mut suite = Suite { args, server, dir, rows: Vec::new(), runs: 0 };
     for size in [64usize, 1024] {
         let workload = format!("mirror-out throughput, {size} B");
-        suite.table(&workload, &[MIRROR_OUT, JS_ASYNC, JS_MSG_ID, JS_HEADERS], "msg/s", |s, peer| {
-            s.throughput(peer, size)
-        })?;
+        let peers = [MIRROR_OUT, JS_ASYNC, JS_MSG_ID, JS_HEADERS, JS_SPARSE];
+        suite.table(&workload, &peers, "msg/s", |s, peer| s.throughput(peer, size))?;
     }
     let workload = format!("end-to-end lag at {} msg/s, 64 B", suite.args.rate);
     suite.table(&workload, &[MIRRORS, JS_ALONE], "µs", |s, peer| s.lag(peer))?;
@@ -171,8 +183,16 @@ impl Suite {
         for (k, &peer) in peers.iter().enumerate() {
             let rates: Vec<f64> = samples[k]
                 .iter()
-                .filter_map(|m| if let Measured::Rate(r) = m { Some(*r) } else { None })
+                .filter_map(|m| if let Measured::Rate(r, _) = m { Some(*r) } else { None })
                 .collect();
+            let cpu = |i: usize| {
+                let mut v: Vec<f64> = samples[k]
+                    .iter()
+                    .filter_map(|m| if let Measured::Rate(_, c) = m { Some(c[i]) } else { None })
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied()
+            };
             let lags: Vec<[f64; 3]> = samples[k]
                 .iter()
                 .filter_map(|m| if let Measured::Lag(l) = m { Some(*l) } else { None })
@@ -183,7 +203,12 @@ impl Suite {
                     self.rows.push(row(format!("{workload}, {name}"), peer, unit, v, notes[k].clone()));
                 }
             } else {
-                self.rows.push(row(workload.to_string(), peer, unit, rates, notes[k].clone()));
+                let mut r = row(workload.to_string(), peer, unit, rates, notes[k].clone());
+                (r.server_cpu_us, r.client_cpu_us) = (cpu(0), cpu(1));
+                if let (Some(server), Some(client)) = (r.server_cpu_us, r.client_cpu_us) {
+                    r.note = format!("CPU/msg: server {server:.1} µs, client {client:.1} µs");
+                }
+                self.rows.push(r);
             }
         }
         let text = render(&self.rows[first..]);
@@ -210,10 +235,11 @@ impl Suite {
         let name = self.next_name();
         let url = self.server.url();
         let (n, window) = (self.args.messages, self.args.window);
+        let server = self.server.pid();
         let rate = match peer {
             MIRROR_OUT => {
                 let dir = self.dir.path().join(&name);
-                let r = mirror_out_rate(&url, &dir, &name, n, size, window);
+                let r = mirror_out_rate(&url, &dir, &name, n, size, window, server);
                 let _ = std::fs::remove_dir_all(&dir);
                 r
             }
@@ -221,13 +247,16 @@ impl Suite {
                 let headers = match peer {
                     JS_MSG_ID => Headers::MsgId,
                     JS_HEADERS => Headers::Mirror,
+                    JS_SPARSE => Headers::MirrorSparse,
                     _ => Headers::None,
                 };
-                mmkit_bridge::block_on(js_rate(&url, &name, n, size, window, headers))?
+                let publish = Publish { n, size, window, headers };
+                mmkit_bridge::block_on(js_rate(&url, &name, publish, server))?
             }
         };
         delete_stream(&url, &name);
-        Ok(Measured::Rate(rate?))
+        let (rate, cpu) = rate?;
+        Ok(Measured::Rate(rate, cpu))
     }
 
     fn lag(&mut self, peer: &'static str) -> Result<Measured, BoxError> {
@@ -253,7 +282,7 @@ fn row(workload: String, peer: &'static str, unit: &'static str, mut v: Vec<f64>
     v.sort_by(f64::total_cmp);
     let median = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
     let (min, max) = (v.first().copied().unwrap_or(f64::NAN), v.last().copied().unwrap_or(f64::NAN));
-    Row { workload, peer, unit, median, min, max, samples: v, note }
+    Row { workload, peer, unit, median, min, max, samples: v, server_cpu_us: None, client_cpu_us: None, note }
 }
 
 /// A Markdown table of one workload's rows, each with its ratio to the
@@ -327,7 +356,40 @@ fn delete_stream(url: &str, name: &str) {
     });
 }
 
-/// A queue of `n` messages of `size` bytes, mirrored out once.
+/// CPU time (user + system) of a process so far, in µs: `pid`, or this
+/// process. 0 if `/proc` cannot tell.
+fn cpu_us(pid: Option<u32>) -> f64 {
+    let path = pid.map_or("/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // After the command name's closing parenthesis, utime and stime are
+    // the 12th and 13th fields, in clock ticks.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) * 1e6 / hz
+}
+
+/// CPU time per message since it started: the server's,
+/// this process's.
+struct CpuClock {
+    server: Option<u32>,
+    start: [f64; 2],
+}
+
+impl CpuClock {
+    fn start(server: Option<u32>) -> CpuClock {
+        CpuClock { server, start: [cpu_us(server), cpu_us(None)] }
+    }
+
+    fn per_message(&self, n: u64) -> [f64; 2] {
+        let now = [cpu_us(self.server), cpu_us(None)];
+        [(now[0] - self.start[0]) / n as f64, (now[1] - self.start[1]) / n as f64]
+    }
+}
+
+/// A queue of `n` messages of `size` bytes, mirrored out once: the rate,
+/// and the CPU time per message (server, this process).
 fn mirror_out_rate(
     url: &str,
     dir: &Path,
@@ -335,7 +397,8 @@ fn mirror_out_rate(
     n: u64,
     size: usize,
     window: usize,
-) -> Result<f64, BoxError> {
+    server: Option<u32>,
+) -> Result<(f64, [f64; 2]), BoxError> {
     let q = Queue::options().create(true).open(dir)?;
     let msg = vec![b'x'; size];
     let mut p = q.producer()?;
@@ -355,14 +418,15 @@ fn mirror_out_rate(
     let mut mirror = MirrorOut::new(q, opts)?;
     let summary = mmkit_bridge::block_on(mirror.run(std::future::pending(), &mut |e| {
         if matches!(e, Event::Resynced { .. }) {
-            start.get_or_insert_with(Instant::now);
+            start.get_or_insert_with(|| (Instant::now(), CpuClock::start(server)));
         }
     }))??;
-    let elapsed = start.ok_or("the mirror never started")?.elapsed();
+    let (start, cpu) = start.ok_or("the mirror never started")?;
+    let elapsed = start.elapsed();
     if summary.messages != n {
         return Err(format!("mirrored {} of {n} messages", summary.messages).into());
     }
-    Ok(n as f64 / elapsed.as_secs_f64())
+    Ok((n as f64 / elapsed.as_secs_f64(), cpu.per_message(n)))
 }
 
 /// What the JetStream peers put in their messages' headers.
@@ -374,24 +438,42 @@ enum Headers {
     /// (exact: the stream is fresh and the peer alone on it) and the
     /// `Mmkit-*` headers.
     Mirror,
+    /// The same, and an acknowledgement asked for only by the first
+    /// publish, one in [`SPARSE_ACKS`] and the last, as mirror-out does in
+    /// a stream of its own (the others go as plain NATS publishes).
+    MirrorSparse,
 }
 
-/// async-nats publishing `n` messages with `window` acknowledgements in
-/// flight, awaited in order (JetStream's PublishAsync pattern).
-async fn js_rate(
-    url: &str,
-    name: &str,
+/// Publishes per acknowledgement for [`Headers::MirrorSparse`]: mirror-out's.
+const SPARSE_ACKS: u64 = mmkit_bridge::ACK_EVERY as u64;
+
+/// What a JetStream peer publishes: `n` messages of `size` bytes, `window`
+/// acknowledgements in flight at most, with `headers`.
+struct Publish {
     n: u64,
     size: usize,
     window: usize,
     headers: Headers,
-) -> Result<f64, BoxError> {
+}
+
+/// async-nats publishing `n` messages with `window` acknowledgements in
+/// flight, awaited in order (JetStream's PublishAsync pattern): the rate
+/// and the CPU time per message (server, this process).
+async fn js_rate(
+    url: &str,
+    name: &str,
+    publish: Publish,
+    server: Option<u32>,
+) -> Result<(f64, [f64; 2]), BoxError> {
+    let Publish { n, size, window, headers } = publish;
     let js = connect_js(url).await?;
+    let client = js.client();
     create_stream(&js, name).await?;
     let payload = Bytes::from(vec![b'x'; size]);
     let subject = async_nats::Subject::from(name);
     let queue_hex = mmkit_bridge::headers::queue_id_hex(u128::MAX / 3);
     let mut acks = VecDeque::with_capacity(window);
+    let cpu = CpuClock::start(server);
     let start = Instant::now();
     for i in 0..n {
         if acks.len() >= window {
@@ -403,7 +485,7 @@ async fn js_rate(
             Headers::MsgId => {
                 PublishMessage::build().payload(payload.clone()).message_id(format!("{name}:{i}"))
             }
-            Headers::Mirror => {
+            Headers::Mirror | Headers::MirrorSparse => {
                 let out = mmkit_bridge::headers::Outgoing {
                     queue_hex: &queue_hex,
                     index: i,
@@ -415,13 +497,19 @@ async fn js_rate(
             }
         };
 
+        let covered = headers == Headers::MirrorSparse && i > 0 && i % SPARSE_ACKS != 0 && i + 1 < n;
+        if covered {
+            let m = msg.outbound_message(subject.clone());
+            client.publish_with_headers(m.subject, m.headers.unwrap_or_default(), m.payload).await?;
+            continue;
+        }
         let fut: PublishAckFuture = js.send_publish(subject.clone(), msg).await?;
         acks.push_back(fut.into_future());
     }
     while let Some(ack) = acks.pop_front() {
         ack.await?;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok((n as f64 / start.elapsed().as_secs_f64(), cpu.per_message(n)))
 }
 
 /// Appends 64 B messages to `q` at `rate` per second for `secs`, after

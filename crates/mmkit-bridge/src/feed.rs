@@ -40,6 +40,8 @@ pub(crate) struct Feed {
     rx: mpsc::Receiver<Item>,
     buf: VecDeque<Rec>,
     ended: bool,
+    /// A failure met by [`Feed::peek`], reported by the next read.
+    failed: Option<mmkit_queue::Error>,
 }
 
 /// What [`Feed::next`] gives.
@@ -62,11 +64,16 @@ impl Feed {
                 path: queue.path().to_path_buf(),
                 source,
             })?;
-        Ok(Feed { rx, buf: VecDeque::new(), ended: false })
+        Ok(Feed { rx, buf: VecDeque::new(), ended: false, failed: None })
     }
 
     /// The next record if one is at hand, without waiting.
     pub(crate) fn try_next(&mut self) -> mmkit_queue::Result<Option<Next>> {
+        if self.buf.is_empty()
+            && let Some(e) = self.failed.take()
+        {
+            return Err(e);
+        }
         if self.buf.is_empty() && !self.ended {
             match self.rx.try_recv() {
                 Ok(item) => self.take(item)?,
@@ -76,8 +83,28 @@ impl Feed {
         Ok(self.pop())
     }
 
+    /// The record [`Feed::try_next`] would give now, if one is at hand
+    /// (a failure of the reader is kept for `try_next` to report).
+    pub(crate) fn peek(&mut self) -> Option<&Rec> {
+        if self.buf.is_empty() && !self.ended && self.failed.is_none() {
+            match self.rx.try_recv() {
+                Ok(Item::Failed(e)) => self.failed = Some(e),
+                Ok(item) => {
+                    let _ = self.take(item);
+                }
+                Err(_) => {}
+            }
+        }
+        self.buf.front()
+    }
+
     /// The next record, waiting for one.
     pub(crate) async fn next(&mut self) -> mmkit_queue::Result<Next> {
+        if self.buf.is_empty()
+            && let Some(e) = self.failed.take()
+        {
+            return Err(e);
+        }
         while self.buf.is_empty() && !self.ended {
             match self.rx.recv().await {
                 Some(item) => self.take(item)?,

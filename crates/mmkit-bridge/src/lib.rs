@@ -73,7 +73,7 @@ pub use error::{Error, Result};
 pub use local_server::LocalServer;
 pub use lock::MirrorLock;
 pub use mirror_in::{InOptions, MirrorIn};
-pub use mirror_out::{MirrorOut, OutOptions, StreamOptions};
+pub use mirror_out::{ACK_EVERY, MirrorOut, OutOptions, StreamOptions};
 pub use record::{FirstAppend, Origin};
 
 /// Where the `nats-server` binary is, if it is installed.

@@ -10,7 +10,10 @@
 //! duplicate-free run of the queue's records. Publishes are pipelined when
 //! the stream takes only the mirror's subject (its sequences are then
 //! predictable); in a stream shared with other subjects, one publish is in
-//! flight at a time.
+//! flight at a time. Pipelined publishes ask for an acknowledgement only
+//! once in [`ACK_EVERY`] and at the end of each burst: since each was
+//! stored only right after its predecessor, an acknowledgement at the
+//! predicted sequence answers for every publish before it.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
@@ -131,6 +134,9 @@ pub struct MirrorOut {
     window: usize,
     /// Clean acknowledgements since the window was last halved.
     clean: u64,
+    /// The epoch's size limits: the server's `max_payload` and the
+    /// stream's `max_msg_size`.
+    limits: (usize, Option<usize>),
     summary: Summary,
 }
 
@@ -158,7 +164,15 @@ struct Sync {
 
 type AckResult = std::result::Result<PublishAck, async_nats::jetstream::context::PublishError>;
 
-/// A publish awaiting its acknowledgement, or a record skipped on the way.
+/// Pipelined publishes ask for an acknowledgement once in this many (and
+/// at the end of each burst): the expected-sequence chain makes the
+/// acknowledgement of one stand for all before it in the epoch
+/// (`docs/bridge.md`, "Acknowledgements"), and an acknowledgement is most
+/// of what a publish costs the server and the client.
+pub const ACK_EVERY: usize = 64;
+
+/// A publish awaiting its acknowledgement, a publish covered by the next
+/// one's, or a record skipped on the way.
 struct Pending {
     index: u64,
     next: u64,
@@ -167,6 +181,9 @@ struct Pending {
     /// The sequence it should get, when the epoch predicts them.
     predicted: Option<u64>,
     ack: Option<Pin<Box<dyn Future<Output = AckResult> + Send>>>,
+    /// Published without asking for an acknowledgement: the next publish
+    /// that asks for one answers for it.
+    covered: bool,
 }
 
 /// The expected-sequence chain of an epoch.
@@ -214,39 +231,68 @@ enum Wake {
     Deadline,
 }
 
-/// What is on its way: publishes awaiting acknowledgement and, queued
-/// behind them in order, records skipped meanwhile.
+/// What is on its way: publishes (each awaiting its acknowledgement or
+/// covered by a later one's) and, queued behind them in order, records
+/// skipped meanwhile.
 #[derive(Default)]
 struct InFlight {
     q: VecDeque<Pending>,
-    /// Entries with an acknowledgement to wait for.
+    /// Publishes in flight, covered ones included.
     publishes: usize,
+    /// Entries with an acknowledgement to wait for.
+    acks: usize,
+    /// Covered publishes since the last one that asked for an
+    /// acknowledgement.
+    open: usize,
 }
 
 impl InFlight {
     fn push(&mut self, p: Pending) {
-        self.publishes += p.ack.is_some() as usize;
+        let asks = p.ack.is_some();
+        self.publishes += (asks || p.covered) as usize;
+        self.acks += asks as usize;
+        self.open = if p.covered { self.open + 1 } else { 0 };
         self.q.push_back(p);
     }
 
     fn pop(&mut self) -> Option<Pending> {
         let p = self.q.pop_front()?;
-        self.publishes -= p.ack.is_some() as usize;
+        self.publishes -= (p.ack.is_some() || p.covered) as usize;
+        self.acks -= p.ack.is_some() as usize;
         Some(p)
     }
 
-    fn is_empty(&self) -> bool {
-        self.q.is_empty()
+    /// The covered publishes at the front and the publish whose
+    /// acknowledgement answers for them.
+    fn pop_acked(&mut self) -> (usize, Option<Pending>) {
+        let mut covered = 0;
+        while let Some(p) = self.pop() {
+            if !p.covered {
+                return (covered, Some(p));
+            }
+            covered += 1;
+        }
+        (covered, None)
     }
 
-    /// Whether the front entry awaits an acknowledgement.
-    fn waiting(&self) -> bool {
-        self.q.front().is_some_and(|p| p.ack.is_some())
+    /// Nothing left to hear from the server. Covered publishes can only
+    /// remain at the tail when reading stopped between two publishes of a
+    /// burst: unknown, as unacknowledged ones are; the next
+    /// resynchronisation finds out.
+    fn settled(&self) -> bool {
+        self.acks == 0
+    }
+
+    /// Whether the front entry is a skipped record.
+    fn skip_at_front(&self) -> bool {
+        self.q.front().is_some_and(|p| p.ack.is_none() && !p.covered)
     }
 }
 
+/// The acknowledgement of the first publish that asked for one (covered
+/// publishes before it wait with it).
 async fn front_ack(inflight: &mut InFlight) -> AckResult {
-    match inflight.q.front_mut().and_then(|p| p.ack.as_mut()) {
+    match inflight.q.iter_mut().find_map(|p| p.ack.as_mut()) {
         Some(f) => f.await,
         None => std::future::pending().await,
     }
@@ -286,6 +332,7 @@ impl MirrorOut {
             acked: cursor.committed(),
             window: opts.max_in_flight,
             clean: 0,
+            limits: (usize::MAX, None),
             cursor,
             queue,
             subject,
@@ -361,7 +408,7 @@ impl MirrorOut {
         alarms.borrow_and_update();
         let sync = self.resync(conn, report).await?;
         let max_payload = conn.max_payload();
-        let limits = (max_payload, sync.max_msg_size);
+        self.limits = (max_payload, sync.max_msg_size);
         let mut feed = Feed::start(&self.queue, sync.position, end).map_err(|e| self.q("read", e))?;
         let mut chain = Chain {
             expected: sync.last_seq,
@@ -381,14 +428,14 @@ impl MirrorOut {
         let mut deadline: Option<Instant> = None;
         loop {
             self.settle_skips(&mut inflight, &chain);
-            if inflight.is_empty()
+            if inflight.settled()
                 && let Some(e) = chain.fatal.take()
             {
                 self.commit()?;
                 return Err(e);
             }
             if let Some(why) = chain.broken.clone() {
-                if inflight.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+                if inflight.settled() || deadline.is_some_and(|d| Instant::now() >= d) {
                     self.commit()?;
                     self.check_suspects(conn, &chain).await?;
                     return Ok(EpochEnd::Resync { why, backoff: !chain.quick });
@@ -401,7 +448,8 @@ impl MirrorOut {
                 self.settle_skips(&mut inflight, &chain);
                 match feed.try_next().map_err(|e| self.q("read", e))? {
                     Some(Next::Record(r)) => {
-                        self.send(conn, r, &mut chain, &mut inflight, limits, report).await?
+                        let more = self.publishes_next(&mut feed);
+                        self.send(conn, r, more, &mut chain, &mut inflight, report).await?
                     }
                     Some(Next::End) => {
                         ending = true;
@@ -410,7 +458,7 @@ impl MirrorOut {
                     None => break,
                 }
             }
-            if inflight.is_empty() && (ending || *stopping) && chain.fatal.is_none() {
+            if inflight.settled() && (ending || *stopping) && chain.fatal.is_none() {
                 self.commit()?;
                 return Ok(EpochEnd::Finished);
             }
@@ -418,7 +466,7 @@ impl MirrorOut {
             self.settle_skips(&mut inflight, &chain);
             let room =
                 reading && chain.fatal.is_none() && !ending && inflight.publishes < chain.limit(self.window);
-            let waiting = inflight.waiting();
+            let waiting = inflight.acks > 0;
             let woke = tokio::select! {
                 r = front_ack(&mut inflight), if waiting => Wake::Ack(r),
                 n = feed.next(), if room => Wake::Feed(n),
@@ -429,11 +477,15 @@ impl MirrorOut {
             };
             match woke {
                 Wake::Ack(r) => {
-                    let p = inflight.pop().expect("an ack came for the front");
-                    self.settle(p, r, &mut chain)?;
+                    let (covered, p) = inflight.pop_acked();
+                    let p = p.expect("an ack came for a publish in flight");
+                    self.settle(p, covered, r, &mut chain)?;
                 }
                 Wake::Feed(n) => match n.map_err(|e| self.q("read", e))? {
-                    Next::Record(r) => self.send(conn, r, &mut chain, &mut inflight, limits, report).await?,
+                    Next::Record(r) => {
+                        let more = self.publishes_next(&mut feed);
+                        self.send(conn, r, more, &mut chain, &mut inflight, report).await?
+                    }
                     Next::End => ending = true,
                 },
                 Wake::Alarm => {
@@ -579,14 +631,32 @@ impl MirrorOut {
         }
     }
 
-    /// Publishes a record (or queues its skip), extending the chain.
+    /// Whether the record the feed holds next, if any, will be published
+    /// (not skipped, and small enough even with the longest headers): only
+    /// then may the publish before it go without asking for an
+    /// acknowledgement, since that next publish will ask or be covered in
+    /// turn.
+    fn publishes_next(&self, feed: &mut Feed) -> bool {
+        let Some(rec) = feed.peek() else { return false };
+        let longest = outgoing(&self.queue_hex, self.opts.include_mirrored, rec, Expected::Subject(u64::MAX));
+        longest.is_some_and(|out| rec.payload.len() + out.wire_len() <= self.size_limit())
+    }
+
+    /// The largest message the server and the stream take.
+    fn size_limit(&self) -> usize {
+        let (max_payload, max_msg_size) = self.limits;
+        max_msg_size.map_or(max_payload, |m| m.min(max_payload))
+    }
+
+    /// Publishes a record (or queues its skip), extending the chain. `more`:
+    /// the next record will be published right after this one.
     async fn send(
         &mut self,
         conn: &Connection,
         rec: Rec,
+        more: bool,
         chain: &mut Chain,
         inflight: &mut InFlight,
-        (max_payload, max_msg_size): (usize, Option<usize>),
         report: &mut dyn FnMut(Event),
     ) -> Result<()> {
         let skip = |inflight: &mut InFlight| {
@@ -596,34 +666,24 @@ impl MirrorOut {
                 prev: None,
                 predicted: None,
                 ack: None,
+                covered: false,
             })
         };
-        let origin = match Origin::decode(&rec.meta) {
-            Ok(Some(_)) if !self.opts.include_mirrored => {
-                self.summary.skipped += 1;
-                skip(inflight);
-                return Ok(());
-            }
-            Ok(Some(o)) => o.first,
-            // Not a mirror block: the user's own metadata (not mirrored).
-            Ok(None) | Err(_) => None,
+        // Pipelined, in a stream of its own: the stream-wide check.
+        let expected = match chain.next_seq {
+            Some(_) => Expected::Stream(chain.expected),
+            None => Expected::Subject(chain.expected),
         };
-        let out = Outgoing {
-            queue_hex: &self.queue_hex,
-            index: rec.index,
-            timestamp: rec.timestamp,
-            origin,
-            // Pipelined, in a stream of its own: the stream-wide check.
-            expected: match chain.next_seq {
-                Some(_) => Expected::Stream(chain.expected),
-                None => Expected::Subject(chain.expected),
-            },
+        let Some(out) = outgoing(&self.queue_hex, self.opts.include_mirrored, &rec, expected) else {
+            self.summary.skipped += 1;
+            skip(inflight);
+            return Ok(());
         };
         let size = rec.payload.len() + out.wire_len();
-        let limit = max_msg_size.map_or(max_payload, |m| m.min(max_payload));
+        let limit = self.size_limit();
         if size > limit {
             let limit_name =
-                if limit == max_payload { "the server's max_payload" } else { "the stream's max_msg_size" };
+                if limit == self.limits.0 { "the server's max_payload" } else { "the stream's max_msg_size" };
             if self.opts.skip_oversized {
                 report(Event::Skipped {
                     what: format!("index {}", rec.index),
@@ -642,18 +702,36 @@ impl MirrorOut {
             });
             return Ok(());
         }
-        let msg = PublishMessage::build().payload(rec.payload).headers(out.headers());
-        let fut: PublishAckFuture = conn
-            .js
-            .send_publish(self.nats_subject.clone(), msg)
-            .await
-            .map_err(|e| Error::nats("publish", e))?;
+        // Pipelined: ask for an acknowledgement at the end of a burst, of a
+        // group of ACK_EVERY, and of the window.
+        let asks = chain.next_seq.is_none()
+            || !more
+            || inflight.open + 1 >= ACK_EVERY
+            || inflight.publishes + 1 >= chain.limit(self.window);
+        let ack = if asks {
+            let msg = PublishMessage::build().payload(rec.payload).headers(out.headers());
+            let fut: PublishAckFuture = conn
+                .js
+                .send_publish(self.nats_subject.clone(), msg)
+                .await
+                .map_err(|e| Error::nats("publish", e))?;
+            Some(fut.into_future())
+        } else {
+            // The same connection's command queue as `send_publish`, so
+            // the server reads it in this order.
+            conn.client
+                .publish_with_headers(self.nats_subject.clone(), out.headers(), rec.payload)
+                .await
+                .map_err(|e| Error::nats("publish", e))?;
+            None
+        };
         inflight.push(Pending {
             index: rec.index,
             next: rec.next,
             prev: chain.last_published,
             predicted: chain.next_seq,
-            ack: Some(fut.into_future()),
+            covered: ack.is_none(),
+            ack,
         });
         chain.last_published = Some(rec.index);
         if let Some(p) = chain.next_seq {
@@ -665,7 +743,7 @@ impl MirrorOut {
 
     /// Skipped records at the front: the cursor may pass them.
     fn settle_skips(&mut self, inflight: &mut InFlight, chain: &Chain) {
-        while !inflight.is_empty() && !inflight.waiting() {
+        while inflight.skip_at_front() {
             let Some(p) = inflight.pop() else { break };
             if chain.broken.is_none() && chain.fatal.is_none() {
                 self.acked = p.next;
@@ -673,10 +751,11 @@ impl MirrorOut {
         }
     }
 
-    /// An acknowledgement (or refusal) for the front publish.
-    fn settle(&mut self, p: Pending, r: AckResult, chain: &mut Chain) -> Result<()> {
+    /// An acknowledgement (or refusal) for the front publish, which answers
+    /// for the `covered` publishes before it.
+    fn settle(&mut self, p: Pending, covered: usize, r: AckResult, chain: &mut Chain) -> Result<()> {
         match r {
-            Ok(ack) => self.stored(p, ack, chain),
+            Ok(ack) => self.stored(p, covered, ack, chain),
             Err(e) => {
                 let definite = matches!(
                     e.kind(),
@@ -706,7 +785,10 @@ impl MirrorOut {
         }
     }
 
-    fn stored(&mut self, p: Pending, ack: PublishAck, chain: &mut Chain) -> Result<()> {
+    /// `p` is in the stream at `ack.sequence`. When that is the sequence
+    /// the epoch predicted, the chain says the `covered` publishes before
+    /// it are in at theirs: `p`'s expected sequence was the stream's last.
+    fn stored(&mut self, p: Pending, covered: usize, ack: PublishAck, chain: &mut Chain) -> Result<()> {
         if ack.stream != self.opts.stream {
             return Err(Error::StreamUnusable {
                 stream: self.opts.stream.clone(),
@@ -720,13 +802,22 @@ impl MirrorOut {
         if chain.broken.is_some() {
             return Ok(());
         }
+        let missed =
+            |predicted: u64| format!("index {} got sequence {}, not {predicted}", p.index, ack.sequence);
+        if let Some(predicted) = p.predicted
+            && predicted != ack.sequence
+            && covered > 0
+        {
+            // The publishes it covers are not known to be in: the
+            // resynchronisation finds out.
+            chain.stop(missed(predicted), true);
+            return Ok(());
+        }
         self.acked = p.next;
-        self.summary.messages += 1;
+        self.summary.messages += 1 + covered as u64;
         self.summary.stream_seq = ack.sequence;
         match p.predicted {
-            Some(predicted) if predicted != ack.sequence => {
-                chain.stop(format!("index {} got sequence {}, not {predicted}", p.index, ack.sequence), true);
-            }
+            Some(predicted) if predicted != ack.sequence => chain.stop(missed(predicted), true),
             Some(_) => {}
             None => {
                 chain.expected = ack.sequence;
@@ -735,7 +826,7 @@ impl MirrorOut {
                 }
             }
         }
-        self.clean += 1;
+        self.clean += 1 + covered as u64;
         if self.clean > 64 * self.window as u64 && self.window < self.opts.max_in_flight {
             self.window = (self.window * 2).min(self.opts.max_in_flight);
             self.clean = 0;
@@ -799,6 +890,23 @@ impl MirrorOut {
             age: None,
         })
     }
+}
+
+/// What record `rec` is published with, or `None` for a record mirror-in
+/// appended that is not forwarded.
+fn outgoing<'a>(
+    queue_hex: &'a str,
+    include_mirrored: bool,
+    rec: &Rec,
+    expected: Expected,
+) -> Option<Outgoing<'a>> {
+    let origin = match Origin::decode(&rec.meta) {
+        Ok(Some(_)) if !include_mirrored => return None,
+        Ok(Some(o)) => o.first,
+        // Not a mirror block: the user's own metadata (not mirrored).
+        Ok(None) | Err(_) => None,
+    };
+    Some(Outgoing { queue_hex, index: rec.index, timestamp: rec.timestamp, origin, expected })
 }
 
 fn is_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
