@@ -60,7 +60,8 @@ pub struct Args {
     /// Messages per throughput measurement.
     #[arg(long, default_value_t = 200_000)]
     messages: u64,
-    /// Publishes awaiting acknowledgement, for mirror-out and its peers.
+    /// Publishes in flight for mirror-out; acknowledgements awaited at
+    /// most for its peers.
     #[arg(long, default_value_t = 1024)]
     window: usize,
     /// Messages per second in the lag measurement.

@@ -140,7 +140,7 @@ pub struct Progress {
     /// Messages still to mirror: the cursor's lag (mirror-out), or the
     /// messages the stream holds beyond the last one delivered (mirror-in).
     pub lag: Option<u64>,
-    /// Publishes awaiting their acknowledgement (mirror-out).
+    /// Publishes in flight: sent, not yet known to be in the stream (mirror-out).
     pub in_flight: usize,
     /// The stream sequence of the last message acknowledged or appended.
     pub stream_seq: u64,

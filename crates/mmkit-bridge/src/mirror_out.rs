@@ -69,7 +69,7 @@ pub struct OutOptions {
     pub cursor: Option<String>,
     /// Create the stream when it is missing, like this.
     pub create: Option<StreamOptions>,
-    /// Publishes awaiting their acknowledgement at most.
+    /// Publishes in flight at most (sent, not yet known to be in the stream).
     pub max_in_flight: usize,
     /// Also publish records that were mirrored into this queue (they keep
     /// their original queue id and index in `Mmkit-Origin-*` headers). Off

@@ -68,8 +68,8 @@ pub struct OutArgs {
     /// (default: keep them).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     max_age: Option<Duration>,
-    /// Publishes awaiting acknowledgement at most (pipelined only when the
-    /// stream takes this subject alone).
+    /// Publishes in flight at most (sent, not yet known to be in the stream;
+    /// pipelined only when the stream takes this subject alone).
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_in_flight: usize,
     /// Also publish records that were mirrored into this queue (off: a
