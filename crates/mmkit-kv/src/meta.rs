@@ -5,7 +5,7 @@ use crate::page::{PAGE, u32_at, u64_at};
 /// Magic bytes at offset 8 of every meta page.
 pub(crate) const MAGIC: &[u8; 8] = b"mmkit-kv";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Number of meta slots (pages 0..4).
 pub(crate) const META_SLOTS: u64 = 4;
 /// Bytes of a meta page covered by its checksum (4..META_LEN).
@@ -31,7 +31,7 @@ pub(crate) struct Meta {
     pub(crate) next_page: u64,
     pub(crate) catalog: Root,
     pub(crate) free: Root,
-    /// Entries in the free tree.
+    /// Pages in the free tree.
     pub(crate) free_count: u64,
     /// Microseconds since the Unix epoch at commit.
     pub(crate) time_us: u64,

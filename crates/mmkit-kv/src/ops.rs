@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::meta::{META_SLOTS, Meta, Root};
 use crate::page::{Val, overflow_pages};
 use crate::store::View;
-use crate::write::{CATALOG, FREE_TABLE, parse_free_key};
+use crate::write::{CATALOG, FREE_TABLE, parse_free_key, parse_record};
 
 /// What `check` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -154,13 +154,13 @@ pub(crate) fn check_meta(db: &Db, meta: &Meta) -> Result<CheckReport> {
         tables.push((name, entries, pages));
     }
     let mut free_pages = Vec::new();
-    let (free_entries, _) = w.tree(meta.free, FREE_TABLE, |k, _| {
-        let (_, _, p) =
-            parse_free_key(k).ok_or_else(|| db.store.corrupt(meta.free.page, FREE_TABLE, "bad free key"))?;
-        free_pages.push(p);
+    w.tree(meta.free, FREE_TABLE, |k, v| {
+        let bad = || db.store.corrupt(meta.free.page, FREE_TABLE, "bad free-tree record");
+        let (_, _, first) = parse_free_key(k).ok_or_else(bad)?;
+        free_pages.extend(parse_record(first, v).ok_or_else(bad)?);
         Ok(())
     })?;
-    if free_entries != meta.free_count {
+    if free_pages.len() as u64 != meta.free_count {
         return Err(db.store.corrupt(meta.free.page, FREE_TABLE, "free count differs from the meta page"));
     }
     for p in free_pages {

@@ -11,40 +11,21 @@ use crate::error::{Error, Result};
 use crate::lock::{CommitRef, L_CURRENT, L_DURABLE, L_SHRINKS, L_SYNCING};
 use crate::meta::{FLAG_SYNCED, META_SLOTS, Meta, Root};
 use crate::page::{
-    BRANCH_ENTRY, HEADER, KIND_BRANCH, KIND_LEAF, MAX_KEY_LEN, OVERFLOW_HEADER, Page, PageMut, Val,
-    leaf_size, needs_overflow, overflow_pages,
+    BRANCH_ENTRY, KIND_BRANCH, KIND_LEAF, MAX_KEY_LEN, OVERFLOW_HEADER, Page, PageMut, Val, leaf_size,
+    needs_overflow, overflow_pages,
 };
 use crate::store::View;
 use crate::tree::{Cursor, MAX_DEPTH};
 
-/// Key of a free-tree entry: class (0 = reusable once no snapshot sees
-/// it, 1 = also held until a later commit is durable), the commit that
-/// freed the page (big-endian, so the tree orders by it), the page.
-pub(crate) type FreeKey = [u8; 17];
+mod free;
+
+pub(crate) use free::{FreeKey, parse_free_key, parse_record};
+
 pub(crate) const FREE_TABLE: &str = "(free)";
 pub(crate) const CATALOG: &str = "(catalog)";
-/// Commits a snapshot must lag before the writer checks whether its
-/// reader is still alive.
-const REAP_LAG: u64 = 8;
 /// Free pages before a commit tries to shrink the file (also at least a
 /// quarter of the file).
 const AUTO_SHRINK: u64 = 256;
-/// Free-tree entries loaded per refill of the allocation pool.
-const POOL_BATCH: usize = 64;
-
-pub(crate) fn free_key(class: u8, freed_by: u64, page: u64) -> FreeKey {
-    let mut k = [0u8; 17];
-    k[0] = class;
-    k[1..9].copy_from_slice(&freed_by.to_be_bytes());
-    k[9..].copy_from_slice(&page.to_be_bytes());
-    k
-}
-
-pub(crate) fn parse_free_key(k: &[u8]) -> Option<(u8, u64, u64)> {
-    let k: &FreeKey = k.try_into().ok()?;
-    Some((k[0], u64::from_be_bytes(k[1..9].try_into().ok()?), u64::from_be_bytes(k[9..].try_into().ok()?)))
-}
-
 #[derive(Clone, Debug)]
 struct OpenTable {
     name: String,
@@ -59,13 +40,18 @@ struct OpenTable {
 pub(crate) struct WriterState {
     dirty: Vec<u64>,
     dirty_list: Vec<u64>,
-    /// Pages ready for reuse, with the free-tree key to delete once taken
-    /// (`None`: freed earlier in this transaction, not in the tree).
-    pool: Vec<(u64, Option<FreeKey>)>,
+    /// Pages ready for reuse: from the records in `loaded`, or freed
+    /// earlier in this transaction.
+    pool: Vec<u64>,
+    /// Free-tree records taken into the pool (key, pages): deleted at
+    /// commit, and what the pool still holds is written back.
+    loaded: Vec<(FreeKey, u64)>,
     pool_after: Option<FreeKey>,
     pool_done: bool,
-    consumed: Vec<FreeKey>,
+    /// Pages freed by this transaction, with the commit that wrote them.
     freed: Vec<(u64, u64)>,
+    /// A free-tree record being encoded.
+    record: Vec<u8>,
     tables: Vec<OpenTable>,
     sizes: Vec<usize>,
     reaped: bool,
@@ -87,7 +73,7 @@ impl WriterState {
         self.pool.clear();
         self.pool_after = None;
         self.pool_done = false;
-        self.consumed.clear();
+        self.loaded.clear();
         self.freed.clear();
         self.tables.clear();
         self.reaped = false;
@@ -250,179 +236,6 @@ impl<'db> WriteTxn<'db> {
 
     fn bad(&self, p: u64, table: &str, reason: &'static str) -> Error {
         self.db.store.corrupt(p, table, reason)
-    }
-
-    /// The oldest snapshot any live reader or the last commit holds.
-    fn oldest(&self) -> u64 {
-        self.db.lock.oldest_reader().map_or(self.base.txnid, |r| r.txnid.min(self.base.txnid))
-    }
-
-    /// Refills the pool from the free tree: class 0 entries freed at or
-    /// before the oldest snapshot, then class 1 entries also at or before
-    /// the durable commit.
-    fn load_pool(&mut self) -> Result<()> {
-        let oldest = self.oldest();
-        let durable = self.durable.txnid();
-        let mut found: Vec<(u64, FreeKey)> = Vec::new();
-        let mut blocked = false;
-        {
-            let v = self.view();
-            let mut c = Cursor::new(v, self.free, FREE_TABLE);
-            let start = self.st.pool_after.unwrap_or([0; 17]);
-            let mut ok = c.seek(&start)?;
-            if ok && self.st.pool_after.is_some() && c.key()? == start {
-                ok = c.next()?;
-            }
-            while ok && found.len() < POOL_BATCH {
-                let k = c.key()?;
-                let (class, by, page) = parse_free_key(k)
-                    .ok_or_else(|| self.bad(self.free.page, FREE_TABLE, "bad free-tree key"))?;
-                let limit = if class == 0 { oldest } else { oldest.min(durable) };
-                if by > limit {
-                    blocked |= by > oldest;
-                    if class == 0 {
-                        ok = c.seek(&[1])?;
-                        continue;
-                    }
-                    break;
-                }
-                let key: FreeKey = k.try_into().unwrap_or([0; 17]);
-                found.push((page, key));
-                ok = c.next()?;
-            }
-        }
-        if let Some(&(_, k)) = found.last() {
-            self.st.pool_after = Some(k);
-        } else {
-            self.st.pool_done = true;
-            if blocked {
-                self.unblock_readers()?;
-            }
-        }
-        for (p, k) in found.into_iter().rev() {
-            if p < META_SLOTS || p >= self.next_page {
-                return Err(self.bad(self.free.page, FREE_TABLE, "free page number out of range"));
-            }
-            self.st.pool.push((p, Some(k)));
-        }
-        Ok(())
-    }
-
-    /// Freed pages are pinned by an old snapshot: reclaim dead readers'
-    /// slots (liveness, once per transaction) and enforce the lag bound.
-    fn unblock_readers(&mut self) -> Result<()> {
-        let lag = self.db.lock.oldest_reader().map_or(0, |r| self.base.txnid.saturating_sub(r.txnid));
-        // A reader a few commits behind is normal; only one that stays
-        // behind is worth the `/proc` reads of a liveness check.
-        if !self.st.reaped && lag >= REAP_LAG {
-            self.st.reaped = true;
-            if self.db.lock.reap_dead_readers() > 0 {
-                self.st.pool_done = false;
-                self.st.pool_after = None;
-                return self.load_pool();
-            }
-        }
-        if let (Some(limit), Some(r)) = (self.db.opts.max_snapshot_lag, self.db.lock.oldest_reader()) {
-            let lag = self.base.txnid.saturating_sub(r.txnid);
-            if lag > limit {
-                return Err(Error::SnapshotTooOld {
-                    path: self.db.store.path.clone(),
-                    pid: r.token.pid(),
-                    txnid: r.txnid,
-                    lag,
-                    limit,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// A page for this transaction to write: reused if possible, else new
-    /// at the end of the file.
-    fn alloc(&mut self) -> Result<u64> {
-        loop {
-            if let Some((p, key)) = self.st.pool.pop() {
-                if let Some(k) = key {
-                    self.st.consumed.push(k);
-                }
-                self.mark_dirty(p);
-                return Ok(p);
-            }
-            if self.sealing || self.st.pool_done {
-                return self.alloc_end(1);
-            }
-            self.load_pool()?;
-        }
-    }
-
-    /// `n` contiguous pages for an overflow run: reused when the pool holds
-    /// such a run (pages freed together sit together in the free tree, so
-    /// a freed run is found again), else new at the end of the file.
-    fn alloc_run(&mut self, n: u64) -> Result<u64> {
-        if n == 1 {
-            return self.alloc();
-        }
-        while !self.sealing && !self.st.pool_done && self.st.pool.len() < POOL_BATCH * 16 {
-            self.load_pool()?;
-        }
-        let mut pages: Vec<(u64, usize)> =
-            self.st.pool.iter().enumerate().map(|(i, &(p, _))| (p, i)).collect();
-        pages.sort_unstable();
-        let mut start = 0;
-        for i in 1..=pages.len() {
-            if i == pages.len() || pages[i].0 != pages[i - 1].0 + 1 {
-                start = i;
-                continue;
-            }
-            if (i - start + 1) as u64 == n {
-                let first = pages[start].0;
-                let mut taken: Vec<usize> = pages[start..=i].iter().map(|&(_, at)| at).collect();
-                taken.sort_unstable_by(|a, b| b.cmp(a));
-                for at in taken {
-                    let (p, key) = self.st.pool.swap_remove(at);
-                    if let Some(k) = key {
-                        self.st.consumed.push(k);
-                    }
-                    self.mark_dirty(p);
-                }
-                return Ok(first);
-            }
-        }
-        self.alloc_end(n)
-    }
-
-    /// `n` contiguous new pages at the end of the file.
-    fn alloc_end(&mut self, n: u64) -> Result<u64> {
-        let p = self.next_page;
-        self.db.store.ensure_pages(p + n)?;
-        self.next_page = p + n;
-        for q in p..p + n {
-            self.mark_dirty(q);
-        }
-        Ok(p)
-    }
-
-    /// Releases a page: one written by this transaction is reusable at
-    /// once; a committed one goes to the free tree.
-    fn free_page(&mut self, p: u64, written_by: u64) {
-        if written_by == self.txnid && self.is_dirty(p) {
-            self.st.pool.push((p, None));
-        } else {
-            self.st.freed.push((p, written_by));
-        }
-    }
-
-    fn free_overflow(&mut self, page: u64, len: u64, table: &str) -> Result<()> {
-        let n = overflow_pages(len);
-        let written_by = {
-            let run = self.view().overflow(page, len, 0, table, false)?;
-            let _ = run;
-            crate::page::u64_at(self.db.store.bytes(page, HEADER)?, 8)
-        };
-        for q in page..page + n {
-            self.free_page(q, written_by);
-        }
-        Ok(())
     }
 
     /// Makes page `p` writable in this transaction: returns it if already
@@ -889,39 +702,6 @@ impl<'db> WriteTxn<'db> {
         Ok(txnid)
     }
 
-    /// Moves every live page at or above the line where the used pages
-    /// would end if packed into reusable pages below it.
-    fn relocate_tail(&mut self) -> Result<()> {
-        while !self.st.pool_done {
-            self.load_pool()?;
-        }
-        // Lowest pages are taken first.
-        self.st.pool.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
-        let line = self.next_page.saturating_sub(self.st.pool.len() as u64);
-        let mut catalog = self.catalog;
-        let mut names = Vec::new();
-        {
-            let mut c = Cursor::new(self.view(), catalog, CATALOG);
-            let mut ok = c.first()?;
-            while ok {
-                names.push(String::from_utf8_lossy(c.key()?).into_owned());
-                ok = c.next()?;
-            }
-        }
-        for name in names {
-            let idx = self.open_table(&name, false)?;
-            let mut root = self.st.tables[idx].info.root;
-            self.relocate(&mut root, line, &name, 0)?;
-            self.st.tables[idx].info.root = root;
-        }
-        self.relocate(&mut catalog, line, CATALOG, 0)?;
-        self.catalog = catalog;
-        let mut free = self.free;
-        self.relocate(&mut free, line, FREE_TABLE, 0)?;
-        self.free = free;
-        Ok(())
-    }
-
     /// Copies the pages of the tree at `root` that sit at or above `line`
     /// (and their overflow runs) to fresh pages.
     fn relocate(&mut self, root: &mut Root, line: u64, table: &str, depth: usize) -> Result<()> {
@@ -963,49 +743,12 @@ impl<'db> WriteTxn<'db> {
         Ok(())
     }
 
-    /// Takes the eligible free pages at the end of the file out of the
-    /// free tree and lowers `next_page`; returns how many pages.
-    fn cut_free_tail(&mut self) -> Result<u64> {
-        let oldest = self.oldest();
-        let durable = self.durable.txnid();
-        let mut tail: Vec<(u64, FreeKey)> = Vec::new();
-        {
-            let mut c = Cursor::new(self.view(), self.free, FREE_TABLE);
-            let mut ok = c.first()?;
-            while ok {
-                let k = c.key()?;
-                let (class, by, page) = parse_free_key(k)
-                    .ok_or_else(|| self.bad(self.free.page, FREE_TABLE, "bad free-tree key"))?;
-                let limit = if class == 0 { oldest } else { oldest.min(durable) };
-                if by <= limit {
-                    tail.push((page, k.try_into().unwrap_or([0; 17])));
-                }
-                ok = c.next()?;
-            }
-        }
-        tail.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
-        let mut end = self.next_page;
-        for (page, key) in tail {
-            if page + 1 != end {
-                break;
-            }
-            self.st.consumed.push(key);
-            end = page;
-        }
-        let cut = self.next_page - end;
-        self.next_page = end;
-        // The cut entries stay in the tree until this commit deletes them:
-        // nothing more may be loaded from it.
-        self.st.pool_done = true;
-        Ok(cut)
-    }
-
     /// Writes the commit and publishes it, still holding the writer lock.
     /// Returns the commit id (the base's if nothing changed).
     pub(crate) fn finish(&mut self, d: Durability) -> Result<u64> {
         let changed = !self.st.dirty_list.is_empty()
             || !self.st.freed.is_empty()
-            || !self.st.consumed.is_empty()
+            || !self.st.loaded.is_empty()
             || self.st.tables.iter().any(|t| t.dropped || t.orig != Some(t.info));
         if !changed {
             return Ok(self.base.txnid);
@@ -1068,53 +811,6 @@ impl<'db> WriteTxn<'db> {
         })();
         self.st.tables = tables;
         result
-    }
-
-    /// Records freed pages and deletes reused ones in the free tree, until
-    /// the tree's own copy-on-write frees and takes nothing more.
-    fn update_free_tree(&mut self) -> Result<()> {
-        // Reusable pages for the free tree's own copies, so they do not
-        // pile up at the end of the file (where they would block shrinking).
-        if self.st.pool.is_empty() && !self.st.pool_done {
-            self.load_pool()?;
-        }
-        self.sealing = true;
-        let (d, c) = (self.durable.txnid(), self.syncing.txnid());
-        let txnid = self.txnid;
-        let mut free = self.free;
-        for _ in 0..10_000 {
-            let consumed = std::mem::take(&mut self.st.consumed);
-            let freed = std::mem::take(&mut self.st.freed);
-            let mut spare = Vec::new();
-            if consumed.is_empty() && freed.is_empty() {
-                self.st.pool.retain(|&(p, k)| {
-                    if k.is_none() {
-                        spare.push(p);
-                    }
-                    k.is_some()
-                });
-                if spare.is_empty() {
-                    break;
-                }
-            }
-            for k in &consumed {
-                if self.tree_delete(&mut free, k, FREE_TABLE)? {
-                    self.free_count -= 1;
-                }
-            }
-            for &(p, written_by) in &freed {
-                let held = (written_by <= d && d < txnid) || (c != 0 && written_by <= c && c < txnid);
-                self.tree_put(&mut free, &free_key(held as u8, txnid, p), b"", FREE_TABLE)?;
-                self.free_count += 1;
-            }
-            for &p in &spare {
-                self.tree_put(&mut free, &free_key(0, txnid, p), b"", FREE_TABLE)?;
-                self.free_count += 1;
-            }
-        }
-        self.seal(&mut free, FREE_TABLE)?;
-        self.free = free;
-        Ok(())
     }
 
     /// A meta slot that holds none of: the last commit, the durable one,
@@ -1181,54 +877,6 @@ impl Db {
         synced?;
         self.lock.durable_events()?.publish(target.txnid());
         Ok(())
-    }
-
-    /// Shrinks the file: moves the pages that live in its tail into free
-    /// pages lower down (copy-on-write, so readers are undisturbed), then
-    /// cuts the free tail once no snapshot can see it. Returns the bytes
-    /// cut. A live reader that started before the move keeps the old tail
-    /// pinned, and the cut then waits for a later call.
-    ///
-    /// Commits also cut a free tail by themselves (without moving
-    /// anything) once the free list is a quarter of the file.
-    pub fn shrink(&self) -> Result<u64> {
-        let mut w = self.write()?;
-        w.relocate_tail()?;
-        let d = self.opts.durability;
-        w.finish(d)?;
-        drop(w);
-        if d != Durability::Immediate {
-            self.sync()?;
-        }
-        self.cut_tail()
-    }
-
-    /// Commits a cut of the free tail and truncates the file, under the
-    /// writer lock, so no writer is extending it meanwhile.
-    pub(crate) fn cut_tail(&self) -> Result<u64> {
-        self.cut_tail_and(false)
-    }
-
-    /// [`Db::cut_tail`]; with `trim`, also gives back the space growth
-    /// preallocated past the last page (used for compacted copies).
-    pub(crate) fn cut_tail_and(&self, trim: bool) -> Result<u64> {
-        let mut w = self.write()?;
-        if w.cut_free_tail()? > 0 {
-            let d = self.opts.durability;
-            w.finish(d)?;
-        } else if !trim {
-            return Ok(0);
-        }
-        let before = self.store.file_size()?;
-        let keep = self.store.page_bytes(w.next_page);
-        if keep < before {
-            rustix::fs::ftruncate(&self.store.file, keep)
-                .map_err(|e| Error::io("shrink (ftruncate)", &self.store.path, e))?;
-            self.lock.word(L_SHRINKS).fetch_add(1, Ordering::AcqRel);
-            self.store.file.refresh().map_err(Error::region("refresh after shrink"))?;
-        }
-        drop(w);
-        Ok(before.saturating_sub(keep))
     }
 
     /// Makes every commit so far durable (one `fdatasync`), and lets the

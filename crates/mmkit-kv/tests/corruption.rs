@@ -156,19 +156,30 @@ fn missing_database_without_create() {
 }
 
 #[test]
-fn newer_format_version_is_refused() {
+fn other_format_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     drop(Db::open(&path).unwrap());
-    let mut bytes = std::fs::read(&path).unwrap();
-    for slot in 0..4 {
-        bytes[slot * PAGE + 4] = 9;
+    let pristine = std::fs::read(&path).unwrap();
+    let supported = mmkit_kv::FORMAT_VERSION;
+    // A newer file, and an older one (version 1 had 16 KiB pages and one
+    // free-tree entry per page): each is a clear error, and nothing is
+    // written to the file.
+    for (found, word) in [(9u32, "newer"), (1, "older")] {
+        let mut bytes = pristine.clone();
+        for slot in 0..4 {
+            bytes[slot * PAGE + 4..slot * PAGE + 8].copy_from_slice(&found.to_le_bytes());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = std::fs::remove_file(mmkit_kv::lock_path(&path));
+        let e = Db::open(&path).unwrap_err();
+        assert!(
+            matches!(e, Error::UnsupportedVersion { found: f, supported: s, .. } if f == found && s == supported),
+            "{e}"
+        );
+        assert!(e.to_string().contains(word), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
-    std::fs::write(&path, &bytes).unwrap();
-    std::fs::remove_file(mmkit_kv::lock_path(&path)).unwrap();
-    let e = Db::open(&path).unwrap_err();
-    assert!(matches!(e, Error::UnsupportedVersion { found: 9, supported: 1, .. }), "{e}");
-    assert!(e.to_string().contains("newer"), "{e}");
 }
 
 #[test]
