@@ -1,6 +1,6 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (not a public API).
 
-use crate::page::{PAGE, Page, PageMut};
+use crate::page::{NoRuns, PAGE, Page, PageMut};
 
 /// Decodes `data` (zero-padded to a page) as a tree page and exercises
 /// every accessor and, when the header is valid, removal of each entry:
@@ -13,8 +13,8 @@ pub fn fuzz_page(data: &[u8]) {
     let Ok(page) = Page::new(&b) else { return };
     let _ = page.checksum();
     let probe: &[u8] = data.get(..data.len().min(8)).unwrap_or_default();
-    let _ = page.search(probe);
-    let _ = page.child_index(probe);
+    let _ = page.search(probe, &NoRuns);
+    let _ = page.child_index(probe, &NoRuns);
     let mut removable = Vec::new();
     for i in 0..page.count().min(64) {
         let _ = page.leaf(i);

@@ -1,6 +1,6 @@
 //! # mmkit-kv: an embedded key-value store that several processes share
 //!
-//! A copy-on-write B+tree of 16 KiB pages in one file, mapped into every
+//! A copy-on-write B+tree of 4 KiB pages in one file, mapped into every
 //! process inside a large reserved address range, so it grows without a
 //! mapsize and without remapping. Any number of readers in any number of
 //! processes read lock-free from a registered snapshot; one writer at a

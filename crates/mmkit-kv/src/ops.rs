@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::db::{Db, Durability, TableInfo, now_us};
 use crate::error::{Error, Result};
 use crate::meta::{META_SLOTS, Meta, Root};
-use crate::page::{Val, overflow_pages};
+use crate::page::{Key, Keys, Val, overflow_pages};
 use crate::store::View;
 use crate::write::{CATALOG, FREE_TABLE, parse_free_key, parse_record};
 
@@ -57,6 +57,15 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
+    /// Marks the pages of an overflow run; returns how many.
+    fn mark_run(&mut self, first: u64, len: u64, table: &str) -> Result<u64> {
+        let n = overflow_pages(len);
+        for q in first..first + n {
+            self.mark(q, table)?;
+        }
+        Ok(n)
+    }
+
     /// Returns (entries, pages) of the tree at `root`; calls `leaf` on
     /// every leaf entry.
     fn tree(
@@ -83,10 +92,16 @@ impl<'a> Walker<'a> {
             if page.count() == 0 {
                 return Err(self.v.store.corrupt(p, table, "empty page in a tree"));
             }
-            let bad = |r| self.v.store.corrupt(p, table, r);
+            let v = self.v;
+            let at = v.at(p, table);
+            let bad = |r| at.bad(r);
             let mut prev: Option<&[u8]> = None;
             for i in 0..page.count() {
-                let key = page.key(i).map_err(bad)?;
+                let kref = page.key(i).map_err(bad)?;
+                let key = at.resolve(kref)?;
+                if let Key::Run { page: op, len, .. } = kref {
+                    pages += self.mark_run(op, len, table)?;
+                }
                 let first_branch = !page.is_leaf() && i == 0;
                 if !first_branch {
                     if prev.is_some_and(|q| q >= key) {
@@ -99,24 +114,22 @@ impl<'a> Walker<'a> {
                 }
                 if page.is_leaf() {
                     entries += 1;
-                    let (k, val) = page.leaf(i).map_err(bad)?;
-                    let value = match val {
+                    let value = match page.leaf(i).map_err(bad)?.1 {
                         Val::Inline(b) => b,
-                        Val::Overflow { page: op, len, crc } => {
-                            let b = self.v.overflow(op, len, crc, table, true)?;
-                            for q in op..op + overflow_pages(len) {
-                                self.mark(q, table)?;
+                        Val::Run { page: op, len, crc, skip } => {
+                            let b = v.overflow(op, len, crc, table, true)?;
+                            if skip == 0 {
+                                pages += self.mark_run(op, len, table)?;
                             }
-                            pages += overflow_pages(len);
-                            b
+                            b.get(skip as usize..).ok_or_else(|| bad("key longer than its overflow run"))?
                         }
                     };
-                    leaf(k, value)?;
+                    leaf(key, value)?;
                 } else {
-                    let (child, ccrc, _) = page.branch(i).map_err(bad)?;
+                    let (child, ccrc) = page.branch(i).map_err(bad)?;
                     let clo = if i == 0 { lo.clone() } else { Some(key.to_vec()) };
                     let chi = if i + 1 < page.count() {
-                        Some(page.key(i + 1).map_err(bad)?.to_vec())
+                        Some(page.key_bytes(i + 1, &at)?.to_vec())
                     } else {
                         hi.clone()
                     };

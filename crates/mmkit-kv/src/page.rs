@@ -8,9 +8,14 @@
 //! checksum of a page covers its header, its slot array and its entry area,
 //! never the unused gap between them, and is kept by whoever points at the
 //! page (the parent's entry, or the meta page), Merkle style.
+//!
+//! Pages are 4 KiB, so a copy-on-write commit copies and checksums little.
+//! A key too long to sit in a page three times over lives in an overflow
+//! run instead: a leaf entry's key together with its value, a branch
+//! separator's on its own. Only ties on the slot prefix read such a key.
 
-/// Page size in bytes (format version 1).
-pub const PAGE: usize = 16384;
+/// Page size in bytes (format version 2).
+pub const PAGE: usize = 4096;
 /// Size of a tree page header.
 pub(crate) const HEADER: usize = 16;
 /// Header of an overflow run: the common header plus the value length.
@@ -31,6 +36,12 @@ pub(crate) const SLOT: usize = 6;
 /// Leaf entry flag (top bit of the key length): the value lives in an
 /// overflow run.
 pub(crate) const F_OVERFLOW: u16 = 0x8000;
+/// Leaf entry flag: the key and then the value live in an overflow run
+/// (the key is too long to sit in the leaf).
+pub(crate) const F_BIG_KEY: u16 = 0x4000;
+/// Branch entry flag (its `flags` field): the separator lives in an
+/// overflow run.
+pub(crate) const F_BRANCH_RUN: u16 = 1;
 const KLEN_MASK: u16 = 0x1fff;
 pub(crate) const LEAF_ENTRY: usize = 4;
 pub(crate) const BRANCH_ENTRY: usize = 16;
@@ -69,8 +80,48 @@ fn put64(b: &mut [u8], at: usize, v: u64) {
 pub(crate) enum Val<'a> {
     /// Stored in the leaf.
     Inline(&'a [u8]),
-    /// Stored in an overflow run starting at `page`.
-    Overflow { page: u64, len: u64, crc: u32 },
+    /// Bytes `skip..` of the payload (`len` bytes) of the overflow run at
+    /// `page`: the value alone (`skip` 0), or the value after the key it
+    /// shares the run with (`skip` is then the key's length, never 0: such
+    /// keys are long).
+    Run { page: u64, len: u64, crc: u32, skip: u64 },
+}
+
+/// Where an entry's key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Key<'a> {
+    /// Stored in the page.
+    Inline(&'a [u8]),
+    /// The first `klen` bytes of the payload (`len` bytes) of the overflow
+    /// run at `page`.
+    Run { page: u64, len: u64, crc: u32, klen: usize },
+}
+
+/// Resolves keys stored in overflow runs, and names the page being read
+/// in errors: what a search needs beyond the page itself.
+pub(crate) trait Keys<'a> {
+    /// The bytes of a key in a run.
+    fn resolve(&self, key: Key<'a>) -> crate::Result<&'a [u8]>;
+    /// A corruption error for the page being read.
+    fn bad(&self, reason: Bad) -> crate::Error;
+}
+
+/// [`Keys`] for a page on its own (fuzzing and unit tests): keys in
+/// overflow runs are errors.
+pub(crate) struct NoRuns;
+
+impl<'a> Keys<'a> for NoRuns {
+    fn resolve(&self, _: Key<'a>) -> crate::Result<&'a [u8]> {
+        Err(self.bad("key in an overflow run (no file to read it from)"))
+    }
+    fn bad(&self, reason: Bad) -> crate::Error {
+        crate::Error::Corrupt {
+            path: Default::default(),
+            page: 0,
+            table: String::new(),
+            reason: reason.into(),
+        }
+    }
 }
 
 /// A checked, read-only view of a tree page.
@@ -137,9 +188,14 @@ impl<'a> Page<'a> {
         Ok(off)
     }
 
+    /// The overflow reference at `at` (bounds checked by the caller).
+    fn run_ref(&self, at: usize) -> (u64, u64, u32) {
+        (u64_at(self.b, at), u64_at(self.b, at + 8), u32_at(self.b, at + 16))
+    }
+
     /// Entry `i` of a leaf: key and value.
     #[inline]
-    pub(crate) fn leaf(&self, i: usize) -> Result<(&'a [u8], Val<'a>), Bad> {
+    pub(crate) fn leaf(&self, i: usize) -> Result<(Key<'a>, Val<'a>), Bad> {
         let off = self.offset(i)?;
         let b = self.b;
         if off + LEAF_ENTRY > PAGE {
@@ -149,27 +205,35 @@ impl<'a> Page<'a> {
         let klen = (word & KLEN_MASK) as usize;
         let vlen = u16_at(b, off + 2) as usize;
         let kstart = off + LEAF_ENTRY;
+        if word & F_BIG_KEY != 0 {
+            if vlen != OVERFLOW_REF || kstart + OVERFLOW_REF > PAGE {
+                return Err("overflow reference of the wrong size");
+            }
+            let (page, len, crc) = self.run_ref(kstart);
+            if (klen as u64) > len || klen == 0 {
+                return Err("key longer than its overflow run");
+            }
+            return Ok((Key::Run { page, len, crc, klen }, Val::Run { page, len, crc, skip: klen as u64 }));
+        }
         let vstart = kstart + klen;
         if vstart + vlen > PAGE {
             return Err("leaf entry past the page end");
         }
-        let key = &b[kstart..vstart];
+        let key = Key::Inline(&b[kstart..vstart]);
         if word & F_OVERFLOW != 0 {
             if vlen != OVERFLOW_REF {
                 return Err("overflow reference of the wrong size");
             }
-            let page = u64_at(b, vstart);
-            let len = u64_at(b, vstart + 8);
-            let crc = u32_at(b, vstart + 16);
-            return Ok((key, Val::Overflow { page, len, crc }));
+            let (page, len, crc) = self.run_ref(vstart);
+            return Ok((key, Val::Run { page, len, crc, skip: 0 }));
         }
         Ok((key, Val::Inline(&b[vstart..vstart + vlen])))
     }
 
     /// The key of entry `i` (leaf or branch): the search path, so it
-    /// reads only the key's length and bytes.
+    /// reads only the key's length and bytes (or its run reference).
     #[inline]
-    pub(crate) fn key(&self, i: usize) -> Result<&'a [u8], Bad> {
+    pub(crate) fn key(&self, i: usize) -> Result<Key<'a>, Bad> {
         let off = self.offset(i)?;
         let (len_at, start, mask) = if self.is_leaf() {
             (off, off + LEAF_ENTRY, KLEN_MASK)
@@ -179,11 +243,36 @@ impl<'a> Page<'a> {
         if start > PAGE {
             return Err("entry header past the page end");
         }
-        let end = start + (u16_at(self.b, len_at) & mask) as usize;
+        let klen = (u16_at(self.b, len_at) & mask) as usize;
+        let in_run = if self.is_leaf() {
+            u16_at(self.b, off) & F_BIG_KEY != 0
+        } else {
+            u16_at(self.b, off + 14) & F_BRANCH_RUN != 0
+        };
+        if in_run {
+            if start + OVERFLOW_REF > PAGE {
+                return Err("overflow reference past the page end");
+            }
+            let (page, len, crc) = self.run_ref(start);
+            if (klen as u64) > len || klen == 0 {
+                return Err("key longer than its overflow run");
+            }
+            return Ok(Key::Run { page, len, crc, klen });
+        }
+        let end = start + klen;
         if end > PAGE {
             return Err("key past the page end");
         }
-        Ok(&self.b[start..end])
+        Ok(Key::Inline(&self.b[start..end]))
+    }
+
+    /// The key of entry `i`, resolved.
+    #[inline]
+    pub(crate) fn key_bytes(&self, i: usize, keys: &impl Keys<'a>) -> crate::Result<&'a [u8]> {
+        match self.key(i).map_err(|r| keys.bad(r))? {
+            Key::Inline(k) => Ok(k),
+            run => keys.resolve(run),
+        }
     }
 
     /// The child page of branch entry `i`.
@@ -196,23 +285,28 @@ impl<'a> Page<'a> {
         Ok(u64_at(self.b, off))
     }
 
-    /// Entry `i` of a branch: child page, child checksum, separator key
-    /// (entry 0's key is ignored: it stands for minus infinity).
+    /// The branch entries whose checksum is 0, as (index, child): the
+    /// writer zeroes the checksum of every entry it points at a page of
+    /// its own, so these are the only candidates for sealing (a real
+    /// checksum of 0 only costs a look at the dirty set).
+    pub(crate) fn unsealed(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        (0..self.count).filter_map(move |i| {
+            let off = u16_at(self.b, HEADER + SLOT * i) as usize;
+            let e = self.b.get(off..off + 12)?;
+            (u32_at(e, 8) == 0).then(|| (i, u64_at(e, 0)))
+        })
+    }
+
+    /// Entry `i` of a branch: child page and its checksum (the separator
+    /// is [`Page::key`]; entry 0's is ignored: it stands for minus
+    /// infinity).
     #[inline]
-    pub(crate) fn branch(&self, i: usize) -> Result<(u64, u32, &'a [u8]), Bad> {
+    pub(crate) fn branch(&self, i: usize) -> Result<(u64, u32), Bad> {
         let off = self.offset(i)?;
-        let b = self.b;
         if off + BRANCH_ENTRY > PAGE {
             return Err("branch entry header past the page end");
         }
-        let child = u64_at(b, off);
-        let crc = u32_at(b, off + 8);
-        let klen = u16_at(b, off + 12) as usize;
-        let kstart = off + BRANCH_ENTRY;
-        if kstart + klen > PAGE {
-            return Err("branch key past the page end");
-        }
-        Ok((child, crc, &b[kstart..kstart + klen]))
+        Ok((u64_at(self.b, off), u32_at(self.b, off + 8)))
     }
 
     /// The key prefix stored in slot `i` (the caller checked `i < count`).
@@ -222,12 +316,24 @@ impl<'a> Page<'a> {
         u32::from_be_bytes([self.b[at], self.b[at + 1], self.b[at + 2], self.b[at + 3]])
     }
 
+    /// The key prefix stored in slot `i`, as stored (for copying).
+    fn raw_prefix(&self, i: usize) -> [u8; 4] {
+        let at = HEADER + SLOT * i + 2;
+        [self.b[at], self.b[at + 1], self.b[at + 2], self.b[at + 3]]
+    }
+
     /// Compares entry `i`'s key with `key` (whose prefix is `kp`): by the
     /// slot's prefix first, the entry itself only on a tie.
     #[inline]
-    fn cmp_at(&self, i: usize, key: &[u8], kp: u32) -> Result<std::cmp::Ordering, Bad> {
+    fn cmp_at(
+        &self,
+        i: usize,
+        key: &[u8],
+        kp: u32,
+        keys: &impl Keys<'a>,
+    ) -> crate::Result<std::cmp::Ordering> {
         match self.prefix(i).cmp(&kp) {
-            std::cmp::Ordering::Equal => Ok(cmp_keys(self.key(i)?, key)),
+            std::cmp::Ordering::Equal => Ok(cmp_keys(self.key_bytes(i, keys)?, key)),
             other => Ok(other),
         }
     }
@@ -235,15 +341,15 @@ impl<'a> Page<'a> {
     /// Index of the child of a branch to follow for `key`: the last entry
     /// whose separator is at most `key` (entry 0 counts as minus infinity).
     #[inline]
-    pub(crate) fn child_index(&self, key: &[u8]) -> Result<usize, Bad> {
+    pub(crate) fn child_index(&self, key: &[u8], keys: &impl Keys<'a>) -> crate::Result<usize> {
         if self.count == 0 {
-            return Err("empty branch page");
+            return Err(keys.bad("empty branch page"));
         }
         let kp = key_prefix(key);
         let (mut lo, mut hi) = (1, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.cmp_at(mid, key, kp)? != std::cmp::Ordering::Greater {
+            if self.cmp_at(mid, key, kp, keys)? != std::cmp::Ordering::Greater {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -255,12 +361,12 @@ impl<'a> Page<'a> {
     /// In a leaf: `Ok(i)` if entry `i` has `key`, else `Err(i)` with the
     /// insertion point.
     #[inline]
-    pub(crate) fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, Bad> {
+    pub(crate) fn search(&self, key: &[u8], keys: &impl Keys<'a>) -> crate::Result<Result<usize, usize>> {
         let kp = key_prefix(key);
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.cmp_at(mid, key, kp)? {
+            match self.cmp_at(mid, key, kp, keys)? {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(Ok(mid)),
@@ -273,14 +379,18 @@ impl<'a> Page<'a> {
     pub(crate) fn entry_size(&self, i: usize) -> Result<usize, Bad> {
         let off = self.offset(i)?;
         if self.is_leaf() {
-            self.leaf(i)?;
-            Ok(LEAF_ENTRY
-                + (u16_at(self.b, off) & KLEN_MASK) as usize
-                + u16_at(self.b, off + 2) as usize
-                + SLOT)
+            let klen = match self.leaf(i)?.0 {
+                Key::Inline(k) => k.len(),
+                Key::Run { .. } => 0,
+            };
+            Ok(LEAF_ENTRY + klen + u16_at(self.b, off + 2) as usize + SLOT)
         } else {
             self.branch(i)?;
-            Ok(BRANCH_ENTRY + u16_at(self.b, off + 12) as usize + SLOT)
+            let klen = match self.key(i)? {
+                Key::Inline(k) => k.len(),
+                Key::Run { .. } => OVERFLOW_REF,
+            };
+            Ok(BRANCH_ENTRY + klen + SLOT)
         }
     }
 }
@@ -293,6 +403,33 @@ pub(crate) fn checksum(b: &[u8], lo: usize, hi: usize) -> u32 {
 /// Size a leaf entry takes for `key` and an inline value of `vlen` bytes.
 pub(crate) fn leaf_size(klen: usize, vlen: usize) -> usize {
     LEAF_ENTRY + klen + vlen + SLOT
+}
+
+/// Whether a leaf key of `klen` bytes sits in the leaf (with its value in
+/// an overflow run if need be); longer keys share a run with their value.
+pub(crate) fn leaf_key_fits(klen: usize) -> bool {
+    leaf_size(klen, OVERFLOW_REF) <= MAX_ENTRY
+}
+
+/// Whether a branch separator of `klen` bytes sits in the branch page;
+/// longer ones live in an overflow run.
+pub(crate) fn branch_key_fits(klen: usize) -> bool {
+    BRANCH_ENTRY + klen + SLOT <= MAX_ENTRY
+}
+
+/// Size a branch entry takes for a separator of `klen` bytes.
+pub(crate) fn branch_size(klen: usize) -> usize {
+    BRANCH_ENTRY + if branch_key_fits(klen) { klen } else { OVERFLOW_REF } + SLOT
+}
+
+/// The shortest separator for a split between `left` (the last key of the
+/// left page) and `right` (the first of the right page): the shortest
+/// prefix of `right` above `left`. Every key of the left page is below it
+/// and every key of the right page at least it, and short separators keep
+/// branch pages wide.
+pub(crate) fn separator<'k>(left: &[u8], right: &'k [u8]) -> &'k [u8] {
+    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    &right[..(common + 1).min(right.len())]
 }
 
 /// Bytewise order of two keys, eight bytes at a time: keys are short, and
@@ -352,41 +489,46 @@ impl PageMut<'_> {
         put64(self.0, 8, txnid);
     }
 
-    /// Makes room for an entry of `size` bytes (slot excluded) with key
-    /// `key` at index `i`; returns its offset. The caller checked that it
-    /// fits.
-    fn open_slot(&mut self, i: usize, size: usize, key: &[u8]) -> usize {
+    /// Makes room for an entry of `size` bytes (slot excluded) whose key
+    /// has the slot prefix `prefix` at index `i`; returns its offset. The
+    /// caller checked that it fits.
+    fn open_slot(&mut self, i: usize, size: usize, prefix: [u8; 4]) -> usize {
         let count = u16_at(self.0, 2) as usize;
         let upper = u16_at(self.0, 4) as usize - size;
         let slots = HEADER + SLOT * i;
         self.0.copy_within(slots..HEADER + SLOT * count, slots + SLOT);
         put16(self.0, slots, upper as u16);
-        self.0[slots + 2..slots + SLOT].copy_from_slice(&key_prefix(key).to_be_bytes());
+        self.0[slots + 2..slots + SLOT].copy_from_slice(&prefix);
         put16(self.0, 2, (count + 1) as u16);
         put16(self.0, 4, upper as u16);
         upper
     }
 
+    fn put_ref(&mut self, at: usize, page: u64, len: u64, crc: u32) {
+        put64(self.0, at, page);
+        put64(self.0, at + 8, len);
+        put32(self.0, at + 16, crc);
+    }
+
+    /// Inserts a leaf entry for `key` at index `i`. With `Val::Run` and a
+    /// non-zero `skip`, the key is in the run (`skip` is its length) and
+    /// only the reference is stored.
     pub(crate) fn insert_leaf(&mut self, i: usize, key: &[u8], val: Val<'_>) {
-        let vlen = match val {
-            Val::Inline(v) => v.len(),
-            Val::Overflow { .. } => OVERFLOW_REF,
+        let (word, klen_here, vlen) = match val {
+            Val::Inline(v) => (key.len() as u16, key.len(), v.len()),
+            Val::Run { skip: 0, .. } => (key.len() as u16 | F_OVERFLOW, key.len(), OVERFLOW_REF),
+            Val::Run { .. } => (key.len() as u16 | F_BIG_KEY, 0, OVERFLOW_REF),
         };
-        let off = self.open_slot(i, LEAF_ENTRY + key.len() + vlen, key);
-        let b = &mut *self.0;
-        let flag = if matches!(val, Val::Overflow { .. }) { F_OVERFLOW } else { 0 };
-        put16(b, off, key.len() as u16 | flag);
-        put16(b, off + 2, vlen as u16);
+        let prefix = key_prefix(key).to_be_bytes();
+        let off = self.open_slot(i, LEAF_ENTRY + klen_here + vlen, prefix);
+        put16(self.0, off, word);
+        put16(self.0, off + 2, vlen as u16);
         let k = off + LEAF_ENTRY;
-        b[k..k + key.len()].copy_from_slice(key);
-        let v = k + key.len();
+        self.0[k..k + klen_here].copy_from_slice(&key[..klen_here]);
+        let v = k + klen_here;
         match val {
-            Val::Inline(data) => b[v..v + data.len()].copy_from_slice(data),
-            Val::Overflow { page, len, crc } => {
-                put64(b, v, page);
-                put64(b, v + 8, len);
-                put32(b, v + 16, crc);
-            }
+            Val::Inline(data) => self.0[v..v + data.len()].copy_from_slice(data),
+            Val::Run { page, len, crc, .. } => self.put_ref(v, page, len, crc),
         }
     }
 
@@ -394,7 +536,7 @@ impl PageMut<'_> {
     /// one has the same length; false (nothing changed) otherwise.
     pub(crate) fn overwrite_value(&mut self, i: usize, value: &[u8]) -> bool {
         let view = self.view();
-        let Ok((key, Val::Inline(old))) = view.leaf(i) else { return false };
+        let Ok((Key::Inline(key), Val::Inline(old))) = view.leaf(i) else { return false };
         if old.len() != value.len() {
             return false;
         }
@@ -404,14 +546,28 @@ impl PageMut<'_> {
         true
     }
 
-    pub(crate) fn insert_branch(&mut self, i: usize, child: u64, crc: u32, key: &[u8]) {
-        let off = self.open_slot(i, BRANCH_ENTRY + key.len(), key);
-        let b = &mut *self.0;
-        put64(b, off, child);
-        put32(b, off + 8, crc);
-        put16(b, off + 12, key.len() as u16);
-        put16(b, off + 14, 0);
-        b[off + BRANCH_ENTRY..off + BRANCH_ENTRY + key.len()].copy_from_slice(key);
+    /// Inserts a branch entry for `child` at index `i`, with separator
+    /// `key`; `run` holds it (page, checksum) when it is too long for the
+    /// page.
+    pub(crate) fn insert_branch(
+        &mut self,
+        i: usize,
+        child: u64,
+        crc: u32,
+        key: &[u8],
+        run: Option<(u64, u32)>,
+    ) {
+        let here = if run.is_some() { OVERFLOW_REF } else { key.len() };
+        let off = self.open_slot(i, BRANCH_ENTRY + here, key_prefix(key).to_be_bytes());
+        put64(self.0, off, child);
+        put32(self.0, off + 8, crc);
+        put16(self.0, off + 12, key.len() as u16);
+        put16(self.0, off + 14, if run.is_some() { F_BRANCH_RUN } else { 0 });
+        let k = off + BRANCH_ENTRY;
+        match run {
+            Some((page, rcrc)) => self.put_ref(k, page, key.len() as u64, rcrc),
+            None => self.0[k..k + key.len()].copy_from_slice(key),
+        }
     }
 
     /// Points branch entry `i` at `child` with checksum `crc`.
@@ -419,6 +575,28 @@ impl PageMut<'_> {
         let off = u16_at(self.0, HEADER + SLOT * i) as usize;
         put64(self.0, off, child);
         put32(self.0, off + 8, crc);
+    }
+
+    /// Points the overflow run of entry `i` (its value's, or its key's)
+    /// at a copy at `page` with checksum `crc`.
+    pub(crate) fn set_run(&mut self, i: usize, page: u64, crc: u32) -> Result<(), Bad> {
+        let view = self.view();
+        let off = view.offset(i)?;
+        let at = if view.is_leaf() {
+            match view.leaf(i)? {
+                (_, Val::Inline(_)) => return Err("entry has no overflow run"),
+                (Key::Run { .. }, _) => off + LEAF_ENTRY,
+                (Key::Inline(k), _) => off + LEAF_ENTRY + k.len(),
+            }
+        } else {
+            match view.key(i)? {
+                Key::Inline(_) => return Err("entry has no overflow run"),
+                Key::Run { .. } => off + BRANCH_ENTRY,
+            }
+        };
+        put64(self.0, at, page);
+        put32(self.0, at + 16, crc);
+        Ok(())
     }
 
     /// Removes entry `i`, closing the gap in the entry area.
@@ -442,18 +620,15 @@ impl PageMut<'_> {
         Ok(())
     }
 
-    /// Moves entries `from..` of this page to the empty page `to`.
+    /// Moves entries `from..` of this page, as they are, to the empty page
+    /// `to` (overflow runs move with their entries).
     pub(crate) fn move_tail(&mut self, from: usize, to: &mut PageMut<'_>) -> Result<(), Bad> {
         let view = self.view();
         for i in from..view.count() {
-            let dst = i - from;
-            if view.is_leaf() {
-                let (k, v) = view.leaf(i)?;
-                to.insert_leaf(dst, k, v);
-            } else {
-                let (c, crc, k) = view.branch(i)?;
-                to.insert_branch(dst, c, crc, k);
-            }
+            let size = view.entry_size(i)? - SLOT;
+            let off = view.offset(i)?;
+            let at = to.open_slot(i - from, size, view.raw_prefix(i));
+            to.0[at..at + size].copy_from_slice(&view.b[off..off + size]);
         }
         for i in (from..view.count()).rev() {
             self.remove(i)?;
@@ -486,13 +661,13 @@ mod tests {
         let mut p = PageMut(&mut b);
         let free0 = p.view().free();
         for (i, k) in ["b", "d", "a", "c"].iter().enumerate() {
-            let at = p.view().search(k.as_bytes()).unwrap().unwrap_err();
+            let at = p.view().search(k.as_bytes(), &NoRuns).unwrap().unwrap_err();
             p.insert_leaf(at, k.as_bytes(), Val::Inline(&[i as u8; 3]));
         }
-        let keys: Vec<_> = (0..4).map(|i| p.view().key(i).unwrap().to_vec()).collect();
-        assert_eq!(keys, [b"a", b"b", b"c", b"d"]);
+        let keys: Vec<_> = (0..4).map(|i| p.view().key(i).unwrap()).collect();
+        assert_eq!(keys, [b"a", b"b", b"c", b"d"].map(|k| Key::Inline(&k[..])));
         p.remove(1).unwrap();
-        assert_eq!(p.view().leaf(1).unwrap(), (&b"c"[..], Val::Inline(&[3, 3, 3])));
+        assert_eq!(p.view().leaf(1).unwrap(), (Key::Inline(b"c"), Val::Inline(&[3, 3, 3])));
         for _ in 0..3 {
             p.remove(0).unwrap();
         }
@@ -524,7 +699,7 @@ mod tests {
                     let _ = p.branch(i);
                     let _ = p.entry_size(i);
                 }
-                let _ = p.search(b"key");
+                let _ = p.search(b"key", &NoRuns);
             }
         }
     }

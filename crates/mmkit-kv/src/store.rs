@@ -8,7 +8,7 @@ use mmkit_region::{Access, GrowableFile, Mode};
 
 use crate::error::{Error, Result};
 use crate::meta::{META_LEN, META_SLOTS};
-use crate::page::{OVERFLOW_HEADER, PAGE, Page, u64_at};
+use crate::page::{Bad, Key, Keys, OVERFLOW_HEADER, PAGE, Page, u64_at};
 
 /// The mapped data file.
 pub(crate) struct Store {
@@ -182,6 +182,37 @@ impl<'a> View<'a> {
             ));
         }
         Ok(&run[OVERFLOW_HEADER..end])
+    }
+}
+
+/// A page being read, for searches: resolves its keys that live in
+/// overflow runs, and names it in errors.
+pub(crate) struct At<'v, 'a> {
+    pub(crate) v: &'v View<'a>,
+    pub(crate) pgno: u64,
+    pub(crate) table: &'v str,
+}
+
+impl<'a> View<'a> {
+    /// Page `pgno` of `table`, for [`Keys`].
+    #[inline]
+    pub(crate) fn at<'v>(&'v self, pgno: u64, table: &'v str) -> At<'v, 'a> {
+        At { v: self, pgno, table }
+    }
+}
+
+impl<'a> Keys<'a> for At<'_, 'a> {
+    fn resolve(&self, key: Key<'a>) -> Result<&'a [u8]> {
+        match key {
+            Key::Inline(k) => Ok(k),
+            Key::Run { page, len, crc, klen } => {
+                let run = self.v.overflow(page, len, crc, self.table, false)?;
+                run.get(..klen).ok_or_else(|| self.bad("key longer than its overflow run"))
+            }
+        }
+    }
+    fn bad(&self, reason: Bad) -> Error {
+        self.v.store.corrupt(self.pgno, self.table, reason)
     }
 }
 

@@ -2,11 +2,12 @@
 
 use crate::error::Result;
 use crate::meta::Root;
-use crate::page::{Page, Val};
+use crate::page::{Keys, Page, Val};
+use crate::store::At;
 use crate::store::View;
 
-/// Deeper than any real tree (16 KiB pages, fan-out at least 3): a longer
-/// path means a cycle in a corrupt file.
+/// Deeper than any real tree (fan-out at least 3): a longer path means a
+/// cycle in a corrupt file.
 pub(crate) const MAX_DEPTH: usize = 40;
 
 /// Resolves a leaf value to its bytes.
@@ -14,7 +15,11 @@ pub(crate) const MAX_DEPTH: usize = 40;
 pub(crate) fn value<'a>(v: &View<'a>, val: Val<'a>, table: &str) -> Result<&'a [u8]> {
     match val {
         Val::Inline(b) => Ok(b),
-        Val::Overflow { page, len, crc } => v.overflow(page, len, crc, table, false),
+        Val::Run { page, len, crc, skip } => {
+            let run = v.overflow(page, len, crc, table, false)?;
+            run.get(skip as usize..)
+                .ok_or_else(|| v.store.corrupt(page, table, "key longer than its overflow run"))
+        }
     }
 }
 
@@ -27,8 +32,8 @@ pub(crate) fn find_leaf<'a>(v: &View<'a>, root: Root, key: &[u8], table: &str) -
         if page.is_leaf() {
             return Ok((pgno, page));
         }
-        let i = page.child_index(key).map_err(|r| v.store.corrupt(pgno, table, r))?;
-        (pgno, crc, _) = page.branch(i).map_err(|r| v.store.corrupt(pgno, table, r))?;
+        let i = page.child_index(key, &v.at(pgno, table))?;
+        (pgno, crc) = page.branch(i).map_err(|r| v.store.corrupt(pgno, table, r))?;
     }
     Err(v.store.corrupt(root.page, table, "tree too deep (a cycle?)"))
 }
@@ -40,7 +45,7 @@ pub(crate) fn get<'a>(v: &View<'a>, root: Root, key: &[u8], table: &str) -> Resu
         return Ok(None);
     }
     let (pgno, page) = find_leaf(v, root, key, table)?;
-    match page.search(key).map_err(|r| v.store.corrupt(pgno, table, r))? {
+    match page.search(key, &v.at(pgno, table))? {
         Ok(i) => {
             let (_, val) = page.leaf(i).map_err(|r| v.store.corrupt(pgno, table, r))?;
             value(v, val, table).map(Some)
@@ -70,16 +75,13 @@ impl<'a> Cursor<'a> {
 
     /// Descends from the page on top of the stack (or the root) taking, at
     /// each branch, the child `pick` chooses.
-    fn descend(
-        &mut self,
-        mut pick: impl FnMut(&Page<'a>) -> std::result::Result<usize, &'static str>,
-    ) -> Result<()> {
+    fn descend(&mut self, mut pick: impl FnMut(&Page<'a>, &At<'_, 'a>) -> Result<usize>) -> Result<()> {
         if self.stack.is_empty() {
             if self.root.page == 0 {
                 return Ok(());
             }
             let page = self.v.page(self.root.page, self.root.crc, &self.table, false)?;
-            let i = pick(&page).map_err(|r| self.bad(self.root.page, r))?;
+            let i = pick(&page, &self.v.at(self.root.page, &self.table))?;
             self.stack.push((self.root.page, page, i));
         }
         while let Some(&(pgno, page, i)) = self.stack.last() {
@@ -89,9 +91,9 @@ impl<'a> Cursor<'a> {
             if self.stack.len() > MAX_DEPTH {
                 return Err(self.bad(pgno, "tree too deep (a cycle?)"));
             }
-            let (child, crc, _) = page.branch(i).map_err(|r| self.bad(pgno, r))?;
+            let (child, crc) = page.branch(i).map_err(|r| self.bad(pgno, r))?;
             let cpage = self.v.page(child, crc, &self.table, false)?;
-            let ci = pick(&cpage).map_err(|r| self.bad(child, r))?;
+            let ci = pick(&cpage, &self.v.at(child, &self.table))?;
             self.stack.push((child, cpage, ci));
         }
         Ok(())
@@ -100,22 +102,26 @@ impl<'a> Cursor<'a> {
     /// Positions on the first entry.
     pub(crate) fn first(&mut self) -> Result<bool> {
         self.stack.clear();
-        self.descend(|_| Ok(0))?;
+        self.descend(|_, _| Ok(0))?;
         self.settle_forward()
     }
 
     /// Positions on the last entry.
     pub(crate) fn last(&mut self) -> Result<bool> {
         self.stack.clear();
-        self.descend(|p| Ok(p.count().saturating_sub(1)))?;
+        self.descend(|p, _| Ok(p.count().saturating_sub(1)))?;
         self.settle_backward()
     }
 
     /// Positions on the first entry with a key at least `key`.
     pub(crate) fn seek(&mut self, key: &[u8]) -> Result<bool> {
         self.stack.clear();
-        self.descend(|p| {
-            if p.is_leaf() { p.search(key).map(|r| r.unwrap_or_else(|i| i)) } else { p.child_index(key) }
+        self.descend(|p, at| {
+            if p.is_leaf() {
+                p.search(key, at).map(|r| r.unwrap_or_else(|i| i))
+            } else {
+                p.child_index(key, at)
+            }
         })?;
         self.settle_forward()
     }
@@ -169,7 +175,7 @@ impl<'a> Cursor<'a> {
                 break;
             }
         }
-        self.descend(|_| Ok(0))?;
+        self.descend(|_, _| Ok(0))?;
         self.settle_forward()
     }
 
@@ -195,14 +201,16 @@ impl<'a> Cursor<'a> {
                 break;
             }
         }
-        self.descend(|p| Ok(p.count().saturating_sub(1)))?;
+        self.descend(|p, _| Ok(p.count().saturating_sub(1)))?;
         self.settle_backward()
     }
 
+    /// Key and value at the cursor, the key resolved.
     fn leaf_entry(&self) -> Result<(&'a [u8], Val<'a>)> {
         let &(pgno, page, i) =
             self.stack.last().ok_or_else(|| self.bad(self.root.page, "cursor not positioned"))?;
-        page.leaf(i).map_err(|r| self.bad(pgno, r))
+        let (k, val) = page.leaf(i).map_err(|r| self.bad(pgno, r))?;
+        Ok((self.v.at(pgno, &self.table).resolve(k)?, val))
     }
 
     pub(crate) fn key(&self) -> Result<&'a [u8]> {

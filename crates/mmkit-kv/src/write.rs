@@ -10,13 +10,11 @@ use crate::db::{Db, Durability, Table, TableInfo, check_table_name, now_us};
 use crate::error::{Error, Result};
 use crate::lock::{CommitRef, L_CURRENT, L_DURABLE, L_SHRINKS, L_SYNCING};
 use crate::meta::{FLAG_SYNCED, META_SLOTS, Meta, Root};
-use crate::page::{
-    BRANCH_ENTRY, KIND_BRANCH, KIND_LEAF, MAX_KEY_LEN, OVERFLOW_HEADER, Page, PageMut, Val, leaf_size,
-    needs_overflow, overflow_pages,
-};
+use crate::page::{Page, PageMut};
 use crate::store::View;
-use crate::tree::{Cursor, MAX_DEPTH};
+use crate::tree::Cursor;
 
+mod edit;
 mod free;
 
 pub(crate) use free::{FreeKey, parse_free_key, parse_record};
@@ -52,8 +50,14 @@ pub(crate) struct WriterState {
     freed: Vec<(u64, u64)>,
     /// A free-tree record being encoded.
     record: Vec<u8>,
+    /// Pages to record at commit: class 0, class 1, the pool's leftovers.
+    lists: [Vec<u64>; 3],
     tables: Vec<OpenTable>,
     sizes: Vec<usize>,
+    /// The path of the tree operation under way.
+    path: Vec<(u64, usize)>,
+    /// Per tree level, the dirty children of the branch being sealed.
+    unsealed: Vec<Vec<(usize, u64)>>,
     reaped: bool,
     /// Free-tree size at the last automatic shrink attempt.
     shrink_mark: u64,
@@ -75,6 +79,7 @@ impl WriterState {
         self.pool_done = false;
         self.loaded.clear();
         self.freed.clear();
+        self.lists.iter_mut().for_each(Vec::clear);
         self.tables.clear();
         self.reaped = false;
     }
@@ -107,23 +112,6 @@ impl std::fmt::Debug for WriteTxn<'_> {
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
         self.st.reset();
-    }
-}
-
-/// An entry to insert: a leaf's key and value, or a branch's child.
-#[derive(Clone, Copy)]
-enum Entry<'a> {
-    Leaf(&'a [u8], Val<'a>),
-    Branch(u64, &'a [u8]),
-}
-
-impl Entry<'_> {
-    fn size(&self) -> usize {
-        match *self {
-            Entry::Leaf(k, Val::Inline(v)) => leaf_size(k.len(), v.len()),
-            Entry::Leaf(k, Val::Overflow { .. }) => leaf_size(k.len(), crate::page::OVERFLOW_REF),
-            Entry::Branch(_, k) => BRANCH_ENTRY + k.len() + crate::page::SLOT,
-        }
     }
 }
 
@@ -238,356 +226,6 @@ impl<'db> WriteTxn<'db> {
         self.db.store.corrupt(p, table, reason)
     }
 
-    /// Makes page `p` writable in this transaction: returns it if already
-    /// dirty, else a dirty copy (and frees the original).
-    fn touch(&mut self, p: u64, table: &str) -> Result<u64> {
-        if self.is_dirty(p) {
-            return Ok(p);
-        }
-        let src = self.page(p, table)?;
-        let (lo, hi, written_by) = (src.lower(), src.upper(), src.txnid());
-        let n = self.alloc()?;
-        let txnid = self.txnid;
-        let mut dst = self.page_mut(n);
-        dst.0[..lo].copy_from_slice(&src.b[..lo]);
-        dst.0[hi..].copy_from_slice(&src.b[hi..]);
-        dst.set_txnid(txnid);
-        self.free_page(p, written_by);
-        Ok(n)
-    }
-
-    fn write_overflow(&mut self, value: &[u8]) -> Result<(u64, u32)> {
-        let len = value.len() as u64;
-        let n = overflow_pages(len);
-        let p = self.alloc_run(n)?;
-        // SAFETY: the run was just allocated (dirty, inside the file).
-        let run = unsafe { self.db.store.page_mut(p, n as usize) };
-        PageMut(run).init_overflow(self.txnid, len);
-        run[OVERFLOW_HEADER..OVERFLOW_HEADER + value.len()].copy_from_slice(value);
-        Ok((p, crc32c::crc32c(&run[..OVERFLOW_HEADER + value.len()])))
-    }
-
-    /// Descends from `root` to the leaf that holds or would hold `key`;
-    /// returns it and the path of (branch page, child index). With
-    /// `touch`, each page on the way is made dirty first (copy-on-write),
-    /// and its parent pointed at the copy.
-    fn descend(
-        &mut self,
-        root: &mut Root,
-        key: &[u8],
-        table: &str,
-        touch: bool,
-    ) -> Result<(u64, Vec<(u64, usize)>)> {
-        let mut path = Vec::with_capacity(8);
-        let mut pg = root.page;
-        if touch {
-            pg = self.touch(pg, table)?;
-            root.page = pg;
-        }
-        loop {
-            let page = self.page(pg, table)?;
-            if page.is_leaf() {
-                return Ok((pg, path));
-            }
-            if path.len() >= MAX_DEPTH {
-                return Err(self.bad(pg, table, "tree too deep (a cycle?)"));
-            }
-            let i = page.child_index(key).map_err(|r| self.bad(pg, table, r))?;
-            let child = page.child(i).map_err(|r| self.bad(pg, table, r))?;
-            path.push((pg, i));
-            if !touch {
-                pg = child;
-                continue;
-            }
-            let copy = self.touch(child, table)?;
-            if copy != child {
-                self.page_mut(pg).set_child(i, copy, 0);
-            }
-            pg = copy;
-        }
-    }
-
-    /// Inserts or replaces `key`; true if the key is new.
-    fn tree_put(&mut self, root: &mut Root, key: &[u8], value: &[u8], table: &str) -> Result<bool> {
-        if key.len() > MAX_KEY_LEN {
-            return Err(Error::KeyTooLong { len: key.len(), max: MAX_KEY_LEN });
-        }
-        if root.page == 0 {
-            let p = self.alloc()?;
-            let txnid = self.txnid;
-            self.page_mut(p).init(KIND_LEAF, txnid);
-            root.page = p;
-        }
-        let (pg, mut path) = self.descend(root, key, table, true)?;
-        let found = self.page(pg, table)?.search(key).map_err(|r| self.bad(pg, table, r))?;
-        if let Ok(i) = found
-            && !needs_overflow(key.len(), value.len())
-            && self.page_mut(pg).overwrite_value(i, value)
-        {
-            return Ok(false);
-        }
-        let idx = match found {
-            Ok(i) => {
-                if let (_, Val::Overflow { page, len, .. }) =
-                    self.page(pg, table)?.leaf(i).map_err(|r| self.bad(pg, table, r))?
-                {
-                    self.free_overflow(page, len, table)?;
-                }
-                self.page_mut(pg).remove(i).map_err(|r| self.bad(pg, table, r))?;
-                i
-            }
-            Err(i) => i,
-        };
-        let val = if needs_overflow(key.len(), value.len()) {
-            let (page, crc) = self.write_overflow(value)?;
-            Val::Overflow { page, len: value.len() as u64, crc }
-        } else {
-            Val::Inline(value)
-        };
-        self.insert_entry(root, &mut path, pg, idx, Entry::Leaf(key, val), table)?;
-        Ok(found.is_err())
-    }
-
-    /// Inserts `entry` at `idx` of dirty page `pg`, splitting up the path
-    /// as needed.
-    fn insert_entry(
-        &mut self,
-        root: &mut Root,
-        path: &mut Vec<(u64, usize)>,
-        pg: u64,
-        idx: usize,
-        entry: Entry<'_>,
-        table: &str,
-    ) -> Result<()> {
-        let size = entry.size();
-        let (count, free, leaf) = {
-            let p = self.page(pg, table)?;
-            (p.count(), p.free(), p.is_leaf())
-        };
-        if free >= size {
-            Self::put_entry(&mut self.page_mut(pg), idx, entry);
-            return Ok(());
-        }
-        let appending = idx == count && self.rightmost(path, table)?;
-        let s = if appending { count } else { self.split_point(pg, idx, size, table)? };
-        let right = self.alloc()?;
-        let txnid = self.txnid;
-        self.page_mut(right).init(if leaf { KIND_LEAF } else { KIND_BRANCH }, txnid);
-        // SAFETY: `pg` and `right` are distinct dirty pages of this
-        // transaction, so the two mutable views do not overlap.
-        let (mut left_p, mut right_p) =
-            unsafe { (PageMut(self.db.store.page_mut(pg, 1)), PageMut(self.db.store.page_mut(right, 1))) };
-        if idx < s {
-            left_p.move_tail(s - 1, &mut right_p).map_err(|r| self.bad(pg, table, r))?;
-            Self::put_entry(&mut left_p, idx, entry);
-        } else {
-            left_p.move_tail(s, &mut right_p).map_err(|r| self.bad(pg, table, r))?;
-            Self::put_entry(&mut right_p, idx - s, entry);
-        }
-        let sep = right_p.view().key(0).map_err(|r| self.bad(right, table, r))?.to_vec();
-        match path.pop() {
-            Some((parent, pi)) => {
-                self.insert_entry(root, path, parent, pi + 1, Entry::Branch(right, &sep), table)
-            }
-            None => {
-                let r = self.alloc()?;
-                let mut rp = self.page_mut(r);
-                rp.init(KIND_BRANCH, txnid);
-                rp.insert_branch(0, pg, 0, b"");
-                rp.insert_branch(1, right, 0, &sep);
-                root.page = r;
-                Ok(())
-            }
-        }
-    }
-
-    fn put_entry(p: &mut PageMut<'_>, idx: usize, entry: Entry<'_>) {
-        match entry {
-            Entry::Leaf(k, v) => p.insert_leaf(idx, k, v),
-            Entry::Branch(child, k) => p.insert_branch(idx, child, 0, k),
-        }
-    }
-
-    /// True when every step of `path` took its page's last child: an
-    /// insert past the end there is an append, so the full page is left
-    /// full (sorted loads fill pages completely).
-    fn rightmost(&self, path: &[(u64, usize)], table: &str) -> Result<bool> {
-        for &(p, i) in path {
-            if i + 1 != self.page(p, table)?.count() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Split index in the sequence of entries with the new one (size
-    /// `size`) at `idx`: the prefix closest to half the bytes. Every entry
-    /// is at most a third of a page, so both halves fit.
-    fn split_point(&mut self, pg: u64, idx: usize, size: usize, table: &str) -> Result<usize> {
-        let page = self.page(pg, table)?;
-        let mut sizes = std::mem::take(&mut self.st.sizes);
-        sizes.clear();
-        for i in 0..page.count() {
-            if i == idx {
-                sizes.push(size);
-            }
-            sizes.push(page.entry_size(i).map_err(|r| self.bad(pg, table, r))?);
-        }
-        if idx == page.count() {
-            sizes.push(size);
-        }
-        let total: usize = sizes.iter().sum();
-        let (mut acc, mut best, mut best_gap) = (0usize, 1, usize::MAX);
-        for (s, sz) in sizes.iter().enumerate().take(sizes.len() - 1) {
-            acc += sz;
-            let gap = acc.abs_diff(total / 2);
-            if gap < best_gap {
-                (best, best_gap) = (s + 1, gap);
-            }
-        }
-        self.st.sizes = sizes;
-        Ok(best)
-    }
-
-    /// Deletes `key`; true if it was there.
-    fn tree_delete(&mut self, root: &mut Root, key: &[u8], table: &str) -> Result<bool> {
-        if root.page == 0 {
-            return Ok(false);
-        }
-        let (pg, mut path) = self.descend(root, key, table, false)?;
-        let Ok(li) = self.page(pg, table)?.search(key).map_err(|r| self.bad(pg, table, r))? else {
-            return Ok(false);
-        };
-        let mut cur = self.touch(root.page, table)?;
-        root.page = cur;
-        for step in path.iter_mut() {
-            step.0 = cur;
-            let child = self.page(cur, table)?.branch(step.1).map_err(|r| self.bad(cur, table, r))?.0;
-            let nc = self.touch(child, table)?;
-            if nc != child {
-                self.page_mut(cur).set_child(step.1, nc, 0);
-            }
-            cur = nc;
-        }
-        if let (_, Val::Overflow { page, len, .. }) =
-            self.page(cur, table)?.leaf(li).map_err(|r| self.bad(cur, table, r))?
-        {
-            self.free_overflow(page, len, table)?;
-        }
-        self.page_mut(cur).remove(li).map_err(|r| self.bad(cur, table, r))?;
-        if self.page(cur, table)?.count() == 0 {
-            self.remove_page(root, &mut path, cur, table)?;
-        }
-        self.collapse_root(root, table)?;
-        Ok(true)
-    }
-
-    /// Removes the empty dirty page `pg` from its parent, and parents left
-    /// empty in turn.
-    fn remove_page(
-        &mut self,
-        root: &mut Root,
-        path: &mut Vec<(u64, usize)>,
-        pg: u64,
-        table: &str,
-    ) -> Result<()> {
-        let txnid = self.txnid;
-        self.free_page(pg, txnid);
-        match path.pop() {
-            None => {
-                *root = Root::default();
-                Ok(())
-            }
-            Some((parent, i)) => {
-                self.page_mut(parent).remove(i).map_err(|r| self.bad(parent, table, r))?;
-                if self.page(parent, table)?.count() == 0 {
-                    return self.remove_page(root, path, parent, table);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// A root branch with one child is replaced by that child.
-    fn collapse_root(&mut self, root: &mut Root, table: &str) -> Result<()> {
-        for _ in 0..MAX_DEPTH {
-            if root.page == 0 {
-                return Ok(());
-            }
-            let page = self.page(root.page, table)?;
-            if page.is_leaf() || page.count() != 1 {
-                return Ok(());
-            }
-            let (child, crc, _) = page.branch(0).map_err(|r| self.bad(root.page, table, r))?;
-            let written_by = page.txnid();
-            self.free_page(root.page, written_by);
-            *root = Root { page: child, crc };
-        }
-        Ok(())
-    }
-
-    /// Frees every page of the tree at `root` (for `clear` and dropping a
-    /// table).
-    fn free_tree(&mut self, root: Root, table: &str) -> Result<()> {
-        if root.page == 0 {
-            return Ok(());
-        }
-        let mut stack = vec![(root.page, 0usize)];
-        while let Some((p, depth)) = stack.pop() {
-            if depth > MAX_DEPTH {
-                return Err(self.bad(p, table, "tree too deep (a cycle?)"));
-            }
-            let page = self.page(p, table)?;
-            for i in 0..page.count() {
-                if page.is_leaf() {
-                    if let (_, Val::Overflow { page: op, len, .. }) =
-                        page.leaf(i).map_err(|r| self.bad(p, table, r))?
-                    {
-                        self.free_overflow(op, len, table)?;
-                    }
-                } else {
-                    stack.push((page.branch(i).map_err(|r| self.bad(p, table, r))?.0, depth + 1));
-                }
-            }
-            self.free_page(p, page.txnid());
-        }
-        Ok(())
-    }
-
-    /// Computes the checksums of the dirty pages under `root`, children
-    /// first, storing each in its parent's entry.
-    fn seal(&mut self, root: &mut Root, table: &str) -> Result<()> {
-        if root.page != 0 && self.is_dirty(root.page) {
-            root.crc = self.seal_page(root.page, 0, table)?;
-        }
-        Ok(())
-    }
-
-    fn seal_page(&mut self, p: u64, depth: usize, table: &str) -> Result<u32> {
-        if depth > MAX_DEPTH {
-            return Err(self.bad(p, table, "tree too deep (a cycle?)"));
-        }
-        let (leaf, count) = {
-            let page = self.page(p, table)?;
-            (page.is_leaf(), page.count())
-        };
-        if !leaf {
-            let mut dirty = Vec::new();
-            let page = self.page(p, table)?;
-            for i in 0..count {
-                let child = page.child(i).map_err(|r| self.bad(p, table, r))?;
-                if self.is_dirty(child) {
-                    dirty.push((i, child));
-                }
-            }
-            for (i, child) in dirty {
-                let crc = self.seal_page(child, depth + 1, table)?;
-                self.page_mut(p).set_child(i, child, crc);
-            }
-        }
-        Ok(self.page(p, table)?.checksum())
-    }
-
     fn open_table(&mut self, name: &str, create: bool) -> Result<usize> {
         check_table_name(name)?;
         if let Some(i) = self.st.tables.iter().position(|t| t.name == name) {
@@ -700,47 +338,6 @@ impl<'db> WriteTxn<'db> {
             db.cut_tail()?;
         }
         Ok(txnid)
-    }
-
-    /// Copies the pages of the tree at `root` that sit at or above `line`
-    /// (and their overflow runs) to fresh pages.
-    fn relocate(&mut self, root: &mut Root, line: u64, table: &str, depth: usize) -> Result<()> {
-        if root.page == 0 || depth > MAX_DEPTH {
-            return Ok(());
-        }
-        if root.page >= line {
-            root.page = self.touch(root.page, table)?;
-        }
-        let p = root.page;
-        let page = self.page(p, table)?;
-        let (leaf, count) = (page.is_leaf(), page.count());
-        for i in 0..count {
-            let page = self.page(p, table)?;
-            if leaf {
-                let (key, val) = page.leaf(i).map_err(|r| self.bad(p, table, r))?;
-                let Val::Overflow { page: run, len, crc } = val else { continue };
-                if run + overflow_pages(len) <= line {
-                    continue;
-                }
-                let (key, value) = (key.to_vec(), self.view().overflow(run, len, crc, table, true)?.to_vec());
-                root.page = self.touch(root.page, table)?;
-                self.free_overflow(run, len, table)?;
-                let (new, crc) = self.write_overflow(&value)?;
-                let db = self.db;
-                let mut pm = self.page_mut(root.page);
-                pm.remove(i).map_err(|r| db.store.corrupt(p, table, r))?;
-                pm.insert_leaf(i, &key, Val::Overflow { page: new, len, crc });
-            } else {
-                let (child, crc, _) = page.branch(i).map_err(|r| self.bad(p, table, r))?;
-                let mut sub = Root { page: child, crc };
-                self.relocate(&mut sub, line, table, depth + 1)?;
-                if sub.page != child {
-                    root.page = self.touch(root.page, table)?;
-                    self.page_mut(root.page).set_child(i, sub.page, 0);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Writes the commit and publishes it, still holding the writer lock.

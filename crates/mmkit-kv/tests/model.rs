@@ -252,3 +252,62 @@ fn file_shrinks_when_its_tail_is_free() {
     assert_eq!(db.read().unwrap().table("big").unwrap().get("x").unwrap().map(<[u8]>::len), Some(100_000));
     assert_eq!(db.check().unwrap().leaked_pages, 0);
 }
+
+/// Keys up to the longest, sharing prefixes longer than a page can hold
+/// three times: leaf entries keep such keys in overflow runs, and the
+/// separators between them (also that long) go to runs of their own in
+/// the branches. Splits, deletes that empty leaves, shrinking, clearing
+/// and dropping must keep every key reachable and leak no run.
+#[test]
+fn long_keys_and_long_separators() {
+    let dir = tempfile::tempdir().unwrap();
+    let db =
+        Db::options().create(true).durability(Durability::Immediate).open(dir.path().join("db")).unwrap();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut model = BTreeMap::new();
+    for round in 0..4 {
+        let mut w = db.write().unwrap();
+        let mut t = w.table("long").unwrap();
+        for _ in 0..600 {
+            // A shared prefix of 1200 to 4000 bytes, then a distinct tail.
+            let shared = 1200 + (rng() % 2800) as usize;
+            let mut k = vec![b'p'; shared];
+            k.extend(rng().to_be_bytes());
+            k.truncate(MAX_KEY_LEN);
+            let v = vec![round as u8; (rng() % 3000) as usize];
+            t.put(&k, &v).unwrap();
+            model.insert(k, v);
+        }
+        // Delete a third, in key order stretches, so whole leaves empty.
+        let keys: Vec<_> = model.keys().cloned().collect();
+        for k in keys.iter().skip(round * 7).step_by(3).chain(&keys[keys.len() / 4..keys.len() / 3]) {
+            if model.remove(k).is_some() {
+                assert!(t.delete(k).unwrap());
+            }
+        }
+        w.commit().unwrap();
+        let mut all = BTreeMap::new();
+        all.insert("long".to_string(), model.clone());
+        compare(&db, &all);
+    }
+    db.shrink().unwrap();
+    let mut all = BTreeMap::new();
+    all.insert("long".to_string(), model.clone());
+    compare(&db, &all);
+    let mut w = db.write().unwrap();
+    w.table("long").unwrap().clear().unwrap();
+    w.table("other").unwrap().put(vec![b'q'; MAX_KEY_LEN], "v").unwrap();
+    w.commit().unwrap();
+    let mut w = db.write().unwrap();
+    w.drop_table("other").unwrap();
+    w.commit().unwrap();
+    let report = db.check().unwrap();
+    assert_eq!(report.leaked_pages, 0, "{report:?}");
+    assert_eq!(report.tables, [("long".to_string(), 0, 0)]);
+}

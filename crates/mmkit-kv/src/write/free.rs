@@ -236,44 +236,71 @@ impl WriteTxn<'_> {
             self.load_pool()?;
         }
         self.sealing = true;
-        let (d, c) = (self.durable.txnid(), self.syncing.txnid());
-        let txnid = self.txnid;
         let mut free = self.free;
-        let mut settled = false;
-        for _ in 0..MAX_DEPTH * 8 {
-            let loaded = std::mem::take(&mut self.st.loaded);
-            let mut freed = std::mem::take(&mut self.st.freed);
-            if loaded.is_empty() && freed.is_empty() {
-                if self.st.pool.is_empty() {
-                    settled = true;
-                    break;
-                }
-                // The pool is emptied first, so writing it back cannot
-                // take pages from it.
-                let mut left = std::mem::take(&mut self.st.pool);
-                self.put_records(&mut free, 0, 0, &mut left)?;
-                continue;
-            }
-            for (k, n) in loaded {
-                if self.tree_delete(&mut free, &k, FREE_TABLE)? {
-                    self.free_count -= n;
-                }
-            }
-            // Class 1: written at or before the durable commit (or the one
-            // being group-synced) and freed after it.
-            let held = |w: u64| (w <= d && d < txnid) || (c != 0 && w <= c && c < txnid);
-            let mut class1: Vec<u64> = freed.iter().filter(|&&(_, w)| held(w)).map(|&(p, _)| p).collect();
-            freed.retain(|&(_, w)| !held(w));
-            let mut class0: Vec<u64> = freed.iter().map(|&(p, _)| p).collect();
-            self.put_records(&mut free, 0, txnid, &mut class0)?;
-            self.put_records(&mut free, 1, txnid, &mut class1)?;
-        }
-        if !settled {
-            return Err(self.bad(free.page, FREE_TABLE, "the free tree did not settle"));
-        }
+        let mut lists = std::mem::take(&mut self.st.lists);
+        let settled = self.settle_free_tree(&mut free, &mut lists);
+        self.st.lists = lists;
+        settled?;
         self.seal(&mut free, FREE_TABLE)?;
         self.free = free;
         Ok(())
+    }
+
+    /// The rounds of [`update_free_tree`](Self::update_free_tree). The
+    /// deletes come first and the class 1 record (at the end of the tree)
+    /// next: the pages their copy-on-write frees then join the class 0
+    /// record, written into pages already copied, so a commit writes one
+    /// record per class and settles in one pass.
+    fn settle_free_tree(&mut self, free: &mut Root, lists: &mut [Vec<u64>; 3]) -> Result<()> {
+        let txnid = self.txnid;
+        for _ in 0..MAX_DEPTH * 8 {
+            if !self.st.loaded.is_empty() {
+                let loaded = std::mem::take(&mut self.st.loaded);
+                for &(k, n) in &loaded {
+                    if self.tree_delete(free, &k, FREE_TABLE)? {
+                        self.free_count -= n;
+                    }
+                }
+                self.st.loaded = loaded;
+                self.st.loaded.clear();
+            }
+            self.sort_freed(lists);
+            let [class0, class1, left] = lists;
+            if !class1.is_empty() {
+                self.put_records(free, 1, txnid, class1)?;
+                class1.clear();
+            } else if !class0.is_empty() {
+                self.put_records(free, 0, txnid, class0)?;
+                class0.clear();
+            } else if !self.st.pool.is_empty() {
+                // What is written back is out of the pool first, so the
+                // writing cannot take it; the lowest pages stay in the
+                // pool for the free tree's own copies and splits (taking
+                // new pages at the end of the file instead would stop it
+                // from ever shrinking), and go back in a later round.
+                self.st.pool.sort_unstable_by(|a, b| b.cmp(a));
+                let n = self.st.pool.len();
+                let reserve = 16 + 8 * n.div_ceil(RECORD_PAGES);
+                let keep = if n > 2 * reserve { reserve } else { 0 };
+                left.clear();
+                left.extend(self.st.pool.drain(..n - keep));
+                self.put_records(free, 0, 0, left)?;
+            } else {
+                return Ok(());
+            }
+        }
+        Err(self.bad(free.page, FREE_TABLE, "the free tree did not settle"))
+    }
+
+    /// Moves the pages freed so far into `lists[0]` (class 0) and
+    /// `lists[1]` (class 1: written at or before the durable commit, or
+    /// the one being group-synced, and freed after it).
+    fn sort_freed(&mut self, lists: &mut [Vec<u64>; 3]) {
+        let (d, c, txnid) = (self.durable.txnid(), self.syncing.txnid(), self.txnid);
+        let held = |w: u64| (w <= d && d < txnid) || (c != 0 && w <= c && c < txnid);
+        for (p, w) in self.st.freed.drain(..) {
+            lists[held(w) as usize].push(p);
+        }
     }
 
     /// Writes `pages` as records of `class` freed by `freed_by`.
