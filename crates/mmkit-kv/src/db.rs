@@ -17,6 +17,9 @@ use crate::store::{Store, View};
 use crate::tree::{self, Cursor};
 use crate::write::WriterState;
 
+/// Reader slots a thread first tries to claim, spread by thread id.
+const READER_HINTS: usize = 64;
+
 /// The table used when none is named.
 pub const DEFAULT_TABLE: &str = "default";
 /// Longest table name, in bytes.
@@ -340,7 +343,10 @@ impl Db {
         thread_local! { static HINT: Cell<usize> = const { Cell::new(usize::MAX) }; }
         let hint = HINT.with(|h| {
             if h.get() == usize::MAX {
-                h.set(rustix::thread::gettid().as_raw_nonzero().get() as usize * 7);
+                // Threads start at different slots (no contention on one
+                // line), all near the front: the writer scans the table up
+                // to its high-water mark on every commit that reuses pages.
+                h.set(rustix::thread::gettid().as_raw_nonzero().get() as usize * 7 % READER_HINTS);
             }
             h.get()
         });
@@ -661,10 +667,9 @@ impl<'a> Iter<'a> {
         let ok = match self.front_state {
             0 => match &self.start {
                 Bound::Unbounded => self.front.first()?,
-                Bound::Included(s) => self.front.seek(&s.clone())?,
+                Bound::Included(s) => self.front.seek(s)?,
                 Bound::Excluded(s) => {
-                    let s = s.clone();
-                    let mut ok = self.front.seek(&s)?;
+                    let mut ok = self.front.seek(s)?;
                     if ok && self.front.key()? == s.as_slice() {
                         ok = self.front.next()?;
                     }
@@ -692,10 +697,9 @@ impl<'a> Iter<'a> {
         let ok = match self.back_state {
             0 => match &self.end {
                 Bound::Unbounded => self.back.last()?,
-                Bound::Included(e) => self.back.seek_back(&e.clone())?,
+                Bound::Included(e) => self.back.seek_back(e)?,
                 Bound::Excluded(e) => {
-                    let e = e.clone();
-                    let mut ok = self.back.seek_back(&e)?;
+                    let mut ok = self.back.seek_back(e)?;
                     if ok && self.back.key()? == e.as_slice() {
                         ok = self.back.prev()?;
                     }

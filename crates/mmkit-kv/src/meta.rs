@@ -5,7 +5,7 @@ use crate::page::{PAGE, u32_at, u64_at};
 /// Magic bytes at offset 8 of every meta page.
 pub(crate) const MAGIC: &[u8; 8] = b"mmkit-kv";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Number of meta slots (pages 0..4).
 pub(crate) const META_SLOTS: u64 = 4;
 /// Bytes of a meta page covered by its checksum (4..META_LEN).

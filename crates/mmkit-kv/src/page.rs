@@ -14,7 +14,7 @@
 //! run instead: a leaf entry's key together with its value, a branch
 //! separator's on its own. Only ties on the slot prefix read such a key.
 
-/// Page size in bytes (format version 2).
+/// Page size in bytes (format version 3).
 pub const PAGE: usize = 4096;
 /// Size of a tree page header.
 pub(crate) const HEADER: usize = 16;
@@ -186,6 +186,14 @@ impl<'a> Page<'a> {
             return Err("entry offset outside the entry area");
         }
         Ok(off)
+    }
+
+    /// Where entry `i` starts, without checks beyond the page (for
+    /// prefetching: the read itself checks).
+    #[inline]
+    pub(crate) fn entry_at(&self, i: usize) -> usize {
+        let at = HEADER + SLOT * i;
+        if i >= self.count || at + 2 > PAGE { PAGE } else { u16_at(self.b, at) as usize }
     }
 
     /// The overflow reference at `at` (bounds checked by the caller).

@@ -216,6 +216,33 @@ impl<'a> Keys<'a> for At<'_, 'a> {
     }
 }
 
+impl<'a> View<'a> {
+    /// Starts loading the header and slot array of page `pgno`, which a
+    /// cursor is about to move to; nothing when the number is out of range
+    /// (the move itself reports that).
+    #[inline]
+    pub(crate) fn prefetch_page(&self, pgno: u64) {
+        if !self.prefetch || pgno < META_SLOTS || pgno >= self.next_page {
+            return;
+        }
+        if let Ok(bytes) = self.store.bytes(pgno, PAGE) {
+            prefetch_slots(bytes);
+        }
+    }
+}
+
+/// Starts loading the cache line at `at` of `bytes` (nothing past its end).
+#[inline(always)]
+pub(crate) fn prefetch_line(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(at..) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: `sse` is part of the x86_64 baseline; a prefetch never
+        // faults and changes no memory, and the address is inside `bytes`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().cast()) };
+    }
+}
+
 /// Starts loading the header and the start of the slot array of a page
 /// about to be searched. A binary search is a chain of dependent loads,
 /// each a cache miss on a cold page; fetching the lines it will need in

@@ -54,6 +54,12 @@ pub(crate) fn get<'a>(v: &View<'a>, root: Root, key: &[u8], table: &str) -> Resu
     }
 }
 
+/// Leaf entries a forward cursor asks the CPU to load ahead of reading
+/// them: entries sit anywhere in their page, so each is a cache miss of
+/// its own, and a scan then waits for several at once instead of one
+/// after the other.
+const AHEAD: usize = 8;
+
 /// A position in a tree: the path of (page number, page, index) from the
 /// root to a leaf entry.
 #[derive(Clone)]
@@ -142,8 +148,31 @@ impl<'a> Cursor<'a> {
     fn settle_forward(&mut self) -> Result<bool> {
         match self.stack.last() {
             None => Ok(false),
-            Some(&(_, page, i)) if i < page.count() => Ok(true),
+            Some(&(_, page, i)) if i < page.count() => {
+                self.load_ahead(page, i);
+                Ok(true)
+            }
             Some(_) => self.next_leaf(),
+        }
+    }
+
+    /// Having landed on entry `i` of leaf `page` going forward: starts
+    /// loading the next few entries and, when they run out within
+    /// [`AHEAD`], the next leaf, so a short scan waits for its cache
+    /// misses together.
+    fn load_ahead(&self, page: Page<'a>, i: usize) {
+        if !self.v.prefetch {
+            return;
+        }
+        let end = page.count().min(i + AHEAD);
+        for j in i..end {
+            crate::store::prefetch_line(page.b, page.entry_at(j));
+        }
+        if end - i < AHEAD
+            && let [.., (_, parent, pi), _] = self.stack[..]
+            && let Ok(next) = parent.child(pi + 1)
+        {
+            self.v.prefetch_page(next);
         }
     }
 

@@ -59,6 +59,9 @@ pub(crate) struct WriterState {
     /// Per tree level, the dirty children of the branch being sealed.
     unsealed: Vec<Vec<(usize, u64)>>,
     reaped: bool,
+    /// The reader table's oldest snapshot, once scanned in this
+    /// transaction (`None` until then).
+    oldest_reader: Option<Option<crate::lock::ReaderSlot>>,
     /// Free-tree size at the last automatic shrink attempt.
     shrink_mark: u64,
     /// The lock file's shrink counter when this process last refreshed
@@ -82,6 +85,7 @@ impl WriterState {
         self.lists.iter_mut().for_each(Vec::clear);
         self.tables.clear();
         self.reaped = false;
+        self.oldest_reader = None;
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use mmkit_kv::{Db, Durability, Error, MAX_KEY_LEN, PAGE};
 
 /// A database with several tables, a multi-level tree, overflow values,
-/// a big key and free pages.
+/// big keys, a separator in an overflow run and free pages.
 fn build(path: &Path) {
     let db = Db::options().create(true).durability(Durability::Immediate).open(path).unwrap();
     let mut w = db.write().unwrap();
@@ -17,6 +17,17 @@ fn build(path: &Path) {
     let mut t = w.table("big").unwrap();
     t.put("overflow", vec![9u8; 50_000]).unwrap();
     t.put(vec![b'k'; MAX_KEY_LEN], "long key").unwrap();
+    // Keys too long for a leaf (each in a run with its value) between two
+    // fat inline entries: the leaf splits between two long keys, and the
+    // separator, as long, lives in a run of its own in the branch.
+    let mut t = w.table("long").unwrap();
+    t.put("o", [1u8; 1300]).unwrap();
+    t.put("q", [2u8; 1300]).unwrap();
+    for i in 0u8..LONG_KEYS {
+        let mut k = vec![b'p'; 1400];
+        k.push(i);
+        t.put(k, [i]).unwrap();
+    }
     w.commit().unwrap();
     let mut w = db.write().unwrap();
     let mut t = w.table("many").unwrap();
@@ -25,6 +36,9 @@ fn build(path: &Path) {
     }
     w.commit().unwrap();
 }
+
+/// Keys of the `long` table that live in runs.
+const LONG_KEYS: u8 = 50;
 
 /// Reads everything; errors are fine, panics are not.
 fn read_all(db: &Db) -> Result<u64, Error> {
@@ -40,6 +54,7 @@ fn read_all(db: &Db) -> Result<u64, Error> {
             e?;
         }
         t.get(5u32.to_be_bytes())?;
+        t.get([b'p'; 1401])?;
     }
     Ok(n)
 }
@@ -50,7 +65,11 @@ fn every_page_kind_corrupted_is_an_error_naming_the_page() {
     let path = dir.path().join("db");
     build(&path);
     let pristine = std::fs::read(&path).unwrap();
-    let pages = Db::open(&path).unwrap().stat().unwrap().pages as usize;
+    let report = Db::open(&path).unwrap().check().unwrap();
+    // Two leaves, their branch, a run per long key and the separator's.
+    let long = report.tables.iter().find(|t| t.0 == "long").unwrap();
+    assert_eq!(long.2, 3 + LONG_KEYS as u64 + 1, "{report:?}");
+    let pages = report.pages as usize;
     let (mut detected, mut meta_fallbacks) = (0, 0);
     for page in 0..pages {
         for at in [0usize, 2, 4, 8, 12, 16, 17, 24, 40, PAGE / 2, PAGE - 30, PAGE - 1] {
@@ -162,10 +181,9 @@ fn other_format_versions_are_refused() {
     drop(Db::open(&path).unwrap());
     let pristine = std::fs::read(&path).unwrap();
     let supported = mmkit_kv::FORMAT_VERSION;
-    // A newer file, and an older one (version 1 had 16 KiB pages and one
-    // free-tree entry per page): each is a clear error, and nothing is
-    // written to the file.
-    for (found, word) in [(9u32, "newer"), (1, "older")] {
+    // A newer file, and older ones (versions 1 and 2 had 16 KiB pages):
+    // each is a clear error, and nothing is written to the file.
+    for (found, word) in [(9u32, "newer"), (1, "older"), (2, "older")] {
         let mut bytes = pristine.clone();
         for slot in 0..4 {
             bytes[slot * PAGE + 4..slot * PAGE + 8].copy_from_slice(&found.to_le_bytes());

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use super::{FREE_TABLE, WriteTxn};
 use crate::error::{Error, Result};
-use crate::lock::L_SHRINKS;
+use crate::lock::{L_SHRINKS, ReaderSlot};
 use crate::meta::{META_SLOTS, Root};
 use crate::page::{HEADER, overflow_pages, u64_at};
 use crate::tree::{Cursor, MAX_DEPTH};
@@ -62,9 +62,17 @@ pub(crate) fn parse_record(first: u64, v: &[u8]) -> Option<impl Iterator<Item = 
 }
 
 impl WriteTxn<'_> {
+    /// The oldest live reader, scanned once per transaction: a reader
+    /// that registers later pins the last commit (or a newer one), never
+    /// anything older, so the first scan stays a valid lower bound.
+    fn oldest_reader(&mut self) -> Option<ReaderSlot> {
+        *self.st.oldest_reader.get_or_insert_with(|| self.db.lock.oldest_reader())
+    }
+
     /// The oldest snapshot any live reader or the last commit holds.
-    pub(super) fn oldest(&self) -> u64 {
-        self.db.lock.oldest_reader().map_or(self.base.txnid, |r| r.txnid.min(self.base.txnid))
+    pub(super) fn oldest(&mut self) -> u64 {
+        let base = self.base.txnid;
+        self.oldest_reader().map_or(base, |r| r.txnid.min(base))
     }
 
     /// Whether a page freed by `freed_by` with `class` may be written now.
@@ -131,19 +139,21 @@ impl WriteTxn<'_> {
     /// Freed pages are pinned by an old snapshot: reclaim dead readers'
     /// slots (liveness, once per transaction) and enforce the lag bound.
     fn unblock_readers(&mut self) -> Result<()> {
-        let lag = self.db.lock.oldest_reader().map_or(0, |r| self.base.txnid.saturating_sub(r.txnid));
+        let base = self.base.txnid;
+        let lag = self.oldest_reader().map_or(0, |r| base.saturating_sub(r.txnid));
         // A reader a few commits behind is normal; only one that stays
         // behind is worth the `/proc` reads of a liveness check.
         if !self.st.reaped && lag >= REAP_LAG {
             self.st.reaped = true;
             if self.db.lock.reap_dead_readers() > 0 {
+                self.st.oldest_reader = None;
                 self.st.pool_done = false;
                 self.st.pool_after = None;
                 return self.load_pool();
             }
         }
-        if let (Some(limit), Some(r)) = (self.db.opts.max_snapshot_lag, self.db.lock.oldest_reader()) {
-            let lag = self.base.txnid.saturating_sub(r.txnid);
+        if let (Some(limit), Some(r)) = (self.db.opts.max_snapshot_lag, self.oldest_reader()) {
+            let lag = base.saturating_sub(r.txnid);
             if lag > limit {
                 return Err(Error::SnapshotTooOld {
                     path: self.db.store.path.clone(),
