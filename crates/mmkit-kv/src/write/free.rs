@@ -277,6 +277,7 @@ impl WriteTxn<'_> {
             self.sort_freed(lists);
             let [class0, class1, left] = lists;
             if !class1.is_empty() {
+                self.merge_held(free, class1)?;
                 self.put_records(free, 1, txnid, class1)?;
                 class1.clear();
             } else if !class0.is_empty() {
@@ -300,6 +301,39 @@ impl WriteTxn<'_> {
             }
         }
         Err(self.bad(free.page, FREE_TABLE, "the free tree did not settle"))
+    }
+
+    /// Takes the newest class 1 record into `held` (deleting it) when it
+    /// is still blocked (freed after the durable commit) and the two fit
+    /// in one record: they are then written back as one record freed by
+    /// this commit, which is reusable no later than the old one would have
+    /// been in practice (both wait for the next sync). A stream of
+    /// Eventual commits on a big tree frees pages of the durable commit in
+    /// every commit; without this it adds a record per commit, and the
+    /// free tree grows a level, costing every commit more page copies.
+    fn merge_held(&mut self, free: &mut Root, held: &mut Vec<u64>) -> Result<()> {
+        let durable = self.durable.txnid().max(self.syncing.txnid());
+        let (key, pages) = {
+            let mut c = Cursor::new(self.view(), *free, FREE_TABLE);
+            if !c.last()? {
+                return Ok(());
+            }
+            let (k, v) = c.entry()?;
+            let Some((1, by, first)) = parse_free_key(k) else { return Ok(()) };
+            let room = v.len() / 8 + held.len() <= RECORD_PAGES;
+            if by <= durable || by >= self.txnid || !room {
+                return Ok(());
+            }
+            let bad = || self.db.store.corrupt(free.page, FREE_TABLE, "bad free-tree record");
+            let key: FreeKey = k.try_into().map_err(|_| bad())?;
+            let pages: Vec<u64> = parse_record(first, v).ok_or_else(bad)?.collect();
+            (key, pages)
+        };
+        if self.tree_delete(free, &key, FREE_TABLE)? {
+            self.free_count -= pages.len() as u64;
+            held.extend(pages);
+        }
+        Ok(())
     }
 
     /// Moves the pages freed so far into `lists[0]` (class 0) and
