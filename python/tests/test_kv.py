@@ -333,7 +333,7 @@ def test_stat_check_compact(db, tmp_path):
             t[b"%04d" % i] = b"v" * 100
     r = db.read()
     s = db.stat()
-    assert s.tables == {"t": 500} and s.readers == 1 and s.page_size == 16384
+    assert s.tables == {"t": 500} and s.readers == 1 and s.page_size == 4096
     assert s.oldest.pid == os.getpid() and s.oldest.alive and s.oldest.lag == 0
     assert s.file_size >= s.pages * s.page_size and s.txnid == db.last_commit
     r.close()
@@ -401,8 +401,8 @@ def test_corrupt_page_raises_corrupt_error(tmp_path):
                 t[b"%05d" % i] = b"x" * 50
     size = path.stat().st_size
     with open(path, "r+b") as f:
-        for page in range(4, size // 16384):
-            f.seek(page * 16384 + 200)
+        for page in range(4, size // 4096):
+            f.seek(page * 4096 + 200)
             f.write(b"\xde\xad\xbe\xef" * 8)
     with pytest.raises(mmkit.CorruptError, match="corrupt page") as e:
         mmkit.Db(path).check()
