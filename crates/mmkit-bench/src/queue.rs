@@ -594,7 +594,7 @@ fn variant(peer: Peer, park: bool, kind: Kind) -> String {
     match peer {
         Peer::Unix if kind == Kind::Batched => "BufWriter, 256 writes, blocking read".into(),
         Peer::MmkitQueue | Peer::MmkitQueueBounded if kind == Kind::Batched => {
-            "append_batch of 256, next_batch; spin, then park".into()
+            "append_batch of 256; spin, then park".into()
         }
         Peer::Unix | Peer::Pipe => "blocking read".into(),
         Peer::Yaque => "inotify wait".into(),

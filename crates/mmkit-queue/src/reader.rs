@@ -405,10 +405,12 @@ impl Reader {
     /// [`Reader::set_skip_corrupt`]) after the records before it were handed
     /// to `f`.
     ///
-    /// Faster than calling [`Reader::next`] in a loop when messages arrive
-    /// faster than they are read: a run of committed records is copied out
-    /// of the mapping in one pass, then checked and handed out from that
-    /// private copy.
+    /// A run of committed records is copied out of the mapping in one
+    /// pass, then checked and handed out from that private copy: reading a
+    /// backlog this way took 19–22 ns a record against 33–42 ns with
+    /// [`Reader::next`] (the `append_only` example). A reader that keeps up
+    /// with a producer in another process gains nothing measurable: there
+    /// the cost is in moving the producer's fresh cache lines across.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;

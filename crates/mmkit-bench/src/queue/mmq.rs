@@ -139,11 +139,6 @@ enum Source {
 
 struct MqReceiver {
     source: Source,
-    /// In the batched workload: read with `next_batch`, as the socket peer
-    /// reads 64 KiB at a time; `ready` holds what the last batch read, in
-    /// reverse order.
-    batched: bool,
-    ready: Vec<Msg>,
 }
 
 impl MqReceiver {
@@ -157,9 +152,6 @@ impl MqReceiver {
 
 impl Receiver for MqReceiver {
     fn recv(&mut self, out: &mut Msg) -> io::Result<()> {
-        if self.batched {
-            return self.recv_batched(out);
-        }
         loop {
             if let Some(rec) = self.reader().next_timeout(None).map_err(io_err)? {
                 let p = rec.payload();
@@ -169,46 +161,6 @@ impl Receiver for MqReceiver {
                 out.copy_from_slice(p);
                 break;
             }
-        }
-        if let Source::Cursor(c, n) = &mut self.source {
-            *n += 1;
-            if *n % 65_536 == 0 {
-                c.commit().map_err(io_err)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl MqReceiver {
-    /// [`Receiver::recv`] through [`Reader::next_batch`]: a run of up to
-    /// [`proto::BATCH`] ready messages is read at once, and only an empty
-    /// queue waits (for one message, with the reader's wait policy).
-    fn recv_batched(&mut self, out: &mut Msg) -> io::Result<()> {
-        while self.ready.is_empty() {
-            let (ready, mut sizes_ok) = (&mut self.ready, true);
-            let reader = match &mut self.source {
-                Source::Reader(r) => r,
-                Source::Cursor(c, _) => c,
-            };
-            let mut keep = |payload: &[u8]| match Msg::try_from(payload) {
-                Ok(m) => ready.push(m),
-                Err(_) => sizes_ok = false,
-            };
-            let n = reader.next_batch(proto::BATCH, |rec| keep(rec.payload())).map_err(io_err)?;
-            if n == 0
-                && let Some(rec) = reader.next_timeout(None).map_err(io_err)?
-            {
-                keep(rec.payload());
-            }
-            if !sizes_ok {
-                return Err(io::Error::other("mmkit-queue returned a message of the wrong size"));
-            }
-            ready.reverse();
-        }
-        // Not empty: the loop above filled it.
-        if let Some(m) = self.ready.pop() {
-            *out = m;
         }
         if let Source::Cursor(c, n) = &mut self.source {
             *n += 1;
@@ -234,8 +186,7 @@ pub fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
     } else {
         Source::Reader(q.reader(Start::Beginning).map_err(io_err)?)
     };
-    let batched = a.kind == proto::Kind::Batched;
-    let mut r = MqReceiver { source, batched, ready: Vec::with_capacity(proto::BATCH) };
+    let mut r = MqReceiver { source };
     r.reader().set_wait_policy(if a.park { WaitPolicy::BALANCED } else { WaitPolicy::SPIN });
     let ends = a.producers - a.victims.min(a.producers);
     let rep = proto::consume(&mut r, a.kind, ends, a.kill_stamp.as_deref())?;
