@@ -409,8 +409,9 @@ impl Reader {
     /// pass, then checked and handed out from that private copy: reading a
     /// backlog this way took 19–22 ns a record against 33–42 ns with
     /// [`Reader::next`] (the `append_only` example). A reader that keeps up
-    /// with a producer in another process gains nothing measurable: there
-    /// the cost is in moving the producer's fresh cache lines across.
+    /// with a producer in another process gained nothing measurable in
+    /// `mmkit-bench queue` (the reader's per-record work is not what
+    /// bounds it there).
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
