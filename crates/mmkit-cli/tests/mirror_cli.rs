@@ -2,43 +2,20 @@
 //! against a real `nats-server -js` started by the test.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use mmkit_bridge::LocalServer;
 
-fn mmkit() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mmkit"))
-}
-
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = mmkit()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(args: &[&str], stdin: &[u8]) -> String {
-    let out = run(args, stdin);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::{mmkit, ok, run, s};
 
 /// Runs a command that must fail with exit status 1; returns its stderr,
 /// checked to be one line.
 fn fails(args: &[&str]) -> String {
     let out = run(args, b"");
     assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
-    assert!(err.starts_with("mmkit: "), "{err:?}");
-    err
+    common::one_line_error(args, out)
 }
 
 fn server(dir: &Path, config: &str) -> Option<LocalServer> {
@@ -47,10 +24,6 @@ fn server(dir: &Path, config: &str) -> Option<LocalServer> {
         return None;
     }
     Some(LocalServer::start_with_config(&dir.join("nats"), config).unwrap())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {

@@ -51,7 +51,9 @@ pub fn fails_quietly(args: &[&str]) -> String {
     one_line_error(args, out)
 }
 
-fn one_line_error(args: &[&str], out: Output) -> String {
+/// Checks that `out` is a failure with one line on stderr starting with
+/// `mmkit: `, and returns that line.
+pub fn one_line_error(args: &[&str], out: Output) -> String {
     assert!(!out.status.success(), "{args:?} should fail");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
