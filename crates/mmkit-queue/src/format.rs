@@ -366,7 +366,7 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
-pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
+fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(w)

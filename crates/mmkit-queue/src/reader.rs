@@ -27,12 +27,6 @@ const PARK_SPIN: Duration = Duration::from_micros(50);
 /// `spin_loop` hints between two polls of a spinning reader.
 const SPIN_PAUSES: u32 = 4;
 
-/// Most records [`Reader::next_batch`] copies out of the mapping at once.
-const RUN_RECORDS: usize = 256;
-
-/// Most bytes [`Reader::next_batch`] copies out of the mapping at once.
-const RUN_BYTES: u64 = 64 << 10;
-
 /// How long an idle parked reader sleeps at most before it looks again by
 /// itself. Claims and commits both notify, so this only bounds the
 /// stall after a producer killed in the few instructions between its
@@ -167,8 +161,6 @@ pub struct Reader {
     park_slice: Duration,
     /// Whether the record last copied into `buf` has a metadata block.
     last_meta: bool,
-    /// [`Reader::next_batch`]'s private copy of a run of frames.
-    run: Vec<u8>,
 }
 
 /// An uncommitted claim a reader met: where, and when it last decided to
@@ -227,7 +219,6 @@ impl Queue {
             stall: None,
             park_slice: PARK_SLICE,
             last_meta: false,
-            run: Vec::new(),
         };
         match start {
             Start::Beginning => {}
@@ -396,105 +387,6 @@ impl Reader {
                 Poll::Pending { .. } => return Ok(None),
             }
         }
-    }
-
-    /// Reads up to `max` messages that are ready now, calling `f` with each
-    /// in order, and returns how many it read: Aeron's `poll` with a
-    /// fragment limit. Like [`Reader::next`] it never waits and gets past
-    /// dead producers' claims; a corrupt record is an error (or skipped, see
-    /// [`Reader::set_skip_corrupt`]) after the records before it were handed
-    /// to `f`.
-    ///
-    /// A run of committed records is copied out of the mapping in one
-    /// pass, then checked and handed out from that private copy: reading a
-    /// backlog this way took 19–22 ns a record against 33–42 ns with
-    /// [`Reader::next`] (the `append_only` example). A reader that keeps up
-    /// with a producer in another process gained nothing measurable in
-    /// `mmkit-bench queue` (the reader's per-record work is not what
-    /// bounds it there).
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// let q = mmkit_queue::Queue::options().create(true).segment_size(1 << 20).open(dir.path().join("q"))?;
-    /// q.producer()?.append_batch(&[b"a", b"b", b"c"])?;
-    /// let mut reader = q.reader(mmkit_queue::Start::Beginning)?;
-    /// let mut seen = Vec::new();
-    /// assert_eq!(reader.next_batch(10, |r| seen.push(r.to_vec()))?, 3);
-    /// assert_eq!(seen, [b"a", b"b", b"c"]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn next_batch(&mut self, max: usize, mut f: impl FnMut(Record<'_>)) -> Result<usize> {
-        let mut done = 0;
-        while done < max {
-            let n = if self.zero_copy { 0 } else { self.read_run(max - done, &mut f) };
-            if n > 0 {
-                done += n;
-                continue;
-            }
-            // Anything but a plain run of committed records (padding, the
-            // end of a segment, a claim, corruption) goes the usual way.
-            match self.next()? {
-                Some(r) => f(r),
-                None => break,
-            }
-            done += 1;
-        }
-        Ok(done)
-    }
-
-    /// Hands out the run of valid committed records at the position (at
-    /// most `max`), copied out of the mapping at once; returns how many.
-    /// Stops before anything it does not handle, for [`Reader::next`].
-    fn read_run(&mut self, max: usize, f: &mut impl FnMut(Record<'_>)) -> usize {
-        let mut frames = [(0u32, 0u32, false); RUN_RECORDS];
-        let (start, mut end, mut n) = (self.offset, self.offset, 0);
-        while n < max.min(RUN_RECORDS) && end - start < RUN_BYTES {
-            let seq = self.seq + n as u64;
-            let Some(word) = self.seg.frame_word(end) else { break };
-            let FrameWord::Message { len, crc, meta } = FrameWord::decode(word.load(Ordering::Acquire))
-            else {
-                break;
-            };
-            let bytes = frame_size(len as u64);
-            if seq < self.skip_to
-                || len as usize > self.max
-                || check_frame(self.seg.capacity, end, bytes, seq, 1).is_err()
-            {
-                break;
-            }
-            frames[n] = (len, crc, meta);
-            (n, end) = (n + 1, end + bytes);
-        }
-        let Some(src) = self.seg.bytes_ptr(start, end - start).filter(|_| n > 0) else { return 0 };
-        let total = (end - start) as usize;
-        self.run.resize(total, 0);
-        // SAFETY: `src..src+total` is inside the mapping `self.seg` holds
-        // (checked by `bytes_ptr`), and `run` is our own allocation of
-        // `total` bytes. Every frame in the range was committed (its state
-        // word was loaded with Acquire above, after the producer's Release
-        // store that follows all its writes), and committed frames are
-        // never written again; the copy is volatile anyway, so a
-        // misbehaving writer causes a checksum error below, not UB.
-        unsafe { volatile_copy(src, self.run.as_mut_ptr(), total) };
-        let mut at = 0;
-        for (k, &(len, crc, meta)) in frames[..n].iter().enumerate() {
-            // The timestamp word follows the state word; the checksum
-            // covers it, so reading it from the copy is as safe.
-            let timestamp = le_u64(&self.run, at + 8);
-            let data = &self.run[at + FRAME_HEADER as usize..][..len as usize];
-            let index = make_index(self.seg.number, self.seq as u32);
-            let checked = !self.verify || record_crc(data, index, timestamp) == crc;
-            let Some((meta, payload)) = split_meta(data, meta).filter(|_| checked) else {
-                // `next` reads it again and reports or skips it.
-                return k;
-            };
-            self.pending_skip = None;
-            self.seq += 1;
-            self.offset += frame_size(len as u64);
-            at += frame_size(len as u64) as usize;
-            f(Record { index, timestamp, payload, meta });
-        }
-        n
     }
 
     /// Recovers the claim at the position if it has stayed uncommitted for

@@ -1,6 +1,5 @@
-//! proptest: single-process sequences of appends, reads (one at a time
-//! and in batches), cursor commits and reopenings against a simple model,
-//! with tiny segments.
+//! proptest: single-process sequences of appends, reads, cursor commits
+//! and reopenings against a simple model, with tiny segments.
 
 use mmkit_queue::*;
 use proptest::prelude::*;
@@ -11,7 +10,6 @@ enum Op {
     Batch(Vec<usize>),
     Claim(usize, bool),
     Read(usize),
-    ReadBatch(usize),
     Commit,
     ReopenCursor,
     ReadAt(usize),
@@ -24,7 +22,6 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::collection::vec(0..120usize, 1..20).prop_map(Op::Batch),
         1 => (0..300usize, any::<bool>()).prop_map(|(l, c)| Op::Claim(l, c)),
         3 => (1..20usize).prop_map(Op::Read),
-        2 => (0..40usize).prop_map(Op::ReadBatch),
         1 => Just(Op::Commit),
         1 => Just(Op::ReopenCursor),
         1 => any::<usize>().prop_map(Op::ReadAt),
@@ -93,14 +90,6 @@ proptest! {
                         }
                     }
                 }
-                Op::ReadBatch(n) => {
-                    let mut got = Vec::new();
-                    let count = reader.next_batch(n, |r| got.push((r.index(), r.payload().to_vec()))).unwrap();
-                    prop_assert_eq!(count, got.len());
-                    prop_assert_eq!(count, n.min(log.len() - reader_pos));
-                    prop_assert_eq!(&got[..], &log[reader_pos..reader_pos + count]);
-                    reader_pos += count;
-                }
                 Op::Commit => {
                     cursor.commit().unwrap();
                     committed = pos;
@@ -131,11 +120,6 @@ proptest! {
             prop_assert_eq!((rec.index(), rec.payload()), (*i, m.as_slice()));
         }
         prop_assert!(r.next().unwrap().is_none());
-        // And the same in batches.
-        let mut r = q.reader(Start::Beginning).unwrap();
-        let mut got = Vec::new();
-        while r.next_batch(7, |rec| got.push((rec.index(), rec.payload().to_vec()))).unwrap() > 0 {}
-        prop_assert_eq!(got, log);
         prop_assert!(q.check().unwrap().is_clean());
     }
 }
