@@ -57,6 +57,27 @@ fn stale_tail(seg: &Segment, offset: u64) -> bool {
     seg.frame_word(offset).is_some_and(|w| w.load(Ordering::Relaxed) != 0)
 }
 
+/// Most frames an exclusive batch writes between two wake-ups of parked
+/// readers.
+const RUN: usize = 1024;
+
+/// How many of `msgs` (a prefix) fit as frames at `seq`/`offset` in a
+/// segment of `capacity` bytes, and their total size. Room for a frame
+/// covers its index slot and leaves the end-of-segment reserve, as in
+/// [`claim_fits`]; sequence numbers stay below `u32::MAX`.
+fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> (usize, u64) {
+    let mut bytes = 0;
+    for (k, m) in msgs.iter().enumerate() {
+        let size = frame_size(m.len() as u64);
+        let count = k as u64 + 1;
+        if seq + count >= u32::MAX as u64 || !claim_fits(capacity, seq, count, offset, bytes + size) {
+            return (k, bytes);
+        }
+        bytes += size;
+    }
+    (msgs.len(), bytes)
+}
+
 /// Indices into `Producer::words`.
 const W_STATE: usize = 0;
 const W_SEGMENT: usize = 1;
@@ -505,36 +526,60 @@ impl Producer {
     /// tail only once committed, so readers never see it claimed and
     /// uncommitted, and a crash leaves nothing to recover.
     fn exclusive_frame(&mut self, msg: Data<'_>, timestamp: u64) -> Result<u64> {
-        let bytes = frame_size(msg.len() as u64);
-        loop {
-            self.follow_active()?;
-            let seg = &*self.seg;
-            let (seq, offset) = split_tail(seg.tail().load(Ordering::Relaxed));
-            if seq + 1 < u32::MAX as u64
-                && claim_fits(seg.capacity, seq, 1, offset, bytes)
-                && !stale_tail(seg, offset)
-            {
-                write_frame(seg, seq, offset, msg, timestamp)?;
-                seg.tail().store((seq + 1) << 32 | (offset + bytes), Ordering::Release);
-                let index = make_index(seg.number, seq as u32);
-                self.prepare_pages(offset, bytes);
-                return Ok(index);
-            }
-            let (seg, number) = (self.seg.clone(), seg.number);
-            self.fail_claim(&seg, seq, offset);
-            self.roll(number)?;
-        }
+        let mut index = 0;
+        self.exclusive_run(std::slice::from_ref(&msg), timestamp, &mut |i| index = i)?;
+        Ok(index)
     }
 
     fn exclusive_batch(&mut self, msgs: &[Data<'_>], ts: u64, out: &mut Vec<u64>) -> Result<()> {
-        for (i, m) in msgs.iter().enumerate() {
-            out.push(self.exclusive_frame(*m, ts)?);
-            // Parked readers need not wait for the end of a long batch.
-            if i % 1024 == 1023 {
+        let mut rest = msgs;
+        while !rest.is_empty() {
+            let done = self.exclusive_run(rest, ts, &mut |i| out.push(i))?;
+            rest = &rest[done..];
+            if !rest.is_empty() {
+                // Parked readers need not wait for the end of a long batch.
                 self.notifier().notify_all_light();
             }
         }
         Ok(())
+    }
+
+    /// Under the lease: writes, commits and counts (in that order, frame by
+    /// frame, as [`Producer::exclusive_frame`] promises) the longest prefix
+    /// of `msgs` that fits in the active segment, at most [`RUN`] frames,
+    /// handing each index to `done`; rolls over first when not even one
+    /// fits. Returns how many were written (at least one).
+    ///
+    /// The segment, the tail and the room are looked at once per run, not
+    /// once per frame; each frame still checks that its header word is
+    /// clean (see `stale_tail`) before writing.
+    fn exclusive_run(&mut self, msgs: &[Data<'_>], ts: u64, done: &mut impl FnMut(u64)) -> Result<usize> {
+        loop {
+            self.follow_active()?;
+            let (seq, offset) = split_tail(self.seg.tail().load(Ordering::Relaxed));
+            let (n, bytes) = run_fits(self.seg.capacity, seq, offset, &msgs[..msgs.len().min(RUN)]);
+            if n > 0 && !stale_tail(&self.seg, offset) {
+                self.prepare_pages(offset, bytes);
+                let seg = &*self.seg;
+                let (mut seq, mut offset, mut written) = (seq, offset, 0);
+                for m in &msgs[..n] {
+                    // The first frame's word was checked above.
+                    if written > 0 && stale_tail(seg, offset) {
+                        // Junk past the tail: the next run seals the segment.
+                        break;
+                    }
+                    let size = frame_size(m.len() as u64);
+                    write_frame(seg, seq, offset, *m, ts)?;
+                    seg.tail().store((seq + 1) << 32 | (offset + size), Ordering::Release);
+                    done(make_index(seg.number, seq as u32));
+                    (seq, offset, written) = (seq + 1, offset + size, written + 1);
+                }
+                return Ok(written);
+            }
+            let (seg, number) = (self.seg.clone(), self.seg.number);
+            self.fail_claim(&seg, seq, offset);
+            self.roll(number)?;
+        }
     }
 
     /// Under the lease: a claim to fill later ([`Producer::claim`]). Unlike

@@ -82,6 +82,27 @@ fn claim_commit_abort_and_batch() {
     }
 }
 
+/// A batch under the lease is written in runs of at most 1024 frames, each
+/// ending at a segment boundary: a long batch of small messages crosses
+/// both, and every message comes back once, in order, with its index.
+#[test]
+fn long_exclusive_batch_crosses_runs_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::options().create(true).segment_size(64 << 10).open(dir.path().join("q")).unwrap();
+    let mut p = q.producer().unwrap();
+    assert!(p.is_exclusive());
+    let msgs: Vec<Vec<u8>> = (0..5000u32).map(|i| i.to_le_bytes().repeat(1 + i as usize % 5)).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+    let idx = p.append_batch(&refs).unwrap();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]));
+    assert!(mmkit_queue::index_segment(idx[4999]) > mmkit_queue::index_segment(idx[0]));
+    let got = drain(&mut q.reader(Start::Beginning).unwrap());
+    assert_eq!(got.len(), msgs.len());
+    for ((index, payload), (i, m)) in got.iter().zip(idx.iter().zip(&msgs)) {
+        assert_eq!((index, payload), (i, m));
+    }
+}
+
 #[test]
 fn readers_from_end_index_and_time() {
     let dir = tempfile::tempdir().unwrap();
