@@ -62,20 +62,20 @@ fn stale_tail(seg: &Segment, offset: u64) -> bool {
 const RUN: usize = 1024;
 
 /// How many of `msgs` (a prefix) fit as frames at `seq`/`offset` in a
-/// segment of `capacity` bytes, and their total size. Room for a frame
-/// covers its index slot and leaves the end-of-segment reserve, as in
-/// [`claim_fits`]; sequence numbers stay below `u32::MAX`.
-fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> (usize, u64) {
+/// segment of `capacity` bytes. Room for a frame covers its index slot and
+/// leaves the end-of-segment reserve, as in [`claim_fits`]; sequence
+/// numbers stay below `u32::MAX`.
+fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> usize {
     let mut bytes = 0;
     for (k, m) in msgs.iter().enumerate() {
         let size = frame_size(m.len() as u64);
         let count = k as u64 + 1;
         if seq + count >= u32::MAX as u64 || !claim_fits(capacity, seq, count, offset, bytes + size) {
-            return (k, bytes);
+            return k;
         }
         bytes += size;
     }
-    (msgs.len(), bytes)
+    msgs.len()
 }
 
 /// Indices into `Producer::words`.
@@ -557,10 +557,9 @@ impl Producer {
         loop {
             self.follow_active()?;
             let (seq, offset) = split_tail(self.seg.tail().load(Ordering::Relaxed));
-            let (n, bytes) = run_fits(self.seg.capacity, seq, offset, &msgs[..msgs.len().min(RUN)]);
+            let n = run_fits(self.seg.capacity, seq, offset, &msgs[..msgs.len().min(RUN)]);
             if n > 0 && !stale_tail(&self.seg, offset) {
-                self.prepare_pages(offset, bytes);
-                let seg = &*self.seg;
+                let (start, seg) = (offset, &*self.seg);
                 let (mut seq, mut offset, mut written) = (seq, offset, 0);
                 for m in &msgs[..n] {
                     // The first frame's word was checked above.
@@ -574,6 +573,10 @@ impl Producer {
                     done(make_index(seg.number, seq as u32));
                     (seq, offset, written) = (seq + 1, offset + size, written + 1);
                 }
+                // After the run, not before: populating page tables is a
+                // system call that the records just published need not wait
+                // for (a parked reader would sleep meanwhile).
+                self.prepare_pages(start, offset - start);
                 return Ok(written);
             }
             let (seg, number) = (self.seg.clone(), self.seg.number);
