@@ -14,6 +14,9 @@ use std::time::Instant;
 
 use memmap2::{MmapMut, MmapOptions};
 
+#[path = "../src/machine.rs"]
+mod machine;
+
 const PAGE: usize = 4096;
 
 /// Writes one byte per page and returns microseconds per page.
@@ -44,7 +47,7 @@ fn main() -> std::io::Result<()> {
     let dir = std::path::PathBuf::from(args.get(1).map_or(".", String::as_str));
     let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let bytes = mib << 20;
-    println!("{}", mmkit_bench_machine());
+    machine::print_header(false);
     for round in 1..=4 {
         let mut map = MmapOptions::new().len(bytes).map_anon()?;
         println!("anonymous, round {round}: {:.2} µs per 4 KiB page", touch(&mut map));
@@ -58,18 +61,4 @@ fn main() -> std::io::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The CPU model and kernel, as the bench prints them.
-fn mmkit_bench_machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("Machine: {cpu}, Linux {}", kernel.trim())
 }

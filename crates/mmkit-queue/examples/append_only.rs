@@ -52,11 +52,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// the kernel's for the fresh pages they write (which dominates on some VMs).
 fn user_cpu() -> f64 {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: `getrusage` fills the struct it is given; a zeroed `rusage`
-    // is a valid value of the type. rustix has no getrusage, hence libc.
-    let ru = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr());
-        ru.assume_init()
-    };
+    // SAFETY: `getrusage` only writes the struct it is given; a zeroed
+    // `rusage` is a valid value of the type, so it is initialised whether
+    // or not the call succeeds. rustix has no getrusage, hence libc.
+    let (rc, ru) = unsafe { (libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()), ru.assume_init()) };
+    if rc != 0 {
+        return f64::NAN;
+    }
     ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 * 1e-6
 }

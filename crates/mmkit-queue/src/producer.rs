@@ -547,8 +547,8 @@ impl Producer {
     /// Under the lease: writes, commits and counts (in that order, frame by
     /// frame, as [`Producer::exclusive_frame`] promises) the longest prefix
     /// of `msgs` that fits in the active segment, at most [`RUN`] frames,
-    /// handing each index to `done`; rolls over first when not even one
-    /// fits. Returns how many were written (at least one).
+    /// handing each index to `done`; seals the segment and rolls over when
+    /// not even one fits. Returns how many were written (at least one).
     ///
     /// The segment, the tail and the room are looked at once per run, not
     /// once per frame; each frame still checks that its header word is
@@ -556,31 +556,30 @@ impl Producer {
     fn exclusive_run(&mut self, msgs: &[Data<'_>], ts: u64, done: &mut impl FnMut(u64)) -> Result<usize> {
         loop {
             self.follow_active()?;
-            let (seq, offset) = split_tail(self.seg.tail().load(Ordering::Relaxed));
-            let n = run_fits(self.seg.capacity, seq, offset, &msgs[..msgs.len().min(RUN)]);
-            if n > 0 && !stale_tail(&self.seg, offset) {
-                let (start, seg) = (offset, &*self.seg);
-                let (mut seq, mut offset, mut written) = (seq, offset, 0);
-                for m in &msgs[..n] {
-                    // The first frame's word was checked above.
-                    if written > 0 && stale_tail(seg, offset) {
-                        // Junk past the tail: the next run seals the segment.
-                        break;
-                    }
-                    let size = frame_size(m.len() as u64);
-                    write_frame(seg, seq, offset, *m, ts)?;
-                    seg.tail().store((seq + 1) << 32 | (offset + size), Ordering::Release);
-                    done(make_index(seg.number, seq as u32));
-                    (seq, offset, written) = (seq + 1, offset + size, written + 1);
+            let seg = &*self.seg;
+            let (first, start) = split_tail(seg.tail().load(Ordering::Relaxed));
+            let n = run_fits(seg.capacity, first, start, &msgs[..msgs.len().min(RUN)]);
+            let (mut seq, mut offset) = (first, start);
+            for m in &msgs[..n] {
+                if stale_tail(seg, offset) {
+                    // Junk past the tail: this or the next run seals the segment.
+                    break;
                 }
+                let size = frame_size(m.len() as u64);
+                write_frame(seg, seq, offset, *m, ts)?;
+                seg.tail().store((seq + 1) << 32 | (offset + size), Ordering::Release);
+                done(make_index(seg.number, seq as u32));
+                (seq, offset) = (seq + 1, offset + size);
+            }
+            if seq > first {
                 // After the run, not before: populating page tables is a
                 // system call that the records just published need not wait
                 // for (a parked reader would sleep meanwhile).
                 self.prepare_pages(start, offset - start);
-                return Ok(written);
+                return Ok((seq - first) as usize);
             }
-            let (seg, number) = (self.seg.clone(), self.seg.number);
-            self.fail_claim(&seg, seq, offset);
+            let (seg, number) = (self.seg.clone(), seg.number);
+            self.fail_claim(&seg, first, start);
             self.roll(number)?;
         }
     }
