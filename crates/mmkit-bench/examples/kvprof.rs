@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p mmkit-bench --example kvprof -- PEER PHASE [ENTRIES] [N]`
 //! PEER: ours | lmdb; PHASE: load | nosync | batch | range | durable |
-//! small | kvsmall.
+//! cold | small | kvsmall. With `KVPROF_DISK=vda` (a block device), it
+//! also prints the disk's write requests, KiB and flushes per operation.
 //!
 //! To profile only the phase: `mkfifo /tmp/ctl; KVPROF_CTL=/tmp/ctl perf
 //! record -D -1 --control fifo:/tmp/ctl -g -- target/release/examples/kvprof ...`
@@ -14,8 +15,23 @@ use std::time::Instant;
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// CPU seconds (user, system) of this process so far.
+/// The counters of the block device named by `KVPROF_DISK` (such as
+/// `vda`): `/sys/block/DEV/stat`, whose fields are documented in the
+/// kernel's Documentation/block/stat.rst.
+fn disk() -> Option<Vec<u64>> {
+    let dev = std::env::var("KVPROF_DISK").ok()?;
+    let text = std::fs::read_to_string(format!("/sys/block/{dev}/stat")).ok()?;
+    text.split_whitespace().map(|f| f.parse().ok()).collect()
+}
+
+static DISK_AT_START: std::sync::Mutex<Option<Vec<u64>>> = std::sync::Mutex::new(None);
+
+/// CPU seconds (user, system) of this process so far; also notes the
+/// disk's counters, for `report`.
 fn cpu() -> (f64, f64) {
+    if let Ok(mut d) = DISK_AT_START.lock() {
+        *d = disk();
+    }
     // SAFETY: getrusage writes the struct it is given.
     let u = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
@@ -37,6 +53,7 @@ fn perf_ctl(cmd: &str) {
 /// Prints wall and CPU microseconds per operation since `t`/`c0`.
 fn report(what: &str, ops: u64, t: Instant, c0: (f64, f64)) {
     perf_ctl("disable");
+    let start = DISK_AT_START.lock().ok().and_then(|d| d.clone());
     let c = cpu();
     let per = |s: f64| s * 1e6 / ops as f64;
     eprintln!(
@@ -46,6 +63,15 @@ fn report(what: &str, ops: u64, t: Instant, c0: (f64, f64)) {
         per(c.1 - c0.1),
         per(c.0 - c0.0 + c.1 - c0.1)
     );
+    if let (Some(a), Some(b)) = (start, disk()) {
+        let per = |i: usize| b.get(i).zip(a.get(i)).map_or(0.0, |(b, a)| (b - a) as f64 / ops as f64);
+        eprintln!(
+            "{what}: disk per op: {:.2} write requests, {:.1} KiB written, {:.2} flushes",
+            per(4),
+            per(6) / 2.0,
+            per(15)
+        );
+    }
 }
 
 fn key(i: u64) -> [u8; 24] {
@@ -187,6 +213,51 @@ fn phase_kv_small(kv: &mmkit_kv::Kv, n: u64) -> R<()> {
     Ok(())
 }
 
+/// Opens (or creates) the store of `peer` in `dir`.
+fn open_store(peer: &str, dir: &std::path::Path) -> R<Box<dyn Store>> {
+    Ok(match peer {
+        "ours" => Box::new(Ours(
+            mmkit_kv::Db::options()
+                .create(true)
+                .durability(mmkit_kv::Durability::Immediate)
+                .open(dir.join("db"))?,
+        )),
+        _ => {
+            let p = dir.join("lmdb");
+            std::fs::create_dir_all(&p)?;
+            // SAFETY: one environment per path in this process.
+            let env = unsafe { heed::EnvOpenOptions::new().map_size(16 << 30).open(&p)? };
+            let mut w = env.write_txn()?;
+            let db = env.create_database(&mut w, None)?;
+            w.commit()?;
+            Box::new(Lmdb(env, db))
+        }
+    })
+}
+
+/// Drops the page cache of every file in `dir` (nothing may have them
+/// mapped): the state after a reboot, or after memory pressure.
+fn drop_cache(dir: &std::path::Path) -> R<()> {
+    for entry in walk(dir)? {
+        let f = std::fs::File::open(&entry)?;
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)?;
+    }
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> R<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 fn main() -> R<()> {
     let a: Vec<String> = std::env::args().collect();
     let peer = a.get(1).map(String::as_str).unwrap_or("ours");
@@ -202,24 +273,7 @@ fn main() -> R<()> {
         report(&format!("{peer} kvsmall"), n * 1000, t, c);
         return Ok(());
     }
-    let mut store: Box<dyn Store> = match peer {
-        "ours" => Box::new(Ours(
-            mmkit_kv::Db::options()
-                .create(true)
-                .durability(mmkit_kv::Durability::Immediate)
-                .open(dir.path().join("db"))?,
-        )),
-        _ => {
-            let p = dir.path().join("lmdb");
-            std::fs::create_dir_all(&p)?;
-            // SAFETY: one environment per path in this process.
-            let env = unsafe { heed::EnvOpenOptions::new().map_size(16 << 30).open(&p)? };
-            let mut w = env.write_txn()?;
-            let db = env.create_database(&mut w, None)?;
-            w.commit()?;
-            Box::new(Lmdb(env, db))
-        }
-    };
+    let mut store = open_store(peer, dir.path())?;
     if phase == "small" {
         let (t, c) = (Instant::now(), cpu());
         perf_ctl("enable");
@@ -257,6 +311,19 @@ fn main() -> R<()> {
             perf_ctl("enable");
             phase_durable(store.as_mut(), 4 * entries, n)?;
             report(&format!("{peer} durable"), n, t, c);
+        }
+        "cold" => {
+            // Reopen with an empty page cache, read 100,000 random
+            // entries (the page cache fills the way readers fill it),
+            // then time durable single writes.
+            drop(store);
+            drop_cache(dir.path())?;
+            store = open_store(peer, dir.path())?;
+            phase_ranges(store.as_ref(), 100_000)?;
+            let (t, c) = (Instant::now(), cpu());
+            perf_ctl("enable");
+            phase_durable(store.as_mut(), 4 * entries, n)?;
+            report(&format!("{peer} durable after a cold reopen and 100,000 reads"), n, t, c);
         }
         "batch" => {
             phase_nosync(store.as_mut(), 2 * entries, 5000)?;
