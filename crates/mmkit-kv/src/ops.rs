@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::db::{Db, Durability, TableInfo, now_us};
 use crate::error::{Error, Result};
 use crate::meta::{META_SLOTS, Meta, Root};
-use crate::page::{Key, Keys, Val, overflow_pages};
+use crate::page::{Key, Keys, PAGE, Val, overflow_pages};
 use crate::store::View;
 use crate::write::{CATALOG, FREE_TABLE, parse_free_key, parse_record};
 
@@ -42,6 +42,8 @@ struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
+    /// The bitmap of pages seen has a bit per page below `next_page`: the
+    /// caller checked that count against the file ([`check_extent`]).
     fn new(v: View<'a>, only: Option<u64>) -> Walker<'a> {
         Walker { v, seen: vec![0; (v.next_page as usize).div_ceil(64)], only }
     }
@@ -141,9 +143,31 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// Fails when commit `meta` counts more pages than the file holds. A
+/// commit grows the file before it writes its pages, so a larger count is
+/// corruption; and the walkers size their bitmap of pages seen by it, so
+/// a corrupt count must not reach them (a count near `u64::MAX` would ask
+/// for exabytes).
+fn check_extent(db: &Db, meta: &Meta) -> Result<()> {
+    let size = db.store.file_size()?;
+    let pages = size / PAGE as u64;
+    if meta.next_page > pages {
+        return Err(db.store.corrupt(
+            0,
+            "(meta)",
+            format!(
+                "commit {} counts {} pages, but the file holds only {pages} ({size} bytes)",
+                meta.txnid, meta.next_page
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Verifies everything reachable from `meta`: every page's checksum, key
 /// order, that no page is used twice, and which pages leaked.
 pub(crate) fn check_meta(db: &Db, meta: &Meta) -> Result<CheckReport> {
+    check_extent(db, meta)?;
     let v = View { store: &db.store, next_page: meta.next_page, verify: true, prefetch: false };
     db.store.bytes(0, 0)?;
     let mut w = Walker::new(v, None);
@@ -196,6 +220,7 @@ pub(crate) fn check_meta(db: &Db, meta: &Meta) -> Result<CheckReport> {
 /// from the roots, plus the checksum of every page they point to. Cost:
 /// the size of that commit times the fan-out, not the database.
 pub(crate) fn verify_commit(db: &Db, meta: &Meta) -> Result<()> {
+    check_extent(db, meta)?;
     let v = View { store: &db.store, next_page: meta.next_page, verify: true, prefetch: false };
     let mut w = Walker::new(v, Some(meta.txnid));
     let mut roots = Vec::new();

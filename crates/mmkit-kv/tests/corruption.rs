@@ -238,3 +238,62 @@ fn read_only_handle_cannot_write() {
     assert!(matches!(e, Error::ReadOnly { .. }), "{e}");
     assert!(db.read().is_ok());
 }
+
+/// Rewrites the meta page in `slot` of `bytes` with `edit` applied, its
+/// checksum recomputed: a hostile file, not a torn write.
+fn forge_meta(bytes: &mut [u8], slot: usize, edit: impl FnOnce(&mut [u8])) {
+    let meta = &mut bytes[slot * PAGE..slot * PAGE + 128];
+    edit(meta);
+    let crc = crc32c::crc32c(&meta[4..]);
+    meta[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn a_page_count_past_the_file_is_an_error_not_a_huge_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    build(&path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Every commit claims 2^58 pages (its roots stay in range): the
+    // checker once sized its bitmap of pages seen by that count, and a
+    // cold open aborted asking for 32 PiB.
+    for slot in 0..4 {
+        if &bytes[slot * PAGE + 8..slot * PAGE + 16] == b"mmkit-kv" {
+            forge_meta(&mut bytes, slot, |m| m[40..48].copy_from_slice(&(1u64 << 58).to_le_bytes()));
+        }
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let _ = std::fs::remove_file(mmkit_kv::lock_path(&path));
+    // No commit verifies, so the open falls back to the newest one.
+    let db = Db::open(&path).unwrap();
+    let e = db.check().unwrap_err();
+    assert!(e.is_corruption(), "{e}");
+    assert!(e.to_string().contains("pages, but the file holds only"), "{e}");
+}
+
+#[test]
+fn an_overflow_length_near_u64_max_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    build(&path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The leaf entry of `big`'s "overflow" key: flags and key length, the
+    // reference's size, the key, then (page, length, checksum) of its run.
+    let mut head = vec![8u8, 0x80, 20, 0];
+    head.extend_from_slice(b"overflow");
+    let at = bytes.windows(head.len()).position(|w| w == head).unwrap() + head.len();
+    let run = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    assert_eq!(bytes[at + 8..at + 16], 50_000u64.to_le_bytes());
+    // A length that overflows the run's page count: the run's own header
+    // agrees, so only the arithmetic stands in the way.
+    let len = (u64::MAX - 10).to_le_bytes();
+    bytes[at + 8..at + 16].copy_from_slice(&len);
+    bytes[run * PAGE + 16..run * PAGE + 24].copy_from_slice(&len);
+    std::fs::write(&path, &bytes).unwrap();
+    // Warm or cold, the reads (which skip checksums) meet the length.
+    let db = Db::open(&path).unwrap();
+    let e = db.read().unwrap().table("big").unwrap().get("overflow").unwrap_err();
+    assert!(e.is_corruption(), "{e}");
+    assert!(e.to_string().contains("overflow run length"), "{e}");
+    assert!(db.check().unwrap_err().is_corruption());
+}
