@@ -83,8 +83,13 @@ def test_next_releases_the_gil(q):
 
 def test_ctrl_c_interrupts_a_wait(tmp_path):
     mmkit.Queue(tmp_path / "q", create=True)
+    # The child raises KeyboardInterrupt on SIGINT even when it inherits
+    # SIGINT ignored (a test run started in the background by a shell
+    # without job control): Python installs its handler only over the
+    # default disposition.
     code = """
-        import sys, mmkit
+        import signal, sys, mmkit
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         r = mmkit.Queue(sys.argv[1]).reader("end")
         print("waiting", flush=True)
         try:
