@@ -59,8 +59,11 @@ impl<'a> Walker<'a> {
         Ok(())
     }
 
-    /// Marks the pages of an overflow run; returns how many.
+    /// Marks the pages of an overflow run, already read through
+    /// `View::overflow`; returns how many.
     fn mark_run(&mut self, first: u64, len: u64, table: &str) -> Result<u64> {
+        // Callers pass runs `View::overflow` has checked, so the range
+        // lies inside the snapshot.
         let n = overflow_pages(len);
         for q in first..first + n {
             self.mark(q, table)?;

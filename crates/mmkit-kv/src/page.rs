@@ -472,9 +472,12 @@ pub(crate) fn needs_overflow(klen: usize, vlen: usize) -> bool {
     leaf_size(klen, vlen) > MAX_ENTRY
 }
 
-/// Pages an overflow run of `len` value bytes takes.
+/// Pages an overflow run of `len` value bytes takes. `len` is read from
+/// the file, so a corrupt one near `u64::MAX` saturates (a count past
+/// any file, which the callers' range checks reject) instead of
+/// overflowing.
 pub(crate) fn overflow_pages(len: u64) -> u64 {
-    (len + OVERFLOW_HEADER as u64).div_ceil(PAGE as u64)
+    len.saturating_add(OVERFLOW_HEADER as u64).div_ceil(PAGE as u64)
 }
 
 /// In-place editing of a dirty page. The page was validated by

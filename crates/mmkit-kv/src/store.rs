@@ -166,16 +166,15 @@ impl<'a> View<'a> {
         table: &str,
         force: bool,
     ) -> Result<&'a [u8]> {
-        // `len` comes from the entry pointing here: a corrupt one near
-        // `u64::MAX` would overflow the page count and the byte count
-        // below (and then the slicing), so both are checked.
-        let Some(n) = len.checked_add(OVERFLOW_HEADER as u64).map(|b| b.div_ceil(PAGE as u64)) else {
+        let n = crate::page::overflow_pages(len);
+        // `len` comes from the entry pointing here: a run longer than the
+        // snapshot is corrupt, and is rejected before its byte count is
+        // computed (which could overflow).
+        let bytes = usize::try_from(n).ok().and_then(|n| n.checked_mul(PAGE));
+        let Some(bytes) = bytes.filter(|_| n < self.next_page) else {
             return Err(self.store.corrupt(pgno, table, format!("overflow run length {len} is impossible")));
         };
         self.check_range(pgno, n, table)?;
-        let Some(bytes) = usize::try_from(n).ok().and_then(|n| n.checked_mul(PAGE)) else {
-            return Err(self.store.corrupt(pgno, table, format!("overflow run of {n} pages is impossible")));
-        };
         let run = self.store.bytes(pgno, bytes)?;
         if run[0] != crate::page::KIND_OVERFLOW || u64_at(run, 16) != len {
             return Err(self.store.corrupt(pgno, table, "bad overflow header"));

@@ -239,6 +239,14 @@ fn read_only_handle_cannot_write() {
     assert!(db.read().is_ok());
 }
 
+/// A built database in a new directory (as `db`), and its bytes.
+fn built_image() -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    build(&dir.path().join("db"));
+    let bytes = std::fs::read(dir.path().join("db")).unwrap();
+    (dir, bytes)
+}
+
 /// Rewrites the meta page in `slot` of `bytes` with `edit` applied, its
 /// checksum recomputed: a hostile file, not a torn write.
 fn forge_meta(bytes: &mut [u8], slot: usize, edit: impl FnOnce(&mut [u8])) {
@@ -250,10 +258,8 @@ fn forge_meta(bytes: &mut [u8], slot: usize, edit: impl FnOnce(&mut [u8])) {
 
 #[test]
 fn a_page_count_past_the_file_is_an_error_not_a_huge_allocation() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut bytes) = built_image();
     let path = dir.path().join("db");
-    build(&path);
-    let mut bytes = std::fs::read(&path).unwrap();
     // Every commit claims 2^58 pages (its roots stay in range): the
     // checker once sized its bitmap of pages seen by that count, and a
     // cold open aborted asking for 32 PiB.
@@ -273,10 +279,8 @@ fn a_page_count_past_the_file_is_an_error_not_a_huge_allocation() {
 
 #[test]
 fn an_overflow_length_near_u64_max_is_an_error_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut bytes) = built_image();
     let path = dir.path().join("db");
-    build(&path);
-    let mut bytes = std::fs::read(&path).unwrap();
     // The leaf entry of `big`'s "overflow" key: flags and key length, the
     // reference's size, the key, then (page, length, checksum) of its run.
     let mut head = vec![8u8, 0x80, 20, 0];

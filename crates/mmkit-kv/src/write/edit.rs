@@ -499,7 +499,9 @@ impl<'db> WriteTxn<'db> {
                     Key::Inline(_) => None,
                 }
             };
-            if let Some((run, len, crc)) = run.filter(|&(run, len, _)| run + overflow_pages(len) > line) {
+            if let Some((run, len, crc)) =
+                run.filter(|&(run, len, _)| run.saturating_add(overflow_pages(len)) > line)
+            {
                 let payload = self.view().overflow(run, len, crc, table, true)?.to_vec();
                 root.page = self.touch(root.page, table)?;
                 self.free_overflow(run, len, table)?;
