@@ -132,7 +132,7 @@ impl<T: ShmType> ShmBox<T> {
         let mutex = RobustMutex::at(&inner.file, self.off + B_LOCK).map_err(Error::sync("box lock"))?;
         // A dead writer left at most the spare slot half-written: nothing
         // to repair.
-        let guard = match mutex.lock().map_err(Error::sync("box lock"))? {
+        let guard = match inner.wait_for(mutex, self.off + B_LOCK)? {
             LockOutcome::Acquired(g) => g,
             LockOutcome::OwnerDied(g) => {
                 g.make_consistent();

@@ -78,6 +78,20 @@ pub enum Error {
         /// What is wrong, and where.
         what: String,
     },
+    /// A lock stayed held by a live process for longer than
+    /// [`HeapOptions::lock_wait`](crate::HeapOptions::lock_wait) allows.
+    /// Nothing was changed; the operation may be retried.
+    #[error("{}: the lock at offset {at} is still held by live process {holder} after {waited:?}", .path.display())]
+    LockHeld {
+        /// The file.
+        path: PathBuf,
+        /// The lock's offset in the segment.
+        at: u64,
+        /// The holder's thread id (0 if it let go in the meantime).
+        holder: u32,
+        /// How long the operation waited.
+        waited: std::time::Duration,
+    },
     /// The heap cannot grow enough for an allocation.
     #[error("{}: out of memory: {requested} more bytes needed, the heap is {size} bytes and may grow to {max_size}", .path.display())]
     OutOfMemory {

@@ -32,9 +32,12 @@ pub fn build(path: &Path) -> crate::Result<Heap> {
 }
 
 /// Uses every read and write path of a possibly corrupt heap; only errors
-/// are allowed (the caller checks for panics and hangs).
+/// are allowed (the caller checks for panics and hangs). A lock word may
+/// name a live process (the fuzzer's own, or init), which would hold the
+/// lock forever: locks are waited for 20 ms at most.
 pub fn exercise(path: &Path) {
-    let Ok(heap) = Heap::open(path) else { return };
+    let options = HeapOptions::new().lock_wait(Some(std::time::Duration::from_millis(20)));
+    let Ok(heap) = options.open(path) else { return };
     let _ = heap.stat();
     let _ = heap.objects();
     if let Ok(map) = heap.map::<u64, u64>("ints") {

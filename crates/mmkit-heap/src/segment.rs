@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mmkit_region::{Access, GrowableFile, Mode};
 use mmkit_sync::{LockOutcome, MutexGuard, RobustMutex};
@@ -34,11 +34,12 @@ pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
 pub struct HeapOptions {
     size: u64,
     max_size: u64,
+    lock_wait: Option<Duration>,
 }
 
 impl Default for HeapOptions {
     fn default() -> Self {
-        HeapOptions { size: 1 << 20, max_size: DEFAULT_MAX_SIZE }
+        HeapOptions { size: 1 << 20, max_size: DEFAULT_MAX_SIZE, lock_wait: None }
     }
 }
 
@@ -59,6 +60,26 @@ impl HeapOptions {
     pub fn max_size(mut self, bytes: u64) -> Self {
         self.max_size = bytes;
         self
+    }
+
+    /// How long an operation waits for a lock whose holder is alive before
+    /// it fails with [`Error::LockHeld`]. The default, `None`, waits as
+    /// long as the holder lives, as Boost's `interprocess_mutex` does. A
+    /// dead holder never makes anyone wait: it is detected by liveness and
+    /// its work rolled back within milliseconds, whatever this says. A
+    /// bound turns a stuck holder (stopped in a debugger, or a hostile
+    /// process, or a forged lock word in a file naming a live process)
+    /// into an error instead of a hang. Applies to heaps opened or created
+    /// through these options.
+    pub fn lock_wait(mut self, limit: Option<Duration>) -> Self {
+        self.lock_wait = limit;
+        self
+    }
+
+    /// Opens an existing heap file with these options' lock wait bound
+    /// (the size options apply only to creation).
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Heap> {
+        open_with(path.as_ref(), self.lock_wait)
     }
 
     fn checked(&self) -> Result<(u64, u64)> {
@@ -83,7 +104,7 @@ impl HeapOptions {
     pub fn create(&self, path: impl AsRef<Path>) -> Result<Heap> {
         let (size, max) = self.checked()?;
         create_at(path.as_ref(), size, max)?;
-        Heap::open(path)
+        self.open(path)
     }
 
     /// Opens the heap at `path`, creating it if it does not exist. Safe
@@ -92,7 +113,7 @@ impl HeapOptions {
         let path = path.as_ref();
         let (size, max) = self.checked()?;
         for _ in 0..64 {
-            match Heap::open(path) {
+            match self.open(path) {
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 other => return other,
             }
@@ -173,6 +194,24 @@ fn write_header(file: &GrowableFile, size: u64, max: u64) -> Result<()> {
     file.write_at(PH_HEAP_END, &HEADER_SIZE.to_le_bytes()).map_err(Error::region(op))
 }
 
+fn open_with(path: &Path, lock_wait: Option<Duration>) -> Result<Heap> {
+    let max = read_header(path)?;
+    let file = GrowableFile::open(path, Mode::ReadWrite, max as usize).map_err(Error::region("open heap"))?;
+    let inner = Inner {
+        base: file.base(),
+        mapped: AtomicU64::new(file.len()),
+        file,
+        path: path.to_path_buf(),
+        max_size: max,
+        lock_wait,
+    };
+    let size = inner.load(H_SIZE)?;
+    if size < MIN_SIZE || size > max || size > inner.mapped.load(Ordering::Relaxed) {
+        return Err(inner.corrupt(format!("published size {size} does not match the file")));
+    }
+    Ok(Heap { inner: Arc::new(inner) })
+}
+
 /// A shared heap: a segment mapped in this process. Cheap to clone; all
 /// clones and all processes see the same heap.
 ///
@@ -203,6 +242,8 @@ pub(crate) struct Inner {
     mapped: AtomicU64,
     pub(crate) path: PathBuf,
     pub(crate) max_size: u64,
+    /// See [`HeapOptions::lock_wait`].
+    lock_wait: Option<Duration>,
 }
 
 // SAFETY: `base` points into the mapping `file` owns, which stays mapped
@@ -248,22 +289,7 @@ impl Heap {
 
     /// Opens an existing heap file.
     pub fn open(path: impl AsRef<Path>) -> Result<Heap> {
-        let path = path.as_ref();
-        let max = read_header(path)?;
-        let file =
-            GrowableFile::open(path, Mode::ReadWrite, max as usize).map_err(Error::region("open heap"))?;
-        let inner = Inner {
-            base: file.base(),
-            mapped: AtomicU64::new(file.len()),
-            file,
-            path: path.to_path_buf(),
-            max_size: max,
-        };
-        let size = inner.load(H_SIZE)?;
-        if size < MIN_SIZE || size > max || size > inner.mapped.load(Ordering::Relaxed) {
-            return Err(inner.corrupt(format!("published size {size} does not match the file")));
-        }
-        Ok(Heap { inner: Arc::new(inner) })
+        open_with(path.as_ref(), None)
     }
 
     /// Opens an existing heap in POSIX shared memory.
@@ -496,13 +522,28 @@ impl Inner {
         let op = "lock";
         let mutex = RobustMutex::at(self, lock).map_err(Error::sync(op))?;
         crate::crash::point("lock.before");
-        match mutex.lock().map_err(Error::sync(op))? {
+        match self.wait_for(mutex, lock)? {
             LockOutcome::Acquired(g) => Ok(g),
             LockOutcome::OwnerDied(g) => {
                 rollback(self, log, cap)?;
                 g.make_consistent();
                 Ok(g)
             }
+        }
+    }
+
+    /// Locks `mutex` (at offset `at`), within the lock wait bound.
+    pub(crate) fn wait_for<'m>(&self, mutex: &'m RobustMutex, at: u64) -> Result<LockOutcome<'m>> {
+        let op = "lock";
+        let Some(limit) = self.lock_wait else { return mutex.lock().map_err(Error::sync(op)) };
+        match mutex.lock_timeout(limit).map_err(Error::sync(op))? {
+            Some(outcome) => Ok(outcome),
+            None => Err(Error::LockHeld {
+                path: self.path.clone(),
+                at,
+                holder: mutex.owner().map_or(0, |t| t.pid()),
+                waited: limit,
+            }),
         }
     }
 

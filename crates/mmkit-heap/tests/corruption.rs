@@ -133,3 +133,42 @@ fn fuzz_entry_point_on_random_inputs() {
         fuzzing::heap_image(&data);
     }
 }
+
+/// Writes a process token (as `docs/sync-format.md` packs it) into the
+/// registry's lock word of a built heap.
+fn forge_registry_lock(path: &Path, pid: u32, start_ticks: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let token = u64::from(pid) | (start_ticks << 22);
+    bytes[REG_LOCK as usize..REG_LOCK as usize + 8].copy_from_slice(&token.to_le_bytes());
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// A lock word left in a file naming a kernel thread (what the fuzzer
+/// found: pid 24, start time unknown) is taken over at once; one naming a
+/// live user process is an error after the lock wait bound, not a hang.
+#[test]
+fn forged_lock_holders_give_takeover_or_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    drop(fuzzing::build(&path).unwrap());
+    let kernel_thread = std::fs::read_to_string("/proc/2/stat").is_ok_and(|s| s.contains("(kthreadd)"));
+    if kernel_thread {
+        forge_registry_lock(&path, 2, 0);
+        let heap = mmkit_heap::Heap::open(&path).unwrap();
+        assert!(heap.find::<u64>("counter").unwrap().is_some());
+        assert!(heap.check(false).unwrap().errors.is_empty());
+    }
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    forge_registry_lock(&path, child.id(), 0);
+    let bound = Duration::from_millis(50);
+    let heap = mmkit_heap::HeapOptions::new().lock_wait(Some(bound)).open(&path).unwrap();
+    let err = heap.find_or_init("another", || 1u64).unwrap_err();
+    assert!(
+        matches!(err, mmkit_heap::Error::LockHeld { holder, waited, .. } if holder == child.id() && waited == bound),
+        "{err}"
+    );
+    assert!(err.to_string().contains("still held by live process"), "{err}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(heap.find_or_init("another", || 1u64).is_ok(), "a dead holder is taken over");
+}

@@ -124,8 +124,10 @@ impl ProcessToken {
     }
 
     /// Whether the task still runs. Reads `/proc/<tid>/stat`: a missing
-    /// entry, a zombie (`Z`) or dead (`X`) state, or a different start time
-    /// (the id was reused) all mean [`Liveness::Dead`].
+    /// entry, a zombie (`Z`) or dead (`X`) state, a different start time
+    /// (the id was reused), or a kernel thread (which never maps user
+    /// memory, so only a stale or forged token can name one) all mean
+    /// [`Liveness::Dead`].
     pub fn liveness(self) -> Liveness {
         let pid = self.pid();
         if pid == 0 {
@@ -134,7 +136,8 @@ impl ProcessToken {
         match read_stat(Path::new(&format!("/proc/{pid}/stat"))) {
             Ok(stat) => {
                 let reused = self.start_ticks() != 0 && stat.start_ticks & START_MASK != self.start_ticks();
-                if reused || matches!(stat.state, b'Z' | b'X' | b'x') {
+                let kernel = stat.flags & PF_KTHREAD != 0;
+                if reused || kernel || matches!(stat.state, b'Z' | b'X' | b'x') {
                     Liveness::Dead
                 } else {
                     Liveness::Alive
@@ -231,11 +234,16 @@ fn register_fork_handler() {
     });
 }
 
-/// The two fields of `/proc/<pid>/stat` that liveness needs.
+/// `PF_KTHREAD` in the `flags` field of `/proc/<pid>/stat`.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The fields of `/proc/<pid>/stat` that liveness needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Stat {
     /// Field 3: one of `R S D Z T t X I ...`.
     pub(crate) state: u8,
+    /// Field 9: the kernel's `PF_*` flags of the task.
+    pub(crate) flags: u64,
     /// Field 22: start time in clock ticks since boot.
     pub(crate) start_ticks: u64,
 }
@@ -261,10 +269,11 @@ pub(crate) fn parse_stat(line: &[u8]) -> Option<Stat> {
     let close = line.iter().rposition(|&b| b == b')')?;
     let mut fields = line[close + 1..].split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
     let state = *fields.next()?.first()?;
-    // Field 3 is `state`; field 22 is 19 fields further.
-    let start = fields.nth(18)?;
-    let start_ticks = std::str::from_utf8(start).ok()?.parse().ok()?;
-    Some(Stat { state, start_ticks })
+    // Field 3 is `state`; field 9 is 6 fields further, field 22 another 13.
+    let number = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u64>().ok();
+    let flags = number(fields.nth(5)?)?;
+    let start_ticks = number(fields.nth(12)?)?;
+    Some(Stat { state, flags, start_ticks })
 }
 
 #[cfg(test)]
@@ -274,7 +283,7 @@ mod tests {
     #[test]
     fn parses_odd_command_names() {
         let line = b"123 (a) b (c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 19 20\n";
-        assert_eq!(parse_stat(line), Some(Stat { state: b'S', start_ticks: 4242 }));
+        assert_eq!(parse_stat(line), Some(Stat { state: b'S', flags: 6, start_ticks: 4242 }));
         assert_eq!(parse_stat(b"123 (x) Z 1 2"), None);
         assert_eq!(parse_stat(b"garbage"), None);
     }
@@ -285,7 +294,7 @@ mod tests {
         fn parses_any_command_name(comm in "[ -~]{0,16}", state in "[RSDZTXI]", start in 0u64..(1 << 42)) {
             let line = format!("77 ({comm}) {state} 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 {start} 19 20\n");
             let stat = parse_stat(line.as_bytes());
-            proptest::prop_assert_eq!(stat, Some(Stat { state: state.as_bytes()[0], start_ticks: start }));
+            proptest::prop_assert_eq!(stat, Some(Stat { state: state.as_bytes()[0], flags: 6, start_ticks: start }));
         }
 
         /// Garbage never panics.
@@ -308,5 +317,20 @@ mod tests {
         assert_eq!(process.pid(), std::process::id());
         assert!(process.is_alive());
         assert_eq!(ProcessToken::of_pid(std::process::id()).ok(), Some(process));
+    }
+
+    /// A token naming a kernel thread is stale or forged: dead, with or
+    /// without a start time.
+    #[test]
+    fn kernel_threads_are_never_holders() {
+        let kthreadd = 2;
+        // Pid 2 is kthreadd, except inside a pid namespace.
+        let Ok(stat) = read_stat(Path::new("/proc/2/stat")) else { return };
+        if stat.flags & PF_KTHREAD == 0 {
+            return;
+        }
+        assert_eq!(ProcessToken::pack(kthreadd, 0).liveness(), Liveness::Dead);
+        assert_eq!(ProcessToken::pack(kthreadd, stat.start_ticks).liveness(), Liveness::Dead);
+        assert_eq!(ProcessToken::pack(1, 0).liveness(), Liveness::Alive, "init is a user task");
     }
 }
