@@ -6,6 +6,7 @@
 //! PEER: ours | lmdb; PHASE: load | nosync | batch | range | durable |
 //! cold | small | kvsmall. With `KVPROF_DISK=vda` (a block device), it
 //! also prints the disk's write requests, KiB and flushes per operation.
+//! With `KVPROF_KEEP` set, the database directory is kept and named.
 //!
 //! To profile only the phase: `mkfifo /tmp/ctl; KVPROF_CTL=/tmp/ctl perf
 //! record -D -1 --control fifo:/tmp/ctl -g -- target/release/examples/kvprof ...`
@@ -335,6 +336,11 @@ fn main() -> R<()> {
             store.pages("after");
         }
         _ => {}
+    }
+    if std::env::var_os("KVPROF_KEEP").is_some() {
+        // Kept for `filefrag -v`, to map the disk's sectors to pages.
+        drop(store);
+        eprintln!("kept {}", dir.keep().display());
     }
     Ok(())
 }
