@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use mmkit_heap::{CheckReport, Heap, HeapOptions, HeapStat};
 
+use crate::queue_cmd::parse_seconds;
 use crate::region_cmds::parse_size;
 use crate::{CliError, CliResult};
 
@@ -20,13 +21,18 @@ pub struct Target {
     /// A heap in POSIX shared memory (/dev/shm/NAME) instead of a file.
     #[arg(long, value_name = "NAME")]
     shm: Option<String>,
+    /// Seconds to wait for a lock that a live process holds before failing
+    /// (a dead holder never makes anyone wait); 0 waits while it lives.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    lock_wait: Duration,
 }
 
 impl Target {
     fn open(&self) -> CliResult<Heap> {
+        let opts = HeapOptions::new().lock_wait((!self.lock_wait.is_zero()).then_some(self.lock_wait));
         Ok(match (&self.path, &self.shm) {
-            (_, Some(name)) => Heap::open_shm(name)?,
-            (Some(p), None) => Heap::open(p)?,
+            (_, Some(name)) => opts.open_shm(name)?,
+            (Some(p), None) => opts.open(p)?,
             (None, None) => return Err(CliError::Usage("give a heap file or --shm NAME".into())),
         })
     }

@@ -101,3 +101,26 @@ fn check_repair_after_a_killed_writer() {
     let _ = leaked;
     ok(&["heap", "check", s(&h)]);
 }
+
+/// A lock word naming a live process (a stopped or hostile holder, or a
+/// forged file) makes `check` fail in one line after `--lock-wait`, never
+/// hang; once that process is gone, `check` takes the lock over.
+#[test]
+fn a_lock_held_by_a_live_process_is_an_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().join("h");
+    ok(&["heap", "create", s(&h)]);
+    let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
+    let mut bytes = std::fs::read(&h).unwrap();
+    let at = mmkit_heap::layout::REG_LOCK as usize;
+    bytes[at..at + 8].copy_from_slice(&u64::from(holder.id()).to_le_bytes());
+    std::fs::write(&h, &bytes).unwrap();
+    let started = Instant::now();
+    let err = fails(&["heap", "check", s(&h), "--lock-wait", "0.2"]);
+    assert!(err.contains("still held by live process"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    ok(&["heap", "check", s(&h), "--lock-wait", "0.2"]);
+}

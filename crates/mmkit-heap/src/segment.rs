@@ -82,6 +82,11 @@ impl HeapOptions {
         open_with(path.as_ref(), self.lock_wait)
     }
 
+    /// Opens an existing heap in POSIX shared memory, as [`open`](Self::open).
+    pub fn open_shm(&self, name: &str) -> Result<Heap> {
+        self.open(shm_path("open shm heap", name)?)
+    }
+
     fn checked(&self) -> Result<(u64, u64)> {
         let size = self.size.max(MIN_SIZE).div_ceil(SLAB) * SLAB;
         let max = self.max_size.div_ceil(SLAB) * SLAB;
