@@ -79,7 +79,9 @@ pub enum Error {
         what: String,
     },
     /// A lock stayed held by a live process for longer than
-    /// [`HeapOptions::lock_wait`](crate::HeapOptions::lock_wait) allows.
+    /// [`HeapOptions::lock_wait`](crate::HeapOptions::lock_wait) allows,
+    /// or a live process kept initializing the object being opened that
+    /// long (then `at` is its registry entry).
     /// Nothing was changed; the operation may be retried.
     #[error("{}: the lock at offset {at} is still held by live process {holder} after {waited:?}", .path.display())]
     LockHeld {

@@ -842,7 +842,17 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 return Ok((g, d));
             }
             drop(g);
-            drop(self.lock_migration()?);
+            let mg = self.lock_migration()?;
+            // Only the migration lock's holder writes its log and empties
+            // it before letting go, and a dead holder's log was rolled back
+            // just now: a log still not empty is garbage, which no lock
+            // would ever clear.
+            if self.word(M_LOG)?.load(Ordering::Acquire) != 0 {
+                return Err(self
+                    .inner()
+                    .corrupt(format!("map {:?}: migration log not empty under its lock", self.name)));
+            }
+            drop(mg);
         }
     }
 

@@ -234,8 +234,8 @@ enum Claimed {
     Ready(u64),
     /// Ours to initialize (new, or taken over from a dead initializer).
     Init(u64, u64),
-    /// Someone alive is initializing it.
-    Wait,
+    /// Someone alive is initializing it: (entry, the initializer's token).
+    Wait(u64, u64),
 }
 
 impl Heap {
@@ -248,6 +248,7 @@ impl Heap {
     ) -> Result<O> {
         check_name(name)?;
         let mut init = Some(init);
+        let started = std::time::Instant::now();
         loop {
             match self.claim::<O>(name)? {
                 Claimed::Ready(off) => return O::attach(self, off, name),
@@ -258,7 +259,20 @@ impl Heap {
                     self.publish(at)?;
                     return O::attach(self, off, name);
                 }
-                Claimed::Wait => {
+                Claimed::Wait(at, owner) => {
+                    // A live initializer that never publishes (stopped, or
+                    // a forged entry) is a stuck lock holder: bounded the
+                    // same way.
+                    if let Some(limit) = self.inner.lock_wait()
+                        && started.elapsed() >= limit
+                    {
+                        return Err(Error::LockHeld {
+                            path: self.inner.path.clone(),
+                            at,
+                            holder: ProcessToken::from_raw(owner).pid(),
+                            waited: limit,
+                        });
+                    }
                     let events = self.inner.events()?;
                     let seen = events.get();
                     let _ = events.wait_for(seen + 1, &WaitPolicy::PARK, Some(Duration::from_millis(2)));
@@ -279,7 +293,7 @@ impl Heap {
             return match e.state {
                 READY => Ok(Claimed::Ready(e.object)),
                 _ if e.owner != me && ProcessToken::from_raw(e.owner).liveness() == Liveness::Alive => {
-                    Ok(Claimed::Wait)
+                    Ok(Claimed::Wait(e.at, e.owner))
                 }
                 _ => {
                     // The initializer died: take over, run it again.

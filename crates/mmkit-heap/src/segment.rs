@@ -69,8 +69,10 @@ impl HeapOptions {
     /// its work rolled back within milliseconds, whatever this says. A
     /// bound turns a stuck holder (stopped in a debugger, or a hostile
     /// process, or a forged lock word in a file naming a live process)
-    /// into an error instead of a hang. Applies to heaps opened or created
-    /// through these options.
+    /// into an error instead of a hang. It also bounds how long
+    /// `find_or_init` and the container constructors wait for another
+    /// live process to finish initializing an object. Applies to heaps
+    /// opened or created through these options.
     pub fn lock_wait(mut self, limit: Option<Duration>) -> Self {
         self.lock_wait = limit;
         self
@@ -550,6 +552,11 @@ impl Inner {
                 waited: limit,
             }),
         }
+    }
+
+    /// See [`HeapOptions::lock_wait`].
+    pub(crate) fn lock_wait(&self) -> Option<Duration> {
+        self.lock_wait
     }
 
     pub(crate) fn lock_page_heap(&self) -> Result<MutexGuard<'_>> {

@@ -172,3 +172,59 @@ fn forged_lock_holders_give_takeover_or_error() {
     child.wait().unwrap();
     assert!(heap.find_or_init("another", || 1u64).is_ok(), "a dead holder is taken over");
 }
+
+fn write_word(bytes: &mut [u8], at: u64, v: u64) {
+    bytes[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A map's migration log count set while its lock is free (found by
+/// reading the code, confirmed with the fuzz target): writers used to
+/// retake the migration lock forever, waiting for a rollback that never
+/// comes. Now an error.
+#[test]
+fn stale_migration_log_gives_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = fuzzing::build(&path).unwrap();
+    let ints = heap.objects().unwrap().into_iter().find(|o| o.name == "ints").unwrap().offset;
+    drop(heap);
+    let mut bytes = std::fs::read(&path).unwrap();
+    write_word(&mut bytes, ints + 160, 1); // M_LOG: the migration log's count
+    std::fs::write(&path, &bytes).unwrap();
+    exercise_in_time(&path, "migration log count 1");
+    let heap = mmkit_heap::Heap::open(&path).unwrap();
+    let err = heap.map::<u64, u64>("ints").unwrap().insert(&1000, &1).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+}
+
+/// A registry entry left initializing by a live process (the fuzz
+/// target's own, or init) made `map()` wait forever whatever the lock
+/// wait bound said. Now the bound applies.
+#[test]
+fn live_initializer_is_bounded_by_lock_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    drop(fuzzing::build(&path).unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let table = word(&bytes, REG_TABLE);
+    let entry = (0..word(&bytes, REG_CAP))
+        .map(|i| table + 256 * i)
+        .find(|&e| word(&bytes, e + 56) == 4 && &bytes[e as usize + 64..e as usize + 68] == b"ints")
+        .unwrap();
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    write_word(&mut bytes, entry, 1); // INIT
+    write_word(&mut bytes, entry + 8, u64::from(child.id())); // owner, start time unknown
+    std::fs::write(&path, &bytes).unwrap();
+    exercise_in_time(&path, "live initializer");
+    let bound = Duration::from_millis(50);
+    let heap = mmkit_heap::HeapOptions::new().lock_wait(Some(bound)).open(&path).unwrap();
+    let err = heap.map::<u64, u64>("ints").unwrap_err();
+    assert!(
+        matches!(err, mmkit_heap::Error::LockHeld { at, holder, waited, .. }
+            if at == entry && holder == child.id() && waited == bound),
+        "{err}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(heap.map::<u64, u64>("ints").is_ok(), "a dead initializer is taken over");
+}
