@@ -391,15 +391,19 @@ impl Db {
     }
 
     /// Waits until a commit newer than `txnid` exists (or `timeout`
-    /// elapses); returns the newest commit id. Parks on the commit counter
-    /// in the lock file: no polling.
+    /// elapses); returns the newest commit id. Parks on the commit
+    /// counter's notifier in the lock file: no polling.
+    ///
+    /// The condition is `current`, the last commit, not the counter: the
+    /// counter only ever rises, so after a cold open fell back to an
+    /// older commit (or with garbage in it) it is ahead of every commit,
+    /// and waiting for it returned at once, with a commit that does not
+    /// exist, and `Watch::wait` spun.
     pub fn wait_for_commit(&self, txnid: u64, timeout: Option<std::time::Duration>) -> Result<u64> {
         let events = self.lock.commits()?;
-        match events.wait_for(txnid + 1, &mmkit_sync::WaitPolicy::BALANCED, timeout) {
-            Ok(v) => Ok(v),
-            Err(mmkit_sync::Error::Timeout { .. }) => Ok(events.get()),
-            Err(e) => Err(Error::sync("wait for commit")(e)),
-        }
+        let newer = || self.lock.current().txnid() > txnid;
+        events.notifier().wait_until(newer, &mmkit_sync::WaitPolicy::BALANCED, timeout);
+        Ok(self.last_commit())
     }
 
     /// The id of the last commit.

@@ -68,11 +68,35 @@ pub(crate) struct Cursor<'a> {
     root: Root,
     table: std::sync::Arc<str>,
     stack: Vec<(u64, Page<'a>, usize)>,
+    /// Pages loaded since the cursor was last positioned (`first`,
+    /// `last`, `seek`): a walk over a real tree loads each page once, so
+    /// more than the snapshot holds means pages referenced twice, and a
+    /// few such pages give exponentially many paths (see [`Cursor::load`]).
+    loads: u64,
 }
 
 impl<'a> Cursor<'a> {
     pub(crate) fn new(v: View<'a>, root: Root, table: impl Into<std::sync::Arc<str>>) -> Cursor<'a> {
-        Cursor { v, root, table: table.into(), stack: Vec::new() }
+        Cursor { v, root, table: table.into(), stack: Vec::new(), loads: 0 }
+    }
+
+    /// Tree page `pgno`, counted against the walk's budget: a page count
+    /// past the snapshot's (plus a path for a seek) is corruption. Without
+    /// it, a branch whose entries all point at the next one, 30 levels
+    /// deep, made a scan walk 2^30 paths over 31 pages.
+    #[inline]
+    fn load(&mut self, pgno: u64, crc: u32) -> Result<Page<'a>> {
+        self.loads += 1;
+        if self.loads > self.v.next_page.saturating_add(MAX_DEPTH as u64) {
+            return Err(self.bad(pgno, "the walk visits more pages than the snapshot holds (a cycle?)"));
+        }
+        self.v.page(pgno, crc, &self.table, false)
+    }
+
+    /// Forgets the position (and the pages loaded so far).
+    fn reset(&mut self) {
+        self.stack.clear();
+        self.loads = 0;
     }
 
     fn bad(&self, pgno: u64, reason: &'static str) -> crate::Error {
@@ -86,7 +110,7 @@ impl<'a> Cursor<'a> {
             if self.root.page == 0 {
                 return Ok(());
             }
-            let page = self.v.page(self.root.page, self.root.crc, &self.table, false)?;
+            let page = self.load(self.root.page, self.root.crc)?;
             let i = pick(&page, &self.v.at(self.root.page, &self.table))?;
             self.stack.push((self.root.page, page, i));
         }
@@ -98,7 +122,7 @@ impl<'a> Cursor<'a> {
                 return Err(self.bad(pgno, "tree too deep (a cycle?)"));
             }
             let (child, crc) = page.branch(i).map_err(|r| self.bad(pgno, r))?;
-            let cpage = self.v.page(child, crc, &self.table, false)?;
+            let cpage = self.load(child, crc)?;
             let ci = pick(&cpage, &self.v.at(child, &self.table))?;
             self.stack.push((child, cpage, ci));
         }
@@ -107,21 +131,21 @@ impl<'a> Cursor<'a> {
 
     /// Positions on the first entry.
     pub(crate) fn first(&mut self) -> Result<bool> {
-        self.stack.clear();
+        self.reset();
         self.descend(|_, _| Ok(0))?;
         self.settle_forward()
     }
 
     /// Positions on the last entry.
     pub(crate) fn last(&mut self) -> Result<bool> {
-        self.stack.clear();
+        self.reset();
         self.descend(|p, _| Ok(p.count().saturating_sub(1)))?;
         self.settle_backward()
     }
 
     /// Positions on the first entry with a key at least `key`.
     pub(crate) fn seek(&mut self, key: &[u8]) -> Result<bool> {
-        self.stack.clear();
+        self.reset();
         self.descend(|p, at| {
             if p.is_leaf() {
                 p.search(key, at).map(|r| r.unwrap_or_else(|i| i))
@@ -195,17 +219,27 @@ impl<'a> Cursor<'a> {
         self.next_leaf()
     }
 
+    /// Moves to the first entry of the next leaf that has one. A loop,
+    /// not recursion through `settle_forward`: a corrupt tree of empty
+    /// leaves overflowed the stack.
     fn next_leaf(&mut self) -> Result<bool> {
         loop {
-            self.stack.pop();
-            let Some(top) = self.stack.last_mut() else { return Ok(false) };
-            top.2 += 1;
-            if top.2 < top.1.count() {
-                break;
+            loop {
+                self.stack.pop();
+                let Some(top) = self.stack.last_mut() else { return Ok(false) };
+                top.2 += 1;
+                if top.2 < top.1.count() {
+                    break;
+                }
+            }
+            self.descend(|_, _| Ok(0))?;
+            if let Some(&(_, page, i)) = self.stack.last()
+                && i < page.count()
+            {
+                self.load_ahead(page, i);
+                return Ok(true);
             }
         }
-        self.descend(|_, _| Ok(0))?;
-        self.settle_forward()
     }
 
     /// Moves to the previous entry; false at the start.
@@ -221,17 +255,25 @@ impl<'a> Cursor<'a> {
         self.prev_leaf()
     }
 
+    /// Moves to the last entry of the previous leaf that has one (a
+    /// loop, as [`Cursor::next_leaf`]).
     fn prev_leaf(&mut self) -> Result<bool> {
         loop {
-            self.stack.pop();
-            let Some(top) = self.stack.last_mut() else { return Ok(false) };
-            if top.2 > 0 && top.1.count() > 0 {
-                top.2 = (top.2 - 1).min(top.1.count() - 1);
-                break;
+            loop {
+                self.stack.pop();
+                let Some(top) = self.stack.last_mut() else { return Ok(false) };
+                if top.2 > 0 && top.1.count() > 0 {
+                    top.2 = (top.2 - 1).min(top.1.count() - 1);
+                    break;
+                }
+            }
+            self.descend(|p, _| Ok(p.count().saturating_sub(1)))?;
+            if let Some(&(_, page, i)) = self.stack.last()
+                && i < page.count()
+            {
+                return Ok(true);
             }
         }
-        self.descend(|p, _| Ok(p.count().saturating_sub(1)))?;
-        self.settle_backward()
     }
 
     /// Key and value at the cursor, the key resolved.

@@ -2,6 +2,8 @@
 //! a clear error, never a panic or an out-of-bounds read.
 
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use mmkit_kv::{Db, Durability, Error, MAX_KEY_LEN, PAGE};
 
@@ -300,4 +302,300 @@ fn an_overflow_length_near_u64_max_is_an_error_not_a_panic() {
     assert!(e.is_corruption(), "{e}");
     assert!(e.to_string().contains("overflow run length"), "{e}");
     assert!(db.check().unwrap_err().is_corruption());
+}
+
+// Hangs: loops and waits whose exit depends on bytes of the data file or
+// the lock file. Each operation runs in a thread; a hang fails the test.
+
+/// Runs `f` in a thread and returns its result; fails with "hung" if it
+/// takes longer than `limit`, or "panicked".
+fn in_time<T: Send + 'static>(what: &str, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
+const HANG_LIMIT: Duration = Duration::from_secs(20);
+
+fn word(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The slot of the newest meta page with a valid checksum.
+fn newest_slot(bytes: &[u8]) -> usize {
+    (0..4)
+        .filter(|&s| {
+            let m = &bytes[s * PAGE..s * PAGE + 128];
+            &m[8..16] == b"mmkit-kv"
+                && crc32c::crc32c(&m[4..]) == u32::from_le_bytes(m[..4].try_into().unwrap())
+        })
+        .max_by_key(|&s| word(bytes, s * PAGE + 24))
+        .unwrap()
+}
+
+/// Appends `depth` branch pages, each with two entries that both point at
+/// the next page, the last at `bottom` (an empty leaf appended after the
+/// chain when `None`), and raises every meta's page count to cover them.
+/// Returns the top page: a tree with 2^depth paths through few pages, each
+/// path within the depth limit, and (no cycle) every checksum left alone.
+fn append_chain(bytes: &mut Vec<u8>, depth: usize, bottom: Option<u64>) -> u64 {
+    let first = (bytes.len() / PAGE) as u64;
+    let bottom = bottom.unwrap_or(first + depth as u64);
+    for level in 0..depth as u64 {
+        let child = if level + 1 == depth as u64 { bottom } else { first + level + 1 };
+        let mut p = vec![0u8; PAGE];
+        p[0] = 2; // branch
+        p[2..4].copy_from_slice(&2u16.to_le_bytes());
+        let upper = PAGE - 32;
+        p[4..6].copy_from_slice(&(upper as u16).to_le_bytes());
+        p[8..16].copy_from_slice(&1u64.to_le_bytes());
+        for i in 0..2 {
+            let off = upper + 16 * i;
+            p[16 + 6 * i..18 + 6 * i].copy_from_slice(&(off as u16).to_le_bytes());
+            p[off..off + 8].copy_from_slice(&child.to_le_bytes());
+        }
+        bytes.extend_from_slice(&p);
+    }
+    if bottom == first + depth as u64 {
+        let mut leaf = vec![0u8; PAGE];
+        leaf[0] = 1;
+        leaf[4..6].copy_from_slice(&(PAGE as u16).to_le_bytes());
+        bytes.extend_from_slice(&leaf);
+    }
+    let pages = (bytes.len() / PAGE) as u64;
+    for slot in 0..4 {
+        if &bytes[slot * PAGE + 8..slot * PAGE + 16] == b"mmkit-kv" {
+            forge_meta(bytes, slot, |m| m[40..48].copy_from_slice(&pages.to_le_bytes()));
+        }
+    }
+    first
+}
+
+/// Depth of the forged chains: 2^30 paths, hours of walking.
+const CHAIN: usize = 30;
+
+#[test]
+fn a_catalog_with_exponentially_many_paths_is_an_error_for_readers() {
+    let (dir, mut bytes) = built_image();
+    let path = dir.path().join("db");
+    // The catalog root becomes a chain over an empty leaf: listing the
+    // tables (read transactions, `stat`) walked 2^30 paths, finding nothing.
+    let top = append_chain(&mut bytes, CHAIN, None);
+    for slot in 0..4 {
+        if &bytes[slot * PAGE + 8..slot * PAGE + 16] == b"mmkit-kv" {
+            forge_meta(&mut bytes, slot, |m| m[48..56].copy_from_slice(&top.to_le_bytes()));
+        }
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    // Warm open (the lock file stays): nothing verifies the trees first.
+    let p = path.clone();
+    let (tables, stat) = in_time("tables/stat", HANG_LIMIT, move || {
+        let db = Db::open(&p).unwrap();
+        let tables = db.read().unwrap().tables().map(|_| ());
+        (tables, db.stat().map(|_| ()))
+    });
+    for e in [tables.unwrap_err(), stat.unwrap_err()] {
+        assert!(e.is_corruption(), "{e}");
+        assert!(e.to_string().contains("(a cycle?)"), "{e}");
+    }
+}
+
+/// Where the live catalog's entry for table `name` keeps its root page
+/// (the catalog is one leaf; stale copies of it lie in free pages).
+fn table_root_at(bytes: &[u8], name: &str) -> usize {
+    let catalog = word(bytes, newest_slot(bytes) * PAGE + 48) as usize;
+    let leaf = &bytes[catalog * PAGE..(catalog + 1) * PAGE];
+    assert_eq!(leaf[0], 1, "the catalog is one leaf");
+    let mut head = vec![name.len() as u8, 0, 24, 0];
+    head.extend_from_slice(name.as_bytes());
+    catalog * PAGE + leaf.windows(head.len()).position(|w| w == head).unwrap() + head.len()
+}
+
+/// The built image with table `many`'s root replaced by a chain over its
+/// real root: iterating it yields its entries 2^30 times.
+fn many_as_chain() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, mut bytes) = built_image();
+    let path = dir.path().join("db");
+    let at = table_root_at(&bytes, "many");
+    let root = word(&bytes, at);
+    let top = append_chain(&mut bytes, CHAIN, Some(root));
+    bytes[at..at + 8].copy_from_slice(&top.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn a_table_with_exponentially_many_paths_is_an_error_not_a_hang() {
+    let (_dir, path) = many_as_chain();
+    let p = path.clone();
+    let (forward, backward) = in_time("iterate", HANG_LIMIT, move || {
+        let db = Db::open(&p).unwrap();
+        let r = db.read().unwrap();
+        let t = r.table("many").unwrap();
+        let forward = t.iter().try_fold(0u64, |n, e| e.map(|_| n + 1));
+        let backward = t.iter().rev().try_fold(0u64, |n, e| e.map(|_| n + 1));
+        (forward, backward)
+    });
+    for e in [forward.unwrap_err(), backward.unwrap_err()] {
+        assert!(e.is_corruption() && e.to_string().contains("(a cycle?)"), "{e}");
+    }
+    // The writer's walks over the whole tree: clearing it, and moving it
+    // out of the tail (shrink).
+    let p = path.clone();
+    let e = in_time("clear", HANG_LIMIT, move || {
+        let db = Db::open(&p).unwrap();
+        let mut w = db.write().unwrap();
+        w.table("many").unwrap().clear()
+    })
+    .unwrap_err();
+    assert!(e.is_corruption() && e.to_string().contains("(a cycle?)"), "{e}");
+    let e = in_time("shrink", HANG_LIMIT, move || Db::open(&path).unwrap().shrink()).unwrap_err();
+    assert!(e.is_corruption() && e.to_string().contains("(a cycle?)"), "{e}");
+}
+
+#[test]
+fn a_class_0_free_record_that_sorts_as_class_1_is_an_error_not_a_hang() {
+    let (dir, mut bytes) = built_image();
+    let path = dir.path().join("db");
+    let free = word(&bytes, newest_slot(&bytes) * PAGE + 64) as usize;
+    let leaf = &mut bytes[free * PAGE..(free + 1) * PAGE];
+    assert_eq!(leaf[0], 1, "the free tree is one leaf");
+    let count = u16::from_le_bytes([leaf[2], leaf[3]]) as usize;
+    assert!(count > 0);
+    // Every record becomes class 0, freed by a commit far in the future
+    // (not reusable), while its slot prefix says class 1: the pool loader
+    // skipped the class 0 records by seeking to class 1, landed on the same
+    // record, and seeked again, forever, holding the writer lock.
+    for i in 0..count {
+        let slot = 16 + 6 * i;
+        let off = u16::from_le_bytes([leaf[slot], leaf[slot + 1]]) as usize;
+        assert_eq!(leaf[off], 17, "free-tree keys are 17 bytes");
+        leaf[off + 4] = 0;
+        leaf[off + 5..off + 13].fill(0xff);
+        leaf[slot + 2..slot + 6].copy_from_slice(&[1, 0xff, 0xff, 0xff]);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let e = in_time("put (page allocation)", HANG_LIMIT, move || {
+        let db = Db::open(&path).unwrap();
+        let mut w = db.write().unwrap();
+        let mut t = w.table("many").unwrap();
+        (0u32..2000).try_for_each(|i| t.put(i.to_be_bytes(), [7u8; 40]))
+    })
+    .unwrap_err();
+    assert!(e.is_corruption(), "{e}");
+    assert!(e.to_string().contains("out of order"), "{e}");
+}
+
+#[test]
+fn range_delete_over_keys_the_search_cannot_find_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = Db::open(&path).unwrap();
+        let mut w = db.write().unwrap();
+        let mut t = w.table("t").unwrap();
+        t.put("b", "vb").unwrap();
+        t.put("c", "vc").unwrap();
+        w.commit().unwrap();
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Slot prefixes stay "b", "c"; the keys become "c", "a". Iterating
+    // yields "c" then "a", a search finds neither (so neither is deleted),
+    // and seeking past "a" lands on "c" again: the batch loop of
+    // `delete_range` went round forever.
+    for (from, to) in [(b'c', b'a'), (b'b', b'c')] {
+        let entry = [1, 0, 2, 0, from, b'v', from];
+        let at = bytes.windows(7).position(|w| w == entry).unwrap();
+        bytes[at + 4] = to;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let e = in_time("delete_range", HANG_LIMIT, move || {
+        let db = Db::open(&path).unwrap();
+        let mut w = db.write().unwrap();
+        w.table("t").unwrap().delete_range::<&[u8], _>(..)
+    })
+    .unwrap_err();
+    assert!(e.is_corruption(), "{e}");
+    assert!(e.to_string().contains("out of order"), "{e}");
+}
+
+/// Lock file offsets (docs/kv-format.md).
+const L_SYNC_OWNER: usize = 96;
+const L_COMMITS_SEQ: usize = 128;
+
+#[test]
+fn a_group_commit_does_not_wait_forever_for_a_forged_syncer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(Db::open(&path).unwrap());
+    // The group-commit sync mutex "held" by pid 1 (start time unknown):
+    // alive, and never releasing it. A Group commit waited for that
+    // syncer's `fdatasync` forever; it can always sync by itself.
+    let lock = mmkit_kv::lock_path(&path);
+    let mut lb = std::fs::read(&lock).unwrap();
+    lb[L_SYNC_OWNER..L_SYNC_OWNER + 8].copy_from_slice(&1u64.to_le_bytes());
+    std::fs::write(&lock, &lb).unwrap();
+    let p = path.clone();
+    let txnid = in_time("group commit", HANG_LIMIT, move || {
+        let db = Db::options().durability(Durability::Group).open(&p).unwrap();
+        let mut w = db.write().unwrap();
+        w.table("t").unwrap().put("k", "v").unwrap();
+        w.commit()
+    })
+    .unwrap();
+    assert_eq!(txnid, 2);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.read().unwrap().table("t").unwrap().get("k").unwrap(), Some(&b"v"[..]));
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    // SAFETY: `rusage` is plain integers, for which all-zero is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+#[test]
+fn a_commit_counter_ahead_of_the_last_commit_does_not_make_waiters_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(Db::open(&path).unwrap());
+    // The commit counter far ahead of `current` (garbage, or a cold open
+    // that fell back to an older commit: the counter only ever rises).
+    // Waiting for the next commit returned at once with a commit id that
+    // does not exist, so `Watch::wait` spun on a core until the timeout.
+    let lock = mmkit_kv::lock_path(&path);
+    let mut lb = std::fs::read(&lock).unwrap();
+    lb[L_COMMITS_SEQ..L_COMMITS_SEQ + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(&lock, &lb).unwrap();
+    let db = Db::open(&path).unwrap();
+    let last = db.last_commit();
+    let started = Instant::now();
+    assert_eq!(db.wait_for_commit(last, Some(Duration::from_millis(200))).unwrap(), last);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let mut watch = db.watch("t", "k", false).unwrap();
+    let cpu = thread_cpu();
+    assert!(watch.wait(Some(Duration::from_millis(500))).unwrap().is_empty());
+    let used = thread_cpu() - cpu;
+    assert!(used < Duration::from_millis(200), "the watcher spun: {used:?} of CPU in 500 ms");
+    // A real commit still wakes it.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut w = db.write().unwrap();
+            w.table("t").unwrap().put("k", "v").unwrap();
+            w.commit().unwrap();
+        });
+        let changes = watch.wait(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(changes.len(), 1);
+    });
 }

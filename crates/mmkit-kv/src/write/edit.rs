@@ -415,9 +415,17 @@ impl<'db> WriteTxn<'db> {
             return Ok(());
         }
         let mut stack = vec![(root.page, 0usize)];
+        // A real tree has fewer pages than the file: more visits mean pages
+        // referenced twice, and a few such pages give exponentially many
+        // paths (and free each page over and over).
+        let mut visits = 0u64;
         while let Some((p, depth)) = stack.pop() {
+            visits += 1;
             if depth > MAX_DEPTH {
                 return Err(self.bad(p, table, "tree too deep (a cycle?)"));
+            }
+            if visits > self.next_page {
+                return Err(self.bad(p, table, "the walk visits more pages than the file holds (a cycle?)"));
             }
             let page = self.page(p, table)?;
             for i in 0..page.count() {
@@ -469,11 +477,29 @@ impl<'db> WriteTxn<'db> {
     }
 
     /// Copies the pages of the tree at `root` that sit at or above `line`
-    /// (and their overflow runs) to fresh pages.
-    pub(super) fn relocate(&mut self, root: &mut Root, line: u64, table: &str, depth: usize) -> Result<()> {
+    /// (and their overflow runs) to fresh pages. `budget`: pages the walk
+    /// may still visit; a real tree visits each of its pages once, so
+    /// running out means pages referenced twice (then the walk, and the
+    /// copies, were exponential in the depth).
+    pub(super) fn relocate(
+        &mut self,
+        root: &mut Root,
+        line: u64,
+        table: &str,
+        depth: usize,
+        budget: &mut u64,
+    ) -> Result<()> {
         if root.page == 0 || depth > MAX_DEPTH {
             return Ok(());
         }
+        let Some(left) = budget.checked_sub(1) else {
+            return Err(self.bad(
+                root.page,
+                table,
+                "the walk visits more pages than the file holds (a cycle?)",
+            ));
+        };
+        *budget = left;
         if root.page >= line {
             root.page = self.touch(root.page, table)?;
         }
@@ -489,7 +515,7 @@ impl<'db> WriteTxn<'db> {
             } else {
                 let (child, crc) = page.branch(i).map_err(|r| self.bad(p, table, r))?;
                 let mut sub = Root { page: child, crc };
-                self.relocate(&mut sub, line, table, depth + 1)?;
+                self.relocate(&mut sub, line, table, depth + 1, budget)?;
                 if sub.page != child {
                     root.page = self.touch(root.page, table)?;
                     self.page_mut(root.page).set_child(i, sub.page, 0);

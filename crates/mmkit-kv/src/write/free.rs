@@ -94,11 +94,21 @@ impl WriteTxn<'_> {
             if ok && self.st.pool_after.is_some() && c.key()? == start {
                 ok = c.next()?;
             }
+            // The scan only moves forward, across calls too (`pool_after`):
+            // a key at or before the last one seen is a corrupt tree, and
+            // going on would revisit records (the seek past class 0 below
+            // landed on the same class 0 record forever).
+            let mut prev = self.st.pool_after;
             while ok {
                 let (k, v) = c.entry()?;
                 let (store, at) = (&self.db.store, self.free.page);
                 let bad = || store.corrupt(at, FREE_TABLE, "bad free-tree record");
                 let (class, by, first) = parse_free_key(k).ok_or_else(bad)?;
+                let key: FreeKey = k.try_into().map_err(|_| bad())?;
+                if prev.is_some_and(|p| key <= p) {
+                    return Err(store.corrupt(at, FREE_TABLE, "free-tree keys out of order"));
+                }
+                prev = Some(key);
                 if !Self::eligible(class, by, oldest, durable) {
                     blocked |= by > oldest;
                     if class == 0 {
@@ -114,7 +124,6 @@ impl WriteTxn<'_> {
                     }
                     self.st.pool.push(p);
                 }
-                let key: [u8; 17] = k.try_into().map_err(|_| bad())?;
                 let n = (self.st.pool.len() - before) as u64;
                 self.st.loaded.push((key, n));
                 self.st.pool_after = Some(key);
@@ -148,7 +157,11 @@ impl WriteTxn<'_> {
             if self.db.lock.reap_dead_readers() > 0 {
                 self.st.oldest_reader = None;
                 self.st.pool_done = false;
-                self.st.pool_after = None;
+                // Go on from where the scan stopped (`pool_after`), not
+                // from the start: the records before it are in the pool
+                // already, and loading them again handed their pages out
+                // twice in one transaction. Class 0 records skipped as
+                // blocked wait for the next transaction.
                 return self.load_pool();
             }
         }
@@ -402,17 +415,20 @@ impl WriteTxn<'_> {
                 ok = c.next()?;
             }
         }
+        // The trees share no page: together they visit fewer pages than
+        // the file holds (see `relocate`).
+        let mut budget = self.next_page;
         for name in names {
             let idx = self.open_table(&name, false)?;
             let mut root = self.st.tables[idx].info.root;
-            self.relocate(&mut root, line, &name, 0)?;
+            self.relocate(&mut root, line, &name, 0, &mut budget)?;
             self.st.tables[idx].info.root = root;
         }
         let mut catalog = self.catalog;
-        self.relocate(&mut catalog, line, super::CATALOG, 0)?;
+        self.relocate(&mut catalog, line, super::CATALOG, 0, &mut budget)?;
         self.catalog = catalog;
         let mut free = self.free;
-        self.relocate(&mut free, line, FREE_TABLE, 0)?;
+        self.relocate(&mut free, line, FREE_TABLE, 0, &mut budget)?;
         self.free = free;
         Ok(())
     }
