@@ -30,6 +30,13 @@ use crate::queue::Queue;
 const HOLDER_POLL: Duration = Duration::from_micros(20);
 const HOLDER_LIVENESS: Duration = Duration::from_millis(2);
 
+/// Longest a revoker waits for a live holder to finish one append (or one
+/// batch): a holder stays mid-append for microseconds, so one that stays
+/// longer is stopped, or the slot is garbage (a forged or corrupt token
+/// naming some unrelated live process), and waiting on would never end.
+/// As long as the admin lock's bound (`Meta::admin`).
+const HOLDER_STUCK: Duration = Duration::from_secs(10);
+
 /// Frames past the tail a dead holder can have committed without counting
 /// them: it counts each frame right after committing it, so one. More
 /// frames past the tail can only come from a machine crash (the tail's
@@ -71,7 +78,9 @@ impl Queue {
 
     /// Waits until the producer in lease-holder slot `holder` (`slot + 1`)
     /// is neither appending exclusively nor claiming, or is dead. A slot
-    /// number out of range (a corrupt word) has nobody to wait for.
+    /// number out of range (a corrupt word) has nobody to wait for. A live
+    /// holder that stays mid-append for [`HOLDER_STUCK`] is an error: the
+    /// lease cannot be taken away safely, and nothing says it ever will be.
     fn wait_for_holder(&self, holder: u64) -> Result<()> {
         let Some(slot) = holder.checked_sub(1).filter(|&s| s < PRODUCER_SLOTS as u64) else {
             return Ok(());
@@ -79,7 +88,8 @@ impl Queue {
         let meta = self.meta();
         let token = meta.u64_at(slot_offset(slot) + SLOT_TOKEN)?;
         let state = meta.u64_at(slot_offset(slot) + SLOT_STATE)?;
-        let mut checked = Instant::now();
+        let started = Instant::now();
+        let mut checked = started;
         loop {
             let st = state.load(Ordering::SeqCst) & 3;
             if st != PRODUCER_EXCLUSIVE && st != PRODUCER_CLAIMING {
@@ -90,6 +100,17 @@ impl Queue {
                 let t = token.load(Ordering::SeqCst);
                 if t == 0 || !ProcessToken::from_raw(t).is_alive() {
                     return Ok(());
+                }
+                if started.elapsed() >= HOLDER_STUCK {
+                    return Err(Error::corrupt(
+                        &meta.path,
+                        format!(
+                            "the single-producer lease holder (producer slot {slot}, live pid {}) has been \
+                             mid-append for over {HOLDER_STUCK:?}: a stopped process or a garbage slot; \
+                             the lease cannot be taken away",
+                            ProcessToken::from_raw(t).pid()
+                        ),
+                    ));
                 }
             }
             std::thread::sleep(HOLDER_POLL);

@@ -167,6 +167,12 @@ pub struct RetentionReport {
     pub recycled: usize,
 }
 
+/// How long a group-commit waiter watches the flusher token name the same
+/// live process while the durable watermark stands still (beyond the
+/// gathering interval) before it flushes by itself rather than wait for
+/// that process for ever.
+const FLUSHER_STUCK: Duration = Duration::from_secs(2);
+
 impl Queue {
     /// Copies the message at `index` into `buf` (O(1): one index-slot
     /// load). Errors: [`Error::NoSuchIndex`] if it is not (or no longer,
@@ -545,8 +551,13 @@ impl Queue {
         let watermark = self.meta().durable()?;
         let lock = self.meta().u64_at(META_FLUSH_LOCK)?;
         let me = ProcessToken::current().to_raw();
+        // The flusher this waiter is watching and the watermark it saw, and
+        // since when neither changed.
+        let mut watched: Option<(u64, u64, Instant)> = None;
+        let stuck = FLUSHER_STUCK + Duration::from_micros(interval_us as u64);
         loop {
-            if watermark.get() > index {
+            let durable = watermark.get();
+            if durable > index {
                 return Ok(true);
             }
             let cur = lock.load(Ordering::Acquire);
@@ -557,6 +568,24 @@ impl Queue {
                 watermark.notifier().notify_all();
                 round?;
                 continue;
+            }
+            match watched {
+                Some((holder, seen, since)) if holder == cur && seen == durable => {
+                    if since.elapsed() >= stuck {
+                        // A live token that publishes nothing (a stopped
+                        // flusher, or a forged or corrupt token naming some
+                        // unrelated process): flush without the token. Safe
+                        // beside a real flusher: `msync` is idempotent and
+                        // the watermark only ever rises (`publish` is a
+                        // `fetch_max` of what the publisher itself synced).
+                        let round = self.flush_round(interval_us, max_batch);
+                        watermark.notifier().notify_all();
+                        round?;
+                        watched = None;
+                        continue;
+                    }
+                }
+                _ => watched = Some((cur, durable, Instant::now())),
             }
             let slice = Duration::from_millis(5);
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));

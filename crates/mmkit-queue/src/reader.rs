@@ -667,6 +667,38 @@ impl Reader {
                         continue;
                     }
                     let (count, _) = split_tail(self.seg.tail().load(Ordering::Acquire));
+                    if count <= self.seq && self.below_active()? {
+                        // A segment is sealed (final count lowered, after the
+                        // claim that sealed it was counted in its tail)
+                        // before the active segment moves past it, so seen
+                        // after `active`, a position past every claim must be
+                        // past the final count too. Otherwise the end was
+                        // lost (a machine crash that kept the meta file's
+                        // active segment but not this segment's header page)
+                        // or forged: nobody claims here any more, and
+                        // waiting would never end.
+                        let fin = self.seg.final_count().load(Ordering::Acquire);
+                        if self.seq >= fin {
+                            self.next_segment()?;
+                            continue;
+                        }
+                        let (count, _) = split_tail(self.seg.tail().load(Ordering::Acquire));
+                        if count <= self.seq {
+                            let fin = if fin == u64::MAX { "unset".to_string() } else { fin.to_string() };
+                            let e = self.corrupt(
+                                Skip::Slot,
+                                format!(
+                                    "segment {} lies below the active segment but does not end here \
+                                     (no end-of-segment frame, final count {fin}, {count} claims): \
+                                     nothing will ever be written at this position",
+                                    self.seg.number
+                                ),
+                            );
+                            self.fail(e)?;
+                            continue;
+                        }
+                        return Ok(Poll::Pending { claimed: true });
+                    }
                     return Ok(Poll::Pending { claimed: count > self.seq });
                 }
                 FrameWord::Invalid => {
@@ -686,6 +718,13 @@ impl Reader {
             return self.skip();
         }
         Err(e)
+    }
+
+    /// Whether the active segment has moved past this reader's segment
+    /// (Acquire: pairs with the compare-and-swap that moved it, which
+    /// follows the sealing of this segment).
+    fn below_active(&self) -> Result<bool> {
+        Ok(self.seg.number < self.queue.meta().active_segment()?)
     }
 
     fn next_segment(&mut self) -> Result<()> {

@@ -234,3 +234,131 @@ fn segment_numbers_beyond_the_index_space_are_errors() {
         );
     }
 }
+
+/// Runs `f` on a thread; its result, or a panic saying `what` hung when it
+/// takes longer than `secs`.
+fn within<T: Send + 'static>(what: &str, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: hung"),
+    }
+}
+
+/// Writes `value` at `offset` of `file` (visible through every mapping).
+fn poke(file: &Path, offset: u64, value: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &value.to_le_bytes(), offset).unwrap();
+}
+
+/// A token naming a live process that is no producer of the queue: this
+/// test process.
+fn live_stranger() -> u64 {
+    mmkit_sync::ProcessToken::current_process().to_raw()
+}
+
+/// A lease word naming a producer slot whose token names a live process and
+/// whose state says "appending under the lease" (a forged or garbage slot)
+/// used to make `Queue::producer` wait for that append for ever.
+#[test]
+fn a_forged_lease_holder_mid_append_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    q.producer().unwrap().append(b"first").unwrap();
+    drop(q);
+    let meta = path.join("meta");
+    poke(&meta, format::META_LEASE, 1); // slot 0 + 1
+    poke(&meta, format::PRODUCER_TABLE + format::SLOT_TOKEN, live_stranger());
+    poke(&meta, format::PRODUCER_TABLE + format::SLOT_STATE, 7 << 2 | format::PRODUCER_EXCLUSIVE);
+    let p = path.clone();
+    let r = within("producer() behind a forged lease holder", 60, move || {
+        Queue::open(&p).and_then(|q| q.producer()).map(|_| ())
+    });
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+}
+
+/// A group-commit flusher token naming a live process that never flushes
+/// (forged, or a stopped flusher) used to keep `wait_durable` waiting for
+/// ever: the waiter now flushes itself once the flusher shows no progress.
+#[test]
+fn a_forged_live_flusher_token_does_not_block_wait_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options()
+        .create(true)
+        .segment_size(64 << 10)
+        .durability(Durability::GroupCommit { interval_us: 1000, max_batch: 0 })
+        .open(&path)
+        .unwrap();
+    let index = q.producer().unwrap().append(b"durable").unwrap();
+    poke(&path.join("meta"), format::META_FLUSH_LOCK, live_stranger());
+    let r = within("wait_durable behind a forged flusher", 60, move || q.wait_durable(index, None));
+    assert!(r.unwrap(), "durable");
+}
+
+/// A segment below the active one whose end (end-of-segment frame and
+/// final count) is missing, as after a machine crash that lost the
+/// segment's header page but kept the meta file's active segment: no
+/// producer ever writes there again, so readers (and `tail --until end`,
+/// which loops on `next`/`next_timeout`/`pending_claim`) waited for ever.
+#[test]
+fn an_unsealed_segment_below_the_active_one_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(4096).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut later = Vec::new();
+    for i in 0u8.. {
+        let index = p.append(&[i; 40]).unwrap();
+        if index_segment(index) == 1 {
+            later.push(index);
+            if later.len() == 5 {
+                break;
+            }
+        }
+    }
+    drop(p);
+    drop(q);
+    // Unseal segment 0: zero its end-of-segment frame and its final count.
+    let seg0 = path.join("00000000000000000000.seg");
+    let image = std::fs::read(&seg0).unwrap();
+    let word = |at: u64| u64::from_le_bytes(image[at as usize..at as usize + 8].try_into().unwrap());
+    let (count, offset) = format::split_tail(word(format::SEG_TAIL));
+    assert_eq!(format::FrameWord::decode(word(offset)), format::FrameWord::EndOfSegment);
+    assert_eq!(word(format::SEG_FINAL_COUNT), count);
+    poke(&seg0, offset, 0);
+    poke(&seg0, format::SEG_FINAL_COUNT, u64::MAX);
+
+    let p = path.clone();
+    let (errors, read) = within("tail --until end over an unsealed segment", 60, move || {
+        // What `mmkit queue tail` does without `--follow`.
+        let q = Queue::open(&p).unwrap();
+        let end = q.end_index().unwrap();
+        let mut r = q.reader(Start::Beginning).unwrap();
+        let (mut errors, mut read) = (0, Vec::new());
+        while r.position() < end {
+            match r.next() {
+                Ok(Some(rec)) => read.push(rec.index()),
+                Ok(None) => {
+                    if let Ok(Some(rec)) = r.next_timeout(Some(std::time::Duration::from_millis(100))) {
+                        read.push(rec.index());
+                    } else if r.pending_claim().is_ok_and(|c| c.is_some_and(|c| c.alive)) {
+                        panic!("a live claim?");
+                    }
+                }
+                Err(Error::CorruptRecord { .. }) => {
+                    errors += 1;
+                    r.skip().unwrap();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        (errors, read)
+    });
+    assert_eq!(errors, 1, "the missing end is reported once");
+    assert!(later.iter().all(|i| read.contains(i)), "the next segment is read after skipping");
+}
