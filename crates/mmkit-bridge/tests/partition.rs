@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ struct Conn {
 struct Proxy {
     port: u16,
     conns: Arc<Mutex<Vec<Conn>>>,
+    /// Client bytes passed on to the server so far, over all connections.
+    forwarded: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -37,6 +39,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
         let list = conns.clone();
+        let forwarded: Arc<AtomicU64> = Arc::default();
+        let total = forwarded.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -45,14 +49,25 @@ impl Proxy {
                 let held: Arc<Mutex<Vec<u8>>> = Arc::default();
                 let (c2, u2, cut2, held2) =
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap(), cut.clone(), held.clone());
-                std::thread::spawn(move || pump(c2, u2, &cut2, Some(&held2)));
+                let total = total.clone();
+                std::thread::spawn(move || pump(c2, u2, &cut2, Some((&held2, &total))));
                 let (c3, u3, cut3) =
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap(), cut.clone());
                 std::thread::spawn(move || pump(u3, c3, &cut3, None));
                 list.lock().unwrap().push(Conn { client, upstream, cut, held });
             }
         });
-        Proxy { port, conns }
+        Proxy { port, conns, forwarded }
+    }
+
+    /// Waits until the client has sent `bytes` more than `since` through
+    /// the proxy (the mirror is connected and publishing), up to 20 s.
+    fn wait_forwarded(&self, since: u64, bytes: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.forwarded.load(Ordering::SeqCst) < since + bytes {
+            assert!(std::time::Instant::now() < deadline, "the mirror publishes nothing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Cuts every connection: the client sees it close; what it had sent
@@ -71,8 +86,14 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to` until EOF; once `cut`, into `hold` (or nowhere).
-fn pump(mut from: TcpStream, mut to: TcpStream, cut: &AtomicBool, hold: Option<&Mutex<Vec<u8>>>) {
+/// Copies `from` to `to` until EOF, counting into `hold`'s counter; once
+/// `cut`, into `hold`'s buffer (or nowhere).
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    cut: &AtomicBool,
+    hold: Option<(&Mutex<Vec<u8>>, &AtomicU64)>,
+) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match from.read(&mut buf) {
@@ -83,7 +104,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: &AtomicBool, hold: Option<&
             if to.write_all(&buf[..n]).is_err() {
                 return;
             }
-        } else if let Some(h) = hold {
+            if let Some((_, total)) = hold {
+                total.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        } else if let Some((h, _)) = hold {
             h.lock().unwrap().extend_from_slice(&buf[..n]);
         }
     }
@@ -112,9 +136,13 @@ fn publishes_delivered_after_the_duplicate_window_are_not_stored_twice() {
     });
     let mut held_bytes = 0;
     for round in 0..3 {
+        let before = proxy.forwarded.load(Ordering::SeqCst);
         fill(&a, "a", round * 10_000..(round + 1) * 10_000);
-        std::thread::sleep(Duration::from_millis(20));
-        // Mid-stream: cut the mirror off, holding what it sent meanwhile.
+        // Mid-stream (the mirror has sent a few publishes of this round,
+        // however long it took to connect): cut it off, holding what it
+        // sends meanwhile. A fixed sleep here missed the stream on a slow
+        // start, or let it finish first.
+        proxy.wait_forwarded(before, 4_000);
         let cut = proxy.cut();
         std::thread::sleep(Duration::from_millis(400));
         // It has reconnected and gone on; now the old bytes arrive, well
