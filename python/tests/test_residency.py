@@ -25,15 +25,28 @@ def test_touch_evict_resident(data):
     mmkit.evict(data)
     before = mmkit.touch(data)
     assert before.resident_pages < before.total_pages, "evict dropped pages (the owner sees the truth)"
-    after = mmkit.resident(data)
+    # Proactive reclaim (DAMON's pageout on this VM) may take a page back
+    # between the touch and the count: touch again, a few times at most.
+    for _ in range(5):
+        after = mmkit.resident(data)
+        if after.resident_pages == after.total_pages:
+            break
+        mmkit.touch(data)
     assert after.resident_pages == after.total_pages and after.fraction == 1.0
     assert after.resident_bytes == 65 * after.page_size
 
 
 def test_agrees_with_the_cli(data, cli):
-    mmkit.touch(data)
-    doc = json.loads(run_cli(cli, "resident", "--json", data).stdout)
-    ours = mmkit.resident(data)
+    # Two counts taken moments apart agree unless the page cache changed
+    # in between (proactive reclaim): compare until a pair is bracketed by
+    # equal counts of ours.
+    for _ in range(5):
+        mmkit.touch(data)
+        first = mmkit.resident(data)
+        doc = json.loads(run_cli(cli, "resident", "--json", data).stdout)
+        ours = mmkit.resident(data)
+        if first.resident_pages == ours.resident_pages:
+            break
     assert doc["totals"]["total_pages"] == ours.total_pages
     assert doc["totals"]["resident_pages"] == ours.resident_pages
 
