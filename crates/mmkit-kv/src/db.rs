@@ -212,9 +212,15 @@ impl Db {
                 reason: format!("{} bytes is shorter than the meta pages", store.file.len()),
             });
         }
-        let lock = LockFile::open(&lock_path(path))?;
+        let (lock, alone) = LockFile::open(&lock_path(path))?;
         let db = Db { store, lock, opts: opts.clone(), writer: Mutex::new(WriterState::default()) };
-        db.recover_if_needed()?;
+        if alone {
+            let recovered = db.recover_alone();
+            db.lock.share()?;
+            recovered?;
+        } else {
+            db.recover_if_needed()?;
+        }
         Ok(db)
     }
 
@@ -228,15 +234,34 @@ impl Db {
         self.opts.durability
     }
 
-    /// A warm open (the lock file was last set up in this boot) trusts the
-    /// page cache and costs nothing: the newest meta with a valid checksum
-    /// is complete. A cold open (first since a reboot, or a fresh lock
+    /// The first open (no other open holds the open lock): every token in
+    /// the lock file is stale (a crashed process, an earlier boot) or
+    /// forged, and no snapshot is in use, so the holders are forgotten. A
+    /// warm open (the lock file was last set up in this boot) then trusts
+    /// the page cache: it publishes the newest meta with a valid checksum,
+    /// which is complete, in case a writer died before announcing it. A
+    /// cold open (first since a reboot, an unknown boot, or a fresh lock
     /// file) verifies the newest commit before trusting it.
-    fn recover_if_needed(&self) -> Result<()> {
+    fn recover_alone(&self) -> Result<()> {
         let boot = boot_id();
-        let ready = |l: &LockFile| {
-            l.word(L_STATE).load(Ordering::Acquire) == STATE_READY && l.boot() == boot && boot != [0, 0]
-        };
+        let warm = self.lock.word(L_STATE).load(Ordering::Acquire) == STATE_READY
+            && self.lock.boot() == boot
+            && boot != [0, 0];
+        self.lock.reset_owners()?;
+        if warm {
+            self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
+            return self.take_over();
+        }
+        self.set_up_cold(boot)
+    }
+
+    /// Not the first open: the first one, holding the open lock
+    /// exclusively until it was done, set the lock file up in this boot
+    /// (`flock`s do not outlive a boot), so READY is enough, whatever the
+    /// boot id reads. Not READY with others holding the open lock means a
+    /// damaged lock file: set up under the writer mutex.
+    fn recover_if_needed(&self) -> Result<()> {
+        let ready = |l: &LockFile| l.word(L_STATE).load(Ordering::Acquire) == STATE_READY;
         if ready(&self.lock) {
             return Ok(());
         }
@@ -246,18 +271,25 @@ impl Db {
             LockOutcome::Acquired(g) | LockOutcome::OwnerDied(g) => g,
         };
         if !ready(&self.lock) {
-            let meta = self.cold_recover()?;
-            let at = CommitRef::new(meta.0.txnid, meta.1);
-            self.lock.clear_readers();
-            self.lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
-            self.lock.word(L_DURABLE).store(at.0, Ordering::SeqCst);
-            self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
-            self.lock.commits()?.publish(meta.0.txnid);
-            self.lock.durable_events()?.publish(meta.0.txnid);
-            self.lock.set_boot(boot);
-            self.lock.word(L_STATE).store(STATE_READY, Ordering::Release);
+            self.set_up_cold(boot_id())?;
         }
         guard.make_consistent();
+        Ok(())
+    }
+
+    /// Verifies the newest commit that verifies and publishes it; clears
+    /// the reader slots (their holders are gone).
+    fn set_up_cold(&self, boot: [u64; 2]) -> Result<()> {
+        let meta = self.cold_recover()?;
+        let at = CommitRef::new(meta.0.txnid, meta.1);
+        self.lock.clear_readers();
+        self.lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
+        self.lock.word(L_DURABLE).store(at.0, Ordering::SeqCst);
+        self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
+        self.lock.commits()?.publish(meta.0.txnid);
+        self.lock.durable_events()?.publish(meta.0.txnid);
+        self.lock.set_boot(boot);
+        self.lock.word(L_STATE).store(STATE_READY, Ordering::Release);
         Ok(())
     }
 

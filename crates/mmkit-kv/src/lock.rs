@@ -1,19 +1,27 @@
 //! The lock file (`<db>-lock`): the writer mutex, the reader table, the
 //! commit and durability counters. Its contents only matter while
 //! processes have the database open; all-zero is a valid fresh state.
+//!
+//! Every open holds a shared `flock` on it for as long as the database is
+//! open (the *open lock*). An opener that gets it exclusively is alone:
+//! every token in the file is then stale or forged, and it resets them.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mmkit_region::{Access, MapOptions, Mapping, Mode};
 use mmkit_sync::{EventCount, ProcessToken, RobustMutex};
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 
 pub(crate) const LOCK_MAGIC: &[u8; 8] = b"mmkvlock";
-pub(crate) const LOCK_VERSION: u32 = 1;
+/// 2: every open holds the open lock (1 had none, so a version 1 process
+/// could not be seen by a version 2 first opener).
+pub(crate) const LOCK_VERSION: u32 = 2;
 pub(crate) const LOCK_SIZE: usize = 65536;
 const L_VERSION: usize = 8;
 const L_BOOT: usize = 16;
@@ -63,11 +71,17 @@ pub(crate) struct ReaderSlot {
 pub(crate) struct LockFile {
     map: Mapping,
     pub(crate) path: PathBuf,
+    /// Holds this open's open lock (closing it lets go).
+    file: File,
 }
 
 impl LockFile {
-    /// Opens (creating if needed) the lock file beside the database.
-    pub(crate) fn open(path: &Path) -> Result<LockFile> {
+    /// Opens (creating if needed) the lock file beside the database and
+    /// takes the open lock: exclusively if no other open holds it (then
+    /// the second value is true and the caller must [`share`](Self::share)
+    /// once it has reset the file), else shared, waiting while a first
+    /// opener resets it.
+    pub(crate) fn open(path: &Path) -> Result<(LockFile, bool)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -88,12 +102,58 @@ impl LockFile {
             .mode(Mode::ReadWrite)
             .map_file_at(&file, Some(path))
             .map_err(Error::region("map lock file"))?;
-        let lock = LockFile { map, path: path.to_path_buf() };
-        lock.check_header()?;
-        Ok(lock)
+        let lock = LockFile { map, path: path.to_path_buf(), file };
+        let alone = lock.try_alone()?;
+        if !alone {
+            lock.share()?;
+        }
+        lock.check_header(alone)?;
+        Ok((lock, alone))
     }
 
-    fn check_header(&self) -> Result<()> {
+    /// Takes the open lock exclusively if nobody else holds it.
+    fn try_alone(&self) -> Result<bool> {
+        loop {
+            match rustix::fs::flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(true),
+                Err(Errno::WOULDBLOCK) => return Ok(false),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::io("flock lock file", &self.path, e)),
+            }
+        }
+    }
+
+    /// Holds the open lock shared: from exclusive, a conversion that lets
+    /// go for a moment (`flock(2)`), which is harmless because an opener
+    /// does it before it uses the database, so another first opener that
+    /// slips in resets nothing in use.
+    pub(crate) fn share(&self) -> Result<()> {
+        loop {
+            match rustix::fs::flock(&self.file, FlockOperation::LockShared) {
+                Ok(()) => return Ok(()),
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(Error::io("flock lock file", &self.path, e)),
+            }
+        }
+    }
+
+    /// Forgets every holder: the writer and sync mutexes (all-zero is
+    /// free and consistent) and the reader slots. Only for an opener that
+    /// is alone, when every token left is stale or forged.
+    pub(crate) fn reset_owners(&self) -> Result<()> {
+        for at in [L_WRITER, L_SYNC] {
+            self.map.write_at(at as u64, &[0u8; 24]).map_err(Error::region("reset lock file"))?;
+        }
+        // Only below the high-water mark, where every scan looks: the
+        // rest of the table stays untouched (no page faults on an open
+        // after a crash). A token a hostile file left above it only ties
+        // up its slot.
+        let high = (self.word(L_HIGH_WATER).load(Ordering::SeqCst) as usize).min(READER_SLOTS);
+        self.clear_slots(high);
+        Ok(())
+    }
+
+    fn check_header(&self, alone: bool) -> Result<()> {
         let mut head = [0u8; 12];
         self.map.read_at(0, &mut head).map_err(Error::region("read lock header"))?;
         let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
@@ -111,6 +171,14 @@ impl LockFile {
                 kind: "lock",
                 reason: "bad magic".into(),
             });
+        }
+        if version == 1 && alone {
+            // Nobody has it open: upgrade, and recover as after a reboot.
+            self.word(L_STATE).store(0, Ordering::SeqCst);
+            return self
+                .map
+                .write_at(L_VERSION as u64, &LOCK_VERSION.to_le_bytes())
+                .map_err(Error::region("write lock header"));
         }
         if version != LOCK_VERSION {
             return Err(Error::UnsupportedVersion {
@@ -251,7 +319,12 @@ impl LockFile {
 
     /// Clears every reader slot (after a reboot, all holders are gone).
     pub(crate) fn clear_readers(&self) {
-        for i in 0..READER_SLOTS {
+        self.clear_slots(READER_SLOTS);
+    }
+
+    /// Clears the first `n` reader slots and the high-water mark.
+    fn clear_slots(&self, n: usize) {
+        for i in 0..n {
             self.slot_word(i, 8).store(0, Ordering::Relaxed);
             self.slot_word(i, 0).store(0, Ordering::Relaxed);
         }

@@ -168,7 +168,7 @@ impl Db {
     /// A writer died: publish the newest complete commit it may have
     /// written but not announced (a meta with a valid checksum is whole:
     /// it is written after every page it points to).
-    fn take_over(&self) -> Result<()> {
+    pub(crate) fn take_over(&self) -> Result<()> {
         let (meta, slot) = self.newest_meta()?;
         if meta.txnid > self.lock.current().txnid() {
             self.lock.word(L_CURRENT).store(CommitRef::new(meta.txnid, slot).0, Ordering::SeqCst);

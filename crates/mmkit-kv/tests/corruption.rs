@@ -599,3 +599,59 @@ fn a_commit_counter_ahead_of_the_last_commit_does_not_make_waiters_spin() {
         assert_eq!(changes.len(), 1);
     });
 }
+
+/// Writes `value` at `at` in the lock file of the database at `path`.
+fn poke_lock(path: &Path, at: u64, value: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(mmkit_kv::lock_path(path)).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &value.to_le_bytes(), at).unwrap();
+}
+
+/// Lock-file tokens naming a live process that does not have the database
+/// open (forged, or left by an earlier boot whose pid and start time a
+/// process of this boot happens to match): the writer mutex, the sync
+/// mutex and a reader slot. The first opener is alone (nobody holds the
+/// open lock), so it forgets them instead of waiting for that process,
+/// whether the lock file says it was set up in this boot or not.
+#[test]
+fn the_first_opener_forgets_forged_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    build(&path);
+    let mut stranger = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let token = u64::from(stranger.id()); // start time unknown: alive while the pid is
+    for state in [0, 1] {
+        poke_lock(&path, 64, token); // writer mutex owner
+        poke_lock(&path, 96, token); // sync mutex owner
+        poke_lock(&path, 256, token); // reader slot 0: token, snapshot 1
+        poke_lock(&path, 264, 1);
+        poke_lock(&path, 184, 1); // reader high-water mark: slot 0 in use
+        poke_lock(&path, 192, state); // 1 = set up in this boot
+        let p = path.clone();
+        let stat = in_time("open and commit past forged holders", HANG_LIMIT, move || {
+            let db = Db::options().durability(Durability::Group).open(&p).unwrap();
+            let mut w = db.write().unwrap();
+            w.table("fresh").unwrap().put("k", "v").unwrap();
+            w.commit().unwrap();
+            db.stat().unwrap()
+        });
+        assert_eq!(stat.readers, 0, "state {state}: the forged reader is gone");
+        assert!(stat.tables.iter().any(|(t, _)| t == "fresh"));
+    }
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+}
+
+/// A version 1 lock file (before the open lock) is upgraded by an opener
+/// that is alone, and a fresh set-up follows (as after a reboot).
+#[test]
+fn a_version_1_lock_file_is_upgraded_when_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    build(&path);
+    let entries = Db::open(&path).unwrap().read().unwrap().table("many").unwrap().len();
+    poke_lock(&path, 8, 1);
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.read().unwrap().table("many").unwrap().len(), entries);
+    let head = std::fs::read(mmkit_kv::lock_path(&path)).unwrap();
+    assert_eq!(u32::from_le_bytes(head[8..12].try_into().unwrap()), 2);
+}

@@ -503,3 +503,25 @@ fn permissions_are_clear_errors() {
     let status = kid.child.wait().unwrap();
     assert!(status.success(), "unprivileged child: {status:?}");
 }
+
+/// An open while another process has the database open and a read
+/// transaction running is not alone: it leaves that reader's slot alone
+/// (it used to clear every slot when the boot id could not be read) and
+/// never resets the lock file under it.
+#[test]
+fn a_second_open_keeps_the_first_ones_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    init_bank(&path);
+    let mut pin = Kid::spawn("pin", &path, &[]);
+    pin.expect("PINNED", Duration::from_secs(10));
+    let db = Db::open(&path).unwrap();
+    let stat = db.stat().unwrap();
+    assert_eq!(stat.readers, 1);
+    assert_eq!(stat.oldest.map(|s| s.pid), Some(pin.child.id()));
+    let mut w = db.write().unwrap();
+    w.table("meta").unwrap().put("seq", 1u64.to_le_bytes()).unwrap();
+    w.commit().unwrap();
+    assert_eq!(db.stat().unwrap().oldest.map(|s| s.pid), Some(pin.child.id()), "still pinned");
+    pin.sigkill();
+}
