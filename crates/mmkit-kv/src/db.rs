@@ -477,7 +477,9 @@ fn create_file(path: &Path) -> Result<()> {
         rustix::fs::RenameFlags::NOREPLACE,
     ) {
         Ok(()) => {
-            std::mem::forget(tmp.into_temp_path().keep());
+            // The file has its final name: only stop the guard from
+            // deleting the temporary one (dropping the path frees it).
+            let _ = tmp.into_temp_path().keep();
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }

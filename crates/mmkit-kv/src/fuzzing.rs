@@ -62,6 +62,105 @@ pub fn fuzz_file(data: &[u8]) {
     }
 }
 
+/// A database with every kind of page (several tables, a multi-level
+/// tree, overflow values, long keys, free pages): its file and its lock
+/// file, set up in this boot. Built once per process.
+fn warm_template() -> Option<&'static (Vec<u8>, Vec<u8>)> {
+    static TEMPLATE: std::sync::OnceLock<Option<(Vec<u8>, Vec<u8>)>> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().ok()?;
+            let path = dir.path().join("db");
+            {
+                let db = crate::Db::options()
+                    .create(true)
+                    .durability(crate::Durability::Eventual)
+                    .open(&path)
+                    .ok()?;
+                let mut w = db.write().ok()?;
+                let mut t = w.table("many").ok()?;
+                for i in 0u32..2000 {
+                    t.put(i.to_be_bytes(), vec![i as u8; 30]).ok()?;
+                }
+                t.delete_range(500u32.to_be_bytes()..700u32.to_be_bytes()).ok()?;
+                let mut t = w.table("big").ok()?;
+                t.put("overflow", vec![7u8; 20_000]).ok()?;
+                t.put(vec![b'k'; 2000], "long key").ok()?;
+                w.commit().ok()?;
+                let mut w = db.write().ok()?;
+                w.table("many").ok()?.put(3u32.to_be_bytes(), "rewritten").ok()?;
+                w.commit().ok()?;
+            }
+            let image = std::fs::read(&path).ok()?;
+            let lock = std::fs::read(crate::lock_path(&path)).ok()?;
+            Some((image, lock))
+        })
+        .as_ref()
+}
+
+/// A hostile or buggy peer: overwrites bytes of the tree, overflow and
+/// free-tree pages of a database set up in this boot (`data` is pairs of
+/// a 4-byte position and up to 8 bytes), keeping the meta pages, so the
+/// open is warm and trusts the page cache as it would a live peer's
+/// writes: nothing verifies the checksums (reads do not by default).
+/// Then uses every read and write path. Errors are fine; panics, hangs
+/// and out-of-bounds accesses are not.
+pub fn fuzz_warm(data: &[u8]) {
+    let Some((image, lock)) = warm_template() else { return };
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let path = dir.path().join("db");
+    let mut bytes = image.clone();
+    let meta = crate::meta::META_SLOTS as usize * PAGE;
+    let body = bytes.len().saturating_sub(meta).max(1);
+    let mut rest = data;
+    while rest.len() >= 4 {
+        let at = meta + u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize % body;
+        let n = (rest.len() - 4).min(8);
+        for (k, b) in rest[4..4 + n].iter().enumerate() {
+            if let Some(x) = bytes.get_mut(at + k) {
+                *x = *b;
+            }
+        }
+        rest = &rest[4 + n..];
+    }
+    if std::fs::write(&path, &bytes).is_err() || std::fs::write(crate::lock_path(&path), lock).is_err() {
+        return;
+    }
+    exercise_warm(&path, &dir.path().join("copy"));
+}
+
+/// Every path, on a database whose pages may be garbage.
+fn exercise_warm(path: &std::path::Path, copy: &std::path::Path) {
+    let Ok(db) = crate::Db::options().durability(crate::Durability::Eventual).open(path) else { return };
+    let _ = db.stat();
+    let _ = db.check();
+    if let Ok(r) = db.read() {
+        for name in r.tables().unwrap_or_default() {
+            let Ok(t) = r.table(&name) else { continue };
+            let _ = t.len();
+            let _ = (t.first(), t.last(), t.get(3u32.to_be_bytes()));
+            let _ = t.iter().take(5000).take_while(|e| e.is_ok()).count();
+            let _ = t.iter().rev().take(5000).take_while(|e| e.is_ok()).count();
+            let _ = t.range(100u32.to_be_bytes()..900u32.to_be_bytes()).take_while(|e| e.is_ok()).count();
+            let _ = t.prefix([0u8, 0]).take_while(|e| e.is_ok()).count();
+        }
+    }
+    let write = || -> crate::Result<()> {
+        let mut w = db.write()?;
+        let mut t = w.table("many")?;
+        t.put(5u32.to_be_bytes(), "new")?;
+        t.delete(7u32.to_be_bytes())?;
+        t.delete_range(1000u32.to_be_bytes()..1100u32.to_be_bytes())?;
+        w.table("big")?.clear()?;
+        w.drop_table("many")?;
+        w.commit()?;
+        Ok(())
+    };
+    let _ = write();
+    let _ = db.shrink();
+    let _ = db.compact_to(copy);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +200,13 @@ mod tests {
         }
         let good = std::fs::read(&path).unwrap();
         fuzz_file(&good);
+        assert!(warm_template().is_some(), "the warm template builds");
+        fuzz_warm(&[]);
+        for _ in 0..30 {
+            let len = (next() % 200) as usize;
+            let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            fuzz_warm(&data);
+        }
         for _ in 0..20 {
             let mut bad = good.clone();
             for _ in 0..(1 + next() % 20) {
