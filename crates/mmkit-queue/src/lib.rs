@@ -46,6 +46,8 @@ mod clock;
 mod cursor;
 mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod idle;
 mod lease;
