@@ -9,11 +9,13 @@ use crate::{Error, Queue, Start};
 /// Segment size of the template queue: small, so it has several segments.
 const SEGMENT: u64 = 64 << 10;
 
+/// A queue directory's files: (file name, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
 /// The files of a queue with several sealed segments, an active one, a
-/// named cursor and messages with metadata: (file name, bytes). Built once
-/// per process.
-fn template() -> Option<&'static Vec<(String, Vec<u8>)>> {
-    static FILES: OnceLock<Option<Vec<(String, Vec<u8>)>>> = OnceLock::new();
+/// named cursor and messages with metadata. Built once per process.
+fn template() -> Option<&'static Files> {
+    static FILES: OnceLock<Option<Files>> = OnceLock::new();
     FILES
         .get_or_init(|| {
             let dir = scratch_dir().ok()?;
@@ -47,7 +49,7 @@ fn build(path: &Path) -> crate::Result<()> {
     Ok(())
 }
 
-fn read_dir_files(path: &Path) -> Option<Vec<(String, Vec<u8>)>> {
+fn read_dir_files(path: &Path) -> Option<Files> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).ok()? {
         let entry = entry.ok()?;
@@ -79,7 +81,7 @@ pub fn queue_image(data: &[u8]) {
     let Some(files) = template() else { return };
     let Ok(dir) = scratch_dir() else { return };
     let path = dir.join("q");
-    let mut images: Vec<(String, Vec<u8>)> = files.clone();
+    let mut images: Files = files.clone();
     let mut rest = data;
     while rest.len() >= 4 && !images.is_empty() {
         let sel = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
