@@ -501,6 +501,9 @@ impl Queue {
                 return Ok(SegmentCheck::Done);
             }
         };
+        if !scan.sealed && scan.pending == 0 && scan.corrupt.is_empty() {
+            self.check_end(n, seg.as_deref(), repair, report)?;
+        }
         report.messages += scan.messages;
         report.abandoned += scan.abandoned;
         for c in &claims {
@@ -520,6 +523,37 @@ impl Queue {
             report.corrupt.push(CorruptInfo { segment: n, index: Some(make_index(n, seq)), offset, reason });
         }
         Ok(SegmentCheck::Done)
+    }
+
+    /// A segment below the active one is sealed before the active segment
+    /// moves past it; one that is not (its header page lost in a machine
+    /// crash, or forged) stops readers at its last message with
+    /// `CorruptRecord`. Reported; `repair` seals it where its claims end,
+    /// as a producer would. Judged on the live segment, after the active
+    /// segment was read, so a seal made since the image was read counts.
+    fn check_end(&self, n: u64, seg: Option<&Segment>, repair: bool, report: &mut CheckReport) -> Result<()> {
+        let Some(seg) = seg else { return Ok(()) };
+        if n >= self.meta().active_segment()? {
+            return Ok(());
+        }
+        let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+        if seg.final_count().load(Ordering::Acquire) <= count {
+            return Ok(());
+        }
+        if repair {
+            seg.final_count().fetch_min(count, Ordering::AcqRel);
+            return Ok(());
+        }
+        report.corrupt.push(CorruptInfo {
+            segment: n,
+            index: None,
+            offset: 0,
+            reason: format!(
+                "segment {n} lies below the active segment but does not end (no end-of-segment frame, \
+                 final count unset, {count} claims): readers stop at its end; repair seals it"
+            ),
+        });
+        Ok(())
     }
 
     /// Blocks until the message at `index` is durable, up to `timeout`;

@@ -361,4 +361,18 @@ fn an_unsealed_segment_below_the_active_one_is_an_error_not_a_hang() {
     });
     assert_eq!(errors, 1, "the missing end is reported once");
     assert!(later.iter().all(|i| read.contains(i)), "the next segment is read after skipping");
+
+    // `check` agrees with the readers, and `repair` seals the segment where
+    // its claims end: then readers go on without an error.
+    let q = Queue::open(&path).unwrap();
+    let report = q.check().unwrap();
+    assert!(!report.is_clean() && report.corrupt.iter().any(|c| c.segment == 0), "{report:?}");
+    assert!(q.repair().unwrap().is_clean());
+    assert!(q.check().unwrap().is_clean());
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let mut seen = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        seen.push(rec.index());
+    }
+    assert!(later.iter().all(|i| seen.contains(i)), "read past segment 0 into segment 1");
 }
