@@ -154,7 +154,8 @@ impl Heap {
             leaked_bytes: if live_init {
                 0
             } else {
-                leaks.iter().map(|(_, b)| b.size).sum::<u64>() + orphans * SLAB
+                let blocks = leaks.iter().fold(0u64, |sum, (_, b)| sum.saturating_add(b.size));
+                blocks.saturating_add(orphans.saturating_mul(SLAB))
             },
             ..CheckReport::default()
         };
@@ -246,12 +247,17 @@ fn walk(inner: &Inner) -> Result<Walk> {
                 w.free_runs.push(run);
             }
             KIND_LARGE => {
+                // The block is what the run holds; a size that disagrees
+                // with the run's pages is garbage (it once overflowed the
+                // leak total) and is only reported.
+                let mut size = run.info;
                 if run.pages != crate::alloc::large_pages(run.info) {
                     w.errors.push(format!("large run {at}: {} pages for {} bytes", run.pages, run.info));
+                    size = run.pages * PAGE - RUN_HEADER;
                 }
                 w.stat.overhead += RUN_HEADER;
                 w.stat.used += run.pages * PAGE - RUN_HEADER;
-                w.allocated.insert(at + RUN_HEADER, Block { size: run.info, class: None });
+                w.allocated.insert(at + RUN_HEADER, Block { size, class: None });
             }
             _ => walk_slab(inner, &run, &mut w)?,
         }
