@@ -48,8 +48,11 @@ pub(crate) fn class_for(size: u64, align: u64) -> Option<usize> {
 }
 
 /// Pages of a large run holding `size` bytes after its descriptor.
+/// Saturates: sizes also come from the segment (run descriptors, registry
+/// entries), where garbage near `u64::MAX` must give an impossible page
+/// count, not an overflow.
 pub(crate) fn large_pages(size: u64) -> u64 {
-    (size + RUN_HEADER).div_ceil(PAGE)
+    size.saturating_add(RUN_HEADER).div_ceil(PAGE)
 }
 
 /// Bytes a block of `size` at `align` really takes (its class size, or its
@@ -57,7 +60,7 @@ pub(crate) fn large_pages(size: u64) -> u64 {
 pub fn block_size(size: u64, align: u64) -> u64 {
     match class_for(size, align.max(1)) {
         Some(c) => class_size(c),
-        None => large_pages(size) * PAGE,
+        None => large_pages(size).saturating_mul(PAGE),
     }
 }
 

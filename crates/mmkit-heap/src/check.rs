@@ -457,7 +457,7 @@ fn mark(
             match owned_blocks(inner, e.kind, e.object) {
                 Ok((blocks, n)) => {
                     for (off, size, align) in blocks {
-                        bytes += visit(w, off, size, align, &name);
+                        bytes = bytes.saturating_add(visit(w, off, size, align, &name));
                     }
                     len = n;
                 }

@@ -234,7 +234,9 @@ fn live_initializer_is_bounded_by_lock_wait() {
 /// `u64::MAX` (`stat` added field offsets to it; now every map helper
 /// checks the header's range first), and a large run whose size field
 /// disagrees with its pages (`check` summed the garbage sizes of leaked
-/// blocks; now such a block counts what its run holds).
+/// blocks; now such a block counts what its run holds), and a garbage
+/// object size near `u64::MAX` (the page count of its run overflowed; now
+/// it saturates).
 #[test]
 fn garbage_offsets_and_sizes_do_not_overflow() {
     let mut map_offset = vec![177u8, 0, 161];
@@ -243,7 +245,10 @@ fn garbage_offsets_and_sizes_do_not_overflow() {
     let mut run_size = vec![25u8, 0, 6, 122];
     run_size.extend([255u8; 8]);
     run_size.extend([41, 31, 224]);
-    for input in [map_offset, run_size] {
+    let mut block_size = vec![161u8, 0, 225];
+    block_size.extend([255u8; 8]);
+    block_size.extend([2, 0, 0]);
+    for input in [map_offset, run_size, block_size] {
         let result = std::panic::catch_unwind(|| fuzzing::heap_image(&input));
         assert!(result.is_ok(), "panicked on {input:?}");
     }
