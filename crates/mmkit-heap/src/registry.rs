@@ -144,15 +144,24 @@ impl Inner {
         let mut tn = [0u8; TYPE_NAME_BYTES];
         self.read_bytes(at + E_TYPE_NAME, &mut tn)?;
         let tn_len = tn.iter().position(|&b| b == 0).unwrap_or(TYPE_NAME_BYTES);
+        let (object, size) = (self.load(at + E_OBJECT)?, self.load(at + E_SIZE)?);
+        // Every user adds field offsets to `object`: one outside the
+        // segment (garbage near `u64::MAX` overflowed those additions) is
+        // refused here, once. 0 is an initializer that has not allocated.
+        if object != 0 && (object < HEADER_SIZE || object >= self.max_size || size > self.max_size) {
+            return Err(self.corrupt(format!(
+                "registry entry {at}: object at {object} of {size} bytes is outside the segment"
+            )));
+        }
         Ok(Entry {
             at,
             state: self.load(at + E_STATE)?,
             owner: self.load(at + E_OWNER)?,
             kind: self.load(at + E_KIND)?,
             fingerprint: self.load(at + E_FINGERPRINT)?,
-            size: self.load(at + E_SIZE)?,
+            size,
             align: self.load(at + E_ALIGN)?,
-            object: self.load(at + E_OBJECT)?,
+            object,
             name,
             type_name: String::from_utf8_lossy(&tn[..tn_len]).into_owned(),
         })

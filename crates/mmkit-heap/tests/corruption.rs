@@ -236,7 +236,9 @@ fn live_initializer_is_bounded_by_lock_wait() {
 /// disagrees with its pages (`check` summed the garbage sizes of leaked
 /// blocks; now such a block counts what its run holds), and a garbage
 /// object size near `u64::MAX` (the page count of its run overflowed; now
-/// it saturates).
+/// it saturates), and a vector's registry offset near `u64::MAX` (now any
+/// object offset outside the segment is refused where the registry entry
+/// is read).
 #[test]
 fn garbage_offsets_and_sizes_do_not_overflow() {
     let mut map_offset = vec![177u8, 0, 161];
@@ -248,7 +250,10 @@ fn garbage_offsets_and_sizes_do_not_overflow() {
     let mut block_size = vec![161u8, 0, 225];
     block_size.extend([255u8; 8]);
     block_size.extend([2, 0, 0]);
-    for input in [map_offset, run_size, block_size] {
+    let mut vec_offset = vec![177u8, 3, 161];
+    vec_offset.extend([255u8; 8]);
+    vec_offset.extend([170, 0, 63]);
+    for input in [map_offset, run_size, block_size, vec_offset] {
         let result = std::panic::catch_unwind(|| fuzzing::heap_image(&input));
         assert!(result.is_ok(), "panicked on {input:?}");
     }
