@@ -33,7 +33,9 @@ fn class_base(c: usize) -> u64 {
 
 /// The class serving `size` bytes at `align`, or `None` for a large block.
 pub(crate) fn class_for(size: u64, align: u64) -> Option<usize> {
-    let size = size.max(1);
+    // `align` also comes from registry entries: 0 there is garbage, and
+    // means 1 here rather than a division by zero.
+    let (size, align) = (size.max(1), align.max(1));
     if size > MAX_SMALL {
         return None;
     }

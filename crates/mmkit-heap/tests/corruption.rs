@@ -238,7 +238,8 @@ fn live_initializer_is_bounded_by_lock_wait() {
 /// object size near `u64::MAX` (the page count of its run overflowed; now
 /// it saturates), and a vector's registry offset near `u64::MAX` (now any
 /// object offset outside the segment is refused where the registry entry
-/// is read).
+/// is read), and an alignment of 0 in a registry entry (a division by
+/// zero in the size-class lookup).
 #[test]
 fn garbage_offsets_and_sizes_do_not_overflow() {
     let mut map_offset = vec![177u8, 0, 161];
@@ -253,7 +254,8 @@ fn garbage_offsets_and_sizes_do_not_overflow() {
     let mut vec_offset = vec![177u8, 3, 161];
     vec_offset.extend([255u8; 8]);
     vec_offset.extend([170, 0, 63]);
-    for input in [map_offset, run_size, block_size, vec_offset] {
+    let zero_align = vec![161u8, 0, 161, 41, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 162];
+    for input in [map_offset, run_size, block_size, vec_offset, zero_align] {
         let result = std::panic::catch_unwind(|| fuzzing::heap_image(&input));
         assert!(result.is_ok(), "panicked on {input:?}");
     }
