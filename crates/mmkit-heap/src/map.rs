@@ -1361,17 +1361,9 @@ fn slot_bytes(inner: &Inner, words: [u64; 3], c: u64) -> Result<(Vec<u8>, Vec<u8
     Ok((k, v))
 }
 
-/// A map header's offset, read from the registry, checked before any field
-/// offset is added to it: a garbage one near `u64::MAX` overflowed the
-/// addition (found by the `heap_image` fuzz target).
-fn in_segment(inner: &Inner, off: u64) -> Result<()> {
-    inner.ptr(off, HEADER_BYTES).map(|_| ())
-}
-
 /// What `check` and `remove` need of a map, with no key or value type:
 /// its tables and its out-of-line entries, as (offset, bytes, alignment).
 pub(crate) fn blocks(inner: &Inner, off: u64) -> Result<Vec<(u64, u64, u64)>> {
-    in_segment(inner, off)?;
     if inner.load(off + M_MAGIC)? != MAGIC {
         return Err(inner.corrupt(format!("map at {off}: bad magic")));
     }
@@ -1395,7 +1387,6 @@ pub(crate) fn blocks(inner: &Inner, off: u64) -> Result<Vec<(u64, u64, u64)>> {
 /// Live entries counted by the stripes, and full slots in the tables
 /// (they must agree when no write runs).
 pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
-    in_segment(inner, off)?;
     let mut stripes = 0u64;
     for s in 0..STRIPES as u64 {
         stripes = stripes.wrapping_add(inner.load(off + STRIPE_BASE + STRIPE_BYTES * s + S_LEN)?);
@@ -1413,7 +1404,6 @@ pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
 /// Marks a removed map: its epoch moves on, so readers that started
 /// before retry and see the zeroed magic. Every map lock held.
 pub(crate) fn retire(inner: &Inner, off: u64) -> Result<()> {
-    in_segment(inner, off)?;
     inner.atomic(off + M_EPOCH)?.fetch_add(2, Ordering::AcqRel);
     Ok(())
 }
@@ -1421,7 +1411,6 @@ pub(crate) fn retire(inner: &Inner, off: u64) -> Result<()> {
 /// Takes every lock of the map at `off` (migration, then stripes), in the
 /// order writers use, rolling back dead holders.
 pub(crate) fn lock_all(inner: &Inner, off: u64) -> Result<Vec<MutexGuard<'_>>> {
-    in_segment(inner, off)?;
     let mut guards = vec![inner.lock(off + M_LOCK, off + M_LOG, M_LOG_CAP)?];
     let epoch = inner.atomic(off + M_EPOCH)?;
     if epoch.load(Ordering::Acquire) & 1 == 1 {
