@@ -229,17 +229,18 @@ fn live_initializer_is_bounded_by_lock_wait() {
     assert!(heap.map::<u64, u64>("ints").is_ok(), "a dead initializer is taken over");
 }
 
-/// Inputs of the `heap_image` fuzz target, kept as found, each a panic
-/// where overflow checks are on (`cargo test` in debug; the release build
-/// CI uses wraps instead, except the division by zero): a map's registry offset near
-/// `u64::MAX` (`stat` added field offsets to it), and a large run whose size field
-/// disagrees with its pages (`check` summed the garbage sizes of leaked
-/// blocks; now such a block counts what its run holds), and a garbage
-/// object size near `u64::MAX` (the page count of its run overflowed; now
-/// it saturates), and a vector's registry offset near `u64::MAX` (these two:
-/// any object offset outside the segment is now refused where the registry
-/// entry is read, the one place every object offset comes from), and an alignment of 0 in a registry entry (a division by
-/// zero in the size-class lookup).
+/// Inputs of the `heap_image` fuzz target, kept as found. Each panicked
+/// where overflow checks are on (`cargo test` in debug); the release build
+/// CI uses wraps instead, except for the division by zero.
+/// - A map's and a vector's registry offset near `u64::MAX`: field offsets
+///   added to it overflowed. Now an object offset outside the segment is
+///   refused where a registry entry is read, where every one comes from.
+/// - A large run whose size field disagrees with its pages: `check` summed
+///   garbage sizes. Now such a block counts what its run holds.
+/// - A garbage object size near `u64::MAX`: its run's page count
+///   overflowed. Now it saturates.
+/// - An alignment of 0 in a registry entry: a division by zero in the
+///   size-class lookup.
 #[test]
 fn garbage_offsets_and_sizes_do_not_overflow() {
     let mut map_offset = vec![177u8, 0, 161];
