@@ -54,7 +54,17 @@ fn read_dir_files(path: &Path) -> Option<Files> {
     for entry in std::fs::read_dir(path).ok()? {
         let entry = entry.ok()?;
         let name = entry.file_name().into_string().ok()?;
-        files.push((name, std::fs::read(entry.path()).ok()?));
+        // A segment the producer pre-creates in the background is a
+        // hidden temporary file until it is renamed, and may vanish
+        // between the listing and the read: not part of the queue.
+        if name.starts_with('.') {
+            continue;
+        }
+        match std::fs::read(entry.path()) {
+            Ok(bytes) => files.push((name, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
     }
     files.sort();
     Some(files)
