@@ -19,8 +19,7 @@ use mmkit_bridge::{MirrorOut, StreamOptions};
 struct Conn {
     client: TcpStream,
     upstream: TcpStream,
-    /// Set once the connection is cut: client bytes are held, server
-    /// bytes dropped.
+    /// Set once the connection is cut: client bytes are held.
     cut: Arc<AtomicBool>,
     held: Arc<Mutex<Vec<u8>>>,
 }
@@ -51,9 +50,11 @@ impl Proxy {
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap(), cut.clone(), held.clone());
                 let total = total.clone();
                 std::thread::spawn(move || pump(c2, u2, &cut2, Some((&held2, &total))));
-                let (c3, u3, cut3) =
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap(), cut.clone());
-                std::thread::spawn(move || pump(u3, c3, &cut3, None));
+                // Server bytes (acks) keep flowing until the shutdown, so a
+                // mirror whose window was full at the cut gets slots back
+                // and sends more into the void.
+                let (c3, u3) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || pump(u3, c3, &AtomicBool::new(false), None));
                 list.lock().unwrap().push(Conn { client, upstream, cut, held });
             }
         });
@@ -87,7 +88,7 @@ impl Proxy {
 }
 
 /// Copies `from` to `to` until EOF, counting into `hold`'s counter; once
-/// `cut`, into `hold`'s buffer (or nowhere).
+/// `cut`, into `hold`'s buffer.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
