@@ -26,7 +26,7 @@
 //!   keys' lines first.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
 use mmkit_sync::MutexGuard;
 
@@ -255,8 +255,62 @@ struct Hit {
 pub struct ShmHashMap<K: Bytes + ?Sized, V: Bytes + ?Sized> {
     heap: Heap,
     off: u64,
+    /// The address of the header, checked in bounds when the handle was
+    /// made (the mapping never moves or shrinks while `heap` lives).
+    hdr: usize,
+    /// The table the inline lookup last checked.
+    cache: DescCache,
     name: String,
     _t: PhantomData<fn(&K, &V)>,
+}
+
+/// The table of the last descriptor the inline lookup checked, keyed by
+/// the header's epoch: while the epoch stays the same, so do the table
+/// and its size (every descriptor change moves the epoch on), and a
+/// lookup skips reading and checking them again (a third of its
+/// instructions, which is what limits how many lookups the CPU overlaps).
+///
+/// The entry is a seqlock in process memory, so concurrent fills never
+/// pair one table with another's epoch. Whatever it holds passed
+/// `slots()` once, and the mapping only grows, so even a stale entry
+/// (which only a process rewinding the shared epoch could make us use)
+/// points inside the mapping.
+#[derive(Default)]
+struct DescCache {
+    seq: AtomicU64,
+    epoch: AtomicU64,
+    slots: AtomicUsize,
+    mask: AtomicU64,
+}
+
+impl DescCache {
+    /// The slots and mask cached for `epoch`, if any.
+    #[inline(always)]
+    fn get(&self, epoch: u64) -> Option<(*mut u8, u64)> {
+        let s = self.seq.load(Ordering::Acquire);
+        let (e, p, mask) = (
+            self.epoch.load(Ordering::Relaxed),
+            self.slots.load(Ordering::Relaxed),
+            self.mask.load(Ordering::Relaxed),
+        );
+        fence(Ordering::Acquire);
+        let whole = s & 1 == 0 && self.seq.load(Ordering::Relaxed) == s;
+        (whole && e == epoch && p != 0).then_some((p as *mut u8, mask))
+    }
+
+    /// Caches `slots` and `mask` for `epoch`, unless another thread is
+    /// filling it right now.
+    fn set(&self, epoch: u64, slots: *mut u8, mask: u64) {
+        let s = self.seq.load(Ordering::Relaxed);
+        if s & 1 == 1 || self.seq.compare_exchange(s, s + 1, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        fence(Ordering::Release);
+        self.epoch.store(epoch, Ordering::Relaxed);
+        self.slots.store(slots as usize, Ordering::Relaxed);
+        self.mask.store(mask, Ordering::Relaxed);
+        self.seq.store(s + 2, Ordering::Release);
+    }
 }
 
 impl<K: Bytes + ?Sized, V: Bytes + ?Sized> std::fmt::Debug for ShmHashMap<K, V> {
@@ -282,7 +336,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> Object for ShmHashMap<K, V> {
         (HEADER_BYTES, 64)
     }
     fn attach(heap: &Heap, off: u64, name: &str) -> Result<Self> {
-        let m = ShmHashMap { heap: heap.clone(), off, name: name.to_string(), _t: PhantomData };
+        let hdr = heap.inner.ptr(off, HEADER_BYTES)? as usize;
+        let cache = DescCache::default();
+        let m = ShmHashMap { heap: heap.clone(), off, hdr, cache, name: name.to_string(), _t: PhantomData };
         m.check_magic()?;
         Ok(m)
     }
@@ -433,11 +489,14 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Word `w` of slot `i`.
     #[inline]
     fn slot_word(p: *mut u8, i: u64, w: u64) -> &'static AtomicU64 {
-        // SAFETY: callers pass `p` from `slots(table, cap)` with `i < cap`
-        // and `w < 4`, so the word lies inside the checked, 32-aligned
-        // table in a mapping that outlives the map handle. The 'static
-        // lifetime never escapes the calling method, which borrows the
-        // heap. Slot words are only accessed atomically.
+        // SAFETY: callers pass `p` from `slots(table, cap)` (directly or
+        // through `DescCache`, which only holds what `slots` returned) with
+        // `i < cap` and `w < 4`, or a map header's checked address (`hdr`,
+        // `ptr(off, n)`) with `i = 0` and `8 * w < n`. So the word lies
+        // inside a checked, 8-aligned range of a mapping that never moves
+        // or shrinks and outlives the map handle. The 'static lifetime
+        // never escapes the calling method, which borrows the heap. These
+        // words are only accessed atomically.
         unsafe { AtomicU64::from_ptr(p.add((i * SLOT_SIZE + w * 8) as usize).cast()) }
     }
 
@@ -530,16 +589,16 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// work, a torn read, a removed map.
     #[inline(always)]
     fn get_inline(&self, kb: &[u8], h: u64, ks: usize, vs: usize) -> Option<Option<V::Owned>> {
-        let hdr = self.inner().ptr(self.off, 64).ok()?;
-        let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
-        let e = word(M_EPOCH).load(Ordering::Acquire);
-        let magic = word(M_MAGIC).load(Ordering::Relaxed);
-        let (table, cap) = (word(M_TABLE).load(Ordering::Relaxed), word(M_CAP).load(Ordering::Relaxed));
-        let migrating = word(M_NEW_TABLE).load(Ordering::Relaxed) != 0;
-        if e & 1 != 0 || magic != MAGIC || migrating || kb.len() != ks {
+        if kb.len() != ks {
             return None;
         }
-        let p = self.slots(table, cap).ok()?;
+        let word = |o: u64| Self::slot_word(self.hdr as *mut u8, 0, o / 8);
+        let e = word(M_EPOCH).load(Ordering::Acquire);
+        let (p, mask) = match self.cache.get(e) {
+            Some(cached) => cached,
+            None => self.check_desc(e)?,
+        };
+        let cap = mask + 1;
         let mut key = [0u8; INLINE];
         key[..ks].copy_from_slice(kb);
         let (kw, km) = (words_of(&key), inline_masks(ks));
@@ -552,16 +611,24 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let w = |k: u64| if k <= used { Self::slot_word(p, i, k).load(Ordering::Relaxed) } else { 0 };
             (c, [w(1), w(2), w(3)])
         };
+        // `&`, not `&&`, and selects, not branches, on which slot holds
+        // the key: a branch that depends on the missing line mispredicts
+        // half the time and throws away the lookups that follow.
         let hit = |c: u64, w: &[u64; 3]| {
-            (c & MATCH_MASK) == expect
-                && ((w[0] ^ kw[0]) & km[0]) | ((w[1] ^ kw[1]) & km[1]) | ((w[2] ^ kw[2]) & km[2]) == 0
+            ((c & MATCH_MASK) == expect)
+                & (((w[0] ^ kw[0]) & km[0]) | ((w[1] ^ kw[1]) & km[1]) | ((w[2] ^ kw[2]) & km[2]) == 0)
+        };
+        let pick = |one: bool, a: u64, b: u64| {
+            let m = (one as u64).wrapping_neg();
+            (a & !m) | (b & m)
         };
         let mut line = h & (cap - 1) & !1;
         for _ in 0..cap / 2 {
             let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
             let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
             if hit0 | hit1 {
-                let (i, c, words) = if hit1 { (line + 1, c1, w1) } else { (line, c0, w0) };
+                let (i, c) = (line + hit1 as u64, pick(hit1, c0, c1));
+                let words = [pick(hit1, w0[0], w1[0]), pick(hit1, w0[1], w1[1]), pick(hit1, w0[2], w1[2])];
                 let value = V::decode(&bytes_of_words(&words)[ks..ks + vs])?;
                 fence(Ordering::Acquire);
                 let stable = Self::slot_word(p, i, 0).load(Ordering::Relaxed) == c
@@ -582,6 +649,28 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             line = (line + 2) & (cap - 1);
         }
         None
+    }
+
+    /// The table of the descriptor read under `epoch`, checked, and cached
+    /// for the next lookups; `None` for the general path (a resize, a
+    /// descriptor being changed, a removed or corrupt map).
+    #[inline(never)]
+    fn check_desc(&self, e: u64) -> Option<(*mut u8, u64)> {
+        let word = |o: u64| Self::slot_word(self.hdr as *mut u8, 0, o / 8);
+        let magic = word(M_MAGIC).load(Ordering::Relaxed);
+        let (table, cap) = (word(M_TABLE).load(Ordering::Relaxed), word(M_CAP).load(Ordering::Relaxed));
+        let migrating = word(M_NEW_TABLE).load(Ordering::Relaxed) != 0;
+        if e & 1 != 0 || magic != MAGIC || migrating {
+            return None;
+        }
+        let p = self.slots(table, cap).ok()?;
+        fence(Ordering::Acquire);
+        // Only a descriptor that stayed whole while it was read.
+        if word(M_EPOCH).load(Ordering::Relaxed) != e {
+            return None;
+        }
+        self.cache.set(e, p, cap - 1);
+        Some((p, cap - 1))
     }
 
     /// Every lookup the inline path does not serve.

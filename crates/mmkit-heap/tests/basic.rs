@@ -226,3 +226,51 @@ fn strings_and_byte_keys() {
     assert_eq!(all.len(), 2);
     clean(&h);
 }
+
+/// A handle's lookups cache the table they last checked; another handle
+/// growing the table, or removing the map, must never leave them reading
+/// the old one. Two threads share the reading handle, so the cache is also
+/// filled concurrently.
+#[test]
+fn lookups_follow_resizes_and_removal_made_through_other_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let reader = h.map::<u64, u64>("m").unwrap();
+    let writer = Heap::open(dir.path().join("h")).unwrap().map::<u64, u64>("m").unwrap();
+    assert_eq!(reader.get(&1).unwrap(), None);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let mut k = 0u64;
+                while done.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    // A key is there with its value, or not yet there.
+                    if let Some(v) = reader.get(&k).unwrap() {
+                        assert_eq!(v, k * 3);
+                    }
+                    k = (k + 7919) % 20_000;
+                }
+            });
+        }
+        for i in 0..20_000u64 {
+            writer.insert(&i, &(i * 3)).unwrap();
+            if i % 1000 == 0 {
+                for j in (0..=i).step_by(97) {
+                    assert_eq!(reader.get(&j).unwrap(), Some(j * 3), "key {j} after {i} inserts");
+                }
+                assert_eq!(reader.get(&(i + 1)).unwrap(), None);
+            }
+        }
+        done.store(1, std::sync::atomic::Ordering::Release);
+    });
+    for j in 0..20_000u64 {
+        assert_eq!(reader.get(&j).unwrap(), Some(j * 3));
+    }
+    assert!(h.remove("m").unwrap());
+    assert!(matches!(reader.get(&5), Err(Error::Removed { .. })));
+    // A new map under the same name is a new object; the old handle stays
+    // removed rather than reading the new table.
+    let again = h.map::<u64, u64>("m").unwrap();
+    again.insert(&5, &1).unwrap();
+    assert!(matches!(reader.get(&5), Err(Error::Removed { .. })));
+}
