@@ -124,6 +124,7 @@ impl Heap {
         let entries = inner.entries()?;
         let mut guards: Vec<MutexGuard<'_>> = Vec::new();
         let mut errors = Vec::new();
+        let mut repairs = Vec::new();
         let mut live_init = false;
         for e in &entries {
             if e.state == INIT
@@ -136,7 +137,12 @@ impl Heap {
                 continue;
             }
             match lock_object(inner, e.kind, e.object) {
-                Ok(mut g) => guards.append(&mut g),
+                Ok(mut g) => {
+                    guards.append(&mut g);
+                    if e.kind == KIND_MAP {
+                        stale_logs(inner, e, repair, &mut errors, &mut repairs);
+                    }
+                }
                 Err(err) => errors.push(format!("object {:?}: {err}", String::from_utf8_lossy(&e.name))),
             }
         }
@@ -159,6 +165,7 @@ impl Heap {
             },
             ..CheckReport::default()
         };
+        report.repairs = repairs;
         if repair {
             rebuild(inner, &walk, &mut report)?;
         }
@@ -193,6 +200,36 @@ impl Heap {
             report.errors.append(&mut walk.errors);
         }
         Ok(report)
+    }
+}
+
+/// Reports the map's undo logs that hold entries under its held locks
+/// (garbage: no lock holder, alive or dead, leaves one), or empties them
+/// when repairing. Emptying writes nothing but the count: replaying
+/// garbage could only spread it. A migration log left so made every
+/// writer of the map fail until this repair.
+fn stale_logs(
+    inner: &Inner,
+    e: &crate::registry::Entry,
+    repair: bool,
+    errors: &mut Vec<String>,
+    repairs: &mut Vec<String>,
+) {
+    let name = String::from_utf8_lossy(&e.name);
+    let stale = match crate::map::stale_logs(inner, e.object) {
+        Ok(stale) => stale,
+        Err(err) => return errors.push(format!("object {name:?}: {err}")),
+    };
+    for (log, n) in stale {
+        let what = format!("map {name:?}: the undo log at {log} holds {n} entries under a free lock");
+        if !repair {
+            errors.push(what);
+            continue;
+        }
+        match inner.store(log, 0) {
+            Ok(()) => repairs.push(format!("{what}; emptied it")),
+            Err(err) => errors.push(format!("{what}; could not empty it: {err}")),
+        }
     }
 }
 

@@ -1490,6 +1490,22 @@ pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
     Ok((stripes, full))
 }
 
+/// The undo logs of the map at `off` that hold entries, as (log offset,
+/// count). With every map lock held (dead holders rolled back on the
+/// way), a log that is not empty can only be garbage: its writer would
+/// have emptied it before letting go.
+pub(crate) fn stale_logs(inner: &Inner, off: u64) -> Result<Vec<(u64, u64)>> {
+    let stripes = (0..STRIPES as u64).map(|s| off + STRIPE_BASE + STRIPE_BYTES * s + S_LOG);
+    let mut stale = Vec::new();
+    for log in std::iter::once(off + M_LOG).chain(stripes) {
+        let n = inner.load(log)?;
+        if n != 0 {
+            stale.push((log, n));
+        }
+    }
+    Ok(stale)
+}
+
 /// Marks a removed map: its epoch moves on, so readers that started
 /// before retry and see the zeroed magic. Every map lock held.
 pub(crate) fn retire(inner: &Inner, off: u64) -> Result<()> {
