@@ -252,14 +252,16 @@ impl Db {
             self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
             return self.take_over();
         }
-        self.set_up_cold(boot)
+        self.set_up_cold(boot, true)
     }
 
     /// Not the first open: the first one, holding the open lock
     /// exclusively until it was done, set the lock file up in this boot
     /// (`flock`s do not outlive a boot), so READY is enough, whatever the
     /// boot id reads. Not READY with others holding the open lock means a
-    /// damaged lock file: set up under the writer mutex.
+    /// damaged lock file: set up under the writer mutex, leaving the reader
+    /// slots and the sync marker alone (their holders may be alive, and a
+    /// live reader's snapshot must keep its pages).
     fn recover_if_needed(&self) -> Result<()> {
         let ready = |l: &LockFile| l.word(L_STATE).load(Ordering::Acquire) == STATE_READY;
         if ready(&self.lock) {
@@ -271,21 +273,24 @@ impl Db {
             LockOutcome::Acquired(g) | LockOutcome::OwnerDied(g) => g,
         };
         if !ready(&self.lock) {
-            self.set_up_cold(boot_id())?;
+            self.set_up_cold(boot_id(), false)?;
         }
         guard.make_consistent();
         Ok(())
     }
 
-    /// Verifies the newest commit that verifies and publishes it; clears
-    /// the reader slots (their holders are gone).
-    fn set_up_cold(&self, boot: [u64; 2]) -> Result<()> {
+    /// Verifies the newest commit that verifies and publishes it. When
+    /// `alone`, also clears the reader slots and the sync marker (their
+    /// holders are gone).
+    fn set_up_cold(&self, boot: [u64; 2], alone: bool) -> Result<()> {
         let meta = self.cold_recover()?;
         let at = CommitRef::new(meta.0.txnid, meta.1);
-        self.lock.clear_readers();
+        if alone {
+            self.lock.clear_readers();
+            self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
+        }
         self.lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
         self.lock.word(L_DURABLE).store(at.0, Ordering::SeqCst);
-        self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
         self.lock.commits()?.publish(meta.0.txnid);
         self.lock.durable_events()?.publish(meta.0.txnid);
         self.lock.set_boot(boot);

@@ -525,3 +525,28 @@ fn a_second_open_keeps_the_first_ones_readers() {
     assert_eq!(db.stat().unwrap().oldest.map(|s| s.pid), Some(pin.child.id()), "still pinned");
     pin.sigkill();
 }
+
+/// The same with a damaged lock file: its state word no longer says
+/// READY while another process has the database open with a reader. The
+/// second open recovers under the writer mutex, and used to clear every
+/// reader slot on the way, the live reader's too.
+#[test]
+fn a_damaged_lock_file_keeps_live_readers() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    init_bank(&path);
+    let mut pin = Kid::spawn("pin", &path, &[]);
+    pin.expect("PINNED", Duration::from_secs(10));
+    let lock = std::fs::OpenOptions::new().write(true).open(mmkit_kv::lock_path(&path)).unwrap();
+    lock.write_all_at(&0u64.to_le_bytes(), 192).unwrap(); // the state word
+    let db = Db::open(&path).unwrap();
+    let stat = db.stat().unwrap();
+    assert_eq!(stat.readers, 1, "the live reader's slot is kept");
+    assert_eq!(stat.oldest.map(|s| s.pid), Some(pin.child.id()));
+    let mut w = db.write().unwrap();
+    w.table("meta").unwrap().put("seq", 2u64.to_le_bytes()).unwrap();
+    w.commit().unwrap();
+    assert_eq!(db.stat().unwrap().oldest.map(|s| s.pid), Some(pin.child.id()), "still pinned");
+    pin.sigkill();
+}
