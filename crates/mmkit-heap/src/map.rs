@@ -26,7 +26,7 @@
 //!   keys' lines first.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
 use mmkit_sync::MutexGuard;
 
@@ -256,8 +256,10 @@ pub struct ShmHashMap<K: Bytes + ?Sized, V: Bytes + ?Sized> {
     heap: Heap,
     off: u64,
     /// The address of the header, checked in bounds when the handle was
-    /// made (the mapping never moves or shrinks while `heap` lives).
-    hdr: usize,
+    /// made (the mapping never moves or shrinks while `heap` lives). Never
+    /// changes; atomic only so the handle stays `Send` and `Sync` without
+    /// an `unsafe impl`.
+    hdr: AtomicPtr<u8>,
     /// The table the inline lookup last checked.
     cache: DescCache,
     name: String,
@@ -273,13 +275,17 @@ pub struct ShmHashMap<K: Bytes + ?Sized, V: Bytes + ?Sized> {
 /// The entry is a seqlock in process memory, so concurrent fills never
 /// pair one table with another's epoch. Whatever it holds passed
 /// `slots()` once, and the mapping only grows, so even a stale entry
-/// (which only a process rewinding the shared epoch could make us use)
-/// points inside the mapping.
+/// points inside the mapping. Only two things can make a lookup use one,
+/// and then it reads a table that is no longer the map's (wrong answers,
+/// never an access outside the mapping): a process rewinding the shared
+/// epoch, or a handle kept to a removed map whose header block
+/// `check --repair` freed and a new map reused, once the new map's
+/// epoch climbs back to the cached one.
 #[derive(Default)]
 struct DescCache {
     seq: AtomicU64,
     epoch: AtomicU64,
-    slots: AtomicUsize,
+    slots: AtomicPtr<u8>,
     mask: AtomicU64,
 }
 
@@ -295,7 +301,7 @@ impl DescCache {
         );
         fence(Ordering::Acquire);
         let whole = s & 1 == 0 && self.seq.load(Ordering::Relaxed) == s;
-        (whole && e == epoch && p != 0).then_some((p as *mut u8, mask))
+        (whole && e == epoch && !p.is_null()).then_some((p, mask))
     }
 
     /// Caches `slots` and `mask` for `epoch`, unless another thread is
@@ -307,7 +313,7 @@ impl DescCache {
         }
         fence(Ordering::Release);
         self.epoch.store(epoch, Ordering::Relaxed);
-        self.slots.store(slots as usize, Ordering::Relaxed);
+        self.slots.store(slots, Ordering::Relaxed);
         self.mask.store(mask, Ordering::Relaxed);
         self.seq.store(s + 2, Ordering::Release);
     }
@@ -336,7 +342,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> Object for ShmHashMap<K, V> {
         (HEADER_BYTES, 64)
     }
     fn attach(heap: &Heap, off: u64, name: &str) -> Result<Self> {
-        let hdr = heap.inner.ptr(off, HEADER_BYTES)? as usize;
+        let hdr = AtomicPtr::new(heap.inner.ptr(off, HEADER_BYTES)?);
         let cache = DescCache::default();
         let m = ShmHashMap { heap: heap.clone(), off, hdr, cache, name: name.to_string(), _t: PhantomData };
         m.check_magic()?;
@@ -592,7 +598,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if kb.len() != ks {
             return None;
         }
-        let word = |o: u64| Self::slot_word(self.hdr as *mut u8, 0, o / 8);
+        let word = |o: u64| Self::slot_word(self.hdr.load(Ordering::Relaxed), 0, o / 8);
         let e = word(M_EPOCH).load(Ordering::Acquire);
         let (p, mask) = match self.cache.get(e) {
             Some(cached) => cached,
@@ -656,7 +662,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// descriptor being changed, a removed or corrupt map).
     #[inline(never)]
     fn check_desc(&self, e: u64) -> Option<(*mut u8, u64)> {
-        let word = |o: u64| Self::slot_word(self.hdr as *mut u8, 0, o / 8);
+        let word = |o: u64| Self::slot_word(self.hdr.load(Ordering::Relaxed), 0, o / 8);
         let magic = word(M_MAGIC).load(Ordering::Relaxed);
         let (table, cap) = (word(M_TABLE).load(Ordering::Relaxed), word(M_CAP).load(Ordering::Relaxed));
         let migrating = word(M_NEW_TABLE).load(Ordering::Relaxed) != 0;
