@@ -30,9 +30,10 @@ use crate::queue::Queue;
 const HOLDER_POLL: Duration = Duration::from_micros(20);
 const HOLDER_LIVENESS: Duration = Duration::from_millis(2);
 
-/// Longest a revoker waits for a live holder to finish one append (or one
-/// batch): a holder stays mid-append for microseconds, so one that stays
-/// longer is stopped, or the slot is garbage (a forged or corrupt token
+/// Longest a revoker waits for a live holder that makes no progress: a
+/// holder stays mid-append for microseconds, or for as long as a batch
+/// takes, and the tail moves meanwhile. One whose tail has not moved for
+/// this long is stopped, or the slot is garbage (a forged or corrupt token
 /// naming some unrelated live process), and waiting on would never end.
 /// As long as the admin lock's bound (`Meta::admin`).
 const HOLDER_STUCK: Duration = Duration::from_secs(10);
@@ -79,8 +80,10 @@ impl Queue {
     /// Waits until the producer in lease-holder slot `holder` (`slot + 1`)
     /// is neither appending exclusively nor claiming, or is dead. A slot
     /// number out of range (a corrupt word) has nobody to wait for. A live
-    /// holder that stays mid-append for [`HOLDER_STUCK`] is an error: the
-    /// lease cannot be taken away safely, and nothing says it ever will be.
+    /// holder that stays mid-append while the tail stays put for
+    /// [`HOLDER_STUCK`] is an error: the lease cannot be taken away safely,
+    /// and nothing says it ever will be. One whose tail moves (a long
+    /// batch) is waited for.
     fn wait_for_holder(&self, holder: u64) -> Result<()> {
         let Some(slot) = holder.checked_sub(1).filter(|&s| s < PRODUCER_SLOTS as u64) else {
             return Ok(());
@@ -88,8 +91,9 @@ impl Queue {
         let meta = self.meta();
         let token = meta.u64_at(slot_offset(slot) + SLOT_TOKEN)?;
         let state = meta.u64_at(slot_offset(slot) + SLOT_STATE)?;
-        let started = Instant::now();
-        let mut checked = started;
+        // When the tail was last seen to move, and where it was.
+        let mut moved = (Instant::now(), self.append_progress());
+        let mut checked = moved.0;
         loop {
             let st = state.load(Ordering::SeqCst) & 3;
             if st != PRODUCER_EXCLUSIVE && st != PRODUCER_CLAIMING {
@@ -101,13 +105,18 @@ impl Queue {
                 if t == 0 || !ProcessToken::from_raw(t).is_alive() {
                     return Ok(());
                 }
-                if started.elapsed() >= HOLDER_STUCK {
+                if moved.0.elapsed() >= HOLDER_STUCK {
+                    let now = self.append_progress();
+                    if now != moved.1 {
+                        moved = (Instant::now(), now);
+                        continue;
+                    }
                     return Err(Error::corrupt(
                         &meta.path,
                         format!(
                             "the single-producer lease holder (producer slot {slot}, live pid {}) has been \
-                             mid-append for over {HOLDER_STUCK:?}: a stopped process or a garbage slot; \
-                             the lease cannot be taken away",
+                             mid-append with no progress for over {HOLDER_STUCK:?}: a stopped process or \
+                             a garbage slot; the lease cannot be taken away",
                             ProcessToken::from_raw(t).pid()
                         ),
                     ));
@@ -115,6 +124,15 @@ impl Queue {
             }
             std::thread::sleep(HOLDER_POLL);
         }
+    }
+
+    /// The active segment and its tail word: what a holder's appends move.
+    /// `None` when they cannot be read (no segment yet, a bad meta), which
+    /// counts as no progress.
+    fn append_progress(&self) -> Option<(u64, u64)> {
+        let active = self.meta().active_segment().ok()?;
+        let seg = self.segment(active).ok()?;
+        Some((active, seg.tail().load(Ordering::SeqCst)))
     }
 
     /// A holder counts each frame in the tail right after committing it; one

@@ -281,6 +281,51 @@ fn a_forged_lease_holder_mid_append_is_an_error_not_a_hang() {
     assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
 }
 
+/// The same forged holder, but the active segment's tail moves while the
+/// registration waits (as under a holder in a batch longer than the wait
+/// bound): the registration fails only once the tail has stood still for
+/// the bound, counted from the move (it used to fail 10 s after it
+/// started, whatever the tail did).
+#[test]
+fn a_lease_holder_whose_tail_moves_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    let seg = path.join(format!("{:020}.seg", 0));
+    let tail = || {
+        let bytes = std::fs::read(&seg).unwrap();
+        u64::from_le_bytes(bytes[format::SEG_TAIL as usize..][..8].try_into().unwrap())
+    };
+    p.append(b"first").unwrap();
+    let one = tail();
+    p.append(b"second").unwrap();
+    let two = tail();
+    drop((p, q));
+    let meta = path.join("meta");
+    poke(&meta, format::META_LEASE, 1);
+    poke(&meta, format::PRODUCER_TABLE + format::SLOT_TOKEN, live_stranger());
+    poke(&meta, format::PRODUCER_TABLE + format::SLOT_STATE, 7 << 2 | format::PRODUCER_EXCLUSIVE);
+    // Real tail words: the first frame counted, then both (the second is a
+    // frame a holder committed and had not counted yet). The tail moves
+    // once, 5 s in.
+    poke(&seg, format::SEG_TAIL, one);
+    let mover = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        poke(&seg, format::SEG_TAIL, two);
+    });
+    let started = std::time::Instant::now();
+    let p = path.clone();
+    let r = within("producer() behind a moving lease holder", 90, move || {
+        Queue::open(&p).and_then(|q| q.producer()).map(|_| ())
+    });
+    let took = started.elapsed();
+    mover.join().unwrap();
+    assert!(matches!(r, Err(Error::Corrupt { .. })), "{r:?}");
+    // The bound counts from the move (5 s), not from the start.
+    assert!(took >= std::time::Duration::from_secs(15), "failed after {took:?}, 5 s after the tail moved");
+}
+
 /// A group-commit flusher token naming a live process that never flushes
 /// (forged, or a stopped flusher) used to keep `wait_durable` waiting for
 /// ever: the waiter now flushes itself once the flusher shows no progress.
