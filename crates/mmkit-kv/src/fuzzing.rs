@@ -165,6 +165,15 @@ fn exercise_warm(path: &std::path::Path, copy: &std::path::Path) {
 mod tests {
     use super::*;
 
+    /// Inputs `warm_image` found, kept as found. Each overflowed where
+    /// overflow checks are on (the fuzz build, `cargo test` in debug):
+    /// - a table whose stored entry count is 0 losing a key on `delete`
+    ///   (the count now saturates, as does `put`'s).
+    #[test]
+    fn warm_image_findings() {
+        fuzz_warm(&[0xf6, 0x0f, 0x02, 0x2f, 0x8a, 0xc4, 0x10, 0x00]);
+    }
+
     /// The fuzz entry points on random and mutated inputs, so CI runs them.
     #[test]
     fn fuzz_entry_points_survive_garbage() {

@@ -331,7 +331,7 @@ impl<'db> WriteTxn<'db> {
         let txnid = self.finish(d)?;
         let db = self.db;
         let try_shrink = self.free_count >= AUTO_SHRINK.max(self.next_page / 4)
-            && self.free_count >= 2 * self.st.shrink_mark;
+            && self.free_count >= self.st.shrink_mark.saturating_mul(2);
         if try_shrink {
             self.st.shrink_mark = self.free_count;
         }
@@ -537,7 +537,9 @@ impl<'db> TableMut<'_, 'db> {
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (mut root, name) = self.parts();
         let added = self.txn.tree_put(&mut root, key.as_ref(), value.as_ref(), &name);
-        self.restore(root, name).count += added? as u64;
+        // Saturating: the count comes from the file, which may be garbage.
+        let info = self.restore(root, name);
+        info.count = info.count.saturating_add(added? as u64);
         Ok(())
     }
 
@@ -558,7 +560,7 @@ impl<'db> TableMut<'_, 'db> {
         let gone = self.txn.tree_delete(&mut root, key.as_ref(), &name);
         let info = self.restore(root, name);
         let gone = gone?;
-        info.count -= gone as u64;
+        info.count = info.count.saturating_sub(gone as u64);
         Ok(gone)
     }
 
