@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p mmkit-bench --example kvprof -- PEER PHASE [ENTRIES] [N]`
 //! PEER: ours | lmdb; PHASE: load | nosync | batch | range | durable |
-//! cold | small | kvsmall. With `KVPROF_DISK=vda` (a block device), it
+//! cold | small | kvsmall | redolog (a sketch that prices a redo-log
+//! commit: see `phase_redolog`). With `KVPROF_DISK=vda` (a block device), it
 //! also prints the disk's write requests, KiB and flushes per operation.
 //! With `KVPROF_KEEP` set, the database directory is kept and named.
 //!
@@ -175,6 +176,47 @@ fn phase_durable(s: &mut dyn Store, base: u64, n: u64) -> R<()> {
     Ok(())
 }
 
+/// Bytes of one record of the redo-log sketch: a durable commit's eight
+/// pages, meta included.
+const RECORD: u64 = 32 << 10;
+/// Records in the sketch's log (64 MiB).
+const RECORDS: u64 = 2048;
+
+/// The sketch's log file, written and synced once (untimed), as a log
+/// that is reused rather than grown would be.
+fn redo_log(dir: &std::path::Path) -> R<std::fs::File> {
+    use std::os::unix::fs::FileExt;
+    let log = std::fs::File::options().create(true).read(true).write(true).open(dir.join("redo.log"))?;
+    let record = vec![0x5au8; RECORD as usize];
+    for i in 0..RECORDS {
+        log.write_all_at(&record, i * RECORD)?;
+    }
+    log.sync_all()?;
+    Ok(log)
+}
+
+/// A sketch of a redo-log commit, to price it: each commit is made
+/// without a sync of the database, then one record is written at the
+/// head of the log, and only the log is synced. When the log is full
+/// (every 2048 commits), one durable commit syncs the database (the
+/// checkpoint that would let the log start over); its time is included.
+#[inline(never)]
+fn phase_redolog(s: &mut dyn Store, log: &std::fs::File, base: u64, n: u64) -> R<()> {
+    use std::os::unix::fs::FileExt;
+    let record = vec![0xa5u8; RECORD as usize];
+    for j in 0..n {
+        let item = (key(base + j).to_vec(), value(j).to_vec());
+        if j % RECORDS == RECORDS - 1 {
+            s.write(&mut std::iter::once(item), true)?;
+            continue;
+        }
+        s.write(&mut std::iter::once(item), false)?;
+        log.write_all_at(&record, (j % RECORDS) * RECORD)?;
+        rustix::fs::fdatasync(log)?;
+    }
+    Ok(())
+}
+
 #[inline(never)]
 fn phase_nosync(s: &mut dyn Store, base: u64, n: u64) -> R<()> {
     for j in 0..n {
@@ -312,6 +354,18 @@ fn main() -> R<()> {
             perf_ctl("enable");
             phase_durable(store.as_mut(), 4 * entries, n)?;
             report(&format!("{peer} durable"), n, t, c);
+        }
+        "redolog" => {
+            let log = redo_log(dir.path())?;
+            let (t, c) = (Instant::now(), cpu());
+            perf_ctl("enable");
+            phase_redolog(store.as_mut(), &log, 4 * entries, n)?;
+            report(
+                &format!("{peer} redo-log sketch (no database sync; 32 KiB to a log, log synced)"),
+                n,
+                t,
+                c,
+            );
         }
         "cold" => {
             // Reopen with an empty page cache, read 100,000 random
