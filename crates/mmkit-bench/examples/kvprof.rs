@@ -186,7 +186,12 @@ const RECORDS: u64 = 2048;
 /// that is reused rather than grown would be.
 fn redo_log(dir: &std::path::Path) -> R<std::fs::File> {
     use std::os::unix::fs::FileExt;
-    let log = std::fs::File::options().create(true).read(true).write(true).open(dir.join("redo.log"))?;
+    let log = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("redo.log"))?;
     let record = vec![0x5au8; RECORD as usize];
     for i in 0..RECORDS {
         log.write_all_at(&record, i * RECORD)?;
