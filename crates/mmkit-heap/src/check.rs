@@ -140,7 +140,7 @@ impl Heap {
                 Ok(mut g) => {
                     guards.append(&mut g);
                     if e.kind == KIND_MAP {
-                        stale_logs(inner, e, repair, &mut errors, &mut repairs);
+                        report_stale_logs(inner, e, repair, &mut errors, &mut repairs);
                     }
                 }
                 Err(err) => errors.push(format!("object {:?}: {err}", String::from_utf8_lossy(&e.name))),
@@ -208,7 +208,7 @@ impl Heap {
 /// when repairing. Emptying writes nothing but the count: replaying
 /// garbage could only spread it. A migration log left so made every
 /// writer of the map fail until this repair.
-fn stale_logs(
+fn report_stale_logs(
     inner: &Inner,
     e: &crate::registry::Entry,
     repair: bool,

@@ -301,6 +301,7 @@ impl DescCache {
         );
         fence(Ordering::Acquire);
         let whole = s & 1 == 0 && self.seq.load(Ordering::Relaxed) == s;
+        // Null: never filled (its epoch, 0, is a new map's too).
         (whole && e == epoch && !p.is_null()).then_some((p, mask))
     }
 

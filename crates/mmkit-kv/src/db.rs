@@ -248,11 +248,11 @@ impl Db {
             && self.lock.boot() == boot
             && boot != [0, 0];
         self.lock.reset_owners()?;
+        self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
         if warm {
-            self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
             return self.take_over();
         }
-        self.set_up_cold(boot, true)
+        self.set_up_cold(boot)
     }
 
     /// Not the first open: the first one, holding the open lock
@@ -273,22 +273,18 @@ impl Db {
             LockOutcome::Acquired(g) | LockOutcome::OwnerDied(g) => g,
         };
         if !ready(&self.lock) {
-            self.set_up_cold(boot_id(), false)?;
+            self.set_up_cold(boot_id())?;
         }
         guard.make_consistent();
         Ok(())
     }
 
-    /// Verifies the newest commit that verifies and publishes it. When
-    /// `alone`, also clears the reader slots and the sync marker (their
-    /// holders are gone).
-    fn set_up_cold(&self, boot: [u64; 2], alone: bool) -> Result<()> {
+    /// Verifies the newest commit that verifies and publishes it. Holders
+    /// are not touched here: an opener that is alone has already forgotten
+    /// them (`reset_owners`), and one that is not must keep them.
+    fn set_up_cold(&self, boot: [u64; 2]) -> Result<()> {
         let meta = self.cold_recover()?;
         let at = CommitRef::new(meta.0.txnid, meta.1);
-        if alone {
-            self.lock.clear_readers();
-            self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
-        }
         self.lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
         self.lock.word(L_DURABLE).store(at.0, Ordering::SeqCst);
         self.lock.commits()?.publish(meta.0.txnid);

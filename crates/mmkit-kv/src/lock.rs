@@ -317,11 +317,6 @@ impl LockFile {
         reaped
     }
 
-    /// Clears every reader slot (after a reboot, all holders are gone).
-    pub(crate) fn clear_readers(&self) {
-        self.clear_slots(READER_SLOTS);
-    }
-
     /// Clears the first `n` reader slots and the high-water mark.
     fn clear_slots(&self, n: usize) {
         for i in 0..n {
