@@ -419,11 +419,15 @@ fn stat(path: &Path, json: bool) -> CliResult<()> {
             "age_secs": o.age.as_secs_f64(), "lag_commits": o.lag,
         })
     });
+    let chain = s
+        .log_chain
+        .map(|(first, last, bytes)| serde_json::json!({ "first": first, "last": last, "bytes": bytes }));
     if json {
         let tables: Vec<_> =
             s.tables.iter().map(|(n, e)| serde_json::json!({ "name": n, "entries": e })).collect();
         let v = serde_json::json!({
-            "path": path, "txnid": s.txnid, "durable_txnid": s.durable, "tables": tables,
+            "path": path, "txnid": s.txnid, "durable_txnid": s.durable, "flushed_txnid": s.flushed,
+            "log_chain": chain, "tables": tables,
             "entries": s.tables.iter().map(|t| t.1).sum::<u64>(),
             "pages": s.pages, "free_pages": s.free_pages, "page_size": s.page_size,
             "file_size": s.file_size, "readers": s.readers, "oldest_snapshot": oldest,
@@ -431,7 +435,16 @@ fn stat(path: &Path, json: bool) -> CliResult<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{}: commit {} (durable {})", path.display(), s.txnid, s.durable);
+    println!(
+        "{}: commit {} (durable {}, in the data file {})",
+        path.display(),
+        s.txnid,
+        s.durable,
+        s.flushed
+    );
+    if let Some((first, last, bytes)) = s.log_chain {
+        println!("  redo log: commits {first} to {last}, {bytes} bytes");
+    }
     for (name, entries) in &s.tables {
         println!("  table {name:?}: {entries} entries");
     }

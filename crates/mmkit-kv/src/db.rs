@@ -10,7 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mmkit_sync::LockOutcome;
 
 use crate::error::{Error, Result};
-use crate::lock::{CommitRef, L_CURRENT, L_DURABLE, L_STATE, L_SYNCING, LockFile, STATE_READY, boot_id};
+use crate::lock::{
+    CommitRef, L_CURRENT, L_DURABLE, L_FLUSHED, L_LOG_END, L_STATE, L_SYNCING, LockFile, STATE_READY, boot_id,
+};
 use crate::meta::{FLAG_SYNCED, META_LEN, META_SLOTS, Meta, MetaError, Root};
 use crate::page::{PAGE, u32_at, u64_at};
 use crate::store::{Store, View};
@@ -27,12 +29,17 @@ pub const MAX_TABLE_NAME: usize = 255;
 /// Address space reserved for a database mapping unless told otherwise
 /// (1 TiB: costs no memory, only virtual addresses).
 pub const DEFAULT_RESERVE: usize = 1 << 40;
+/// The redo log's size unless told otherwise: when the next record would
+/// not fit, the data file is synced and the log starts over.
+pub const DEFAULT_LOG_SIZE: u64 = 64 << 20;
 
 /// When a commit returns, relative to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
     /// The commit is on disk when `commit` returns: one `fdatasync` (two
-    /// when earlier commits were [`Eventual`](Durability::Eventual)).
+    /// when earlier commits were [`Eventual`](Durability::Eventual)), of
+    /// the redo log for a commit of up to a quarter of
+    /// [`Options::log_size`], else of the data file.
     #[default]
     Immediate,
     /// No sync: the commit survives a crash of any process, not a power
@@ -52,6 +59,7 @@ pub struct Options {
     pub(crate) reserve: usize,
     pub(crate) verify_reads: bool,
     pub(crate) max_snapshot_lag: Option<u64>,
+    pub(crate) log_size: u64,
 }
 
 impl Default for Options {
@@ -63,6 +71,7 @@ impl Default for Options {
             reserve: DEFAULT_RESERVE,
             verify_reads: false,
             max_snapshot_lag: None,
+            log_size: DEFAULT_LOG_SIZE,
         }
     }
 }
@@ -108,6 +117,14 @@ impl Options {
         self.max_snapshot_lag = commits;
         self
     }
+    /// Size of the redo log that makes Immediate commits durable with one
+    /// sequential write (default [`DEFAULT_LOG_SIZE`]); 0 turns it off, so
+    /// every Immediate commit syncs the data file. See
+    /// `docs/kv-format.md`, "The redo log".
+    pub fn log_size(&mut self, bytes: u64) -> &mut Self {
+        self.log_size = bytes;
+        self
+    }
     /// Opens the database at `path` with these options.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Db> {
         Db::open_with(path.as_ref(), self)
@@ -123,12 +140,21 @@ pub struct Db {
     pub(crate) lock: LockFile,
     pub(crate) opts: Options,
     pub(crate) writer: Mutex<WriterState>,
+    /// The redo log (`None` when read-only without one).
+    pub(crate) log: Option<crate::log::Log>,
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db").field("path", &self.store.path).finish()
     }
+}
+
+/// The redo log's path for a database at `path`: `<path>-log`.
+pub fn log_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("-log");
+    PathBuf::from(s)
 }
 
 /// The lock file's path for a database at `path`: `<path>-lock`.
@@ -213,7 +239,9 @@ impl Db {
             });
         }
         let (lock, alone) = LockFile::open(&lock_path(path))?;
-        let db = Db { store, lock, opts: opts.clone(), writer: Mutex::new(WriterState::default()) };
+        let writable = !opts.read_only;
+        let log = crate::log::Log::open(&log_path(path), writable, writable && opts.log_size > 0)?;
+        let db = Db { store, lock, opts: opts.clone(), writer: Mutex::new(WriterState::default()), log };
         if alone {
             let recovered = db.recover_alone();
             db.lock.share()?;
@@ -252,7 +280,7 @@ impl Db {
         if warm {
             return self.take_over();
         }
-        self.set_up_cold(boot)
+        self.set_up_cold(boot, true)
     }
 
     /// Not the first open: the first one, holding the open lock
@@ -273,7 +301,7 @@ impl Db {
             LockOutcome::Acquired(g) | LockOutcome::OwnerDied(g) => g,
         };
         if !ready(&self.lock) {
-            self.set_up_cold(boot_id())?;
+            self.set_up_cold(boot_id(), false)?;
         }
         guard.make_consistent();
         Ok(())
@@ -282,11 +310,15 @@ impl Db {
     /// Verifies the newest commit that verifies and publishes it. Holders
     /// are not touched here: an opener that is alone has already forgotten
     /// them (`reset_owners`), and one that is not must keep them.
-    fn set_up_cold(&self, boot: [u64; 2]) -> Result<()> {
-        let meta = self.cold_recover()?;
+    fn set_up_cold(&self, boot: [u64; 2], alone: bool) -> Result<()> {
+        let meta = self.cold_recover(alone)?;
         let at = CommitRef::new(meta.0.txnid, meta.1);
         self.lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
         self.lock.word(L_DURABLE).store(at.0, Ordering::SeqCst);
+        // The data file was synced at the recovered commit (or, read-only,
+        // needs nothing replayed): the next logged commit starts a chain.
+        self.lock.word(L_FLUSHED).store(meta.0.txnid, Ordering::SeqCst);
+        self.lock.word(L_LOG_END).store(0, Ordering::SeqCst);
         self.lock.commits()?.publish(meta.0.txnid);
         self.lock.durable_events()?.publish(meta.0.txnid);
         self.lock.set_boot(boot);
@@ -341,33 +373,103 @@ impl Db {
 
     /// Picks the newest commit whose pages verify: a synced commit checks
     /// the pages it wrote (O(size of that commit)), an unsynced one the
-    /// whole tree. Newer metas that fail are wiped so no later open can
-    /// pick them.
-    fn cold_recover(&self) -> Result<(Meta, u64)> {
+    /// whole tree. Commits after the redo log's chain come first (the data
+    /// file was synced past the chain); then the chain is replayed; then
+    /// older commits. Newer metas that fail are wiped so no later open can
+    /// pick them. Only an opener that is `alone` replays: a power loss
+    /// leaves no process behind, and while others run the page cache holds
+    /// every commit (rewriting their pages would race their readers).
+    fn cold_recover(&self, alone: bool) -> Result<(Meta, u64)> {
         let metas = self.metas()?;
-        for (i, &(meta, slot)) in metas.iter().enumerate() {
-            let checked = if meta.flags & FLAG_SYNCED != 0 {
-                crate::ops::verify_commit(self, &meta)
-            } else {
-                crate::ops::check_meta(self, &meta).map(|_| ())
+        let chain = if alone { self.log_chain(&metas)? } else { crate::log::Chain::default() };
+        let end = chain.end();
+        if let Some(found) = self.first_verified(&metas, |m| m.txnid > end)? {
+            return Ok(found);
+        }
+        if end != 0 && !self.store.writable() {
+            // No replay through a read-only handle; the data file may hold
+            // the chain's commits anyway (written back before the power
+            // went, or by a clean shutdown).
+            return match self.first_verified(&metas, |_| true)? {
+                Some(found) if found.0.txnid >= end => Ok(found),
+                _ => Err(Error::NeedsReplay { path: self.store.path.clone() }),
             };
-            match checked {
-                Ok(()) => {
-                    if self.store.writable() {
-                        for &(_, newer) in &metas[..i] {
-                            self.store.write_meta(newer, &[0u8; META_LEN])?;
-                        }
-                        self.store.sync()?;
-                    }
-                    return Ok((meta, slot));
-                }
-                Err(_) => continue,
-            }
+        }
+        if end != 0
+            && let Some(found) = self.replay(&chain, &metas)?
+        {
+            return Ok(found);
+        }
+        // The replay rewrote slots: read them again.
+        let metas = self.metas()?;
+        if let Some(found) = self.first_verified(&metas, |_| true)? {
+            return Ok(found);
         }
         // Damage that every commit shares (not a torn write): open at the
         // newest commit anyway, so everything else stays readable and the
         // damaged pages are errors naming them, instead of losing the file.
         metas.first().copied().ok_or_else(|| self.no_meta("no meta page has a valid checksum"))
+    }
+
+    /// The newest of the `metas` that pass `keep` and verify; the newer
+    /// ones (which failed) are wiped.
+    fn first_verified(
+        &self,
+        metas: &[(Meta, u64)],
+        keep: impl Fn(&Meta) -> bool,
+    ) -> Result<Option<(Meta, u64)>> {
+        for (i, &(meta, slot)) in metas.iter().enumerate().filter(|(_, (m, _))| keep(m)) {
+            let checked = if meta.flags & FLAG_SYNCED != 0 {
+                crate::ops::verify_commit(self, &meta)
+            } else {
+                crate::ops::check_meta(self, &meta).map(|_| ())
+            };
+            if checked.is_ok() {
+                if self.store.writable() {
+                    for &(_, newer) in &metas[..i] {
+                        self.store.write_meta(newer, &[0u8; META_LEN])?;
+                    }
+                    self.store.sync()?;
+                }
+                return Ok(Some((meta, slot)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The redo log's chain of records for this database (empty without
+    /// a log, or when no meta names the database).
+    fn log_chain(&self, metas: &[(Meta, u64)]) -> Result<crate::log::Chain> {
+        let (Some(log), Some((newest, _))) = (&self.log, metas.first()) else {
+            return Ok(crate::log::Chain::default());
+        };
+        log.read_chain(newest.id, self.store.file.reserved() as u64 / PAGE as u64)
+    }
+
+    /// Rebuilds the chain's commits in the data file after a power loss:
+    /// wipes the metas after the chain (they did not verify), writes every
+    /// record's pages and meta in order, and syncs. Returns the chain's
+    /// last commit if it verifies then (a forged log may not).
+    fn replay(&self, chain: &crate::log::Chain, metas: &[(Meta, u64)]) -> Result<Option<(Meta, u64)>> {
+        let log = match (&self.log, self.store.writable()) {
+            (Some(log), true) => log,
+            _ => return Err(Error::NeedsReplay { path: self.store.path.clone() }),
+        };
+        for &(m, slot) in metas {
+            if m.txnid > chain.end() {
+                self.store.write_meta(slot, &[0u8; META_LEN])?;
+            }
+        }
+        for rec in &chain.records {
+            log.replay(rec, &self.store)?;
+        }
+        self.store.file.refresh().map_err(Error::region("map replayed pages"))?;
+        self.store.sync()?;
+        // Every page the last commit reaches is on disk now: the chain's
+        // base was, and the chain rewrote everything after it.
+        let end = chain.end();
+        let found = self.metas()?.into_iter().find(|(m, _)| m.txnid == end);
+        Ok(found.filter(|(m, _)| crate::ops::verify_commit(self, m).is_ok()))
     }
 
     /// Starts a read transaction: a snapshot of the last commit, held
@@ -445,6 +547,19 @@ impl Db {
     }
 }
 
+/// A random database identity (the redo log's records carry it).
+fn new_id() -> u64 {
+    let mut b = [0u8; 8];
+    let random = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_ok_and(|n| n == 8);
+    if random {
+        u64::from_le_bytes(b)
+    } else {
+        // No entropy source: the clock and the pid still differ between
+        // any two databases a log could be confused with.
+        now_us() ^ (u64::from(std::process::id()) << 40)
+    }
+}
+
 /// Writes a fresh database: four meta slots, the first holding an empty
 /// commit. Written to a temporary file, synced, then renamed into place
 /// with `RENAME_NOREPLACE`, so a crash never leaves half a database.
@@ -464,6 +579,7 @@ fn create_file(path: &Path) -> Result<()> {
         free: Root::default(),
         free_count: 0,
         time_us: now_us(),
+        id: new_id(),
     };
     let mut image = vec![0u8; META_SLOTS as usize * PAGE];
     image[..META_LEN].copy_from_slice(&meta.encode());

@@ -104,6 +104,13 @@ pub enum Error {
         /// The database file.
         path: PathBuf,
     },
+    /// After a power loss, the last commits are only in the redo log, and
+    /// this handle is read-only so it cannot replay them.
+    #[error("{}: the last commits are in the redo log after a power loss: open the database once for writing to replay them", .path.display())]
+    NeedsReplay {
+        /// The database file.
+        path: PathBuf,
+    },
     /// The disk (or quota, or `RLIMIT_FSIZE`) is full; the transaction was
     /// not committed and the database stays at its last commit.
     #[error("{}: {op}: no space to grow the file to {len} bytes: {source}", .path.display())]

@@ -110,11 +110,21 @@ pub fn fuzz_warm(data: &[u8]) {
     let Ok(dir) = tempfile::tempdir() else { return };
     let path = dir.path().join("db");
     let mut bytes = image.clone();
-    let meta = crate::meta::META_SLOTS as usize * PAGE;
-    let body = bytes.len().saturating_sub(meta).max(1);
+    overwrite(&mut bytes, crate::meta::META_SLOTS as usize * PAGE, data);
+    if std::fs::write(&path, &bytes).is_err() || std::fs::write(crate::lock_path(&path), lock).is_err() {
+        return;
+    }
+    exercise_warm(&path, &dir.path().join("copy"));
+}
+
+/// Overwrites bytes of `bytes` from `from` on: `data` is pairs of a
+/// 4-byte position (taken modulo the length after `from`) and up to 8
+/// bytes to write there.
+fn overwrite(bytes: &mut [u8], from: usize, data: &[u8]) {
+    let body = bytes.len().saturating_sub(from).max(1);
     let mut rest = data;
     while rest.len() >= 4 {
-        let at = meta + u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize % body;
+        let at = from + u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize % body;
         let n = (rest.len() - 4).min(8);
         for (k, b) in rest[4..4 + n].iter().enumerate() {
             if let Some(x) = bytes.get_mut(at + k) {
@@ -123,7 +133,68 @@ pub fn fuzz_warm(data: &[u8]) {
         }
         rest = &rest[4 + n..];
     }
-    if std::fs::write(&path, &bytes).is_err() || std::fs::write(crate::lock_path(&path), lock).is_err() {
+}
+
+/// A database synced at the base of a redo-log chain, and the log: the
+/// chain started over once, and its records hold inline values, overflow
+/// runs and free-tree pages. Built once per process.
+fn log_template() -> Option<&'static (Vec<u8>, Vec<u8>)> {
+    static TEMPLATE: std::sync::OnceLock<Option<(Vec<u8>, Vec<u8>)>> = std::sync::OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().ok()?;
+            let path = dir.path().join("db");
+            let db = crate::Db::options().create(true).log_size(256 << 10).open(&path).ok()?;
+            let mut w = db.write().ok()?;
+            for i in 0u32..600 {
+                w.table("many").ok()?.put(i.to_be_bytes(), vec![i as u8; 30]).ok()?;
+            }
+            w.commit().ok()?;
+            db.sync().ok()?;
+            let image = std::fs::read(&path).ok()?;
+            for i in 0u32..10 {
+                let mut w = db.write().ok()?;
+                let mut t = w.table(if i % 3 == 0 { "big" } else { "many" }).ok()?;
+                t.put(i.to_be_bytes(), vec![i as u8; if i % 3 == 0 { 9000 } else { 50 }]).ok()?;
+                t.delete((i * 7 + 100).to_be_bytes()).ok()?;
+                w.commit().ok()?;
+            }
+            let log = std::fs::read(crate::log_path(&path)).ok()?;
+            Some((image, log))
+        })
+        .as_ref()
+}
+
+/// Recomputes the checksum of each record that the log's headers still
+/// delimit, so the fuzzer reaches the replay with records a hostile
+/// writer forged, not only with torn ones.
+fn reseal(log: &mut [u8]) {
+    let mut at = 0;
+    while at + PAGE <= log.len() {
+        let pages = crate::page::u32_at(log, at + 40) as usize;
+        let len = crate::log::Record::len(pages) as usize;
+        let Some(rec) = log.get_mut(at..at.saturating_add(len)) else { return };
+        let crc = crc32c::crc32c(&rec[4..]);
+        rec[..4].copy_from_slice(&crc.to_le_bytes());
+        at += len;
+    }
+}
+
+/// A power loss with a damaged or forged redo log: `data` overwrites
+/// bytes of the log (as in `fuzz_warm`; an odd first byte also reseals
+/// the records' checksums), which is then replayed by a cold open over
+/// the data file as synced at the chain's base. Then reads, checks and
+/// writes. Errors are fine; panics and out-of-bounds accesses are not.
+pub fn fuzz_log(data: &[u8]) {
+    let Some((image, log)) = log_template() else { return };
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let path = dir.path().join("db");
+    let mut bytes = log.clone();
+    overwrite(&mut bytes, 0, data.get(1..).unwrap_or_default());
+    if data.first().is_some_and(|b| b % 2 == 1) {
+        reseal(&mut bytes);
+    }
+    if std::fs::write(&path, image).is_err() || std::fs::write(crate::log_path(&path), &bytes).is_err() {
         return;
     }
     exercise_warm(&path, &dir.path().join("copy"));
@@ -210,6 +281,12 @@ mod tests {
         let good = std::fs::read(&path).unwrap();
         fuzz_file(&good);
         assert!(warm_template().is_some(), "the warm template builds");
+        assert!(log_template().is_some_and(|(_, log)| !log.is_empty()), "the log template builds");
+        for _ in 0..30 {
+            let len = (next() % 200) as usize;
+            let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            fuzz_log(&data);
+        }
         fuzz_warm(&[]);
         for _ in 0..30 {
             let len = (next() % 200) as usize;

@@ -36,6 +36,7 @@ mod error;
 pub mod fuzzing;
 mod kv;
 mod lock;
+mod log;
 mod meta;
 mod ops;
 mod page;
@@ -44,8 +45,8 @@ mod tree;
 mod write;
 
 pub use db::{
-    DEFAULT_RESERVE, DEFAULT_TABLE, Db, Durability, Iter, MAX_TABLE_NAME, Options, ReadTxn, Table, lock_path,
-    prefix_end,
+    DEFAULT_LOG_SIZE, DEFAULT_RESERVE, DEFAULT_TABLE, Db, Durability, Iter, MAX_TABLE_NAME, Options, ReadTxn,
+    Table, lock_path, log_path, prefix_end,
 };
 pub use error::{Error, Result};
 pub use kv::{Codec, Kv, KvValue, Pod, Typed};

@@ -19,9 +19,10 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 
 pub(crate) const LOCK_MAGIC: &[u8; 8] = b"mmkvlock";
+/// 3: the redo log's chain and the flushed commit (words 208..240);
 /// 2: every open holds the open lock (1 had none, so a version 1 process
 /// could not be seen by a version 2 first opener).
-pub(crate) const LOCK_VERSION: u32 = 2;
+pub(crate) const LOCK_VERSION: u32 = 3;
 pub(crate) const LOCK_SIZE: usize = 65536;
 const L_VERSION: usize = 8;
 const L_BOOT: usize = 16;
@@ -35,6 +36,15 @@ pub(crate) const L_SYNCING: usize = 176;
 const L_HIGH_WATER: usize = 184;
 pub(crate) const L_STATE: usize = 192;
 pub(crate) const L_SHRINKS: usize = 200;
+/// The last commit of the redo log's chain (0: no chain to extend).
+pub(crate) const L_LOG_END: usize = 208;
+/// Where the chain's next record goes in the log file.
+pub(crate) const L_LOG_HEAD: usize = 216;
+/// The commit the chain's first record follows (the data file held it).
+pub(crate) const L_LOG_BASE: usize = 224;
+/// The last commit whose pages, and every earlier commit's, are on disk
+/// in the data file.
+pub(crate) const L_FLUSHED: usize = 232;
 const READERS: usize = 256;
 const READER_SIZE: usize = 32;
 /// Reader slots in the lock file.
@@ -172,7 +182,7 @@ impl LockFile {
                 reason: "bad magic".into(),
             });
         }
-        if version == 1 && alone {
+        if version < LOCK_VERSION && alone {
             // Nobody has it open: upgrade, and recover as after a reboot.
             self.word(L_STATE).store(0, Ordering::SeqCst);
             return self

@@ -5,7 +5,7 @@ use crate::page::{PAGE, u32_at, u64_at};
 /// Magic bytes at offset 8 of every meta page.
 pub(crate) const MAGIC: &[u8; 8] = b"mmkit-kv";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Number of meta slots (pages 0..4).
 pub(crate) const META_SLOTS: u64 = 4;
 /// Bytes of a meta page covered by its checksum (4..META_LEN).
@@ -35,6 +35,9 @@ pub(crate) struct Meta {
     pub(crate) free_count: u64,
     /// Microseconds since the Unix epoch at commit.
     pub(crate) time_us: u64,
+    /// The database's identity, random at creation and the same in every
+    /// commit: it ties the redo log's records to this file.
+    pub(crate) id: u64,
 }
 
 /// Why a meta page was rejected.
@@ -65,6 +68,7 @@ impl Meta {
             (64, self.free.page),
             (80, self.free_count),
             (88, self.time_us),
+            (96, self.id),
         ] {
             b[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -98,6 +102,7 @@ impl Meta {
             free: Root { page: u64_at(b, 64), crc: u32_at(b, 72) },
             free_count: u64_at(b, 80),
             time_us: u64_at(b, 88),
+            id: u64_at(b, 96),
         };
         let in_range = |r: Root| r.page == 0 || (r.page >= META_SLOTS && r.page < meta.next_page);
         if meta.txnid == 0 || meta.next_page < META_SLOTS || !in_range(meta.catalog) || !in_range(meta.free) {
@@ -122,6 +127,7 @@ mod tests {
             free: Root { page: 6, crc: 88 },
             free_count: 3,
             time_us: 1,
+            id: 0x1234,
         };
         let b = m.encode();
         assert_eq!(Meta::decode(&b), Ok(m));

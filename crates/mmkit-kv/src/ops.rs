@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::db::{Db, Durability, TableInfo, now_us};
 use crate::error::{Error, Result};
+use crate::lock::{L_FLUSHED, L_LOG_BASE, L_LOG_END, L_LOG_HEAD};
 use crate::meta::{META_SLOTS, Meta, Root};
 use crate::page::{Key, Keys, PAGE, Val, overflow_pages};
 use crate::store::View;
@@ -271,6 +273,8 @@ impl Db {
         Ok(Stat {
             txnid: current,
             durable: self.lock.durable().txnid(),
+            flushed: self.lock.word(L_FLUSHED).load(Ordering::SeqCst),
+            log_chain: self.log_chain_words(),
             tables,
             pages: meta.next_page,
             free_pages: meta.free_count,
@@ -278,6 +282,17 @@ impl Db {
             file_size: self.store.file_size()?,
             readers: self.lock.readers().count(),
             oldest,
+        })
+    }
+
+    /// The chain's words in the lock file (`None` when no chain is being
+    /// extended); read without the writer lock, so a commit under way may
+    /// have moved one of them on already.
+    fn log_chain_words(&self) -> Option<(u64, u64, u64)> {
+        let l = &self.lock;
+        let end = l.word(L_LOG_END).load(Ordering::SeqCst);
+        (end != 0).then(|| {
+            (l.word(L_LOG_BASE).load(Ordering::SeqCst) + 1, end, l.word(L_LOG_HEAD).load(Ordering::SeqCst))
         })
     }
 
@@ -306,7 +321,9 @@ impl Db {
     fn compact_into(&self, tmp: &Path, dst: &Path) -> Result<CheckReport> {
         let _ = std::fs::remove_file(tmp);
         let src = self.read()?;
-        let out = Db::options().create(true).durability(Durability::Immediate).open(tmp)?;
+        // One big commit, synced in the data file itself: a redo log beside
+        // the temporary name would not follow the rename.
+        let out = Db::options().create(true).durability(Durability::Immediate).log_size(0).open(tmp)?;
         let mut w = out.write()?;
         for name in src.tables()? {
             let t = src.table(&name)?;
@@ -378,6 +395,12 @@ pub struct Stat {
     pub txnid: u64,
     /// The last commit known to be on disk.
     pub durable: u64,
+    /// The last commit on disk in the data file itself (later durable
+    /// ones are in the redo log).
+    pub flushed: u64,
+    /// The redo log's chain: its first and last commit (`None` when no
+    /// chain is being extended), and the bytes it takes.
+    pub log_chain: Option<(u64, u64, u64)>,
     /// Tables and their entry counts.
     pub tables: Vec<(String, u64)>,
     /// Pages in use by the file (including free ones).

@@ -8,7 +8,9 @@ use mmkit_sync::LockOutcome;
 
 use crate::db::{Db, Durability, Table, TableInfo, check_table_name, now_us};
 use crate::error::{Error, Result};
-use crate::lock::{CommitRef, L_CURRENT, L_DURABLE, L_SHRINKS, L_SYNCING};
+use crate::lock::{
+    CommitRef, L_CURRENT, L_DURABLE, L_FLUSHED, L_LOG_BASE, L_LOG_END, L_LOG_HEAD, L_SHRINKS, L_SYNCING,
+};
 use crate::meta::{FLAG_SYNCED, META_SLOTS, Meta, Root};
 use crate::page::{Page, PageMut};
 use crate::store::View;
@@ -70,6 +72,8 @@ pub(crate) struct WriterState {
     /// The lock file's shrink counter when this process last refreshed
     /// its mapping.
     shrinks_seen: u64,
+    /// A redo-log record's header being encoded.
+    log_buf: Vec<u8>,
 }
 
 impl WriterState {
@@ -361,9 +365,10 @@ impl<'db> WriteTxn<'db> {
         self.update_free_tree()?;
         let slot = self.choose_slot();
         let immediate = d == Durability::Immediate;
+        let logged = immediate && self.fits_log();
         let durable = if immediate { self.txnid } else { self.durable.txnid() };
         let meta = Meta {
-            flags: if immediate { FLAG_SYNCED } else { 0 },
+            flags: if immediate && !logged { FLAG_SYNCED } else { 0 },
             txnid: self.txnid,
             durable,
             next_page: self.next_page,
@@ -371,18 +376,33 @@ impl<'db> WriteTxn<'db> {
             free: self.free,
             free_count: self.free_count,
             time_us: now_us(),
+            id: self.base.id,
         };
-        if immediate && self.durable.txnid() < self.base.txnid {
-            // Earlier commits were not synced: their pages must be on disk
-            // before a meta that is trusted after a power loss points at them.
-            self.db.store.sync()?;
-        }
-        self.db.store.write_meta(slot, &meta.encode())?;
-        if immediate {
-            self.db.store.sync()?;
+        let lock = &self.db.lock;
+        let encoded = meta.encode();
+        if logged {
+            self.db.store.write_meta(slot, &encoded)?;
+            if let Err(e) = self.log_commit(slot, encoded) {
+                // Not durable, so not a commit: no later open or take-over
+                // may find this meta (its slot held none of the commits
+                // anyone can still need).
+                self.db.store.write_meta(slot, &[0u8; crate::meta::META_LEN])?;
+                return Err(e);
+            }
+        } else {
+            if immediate && lock.word(L_FLUSHED).load(Ordering::SeqCst) < self.base.txnid {
+                // Earlier commits are not in the data file on disk: their
+                // pages must be before a meta that is trusted after a power
+                // loss points at them (a SYNCED meta is verified in
+                // O(size of its own commit)).
+                self.flush_data(self.base.txnid)?;
+            }
+            self.db.store.write_meta(slot, &encoded)?;
+            if immediate {
+                self.flush_data(self.txnid)?;
+            }
         }
         let at = CommitRef::new(self.txnid, slot);
-        let lock = &self.db.lock;
         lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
         if immediate {
             lock.word(L_DURABLE).fetch_max(at.0, Ordering::SeqCst);
@@ -390,6 +410,59 @@ impl<'db> WriteTxn<'db> {
         }
         lock.commits()?.publish(self.txnid);
         Ok(self.txnid)
+    }
+
+    /// Whether this commit goes to the redo log: there is one, and the
+    /// record takes at most a quarter of it (a bigger commit syncs the
+    /// data file instead, which a sequential log write would not beat).
+    fn fits_log(&self) -> bool {
+        let size = self.db.opts.log_size;
+        self.db.log.is_some() && size > 0 && crate::log::Record::len(self.st.dirty_list.len()) <= size / 4
+    }
+
+    /// `fdatasync`s the data file, which then holds every commit up to
+    /// `upto` on disk.
+    fn flush_data(&self, upto: u64) -> Result<()> {
+        self.db.store.sync()?;
+        self.db.lock.word(L_FLUSHED).fetch_max(upto, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Makes the commit durable through the redo log: its record goes
+    /// after the chain's last one when this commit follows it and there is
+    /// room; else a new chain starts at the log's start, once the data file
+    /// holds every earlier commit (one more `fdatasync`, at most once per
+    /// log's worth of commits, or after commits that were not logged).
+    fn log_commit(&mut self, slot: u64, meta: [u8; crate::meta::META_LEN]) -> Result<()> {
+        let Some(log) = self.db.log.as_ref() else {
+            return Err(Error::InvalidOption("a logged commit without a redo log".into()));
+        };
+        let lock = &self.db.lock;
+        let prev = self.base.txnid;
+        let mut pages = std::mem::take(&mut self.st.dirty_list);
+        pages.sort_unstable();
+        let len = crate::log::Record::len(pages.len());
+        let mut head = lock.word(L_LOG_HEAD).load(Ordering::SeqCst);
+        let mut base = lock.word(L_LOG_BASE).load(Ordering::SeqCst);
+        let extends = lock.word(L_LOG_END).load(Ordering::SeqCst) == prev
+            && head.checked_add(len).is_some_and(|end| end <= self.db.opts.log_size);
+        if !extends {
+            lock.word(L_LOG_END).store(0, Ordering::SeqCst);
+            if lock.word(L_FLUSHED).load(Ordering::SeqCst) < prev {
+                self.flush_data(prev)?;
+            }
+            (head, base) = (0, prev);
+        }
+        let rec = crate::log::Record { txnid: self.txnid, base, slot, meta, pages, offset: head };
+        let mut buf = std::mem::take(&mut self.st.log_buf);
+        let written = log.append(head, &rec, self.base.id, &self.db.store, &mut buf);
+        self.st.log_buf = buf;
+        self.st.dirty_list = rec.pages;
+        let written = written?;
+        lock.word(L_LOG_BASE).store(base, Ordering::SeqCst);
+        lock.word(L_LOG_HEAD).store(head + written, Ordering::SeqCst);
+        lock.word(L_LOG_END).store(self.txnid, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Seals every changed table and writes its root into the catalog.
@@ -486,6 +559,7 @@ impl Db {
         let g = mutex.lock().map_err(Error::sync("lock writer"))?.into_guard();
         if synced.is_ok() {
             self.lock.word(L_DURABLE).fetch_max(target.0, Ordering::SeqCst);
+            self.lock.word(L_FLUSHED).fetch_max(target.txnid(), Ordering::SeqCst);
         }
         self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
         g.make_consistent();
@@ -495,11 +569,12 @@ impl Db {
         Ok(())
     }
 
-    /// Makes every commit so far durable (one `fdatasync`), and lets the
-    /// pages that Eventual commits held back be reused.
+    /// Makes every commit so far durable in the data file itself (one
+    /// `fdatasync`), and lets the pages that Eventual commits held back be
+    /// reused.
     pub fn sync(&self) -> Result<()> {
         let target = self.lock.current().txnid();
-        if self.lock.durable().txnid() >= target {
+        if self.lock.word(L_FLUSHED).load(Ordering::SeqCst) >= target {
             return Ok(());
         }
         self.sync_round()

@@ -37,6 +37,11 @@ fn build(path: &Path) {
         t.delete(i.to_be_bytes()).unwrap();
     }
     w.commit().unwrap();
+    // These tests damage the data file alone: with everything synced into
+    // it, the redo log has nothing to add and goes.
+    db.sync().unwrap();
+    drop(db);
+    std::fs::remove_file(mmkit_kv::log_path(path)).unwrap();
 }
 
 /// Keys of the `long` table that live in runs.
@@ -653,5 +658,5 @@ fn a_version_1_lock_file_is_upgraded_when_alone() {
     let db = Db::open(&path).unwrap();
     assert_eq!(db.read().unwrap().table("many").unwrap().len(), entries);
     let head = std::fs::read(mmkit_kv::lock_path(&path)).unwrap();
-    assert_eq!(u32::from_le_bytes(head[8..12].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(head[8..12].try_into().unwrap()), 3);
 }

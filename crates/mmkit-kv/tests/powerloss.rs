@@ -1,10 +1,13 @@
 //! Power-loss simulation. The file is imaged after every commit (after its
-//! `fdatasync`, in Immediate mode, that image is what the disk holds);
-//! a power cut between two sync points leaves any subset of the writes
-//! made since the last one, sector by sector. Each such mix is opened cold
-//! (no lock file, as after a reboot) and must be a commit the model knows:
-//! the last durable one or a later whole one in Immediate mode, some
-//! consistent earlier commit in Eventual mode.
+//! `fdatasync` of the data file, that image is what the disk holds); a
+//! power cut between two sync points leaves any subset of the writes made
+//! since the last one, sector by sector. Each such mix is opened cold (no
+//! lock file, as after a reboot) and must be a commit the model knows: the
+//! last durable one or a later whole one in Immediate mode, some
+//! consistent earlier commit in Eventual mode. With the redo log, the data
+//! file on disk is any mix of its image when the log's chain began and its
+//! image now, and the log is exactly as synced (or, for a commit cut in
+//! half, a mix of the log before and after it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,8 +69,16 @@ fn mix(old: &[u8], new: &[u8], p: u64, seed: &mut u64) -> Vec<u8> {
 
 /// Opens `image` cold and returns its state, after a full check.
 fn recover(dir: &Path, n: usize, image: &[u8]) -> State {
+    recover_with_log(dir, n, image, None)
+}
+
+/// Opens `image`, with `log` as its redo log, cold.
+fn recover_with_log(dir: &Path, n: usize, image: &[u8], log: Option<&[u8]>) -> State {
     let path = dir.join(format!("image-{n}"));
     std::fs::write(&path, image).unwrap();
+    if let Some(log) = log {
+        std::fs::write(mmkit_kv::log_path(&path), log).unwrap();
+    }
     let db = Db::options().open(&path).unwrap_or_else(|e| panic!("image {n} does not open: {e}"));
     let report = db.check().unwrap_or_else(|e| panic!("image {n} recovered to a corrupt commit: {e}"));
     assert_eq!(report.leaked_pages, 0, "image {n}: {report:?}");
@@ -75,14 +86,16 @@ fn recover(dir: &Path, n: usize, image: &[u8]) -> State {
     drop(db);
     std::fs::remove_file(&path).unwrap();
     let _ = std::fs::remove_file(mmkit_kv::lock_path(&path));
+    let _ = std::fs::remove_file(mmkit_kv::log_path(&path));
     s
 }
 
+/// Without the redo log, every Immediate commit syncs the data file.
 #[test]
 fn immediate_recovers_the_last_durable_commit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    let db = Db::options().create(true).durability(Durability::Immediate).open(&path).unwrap();
+    let db = Db::options().create(true).durability(Durability::Immediate).log_size(0).open(&path).unwrap();
     let mut seed = 0x2545F4914F6CDD1Du64;
     let mut images = vec![(std::fs::read(&path).unwrap(), state(&db))];
     for _ in 0..25 {
@@ -134,4 +147,184 @@ fn eventual_recovers_a_consistent_earlier_commit() {
             }
         }
     }
+}
+
+/// The data file's images by commit, the log's bytes, and the states.
+struct Logged {
+    data: BTreeMap<u64, Vec<u8>>,
+    states: BTreeMap<u64, State>,
+    log: Vec<u8>,
+}
+
+impl Logged {
+    fn new(db: &Db, path: &Path) -> Logged {
+        let mut l = Logged { data: BTreeMap::new(), states: BTreeMap::new(), log: Vec::new() };
+        l.snap(db, path);
+        l
+    }
+    fn snap(&mut self, db: &Db, path: &Path) {
+        let t = db.last_commit();
+        self.data.insert(t, std::fs::read(path).unwrap());
+        self.states.insert(t, state(db));
+        self.log = std::fs::read(mmkit_kv::log_path(path)).unwrap_or_default();
+    }
+}
+
+/// Immediate commits through the redo log, with a log small enough that
+/// chains start over and big commits go to the data file instead. After
+/// every commit, any write-back of the data file since the chain's base,
+/// with the log as synced, must give exactly the last commit; a record cut
+/// in half gives the last commit or the one before it.
+#[test]
+fn logged_commits_survive_any_write_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db =
+        Db::options().create(true).durability(Durability::Immediate).log_size(256 << 10).open(&path).unwrap();
+    let mut seed = 0xD1B54A32D192ED03u64;
+    let mut l = Logged::new(&db, &path);
+    let (mut n, mut bases, mut unlogged) = (0, std::collections::BTreeSet::new(), 0);
+    for _ in 0..40 {
+        let log_before = l.log.clone();
+        mutate(&db, &mut seed, Durability::Immediate);
+        l.snap(&db, &path);
+        let t = db.last_commit();
+        let stat = db.stat().unwrap();
+        // Where the data file was last synced: the chain's base, or this
+        // commit when it was synced into the data file instead.
+        let flushed = match stat.log_chain {
+            Some((first, last, _)) if last == t => {
+                bases.insert(first - 1);
+                first - 1
+            }
+            _ => {
+                unlogged += 1;
+                t
+            }
+        };
+        let (old, now) = (&l.data[&flushed], &l.data[&t]);
+        for p in [0, 100, 500, 900, 1000] {
+            n += 1;
+            let got = recover_with_log(dir.path(), n, &mix(old, now, p, &mut seed), Some(&l.log));
+            assert!(
+                got == l.states[&t],
+                "image {n} (commit {t}, flushed {flushed}, p {p}) lost the last commit"
+            );
+        }
+        for p in [200, 800] {
+            n += 1;
+            let log = mix(&log_before, &l.log, p, &mut seed);
+            let got = recover_with_log(dir.path(), n, &mix(old, now, 500, &mut seed), Some(&log));
+            assert!(
+                got == l.states[&t] || got == l.states[&(t - 1)],
+                "image {n} (torn record of {t}) is no commit"
+            );
+        }
+    }
+    assert!(bases.len() >= 3, "chains started over: {bases:?}");
+    assert!(unlogged > 0, "some commits were too big for the log");
+}
+
+/// Logged Immediate commits mixed with Eventual ones, Group ones and
+/// explicit syncs: whatever the data file wrote back, the cold open gives
+/// the last durable commit or a later whole one.
+#[test]
+fn logged_and_unlogged_commits_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).log_size(256 << 10).open(&path).unwrap();
+    let mut seed = 0x94D049BB133111EBu64;
+    let mut l = Logged::new(&db, &path);
+    let mut n = 0;
+    for _ in 0..60 {
+        let d = match rng(&mut seed) % 4 {
+            0 => Durability::Eventual,
+            1 => Durability::Group,
+            _ => Durability::Immediate,
+        };
+        mutate(&db, &mut seed, d);
+        if rng(&mut seed) % 10 == 0 {
+            db.sync().unwrap();
+        }
+        l.snap(&db, &path);
+        let stat = db.stat().unwrap();
+        let t = stat.txnid;
+        let old = &l.data[&stat.flushed];
+        for p in [0, 500, 1000] {
+            n += 1;
+            let got = recover_with_log(dir.path(), n, &mix(old, &l.data[&t], p, &mut seed), Some(&l.log));
+            let ok = l.states.range(stat.durable..=t).any(|(_, s)| *s == got);
+            assert!(
+                ok,
+                "image {n} (commit {t}, durable {}, flushed {}, p {p}) is no commit since the durable one",
+                stat.durable, stat.flushed
+            );
+        }
+    }
+}
+
+/// Damage anywhere in the log ends the chain at the record before it:
+/// the open gives a commit of the chain (or its base), never an error or
+/// a panic.
+#[test]
+fn a_damaged_log_ends_the_chain_where_it_is_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).open(&path).unwrap();
+    db.sync().unwrap();
+    let mut seed = 0xBF58476D1CE4E5B9u64;
+    let mut l = Logged::new(&db, &path);
+    let base = db.last_commit();
+    for _ in 0..12 {
+        let mut w = db.write().unwrap();
+        w.table("t").unwrap().put(rng(&mut seed).to_be_bytes(), [7u8; 90]).unwrap();
+        w.commit().unwrap();
+        l.snap(&db, &path);
+    }
+    let chain = db.stat().unwrap().log_chain.unwrap();
+    assert_eq!((chain.0, chain.1), (base + 1, db.last_commit()), "every commit is in the chain");
+    let old = &l.data[&base];
+    for n in 0..60 {
+        let mut log = l.log.clone();
+        let at = (rng(&mut seed) as usize) % chain.2 as usize;
+        log[at] ^= 1 << (rng(&mut seed) % 8);
+        let got = recover_with_log(dir.path(), n, old, Some(&log));
+        assert!(l.states.values().any(|s| *s == got), "byte {at}: no commit of the chain");
+    }
+}
+
+/// A read-only handle cannot replay: it opens when the data file already
+/// holds the chain's commits, and says what to do when it does not.
+#[test]
+fn a_read_only_cold_open_replays_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).open(&path).unwrap();
+    db.sync().unwrap();
+    let before = std::fs::read(&path).unwrap();
+    for i in 0u32..5 {
+        let mut w = db.write().unwrap();
+        w.table("t").unwrap().put(i.to_be_bytes(), "v").unwrap();
+        w.commit().unwrap();
+    }
+    let (after, log) = (std::fs::read(&path).unwrap(), std::fs::read(mmkit_kv::log_path(&path)).unwrap());
+    drop(db);
+    let image = dir.path().join("image");
+    let put = |data: &[u8]| {
+        std::fs::write(&image, data).unwrap();
+        std::fs::write(mmkit_kv::log_path(&image), &log).unwrap();
+        let _ = std::fs::remove_file(mmkit_kv::lock_path(&image));
+    };
+    let entries = |db: &Db| db.read().unwrap().table("t").unwrap().len();
+    // Everything was written back: the data file alone has the last commit.
+    put(&after);
+    assert_eq!(entries(&Db::options().read_only(true).open(&image).unwrap()), 5);
+    // Nothing was: a read-only open is a clear error, a writable one
+    // replays, and then read-only opens see it all.
+    put(&before);
+    let e = Db::options().read_only(true).open(&image).unwrap_err();
+    assert!(e.to_string().contains("open the database once for writing"), "{e}");
+    assert_eq!(entries(&Db::open(&image).unwrap()), 5);
+    let _ = std::fs::remove_file(mmkit_kv::lock_path(&image));
+    assert_eq!(entries(&Db::options().read_only(true).open(&image).unwrap()), 5);
 }
