@@ -140,8 +140,9 @@ pub struct Db {
     pub(crate) lock: LockFile,
     pub(crate) opts: Options,
     pub(crate) writer: Mutex<WriterState>,
-    /// The redo log (`None` when read-only without one).
-    pub(crate) log: Option<crate::log::Log>,
+    /// The redo log: opened when there is one, created by the first
+    /// logged commit otherwise (so a database that never logs has none).
+    pub(crate) log: std::sync::OnceLock<crate::log::Log>,
 }
 
 impl std::fmt::Debug for Db {
@@ -239,8 +240,10 @@ impl Db {
             });
         }
         let (lock, alone) = LockFile::open(&lock_path(path))?;
-        let writable = !opts.read_only;
-        let log = crate::log::Log::open(&log_path(path), writable, writable && opts.log_size > 0)?;
+        let log = std::sync::OnceLock::new();
+        if let Some(found) = crate::log::Log::open(&log_path(path), !opts.read_only, false)? {
+            let _ = log.set(found);
+        }
         let db = Db { store, lock, opts: opts.clone(), writer: Mutex::new(WriterState::default()), log };
         if alone {
             let recovered = db.recover_alone();
@@ -250,6 +253,19 @@ impl Db {
             db.recover_if_needed()?;
         }
         Ok(db)
+    }
+
+    /// The redo log, created if this database has none yet (only a writer
+    /// calls this, under the writer lock).
+    pub(crate) fn log_for_writing(&self) -> Result<&crate::log::Log> {
+        if let Some(log) = self.log.get() {
+            return Ok(log);
+        }
+        let path = log_path(&self.store.path);
+        if let Some(log) = crate::log::Log::open(&path, true, true)? {
+            let _ = self.log.set(log);
+        }
+        self.log.get().ok_or_else(|| Error::io("open redo log", path, rustix::io::Errno::NOENT))
     }
 
     /// The database file's path.
@@ -440,7 +456,7 @@ impl Db {
     /// The redo log's chain of records for this database (empty without
     /// a log, or when no meta names the database).
     fn log_chain(&self, metas: &[(Meta, u64)]) -> Result<crate::log::Chain> {
-        let (Some(log), Some((newest, _))) = (&self.log, metas.first()) else {
+        let (Some(log), Some((newest, _))) = (self.log.get(), metas.first()) else {
             return Ok(crate::log::Chain::default());
         };
         log.read_chain(newest.id, self.store.file.reserved() as u64 / PAGE as u64)
@@ -451,7 +467,7 @@ impl Db {
     /// record's pages and meta in order, and syncs. Returns the chain's
     /// last commit if it verifies then (a forged log may not).
     fn replay(&self, chain: &crate::log::Chain, metas: &[(Meta, u64)]) -> Result<Option<(Meta, u64)>> {
-        let log = match (&self.log, self.store.writable()) {
+        let log = match (self.log.get(), self.store.writable()) {
             (Some(log), true) => log,
             _ => return Err(Error::NeedsReplay { path: self.store.path.clone() }),
         };

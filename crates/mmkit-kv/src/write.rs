@@ -417,7 +417,7 @@ impl<'db> WriteTxn<'db> {
     /// data file instead, which a sequential log write would not beat).
     fn fits_log(&self) -> bool {
         let size = self.db.opts.log_size;
-        self.db.log.is_some() && size > 0 && crate::log::Record::len(self.st.dirty_list.len()) <= size / 4
+        size > 0 && crate::log::Record::len(self.st.dirty_list.len()) <= size / 4
     }
 
     /// `fdatasync`s the data file, which then holds every commit up to
@@ -434,9 +434,7 @@ impl<'db> WriteTxn<'db> {
     /// holds every earlier commit (one more `fdatasync`, at most once per
     /// log's worth of commits, or after commits that were not logged).
     fn log_commit(&mut self, slot: u64, meta: [u8; crate::meta::META_LEN]) -> Result<()> {
-        let Some(log) = self.db.log.as_ref() else {
-            return Err(Error::InvalidOption("a logged commit without a redo log".into()));
-        };
+        let log = self.db.log_for_writing()?;
         let lock = &self.db.lock;
         let prev = self.base.txnid;
         let mut pages = std::mem::take(&mut self.st.dirty_list);
