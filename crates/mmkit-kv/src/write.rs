@@ -412,9 +412,10 @@ impl<'db> WriteTxn<'db> {
         Ok(self.txnid)
     }
 
-    /// Whether this commit goes to the redo log: there is one, and the
-    /// record takes at most a quarter of it (a bigger commit syncs the
-    /// data file instead, which a sequential log write would not beat).
+    /// Whether this commit goes to the redo log: the log is on (its size
+    /// above 0), and the record takes at most a quarter of it (a bigger
+    /// commit syncs the data file instead: it would need a checkpoint of
+    /// its own after a few such records anyway).
     fn fits_log(&self) -> bool {
         let size = self.db.opts.log_size;
         size > 0 && crate::log::Record::len(self.st.dirty_list.len()) <= size / 4
