@@ -396,27 +396,32 @@ fn snapshot_lag_bound_is_enforced() {
     w.commit().unwrap();
 }
 
-/// Growth hits the file-size limit (a stand-in for a full disk): the commit
-/// fails with a clear error and the database stays at its last commit.
-fn run_fsize(path: &Path) -> i32 {
+/// Opens `path` under a 4 MiB `RLIMIT_FSIZE` and commits `step(table,
+/// n)` for n = 0, 1, ... until a commit fails: returns the database, the
+/// commits that succeeded and the error (`None` after 1000 commits).
+fn commit_until_full(
+    path: &Path,
+    mut step: impl FnMut(&mut mmkit_kv::TableMut<'_, '_>, u32) -> mmkit_kv::Result<()>,
+) -> (Db, u32, Option<Error>) {
     // SAFETY: setting a signal disposition to SIG_IGN has no memory effects.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let db = Db::options().create(true).durability(Durability::Immediate).open(path).unwrap();
     let limit = rustix::process::Rlimit { current: Some(4 << 20), maximum: None };
     rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
-    let mut committed = 0u32;
-    let err = loop {
+    for committed in 0..=1000 {
         let mut w = db.write().unwrap();
-        let r =
-            w.table("t").unwrap().put(committed.to_be_bytes(), vec![1u8; 100_000]).and_then(|_| w.commit());
-        match r {
-            Ok(_) => committed += 1,
-            Err(e) => break e,
+        if let Err(e) = step(&mut w.table("t").unwrap(), committed).and_then(|_| w.commit()) {
+            return (db, committed, Some(e));
         }
-        if committed > 1000 {
-            return 3;
-        }
-    };
+    }
+    (db, 1001, None)
+}
+
+/// Growth hits the file-size limit (a stand-in for a full disk): the commit
+/// fails with a clear error and the database stays at its last commit.
+fn run_fsize(path: &Path) -> i32 {
+    let (db, committed, err) = commit_until_full(path, |t, n| t.put(n.to_be_bytes(), vec![1u8; 100_000]));
+    let Some(err) = err else { return 3 };
     eprintln!("full disk after {committed} commits: {err}");
     if !matches!(err, Error::NoSpace { .. }) || !err.to_string().contains("db") {
         return 4;
@@ -433,27 +438,11 @@ fn run_fsize(path: &Path) -> i32 {
 /// The redo log fills the limit first: the same key rewritten (so the data
 /// file reuses its pages) with values the log must copy each time.
 fn run_fsize_log(path: &Path) -> i32 {
-    // SAFETY: setting a signal disposition to SIG_IGN has no memory effects.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    let db = Db::options().create(true).durability(Durability::Immediate).open(path).unwrap();
-    let limit = rustix::process::Rlimit { current: Some(4 << 20), maximum: None };
-    rustix::process::setrlimit(rustix::process::Resource::Fsize, limit).unwrap();
-    let mut committed = 0u32;
-    let err = loop {
-        let mut w = db.write().unwrap();
-        let mut t = w.table("t").unwrap();
-        let r = t
-            .put("value", vec![committed as u8; 100_000])
-            .and_then(|_| t.put("seq", committed.to_be_bytes()))
-            .and_then(|_| w.commit());
-        match r {
-            Ok(_) => committed += 1,
-            Err(e) => break e,
-        }
-        if committed > 1000 {
-            return 3;
-        }
-    };
+    let (db, committed, err) = commit_until_full(path, |t, n| {
+        t.put("value", vec![n as u8; 100_000])?;
+        t.put("seq", n.to_be_bytes())
+    });
+    let Some(err) = err else { return 3 };
     eprintln!("full log after {committed} commits: {err}");
     if !matches!(err, Error::NoSpace { .. }) || !err.to_string().contains("db-log") {
         return 4;
