@@ -331,9 +331,11 @@ impl Db {
         let at = CommitRef::new(meta.0.txnid, meta.1);
         self.lock.word(L_CURRENT).store(at.0, Ordering::SeqCst);
         self.lock.word(L_DURABLE).store(at.0, Ordering::SeqCst);
-        // The data file was synced at the recovered commit (or, read-only,
-        // needs nothing replayed): the next logged commit starts a chain.
-        self.lock.word(L_FLUSHED).store(meta.0.txnid, Ordering::SeqCst);
+        // A writable opener synced the data file at the recovered commit;
+        // a read-only one cannot know what is on disk, so the first logged
+        // commit will sync the data file before it starts a chain.
+        let flushed = if self.store.writable() { meta.0.txnid } else { 0 };
+        self.lock.word(L_FLUSHED).store(flushed, Ordering::SeqCst);
         self.lock.word(L_LOG_END).store(0, Ordering::SeqCst);
         self.lock.commits()?.publish(meta.0.txnid);
         self.lock.durable_events()?.publish(meta.0.txnid);
@@ -402,10 +404,14 @@ impl Db {
         if let Some(found) = self.first_verified(&metas, |m| m.txnid > end)? {
             return Ok(found);
         }
+        if end != 0
+            && let Some(found) = self.already_written_back(&chain, &metas)?
+        {
+            return Ok(found);
+        }
         if end != 0 && !self.store.writable() {
-            // No replay through a read-only handle; the data file may hold
-            // the chain's commits anyway (written back before the power
-            // went, or by a clean shutdown).
+            // No replay through a read-only handle: the data file must
+            // verify at the chain's end by itself.
             return match self.first_verified(&metas, |_| true)? {
                 Some(found) if found.0.txnid >= end => Ok(found),
                 _ => Err(Error::NeedsReplay { path: self.store.path.clone() }),
@@ -460,6 +466,31 @@ impl Db {
             return Ok(crate::log::Chain::default());
         };
         log.read_chain(newest.id, self.store.file.reserved() as u64 / PAGE as u64)
+    }
+
+    /// The chain's last commit, if the data file holds everything a replay
+    /// would write (then nothing is written, and a read-only handle opens
+    /// as well); the newer metas, which failed, are wiped.
+    fn already_written_back(
+        &self,
+        chain: &crate::log::Chain,
+        metas: &[(Meta, u64)],
+    ) -> Result<Option<(Meta, u64)>> {
+        let Some(log) = self.log.get() else { return Ok(None) };
+        let end = chain.end();
+        let Some(&found) = metas.iter().find(|(m, _)| m.txnid == end) else { return Ok(None) };
+        if !log.written_back(chain, &self.store)? || crate::ops::verify_commit(self, &found.0).is_err() {
+            return Ok(None);
+        }
+        if self.store.writable() {
+            for &(m, slot) in metas {
+                if m.txnid > end {
+                    self.store.write_meta(slot, &[0u8; META_LEN])?;
+                }
+            }
+            self.store.sync()?;
+        }
+        Ok(Some(found))
     }
 
     /// Rebuilds the chain's commits in the data file after a power loss:

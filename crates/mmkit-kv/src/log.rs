@@ -258,6 +258,32 @@ impl Log {
         self.file.read_exact_at(buf, at).map_err(|e| Error::io("read redo log", &self.path, e))
     }
 
+    /// Whether the data file already holds what replaying the chain would
+    /// write: each page's last image in the chain, and the last record's
+    /// meta in its slot (a clean shutdown, or write-back that finished
+    /// before the power went). Costs a read of the chain, not of the file.
+    pub(crate) fn written_back(&self, chain: &Chain, store: &Store) -> Result<bool> {
+        let Some(last) = chain.records.last() else { return Ok(true) };
+        if store.meta_bytes(last.slot)? != last.meta {
+            return Ok(false);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut buf = Vec::new();
+        for rec in chain.records.iter().rev() {
+            buf.resize(Record::len(rec.pages.len()) as usize, 0);
+            self.read_exact_at(&mut buf, rec.offset)?;
+            let images = &buf[Record::header_len(rec.pages.len()) as usize..];
+            for (image, &p) in images.chunks_exact(PAGE).zip(&rec.pages) {
+                // A page past the file's end was not written back either.
+                let same = store.bytes(p, PAGE).is_ok_and(|b| b == image);
+                if seen.insert(p) && !same {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Writes the pages and the meta of `rec` into the data file
     /// (`pwrite`, past its end if need be).
     pub(crate) fn replay(&self, rec: &Record, store: &Store) -> Result<()> {
