@@ -6,8 +6,11 @@
 //! processes read lock-free from a registered snapshot; one writer at a
 //! time commits, behind a robust cross-process mutex whose dead holder is
 //! detected by liveness. Every page is checksummed (CRC32C, kept in its
-//! parent, Merkle style), the four meta pages too, and a commit costs at
-//! most one `fdatasync`. The format is in `docs/kv-format.md`.
+//! parent, Merkle style), the four meta pages too. A durable commit costs
+//! one `fdatasync`, of a redo log (`<db>-log`) that receives a sequential
+//! copy of the pages the commit wrote, so the data file itself is synced
+//! only once per log's worth of commits; a process crash needs no replay,
+//! a power loss replays the log. The format is in `docs/kv-format.md`.
 //!
 //! ```
 //! use mmkit_kv::{Db, Durability};
