@@ -328,3 +328,33 @@ fn a_read_only_cold_open_replays_nothing() {
     let _ = std::fs::remove_file(mmkit_kv::lock_path(&image));
     assert_eq!(entries(&Db::options().read_only(true).open(&image).unwrap()), 5);
 }
+
+/// A redo log left beside a database it does not belong to (the database
+/// was deleted and created again, or copied over) is never replayed into
+/// it: records carry the database's id.
+#[test]
+fn another_databases_log_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).open(&path).unwrap();
+    for i in 0u32..5 {
+        let mut w = db.write().unwrap();
+        w.table("t").unwrap().put(i.to_be_bytes(), "old").unwrap();
+        w.commit().unwrap();
+    }
+    drop(db);
+    let log = std::fs::read(mmkit_kv::log_path(&path)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(mmkit_kv::lock_path(&path)).unwrap();
+    let db = Db::options().create(true).durability(Durability::Eventual).open(&path).unwrap();
+    let mut w = db.write().unwrap();
+    w.table("new").unwrap().put("k", "v").unwrap();
+    w.commit().unwrap();
+    db.sync().unwrap();
+    drop(db);
+    std::fs::write(mmkit_kv::log_path(&path), &log).unwrap();
+    std::fs::remove_file(mmkit_kv::lock_path(&path)).unwrap();
+    let db = Db::open(&path).unwrap();
+    assert_eq!(db.read().unwrap().tables().unwrap(), ["new"]);
+    db.check().unwrap();
+}
