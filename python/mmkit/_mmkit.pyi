@@ -559,6 +559,12 @@ class DbStat:
     @property
     def durable(self) -> int: ...
     @property
+    def flushed(self) -> int:
+        """The last commit on disk in the data file itself."""
+    @property
+    def log_chain(self) -> tuple[int, int, int] | None:
+        """The redo log's chain: (first commit, last commit, bytes)."""
+    @property
     def tables(self) -> dict[str, int]:
         """Entries per table."""
     @property

@@ -756,6 +756,11 @@ pub struct DbStat {
     txnid: u64,
     /// The last commit known to be on disk.
     durable: u64,
+    /// The last commit on disk in the data file itself (later durable
+    /// ones are in the redo log).
+    flushed: u64,
+    /// The redo log's chain as (first commit, last commit, bytes), or None.
+    log_chain: Option<(u64, u64, u64)>,
     /// Entries per table, in table order.
     tables: BTreeMap<String, u64>,
     /// Pages the file holds (free ones included).
@@ -791,6 +796,8 @@ impl DbStat {
             path: path.to_string(),
             txnid: s.txnid,
             durable: s.durable,
+            flushed: s.flushed,
+            log_chain: s.log_chain,
             tables: s.tables.into_iter().collect(),
             pages: s.pages,
             free_pages: s.free_pages,

@@ -336,6 +336,8 @@ def test_stat_check_compact(db, tmp_path):
     assert s.tables == {"t": 500} and s.readers == 1 and s.page_size == 4096
     assert s.oldest.pid == os.getpid() and s.oldest.alive and s.oldest.lag == 0
     assert s.file_size >= s.pages * s.page_size and s.txnid == db.last_commit
+    # The durable commit went through the redo log; the data file is older.
+    assert s.durable == s.txnid and s.log_chain[1] == s.txnid and s.flushed < s.txnid
     r.close()
     c = db.check()
     assert c.tables[0][:2] == ("t", 500) and c.leaked_pages == 0
