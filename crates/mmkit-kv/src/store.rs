@@ -68,6 +68,15 @@ impl Store {
         unsafe { std::slice::from_raw_parts_mut(self.file.base().add(pgno as usize * PAGE), pages * PAGE) }
     }
 
+    /// Maps every page below `next_page` that the file holds (other
+    /// processes may have grown it); a file shorter than that is corrupt.
+    pub(crate) fn ensure_mapped(&self, next_page: u64) -> Result<()> {
+        let Some(end) = next_page.checked_mul(PAGE as u64) else {
+            return Err(self.corrupt(0, "(meta)", "next page overflows"));
+        };
+        self.file.ensure_len(end).map_err(Error::region("map database pages"))
+    }
+
     /// Makes sure pages below `next_page` have real blocks behind them;
     /// grows by an eighth of the file at a time (at least 1 MiB) so growth
     /// costs few `fallocate` calls.

@@ -152,6 +152,11 @@ impl Db {
             .ok()
             .filter(|m| m.txnid == cur.txnid())
             .ok_or_else(|| self.store.corrupt(cur.slot(), "(meta)", "current meta does not verify"))?;
+        // Another process's commits may have grown the file past this
+        // process's mapping; pages below `next_page` that the writer reuses
+        // are written through `page_mut`, which maps nothing: map them now
+        // (free when nothing was added).
+        self.store.ensure_mapped(base.next_page)?;
         Ok(WriteTxn {
             db: self,
             st,
@@ -223,8 +228,10 @@ impl<'db> WriteTxn<'db> {
         debug_assert!(self.is_dirty(p));
         // SAFETY: `p` is dirty: allocated by this transaction (the only
         // write transaction, we hold the writer lock), so no snapshot can
-        // reach it; it lies below `next_page`, whose blocks `alloc` made
-        // sure of; and the `&mut self` borrow keeps this the only
+        // reach it; it lies below `next_page`, so inside the mapped
+        // length (pages below the base's `next_page` were mapped by
+        // `Db::write`'s `ensure_mapped`, later ones by `alloc_end`'s
+        // growth); and the `&mut self` borrow keeps this the only
         // reference this transaction hands out.
         PageMut(unsafe { self.db.store.page_mut(p, 1) })
     }

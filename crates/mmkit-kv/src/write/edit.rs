@@ -59,8 +59,9 @@ impl<'db> WriteTxn<'db> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let n = overflow_pages(len as u64);
         let p = self.alloc_run(n)?;
-        // SAFETY: the run was just allocated (dirty, inside the file), and
-        // no other reference to it exists.
+        // SAFETY: the run was just allocated (dirty, below `next_page`, so
+        // mapped: see `WriteTxn::page_mut`), and no other reference to it
+        // exists.
         let run = unsafe { self.db.store.page_mut(p, n as usize) };
         PageMut(run).init_overflow(self.txnid, len as u64);
         let mut at = OVERFLOW_HEADER;
@@ -231,7 +232,8 @@ impl<'db> WriteTxn<'db> {
         let txnid = self.txnid;
         self.page_mut(right).init(if leaf { KIND_LEAF } else { KIND_BRANCH }, txnid);
         // SAFETY: `pg` and `right` are distinct dirty pages of this
-        // transaction, so the two mutable views do not overlap.
+        // transaction (mapped, as in `WriteTxn::page_mut`), so the two
+        // mutable views do not overlap.
         let (mut left_p, mut right_p) =
             unsafe { (PageMut(self.db.store.page_mut(pg, 1)), PageMut(self.db.store.page_mut(right, 1))) };
         if idx < s {
