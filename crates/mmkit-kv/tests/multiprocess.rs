@@ -665,6 +665,11 @@ fn killed_then_power_loss(log_size: &str, writers: usize) {
             acked = acked.max(w.expect("ACK ", Duration::from_secs(10)).parse().unwrap());
         }
         std::thread::sleep(Duration::from_millis(20 + rng(&mut seed) % 80));
+        for w in &mut kids {
+            // Still running: no writer crashed (one once died of SIGSEGV
+            // here, writing a reused page past its stale mapping).
+            assert!(w.child.try_wait().unwrap().is_none(), "round {round}: a writer died on its own");
+        }
         kids.iter_mut().for_each(Kid::sigkill);
         for w in &kids {
             while let Ok(l) = w.lines.recv_timeout(Duration::from_secs(10)) {
