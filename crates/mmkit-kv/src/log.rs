@@ -36,6 +36,13 @@ const PAGES_AT: usize = FIXED + META_LEN;
 const EXTEND: u64 = 1 << 20;
 /// `pwritev` takes at most this many buffers (`IOV_MAX` on Linux).
 const IOV_MAX: usize = 1024;
+/// The most pages a record holds (1 GiB of images, a 2 MiB header): a
+/// bigger commit syncs the data file instead. Readers hold no more than a
+/// header and one chunk of images in memory, whatever a damaged or
+/// hostile record claims.
+pub(crate) const MAX_RECORD_PAGES: usize = 1 << 18;
+/// Page images read at a time when checking or replaying a record.
+const CHUNK_PAGES: usize = 256;
 
 /// What a record says about its commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,13 +251,34 @@ impl Log {
             return Ok(None);
         }
         let pages = u32_at(buf, 40) as usize;
-        let total = Record::len(pages);
-        if at.saturating_add(total) > file_len {
+        if pages > MAX_RECORD_PAGES || at.saturating_add(Record::len(pages)) > file_len {
             return Ok(None);
         }
-        buf.resize(total as usize, 0);
+        buf.resize(Record::header_len(pages) as usize, 0);
         self.read_exact_at(buf, at)?;
-        Ok(decode(buf, at, max_page))
+        let Some(rec) = decode_header(buf, at, max_page) else { return Ok(None) };
+        let mut crc = crc32c::crc32c(&buf[4..]);
+        self.each_chunk(&rec, |_, images| {
+            crc = crc32c::crc32c_append(crc, images);
+            Ok(true)
+        })?;
+        Ok((crc == u32_at(buf, 0)).then_some(rec))
+    }
+
+    /// Calls `f` with each run of at most `CHUNK_PAGES` of `rec`'s page
+    /// numbers and their images, in order, while it returns true.
+    fn each_chunk(&self, rec: &Record, mut f: impl FnMut(&[u64], &[u8]) -> Result<bool>) -> Result<bool> {
+        let mut at = rec.offset + Record::header_len(rec.pages.len());
+        let mut images = Vec::new();
+        for pages in rec.pages.chunks(CHUNK_PAGES) {
+            images.resize(pages.len() * PAGE, 0);
+            self.read_exact_at(&mut images, at)?;
+            if !f(pages, &images)? {
+                return Ok(false);
+            }
+            at += images.len() as u64;
+        }
+        Ok(true)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
@@ -268,17 +296,15 @@ impl Log {
             return Ok(false);
         }
         let mut seen = std::collections::HashSet::new();
-        let mut buf = Vec::new();
         for rec in chain.records.iter().rev() {
-            buf.resize(Record::len(rec.pages.len()) as usize, 0);
-            self.read_exact_at(&mut buf, rec.offset)?;
-            let images = &buf[Record::header_len(rec.pages.len()) as usize..];
-            for (image, &p) in images.chunks_exact(PAGE).zip(&rec.pages) {
-                // A page past the file's end was not written back either.
-                let same = store.bytes(p, PAGE).is_ok_and(|b| b == image);
-                if seen.insert(p) && !same {
-                    return Ok(false);
-                }
+            let same = self.each_chunk(rec, |pages, images| {
+                Ok(images.chunks_exact(PAGE).zip(pages).all(|(image, &p)| {
+                    // A page past the file's end was not written back either.
+                    !seen.insert(p) || store.bytes(p, PAGE).is_ok_and(|b| b == image)
+                }))
+            })?;
+            if !same {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -287,27 +313,27 @@ impl Log {
     /// Writes the pages and the meta of `rec` into the data file
     /// (`pwrite`, past its end if need be).
     pub(crate) fn replay(&self, rec: &Record, store: &Store) -> Result<()> {
-        let total = Record::len(rec.pages.len()) as usize;
-        let mut buf = vec![0u8; total];
-        self.read_exact_at(&mut buf, rec.offset)?;
-        let images = &buf[Record::header_len(rec.pages.len()) as usize..];
-        for (image, &p) in images.chunks_exact(PAGE).zip(&rec.pages) {
-            store.write_raw(p * PAGE as u64, image)?;
-        }
+        self.each_chunk(rec, |pages, images| {
+            for (image, &p) in images.chunks_exact(PAGE).zip(pages) {
+                store.write_raw(p * PAGE as u64, image)?;
+            }
+            Ok(true)
+        })?;
         store.write_raw(rec.slot * PAGE as u64, &rec.meta)
     }
 }
 
-/// Parses a whole record (`buf` holds exactly its bytes); `None` if its
-/// checksum or any field is wrong, or its meta's `next_page` is past
+/// Parses a record's header (`buf` holds exactly the header; the
+/// checksum, which also covers the images, is the caller's to check);
+/// `None` if any field is wrong, or the meta's `next_page` is past
 /// `max_page`. Every count and page number is checked before use: the
 /// file is untrusted input.
-pub(crate) fn decode(buf: &[u8], offset: u64, max_page: u64) -> Option<Record> {
+fn decode_header(buf: &[u8], offset: u64, max_page: u64) -> Option<Record> {
     if buf.len() < PAGE || &buf[4..8] != LOG_MAGIC || u32_at(buf, 8) != LOG_VERSION {
         return None;
     }
     let pages = u32_at(buf, 40) as usize;
-    if Record::len(pages) != buf.len() as u64 || crc32c::crc32c(&buf[4..]) != u32_at(buf, 0) {
+    if pages > MAX_RECORD_PAGES || Record::header_len(pages) != buf.len() as u64 {
         return None;
     }
     let slot = u64::from(u32_at(buf, 12));

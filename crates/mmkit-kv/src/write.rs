@@ -424,8 +424,8 @@ impl<'db> WriteTxn<'db> {
     /// commit syncs the data file instead: it would need a checkpoint of
     /// its own after a few such records anyway).
     fn fits_log(&self) -> bool {
-        let size = self.db.opts.log_size;
-        size > 0 && crate::log::Record::len(self.st.dirty_list.len()) <= size / 4
+        let (size, pages) = (self.db.opts.log_size, self.st.dirty_list.len());
+        size > 0 && pages <= crate::log::MAX_RECORD_PAGES && crate::log::Record::len(pages) <= size / 4
     }
 
     /// `fdatasync`s the data file, which then holds every commit up to
