@@ -109,9 +109,9 @@ impl Log {
         Ok(Some(Log { file, path: path.to_path_buf(), len: AtomicU64::new(len) }))
     }
 
-    /// Appends the record of commit `txnid` at byte `at` and syncs the
-    /// log: the pages are read from the data file's mapping (they are the
-    /// writer's own, unchanged since it sealed them). Returns the
+    /// Writes `rec` (of database `id`) at byte `at` and syncs the log:
+    /// the page images are read from the data file's mapping (they are
+    /// the writer's own, unchanged since it sealed them). Returns the
     /// record's length. `buf` is scratch space kept between commits.
     pub(crate) fn append(
         &self,
