@@ -797,7 +797,7 @@ impl DbStat {
             txnid: s.txnid,
             durable: s.durable,
             flushed: s.flushed,
-            log_chain: s.log_chain,
+            log_chain: s.log_chain.map(|c| (c.first, c.last, c.bytes)),
             tables: s.tables.into_iter().collect(),
             pages: s.pages,
             free_pages: s.free_pages,

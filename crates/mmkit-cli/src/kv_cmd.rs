@@ -419,9 +419,8 @@ fn stat(path: &Path, json: bool) -> CliResult<()> {
             "age_secs": o.age.as_secs_f64(), "lag_commits": o.lag,
         })
     });
-    let chain = s
-        .log_chain
-        .map(|(first, last, bytes)| serde_json::json!({ "first": first, "last": last, "bytes": bytes }));
+    let chain =
+        s.log_chain.map(|c| serde_json::json!({ "first": c.first, "last": c.last, "bytes": c.bytes }));
     if json {
         let tables: Vec<_> =
             s.tables.iter().map(|(n, e)| serde_json::json!({ "name": n, "entries": e })).collect();
@@ -442,8 +441,8 @@ fn stat(path: &Path, json: bool) -> CliResult<()> {
         s.durable,
         s.flushed
     );
-    if let Some((first, last, bytes)) = s.log_chain {
-        println!("  redo log: commits {first} to {last}, {bytes} bytes");
+    if let Some(c) = s.log_chain {
+        println!("  redo log: commits {} to {}, {} bytes", c.first, c.last, c.bytes);
     }
     for (name, entries) in &s.tables {
         println!("  table {name:?}: {entries} entries");

@@ -36,10 +36,11 @@ pub const DEFAULT_LOG_SIZE: u64 = 64 << 20;
 /// When a commit returns, relative to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// The commit is on disk when `commit` returns: one `fdatasync` (two
-    /// when earlier commits were [`Eventual`](Durability::Eventual)), of
+    /// The commit is on disk when `commit` returns: one `fdatasync`, of
     /// the redo log for a commit of up to a quarter of
-    /// [`Options::log_size`], else of the data file.
+    /// [`Options::log_size`], else of the data file. Two when the log's
+    /// chain starts over (once per log's worth of commits, and after
+    /// [`Eventual`](Durability::Eventual) or Group commits).
     #[default]
     Immediate,
     /// No sync: the commit survives a crash of any process, not a power
@@ -241,7 +242,7 @@ impl Db {
         }
         let (lock, alone) = LockFile::open(&lock_path(path))?;
         let log = std::sync::OnceLock::new();
-        if let Some(found) = crate::log::Log::open(&log_path(path), !opts.read_only, false)? {
+        if let Some(found) = crate::log::Log::open_existing(&log_path(path), !opts.read_only)? {
             let _ = log.set(found);
         }
         let db = Db { store, lock, opts: opts.clone(), writer: Mutex::new(WriterState::default()), log };
@@ -261,11 +262,8 @@ impl Db {
         if let Some(log) = self.log.get() {
             return Ok(log);
         }
-        let path = log_path(&self.store.path);
-        if let Some(log) = crate::log::Log::open(&path, true, true)? {
-            let _ = self.log.set(log);
-        }
-        self.log.get().ok_or_else(|| Error::io("open redo log", path, rustix::io::Errno::NOENT))
+        let log = crate::log::Log::create(&log_path(&self.store.path))?;
+        Ok(self.log.get_or_init(|| log))
     }
 
     /// The database file's path.
@@ -404,25 +402,12 @@ impl Db {
         if let Some(found) = self.first_verified(&metas, |m| m.txnid > end)? {
             return Ok(found);
         }
-        if end != 0
-            && let Some(found) = self.already_written_back(&chain, &metas)?
+        if let Some(log) = self.log.get().filter(|_| end != 0)
+            && let Some(found) = self.recover_chain(log, &chain, &metas)?
         {
             return Ok(found);
         }
-        if end != 0 && !self.store.writable() {
-            // No replay through a read-only handle: the data file must
-            // verify at the chain's end by itself.
-            return match self.first_verified(&metas, |_| true)? {
-                Some(found) if found.0.txnid >= end => Ok(found),
-                _ => Err(Error::NeedsReplay { path: self.store.path.clone() }),
-            };
-        }
-        if end != 0
-            && let Some(found) = self.replay(&chain, &metas)?
-        {
-            return Ok(found);
-        }
-        // The replay rewrote slots: read them again.
+        // A replay rewrote slots: read them again.
         let metas = self.metas()?;
         if let Some(found) = self.first_verified(&metas, |_| true)? {
             return Ok(found);
@@ -448,9 +433,7 @@ impl Db {
             };
             if checked.is_ok() {
                 if self.store.writable() {
-                    for &(_, newer) in &metas[..i] {
-                        self.store.write_meta(newer, &[0u8; META_LEN])?;
-                    }
+                    self.wipe_after(&metas[..i], meta.txnid)?;
                     self.store.sync()?;
                 }
                 return Ok(Some((meta, slot)));
@@ -468,55 +451,59 @@ impl Db {
         log.read_chain(newest.id, self.store.file.reserved() as u64 / PAGE as u64)
     }
 
-    /// The chain's last commit, if the data file holds everything a replay
-    /// would write (then nothing is written, and a read-only handle opens
-    /// as well); the newer metas, which failed, are wiped.
-    fn already_written_back(
-        &self,
-        chain: &crate::log::Chain,
-        metas: &[(Meta, u64)],
-    ) -> Result<Option<(Meta, u64)>> {
-        let Some(log) = self.log.get() else { return Ok(None) };
-        let end = chain.end();
-        let Some(&found) = metas.iter().find(|(m, _)| m.txnid == end) else { return Ok(None) };
-        if !log.written_back(chain, &self.store)? || crate::ops::verify_commit(self, &found.0).is_err() {
-            return Ok(None);
-        }
-        if self.store.writable() {
-            for &(m, slot) in metas {
-                if m.txnid > end {
-                    self.store.write_meta(slot, &[0u8; META_LEN])?;
-                }
-            }
-            self.store.sync()?;
-        }
-        Ok(Some(found))
-    }
-
-    /// Rebuilds the chain's commits in the data file after a power loss:
-    /// wipes the metas after the chain (they did not verify), writes every
-    /// record's pages and meta in order, and syncs. Returns the chain's
-    /// last commit if it verifies then (a forged log may not).
-    fn replay(&self, chain: &crate::log::Chain, metas: &[(Meta, u64)]) -> Result<Option<(Meta, u64)>> {
-        let log = match (self.log.get(), self.store.writable()) {
-            (Some(log), true) => log,
-            _ => return Err(Error::NeedsReplay { path: self.store.path.clone() }),
-        };
+    /// Wipes the slots of the `metas` newer than `txnid` (they did not
+    /// verify), so no later open can pick them.
+    fn wipe_after(&self, metas: &[(Meta, u64)], txnid: u64) -> Result<()> {
         for &(m, slot) in metas {
-            if m.txnid > chain.end() {
+            if m.txnid > txnid {
                 self.store.write_meta(slot, &[0u8; META_LEN])?;
             }
         }
-        for rec in &chain.records {
-            log.replay(rec, &self.store)?;
-        }
-        self.store.file.refresh().map_err(Error::region("map replayed pages"))?;
-        self.store.sync()?;
-        // Every page the last commit reaches is on disk now: the chain's
-        // base was, and the chain rewrote everything after it.
+        Ok(())
+    }
+
+    /// The chain's last commit, from the data file if it already holds
+    /// everything a replay would write (a clean shutdown: nothing is
+    /// written, and a read-only handle opens too), else by replaying the
+    /// chain into it: the newer metas are wiped, every record's pages and
+    /// meta written in order, and the file synced. `None` if the last
+    /// commit does not verify then (a forged log).
+    fn recover_chain(
+        &self,
+        log: &crate::log::Log,
+        chain: &crate::log::Chain,
+        metas: &[(Meta, u64)],
+    ) -> Result<Option<(Meta, u64)>> {
         let end = chain.end();
-        let found = self.metas()?.into_iter().find(|(m, _)| m.txnid == end);
-        Ok(found.filter(|(m, _)| crate::ops::verify_commit(self, m).is_ok()))
+        let written_back = log.written_back(chain, &self.store)?;
+        if !self.store.writable() {
+            if written_back && let Some(found) = self.verified_end(metas, end) {
+                return Ok(Some(found));
+            }
+            // No replay through a read-only handle: the data file must
+            // verify at the chain's end by itself.
+            return match self.first_verified(metas, |_| true)? {
+                Some(found) if found.0.txnid >= end => Ok(Some(found)),
+                _ => Err(Error::NeedsReplay { path: self.store.path.clone() }),
+            };
+        }
+        self.wipe_after(metas, end)?;
+        if !written_back {
+            for rec in &chain.records {
+                log.replay(rec, &self.store)?;
+            }
+            self.store.file.refresh().map_err(Error::region("map replayed pages"))?;
+        }
+        self.store.sync()?;
+        Ok(self.verified_end(&self.metas()?, end))
+    }
+
+    /// The meta of commit `end` among `metas`, if the pages that commit
+    /// wrote verify (every page it reaches is on disk: the chain's base
+    /// was, and the chain holds everything after it).
+    fn verified_end(&self, metas: &[(Meta, u64)], end: u64) -> Option<(Meta, u64)> {
+        let found = metas.iter().find(|(m, _)| m.txnid == end).copied()?;
+        crate::ops::verify_commit(self, &found.0).is_ok().then_some(found)
     }
 
     /// Starts a read transaction: a snapshot of the last commit, held

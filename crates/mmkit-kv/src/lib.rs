@@ -55,6 +55,6 @@ pub use error::{Error, Result};
 pub use kv::{Codec, Kv, KvValue, Pod, Typed};
 pub use lock::READER_SLOTS;
 pub use meta::FORMAT_VERSION;
-pub use ops::{Change, CheckReport, Snapshot, Stat, Watch};
+pub use ops::{Change, CheckReport, LogChain, Snapshot, Stat, Watch};
 pub use page::{MAX_KEY_LEN, PAGE};
 pub use write::{TableMut, WriteTxn};

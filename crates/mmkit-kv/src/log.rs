@@ -14,7 +14,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,24 +89,31 @@ pub(crate) struct Log {
 }
 
 impl Log {
-    /// Opens the log beside a database, creating it if `create`. `None`
-    /// when there is none and `create` is false.
-    pub(crate) fn open(path: &Path, writable: bool, create: bool) -> Result<Option<Log>> {
-        let opened = OpenOptions::new()
+    /// Opens the log beside a database, if there is one.
+    pub(crate) fn open_existing(path: &Path, writable: bool) -> Result<Option<Log>> {
+        match Self::open_file(path, writable, false) {
+            Ok(log) => Ok(Some(log)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("open redo log", path, e)),
+        }
+    }
+
+    /// Opens the log beside a database for writing, creating it if need be.
+    pub(crate) fn create(path: &Path) -> Result<Log> {
+        Self::open_file(path, true, true).map_err(|e| Error::io("create redo log", path, e))
+    }
+
+    fn open_file(path: &Path, writable: bool, create: bool) -> std::io::Result<Log> {
+        let file = OpenOptions::new()
             .read(true)
             .write(writable)
-            .create(create && writable)
+            .create(create)
             .truncate(false)
             .mode(0o644)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(path);
-        let file = match opened {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
-            Err(e) => return Err(Error::io("open redo log", path, e)),
-        };
-        let len = file.metadata().map_err(|e| Error::io("stat redo log", path, e))?.len();
-        Ok(Some(Log { file, path: path.to_path_buf(), len: AtomicU64::new(len) }))
+            .open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Log { file, path: path.to_path_buf(), len: AtomicU64::new(len) })
     }
 
     /// Writes `rec` (of database `id`) at byte `at` and syncs the log:
@@ -135,20 +142,20 @@ impl Log {
         for (i, p) in rec.pages.iter().enumerate() {
             buf[PAGES_AT + 8 * i..PAGES_AT + 8 * i + 8].copy_from_slice(&p.to_le_bytes());
         }
-        let mut slices = Vec::with_capacity(rec.pages.len() + 1);
+        // The header's slice goes in first once its checksum is written.
+        let mut parts = Vec::with_capacity(rec.pages.len() + 1);
+        parts.push(IoSlice::new(&[]));
         let mut crc = crc32c::crc32c(&buf[4..]);
         for &p in &rec.pages {
             let page = store.bytes(p, PAGE)?;
             crc = crc32c::crc32c_append(crc, page);
-            slices.push(page);
+            parts.push(IoSlice::new(page));
         }
         buf[..4].copy_from_slice(&crc.to_le_bytes());
+        parts[0] = IoSlice::new(buf);
         let total = Record::len(rec.pages.len());
         self.extend_to(at + total)?;
-        let mut parts = Vec::with_capacity(slices.len() + 1);
-        parts.push(&buf[..]);
-        parts.extend(slices);
-        self.write_all_at(&parts, at)?;
+        self.write_all_at(&mut parts, at)?;
         rustix::fs::fdatasync(&self.file).map_err(|e| Error::io("fdatasync redo log", &self.path, e))?;
         Ok(total)
     }
@@ -166,45 +173,23 @@ impl Log {
         let mut at = len;
         while at < target {
             let n = (target - at).min(zeros.len() as u64) as usize;
-            self.write_all_at(&[&zeros[..n]], at)?;
+            self.write_all_at(&mut [IoSlice::new(&zeros[..n])], at)?;
             at += n as u64;
         }
         self.len.store(target.max(len), Ordering::Relaxed);
         Ok(())
     }
 
-    /// `pwritev` of `parts` at `at`, in batches of `IOV_MAX`, going on
-    /// after short writes. A full disk (or quota, or `RLIMIT_FSIZE`) is
-    /// `Error::NoSpace`.
-    fn write_all_at(&self, parts: &[&[u8]], mut at: u64) -> Result<()> {
+    /// All of `parts` at `at` (see [`pwrite_all`]); a full disk (or quota,
+    /// or `RLIMIT_FSIZE`) is `Error::NoSpace`.
+    fn write_all_at(&self, parts: &mut [IoSlice<'_>], at: u64) -> Result<()> {
         let end = at + parts.iter().map(|p| p.len() as u64).sum::<u64>();
-        let io = |e: rustix::io::Errno| match e {
+        pwrite_all(self.file.as_fd(), parts, at).map_err(|e| match e {
             rustix::io::Errno::NOSPC | rustix::io::Errno::FBIG | rustix::io::Errno::DQUOT => {
                 Error::NoSpace { op: "write redo log", path: self.path.clone(), len: end, source: e.into() }
             }
             e => Error::io("write redo log", &self.path, e),
-        };
-        let mut first = 0;
-        let mut skip = 0;
-        while first < parts.len() {
-            let batch: Vec<IoSlice<'_>> = parts[first..parts.len().min(first + IOV_MAX)]
-                .iter()
-                .enumerate()
-                .map(|(i, p)| IoSlice::new(if i == 0 { &p[skip..] } else { p }))
-                .collect();
-            let mut n = rustix::io::pwritev(self.file.as_fd(), &batch, at).map_err(io)?;
-            if n == 0 {
-                return Err(io(rustix::io::Errno::IO));
-            }
-            at += n as u64;
-            while first < parts.len() && n >= parts[first].len() - skip {
-                n -= parts[first].len() - skip;
-                first += 1;
-                skip = 0;
-            }
-            skip += n;
-        }
-        Ok(())
+        })
     }
 
     /// Reads the chain at the start of the log: records one after the
@@ -247,16 +232,14 @@ impl Log {
         }
         buf.resize(PAGE, 0);
         self.read_exact_at(buf, at)?;
-        if &buf[4..8] != LOG_MAGIC || u32_at(buf, 8) != LOG_VERSION || u64_at(buf, 16) != id {
-            return Ok(None);
-        }
+        // The count sizes what is read next: bound it before anything else.
         let pages = u32_at(buf, 40) as usize;
         if pages > MAX_RECORD_PAGES || at.saturating_add(Record::len(pages)) > file_len {
             return Ok(None);
         }
         buf.resize(Record::header_len(pages) as usize, 0);
         self.read_exact_at(buf, at)?;
-        let Some(rec) = decode_header(buf, at, max_page) else { return Ok(None) };
+        let Some(rec) = decode_header(buf, at, id, max_page) else { return Ok(None) };
         let mut crc = crc32c::crc32c(&buf[4..]);
         self.each_chunk(&rec, |_, images| {
             crc = crc32c::crc32c_append(crc, images);
@@ -315,21 +298,43 @@ impl Log {
     pub(crate) fn replay(&self, rec: &Record, store: &Store) -> Result<()> {
         self.each_chunk(rec, |pages, images| {
             for (image, &p) in images.chunks_exact(PAGE).zip(pages) {
-                store.write_raw(p * PAGE as u64, image)?;
+                write_data(store, p * PAGE as u64, image)?;
             }
             Ok(true)
         })?;
-        store.write_raw(rec.slot * PAGE as u64, &rec.meta)
+        write_data(store, rec.slot * PAGE as u64, &rec.meta)
     }
+}
+
+/// `bytes` at byte `at` of the data file, with `pwrite` (past its end if
+/// need be: the replay runs before any process maps the new length).
+fn write_data(store: &Store, at: u64, bytes: &[u8]) -> Result<()> {
+    pwrite_all(store.file.as_fd(), &mut [IoSlice::new(bytes)], at)
+        .map_err(|e| Error::io("replay redo log into", &store.path, e))
+}
+
+/// `pwritev` of all of `parts` at `at`, in batches of `IOV_MAX`, going on
+/// after short writes (`parts` is consumed as it goes).
+fn pwrite_all(fd: BorrowedFd<'_>, mut parts: &mut [IoSlice<'_>], mut at: u64) -> rustix::io::Result<()> {
+    while !parts.is_empty() {
+        let n = rustix::io::pwritev(fd, &parts[..parts.len().min(IOV_MAX)], at)?;
+        if n == 0 {
+            return Err(rustix::io::Errno::IO);
+        }
+        at += n as u64;
+        IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
 }
 
 /// Parses a record's header (`buf` holds exactly the header; the
 /// checksum, which also covers the images, is the caller's to check);
-/// `None` if any field is wrong, or the meta's `next_page` is past
+/// `None` if any field is wrong (another database's `id` included), or
+/// the meta's `next_page` is past
 /// `max_page`. Every count and page number is checked before use: the
 /// file is untrusted input.
-fn decode_header(buf: &[u8], offset: u64, max_page: u64) -> Option<Record> {
-    if buf.len() < PAGE || &buf[4..8] != LOG_MAGIC || u32_at(buf, 8) != LOG_VERSION {
+fn decode_header(buf: &[u8], offset: u64, id: u64, max_page: u64) -> Option<Record> {
+    if buf.len() < PAGE || &buf[4..8] != LOG_MAGIC || u32_at(buf, 8) != LOG_VERSION || u64_at(buf, 16) != id {
         return None;
     }
     let pages = u32_at(buf, 40) as usize;

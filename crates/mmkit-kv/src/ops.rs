@@ -288,11 +288,13 @@ impl Db {
     /// The chain's words in the lock file (`None` when no chain is being
     /// extended); read without the writer lock, so a commit under way may
     /// have moved one of them on already.
-    fn log_chain_words(&self) -> Option<(u64, u64, u64)> {
+    fn log_chain_words(&self) -> Option<LogChain> {
         let l = &self.lock;
-        let end = l.word(L_LOG_END).load(Ordering::SeqCst);
-        (end != 0).then(|| {
-            (l.word(L_LOG_BASE).load(Ordering::SeqCst) + 1, end, l.word(L_LOG_HEAD).load(Ordering::SeqCst))
+        let last = l.word(L_LOG_END).load(Ordering::SeqCst);
+        (last != 0).then(|| LogChain {
+            first: l.word(L_LOG_BASE).load(Ordering::SeqCst).saturating_add(1),
+            last,
+            bytes: l.word(L_LOG_HEAD).load(Ordering::SeqCst),
         })
     }
 
@@ -398,9 +400,8 @@ pub struct Stat {
     /// The last commit on disk in the data file itself (later durable
     /// ones are in the redo log).
     pub flushed: u64,
-    /// The redo log's chain: its first and last commit (`None` when no
-    /// chain is being extended), and the bytes it takes.
-    pub log_chain: Option<(u64, u64, u64)>,
+    /// The redo log's chain (`None` when no chain is being extended).
+    pub log_chain: Option<LogChain>,
     /// Tables and their entry counts.
     pub tables: Vec<(String, u64)>,
     /// Pages in use by the file (including free ones).
@@ -415,6 +416,17 @@ pub struct Stat {
     pub readers: usize,
     /// The oldest of them.
     pub oldest: Option<Snapshot>,
+}
+
+/// The redo log's chain of records, as [`Stat`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogChain {
+    /// The first commit the chain holds.
+    pub first: u64,
+    /// The last commit the chain holds.
+    pub last: u64,
+    /// Bytes of the log the chain takes.
+    pub bytes: u64,
 }
 
 /// One change seen by a [`Watch`].

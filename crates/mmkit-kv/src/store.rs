@@ -115,21 +115,6 @@ impl Store {
         self.file.write_at(slot * PAGE as u64, bytes).map_err(Error::region("write meta"))
     }
 
-    /// Writes `bytes` at byte `at` with `pwrite`, growing the file if need
-    /// be (the redo log's replay, before any process uses the database).
-    pub(crate) fn write_raw(&self, at: u64, bytes: &[u8]) -> Result<()> {
-        let mut done = 0;
-        while done < bytes.len() {
-            let n = rustix::io::pwrite(self.file.as_fd(), &bytes[done..], at + done as u64)
-                .map_err(|e| Error::io("replay redo log into", &self.path, e))?;
-            if n == 0 {
-                return Err(Error::io("replay redo log into", &self.path, rustix::io::Errno::IO));
-            }
-            done += n;
-        }
-        Ok(())
-    }
-
     pub(crate) fn sync(&self) -> Result<()> {
         rustix::fs::fdatasync(self.file.as_fd()).map_err(|e| Error::io("fdatasync", &self.path, e))
     }

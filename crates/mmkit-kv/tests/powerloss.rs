@@ -193,9 +193,9 @@ fn logged_commits_survive_any_write_back() {
         // Where the data file was last synced: the chain's base, or this
         // commit when it was synced into the data file instead.
         let flushed = match stat.log_chain {
-            Some((first, last, _)) if last == t => {
-                bases.insert(first - 1);
-                first - 1
+            Some(c) if c.last == t => {
+                bases.insert(c.first - 1);
+                c.first - 1
             }
             _ => {
                 unlogged += 1;
@@ -282,15 +282,33 @@ fn a_damaged_log_ends_the_chain_where_it_is_damaged() {
         l.snap(&db, &path);
     }
     let chain = db.stat().unwrap().log_chain.unwrap();
-    assert_eq!((chain.0, chain.1), (base + 1, db.last_commit()), "every commit is in the chain");
+    assert_eq!((chain.first, chain.last), (base + 1, db.last_commit()), "every commit is in the chain");
     let old = &l.data[&base];
+    let starts = record_starts(&l.log, chain.bytes);
+    assert_eq!(starts.len(), 12);
     for n in 0..60 {
         let mut log = l.log.clone();
-        let at = (rng(&mut seed) as usize) % chain.2 as usize;
+        let at = (rng(&mut seed) as usize) % chain.bytes as usize;
         log[at] ^= 1 << (rng(&mut seed) % 8);
         let got = recover_with_log(dir.path(), n, old, Some(&log));
         assert!(l.states.values().any(|s| *s == got), "byte {at}: no commit of the chain");
+        // Exactly the records before the damaged one were replayed.
+        let k = starts.iter().rposition(|&s| s <= at).unwrap() as u64;
+        assert!(got == l.states[&(base + k)], "byte {at} (record {k}): not the commit before it");
     }
+}
+
+/// Where each record of the log's first `bytes` bytes starts (the length
+/// of a record of n pages, as kv-format.md gives it).
+fn record_starts(log: &[u8], bytes: u64) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < bytes as usize {
+        starts.push(at);
+        let n = u32::from_le_bytes(log[at + 40..at + 44].try_into().unwrap()) as usize;
+        at += (176 + 8 * n).div_ceil(4096) * 4096 + 4096 * n;
+    }
+    starts
 }
 
 /// A read-only handle cannot replay: it opens when the data file already
