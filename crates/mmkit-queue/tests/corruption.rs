@@ -1,6 +1,8 @@
 //! Corruption sweeps: random byte flips in segment and meta files must
 //! give errors, never panics or out-of-bounds reads.
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -29,25 +31,6 @@ fn build(dir: &Path) -> Vec<u64> {
     }
     c.commit().unwrap();
     idx
-}
-
-/// Copies the queue's files. A producer's background thread may still be
-/// building the next segment under a hidden temporary name (renamed away at
-/// any moment), so hidden files are skipped and a file that vanishes
-/// between listing and copying is not an error.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        match std::fs::copy(e.path(), to.join(e.file_name())) {
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => panic!("copy {}: {err}", e.path().display()),
-        }
-    }
 }
 
 /// Uses every read path of a possibly corrupt queue; only errors allowed.
@@ -125,7 +108,7 @@ fn random_byte_flips_give_errors_never_panics() {
     let mut detected = 0;
     for round in 0..250 {
         let dir = base.path().join(format!("r{round}"));
-        copy_dir(&pristine, &dir);
+        common::copy_queue(&pristine, &dir);
         let file = dir.join(&files[(rng(&mut seed) % files.len() as u64) as usize]);
         let mut bytes = std::fs::read(&file).unwrap();
         // Flip bytes where things live: headers, frames and index slots.

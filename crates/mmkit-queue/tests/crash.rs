@@ -92,14 +92,6 @@ fn drain(path: &str, mut next: impl FnMut() -> Option<Vec<u8>>) -> Seen {
     panic!("{path}: stuck after {} messages", seen.len());
 }
 
-fn copy_queue(from: &Path, to: &Path) {
-    std::fs::create_dir(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
 /// Runs `producers` batchers at once and SIGKILLs each at a random moment
 /// (most of a batcher's time is spent inside a claim), then appends the
 /// final message. Returns the acknowledged batches.

@@ -113,3 +113,22 @@ pub fn rng(seed: &mut u64) -> u64 {
     *seed ^= *seed << 17;
     *seed
 }
+
+/// Copies the queue's files. A producer's background thread may still be
+/// building the next segment under a hidden temporary name (renamed away at
+/// any moment), so hidden files are skipped and a file that vanishes
+/// between listing and copying is not an error.
+pub fn copy_queue(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        match std::fs::copy(e.path(), to.join(e.file_name())) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => panic!("copy {}: {err}", e.path().display()),
+        }
+    }
+}
