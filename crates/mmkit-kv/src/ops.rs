@@ -39,15 +39,17 @@ type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 struct Walker<'a> {
     v: View<'a>,
     seen: Vec<u64>,
-    /// Only expand pages written by this commit (crash verification).
-    only: Option<u64>,
+    /// Only expand pages written by this commit or a later one (crash
+    /// verification): older pages are checked against their parent's
+    /// record, but what they point to is not read.
+    since: Option<u64>,
 }
 
 impl<'a> Walker<'a> {
     /// The bitmap of pages seen has a bit per page below `next_page`: the
     /// caller checked that count against the file ([`check_extent`]).
-    fn new(v: View<'a>, only: Option<u64>) -> Walker<'a> {
-        Walker { v, seen: vec![0; (v.next_page as usize).div_ceil(64)], only }
+    fn new(v: View<'a>, since: Option<u64>) -> Walker<'a> {
+        Walker { v, seen: vec![0; (v.next_page as usize).div_ceil(64)], since }
     }
 
     fn mark(&mut self, p: u64, table: &str) -> Result<()> {
@@ -93,7 +95,7 @@ impl<'a> Walker<'a> {
             let page = self.v.page(p, crc, table, true)?;
             self.mark(p, table)?;
             pages += 1;
-            if self.only.is_some_and(|t| page.txnid() != t) {
+            if self.since.is_some_and(|t| page.txnid() < t) {
                 continue;
             }
             if page.count() == 0 {
@@ -225,9 +227,16 @@ pub(crate) fn check_meta(db: &Db, meta: &Meta) -> Result<CheckReport> {
 /// from the roots, plus the checksum of every page they point to. Cost:
 /// the size of that commit times the fan-out, not the database.
 pub(crate) fn verify_commit(db: &Db, meta: &Meta) -> Result<()> {
+    verify_since(db, meta, meta.txnid)
+}
+
+/// Verifies the pages of commit `meta` that commits `since` and later
+/// wrote, plus the checksum of every page they point to: what a power
+/// loss could have left unwritten when commit `since - 1` was on disk.
+pub(crate) fn verify_since(db: &Db, meta: &Meta, since: u64) -> Result<()> {
     check_extent(db, meta)?;
     let v = View { store: &db.store, next_page: meta.next_page, verify: true, prefetch: false };
-    let mut w = Walker::new(v, Some(meta.txnid));
+    let mut w = Walker::new(v, Some(since));
     let mut roots = Vec::new();
     w.tree(meta.catalog, CATALOG, |k, val| {
         let info = TableInfo::decode(val)

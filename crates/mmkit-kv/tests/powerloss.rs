@@ -9,7 +9,7 @@
 //! image now, and the log is exactly as synced (or, for a commit cut in
 //! half, a mix of the log before and after it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use mmkit_kv::{Db, Durability};
@@ -345,6 +345,73 @@ fn a_read_only_cold_open_replays_nothing() {
     assert_eq!(entries(&Db::open(&image).unwrap()), 5);
     let _ = std::fs::remove_file(mmkit_kv::lock_path(&image));
     assert_eq!(entries(&Db::options().read_only(true).open(&image).unwrap()), 5);
+}
+
+/// The page numbers of the record at byte `at` of a log.
+fn record_pages(log: &[u8], at: usize) -> Vec<u64> {
+    let n = u32::from_le_bytes(log[at + 40..at + 44].try_into().unwrap()) as usize;
+    (0..n).map(|i| u64::from_le_bytes(log[at + 176 + 8 * i..][..8].try_into().unwrap())).collect()
+}
+
+/// A read-only cold open verifies what the chain's commits wrote, not the
+/// whole file: damage to a page written before the chain does not stop it
+/// from opening at the chain's end (`check` names that page), and neither
+/// does a page the chain wrote and freed again that never reached the
+/// disk. Before, it checked the whole file and failed.
+#[test]
+fn a_read_only_cold_open_verifies_what_the_chain_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).durability(Durability::Eventual).open(&path).unwrap();
+    let mut w = db.write().unwrap();
+    for i in 0u32..2000 {
+        w.table("old").unwrap().put(i.to_be_bytes(), format!("old value {i:08}")).unwrap();
+    }
+    w.commit().unwrap();
+    db.sync().unwrap();
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    for i in 0u32..5 {
+        let mut w = db.write().unwrap();
+        w.table("t").unwrap().put(i.to_be_bytes(), "v").unwrap();
+        w.commit().unwrap();
+    }
+    let chain = db.stat().unwrap().log_chain.unwrap();
+    let (mut data, log) = (std::fs::read(&path).unwrap(), std::fs::read(mmkit_kv::log_path(&path)).unwrap());
+    drop(db);
+    let starts = record_starts(&log, chain.bytes);
+    assert_eq!(starts.len(), 5);
+    let in_chain: HashSet<u64> = starts.iter().flat_map(|&at| record_pages(&log, at)).collect();
+    let last: HashSet<u64> = record_pages(&log, starts[4]).into_iter().collect();
+    // A page an earlier commit wrote and a later one freed: not on disk.
+    let freed = in_chain.iter().copied().find(|p| !last.contains(p)).unwrap();
+    data[freed as usize * 4096..][..4096].fill(0);
+    // A page of "old", which the chain never wrote: damaged.
+    let old = data.chunks(4096).position(|p| p.windows(18).any(|w| w == b"old value 00001000")).unwrap();
+    assert!(!in_chain.contains(&(old as u64)));
+    let at =
+        old * 4096 + data[old * 4096..][..4096].windows(18).position(|w| w == b"old value 00001000").unwrap();
+    data[at + 17] ^= 0x01;
+    let image = dir.path().join("image");
+    std::fs::write(&image, &data).unwrap();
+    std::fs::write(mmkit_kv::log_path(&image), &log).unwrap();
+    let db = Db::options().read_only(true).open(&image).unwrap();
+    let r = db.read().unwrap();
+    assert_eq!(r.table("t").unwrap().len(), 5);
+    assert_eq!(r.table("old").unwrap().get(0u32.to_be_bytes()).unwrap().unwrap(), b"old value 00000000");
+    drop(r);
+    let e = db.check().unwrap_err();
+    assert!(e.to_string().contains(&format!("page {old} ")), "{e}");
+    drop(db);
+    // A page the last commit reaches that never reached the disk: only a
+    // replay can open it.
+    let reached = *last.iter().next().unwrap();
+    data[reached as usize * 4096..][..4096].fill(0);
+    std::fs::write(&image, &data).unwrap();
+    std::fs::remove_file(mmkit_kv::lock_path(&image)).unwrap();
+    let e = Db::options().read_only(true).open(&image).unwrap_err();
+    assert!(e.to_string().contains("open the database once for writing"), "{e}");
+    assert_eq!(Db::open(&image).unwrap().read().unwrap().table("t").unwrap().len(), 5);
 }
 
 /// A redo log left beside a database it does not belong to (the database
