@@ -26,7 +26,7 @@
 //!   keys' lines first.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering, fence};
 
 use mmkit_sync::MutexGuard;
 
@@ -93,6 +93,10 @@ const TAG_SHIFT: u32 = 40;
 const MATCH_MASK: u64 = 7 | INLINE_BIT | 0x3ff << 4 | 0xff_ffff << TAG_SHIFT;
 /// Keys whose slots `get_many` requests from memory together.
 const PREFETCH_GROUP: usize = 16;
+
+/// Cache lines the inline lookup probes before it hands the key to the
+/// general path.
+const MAX_INLINE_PROBE: u32 = 32;
 
 /// Slot `k` of the probe sequence of hash `h` in a table of `mask + 1`
 /// slots: the two slots of the home cache line first (the hash's own,
@@ -272,51 +276,66 @@ pub struct ShmHashMap<K: Bytes + ?Sized, V: Bytes + ?Sized> {
 /// lookup skips reading and checking them again (a third of its
 /// instructions, which is what limits how many lookups the CPU overlaps).
 ///
-/// The entry is a seqlock in process memory, so concurrent fills never
-/// pair one table with another's epoch. Whatever it holds passed
-/// `slots()` once, and the mapping only grows, so even a stale entry
-/// points inside the mapping. Only two things can make a lookup use one,
-/// and then it reads a table that is no longer the map's (wrong answers,
-/// never an access outside the mapping): a process rewinding the shared
-/// epoch, or a handle kept to a removed map whose header block
-/// `check --repair` freed and a new map reused, once the new map's
-/// epoch climbs back to the cached one.
-#[derive(Default)]
+/// The entry lives in process memory. Fillers take turns through `lock`;
+/// a filler first sets `epoch` to [`NO_EPOCH`] (odd, so no lookup's epoch,
+/// which is even, matches it), then writes the table, then the epoch it
+/// read the table under. A lookup reads `epoch`, the table, and `epoch`
+/// again: both reads equal to its own epoch mean no filler touched the
+/// table in between (each would have set `NO_EPOCH` before), or only
+/// fillers for that same epoch, hence that same table. Whatever the entry
+/// holds passed `slots()` once, and the mapping only grows, so even a
+/// stale entry points inside the mapping. Only two things can make a
+/// lookup use one, and then it reads a table that is no longer the map's
+/// (wrong answers, never an access outside the mapping): a process
+/// rewinding the shared epoch, or a handle kept to a removed map whose
+/// header block `check --repair` freed and a new map reused, once the new
+/// map's epoch climbs back to the cached one.
 struct DescCache {
-    seq: AtomicU64,
+    lock: AtomicBool,
     epoch: AtomicU64,
     slots: AtomicPtr<u8>,
     mask: AtomicU64,
 }
 
+/// The epoch of an empty or half-filled [`DescCache`].
+const NO_EPOCH: u64 = u64::MAX;
+
+impl Default for DescCache {
+    fn default() -> Self {
+        DescCache {
+            lock: AtomicBool::new(false),
+            epoch: AtomicU64::new(NO_EPOCH),
+            slots: AtomicPtr::new(std::ptr::null_mut()),
+            mask: AtomicU64::new(0),
+        }
+    }
+}
+
 impl DescCache {
-    /// The slots and mask cached for `epoch`, if any.
+    /// The slots and mask cached for `epoch` (even), if any.
     #[inline(always)]
     fn get(&self, epoch: u64) -> Option<(*mut u8, u64)> {
-        let s = self.seq.load(Ordering::Acquire);
-        let (e, p, mask) = (
-            self.epoch.load(Ordering::Relaxed),
-            self.slots.load(Ordering::Relaxed),
-            self.mask.load(Ordering::Relaxed),
-        );
+        let before = self.epoch.load(Ordering::Acquire);
+        let (p, mask) = (self.slots.load(Ordering::Relaxed), self.mask.load(Ordering::Relaxed));
         fence(Ordering::Acquire);
-        let whole = s & 1 == 0 && self.seq.load(Ordering::Relaxed) == s;
-        // Null: never filled (its epoch, 0, is a new map's too).
-        (whole && e == epoch && !p.is_null()).then_some((p, mask))
+        let after = self.epoch.load(Ordering::Relaxed);
+        // Even: a hostile map header's epoch could be `NO_EPOCH`, which a
+        // half-filled entry also reads as.
+        (before == epoch && after == epoch && epoch & 1 == 0).then_some((p, mask))
     }
 
-    /// Caches `slots` and `mask` for `epoch`, unless another thread is
-    /// filling it right now.
+    /// Caches `slots` and `mask` for `epoch` (even), unless another thread
+    /// is filling it right now.
     fn set(&self, epoch: u64, slots: *mut u8, mask: u64) {
-        let s = self.seq.load(Ordering::Relaxed);
-        if s & 1 == 1 || self.seq.compare_exchange(s, s + 1, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+        if self.lock.swap(true, Ordering::Acquire) {
             return;
         }
+        self.epoch.store(NO_EPOCH, Ordering::Relaxed);
         fence(Ordering::Release);
-        self.epoch.store(epoch, Ordering::Relaxed);
         self.slots.store(slots, Ordering::Relaxed);
         self.mask.store(mask, Ordering::Relaxed);
-        self.seq.store(s + 2, Ordering::Release);
+        self.epoch.store(epoch, Ordering::Release);
+        self.lock.store(false, Ordering::Release);
     }
 }
 
@@ -630,10 +649,18 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             (a & !m) | (b & m)
         };
         let mut line = h & (cap - 1) & !1;
-        for _ in 0..cap / 2 {
+        // A constant bound (longer probes, and small tables probed round
+        // more than once, go to the general path): no count to compute.
+        for _ in 0..MAX_INLINE_PROBE {
             let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
             let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
-            if hit0 | hit1 {
+            // One branch on "either slot": the compiler splits `hit0 |
+            // hit1` into a branch per slot unless the value is opaque to
+            // it, and the per-slot branch mispredicts for every key in its
+            // line's other slot (a fifth of them), while this one is
+            // predicted right for every key that is there. Measured: 6%
+            // more lookups per second.
+            if std::hint::black_box(hit0 | hit1) {
                 let (i, c) = (line + hit1 as u64, pick(hit1, c0, c1));
                 let words = [pick(hit1, w0[0], w1[0]), pick(hit1, w0[1], w1[1]), pick(hit1, w0[2], w1[2])];
                 let value = V::decode(&bytes_of_words(&words)[ks..ks + vs])?;
