@@ -312,16 +312,20 @@ impl Default for DescCache {
 }
 
 impl DescCache {
-    /// The slots and mask cached for `epoch` (even), if any.
+    /// The epoch, slots and mask cached, if the entry is whole.
     #[inline(always)]
-    fn get(&self, epoch: u64) -> Option<(*mut u8, u64)> {
+    fn get(&self) -> Option<(u64, *mut u8, u64)> {
         let before = self.epoch.load(Ordering::Acquire);
         let (p, mask) = (self.slots.load(Ordering::Relaxed), self.mask.load(Ordering::Relaxed));
         fence(Ordering::Acquire);
         let after = self.epoch.load(Ordering::Relaxed);
-        // Even: a hostile map header's epoch could be `NO_EPOCH`, which a
-        // half-filled entry also reads as.
-        (before == epoch && after == epoch && epoch & 1 == 0).then_some((p, mask))
+        // Odd: `NO_EPOCH`, an entry never filled or being filled.
+        (before == after && before & 1 == 0).then_some((before, p, mask))
+    }
+
+    /// The epoch cached (`NO_EPOCH` when none).
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     /// Caches `slots` and `mask` for `epoch` (even), unless another thread
@@ -619,10 +623,14 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return None;
         }
         let word = |o: u64| Self::slot_word(self.hdr.load(Ordering::Relaxed), 0, o / 8);
-        let e = word(M_EPOCH).load(Ordering::Acquire);
-        let (p, mask) = match self.cache.get(e) {
+        // The table of the cached epoch, without reading the header's epoch
+        // first: epochs only grow, so a header still at that epoch once the
+        // slot is read (the check below) was at it all along, and a cache
+        // left behind by a newer descriptor fails that check (the general
+        // path then fills the cache again).
+        let (e, p, mask) = match self.cache.get() {
             Some(cached) => cached,
-            None => self.check_desc(e)?,
+            None => self.fill_cache()?,
         };
         let cap = mask + 1;
         let mut key = [0u8; INLINE];
@@ -692,6 +700,14 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// for the next lookups; `None` for the general path (a resize, a
     /// descriptor being changed, a removed or corrupt map).
     #[inline(never)]
+    fn fill_cache(&self) -> Option<(u64, *mut u8, u64)> {
+        let e = Self::slot_word(self.hdr.load(Ordering::Relaxed), 0, M_EPOCH / 8).load(Ordering::Acquire);
+        self.check_desc(e).map(|(p, mask)| (e, p, mask))
+    }
+
+    /// The table of the descriptor read under `epoch`, checked, and cached
+    /// for the next lookups; `None` for the general path (a resize, a
+    /// descriptor being changed, a removed or corrupt map).
     fn check_desc(&self, e: u64) -> Option<(*mut u8, u64)> {
         let word = |o: u64| Self::slot_word(self.hdr.load(Ordering::Relaxed), 0, o / 8);
         let magic = word(M_MAGIC).load(Ordering::Relaxed);
@@ -720,6 +736,11 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return Err(Error::Removed { name: self.name.clone() });
         }
         let epoch = word(M_EPOCH);
+        // The inline path's cache may be behind a descriptor change: bring
+        // it up to date for the lookups after this one.
+        if Self::FIXED.is_some() && self.cache.epoch() != epoch.load(Ordering::Relaxed) {
+            let _ = self.fill_cache();
+        }
         let mut retries = 0u32;
         loop {
             let e = epoch.load(Ordering::Acquire);
