@@ -46,6 +46,11 @@ pub fn exercise(path: &Path) {
         }
         let _ = map.insert(&1000, &1);
         let _ = map.remove(&3);
+        // Again, through the table the handle cached before the writes.
+        for i in 0..40u64 {
+            let _ = map.get(&i);
+        }
+        let _ = map.get_many(&[1u64, 2, 1000]);
         let _ = map.len();
         let _ = map.entries();
     }

@@ -211,6 +211,32 @@ fn stale_migration_log_gives_an_error_until_repaired() {
     assert_eq!(ints.get(&1000).unwrap(), Some(1));
 }
 
+/// Epochs a hostile process could write into a map's header, including
+/// the odd value a lookup handle's table cache uses for "empty or being
+/// filled": lookups through a new handle (whose cache is empty) and
+/// through one whose cache holds the map's real table give errors or
+/// answers, never a crash or a hang.
+#[test]
+fn hostile_map_epochs_give_errors_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = fuzzing::build(&path).unwrap();
+    let ints = heap.objects().unwrap().into_iter().find(|o| o.name == "ints").unwrap().offset;
+    let cached = heap.map::<u64, u64>("ints").unwrap();
+    assert_eq!(cached.get(&5).unwrap(), Some(5 * 3));
+    let real = word(&std::fs::read(&path).unwrap(), ints + 16);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    for epoch in [u64::MAX, u64::MAX - 1, 1, 0, real + 1, real + 2, real.wrapping_sub(2)] {
+        // Written into the live file, as another process would (M_EPOCH).
+        std::os::unix::fs::FileExt::write_all_at(&file, &epoch.to_le_bytes(), ints + 16).unwrap();
+        exercise_in_time(&path, &format!("map epoch {epoch}"));
+        for k in 0..40u64 {
+            let _ = cached.get(&k);
+        }
+        let _ = cached.get_many(&[1u64, 2, 3]);
+    }
+}
+
 /// A registry entry left initializing by a live process (the fuzz
 /// target's own, or init) made `map()` wait forever whatever the lock
 /// wait bound said. Now the bound applies.
