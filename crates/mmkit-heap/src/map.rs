@@ -276,25 +276,30 @@ pub struct ShmHashMap<K: Bytes + ?Sized, V: Bytes + ?Sized> {
 /// lookup skips reading and checking them again (a third of its
 /// instructions, which is what limits how many lookups the CPU overlaps).
 ///
-/// The entry lives in process memory. Fillers take turns through `lock`;
-/// a filler first sets `epoch` to [`NO_EPOCH`] (odd, so no lookup's epoch,
-/// which is even, matches it), then writes the table, then the epoch it
-/// read the table under. A lookup reads `epoch`, the table, and `epoch`
-/// again: both reads equal to its own epoch mean no filler touched the
-/// table in between (each would have set `NO_EPOCH` before), or only
-/// fillers for that same epoch, hence that same table. Whatever the entry
-/// holds passed `slots()` once, and the mapping only grows, so even a
-/// stale entry points inside the mapping. Only two things can make a
-/// lookup use one, and then it reads a table that is no longer the map's
-/// (wrong answers, never an access outside the mapping): a process
-/// rewinding the shared epoch, or a handle kept to a removed map whose
-/// header block `check --repair` freed and a new map reused, once the new
-/// map's epoch climbs back to the cached one.
+/// The entry lives in process memory: an epoch, and the table's address
+/// with the log2 of its slot count in the low 6 bits (tables are 64-byte
+/// aligned), one word, so a lookup never pairs one table's address with
+/// another's size, whatever the fillers did: every table the entry ever
+/// held passed `slots()` whole, and the mapping only grows, so no read
+/// through the entry leaves the mapping. The epoch says which table:
+/// fillers take turns through `lock`, never store an epoch older than
+/// the one cached (a filler that read the header before a resize and
+/// ran after the next filler must not bring the old table back), and
+/// first set `epoch` to [`NO_EPOCH`] (odd, so no lookup takes it), then
+/// the table, then the epoch. A lookup reads `epoch`, the table, and
+/// `epoch` again: both reads equal means no filler changed the table in
+/// between, or only fillers for that same epoch, hence that same table
+/// (epochs stored only grow). Only two things can make a lookup use a
+/// table that is no longer the map's (wrong answers, never an access
+/// outside the mapping): a process writing the shared header's epoch
+/// back, or a handle kept to a removed map whose header block
+/// `check --repair` freed and a new map reused, once the new map's epoch
+/// climbs back to the cached one.
 struct DescCache {
     lock: AtomicBool,
     epoch: AtomicU64,
-    slots: AtomicPtr<u8>,
-    mask: AtomicU64,
+    /// The table's address, tagged with log2 of its slot count.
+    table: AtomicPtr<u8>,
 }
 
 /// The epoch of an empty or half-filled [`DescCache`].
@@ -305,8 +310,7 @@ impl Default for DescCache {
         DescCache {
             lock: AtomicBool::new(false),
             epoch: AtomicU64::new(NO_EPOCH),
-            slots: AtomicPtr::new(std::ptr::null_mut()),
-            mask: AtomicU64::new(0),
+            table: AtomicPtr::default(),
         }
     }
 }
@@ -316,9 +320,10 @@ impl DescCache {
     #[inline(always)]
     fn get(&self) -> Option<(u64, *mut u8, u64)> {
         let before = self.epoch.load(Ordering::Acquire);
-        let (p, mask) = (self.slots.load(Ordering::Relaxed), self.mask.load(Ordering::Relaxed));
+        let t = self.table.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         let after = self.epoch.load(Ordering::Relaxed);
+        let (p, mask) = (t.map_addr(|a| a & !63), (1u64 << (t.addr() & 63)) - 1);
         // Odd: `NO_EPOCH`, an entry never filled or being filled.
         (before == after && before & 1 == 0).then_some((before, p, mask))
     }
@@ -328,17 +333,20 @@ impl DescCache {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Caches `slots` and `mask` for `epoch` (even), unless another thread
-    /// is filling it right now.
-    fn set(&self, epoch: u64, slots: *mut u8, mask: u64) {
+    /// Caches `slots` (64-byte aligned) and its slot count `cap` (a power
+    /// of two) for `epoch` (even), unless another thread is filling the
+    /// entry right now or it holds a newer epoch.
+    fn set(&self, epoch: u64, slots: *mut u8, cap: u64) {
         if self.lock.swap(true, Ordering::Acquire) {
             return;
         }
-        self.epoch.store(NO_EPOCH, Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.slots.store(slots, Ordering::Relaxed);
-        self.mask.store(mask, Ordering::Relaxed);
-        self.epoch.store(epoch, Ordering::Release);
+        let cached = self.epoch.load(Ordering::Relaxed);
+        if cached == NO_EPOCH || cached < epoch {
+            self.epoch.store(NO_EPOCH, Ordering::Relaxed);
+            fence(Ordering::Release);
+            self.table.store(slots.map_addr(|a| a | cap.trailing_zeros() as usize), Ordering::Relaxed);
+            self.epoch.store(epoch, Ordering::Release);
+        }
         self.lock.store(false, Ordering::Release);
     }
 }
@@ -520,7 +528,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     #[inline]
     fn slot_word(p: *mut u8, i: u64, w: u64) -> &'static AtomicU64 {
         // SAFETY: callers pass `p` from `slots(table, cap)` (directly or
-        // through `DescCache`, which only holds what `slots` returned) with
+        // through `DescCache`, which holds an address and its `cap` in one
+        // word, only ever pairs that `slots` checked together) with
         // `i < cap` and `w < 4`, or a map header's checked address (`hdr`,
         // `ptr(off, n)`) with `i = 0` and `8 * w < n`. So the word lies
         // inside a checked, 8-aligned range of a mapping that never moves
@@ -713,7 +722,10 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let magic = word(M_MAGIC).load(Ordering::Relaxed);
         let (table, cap) = (word(M_TABLE).load(Ordering::Relaxed), word(M_CAP).load(Ordering::Relaxed));
         let migrating = word(M_NEW_TABLE).load(Ordering::Relaxed) != 0;
-        if e & 1 != 0 || magic != MAGIC || migrating {
+        // The inline path reads two slots per line, and the cache keeps
+        // the size in the table address's low 6 bits: a hostile size or
+        // alignment goes to the general path.
+        if e & 1 != 0 || magic != MAGIC || migrating || cap < 2 || table % 64 != 0 {
             return None;
         }
         let p = self.slots(table, cap).ok()?;
@@ -722,7 +734,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if word(M_EPOCH).load(Ordering::Relaxed) != e {
             return None;
         }
-        self.cache.set(e, p, cap - 1);
+        self.cache.set(e, p, cap);
         Some((p, cap - 1))
     }
 
@@ -1584,4 +1596,27 @@ pub(crate) fn lock_all(inner: &Inner, off: u64) -> Result<Vec<MutexGuard<'_>>> {
         guards.push(inner.lock(b + S_LOCK, b + S_LOG, S_LOG_CAP)?);
     }
     Ok(guards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A filler that read the header before a resize and stores after the
+    /// filler of the new table must not bring the old table back (found
+    /// in review: a lookup could then pair the new epoch with the old
+    /// table); and the table's address and size travel together.
+    #[test]
+    fn the_descriptor_cache_never_goes_back_to_an_older_epoch() {
+        let cache = DescCache::default();
+        assert!(cache.get().is_none());
+        // Never dereferenced: any 64-byte aligned addresses do.
+        let (old, new) =
+            (std::ptr::without_provenance_mut::<u8>(64 << 10), std::ptr::without_provenance_mut(128 << 10));
+        cache.set(10, new, 1 << 20);
+        cache.set(6, old, 16);
+        assert_eq!(cache.get(), Some((10, new, (1 << 20) - 1)));
+        cache.set(12, old, 16);
+        assert_eq!(cache.get(), Some((12, old, 15)));
+    }
 }

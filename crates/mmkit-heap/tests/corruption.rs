@@ -237,6 +237,37 @@ fn hostile_map_epochs_give_errors_only() {
     }
 }
 
+/// Table sizes and places a hostile process could write into a map's
+/// header that pass the bounds check: one slot at the very end of the
+/// file (the inline lookup reads two slots per line: it read past the
+/// mapping there and died of SIGSEGV, found in review; the test does
+/// without the size and alignment checks of the inline path), two slots
+/// there, a table 32- but not 64-byte aligned. Lookups give errors or
+/// answers, never a crash.
+#[test]
+fn hostile_map_tables_give_errors_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = fuzzing::build(&path).unwrap();
+    // A map no resize is migrating, so lookups take the inline path.
+    let tiny = heap.map::<u64, u64>("tiny").unwrap();
+    tiny.insert(&1, &2).unwrap();
+    let off = heap.objects().unwrap().into_iter().find(|o| o.name == "tiny").unwrap().offset;
+    let len = std::fs::metadata(&path).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    for (table, cap) in [(len - 32, 1u64), (len - 64, 2), (len - 96, 2), (len - 4096, 64)] {
+        for (at, v) in [(off + 24, table), (off + 32, cap)] {
+            std::os::unix::fs::FileExt::write_all_at(&file, &v.to_le_bytes(), at).unwrap();
+        }
+        let fresh = heap.map::<u64, u64>("tiny").unwrap();
+        for k in 0..64u64 {
+            let _ = fresh.get(&k);
+            let _ = tiny.get(&k);
+        }
+        exercise_in_time(&path, &format!("map table {table} of {cap} slots"));
+    }
+}
+
 /// A registry entry left initializing by a live process (the fuzz
 /// target's own, or init) made `map()` wait forever whatever the lock
 /// wait bound said. Now the bound applies.
