@@ -705,9 +705,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         None
     }
 
-    /// The table of the descriptor read under `epoch`, checked, and cached
-    /// for the next lookups; `None` for the general path (a resize, a
-    /// descriptor being changed, a removed or corrupt map).
+    /// The header's epoch and the table of its descriptor, checked and
+    /// cached (see [`check_desc`](Self::check_desc)).
     #[inline(never)]
     fn fill_cache(&self) -> Option<(u64, *mut u8, u64)> {
         let e = Self::slot_word(self.hdr.load(Ordering::Relaxed), 0, M_EPOCH / 8).load(Ordering::Acquire);

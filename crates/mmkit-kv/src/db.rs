@@ -462,12 +462,13 @@ impl Db {
         Ok(())
     }
 
-    /// The chain's last commit, from the data file if it already holds
-    /// everything a replay would write (a clean shutdown: nothing is
-    /// written, and a read-only handle opens too), else by replaying the
-    /// chain into it: the newer metas are wiped, every record's pages and
-    /// meta written in order, and the file synced. `None` if the last
-    /// commit does not verify then (a forged log).
+    /// The chain's last commit. A writable handle takes it from the data
+    /// file if that already holds everything a replay would write (a clean
+    /// shutdown: nothing is written), else replays the chain into it: the
+    /// newer metas are wiped, every record's pages and meta written in
+    /// order, and the file synced; `None` if the last commit does not
+    /// verify then (a forged log). A read-only handle cannot replay: it
+    /// opens the last commit if the data file holds it by itself.
     fn recover_chain(
         &self,
         log: &crate::log::Log,
@@ -475,16 +476,11 @@ impl Db {
         metas: &[(Meta, u64)],
     ) -> Result<Option<(Meta, u64)>> {
         let end = chain.end();
-        let written_back = log.written_back(chain, &self.store)?;
         if !self.store.writable() {
-            if written_back && let Some(found) = self.verified_end(metas, end) {
-                return Ok(Some(found));
-            }
-            // No replay through a read-only handle: the data file must hold
-            // the chain's end by itself (the pages that differ from the log
-            // may be ones the chain freed again). Its base was on disk, so
-            // only the pages the chain's commits wrote need verifying:
-            // O(chain), not a check of the whole file.
+            // The chain's base was on disk, so only the pages the chain's
+            // commits wrote can be missing: verifying those the last commit
+            // reaches is O(chain), not a check of the whole file (pages
+            // that differ from the log may be ones the chain freed again).
             let since = chain.records.first().map_or(end, |r| r.txnid);
             return metas
                 .iter()
@@ -492,6 +488,7 @@ impl Db {
                 .map(|&found| Some(found))
                 .ok_or_else(|| Error::NeedsReplay { path: self.store.path.clone() });
         }
+        let written_back = log.written_back(chain, &self.store)?;
         self.wipe_after(metas, end)?;
         if !written_back {
             for rec in &chain.records {
