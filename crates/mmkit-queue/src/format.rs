@@ -146,6 +146,11 @@ pub const SLOT_END: u64 = 40;
 /// Producer slot: the token of the producer that wrote the record (kept
 /// when the slot of a dead owner is freed, to name it in reports).
 pub const SLOT_OWNER: u64 = 48;
+/// Producer slot: the lease holder's current run of frames, `segment << 32
+/// | end offset`, stored before the run is written (0: none). A holder
+/// killed mid-copy leaves bytes up to there past the tail; whoever revokes
+/// its lease pads them (see `Queue::revoke_lease`).
+pub const SLOT_RUN: u64 = 56;
 
 /// Segment numbers are below this: an index keeps the segment number in
 /// its upper 32 bits. A larger number read from a file is corruption.

@@ -71,8 +71,10 @@ impl Queue {
                         .into(),
                 ));
             }
-            self.wait_for_holder(l & !LEASE_REVOKING)?;
+            let holder = l & !LEASE_REVOKING;
+            self.wait_for_holder(holder)?;
             self.count_uncounted_frames()?;
+            self.pad_unfinished_run(holder)?;
             let _ = lease.compare_exchange(l | LEASE_REVOKING, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
@@ -159,6 +161,48 @@ impl Queue {
             }
             let next = (count + 1) << 32 | (offset + bytes);
             let _ = seg.tail().compare_exchange(tail, next, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// A holder killed while copying a frame leaves its bytes past the tail
+    /// (the frame's state word stays 0, since the commit comes last). A
+    /// later, shorter frame at the tail would leave the rest of them where
+    /// the next frame's state word belongs, and whoever appended there
+    /// would take them for frames a machine crash left behind and seal the
+    /// segment (see `stale_tail`) with junk where readers look next. So the
+    /// holder's unfinished run (recorded in its slot before it was written)
+    /// becomes one padding claim: the tail is moved past it by a
+    /// compare-and-swap, so racing revokers agree and nothing a later
+    /// producer claimed is covered, then the padding word is written as
+    /// recovery writes it. A revoker that dies in between leaves a dead
+    /// claim without a record, which readers recover the same way. O(1):
+    /// nothing is read or written per byte of the run.
+    fn pad_unfinished_run(&self, holder: u64) -> Result<()> {
+        let Some(slot) = holder.checked_sub(1).filter(|&s| s < PRODUCER_SLOTS as u64) else {
+            return Ok(());
+        };
+        let run = self.meta().u64_at(slot_offset(slot) + SLOT_RUN)?.load(Ordering::SeqCst);
+        let (number, end) = (run >> 32, run & 0xffff_ffff);
+        if run == 0 || number >= MAX_SEGMENTS {
+            return Ok(());
+        }
+        let seg = match self.segment(number) {
+            Ok(seg) => seg,
+            Err(e) if crate::segment::is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let tail = seg.tail().load(Ordering::SeqCst);
+        let (count, offset) = split_tail(tail);
+        let unfinished = offset < end
+            && end - offset <= LEN_MASK as u64
+            && count + 1 < u32::MAX as u64
+            && seg.final_count().load(Ordering::SeqCst) == u64::MAX
+            && check_frame(seg.capacity, offset, end - offset, count, 1).is_ok()
+            && seg.frame_word(offset).is_some_and(|w| w.load(Ordering::SeqCst) == 0);
+        let next = (count + 1) << 32 | end;
+        if unfinished && seg.tail().compare_exchange(tail, next, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            crate::recovery::pad(self, &seg, count, offset, count + 1, end, true)?;
         }
         Ok(())
     }

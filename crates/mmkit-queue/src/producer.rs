@@ -26,7 +26,7 @@ pub struct Producer {
     slot: u64,
     /// Cached pointers into the meta mapping (which `queue` keeps alive),
     /// indexed by the `W_*` constants.
-    words: [*const AtomicU64; 8],
+    words: [*const AtomicU64; 9],
     notifier: *const Notifier,
     token: u64,
     generation: u64,
@@ -62,20 +62,20 @@ fn stale_tail(seg: &Segment, offset: u64) -> bool {
 const RUN: usize = 1024;
 
 /// How many of `msgs` (a prefix) fit as frames at `seq`/`offset` in a
-/// segment of `capacity` bytes. Room for a frame covers its index slot and
-/// leaves the end-of-segment reserve, as in [`claim_fits`]; sequence
-/// numbers stay below `u32::MAX`.
-fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> usize {
+/// segment of `capacity` bytes, and their bytes. Room for a frame covers
+/// its index slot and leaves the end-of-segment reserve, as in
+/// [`claim_fits`]; sequence numbers stay below `u32::MAX`.
+fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> (usize, u64) {
     let mut bytes = 0;
     for (k, m) in msgs.iter().enumerate() {
         let size = frame_size(m.len() as u64);
         let count = k as u64 + 1;
         if seq + count >= u32::MAX as u64 || !claim_fits(capacity, seq, count, offset, bytes + size) {
-            return k;
+            return (k, bytes);
         }
         bytes += size;
     }
-    msgs.len()
+    (msgs.len(), bytes)
 }
 
 /// Indices into `Producer::words`.
@@ -87,6 +87,7 @@ const W_END: usize = 4;
 const W_ACTIVE: usize = 5;
 const W_LEASE: usize = 6;
 const W_OWNER: usize = 7;
+const W_RUN: usize = 8;
 
 /// Bytes prefaulted per step, ahead of the producers' tail.
 const PREFAULT_CHUNK: u64 = 2 << 20;
@@ -244,6 +245,7 @@ impl Queue {
             meta.active()? as *const AtomicU64,
             meta.lease()? as *const AtomicU64,
             at(SLOT_OWNER)?,
+            at(SLOT_RUN)?,
         ];
         Ok(Some(Producer {
             queue: self.clone(),
@@ -558,7 +560,12 @@ impl Producer {
             self.follow_active()?;
             let seg = &*self.seg;
             let (first, start) = split_tail(seg.tail().load(Ordering::Relaxed));
-            let n = run_fits(seg.capacity, first, start, &msgs[..msgs.len().min(RUN)]);
+            let (n, bytes) = run_fits(seg.capacity, first, start, &msgs[..msgs.len().min(RUN)]);
+            // Where a kill mid-copy may leave bytes past the tail, for the
+            // revoker to pad (`Queue::revoke_lease`). A plain store: it is
+            // read only once this process is dead or idle, when every store
+            // it made before is visible.
+            self.word(W_RUN).store(seg.number << 32 | (start + bytes), Ordering::Relaxed);
             let (mut seq, mut offset) = (first, start);
             for m in &msgs[..n] {
                 if stale_tail(seg, offset) {

@@ -628,8 +628,7 @@ impl Reader {
                     if check_frame(self.seg.capacity, self.offset, bytes, self.seq, 1).is_err()
                         || len as usize > self.max
                     {
-                        let e = self.corrupt(Skip::Slot, format!("impossible length {len}"));
-                        self.fail(e)?;
+                        self.bad_frame(format!("impossible length {len}"))?;
                         continue;
                     }
                     if self.seq < self.skip_to {
@@ -646,8 +645,7 @@ impl Reader {
                     if check_frame(self.seg.capacity, self.offset, bytes as u64, self.seq, claims as u64)
                         .is_err()
                     {
-                        let e = self.corrupt(Skip::Slot, "impossible padding frame");
-                        self.fail(e)?;
+                        self.bad_frame("impossible padding frame".into())?;
                         continue;
                     }
                     self.seq += claims as u64;
@@ -702,12 +700,25 @@ impl Reader {
                     return Ok(Poll::Pending { claimed: count > self.seq });
                 }
                 FrameWord::Invalid => {
-                    let e = self.corrupt(Skip::Slot, format!("invalid frame state word {w:#018x}"));
-                    self.fail(e)?;
+                    self.bad_frame(format!("invalid frame state word {w:#018x}"))?;
                     continue;
                 }
             }
         }
+    }
+
+    /// A frame that cannot be one, at the position. Past the final count
+    /// of a sealed segment nothing belongs to the segment any more (a seal
+    /// that found junk where its end frame would go leaves the junk there,
+    /// see "Durability" in `docs/queue-format.md`), so the reader moves on,
+    /// as `check` does, which reads no further than the final count.
+    /// Anywhere else it is corruption.
+    fn bad_frame(&mut self, reason: String) -> Result<()> {
+        if self.seq >= self.seg.final_count().load(Ordering::Acquire) {
+            return self.next_segment();
+        }
+        let e = self.corrupt(Skip::Slot, reason);
+        self.fail(e)
     }
 
     /// Returns the error, or skips the record when the policy says so (the

@@ -205,7 +205,7 @@ pub(crate) fn recover(queue: &Queue, seg: &Segment, seq: u64, offset: u64) -> Re
 /// (0, since nothing there was committed); or, if they do not fit, ends
 /// the segment at `offset`. Racing recoverers agree through the single
 /// compare-and-swap.
-fn pad(
+pub(crate) fn pad(
     queue: &Queue,
     seg: &Segment,
     seq: u64,

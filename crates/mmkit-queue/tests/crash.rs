@@ -27,6 +27,7 @@ fn child_entry() {
     let dir = PathBuf::from(env("MMKQ_DIR"));
     let code = match role.as_str() {
         "batcher" => run_batcher(&dir),
+        "bigwriter" => run_bigwriter(&dir),
         "pinger" => run_pinger(&dir),
         "ponger" => run_ponger(&dir),
         _ => 2,
@@ -51,6 +52,80 @@ fn run_batcher(dir: &Path) -> i32 {
         acks.write_all(format!("{id} {} {last}\n", b * BATCH + BATCH - 1).as_bytes()).unwrap();
     }
     0
+}
+
+/// Size of the big writer's messages: copying one takes long enough that
+/// most kills land inside a copy.
+const BIG: usize = 256 << 10;
+
+/// Alone on the queue (so it holds the single-producer lease), appends big
+/// messages for ever.
+fn run_bigwriter(dir: &Path) -> i32 {
+    let q = Queue::open(dir).unwrap();
+    let mut p = q.producer().unwrap();
+    assert!(p.is_exclusive());
+    for i in 0u32.. {
+        p.append(&sized_payload(7, i, BIG)).unwrap();
+    }
+    0
+}
+
+/// Whether the bytes past the tail of the active segment are the start of
+/// a frame whose copy was cut off: state word 0, payload bytes written.
+fn copy_cut_off(qdir: &Path) -> bool {
+    let q = Queue::open(qdir).unwrap();
+    let active = q.stat().unwrap().segments.last().unwrap().number;
+    let image = std::fs::read(qdir.join(format!("{active:020}.seg"))).unwrap();
+    let (_, offset) = mmkit_queue::format::split_tail(u64::from_le_bytes(image[64..72].try_into().unwrap()));
+    let at = offset as usize;
+    image[at..at + 8] == [0; 8] && image[at + 16..at + 16 + BIG].iter().any(|&b| b != 0)
+}
+
+/// A lease holder SIGKILLed in the middle of copying a frame leaves the
+/// bytes it copied past the tail (its state word stays 0: the commit
+/// comes last). The next producer's shorter frames must not leave them
+/// where the following frame's state word goes: before, the producer took
+/// them for frames a machine crash left behind and sealed the segment,
+/// and readers stopped at the junk with `CorruptRecord`.
+#[test]
+fn a_lease_holder_killed_mid_copy_leaves_nothing_in_the_way() {
+    let mut seed = 0x0001_ea5e_c0b1;
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = (0..40)
+        .map(|k| {
+            let qdir = dir.path().join(format!("q{k}"));
+            Queue::options().create(true).segment_size(16 << 20).open(&qdir).unwrap();
+            let mut kid = child("bigwriter", &[("MMKQ_DIR", qdir.display().to_string())]);
+            std::thread::sleep(Duration::from_millis(20 + rng(&mut seed) % 40));
+            assert!(kid.try_wait().unwrap().is_none(), "the writer exited by itself");
+            kill(&mut kid);
+            qdir
+        })
+        .find(|qdir| copy_cut_off(qdir))
+        .expect("no kill landed inside a copy in 40 tries");
+    let q = Queue::open(&qdir).unwrap();
+    let before = q.end_index().unwrap();
+    let mut p = q.producer().unwrap();
+    let mut mine = vec![p.append(b"short").unwrap(), p.append(b"and short").unwrap()];
+    mine.extend(p.append_batch(&[b"a", b"batch", b"of short ones"]).unwrap());
+    drop(p);
+    for &i in &mine {
+        assert_eq!(index_segment(i), index_segment(before), "the segment was sealed at the junk");
+    }
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let mut big = 0u32;
+    let mut tail = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        if rec.len() == BIG {
+            assert_eq!(verify(rec.payload()), (7, big));
+            big += 1;
+        } else {
+            tail.push(rec.to_vec());
+        }
+    }
+    assert_eq!(tail, [&b"short"[..], b"and short", b"a", b"batch", b"of short ones"]);
+    let report = q.check().unwrap();
+    assert!(report.is_clean() && report.corrupt.is_empty(), "{report:?}");
 }
 
 /// Every message (p, i) a read path delivered, in delivery order.

@@ -147,6 +147,39 @@ fn stale_tail_case(msgs: &[&[u8]]) {
     assert!(q.check().unwrap().is_clean());
 }
 
+/// A seal that finds junk where its end frame would go (bytes a machine
+/// crash left past a stale tail) leaves the junk there: readers must move
+/// on to the next segment at the final count, as `check` does, instead of
+/// reporting the junk as a corrupt record.
+#[test]
+fn junk_past_the_final_count_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..5u8 {
+        p.append(&[i; 10]).unwrap();
+    }
+    drop(p);
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let (_, offset) = split_tail(seg.atomic_u64(SEG_TAIL).unwrap().load(Ordering::SeqCst));
+    for junk in [0xabab_abab_abab_abab, 0x0000_0000_4000_ffff, 0x0000_0001_8000_0010] {
+        seg.atomic_u64(offset).unwrap().store(junk, Ordering::SeqCst);
+        let q = Queue::open(&path).unwrap();
+        let mut p = q.producer().unwrap();
+        let next = p.append(b"next").unwrap();
+        assert!(index_segment(next) >= 1, "appended over the junk");
+        drop(p);
+        let mut want: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
+        want.push(b"next".to_vec());
+        let got = read_all(&q);
+        assert_eq!(&got[..5], &want[..5], "junk {junk:#x}");
+        assert_eq!(got.last(), want.last(), "junk {junk:#x}");
+        assert!(q.check().unwrap().is_clean(), "junk {junk:#x}");
+    }
+}
+
 #[test]
 fn a_dead_producers_whole_batch_claim_becomes_one_padding_frame() {
     const CLAIMS: u64 = 100_000;
