@@ -178,20 +178,21 @@ impl Queue {
     /// recovery writes it. A revoker that dies in between leaves a dead
     /// claim without a record, which readers recover the same way. O(1):
     /// nothing is read or written per byte of the run.
+    ///
+    /// Best effort: a holder writes only in the active segment, so a run
+    /// recorded in another one is over (stale, or sealed since), and a
+    /// segment that cannot be mapped is left alone. What is left unpadded
+    /// can only end in a seal at the junk, which readers step over.
     fn pad_unfinished_run(&self, holder: u64) -> Result<()> {
         let Some(slot) = holder.checked_sub(1).filter(|&s| s < PRODUCER_SLOTS as u64) else {
             return Ok(());
         };
         let run = self.meta().u64_at(slot_offset(slot) + SLOT_RUN)?.load(Ordering::SeqCst);
         let (number, end) = (run >> 32, run & 0xffff_ffff);
-        if run == 0 || number >= MAX_SEGMENTS {
+        if run == 0 || number != self.meta().active_segment()? {
             return Ok(());
         }
-        let seg = match self.segment(number) {
-            Ok(seg) => seg,
-            Err(e) if crate::segment::is_not_found(&e) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        let Ok(seg) = self.segment(number) else { return Ok(()) };
         let tail = seg.tail().load(Ordering::SeqCst);
         let (count, offset) = split_tail(tail);
         let unfinished = offset < end

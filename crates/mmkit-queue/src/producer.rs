@@ -297,6 +297,8 @@ impl Drop for Producer {
         if self.leased {
             self.queue.release_lease(self.index);
         }
+        // Every run finished: nothing for a revoker to pad.
+        self.word(W_RUN).store(0, Ordering::Relaxed);
         // Every claim of a producer that ends cleanly is settled (committed,
         // or given up, which readers then recover without its record):
         // erase the record, under a new generation, so the slot is pristine.

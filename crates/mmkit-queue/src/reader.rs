@@ -708,16 +708,18 @@ impl Reader {
     }
 
     /// A frame that cannot be one, at the position. Past the final count
-    /// of a sealed segment nothing belongs to the segment any more (a seal
-    /// that found junk where its end frame would go leaves the junk there,
-    /// see "Durability" in `docs/queue-format.md`), so the reader moves on,
-    /// as `check` does, which reads no further than the final count.
-    /// Anywhere else it is corruption.
+    /// of a sealed segment it is no frame of the segment's (a seal that
+    /// found junk where its end frame would go leaves the junk there, see
+    /// "Durability" in `docs/queue-format.md`), so the reader goes on as
+    /// [`Reader::skip`] would, without reporting it: to the claim after it
+    /// if that claim's index slot is valid (a claim made at the same time
+    /// as the one that found the junk may have succeeded past it), else to
+    /// the next segment. Anywhere else it is corruption.
     fn bad_frame(&mut self, reason: String) -> Result<()> {
-        if self.seq >= self.seg.final_count().load(Ordering::Acquire) {
-            return self.next_segment();
-        }
         let e = self.corrupt(Skip::Slot, reason);
+        if self.seq >= self.seg.final_count().load(Ordering::Acquire) {
+            return self.skip();
+        }
         self.fail(e)
     }
 

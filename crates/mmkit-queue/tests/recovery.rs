@@ -180,6 +180,29 @@ fn junk_past_the_final_count_is_not_read() {
     }
 }
 
+/// A claim that finds junk seals the segment at its own sequence number,
+/// but a claim taken at the same time past the junk, at a clean offset,
+/// succeeds: its message must still be read. Simulated by turning message
+/// 4 of 6 into junk and sealing there.
+#[test]
+fn a_message_committed_past_a_seal_at_junk_is_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..6u8 {
+        p.append(&[i; 10]).unwrap();
+    }
+    drop(p);
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let fourth = SEGMENT_HEADER + 4 * frame_size(10);
+    seg.atomic_u64(fourth).unwrap().store(0xabab_abab_abab_abab, Ordering::SeqCst);
+    seg.atomic_u64(SEG_FINAL_COUNT).unwrap().store(4, Ordering::SeqCst);
+    let want: Vec<Vec<u8>> = [0u8, 1, 2, 3, 5].iter().map(|&i| vec![i; 10]).collect();
+    assert_eq!(read_all(&q), want);
+}
+
 #[test]
 fn a_dead_producers_whole_batch_claim_becomes_one_padding_frame() {
     const CLAIMS: u64 = 100_000;
