@@ -19,6 +19,14 @@ const STALL_SLICE: Duration = Duration::from_millis(2);
 /// How long a reader spins on its frame word before re-checking the tail.
 const SPIN_SLICE: Duration = Duration::from_millis(1);
 
+/// Where a caught-up spinning reader starts bringing pages into the page
+/// cache for the producers (past the pages they are about to write, which
+/// they fault in themselves), how far ahead of itself it goes, and how
+/// much it does per wait (at most a few hundred microseconds of work).
+const HELP_LEAD: u64 = 1 << 20;
+const HELP_WINDOW: u64 = 16 << 20;
+const HELP_STEP: u64 = 256 << 10;
+
 /// How long a reader whose policy spins at all keeps spinning before it
 /// parks: about the cost of a futex sleep and wake-up on a virtual machine,
 /// whose idle virtual CPU may take milliseconds to be scheduled again.
@@ -161,6 +169,9 @@ pub struct Reader {
     park_slice: Duration,
     /// Whether the record last copied into `buf` has a metadata block.
     last_meta: bool,
+    /// Segment and offset up to which this reader brought pages into the
+    /// page cache for the producers (see [`Reader::help_producers`]).
+    helped: (u64, u64),
 }
 
 /// An uncommitted claim a reader met: where, and when it last decided to
@@ -209,6 +220,7 @@ impl Queue {
             seq: 0,
             offset: SEGMENT_HEADER,
             skip_to: 0,
+            helped: (u64::MAX, 0),
             policy: WaitPolicy::BALANCED,
             verify: true,
             zero_copy: false,
@@ -470,6 +482,9 @@ impl Reader {
         if self.policy.spins == 0 || timeout.is_some_and(|t| t.is_zero()) {
             return None;
         }
+        if !self.policy.park {
+            self.help_producers();
+        }
         let word = self.seg.frame_word(self.offset)?;
         if committed(word.load(Ordering::Acquire)) {
             return None;
@@ -485,11 +500,37 @@ impl Reader {
         self.fast_poll()
     }
 
+    /// A reader that spins without ever parking, and is about to spin, has
+    /// caught up with the producers and burns CPU time nobody else gets;
+    /// it spends some of it bringing the segment's next pages into the
+    /// page cache (`POSIX_FADV_WILLNEED`: on the preallocated, unwritten
+    /// blocks of a new segment this allocates zeroed pages and reads
+    /// nothing), a cost the producer would otherwise pay on its first
+    /// write to each page. The producer's own idle-priority helper does the
+    /// same, but gets no CPU while a reader spins on the other core. One
+    /// step of [`HELP_STEP`] per wait, from [`HELP_LEAD`] to [`HELP_WINDOW`]
+    /// ahead of the reader; pages already cached cost a lookup each.
+    /// Parking readers leave the CPU to the helper instead, and never
+    /// stall for this. On tmpfs the advice does nothing.
+    fn help_producers(&mut self) {
+        let number = self.seg.number;
+        let start = self.offset + HELP_LEAD;
+        let from = if self.helped.0 == number { self.helped.1.max(start) } else { start };
+        if from >= self.offset.saturating_add(HELP_WINDOW) || from >= self.seg.capacity {
+            return;
+        }
+        self.seg.prefault(from, HELP_STEP);
+        self.helped = (number, from + HELP_STEP);
+    }
+
     /// Waits for the frame at the position to change (or a claim to
     /// appear). `spun` says whether this read already spun: a reader
     /// whose park slice ran out parks again without spinning, so an idle
     /// reader wakes only once per slice and costs no CPU.
     fn wait(&mut self, claimed: bool, left: Option<Duration>, spun: &mut bool) -> Result<()> {
+        if !claimed && !self.policy.park && self.policy.spins > 0 {
+            self.help_producers();
+        }
         let seg = self.seg.clone();
         let Some(word) = seg.frame_word(self.offset) else { return Ok(()) };
         let tail = seg.tail();
