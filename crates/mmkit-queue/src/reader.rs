@@ -27,6 +27,12 @@ const HELP_LEAD: u64 = 1 << 20;
 const HELP_WINDOW: u64 = 16 << 20;
 const HELP_STEP: u64 = 256 << 10;
 
+/// A reader helps only while it moves [`HELP_STEP`] in less than this (64
+/// MB/s): then the producers write flat out and no CPU is left for their
+/// idle helper. Slower, the helper has time to spare, and the reader's
+/// help would only delay the messages that arrive meanwhile.
+const HELP_PACE: Duration = Duration::from_millis(4);
+
 /// How long a reader whose policy spins at all keeps spinning before it
 /// parks: about the cost of a futex sleep and wake-up on a virtual machine,
 /// whose idle virtual CPU may take milliseconds to be scheduled again.
@@ -169,9 +175,23 @@ pub struct Reader {
     park_slice: Duration,
     /// Whether the record last copied into `buf` has a metadata block.
     last_meta: bool,
-    /// Segment and offset up to which this reader brought pages into the
-    /// page cache for the producers (see [`Reader::help_producers`]).
-    helped: (u64, u64),
+    /// What this reader does for the producers' page faults (see
+    /// [`Reader::help_producers`]).
+    help: Help,
+}
+
+/// A spinning reader's help with the producers' fresh pages.
+#[derive(Clone, Copy, Debug)]
+struct Help {
+    /// Segment the fields below are about.
+    segment: u64,
+    /// Offset up to which pages were brought into the page cache.
+    end: u64,
+    /// Where and when the reader's pace was last measured.
+    at: u64,
+    since: Instant,
+    /// Whether that pace says the producers write flat out.
+    on: bool,
 }
 
 /// An uncommitted claim a reader met: where, and when it last decided to
@@ -220,7 +240,7 @@ impl Queue {
             seq: 0,
             offset: SEGMENT_HEADER,
             skip_to: 0,
-            helped: (u64::MAX, 0),
+            help: Help { segment: u64::MAX, end: 0, at: 0, since: Instant::now(), on: false },
             policy: WaitPolicy::BALANCED,
             verify: true,
             zero_copy: false,
@@ -509,18 +529,28 @@ impl Reader {
     /// write to each page. The producer's own idle-priority helper does the
     /// same, but gets no CPU while a reader spins on the other core. One
     /// step of [`HELP_STEP`] per wait, from [`HELP_LEAD`] to [`HELP_WINDOW`]
-    /// ahead of the reader; pages already cached cost a lookup each.
-    /// Parking readers leave the CPU to the helper instead, and never
-    /// stall for this. On tmpfs the advice does nothing.
+    /// ahead of the reader; pages already cached cost a lookup each. Only
+    /// while the reader's pace says the producers write flat out
+    /// ([`HELP_PACE`]): at lower rates the helper has CPU to spare, and a
+    /// step would delay the messages that arrive during it. Parking
+    /// readers leave the CPU to the helper, and never stall for this.
     fn help_producers(&mut self) {
-        let number = self.seg.number;
-        let start = self.offset + HELP_LEAD;
-        let from = if self.helped.0 == number { self.helped.1.max(start) } else { start };
-        if from >= self.offset.saturating_add(HELP_WINDOW) || from >= self.seg.capacity {
+        let (number, offset) = (self.seg.number, self.offset);
+        let h = &mut self.help;
+        if h.segment != number {
+            let since = Instant::now();
+            *h = Help { segment: number, end: 0, at: offset, since, on: false };
+        } else if offset >= h.at.saturating_add(HELP_STEP) {
+            let now = Instant::now();
+            h.on = now.duration_since(h.since) < HELP_PACE;
+            (h.at, h.since) = (offset, now);
+        }
+        let from = h.end.max(offset.saturating_add(HELP_LEAD));
+        if !h.on || from >= offset.saturating_add(HELP_WINDOW) || from >= self.seg.capacity {
             return;
         }
         self.seg.prefault(from, HELP_STEP);
-        self.helped = (number, from + HELP_STEP);
+        h.end = from + HELP_STEP;
     }
 
     /// Waits for the frame at the position to change (or a claim to
