@@ -103,6 +103,23 @@ fn live_claimant_is_never_skipped() {
     assert_eq!(r.next().unwrap().unwrap().payload(), b"third");
 }
 
+/// A queue of 64 KiB segments holding `n` messages `[i; 10]`, appended
+/// and committed by a producer that has since gone, and a writable mapping
+/// of its segment 0 to damage it with.
+fn queue_of_tens(n: u8) -> (tempfile::TempDir, std::path::PathBuf, Queue, mmkit_region::Mapping) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..n {
+        p.append(&[i; 10]).unwrap();
+    }
+    drop(p);
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    (dir, path, q, seg)
+}
+
 #[test]
 fn stale_tail_after_a_machine_crash_never_overwrites_frames() {
     stale_tail_case(&[b"after the crash"]);
@@ -119,16 +136,7 @@ fn stale_tail_never_overwritten_by_a_batch() {
 /// appends `msgs` (one `append`, or one `append_batch`): they must go to a
 /// new segment, and every old frame stays readable.
 fn stale_tail_case(msgs: &[&[u8]]) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
-    let mut p = q.producer().unwrap();
-    for i in 0..10u8 {
-        p.append(&[i; 10]).unwrap();
-    }
-    drop(p);
-    let seg =
-        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let (_dir, path, q, seg) = queue_of_tens(10);
     let tail = seg.atomic_u64(SEG_TAIL).unwrap();
     let (count, offset) = split_tail(tail.load(Ordering::SeqCst));
     assert_eq!(count, 10);
@@ -153,16 +161,7 @@ fn stale_tail_case(msgs: &[&[u8]]) {
 /// reporting the junk as a corrupt record.
 #[test]
 fn junk_past_the_final_count_is_not_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
-    let mut p = q.producer().unwrap();
-    for i in 0..5u8 {
-        p.append(&[i; 10]).unwrap();
-    }
-    drop(p);
-    let seg =
-        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let (_dir, path, _, seg) = queue_of_tens(5);
     let (_, offset) = split_tail(seg.atomic_u64(SEG_TAIL).unwrap().load(Ordering::SeqCst));
     for junk in [0xabab_abab_abab_abab, 0x0000_0000_4000_ffff, 0x0000_0001_8000_0010] {
         seg.atomic_u64(offset).unwrap().store(junk, Ordering::SeqCst);
@@ -186,16 +185,7 @@ fn junk_past_the_final_count_is_not_read() {
 /// 4 of 6 into junk and sealing there.
 #[test]
 fn a_message_committed_past_a_seal_at_junk_is_still_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
-    let mut p = q.producer().unwrap();
-    for i in 0..6u8 {
-        p.append(&[i; 10]).unwrap();
-    }
-    drop(p);
-    let seg =
-        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let (_dir, _, q, seg) = queue_of_tens(6);
     let fourth = SEGMENT_HEADER + 4 * frame_size(10);
     seg.atomic_u64(fourth).unwrap().store(0xabab_abab_abab_abab, Ordering::SeqCst);
     seg.atomic_u64(SEG_FINAL_COUNT).unwrap().store(4, Ordering::SeqCst);
