@@ -74,7 +74,8 @@ fn run_bigwriter(dir: &Path) -> i32 {
 /// a frame whose copy was cut off: state word 0, payload bytes written.
 fn copy_cut_off(qdir: &Path) -> bool {
     let q = Queue::open(qdir).unwrap();
-    let active = q.stat().unwrap().segments.last().unwrap().number;
+    // Not the last file: the producer creates the next segment early.
+    let active = index_segment(q.end_index().unwrap());
     let image = std::fs::read(qdir.join(format!("{active:020}.seg"))).unwrap();
     let (_, offset) = mmkit_queue::format::split_tail(u64::from_le_bytes(image[64..72].try_into().unwrap()));
     let at = offset as usize;
