@@ -321,7 +321,9 @@ impl Suite {
             Peer::QueueFile,
             Peer::Nats,
         ];
-        self.table("throughput 1→1 parking", park, &all)?;
+        let mut parkers = all.to_vec();
+        parkers.insert(2, Peer::MmkitQueueBounded);
+        self.table("throughput 1→1 parking", park, &parkers)?;
         let batched = Shape { kind: Kind::Batched, ..park };
         self.table(
             "throughput 1→1, batches of 256",

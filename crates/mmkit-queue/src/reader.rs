@@ -20,10 +20,11 @@ const STALL_SLICE: Duration = Duration::from_millis(2);
 const SPIN_SLICE: Duration = Duration::from_millis(1);
 
 /// Where a caught-up spinning reader starts bringing pages into the page
-/// cache for the producers (past the pages they are about to write, which
-/// they fault in themselves), how far ahead of itself it goes, and how
-/// much it does per wait (at most a few hundred microseconds of work).
-const HELP_LEAD: u64 = 1 << 20;
+/// cache for the producers (past the tail, beyond the pages the producers
+/// are about to write, which they fault in themselves), how far ahead of
+/// the tail it goes, and how much it does per wait (at most a few hundred
+/// microseconds of work).
+const HELP_LEAD: u64 = 128 << 10;
 const HELP_WINDOW: u64 = 16 << 20;
 const HELP_STEP: u64 = 256 << 10;
 
@@ -40,6 +41,16 @@ const PARK_SPIN: Duration = Duration::from_micros(50);
 
 /// `spin_loop` hints between two polls of a spinning reader.
 const SPIN_PAUSES: u32 = 4;
+
+/// Pacing of a reader that keeps catching up with producers writing flat
+/// out (see [`Pace::wait`]): it starts once a message follows a catch-up
+/// within [`PACE_QUICK`], waits between [`PACE_MIN`] and [`PACE_MAX`]
+/// before it looks again, and aims at reading [`PACE_BATCH`] bytes of
+/// frames per look.
+const PACE_QUICK: Duration = Duration::from_nanos(250);
+const PACE_MIN: Duration = Duration::from_nanos(250);
+const PACE_MAX: Duration = Duration::from_micros(4);
+const PACE_BATCH: u64 = 4 << 10;
 
 /// How long an idle parked reader sleeps at most before it looks again by
 /// itself. Claims and commits both notify, so this only bounds the
@@ -178,6 +189,76 @@ pub struct Reader {
     /// What this reader does for the producers' page faults (see
     /// [`Reader::help_producers`]).
     help: Help,
+    /// How this reader paces its looks at a queue written flat out.
+    pace: Pace,
+}
+
+/// A spinning reader's pacing (see [`Reader::pace`]).
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    /// How long the reader waits, once caught up, before it looks again
+    /// (zero: it polls at once).
+    gap: Duration,
+    /// Segment and offset where it last caught up: its batch is what it
+    /// read since.
+    segment: u64,
+    offset: u64,
+}
+
+impl Pace {
+    /// A spinning reader that has just caught up looks at the frame word
+    /// the producers write next, pulling its cache line away from them
+    /// while they fill it: each look costs the producer a cache-line
+    /// transfer, and when messages come back to back the reader catches up
+    /// after every one or two and the producer pays per message. So once a
+    /// message has followed a catch-up within [`PACE_QUICK`], a caught-up
+    /// reader waits a gap first (without looking), and reads what arrived
+    /// meanwhile as one batch. The gap doubles while batches stay below
+    /// [`PACE_BATCH`] bytes, up to [`PACE_MAX`], and halves when they are
+    /// far above; a gap after which nothing has arrived ends pacing (the
+    /// producers are not writing flat out), so at lower rates a reader
+    /// looks at once and its latency is unchanged. Costs at most
+    /// [`PACE_MAX`] of latency per message while producers write flat out.
+    /// Called at a catch-up at `offset` of `segment`; returns whether a
+    /// message arrived during the gap.
+    fn wait(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        now: Instant,
+        slice: Duration,
+        ready: &impl Fn() -> bool,
+    ) -> bool {
+        let batch = if self.segment == segment { offset.saturating_sub(self.offset) } else { PACE_BATCH };
+        (self.segment, self.offset) = (segment, offset);
+        if self.gap.is_zero() {
+            return false;
+        }
+        if batch < PACE_BATCH {
+            self.gap = (self.gap * 2).min(PACE_MAX);
+        } else if batch > 4 * PACE_BATCH {
+            self.gap = (self.gap / 2).max(PACE_MIN);
+        }
+        let until = now + self.gap.min(slice);
+        while Instant::now() < until {
+            for _ in 0..SPIN_PAUSES {
+                std::hint::spin_loop();
+            }
+        }
+        if ready() {
+            return true;
+        }
+        self.gap = Duration::ZERO;
+        false
+    }
+
+    /// After a wait without pacing that a message ended after `waited`:
+    /// one that came within [`PACE_QUICK`] starts pacing.
+    fn arrived(&mut self, waited: Duration) {
+        if self.gap.is_zero() && waited < PACE_QUICK {
+            self.gap = PACE_MIN;
+        }
+    }
 }
 
 /// A spinning reader's help with the producers' fresh pages.
@@ -241,6 +322,7 @@ impl Queue {
             offset: SEGMENT_HEADER,
             skip_to: 0,
             help: Help { segment: u64::MAX, end: 0, at: 0, since: Instant::now(), on: false },
+            pace: Pace { gap: Duration::ZERO, segment: u64::MAX, offset: 0 },
             policy: WaitPolicy::BALANCED,
             verify: true,
             zero_copy: false,
@@ -502,9 +584,7 @@ impl Reader {
         if self.policy.spins == 0 || timeout.is_some_and(|t| t.is_zero()) {
             return None;
         }
-        if !self.policy.park {
-            self.help_producers();
-        }
+        self.help_producers();
         let word = self.seg.frame_word(self.offset)?;
         if committed(word.load(Ordering::Acquire)) {
             return None;
@@ -515,25 +595,32 @@ impl Reader {
         state.spun = true;
         let ready = || committed(word.load(Ordering::Acquire));
         let slice = timeout.map_or(SPIN_SLICE, |t| t.min(SPIN_SLICE));
-        let _ = spin_then_yield(ready, &self.policy, slice)
+        if self.pace.wait(self.seg.number, self.offset, now, slice, &ready) {
+            return self.fast_poll();
+        }
+        let arrived = spin_then_yield(ready, &self.policy, slice)
             || (self.policy.park && spin_for(ready, PARK_SPIN.min(slice)));
+        if arrived {
+            self.pace.arrived(now.elapsed());
+        }
         self.fast_poll()
     }
 
-    /// A reader that spins without ever parking, and is about to spin, has
-    /// caught up with the producers and burns CPU time nobody else gets;
-    /// it spends some of it bringing the segment's next pages into the
-    /// page cache (`POSIX_FADV_WILLNEED`: on the preallocated, unwritten
-    /// blocks of a new segment this allocates zeroed pages and reads
-    /// nothing), a cost the producer would otherwise pay on its first
-    /// write to each page. The producer's own idle-priority helper does the
-    /// same, but gets no CPU while a reader spins on the other core. One
-    /// step of [`HELP_STEP`] per wait, from [`HELP_LEAD`] to [`HELP_WINDOW`]
-    /// ahead of the reader; pages already cached cost a lookup each. Only
-    /// while the reader's pace says the producers write flat out
-    /// ([`HELP_PACE`]): at lower rates the helper has CPU to spare, and a
-    /// step would delay the messages that arrive during it. Parking
-    /// readers leave the CPU to the helper, and never stall for this.
+    /// A reader about to spin has caught up with the producers and burns
+    /// CPU time nobody else gets; it spends some of it bringing the
+    /// segment's next pages into the page cache (`POSIX_FADV_WILLNEED`: on
+    /// the preallocated, unwritten blocks of a new segment this allocates
+    /// zeroed pages and reads nothing), a cost the producer would otherwise
+    /// pay on its first write to each page. The producer's own
+    /// idle-priority helper does the same, but gets no CPU while a reader
+    /// spins on the other core. One step of [`HELP_STEP`] per wait, from
+    /// [`HELP_LEAD`] to [`HELP_WINDOW`] past the tail (where the producers
+    /// write next; a reader that has fallen behind would otherwise help
+    /// with pages they have already written); pages already cached cost a
+    /// lookup each. Only while the reader's pace says the producers write
+    /// flat out ([`HELP_PACE`]), which holds for parking readers too (they
+    /// then spin, never park): at lower rates the helper has CPU to spare,
+    /// and a step would delay the messages that arrive during it.
     fn help_producers(&mut self) {
         let (number, offset) = (self.seg.number, self.offset);
         let h = &mut self.help;
@@ -545,8 +632,13 @@ impl Reader {
             h.on = now.duration_since(h.since) < HELP_PACE;
             (h.at, h.since) = (offset, now);
         }
-        let from = h.end.max(offset.saturating_add(HELP_LEAD));
-        if !h.on || from >= offset.saturating_add(HELP_WINDOW) || from >= self.seg.capacity {
+        if !h.on {
+            return;
+        }
+        let (_, tail) = split_tail(self.seg.tail().load(Ordering::Relaxed));
+        let ahead = tail.max(offset);
+        let from = h.end.max(ahead.saturating_add(HELP_LEAD));
+        if from >= ahead.saturating_add(HELP_WINDOW) || from >= self.seg.capacity {
             return;
         }
         self.seg.prefault(from, HELP_STEP);
@@ -558,7 +650,7 @@ impl Reader {
     /// whose park slice ran out parks again without spinning, so an idle
     /// reader wakes only once per slice and costs no CPU.
     fn wait(&mut self, claimed: bool, left: Option<Duration>, spun: &mut bool) -> Result<()> {
-        if !claimed && !self.policy.park && self.policy.spins > 0 {
+        if !claimed && self.policy.spins > 0 {
             self.help_producers();
         }
         let seg = self.seg.clone();
@@ -1039,6 +1131,32 @@ mod tests {
 
     /// A long run of records failing their checksum is skipped in a loop:
     /// with recursion, 100 000 of them overflowed a test thread's stack.
+    #[test]
+    fn pacing_grows_with_small_batches_shrinks_with_large_ones_and_ends_when_nothing_comes() {
+        let mut p = Pace { gap: Duration::ZERO, segment: u64::MAX, offset: 0 };
+        let yes = || true;
+        assert!(!p.wait(1, 256, Instant::now(), SPIN_SLICE, &yes), "no gap: no waiting");
+        p.arrived(Duration::ZERO);
+        assert_eq!(p.gap, PACE_MIN, "a quick message starts pacing");
+        let mut offset = 256;
+        for _ in 0..16 {
+            offset += PACE_BATCH / 4;
+            assert!(p.wait(1, offset, Instant::now(), SPIN_SLICE, &yes));
+        }
+        assert_eq!(p.gap, PACE_MAX, "small batches double the gap up to the bound");
+        for _ in 0..16 {
+            offset += 8 * PACE_BATCH;
+            assert!(p.wait(1, offset, Instant::now(), SPIN_SLICE, &yes));
+        }
+        assert_eq!(p.gap, PACE_MIN, "large batches halve it down to the floor");
+        let t = Instant::now();
+        assert!(!p.wait(1, offset + 64, t, Duration::from_nanos(1), &|| false));
+        assert!(p.gap.is_zero(), "a gap with nothing in it ends pacing");
+        assert!(t.elapsed() < Duration::from_millis(100), "the slice bounds the gap");
+        p.arrived(Duration::from_millis(1));
+        assert!(p.gap.is_zero(), "a slow message does not start pacing");
+    }
+
     #[test]
     fn skipping_many_corrupt_records_does_not_recurse() {
         let dir = tempfile::tempdir().unwrap();
