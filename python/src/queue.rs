@@ -200,7 +200,7 @@ impl Queue {
         };
         let queue = self.queue(OP)?;
         let reader = py.detach(|| queue.reader(start)).context(OP, &self.name)?;
-        Ok(Reader::new(Source::Plain(reader), &self.name))
+        Ok(Reader::new(Source::Plain(Box::new(reader)), &self.name))
     }
 
     /// The named cursor `name`: a reader whose position is stored in the
@@ -318,7 +318,7 @@ impl Record {
 
 /// What a [`Reader`] reads with.
 enum Source {
-    Plain(mmkit_queue::Reader),
+    Plain(Box<mmkit_queue::Reader>),
     Cursor(Box<mmkit_queue::Cursor>),
 }
 
