@@ -57,6 +57,9 @@ fn stale_tail(seg: &Segment, offset: u64) -> bool {
     seg.frame_word(offset).is_some_and(|w| w.load(Ordering::Relaxed) != 0)
 }
 
+/// How far ahead of the tail an exclusive run prefetches the segment.
+const PREFETCH_AHEAD: u64 = 2048;
+
 /// Most frames an exclusive batch writes between two wake-ups of parked
 /// readers.
 const RUN: usize = 1024;
@@ -570,6 +573,10 @@ impl Producer {
             self.word(W_RUN).store(seg.number << 32 | (start + bytes), Ordering::Relaxed);
             let (mut seq, mut offset) = (first, start);
             for m in &msgs[..n] {
+                // The lines ahead are usually in no cache (a recycled
+                // segment was zeroed long ago): fetch them before the
+                // check below waits for one, every frame.
+                seg.prefetch(offset + PREFETCH_AHEAD);
                 if stale_tail(seg, offset) {
                     // Junk past the tail: this or the next run seals the segment.
                     break;

@@ -218,6 +218,23 @@ impl Segment {
         Some(unsafe { self.base.add(offset as usize) })
     }
 
+    /// Hints the CPU to bring the cache line at `offset` into this core's
+    /// cache, if the offset is inside the mapping (otherwise nothing).
+    #[inline]
+    pub(crate) fn prefetch(&self, offset: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if offset < self.capacity {
+            // SAFETY: `offset` is inside the mapping; a prefetch neither
+            // reads nor writes memory as far as the program can tell, and
+            // never faults.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    self.base.add(offset as usize).cast::<i8>(),
+                )
+            };
+        }
+    }
+
     /// Decodes the state word at `offset` with Acquire ordering.
     pub(crate) fn load_frame(&self, offset: u64) -> Option<FrameWord> {
         Some(FrameWord::decode(self.frame_word(offset)?.load(Ordering::Acquire)))
