@@ -193,7 +193,7 @@ pub struct Reader {
     pace: Pace,
 }
 
-/// A spinning reader's pacing (see [`Reader::pace`]).
+/// A spinning reader's pacing (see [`Pace::wait`]).
 #[derive(Clone, Copy, Debug)]
 struct Pace {
     /// How long the reader waits, once caught up, before it looks again
