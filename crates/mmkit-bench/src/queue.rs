@@ -321,6 +321,7 @@ impl Suite {
             Peer::QueueFile,
             Peer::Nats,
         ];
+        // The parking table also has the bounded queue, after mmkit's other rows.
         let mut parkers = all.to_vec();
         parkers.insert(2, Peer::MmkitQueueBounded);
         self.table("throughput 1→1 parking", park, &parkers)?;

@@ -976,10 +976,7 @@ impl Reader {
                     crc
                 };
                 if crc == f.crc {
-                    self.pending_skip = None;
-                    self.seq += 1;
-                    self.offset += frame_size(len as u64);
-                    self.last_meta = false;
+                    self.advance_past(len, false);
                     return Ok(Record {
                         index: f.index,
                         timestamp: f.timestamp,
@@ -990,6 +987,16 @@ impl Reader {
             }
         }
         self.take_checked(f)
+    }
+
+    /// Moves past the record just taken, of `len` bytes of data (`meta`:
+    /// with a metadata block).
+    #[inline(always)]
+    fn advance_past(&mut self, len: usize, meta: bool) {
+        self.pending_skip = None;
+        self.seq += 1;
+        self.offset += frame_size(len as u64);
+        self.last_meta = meta;
     }
 
     /// [`Reader::take`] in every case. With `skip_corrupt`, records failing
@@ -1053,10 +1060,7 @@ impl Reader {
             };
         };
         let len = f.len as usize;
-        self.pending_skip = None;
-        self.seq += 1;
-        self.offset += frame_size(len as u64);
-        self.last_meta = f.meta;
+        self.advance_past(len, f.meta);
         let data: &[u8] = if self.zero_copy {
             // SAFETY: in bounds (checked by `bytes_ptr` in the loop) and
             // mapped while `self.seg` lives, which the record's borrow of
@@ -1174,8 +1178,6 @@ mod tests {
 
     use super::*;
 
-    /// A long run of records failing their checksum is skipped in a loop:
-    /// with recursion, 100 000 of them overflowed a test thread's stack.
     #[test]
     fn pacing_grows_with_small_batches_shrinks_with_large_ones_and_ends_when_nothing_comes() {
         let mut p = Pace { gap: Duration::ZERO, segment: u64::MAX, offset: 0 };
@@ -1197,11 +1199,13 @@ mod tests {
         let t = Instant::now();
         assert!(!p.wait(1, offset + 64, t, Duration::from_nanos(1), &|| false));
         assert!(p.gap.is_zero(), "a gap with nothing in it ends pacing");
-        assert!(t.elapsed() < Duration::from_millis(100), "the slice bounds the gap");
+        assert!(t.elapsed() < Duration::from_millis(100), "a gap that finds nothing ends promptly");
         p.arrived(Duration::from_millis(1));
         assert!(p.gap.is_zero(), "a slow message does not start pacing");
     }
 
+    /// A long run of records failing their checksum is skipped in a loop:
+    /// with recursion, 100 000 of them overflowed a test thread's stack.
     #[test]
     fn skipping_many_corrupt_records_does_not_recurse() {
         let dir = tempfile::tempdir().unwrap();

@@ -233,6 +233,8 @@ impl Segment {
                 )
             };
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = offset;
     }
 
     /// Decodes the state word at `offset` with Acquire ordering.
