@@ -46,6 +46,9 @@ pub struct Producer {
     mapped: u64,
     /// Segment whose successor this producer already had created.
     precreated: u64,
+    /// The last eighth of the segment (segment, eighth) at which this
+    /// producer looked for a spare to build the successor from.
+    spare_check: (u64, u64),
 }
 
 /// Whether a fresh claim at `offset` lands on a frame that is already
@@ -267,6 +270,7 @@ impl Queue {
             prefaulted: 0,
             mapped: 0,
             precreated: u64::MAX,
+            spare_check: (u64::MAX, 0),
         }))
     }
 
@@ -696,8 +700,43 @@ impl Producer {
             self.prefault_ahead(offset);
         }
         if offset > self.seg.capacity / 2 && self.precreated != self.seg.number {
-            self.precreated = self.seg.number;
-            self.precreate(self.seg.number + 1);
+            self.build_successor(offset);
+        }
+    }
+
+    /// Has the next segment built before this one fills, once per eighth of
+    /// the segment from half way: from a zeroed spare when one is ready (a
+    /// rename and a header write, here and now: what rollover would
+    /// otherwise pay), else a fresh file in the background. In a queue that
+    /// recycles, the fresh file waits until seven eighths, because a spare
+    /// retention is still zeroing usually lands before then, and a fresh
+    /// segment costs every page of it a first touch.
+    ///
+    /// Built ahead, the segment is there when readers reach the end of this
+    /// one: otherwise a reader right behind the producer would build it too,
+    /// and whichever of the two copies lost the race (a spare, or a fresh
+    /// file that won it) was wasted.
+    fn build_successor(&mut self, offset: u64) {
+        let (number, eighth) = (self.seg.number, offset / (self.seg.capacity / 8).max(1));
+        if self.spare_check == (number, eighth) {
+            return;
+        }
+        self.spare_check = (number, eighth);
+        let dir = self.queue.path();
+        let next = number + 1;
+        if dir.join(crate::segment::segment_file_name(next)).exists() {
+            self.precreated = number;
+            return;
+        }
+        if !crate::recycle::spares(dir).is_empty() {
+            self.precreated = number;
+            let _ = Segment::create(dir, next, self.queue.new_segment(true));
+            return;
+        }
+        let recycles = self.queue.meta().first_segment().is_ok_and(|first| first > 0);
+        if !recycles || eighth >= 7 {
+            self.precreated = number;
+            self.precreate(next);
         }
     }
 
@@ -772,23 +811,16 @@ impl Producer {
         });
     }
 
-    /// Creates segment `number` in the background so rollover finds it.
-    /// Called once the current segment is half full: early enough that the
-    /// file is ready at rollover, late enough that a short-lived or slow
-    /// producer does not pay for a segment it never uses (on tmpfs,
-    /// preallocation zeroes the whole segment's memory).
-    ///
-    /// Not when a zeroed spare waits: rollover builds the segment from it
-    /// in a rename and a header write. The helper itself never takes
-    /// spares, so a helper that runs late cannot take one from under the
-    /// rollover it was meant to help.
+    /// Creates segment `number` as a fresh file in the background so
+    /// rollover finds it (see [`Producer::build_successor`], which calls it
+    /// no earlier than half way: early enough that the file is ready at
+    /// rollover, late enough that a short-lived or slow producer does not
+    /// pay for a segment it never uses; on tmpfs, preallocation zeroes the
+    /// whole segment's memory). The helper never takes spares, so a helper
+    /// that runs late cannot take one from under the rollover it was meant
+    /// to help.
     fn precreate(&self, number: u64) {
         let dir = self.queue.path().to_path_buf();
-        if dir.join(crate::segment::segment_file_name(number)).exists()
-            || !crate::recycle::spares(&dir).is_empty()
-        {
-            return;
-        }
         let queue = self.queue.clone();
         // Idle priority: on tmpfs `fallocate` zeroes the whole segment,
         // which must not take a reader's CPU.
