@@ -762,8 +762,7 @@ impl Producer {
         self.seg = self.queue.segment_or_create(next)?;
         // As in `Reader::next_segment`: the full segment is released.
         self.queue.refresh_pin()?;
-        self.prefaulted = 0;
-        self.mapped = 0;
+        self.pages_from_start();
         if let Some(policy) = self.queue.inner.retention {
             self.queue.retain_in_background(policy);
         }
@@ -780,10 +779,19 @@ impl Producer {
         let active = self.word(W_ACTIVE).load(Ordering::Acquire);
         if active != self.seg.number {
             self.seg = self.queue.segment_or_create(active)?;
-            self.prefaulted = 0;
-            self.mapped = 0;
+            self.pages_from_start();
         }
         Ok(())
+    }
+
+    /// Starts page preparation over for a newly entered segment: none at
+    /// all for one reopened through this process's idle mapping, whose
+    /// pages are cached and mapped already (populating them again is a page
+    /// walk per 4 KiB, and prefaulting a helper thread per 2 MiB, for
+    /// nothing).
+    fn pages_from_start(&mut self) {
+        let done = if self.seg.reused { self.seg.capacity } else { 0 };
+        (self.prefaulted, self.mapped) = (done, done);
     }
 
     /// Prefaults the next chunk of the current segment on a helper thread,

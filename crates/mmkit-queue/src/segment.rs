@@ -44,6 +44,10 @@ pub(crate) struct Segment {
     pub(crate) capacity: u64,
     pub(crate) header: SegmentHeader,
     pub(crate) path: PathBuf,
+    /// Opened through this process's idle mapping of a recycled file (see
+    /// `idle`): its pages are cached and in this process's page tables
+    /// already, since the file was filled, and usually zeroed, through it.
+    pub(crate) reused: bool,
 }
 
 // SAFETY: all shared-memory access goes through atomics or through byte
@@ -86,7 +90,9 @@ impl Segment {
         file.read_exact_at(&mut head, 0).map_err(|e| Error::io("read segment header", &path, e))?;
         let header = SegmentHeader::parse(&head, &path, number, capacity, file_len)?;
         let key = FileKey::of(&stat);
-        let held = match idle.take(key).filter(|h| h.map.len() == capacity as usize) {
+        let reused_map = idle.take(key).filter(|h| h.map.len() == capacity as usize);
+        let reused = reused_map.is_some();
+        let held = match reused_map {
             Some(held) => held,
             None => {
                 let map = MapOptions::new()
@@ -106,6 +112,7 @@ impl Segment {
             capacity,
             header,
             path,
+            reused,
         };
         let (count, offset) = format::split_tail(seg.tail().load(Ordering::Acquire));
         if offset < SEGMENT_HEADER || offset % 8 != 0 || count > capacity {
