@@ -620,8 +620,13 @@ impl Reader {
     /// lookup each. Only while the reader's pace says the producers write
     /// flat out ([`HELP_PACE`]), which holds for parking readers too (they
     /// then spin, never park): at lower rates the helper has CPU to spare,
-    /// and a step would delay the messages that arrive during it.
+    /// and a step would delay the messages that arrive during it. Not in a
+    /// segment this process reopened through its idle mapping: a recycled
+    /// file's pages are all cached already.
     fn help_producers(&mut self) {
+        if self.seg.reused {
+            return;
+        }
         let (number, offset) = (self.seg.number, self.offset);
         let h = &mut self.help;
         if h.segment != number {
