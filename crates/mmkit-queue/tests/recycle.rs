@@ -46,6 +46,16 @@ fn inodes(dir: &Path, pred: impl Fn(&str) -> bool) -> HashSet<u64> {
         .collect()
 }
 
+/// A queue in a new directory, filled into its fifth segment, and its
+/// producer.
+fn four_segments() -> (tempfile::TempDir, Queue, mmkit_queue::Producer) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(&dir.path().join("q"));
+    let mut p = q.producer().unwrap();
+    while index_segment(p.append(&payload(1)).unwrap()) < 4 {}
+    (dir, q, p)
+}
+
 fn keep_two() -> Retention {
     Retention { max_total_bytes: Some(2 * SEGMENT), ..Retention::default() }
 }
@@ -100,11 +110,8 @@ fn retired_segments_are_reused_and_carry_no_stale_data() {
 /// the producer to build it (each taking a spare, or one a fresh file).
 #[test]
 fn the_next_segment_is_built_from_a_spare_before_rollover() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, q, mut p) = four_segments();
     let path = dir.path().join("q");
-    let q = open(&path);
-    let mut p = q.producer().unwrap();
-    while index_segment(p.append(&payload(1)).unwrap()) < 4 {}
     let report = q.apply_retention(&keep_two()).unwrap();
     assert!(report.recycled > 0, "{report:?}");
     let spare_inodes = inodes(&path, |n| n.starts_with(".spare-"));
@@ -158,11 +165,8 @@ fn a_segment_mapped_by_a_live_reader_is_deleted_not_recycled() {
 
 #[test]
 fn a_dead_process_pins_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, q, _p) = four_segments();
     let path = dir.path().join("q");
-    let q = open(&path);
-    let mut p = q.producer().unwrap();
-    while index_segment(p.append(&payload(1)).unwrap()) < 4 {}
     // A child maps segment 0 through a reader, says so, and is killed.
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
@@ -188,11 +192,8 @@ fn a_dead_process_pins_nothing() {
 
 #[test]
 fn recycling_can_be_turned_off() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, q, _p) = four_segments();
     let path = dir.path().join("q");
-    let q = open(&path);
-    let mut p = q.producer().unwrap();
-    while index_segment(p.append(&payload(1)).unwrap()) < 4 {}
     let report = q.apply_retention(&Retention { recycle: false, ..keep_two() }).unwrap();
     assert!(!report.deleted.is_empty());
     assert_eq!(report.recycled, 0);
