@@ -110,7 +110,7 @@ impl IdleMappings {
             // (non-atomic) stores race with nobody. A SIGBUS (file
             // truncated by a hostile process) is caught by the mapping's
             // handler, as for every queue mapping.
-            unsafe { std::ptr::write_bytes(base, 0, len) };
+            unsafe { zero_streaming(base, len) };
         }
         // A caught SIGBUS means some zeros went to anonymous memory instead.
         let zeroed = zeroed && !idle.map.is_poisoned();
@@ -123,6 +123,55 @@ impl IdleMappings {
     pub(crate) fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// Writes `len` zero bytes at `base` with non-temporal stores on x86-64:
+/// a retired segment is zeroed milliseconds before a producer reaches it
+/// again, and `memset` (`rep stosb` here) would fill this core's caches
+/// with megabytes of zeros, evicting what the producer and reader on
+/// this machine are working on; streaming stores go to memory directly.
+/// Measured on a bounded queue (16 MiB segments), `append_batch` with a
+/// parking reader in another process: 37.8 -> 41.7 M/s; single appends
+/// with a spinning reader: 19.5 -> 21.7 M/s (medians, Intel Xeon).
+///
+/// # Safety
+///
+/// `base..base + len` must be valid for writes and written by nobody else
+/// meanwhile.
+unsafe fn zero_streaming(base: *mut u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_setzero_si128, _mm_sfence, _mm_stream_si128};
+        // The streaming stores need 16-byte alignment: plain stores up to
+        // it (a mapping's base is page-aligned, so normally none).
+        let head = base.align_offset(16).min(len);
+        let body = (len - head) / 64 * 64;
+        // SAFETY: every store below lies in `base..base + len` (the
+        // caller's promise): `head + body <= len`, and `body` is a
+        // multiple of 64 from a 16-aligned address. SSE2 is part of the
+        // x86-64 baseline. The fence orders the streaming stores before
+        // whatever this thread does next (renaming the file to a spare).
+        unsafe {
+            std::ptr::write_bytes(base, 0, head);
+            let zero = _mm_setzero_si128();
+            let mut p = base.add(head).cast::<__m128i>();
+            let end = base.add(head + body).cast::<__m128i>();
+            while p < end {
+                _mm_stream_si128(p, zero);
+                _mm_stream_si128(p.add(1), zero);
+                _mm_stream_si128(p.add(2), zero);
+                _mm_stream_si128(p.add(3), zero);
+                p = p.add(4);
+            }
+            std::ptr::write_bytes(base.add(head + body), 0, len - head - body);
+            _mm_sfence();
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: the caller's promise.
+    unsafe {
+        std::ptr::write_bytes(base, 0, len)
+    };
 }
 
 /// Drops entries whose file no longer has a name (deleted by retention):
@@ -138,6 +187,21 @@ mod tests {
     use std::path::Path;
 
     const LEN: u64 = 8192;
+
+    #[test]
+    fn streaming_zeroes_exactly_the_range_at_any_alignment_and_length() {
+        for start in 0..20 {
+            for len in [0, 1, 15, 16, 17, 63, 64, 65, 127, 128, 200, 4096 + 3] {
+                let mut buf = vec![0xABu8; start + len + 40];
+                // SAFETY: the range lies inside `buf`, which nothing else uses.
+                unsafe { zero_streaming(buf.as_mut_ptr().add(start), len) };
+                let zeroed = |i: usize| (start..start + len).contains(&i);
+                for (i, &b) in buf.iter().enumerate() {
+                    assert_eq!(b, if zeroed(i) { 0 } else { 0xAB }, "start {start}, len {len}, byte {i}");
+                }
+            }
+        }
+    }
 
     fn idle_of(path: &Path, fill: u8) -> IdleMapping {
         std::fs::write(path, vec![fill; LEN as usize]).unwrap();
