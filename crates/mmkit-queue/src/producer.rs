@@ -730,7 +730,7 @@ impl Producer {
         }
         if !crate::recycle::spares(dir).is_empty() {
             self.precreated = number;
-            let _ = Segment::create(dir, next, self.queue.new_segment(true));
+            create_ahead(&self.queue, dir, next, true);
             return;
         }
         let recycles = self.queue.meta().first_segment().is_ok_and(|first| first > 0);
@@ -788,7 +788,8 @@ impl Producer {
     /// all for one reopened through this process's idle mapping, whose
     /// pages are cached and mapped already (populating them again is a page
     /// walk per 4 KiB, and prefaulting a helper thread per 2 MiB, for
-    /// nothing).
+    /// nothing). A page that mapping has only read, or never touched, costs
+    /// a minor fault on the first write instead.
     fn pages_from_start(&mut self) {
         let done = if self.seg.reused { self.seg.capacity } else { 0 };
         (self.prefaulted, self.mapped) = (done, done);
@@ -834,18 +835,7 @@ impl Producer {
         // which must not take a reader's CPU.
         std::thread::spawn(move || {
             idle_priority();
-            // An idle thread may run long after it was started. Once the
-            // active segment has passed `number`, rollover created it and
-            // retention may have deleted it since: creating it now would
-            // resurrect it empty, and readers reaching it would stop there.
-            if !queue.meta().active_segment().is_ok_and(|a| a <= number) {
-                return;
-            }
-            let _ = Segment::create(&dir, number, queue.new_segment(false));
-            // Retention deleted it between the check and the create.
-            if queue.meta().first_segment().is_ok_and(|first| first > number) {
-                let _ = std::fs::remove_file(dir.join(crate::segment::segment_file_name(number)));
-            }
+            create_ahead(&queue, &dir, number, false);
         });
     }
 
@@ -982,6 +972,22 @@ fn publish_frame(seg: &Segment, seq: u64, offset: u64, length_field: u32, crc: u
     }
     word.store(state_word(KIND_MESSAGE, length_field, crc), Ordering::Release);
     Ok(())
+}
+
+/// Creates segment `number` of `queue` (in `dir`) ahead of rollover, from
+/// a spare if `spares` allows, unless the active segment has passed it
+/// already: then rollover created it and retention may have deleted it
+/// since, and creating it now would resurrect it empty (readers reaching
+/// it would stop there). Best effort: rollover creates it if this fails.
+fn create_ahead(queue: &Queue, dir: &std::path::Path, number: u64, spares: bool) {
+    if !queue.meta().active_segment().is_ok_and(|a| a <= number) {
+        return;
+    }
+    let _ = Segment::create(dir, number, queue.new_segment(spares));
+    // Retention deleted it between the check and the create.
+    if queue.meta().first_segment().is_ok_and(|first| first > number) {
+        let _ = std::fs::remove_file(dir.join(crate::segment::segment_file_name(number)));
+    }
 }
 
 /// Moves the calling thread to the `SCHED_IDLE` class (best effort).
