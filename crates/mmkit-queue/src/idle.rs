@@ -93,9 +93,9 @@ impl IdleMappings {
     }
 
     /// Zeroes the whole file `key` names through its idle mapping, if
-    /// there is one, and returns whether it did: a `memset` over page-table
-    /// entries that are already there costs a fraction of writing the same
-    /// zeros with `pwrite`. The caller guarantees that no live process
+    /// there is one, and returns whether it did: streaming stores (see
+    /// [`zero_streaming`]) over page-table entries that are already there
+    /// cost a fraction of writing the same zeros with `pwrite`. The caller guarantees that no live process
     /// reads the file (see `recycle`: it is retired and unpinned).
     pub(crate) fn zero(&self, key: FileKey) -> bool {
         // Out of the pool while zeroing, so the lock is not held for the
@@ -107,7 +107,7 @@ impl IdleMappings {
             // SAFETY: `base..base + len` is `idle.map`, a live writable
             // mapping owned here. The file is retired and unpinned, so no
             // live process reads or writes it through any mapping: plain
-            // (non-atomic) stores race with nobody. A SIGBUS (file
+            // (non-atomic, streaming) stores race with nobody. A SIGBUS (file
             // truncated by a hostile process) is caught by the mapping's
             // handler, as for every queue mapping.
             unsafe { zero_streaming(base, len) };

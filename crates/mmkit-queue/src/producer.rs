@@ -46,9 +46,6 @@ pub struct Producer {
     mapped: u64,
     /// Segment whose successor this producer already had created.
     precreated: u64,
-    /// The last eighth of the segment (segment, eighth) at which this
-    /// producer looked for a spare to build the successor from.
-    spare_check: (u64, u64),
 }
 
 /// Whether a fresh claim at `offset` lands on a frame that is already
@@ -270,7 +267,6 @@ impl Queue {
             prefaulted: 0,
             mapped: 0,
             precreated: u64::MAX,
-            spare_check: (u64::MAX, 0),
         }))
     }
 
@@ -700,43 +696,8 @@ impl Producer {
             self.prefault_ahead(offset);
         }
         if offset > self.seg.capacity / 2 && self.precreated != self.seg.number {
-            self.build_successor(offset);
-        }
-    }
-
-    /// Has the next segment built before this one fills, once per eighth of
-    /// the segment from half way: from a zeroed spare when one is ready (a
-    /// rename and a header write, here and now: what rollover would
-    /// otherwise pay), else a fresh file in the background. In a queue that
-    /// recycles, the fresh file waits until seven eighths, because a spare
-    /// retention is still zeroing usually lands before then, and a fresh
-    /// segment costs every page of it a first touch.
-    ///
-    /// Built ahead, the segment is there when readers reach the end of this
-    /// one: otherwise a reader right behind the producer would build it too,
-    /// and whichever of the two copies lost the race (a spare, or a fresh
-    /// file that won it) was wasted.
-    fn build_successor(&mut self, offset: u64) {
-        let (number, eighth) = (self.seg.number, offset / (self.seg.capacity / 8).max(1));
-        if self.spare_check == (number, eighth) {
-            return;
-        }
-        self.spare_check = (number, eighth);
-        let dir = self.queue.path();
-        let next = number + 1;
-        if dir.join(crate::segment::segment_file_name(next)).exists() {
-            self.precreated = number;
-            return;
-        }
-        if !crate::recycle::spares(dir).is_empty() {
-            self.precreated = number;
-            create_ahead(&self.queue, dir, next, true);
-            return;
-        }
-        let recycles = self.queue.meta().first_segment().is_ok_and(|first| first > 0);
-        if !recycles || eighth >= 7 {
-            self.precreated = number;
-            self.precreate(next);
+            self.precreated = self.seg.number;
+            self.precreate(self.seg.number + 1);
         }
     }
 
@@ -788,8 +749,11 @@ impl Producer {
     /// all for one reopened through this process's idle mapping, whose
     /// pages are cached and mapped already (populating them again is a page
     /// walk per 4 KiB, and prefaulting a helper thread per 2 MiB, for
-    /// nothing). A page that mapping has only read, or never touched, costs
-    /// a minor fault on the first write instead.
+    /// nothing). Not all of them are writable: a page that mapping only
+    /// read, or that writeback has cleaned since, costs a write fault on
+    /// the first write instead (one per 4 KiB, where populating would take
+    /// one system call per 64 KiB); measured, the skip still wins on ext4
+    /// (see `docs/benchmarks-queue.md`, "Runs of 2026-12-06").
     fn pages_from_start(&mut self) {
         let done = if self.seg.reused { self.seg.capacity } else { 0 };
         (self.prefaulted, self.mapped) = (done, done);
@@ -820,22 +784,40 @@ impl Producer {
         });
     }
 
-    /// Creates segment `number` as a fresh file in the background so
-    /// rollover finds it (see [`Producer::build_successor`], which calls it
-    /// no earlier than half way: early enough that the file is ready at
-    /// rollover, late enough that a short-lived or slow producer does not
-    /// pay for a segment it never uses; on tmpfs, preallocation zeroes the
-    /// whole segment's memory). The helper never takes spares, so a helper
-    /// that runs late cannot take one from under the rollover it was meant
-    /// to help.
+    /// Creates segment `number` in the background so rollover finds it.
+    /// Called once the current segment is half full: early enough that the
+    /// file is ready at rollover, late enough that a short-lived or slow
+    /// producer does not pay for a segment it never uses (on tmpfs,
+    /// preallocation zeroes the whole segment's memory).
+    ///
+    /// Not when a zeroed spare waits: rollover builds the segment from it
+    /// in a rename and a header write. The helper itself never takes
+    /// spares, so a helper that runs late cannot take one from under the
+    /// rollover it was meant to help.
     fn precreate(&self, number: u64) {
         let dir = self.queue.path().to_path_buf();
+        if dir.join(crate::segment::segment_file_name(number)).exists()
+            || !crate::recycle::spares(&dir).is_empty()
+        {
+            return;
+        }
         let queue = self.queue.clone();
         // Idle priority: on tmpfs `fallocate` zeroes the whole segment,
         // which must not take a reader's CPU.
         std::thread::spawn(move || {
             idle_priority();
-            create_ahead(&queue, &dir, number, false);
+            // An idle thread may run long after it was started. Once the
+            // active segment has passed `number`, rollover created it and
+            // retention may have deleted it since: creating it now would
+            // resurrect it empty, and readers reaching it would stop there.
+            if !queue.meta().active_segment().is_ok_and(|a| a <= number) {
+                return;
+            }
+            let _ = Segment::create(&dir, number, queue.new_segment(false));
+            // Retention deleted it between the check and the create.
+            if queue.meta().first_segment().is_ok_and(|first| first > number) {
+                let _ = std::fs::remove_file(dir.join(crate::segment::segment_file_name(number)));
+            }
         });
     }
 
@@ -972,22 +954,6 @@ fn publish_frame(seg: &Segment, seq: u64, offset: u64, length_field: u32, crc: u
     }
     word.store(state_word(KIND_MESSAGE, length_field, crc), Ordering::Release);
     Ok(())
-}
-
-/// Creates segment `number` of `queue` (in `dir`) ahead of rollover, from
-/// a spare if `spares` allows, unless the active segment has passed it
-/// already: then rollover created it and retention may have deleted it
-/// since, and creating it now would resurrect it empty (readers reaching
-/// it would stop there). Best effort: rollover creates it if this fails.
-fn create_ahead(queue: &Queue, dir: &std::path::Path, number: u64, spares: bool) {
-    if !queue.meta().active_segment().is_ok_and(|a| a <= number) {
-        return;
-    }
-    let _ = Segment::create(dir, number, queue.new_segment(spares));
-    // Retention deleted it between the check and the create.
-    if queue.meta().first_segment().is_ok_and(|first| first > number) {
-        let _ = std::fs::remove_file(dir.join(crate::segment::segment_file_name(number)));
-    }
 }
 
 /// Moves the calling thread to the `SCHED_IDLE` class (best effort).

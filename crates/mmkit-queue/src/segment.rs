@@ -45,8 +45,9 @@ pub(crate) struct Segment {
     pub(crate) header: SegmentHeader,
     pub(crate) path: PathBuf,
     /// Opened through this process's idle mapping of a recycled file (see
-    /// `idle`): its pages are cached and in this process's page tables
-    /// already, since the file was filled, and usually zeroed, through it.
+    /// `idle`): its pages are in the page cache, and mapped in this process
+    /// as far as that mapping touched them (usually all: the file was
+    /// filled, and usually zeroed, through it), though not always writable.
     pub(crate) reused: bool,
 }
 

@@ -105,29 +105,6 @@ fn retired_segments_are_reused_and_carry_no_stale_data() {
     assert!(q.check().unwrap().is_clean());
 }
 
-/// The producer builds its next segment from a spare before the active
-/// one fills, so that readers reaching the end find it instead of racing
-/// the producer to build it (each taking a spare, or one a fresh file).
-#[test]
-fn the_next_segment_is_built_from_a_spare_before_rollover() {
-    let (dir, q, mut p) = four_segments();
-    let path = dir.path().join("q");
-    let report = q.apply_retention(&keep_two()).unwrap();
-    assert!(report.recycled > 0, "{report:?}");
-    let spare_inodes = inodes(&path, |n| n.starts_with(".spare-"));
-    let active = index_segment(p.append(&payload(2)).unwrap());
-    let next = format!("{:020}.seg", active + 1);
-    for i in 0.. {
-        if path.join(&next).exists() {
-            break;
-        }
-        let index = p.append(&payload(i)).unwrap();
-        assert_eq!(index_segment(index), active, "rolled over before segment {} was built", active + 1);
-    }
-    let built = inodes(&path, |n| n == next);
-    assert!(!spare_inodes.is_disjoint(&built), "segment {} was not built from a spare", active + 1);
-}
-
 #[test]
 fn a_segment_mapped_by_a_live_reader_is_deleted_not_recycled() {
     let dir = tempfile::tempdir().unwrap();
