@@ -200,3 +200,31 @@ fn tail_prints_every_acknowledged_line_after_appenders_are_killed_mid_stream() {
     status(&["queue", "check", s(&q), "--repair"], 0);
     status(&["queue", "check", s(&q)], 0);
 }
+
+/// A producer that sealed a segment and moved the active segment on, then
+/// died before creating the file: `stat`, `tail` (from either end) and
+/// `check` all get past the missing segment, and the next append creates it.
+#[test]
+fn commands_get_past_a_producer_dead_before_creating_the_next_segment() {
+    use mmkit_queue::format::{KIND_EOS, META_ACTIVE, SEG_FINAL_COUNT, SEG_TAIL, split_tail, state_word};
+    use mmkit_region::{Access, MapOptions, Mode};
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q");
+    status(&["queue", "create", s(&q), "--segment-size", "65536"], 0);
+    append(&q, "a\nb\n");
+    let seg = MapOptions::new().mode(Mode::ReadWrite).map_path(q.join("00000000000000000000.seg")).unwrap();
+    let (count, end) = split_tail(seg.atomic_u64(SEG_TAIL).unwrap().load(Ordering::SeqCst));
+    seg.atomic_u64(end).unwrap().store(state_word(KIND_EOS, 0, 0), Ordering::SeqCst);
+    seg.atomic_u64(SEG_FINAL_COUNT).unwrap().store(count, Ordering::SeqCst);
+    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(q.join("meta")).unwrap();
+    meta.atomic_u64(META_ACTIVE).unwrap().store(1, Ordering::SeqCst);
+    let (stat, _) = status(&["queue", "stat", s(&q), "--json"], 0);
+    let stat: serde_json::Value = serde_json::from_str(&stat).unwrap();
+    assert_eq!(stat["end_index"], 1u64 << 32, "{stat}");
+    assert_eq!(status(&["queue", "tail", s(&q)], 0).0, "a\nb\n");
+    assert_eq!(status(&["queue", "tail", s(&q), "--from-end"], 0).0, "");
+    status(&["queue", "check", s(&q)], 0);
+    append(&q, "c\n");
+    assert_eq!(status(&["queue", "tail", s(&q)], 0).0, "a\nb\nc\n");
+}

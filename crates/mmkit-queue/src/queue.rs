@@ -448,12 +448,29 @@ impl Queue {
 
     /// The index the next appended message would get if nobody else
     /// appends first (the active segment's claim count).
+    ///
+    /// A producer moves the active segment on before it creates the file,
+    /// so the active segment may not exist yet, or ever, if that producer
+    /// died in between: then nothing is in it, and the end is its start.
     pub fn end_index(&self) -> Result<u64> {
-        let active = self.meta().active_segment()?;
-        let seg = self.segment(active)?;
-        let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
-        let fin = seg.final_count().load(Ordering::Acquire);
-        Ok(make_index(active, count.min(fin).min(u32::MAX as u64) as u32))
+        loop {
+            let active = self.meta().active_segment()?;
+            let seg = match self.segment(active) {
+                Ok(seg) => seg,
+                Err(e) if crate::segment::is_not_found(&e) => {
+                    // Unless `active` moved on meanwhile and retention
+                    // retired the one read (then look again).
+                    if self.meta().active_segment()? == active {
+                        return Ok(make_index(active, 0));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
+            let fin = seg.final_count().load(Ordering::Acquire);
+            return Ok(make_index(active, count.min(fin).min(u32::MAX as u64) as u32));
+        }
     }
 
     /// Writes every dirty page of the queue to disk now (`msync`).

@@ -415,7 +415,14 @@ impl Reader {
             (s, c) = (first, 0);
         }
         if s != self.seg.number {
-            self.seg = match self.queue.segment(s) {
+            // The active segment may not have been created yet (see
+            // `Queue::end_index`): readers create it, as at a seal.
+            let open = if s == self.queue.meta().active_segment()? {
+                self.queue.segment_or_create(s)
+            } else {
+                self.queue.segment(s)
+            };
+            self.seg = match open {
                 Ok(seg) => seg,
                 Err(e) if is_not_found(&e) => {
                     return Err(Error::NoSuchIndex { index, reason: "no such segment" });

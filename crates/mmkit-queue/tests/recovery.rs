@@ -302,3 +302,41 @@ fn an_unrecorded_dead_claim_is_padded_up_to_the_next_live_claim_only() {
     let rec = r.next().unwrap().unwrap();
     assert_eq!((rec.index(), rec.payload()), (three, &b"three"[..]));
 }
+
+/// A producer that moved the active segment on and died before creating
+/// it leaves `active` naming a file that does not exist. Everything that
+/// looks for the end of the queue gets past it: the end is the start of
+/// that segment, and whoever appends or reads next creates it.
+#[test]
+fn producer_dead_between_moving_active_and_creating_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(4096).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..3u8 {
+        p.append(&[i]).unwrap();
+    }
+    drop(p);
+    drop(q);
+    // What the producer did before it died: sealed segment 0 at its tail
+    // (the end frame, then the final count), then moved `active` on.
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let (count, end) = split_tail(seg.atomic_u64(SEG_TAIL).unwrap().load(Ordering::SeqCst));
+    seg.atomic_u64(end).unwrap().store(state_word(KIND_EOS, 0, 0), Ordering::SeqCst);
+    seg.atomic_u64(SEG_FINAL_COUNT).unwrap().store(count, Ordering::SeqCst);
+    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("meta")).unwrap();
+    meta.atomic_u64(META_ACTIVE).unwrap().store(1, Ordering::SeqCst);
+    let q = Queue::open(&path).unwrap();
+    assert_eq!(q.end_index().unwrap(), make_index(1, 0));
+    let stat = q.stat().unwrap();
+    assert_eq!(stat.end_index, make_index(1, 0));
+    let mut tail = q.reader(Start::End).unwrap();
+    let report = q.check().unwrap();
+    assert_eq!(report.messages, 3, "{report:?}");
+    let at = q.producer().unwrap().append(b"after").unwrap();
+    assert_eq!(at, make_index(1, 0));
+    let got = tail.next_timeout(Some(Duration::from_secs(5))).unwrap().unwrap();
+    assert_eq!((got.index(), got.payload()), (at, &b"after"[..]));
+    assert_eq!(read_all(&q), vec![vec![0], vec![1], vec![2], b"after".to_vec()]);
+}
