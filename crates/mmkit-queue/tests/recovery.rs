@@ -334,6 +334,12 @@ fn producer_dead_between_moving_active_and_creating_the_segment() {
     let mut tail = q.reader(Start::End).unwrap();
     let report = q.check().unwrap();
     assert_eq!(report.messages, 3, "{report:?}");
+    assert_eq!(q.last_index().unwrap(), Some(make_index(0, 2)));
+    q.sync().unwrap();
+    q.apply_retention(&Retention { max_total_bytes: Some(1 << 30), ..Retention::default() }).unwrap();
+    let mut c = q.cursor("c").unwrap();
+    c.seek(q.end_index().unwrap()).unwrap();
+    c.commit().unwrap();
     let at = q.producer().unwrap().append(b"after").unwrap();
     assert_eq!(at, make_index(1, 0));
     let got = tail.next_timeout(Some(Duration::from_secs(5))).unwrap().unwrap();
