@@ -1,8 +1,9 @@
 //! Quick throughput and latency check: one producer process, one consumer
 //! process, 64-byte messages.
 //!
-//! `cargo run --release -p mmkit-queue --example throughput -- [MESSAGES] [spin|park] [ts]`
-//! (`ts`: records carry timestamps)
+//! `cargo run --release -p mmkit-queue --example throughput -- [MESSAGES] [spin|park|replay] [ts]`
+//! (`replay`: the consumer starts once the producer is done, and reads the
+//! backlog from the page cache; `ts`: records carry timestamps)
 //!
 //! The full comparison against peers lives in `mmkit-bench`.
 
@@ -17,7 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return produce(&args[2], args[3].parse()?);
     }
     let n: u64 = args.get(1).map_or(Ok(5_000_000), |s| s.parse())?;
-    let park = args.get(2).map(String::as_str) == Some("park");
+    let mode = args.get(2).map_or("spin", String::as_str);
+    let park = mode == "park";
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("q");
     let ts = args.get(3).map(String::as_str) == Some("ts");
@@ -27,6 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--produce", path.to_str().ok_or("path")?, &n.to_string()])
         .spawn()?;
+    if mode == "replay" && !child.wait()?.success() {
+        return Err("the producer process failed".into());
+    }
     let mut got = 0u64;
     let mut start = None;
     let mut sum = 0u64;
@@ -42,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "{got} messages of 64 B, 1 producer process -> 1 consumer process ({}): {:.2} M msg/s (checksum {sum})",
-        if park { "spin then park" } else { "spinning" },
+        match mode {
+            "park" => "spin then park",
+            "replay" => "reading the backlog",
+            _ => "spinning",
+        },
         got as f64 / secs / 1e6
     );
     Ok(())
