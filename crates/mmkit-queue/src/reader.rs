@@ -1120,6 +1120,7 @@ impl Reader {
         };
         let len = f.len as usize;
         self.advance_past(len, f.meta);
+        self.prefetch_ahead();
         let data: &[u8] = if self.zero_copy {
             // SAFETY: in bounds (checked by `bytes_ptr` in the loop) and
             // mapped while `self.seg` lives, which the record's borrow of
