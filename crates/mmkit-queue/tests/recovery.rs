@@ -61,8 +61,9 @@ fn claimant_dead_right_after_fetch_add_becomes_padding() {
     assert_eq!((report.messages, report.abandoned, report.pending), (2, 1, 0), "{report:?}");
 }
 
-#[test]
-fn first_failing_claimant_dead_before_sealing_the_segment() {
+/// A queue of 4 KiB segments holding `[0]`, `[1]` and `[2]`, and the
+/// producer that appended them.
+fn queue_of_three() -> (tempfile::TempDir, std::path::PathBuf, Queue, Producer) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
     let q = Queue::options().create(true).segment_size(4096).open(&path).unwrap();
@@ -70,6 +71,12 @@ fn first_failing_claimant_dead_before_sealing_the_segment() {
     for i in 0..3u8 {
         p.append(&[i]).unwrap();
     }
+    (dir, path, q, p)
+}
+
+#[test]
+fn first_failing_claimant_dead_before_sealing_the_segment() {
+    let (_dir, path, q, mut p) = queue_of_three();
     // A claim too large for the rest of the segment: its claimant should
     // have written the end-of-segment frame, but died first.
     forge_dead_claim(&path, 4000);
@@ -309,13 +316,7 @@ fn an_unrecorded_dead_claim_is_padded_up_to_the_next_live_claim_only() {
 /// that segment, and whoever appends or reads next creates it.
 #[test]
 fn producer_dead_between_moving_active_and_creating_the_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let q = Queue::options().create(true).segment_size(4096).open(&path).unwrap();
-    let mut p = q.producer().unwrap();
-    for i in 0..3u8 {
-        p.append(&[i]).unwrap();
-    }
+    let (_dir, path, q, p) = queue_of_three();
     drop(p);
     drop(q);
     // What the producer did before it died: sealed segment 0 at its tail
