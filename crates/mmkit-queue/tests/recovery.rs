@@ -336,6 +336,7 @@ fn producer_dead_between_moving_active_and_creating_the_segment() {
     let report = q.check().unwrap();
     assert_eq!(report.messages, 3, "{report:?}");
     assert_eq!(q.last_index().unwrap(), Some(make_index(0, 2)));
+    assert_eq!(q.seek_time(u64::MAX).unwrap(), make_index(1, 0));
     q.sync().unwrap();
     q.apply_retention(&Retention { max_total_bytes: Some(1 << 30), ..Retention::default() }).unwrap();
     let mut c = q.cursor("c").unwrap();
