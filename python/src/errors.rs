@@ -132,6 +132,7 @@ impl Classify for mmkit_queue::Error {
             | E::Corrupt { .. }
             | E::CorruptRecord { .. } => Kind::Corrupt,
             E::MessageTooLarge { .. }
+            | E::BufferTooSmall { .. }
             | E::InvalidOption(_)
             | E::InvalidName { .. }
             | E::NoSuchIndex { .. }

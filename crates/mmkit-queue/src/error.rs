@@ -102,6 +102,15 @@ pub enum Error {
         /// The configured maximum.
         max: usize,
     },
+    /// A record's payload does not fit the caller's buffer
+    /// ([`crate::Reader::next_into`]); the reader stays at the record.
+    #[error("a payload of {len} bytes does not fit a buffer of {capacity} bytes")]
+    BufferTooSmall {
+        /// The payload's length.
+        len: usize,
+        /// The buffer's length.
+        capacity: usize,
+    },
     /// An option value is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),

@@ -70,4 +70,4 @@ pub use ops::{
 };
 pub use producer::{Claim, Producer};
 pub use queue::{Durability, OpenOptions, Queue, Retention, Start};
-pub use reader::{PendingClaim, Reader, Record};
+pub use reader::{Copied, PendingClaim, Reader, Record};

@@ -162,6 +162,17 @@ enum Poll {
     },
 }
 
+/// Where a record copied by [`Reader::next_into`] is, and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copied {
+    /// The record's index.
+    pub index: u64,
+    /// Its timestamp (nanoseconds since the Unix epoch; 0 without timestamps).
+    pub timestamp: u64,
+    /// How many bytes of the caller's buffer the payload filled.
+    pub len: usize,
+}
+
 /// How to get past a corrupt record.
 #[derive(Clone, Copy, Debug)]
 enum Skip {
@@ -601,6 +612,41 @@ impl Reader {
         }
     }
 
+    /// [`Reader::next_timeout`], copying the payload into `out` instead of
+    /// returning a borrowed record: for callers that keep the bytes, the
+    /// reader's own copy and the caller's become one, with the CRC checked
+    /// in the same pass. Returns where the record is and how many bytes of
+    /// `out` it filled.
+    ///
+    /// A payload longer than `out` is [`Error::BufferTooSmall`], and the
+    /// reader stays at that record: call again with room for it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let q = mmkit_queue::Queue::options().create(true).open(dir.path().join("q")).unwrap();
+    /// q.producer()?.append(b"hello")?;
+    /// let mut r = q.reader(mmkit_queue::Start::Beginning)?;
+    /// let mut buf = [0u8; 64];
+    /// let got = r.next_into(&mut buf, None)?.expect("a message");
+    /// assert_eq!(&buf[..got.len], b"hello");
+    /// # Ok::<(), mmkit_queue::Error>(())
+    /// ```
+    pub fn next_into(&mut self, out: &mut [u8], timeout: Option<Duration>) -> Result<Option<Copied>> {
+        if let Some(f) = self.fast_poll()
+            && let Some(c) = self.take_into(&f, out)
+        {
+            return Ok(Some(c));
+        }
+        let Some(rec) = self.next_timeout(timeout)? else { return Ok(None) };
+        let (index, timestamp, len) = (rec.index(), rec.timestamp(), rec.payload().len());
+        if len > out.len() {
+            self.seek(index)?;
+            return Err(Error::BufferTooSmall { len, capacity: out.len() });
+        }
+        out[..len].copy_from_slice(rec.payload());
+        Ok(Some(Copied { index, timestamp, len }))
+    }
+
     /// Spins on the frame word at the position alone, as the policy says,
     /// before the first full `poll`: that one also reads the segment's tail,
     /// whose cache line the producers' `fetch_add` needs, so a reader that
@@ -1018,6 +1064,29 @@ impl Reader {
             }
         }
         self.take_checked(f)
+    }
+
+    /// [`Reader::take`]'s common case, into the caller's `out`: `None`
+    /// (having moved nothing) for everything else, which the general path
+    /// then handles, a payload too long for `out` included.
+    #[inline(always)]
+    fn take_into(&mut self, f: &Found, out: &mut [u8]) -> Option<Copied> {
+        let len = f.len as usize;
+        if !self.verify || f.meta || len > out.len() {
+            return None;
+        }
+        let src = self.seg.bytes_ptr(f.offset + FRAME_HEADER, len as u64)?;
+        // SAFETY: `src..src+len` is inside the mapping `self.seg` holds (checked
+        // by `bytes_ptr`), and `copy_record` reads it with volatile loads;
+        // `out` is the caller's, with room for `len` bytes (checked above),
+        // and cannot overlap a shared mapping we hold only as raw pointers.
+        let crc = unsafe { copy_record(src, out.as_mut_ptr(), len, f.index, f.timestamp) };
+        if crc != f.crc {
+            return None;
+        }
+        self.advance_past(len, false);
+        self.prefetch_ahead();
+        Some(Copied { index: f.index, timestamp: f.timestamp, len })
     }
 
     /// Asks for the cache line [`READ_AHEAD`] bytes past the position.

@@ -153,12 +153,11 @@ impl MqReceiver {
 impl Receiver for MqReceiver {
     fn recv(&mut self, out: &mut Msg) -> io::Result<()> {
         loop {
-            if let Some(rec) = self.reader().next_timeout(None).map_err(io_err)? {
-                let p = rec.payload();
-                if p.len() != MSG {
+            // Into the caller's buffer, as the stream peers' `read` does.
+            if let Some(got) = self.reader().next_into(out, None).map_err(io_err)? {
+                if got.len != MSG {
                     return Err(io::Error::other("mmkit-queue returned a message of the wrong size"));
                 }
-                out.copy_from_slice(p);
                 break;
             }
         }
