@@ -1,9 +1,11 @@
 //! Quick throughput and latency check: one producer process, one consumer
 //! process, 64-byte messages.
 //!
-//! `cargo run --release -p mmkit-queue --example throughput -- [MESSAGES] [spin|park|replay] [ts]`
+//! `cargo run --release -p mmkit-queue --example throughput -- [MESSAGES] [spin|park|replay|replay-copy|replay-into] [ts]`
 //! (`replay`: the consumer starts once the producer is done, and reads the
-//! backlog from the page cache; `ts`: records carry timestamps)
+//! backlog from the page cache; `replay-copy` also copies each payload into
+//! a buffer of its own, `replay-into` has `next_into` copy it there; `ts`:
+//! records carry timestamps)
 //!
 //! The full comparison against peers lives in `mmkit-bench`.
 
@@ -29,16 +31,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--produce", path.to_str().ok_or("path")?, &n.to_string()])
         .spawn()?;
-    if mode == "replay" && !child.wait()?.success() {
+    if mode.starts_with("replay") && !child.wait()?.success() {
         return Err("the producer process failed".into());
     }
     let mut got = 0u64;
     let mut start = None;
     let mut sum = 0u64;
+    let mut buf = [0u8; 64];
+    let wait = Some(Duration::from_secs(30));
     while got < n {
-        let Some(r) = reader.next_timeout(Some(Duration::from_secs(30)))? else { break };
+        if mode == "replay-into" {
+            let Some(c) = reader.next_into(&mut buf, wait)? else { break };
+            sum = sum.wrapping_add(buf[c.len - 1] as u64);
+        } else {
+            let Some(r) = reader.next_timeout(wait)? else { break };
+            if mode == "replay-copy" {
+                buf.copy_from_slice(r.payload());
+                sum = sum.wrapping_add(buf[63] as u64);
+            } else {
+                sum = sum.wrapping_add(r.payload()[0] as u64);
+            }
+        }
         start.get_or_insert_with(Instant::now);
-        sum = sum.wrapping_add(r.payload()[0] as u64);
         got += 1;
     }
     let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
@@ -50,6 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match mode {
             "park" => "spin then park",
             "replay" => "reading the backlog",
+            "replay-copy" => "reading the backlog into a buffer",
+            "replay-into" => "reading the backlog with next_into",
             _ => "spinning",
         },
         got as f64 / secs / 1e6
