@@ -1040,30 +1040,46 @@ impl Reader {
     #[inline(always)]
     fn take(&mut self, f: Found) -> Result<Record<'_>> {
         let len = f.len as usize;
-        if !self.zero_copy && self.verify && !f.meta && len <= self.buf.capacity() {
-            if let Some(src) = self.seg.bytes_ptr(f.offset + FRAME_HEADER, len as u64) {
-                // SAFETY: as in `take_checked`: `src..src+len` is inside the
-                // mapping `self.seg` holds, and the copy is volatile; `buf`
-                // is ours, with room for `len` bytes, which the copy
-                // initialises before `set_len` counts them.
-                let crc = unsafe {
-                    let crc = copy_record(src, self.buf.as_mut_ptr(), len, f.index, f.timestamp);
-                    self.buf.set_len(len);
-                    crc
-                };
-                if crc == f.crc {
-                    self.advance_past(len, false);
-                    self.prefetch_ahead();
-                    return Ok(Record {
-                        index: f.index,
-                        timestamp: f.timestamp,
-                        payload: &self.buf,
-                        meta: &[],
-                    });
-                }
+        if !self.zero_copy && len <= self.buf.capacity() {
+            let dst = self.buf.as_mut_ptr();
+            // SAFETY: `dst` is `buf`'s, with room for `len` bytes; `buf` is
+            // this reader's own memory, not part of any mapping.
+            if unsafe { self.copy_verified(&f, dst) } {
+                // SAFETY: the copy initialised those `len` bytes.
+                unsafe { self.buf.set_len(len) };
+                return Ok(Record { index: f.index, timestamp: f.timestamp, payload: &self.buf, meta: &[] });
             }
         }
         self.take_checked(f)
+    }
+
+    /// The common case of every copying read: copies the payload of the
+    /// message `f` (no metadata block, CRC checking on) to `dst`, checking
+    /// its CRC in the same pass, and on a match moves past it. Returns
+    /// whether it did; on `false` the position is unchanged and the bytes
+    /// at `dst` are garbage, for the general path to redo.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `f.len` bytes, and must not lie in
+    /// a mapping another process writes.
+    #[inline(always)]
+    unsafe fn copy_verified(&mut self, f: &Found, dst: *mut u8) -> bool {
+        let len = f.len as usize;
+        if !self.verify || f.meta {
+            return false;
+        }
+        let Some(src) = self.seg.bytes_ptr(f.offset + FRAME_HEADER, len as u64) else { return false };
+        // SAFETY: `src..src+len` is inside the mapping `self.seg` holds
+        // (checked by `bytes_ptr`) and `copy_record` reads it with volatile
+        // loads; `dst` is the caller's promise, and private memory cannot
+        // overlap the shared mapping.
+        if unsafe { copy_record(src, dst, len, f.index, f.timestamp) } != f.crc {
+            return false;
+        }
+        self.advance_past(len, false);
+        self.prefetch_ahead();
+        true
     }
 
     /// [`Reader::take`]'s common case, into the caller's `out`: `None`
@@ -1072,21 +1088,11 @@ impl Reader {
     #[inline(always)]
     fn take_into(&mut self, f: &Found, out: &mut [u8]) -> Option<Copied> {
         let len = f.len as usize;
-        if !self.verify || f.meta || len > out.len() {
-            return None;
-        }
-        let src = self.seg.bytes_ptr(f.offset + FRAME_HEADER, len as u64)?;
-        // SAFETY: `src..src+len` is inside the mapping `self.seg` holds (checked
-        // by `bytes_ptr`), and `copy_record` reads it with volatile loads;
-        // `out` is the caller's, with room for `len` bytes (checked above),
-        // and cannot overlap a shared mapping we hold only as raw pointers.
-        let crc = unsafe { copy_record(src, out.as_mut_ptr(), len, f.index, f.timestamp) };
-        if crc != f.crc {
-            return None;
-        }
-        self.advance_past(len, false);
-        self.prefetch_ahead();
-        Some(Copied { index: f.index, timestamp: f.timestamp, len })
+        // SAFETY: `out` has room for `len` bytes (checked first), and a
+        // `&mut [u8]` cannot alias the shared mapping, which this crate
+        // never hands out mutably.
+        let copied = len <= out.len() && unsafe { self.copy_verified(f, out.as_mut_ptr()) };
+        copied.then_some(Copied { index: f.index, timestamp: f.timestamp, len })
     }
 
     /// Asks for the cache line [`READ_AHEAD`] bytes past the position.
@@ -1104,17 +1110,17 @@ impl Reader {
     fn prefetch_ahead(&mut self) {
         let at = self.offset + READ_AHEAD;
         let a = &mut self.ahead;
-        if a.segment != self.seg.number || at + 64 > a.end {
-            if a.segment == self.seg.number && self.offset < a.reload_at {
+        let here = a.segment == self.seg.number;
+        if !here || at + 64 > a.end {
+            if here && self.offset < a.reload_at {
                 return;
             }
             let (_, end) = split_tail(self.seg.tail().load(Ordering::Relaxed));
             *a = Ahead { segment: self.seg.number, end, reload_at: self.offset + RELOAD_EVERY };
-            if at + 64 > end {
-                return;
-            }
         }
-        self.seg.prefetch(at);
+        if at + 64 <= a.end {
+            self.seg.prefetch(at);
+        }
     }
 
     /// Moves past the record just taken, of `len` bytes of data (`meta`:
