@@ -910,11 +910,19 @@ fn write_frame(seg: &Segment, seq: u64, offset: u64, data: Data<'_>, timestamp: 
     let dst = seg
         .bytes_ptr(offset + FRAME_HEADER, data.len() as u64)
         .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
-    // SAFETY: the range lies inside the mapping (checked by `bytes_ptr`) and
-    // belongs to this claim alone (see `Claim`); `data` is ordinary memory
-    // that cannot overlap a range we exclusively own.
-    unsafe { data.copy_to(dst) };
-    let crc = data.crc(make_index(seg.number, seq as u32), timestamp);
+    let index = make_index(seg.number, seq as u32);
+    // The common case copies and checksums in one pass.
+    let crc = match data.meta {
+        // SAFETY: the range lies inside the mapping (checked by `bytes_ptr`)
+        // and belongs to this claim alone (see `Claim`); `data` is ordinary
+        // memory that cannot overlap a range we exclusively own.
+        None => unsafe { write_record(data.payload.as_ptr(), dst, data.payload.len(), index, timestamp) },
+        Some(_) => {
+            // SAFETY: as for the arm above.
+            unsafe { data.copy_to(dst) };
+            data.crc(index, timestamp)
+        }
+    };
     publish_frame(seg, seq, offset, data.length_field(), crc, timestamp)
 }
 
