@@ -640,7 +640,8 @@ impl Reader {
         let Some(rec) = self.next_timeout(timeout)? else { return Ok(None) };
         let (index, timestamp, len) = (rec.index(), rec.timestamp(), rec.payload().len());
         if len > out.len() {
-            self.seek(index)?;
+            let meta = rec.meta().len();
+            self.step_back(len + if self.last_meta { 4 + meta } else { 0 });
             return Err(Error::BufferTooSmall { len, capacity: out.len() });
         }
         out[..len].copy_from_slice(rec.payload());
@@ -1131,6 +1132,16 @@ impl Reader {
         self.seq += 1;
         self.offset += frame_size(len as u64);
         self.last_meta = meta;
+    }
+
+    /// Undoes [`Reader::advance_past`] for the record just taken, of `len`
+    /// bytes of data, so that the next read returns it again. Within the
+    /// segment the reader still holds, unlike a seek, which would reopen
+    /// it (or, if retention has deleted it meanwhile, move on).
+    fn step_back(&mut self, len: usize) {
+        self.pending_skip = None;
+        self.seq = self.seq.saturating_sub(1);
+        self.offset = self.offset.saturating_sub(frame_size(len as u64));
     }
 
     /// [`Reader::take`] in every case. With `skip_corrupt`, records failing
