@@ -58,6 +58,9 @@ enum Role {
 pub enum Peer {
     /// mmkit-queue.
     MmkitQueue,
+    /// mmkit-queue without record timestamps (`timestamps(false)`), as
+    /// the peers have none: what the per-append clock read costs.
+    MmkitQueueNoTimestamps,
     /// mmkit-queue with its directory in /dev/shm (no disk page cache).
     MmkitQueueShm,
     /// mmkit-queue on ext4 with retention (a bounded queue whose segments
@@ -85,6 +88,7 @@ impl Peer {
     fn name(self) -> &'static str {
         match self {
             Peer::MmkitQueue => "mmkit-queue",
+            Peer::MmkitQueueNoTimestamps => "mmkit-queue, no timestamps",
             Peer::MmkitQueueShm => "mmkit-queue in /dev/shm",
             Peer::MmkitQueueBounded => "mmkit-queue, bounded",
             Peer::Ring => "raw mmap ring",
@@ -180,7 +184,9 @@ fn child_producer(a: &ChildArgs) -> io::Result<()> {
         Peer::Pipe => drive(&mut stream::pipe_sender(&a.addr)?, a),
         Peer::Yaque => drive(&mut persist::yaque_sender(&a.addr[0])?, a),
         Peer::Nats => drive(&mut jetstream::sender(a.port, &a.name)?, a),
-        Peer::MmkitQueue | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => mmq::child_producer(a),
+        Peer::MmkitQueue | Peer::MmkitQueueNoTimestamps | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => {
+            mmq::child_producer(a)
+        }
         other => Err(io::Error::other(format!("{} has no producer process", other.name()))),
     }
 }
@@ -220,7 +226,9 @@ fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
         Peer::Pipe => proto::consume(&mut stream::pipe_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Yaque => proto::consume(&mut persist::yaque_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Nats => proto::consume(&mut jetstream::receiver(a.port, &a.name)?, kind, n, stamp),
-        Peer::MmkitQueue | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => mmq::child_consumer(a),
+        Peer::MmkitQueue | Peer::MmkitQueueNoTimestamps | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => {
+            mmq::child_consumer(a)
+        }
         other => Err(io::Error::other(format!("{} has no consumer process", other.name()))),
     }
 }
@@ -307,8 +315,14 @@ impl Suite {
         self.start_nats();
         let spin = Shape { kind: Kind::Throughput, park: false, producers: 1, readers: 1 };
         let park = Shape { park: true, ..spin };
-        let spinners =
-            [Peer::MmkitQueue, Peer::MmkitQueueShm, Peer::MmkitQueueBounded, Peer::Ring, Peer::Crossbeam];
+        let spinners = [
+            Peer::MmkitQueue,
+            Peer::MmkitQueueNoTimestamps,
+            Peer::MmkitQueueShm,
+            Peer::MmkitQueueBounded,
+            Peer::Ring,
+            Peer::Crossbeam,
+        ];
         self.table("throughput 1→1 spinning", spin, &spinners)?;
         let all = [
             Peer::MmkitQueue,
@@ -321,9 +335,11 @@ impl Suite {
             Peer::QueueFile,
             Peer::Nats,
         ];
-        // The parking table also has the bounded queue, after mmkit's other rows.
+        // The parking table also has the queue without timestamps and the
+        // bounded queue, after mmkit's other rows.
         let mut parkers = all.to_vec();
-        parkers.insert(2, Peer::MmkitQueueBounded);
+        parkers.insert(1, Peer::MmkitQueueNoTimestamps);
+        parkers.insert(3, Peer::MmkitQueueBounded);
         self.table("throughput 1→1 parking", park, &parkers)?;
         let batched = Shape { kind: Kind::Batched, ..park };
         self.table(
@@ -467,7 +483,11 @@ impl Suite {
                     *a = vec![p];
                 }
             }
-            Peer::Yaque | Peer::MmkitQueue | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => {
+            Peer::Yaque
+            | Peer::MmkitQueue
+            | Peer::MmkitQueueNoTimestamps
+            | Peer::MmkitQueueShm
+            | Peer::MmkitQueueBounded => {
                 let q = match peer {
                     Peer::MmkitQueueShm => self.shm.path().join(format!("q{}", self.runs)),
                     _ => dir.join("q"),
@@ -475,7 +495,7 @@ impl Suite {
                 if peer == Peer::MmkitQueueBounded {
                     mmq::create_bounded(&q)?;
                 } else if peer != Peer::Yaque {
-                    mmq::create(&q)?;
+                    mmq::create(&q, peer != Peer::MmkitQueueNoTimestamps)?;
                 } else {
                     std::fs::create_dir_all(&q)?;
                 }
@@ -610,6 +630,8 @@ fn variant(peer: Peer, park: bool, kind: Kind) -> String {
             "16 MiB segments, 64 MiB retained, recycled; spin, then park".into()
         }
         Peer::MmkitQueueBounded => "16 MiB segments, 64 MiB retained, recycled; spin".into(),
+        Peer::MmkitQueueNoTimestamps if park => "timestamps(false); spin, then park".into(),
+        Peer::MmkitQueueNoTimestamps => "timestamps(false); spin".into(),
         _ if park => "spin, then park".into(),
         _ => "spin".into(),
     }
@@ -660,6 +682,7 @@ fn spawn(a: &ChildArgs, capture: bool) -> io::Result<Child> {
 fn peer_arg(p: Peer) -> &'static str {
     match p {
         Peer::MmkitQueue => "mmkit-queue",
+        Peer::MmkitQueueNoTimestamps => "mmkit-queue-no-timestamps",
         Peer::MmkitQueueShm => "mmkit-queue-shm",
         Peer::MmkitQueueBounded => "mmkit-queue-bounded",
         Peer::Ring => "ring",

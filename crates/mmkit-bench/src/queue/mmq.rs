@@ -28,9 +28,15 @@ fn io_err(e: mmkit_queue::Error) -> io::Error {
     io::Error::other(e)
 }
 
-/// Creates the queue directory for a run.
-pub fn create(dir: &Path) -> io::Result<()> {
-    Queue::options().create_new(true).segment_size(SEGMENT).open(dir).map_err(io_err)?;
+/// Creates the queue directory for a run; `timestamps`: whether records
+/// carry them (the default).
+pub fn create(dir: &Path, timestamps: bool) -> io::Result<()> {
+    Queue::options()
+        .create_new(true)
+        .segment_size(SEGMENT)
+        .timestamps(timestamps)
+        .open(dir)
+        .map_err(io_err)?;
     Ok(())
 }
 
