@@ -85,6 +85,11 @@ pub const SEG_TAIL: u64 = 64;
 /// Segment: the number of messages the segment ended with (`u64::MAX`
 /// while open; atomic, only ever lowered).
 pub const SEG_FINAL_COUNT: u64 = 128;
+/// Segment: when it was sealed, ns since the epoch (atomic; 0 while open,
+/// and in segments sealed by versions before this word, or by a producer
+/// that died between the seal and this store). Written once, by the first
+/// sealer.
+pub const SEG_SEALED_AT: u64 = 136;
 
 /// Bytes of a frame header: the state word then the timestamp.
 pub const FRAME_HEADER: u64 = 16;

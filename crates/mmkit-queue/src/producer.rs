@@ -711,7 +711,7 @@ impl Producer {
                     w.compare_exchange(0, state_word(KIND_EOS, 0, 0), Ordering::AcqRel, Ordering::Relaxed);
             }
         }
-        seg.final_count().fetch_min(seq, Ordering::AcqRel);
+        seg.seal(seq);
     }
 
     /// Moves on from full segment `number` to the next one.

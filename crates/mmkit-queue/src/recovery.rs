@@ -224,7 +224,7 @@ pub(crate) fn pad(
         return Ok(());
     }
     if !fits {
-        seg.final_count().fetch_min(seq, Ordering::SeqCst);
+        seg.seal(seq);
         let active = queue.meta().active()?;
         let _ = active.compare_exchange(seg.number, seg.number + 1, Ordering::AcqRel, Ordering::Acquire);
     }

@@ -12,7 +12,7 @@ use mmkit_region::{MapOptions, Mapping, Mode};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, FRAME_HEADER, FrameWord, SEG_FINAL_COUNT, SEG_TAIL, SEGMENT_HEADER, SegmentHeader,
+    self, FRAME_HEADER, FrameWord, SEG_FINAL_COUNT, SEG_SEALED_AT, SEG_TAIL, SEGMENT_HEADER, SegmentHeader,
 };
 use crate::idle::{FileKey, IdleMapping, IdleMappings};
 
@@ -186,6 +186,15 @@ impl Segment {
     /// The final message count (`u64::MAX` while open).
     pub(crate) fn final_count(&self) -> &AtomicU64 {
         self.atomic64(SEG_FINAL_COUNT)
+    }
+
+    /// Seals the segment after `count` claims (or fewer, if it already
+    /// was), and records when, if nobody did before: retention's
+    /// `max_age` counts from that time.
+    pub(crate) fn seal(&self, count: u64) {
+        self.final_count().fetch_min(count, Ordering::SeqCst);
+        let _ =
+            self.atomic64(SEG_SEALED_AT).compare_exchange(0, now_ns(), Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// The state word of the frame at `offset`, or `None` if no frame

@@ -460,3 +460,35 @@ fn next_into_copies_into_the_callers_buffer() {
     }
     assert_eq!(r.next_into(&mut buf, Some(std::time::Duration::from_millis(10))).unwrap(), None);
 }
+
+/// `max_age` counts from when a segment was sealed, not from when its
+/// successor was built: a producer builds the next segment once the
+/// current one is half full, which in a slow queue can be days before the
+/// seal. Retention used the successor's creation time, and deleted a
+/// segment as soon as it was sealed, messages only just written included.
+#[test]
+fn max_age_counts_from_the_seal_not_from_the_next_segments_creation() {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let q = tiny(dir.path());
+    let mut p = q.producer().unwrap();
+    let msg = [1u8; 100];
+    let next = dir.path().join("q").join("00000000000000000001.seg");
+    // Past half of segment 0, then wait for segment 1 to be built ahead.
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(index_segment(p.append(&msg).unwrap()), 0);
+    }
+    while !next.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "segment 1 was never built ahead");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    // Fill segment 0 up: the append that does not fit seals it.
+    while index_segment(p.append(&msg).unwrap()) == 0 {}
+    let policy = Retention { max_age: Some(Duration::from_secs(1)), ..Retention::default() };
+    let report = q.apply_retention(&policy).unwrap();
+    assert!(report.deleted.is_empty(), "segment 0 was sealed just now: {report:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(q.apply_retention(&policy).unwrap().deleted, [0]);
+}
