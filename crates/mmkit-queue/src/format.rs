@@ -363,7 +363,7 @@ pub(crate) unsafe fn copy_record(
     if len <= SMALL_CRC && (src as usize) % 8 == 0 && std::arch::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE 4.2 (checked just above); the pointers are
         // the caller's, `src` 8-aligned.
-        return unsafe { copy_crc_small(src, dst, len, seed) };
+        return unsafe { copy_crc_small::<true>(src, dst, len, seed) };
     }
     // SAFETY: the caller's promise.
     unsafe {
@@ -372,22 +372,28 @@ pub(crate) unsafe fn copy_record(
     }
 }
 
-/// [`crc32c_small`] of the bytes it copies, as [`copy_record`] says.
+/// [`crc32c_small`] of the bytes it copies, for [`copy_record`] (`SHARED`:
+/// `src` is in a mapping another process writes, read with volatile loads)
+/// and [`write_record`] (`src` is the caller's own memory): one pass, and
+/// no call to `memcpy`.
 ///
 /// # Safety
 ///
-/// As [`copy_record`], and `src` is 8-aligned.
+/// As [`copy_record`] or [`write_record`] say; with `SHARED`, `src` is
+/// 8-aligned.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
-unsafe fn copy_crc_small(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> u32 {
+#[inline]
+unsafe fn copy_crc_small<const SHARED: bool>(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
     let mut c = u64::from(!crc);
     let mut i = 0;
     while i + 8 <= len {
-        // SAFETY: `i + 8 <= len` and `src + i` is 8-aligned; `dst` may not
-        // be, hence `write_unaligned`.
+        // SAFETY: `i + 8 <= len`; a shared `src` is 8-aligned, so
+        // `src + i` is; an own `src`, and `dst`, need not be.
         let v = unsafe {
-            let v = src.add(i).cast::<u64>().read_volatile();
+            let from = src.add(i).cast::<u64>();
+            let v = if SHARED { from.read_volatile() } else { from.read_unaligned() };
             dst.add(i).cast::<u64>().write_unaligned(v);
             v
         };
@@ -399,7 +405,7 @@ unsafe fn copy_crc_small(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> 
     while i < len {
         // SAFETY: `i < len`.
         let b = unsafe {
-            let b = src.add(i).read_volatile();
+            let b = if SHARED { src.add(i).read_volatile() } else { src.add(i).read() };
             dst.add(i).write(b);
             b
         };
@@ -433,49 +439,13 @@ pub(crate) unsafe fn write_record(
     if len <= SMALL_CRC && std::arch::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE 4.2 (checked just above); the pointers
         // are the caller's.
-        return unsafe { write_crc_small(src, dst, len, seed) };
+        return unsafe { copy_crc_small::<false>(src, dst, len, seed) };
     }
     // SAFETY: the caller's promise.
     unsafe {
         std::ptr::copy_nonoverlapping(src, dst, len);
         crc32c_append(seed, std::slice::from_raw_parts(src, len))
     }
-}
-
-/// [`crc32c_small`] of the bytes it copies, as [`write_record`] says.
-///
-/// # Safety
-///
-/// As [`write_record`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn write_crc_small(src: *const u8, dst: *mut u8, len: usize, crc: u32) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
-    let mut c = u64::from(!crc);
-    let mut i = 0;
-    while i + 8 <= len {
-        // SAFETY: `i + 8 <= len`; neither pointer need be aligned.
-        let v = unsafe {
-            let v = src.add(i).cast::<u64>().read_unaligned();
-            dst.add(i).cast::<u64>().write_unaligned(v);
-            v
-        };
-        c = _mm_crc32_u64(c, u64::from_le(v));
-        i += 8;
-    }
-    // The instruction leaves the upper 32 bits zero.
-    let mut c = c as u32;
-    while i < len {
-        // SAFETY: `i < len`.
-        let b = unsafe {
-            let b = src.add(i).read();
-            dst.add(i).write(b);
-            b
-        };
-        c = _mm_crc32_u8(c, b);
-        i += 1;
-    }
-    !c
 }
 
 fn record_seed(len: usize, index: u64, timestamp: u64) -> u32 {
