@@ -358,17 +358,45 @@ pub(crate) unsafe fn copy_record(
     index: u64,
     timestamp: u64,
 ) -> u32 {
+    // SAFETY: the caller's promise.
+    unsafe { copy_with_crc::<true>(src, dst, len, index, timestamp) }
+}
+
+/// [`copy_record`] and [`write_record`]: `SHARED` says whether `src` lies
+/// in a mapping another process writes (read with volatile loads).
+///
+/// # Safety
+///
+/// As those two say.
+#[inline(always)]
+unsafe fn copy_with_crc<const SHARED: bool>(
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    index: u64,
+    timestamp: u64,
+) -> u32 {
     let seed = record_seed(len, index, timestamp);
     #[cfg(target_arch = "x86_64")]
-    if len <= SMALL_CRC && (src as usize) % 8 == 0 && std::arch::is_x86_feature_detected!("sse4.2") {
+    if len <= SMALL_CRC
+        && (!SHARED || (src as usize) % 8 == 0)
+        && std::arch::is_x86_feature_detected!("sse4.2")
+    {
         // SAFETY: the CPU has SSE 4.2 (checked just above); the pointers are
-        // the caller's, `src` 8-aligned.
-        return unsafe { copy_crc_small::<true>(src, dst, len, seed) };
+        // the caller's, and a shared `src` is 8-aligned (also checked).
+        return unsafe { copy_crc_small::<SHARED>(src, dst, len, seed) };
     }
     // SAFETY: the caller's promise.
     unsafe {
-        crate::reader::volatile_copy(src, dst, len);
-        crc32c_append(seed, std::slice::from_raw_parts(dst, len))
+        if SHARED {
+            crate::reader::volatile_copy(src, dst, len);
+        } else {
+            std::ptr::copy_nonoverlapping(src, dst, len);
+        }
+        // Private memory either way: for a shared `src`, the copy (the
+        // bytes handed out are those), else the caller's own bytes.
+        let own = if SHARED { dst.cast_const() } else { src };
+        crc32c_append(seed, std::slice::from_raw_parts(own, len))
     }
 }
 
@@ -434,18 +462,8 @@ pub(crate) unsafe fn write_record(
     index: u64,
     timestamp: u64,
 ) -> u32 {
-    let seed = record_seed(len, index, timestamp);
-    #[cfg(target_arch = "x86_64")]
-    if len <= SMALL_CRC && std::arch::is_x86_feature_detected!("sse4.2") {
-        // SAFETY: the CPU has SSE 4.2 (checked just above); the pointers
-        // are the caller's.
-        return unsafe { copy_crc_small::<false>(src, dst, len, seed) };
-    }
     // SAFETY: the caller's promise.
-    unsafe {
-        std::ptr::copy_nonoverlapping(src, dst, len);
-        crc32c_append(seed, std::slice::from_raw_parts(src, len))
-    }
+    unsafe { copy_with_crc::<false>(src, dst, len, index, timestamp) }
 }
 
 fn record_seed(len: usize, index: u64, timestamp: u64) -> u32 {
