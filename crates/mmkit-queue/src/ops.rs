@@ -740,18 +740,9 @@ impl Queue {
     /// When segment `s` was sealed: the time its sealer recorded, else
     /// the creation time of its successor. That one can be much earlier:
     /// producers build the next segment once the current one is half full,
-    /// which in a slow queue can be days before the seal. Read with
-    /// `pread`, not through a mapping: mapping `s` would pin it, and
-    /// retention would then delete it instead of recycling it.
+    /// which in a slow queue can be days before the seal.
     fn sealed_at(&self, s: u64) -> Option<u64> {
-        let path = self.path().join(segment_file_name(s));
-        let mut word = [0u8; 8];
-        let recorded = std::fs::File::open(&path)
-            .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut word, SEG_SEALED_AT))
-            .map(|()| u64::from_le_bytes(word));
-        if let Ok(t) = recorded
-            && t != 0
-        {
+        if let Some(t) = crate::segment::recorded_seal(&self.path().join(segment_file_name(s))) {
             return Some(t);
         }
         let seg = self.segment(s + 1).ok()?;

@@ -305,6 +305,16 @@ impl Segment {
     }
 }
 
+/// The seal time recorded in segment file `path` (see [`Segment::seal`]),
+/// if there is one. Read with `pread`, not through a mapping: a handle
+/// that maps a segment pins it, and retention, the caller, would then
+/// delete the segment instead of recycling it.
+pub(crate) fn recorded_seal(path: &Path) -> Option<u64> {
+    let mut word = [0u8; 8];
+    File::open(path).and_then(|f| f.read_exact_at(&mut word, SEG_SEALED_AT)).ok()?;
+    Some(u64::from_le_bytes(word)).filter(|&t| t != 0)
+}
+
 /// Bytes preallocated per `fallocate` call.
 const FALLOCATE_STEP: u64 = 512 << 10;
 

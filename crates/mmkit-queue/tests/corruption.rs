@@ -33,6 +33,37 @@ fn build(dir: &Path) -> Vec<u64> {
     idx
 }
 
+/// Reads a possibly corrupt queue from the start with `read` (which
+/// returns a payload's length), skipping corrupt records, until it ends or
+/// fails; counts the errors in `errs`. It must make progress: at most
+/// 10,000 reads.
+fn drain(
+    q: &Queue,
+    errs: &std::cell::Cell<usize>,
+    mut read: impl FnMut(&mut Reader) -> Result<Option<usize>>,
+) {
+    let Ok(mut r) = q.reader(Start::Beginning) else { return };
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        assert!(steps < 10_000, "reader does not make progress");
+        match read(&mut r) {
+            Ok(Some(len)) => assert!(len <= 300),
+            Ok(None) => return,
+            Err(Error::CorruptRecord { .. }) => {
+                errs.set(errs.get() + 1);
+                if r.skip().is_err() {
+                    return;
+                }
+            }
+            Err(_) => {
+                errs.set(errs.get() + 1);
+                return;
+            }
+        }
+    }
+}
+
 /// Uses every read path of a possibly corrupt queue; only errors allowed.
 fn exercise(dir: &Path, indices: &[u64]) -> usize {
     let dbg = |s: &str| {
@@ -60,47 +91,10 @@ fn exercise(dir: &Path, indices: &[u64]) -> usize {
     count(q.stat().map(|_| ()));
     count(q.seek_time(12345).map(|_| ()));
     dbg("reader");
-    if let Ok(mut r) = q.reader(Start::Beginning) {
-        let mut steps = 0;
-        loop {
-            steps += 1;
-            assert!(steps < 10_000, "reader does not make progress");
-            match r.next() {
-                Ok(Some(rec)) => assert!(rec.len() <= 300),
-                Ok(None) => break,
-                Err(Error::CorruptRecord { .. }) => {
-                    errs.set(errs.get() + 1);
-                    if r.skip().is_err() {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    errs.set(errs.get() + 1);
-                    break;
-                }
-            }
-        }
-    }
+    drain(&q, &errs, |r| r.next().map(|rec| rec.map(|rec| rec.len())));
     dbg("next_into");
-    if let Ok(mut r) = q.reader(Start::Beginning) {
-        let mut out = [0u8; 300];
-        for _ in 0..10_000 {
-            match r.next_into(&mut out, Some(std::time::Duration::ZERO)) {
-                Ok(Some(c)) => assert!(c.len <= 300),
-                Ok(None) => break,
-                Err(Error::CorruptRecord { .. }) => {
-                    errs.set(errs.get() + 1);
-                    if r.skip().is_err() {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    errs.set(errs.get() + 1);
-                    break;
-                }
-            }
-        }
-    }
+    let mut out = [0u8; 300];
+    drain(&q, &errs, |r| r.next_into(&mut out, Some(std::time::Duration::ZERO)).map(|c| c.map(|c| c.len)));
     dbg("cursor");
     count(q.cursor("c").map(|_| ()));
     dbg("producer");
