@@ -775,11 +775,11 @@ impl Producer {
         if from >= self.seg.capacity {
             return;
         }
-        let seg = Arc::downgrade(&self.seg);
+        let (seg, large) = (Arc::downgrade(&self.seg), self.queue.large_folios());
         std::thread::spawn(move || {
             idle_priority();
             if let Some(seg) = seg.upgrade() {
-                seg.prefault(from, PREFAULT_CHUNK)
+                seg.prefault(from, PREFAULT_CHUNK, large)
             }
         });
     }

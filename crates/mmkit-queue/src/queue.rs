@@ -321,6 +321,13 @@ impl Queue {
         self.inner.durability
     }
 
+    /// Whether pages brought in ahead of the producers may be large folios
+    /// (see `Segment::prefault`): not for durable queues, whose syncs
+    /// would write each dirty folio whole.
+    pub(crate) fn large_folios(&self) -> bool {
+        self.inner.durability == Durability::OsManaged
+    }
+
     /// Maps segment `number`, sharing a mapping with other handles of this
     /// queue that hold it. Only segments someone holds stay mapped.
     pub(crate) fn segment(&self, number: u64) -> Result<Arc<Segment>> {

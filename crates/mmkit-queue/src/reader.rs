@@ -718,7 +718,7 @@ impl Reader {
         if from >= ahead.saturating_add(HELP_WINDOW) || from >= self.seg.capacity {
             return;
         }
-        self.seg.prefault(from, HELP_STEP);
+        self.seg.prefault(from, HELP_STEP, self.queue.large_folios());
         h.end = from + HELP_STEP;
     }
 

@@ -260,17 +260,39 @@ impl Segment {
     }
 
     /// Brings `len` bytes at `offset` into the page cache ahead of the
-    /// producers (`POSIX_FADV_WILLNEED`: for the preallocated, unwritten
-    /// blocks of a new segment this allocates zeroed pages and reads
-    /// nothing), so an append's first touch of a page is a cheap minor
-    /// fault instead of allocating and zeroing a page. Unlike
-    /// `MADV_POPULATE_WRITE` it takes no lock of the process's address
-    /// space, so it never stalls the producers (thread creation and mmap
-    /// wait for that lock). Never changes the file's contents. Best effort.
-    pub(crate) fn prefault(&self, offset: u64, len: u64) {
+    /// producers, so an append's first touch of a page finds it cached
+    /// instead of allocating and zeroing it (for the preallocated,
+    /// unwritten blocks of a new segment, bringing a page in allocates it
+    /// zeroed and reads nothing). Neither way takes a lock of the
+    /// process's address space (as populating a mapping would), so neither
+    /// stalls the producers (thread creation and mmap wait for that lock).
+    /// Never changes the file's contents. Best effort.
+    ///
+    /// With `large_folios`, by `sendfile` to `/dev/null`: the kernel reads
+    /// the range in through its page cache and discards it, copying
+    /// nothing, and that read path brings pages in as large folios (up to
+    /// 2 MiB), so the producer's write faults and `page_mkwrite` cost once
+    /// per folio. Measured on ext4 (Linux 6.18), per 4 KiB: 480 ns to bring
+    /// a page in this way against 900 ns with `POSIX_FADV_WILLNEED`, then
+    /// 225 ns against 700 ns for the producer to populate its page tables.
+    /// Otherwise, and if `sendfile` fails, by `POSIX_FADV_WILLNEED`, which
+    /// allocates 4 KiB pages. Durable queues need those: `msync` writes a
+    /// dirty folio whole, and with large folios a sync after 4 KiB of
+    /// appends wrote 621 KiB instead of 20 KiB.
+    pub(crate) fn prefault(&self, offset: u64, len: u64, large_folios: bool) {
         let end = offset.saturating_add(len).min(self.capacity);
-        if let Some(len) = std::num::NonZeroU64::new(end.saturating_sub(offset)) {
-            let _ = rustix::fs::fadvise(&self.held.file, offset, Some(len), rustix::fs::Advice::WillNeed);
+        let mut at = offset;
+        if let Some(null) = dev_null().filter(|_| large_folios) {
+            while at < end {
+                let left = usize::try_from(end - at).unwrap_or(usize::MAX);
+                match rustix::fs::sendfile(null, &self.held.file, Some(&mut at), left) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        if let Some(len) = std::num::NonZeroU64::new(end.saturating_sub(at)) {
+            let _ = rustix::fs::fadvise(&self.held.file, at, Some(len), rustix::fs::Advice::WillNeed);
         }
     }
 
@@ -443,6 +465,21 @@ pub(crate) fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
 }
 
+/// `/dev/null`, opened once per process for [`Segment::prefault`] (`None`
+/// if it cannot be opened).
+fn dev_null() -> Option<std::os::fd::BorrowedFd<'static>> {
+    static NULL: std::sync::OnceLock<Option<std::os::fd::OwnedFd>> = std::sync::OnceLock::new();
+    let null = NULL.get_or_init(|| {
+        rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+    });
+    null.as_ref().map(std::os::fd::AsFd::as_fd)
+}
+
 #[cfg(test)]
 mod temp_tests {
     use super::*;
@@ -472,5 +509,36 @@ mod temp_tests {
         assert!(!dead.exists() && !dead_meta.exists(), "files of dead creators are removed");
         assert!(alive.exists(), "a live creator's file is kept");
         assert!(other.exists(), "segments are never touched");
+    }
+
+    #[test]
+    fn prefault_caches_the_range_either_way_and_writes_nothing() {
+        let page = mmkit_region::page_size() as u64;
+        let (from, len) = (64 << 10, 256 << 10);
+        // A fresh mapping's `mincore` reports the page cache's state.
+        let cached = |path: &Path| {
+            let res = MapOptions::new().map_path(path).unwrap().residency().unwrap();
+            let map = res.map().unwrap();
+            (from / page..(from + len) / page).filter(|&p| map.is_resident(p)).count() as u64
+        };
+        for large in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let q = crate::Queue::options().create(true).segment_size(1 << 20).open(dir.path()).unwrap();
+            let seg = q.segment(0).unwrap();
+            // On tmpfs every page is in memory from the start; on disk
+            // file systems none of the new segment's body is.
+            let before = cached(&seg.path);
+            seg.prefault(from, len, large);
+            assert_eq!(
+                cached(&seg.path),
+                len / page,
+                "range cached (large folios: {large}; before: {before})"
+            );
+            let mut body = vec![1u8; len as usize];
+            seg.held.file.read_exact_at(&mut body, from).unwrap();
+            assert!(body.iter().all(|&b| b == 0), "contents unchanged");
+            // A range past the segment's end is clamped, not an error.
+            seg.prefault(seg.capacity - page, 1 << 20, large);
+        }
     }
 }
