@@ -213,6 +213,14 @@ fn open_with(path: &Path, lock_wait: Option<Duration>) -> Result<Heap> {
         lock_wait,
     };
     let size = inner.load(H_SIZE)?;
+    // A grower publishes a size only after growing the file, so a size
+    // ahead of the length measured above means the heap grew meanwhile:
+    // measure again. Still short, the header lies.
+    let grew =
+        size > inner.mapped.load(Ordering::Relaxed) && size <= max && inner.file.ensure_len(size).is_ok();
+    if grew {
+        inner.mapped.store(inner.file.len(), Ordering::Relaxed);
+    }
     if size < MIN_SIZE || size > max || size > inner.mapped.load(Ordering::Relaxed) {
         return Err(inner.corrupt(format!("published size {size} does not match the file")));
     }

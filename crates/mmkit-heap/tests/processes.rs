@@ -49,6 +49,7 @@ fn child_entry() {
         "worker" => worker(&heap, seed, ops),
         "owner" => owner(&heap, env("MMKH_ID").parse().unwrap()),
         "reader" => reader(&heap),
+        "opener" => (0..ops).for_each(|_| drop(Heap::open(env("MMKH_HEAP")).unwrap())),
         "insert" => {
             let k: u64 = env("MMKH_KEY").parse().unwrap();
             heap.map::<u64, u64>("ints").unwrap().insert(&k, &(k * K)).unwrap();
@@ -392,6 +393,33 @@ fn concurrent_owners_get_exact_results() {
     let mut want: Vec<u64> = (0..3u64).flat_map(|i| i * 100_000..i * 100_000 + 3000).collect();
     want.sort();
     assert_eq!(pushed, want);
+    assert!(heap.check(false).unwrap().is_clean());
+}
+
+/// Opening a heap while another process grows it: the file may grow
+/// between the opener's measuring it and its reading the published size,
+/// which is then ahead of the length measured; that is growth, not
+/// corruption.
+#[test]
+fn opening_while_another_process_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, heap) = new_heap(dir.path());
+    let mut kids: Vec<Kid> = (0..2).map(|_| spawn("opener", &p, &[("MMKH_OPS", "1000".into())])).collect();
+    let mut exits = Vec::new();
+    while !kids.is_empty() {
+        // One slab at a time, up to half the reservation.
+        if heap.size() < 512 << 20 {
+            heap.grow_to(heap.size() + 1).unwrap();
+        }
+        kids.retain_mut(|k| match k.0.try_wait().unwrap() {
+            Some(status) => {
+                exits.push(status);
+                false
+            }
+            None => true,
+        });
+    }
+    assert!(exits.iter().all(|s| s.success()), "every open succeeded: {exits:?}");
     assert!(heap.check(false).unwrap().is_clean());
 }
 
