@@ -46,7 +46,18 @@ pub struct Producer {
     mapped: u64,
     /// Segment whose successor this producer already had created.
     precreated: u64,
+    /// Chunks for this producer's prefault helper, started on first use.
+    helper: Option<std::sync::mpsc::SyncSender<Chunk>>,
 }
+
+/// A chunk of a segment for the prefault helper: the segment (held
+/// weakly, see [`Producer::prefault_ahead`]), the offset, and whether the
+/// pages may come as large folios.
+type Chunk = (std::sync::Weak<Segment>, u64, bool);
+
+/// Chunks a producer's prefault helper may have waiting: more would only
+/// be pages the producer reaches first.
+const HELPER_QUEUE: usize = 2;
 
 /// Whether a fresh claim at `offset` lands on a frame that is already
 /// written. That happens only when the tail word on disk is older than the
@@ -267,6 +278,7 @@ impl Queue {
             prefaulted: 0,
             mapped: 0,
             precreated: u64::MAX,
+            helper: None,
         }))
     }
 
@@ -759,8 +771,9 @@ impl Producer {
         (self.prefaulted, self.mapped) = (done, done);
     }
 
-    /// Prefaults the next chunk of the current segment on a helper thread,
-    /// so appends do not stop for page faults (each one costs about a
+    /// Prefaults the next chunk of the current segment on this producer's
+    /// helper thread ([`spawn_prefault_helper`]), so appends do not stop for
+    /// page faults (each one costs about a
     /// microsecond on a shared file mapping). The helper runs at idle
     /// priority: it uses CPU time nobody else wants and never delays a
     /// reader or producer (on a busy machine the producer simply takes the
@@ -775,13 +788,11 @@ impl Producer {
         if from >= self.seg.capacity {
             return;
         }
-        let (seg, large) = (Arc::downgrade(&self.seg), self.queue.large_folios());
-        std::thread::spawn(move || {
-            idle_priority();
-            if let Some(seg) = seg.upgrade() {
-                seg.prefault(from, PREFAULT_CHUNK, large)
-            }
-        });
+        let chunk = (Arc::downgrade(&self.seg), from, self.queue.large_folios());
+        let helper = self.helper.get_or_insert_with(spawn_prefault_helper);
+        // A helper behind (or gone) leaves the pages to the producer's
+        // own faults; never wait for it.
+        let _ = helper.try_send(chunk);
     }
 
     /// Creates segment `number` in the background so rollover finds it.
@@ -965,6 +976,26 @@ fn publish_frame(seg: &Segment, seq: u64, offset: u64, length_field: u32, crc: u
 }
 
 /// Moves the calling thread to the `SCHED_IDLE` class (best effort).
+/// Starts a producer's prefault helper: one thread for the producer's
+/// life, at idle priority, which brings in the chunks it is sent. Not a
+/// thread per chunk: creating a thread takes the address-space lock for
+/// writing (its stack is mapped), which stalled the producer's own
+/// `MADV_POPULATE_WRITE` behind it, and the new thread runs at normal
+/// priority until it lowers its own. The helper ends when the producer
+/// drops its sender.
+fn spawn_prefault_helper() -> std::sync::mpsc::SyncSender<Chunk> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(HELPER_QUEUE);
+    std::thread::spawn(move || {
+        idle_priority();
+        for (seg, from, large) in rx {
+            if let Some(seg) = seg.upgrade() {
+                seg.prefault(from, PREFAULT_CHUNK, large);
+            }
+        }
+    });
+    tx
+}
+
 fn idle_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `sched_setscheduler(0, ..)` changes only the calling thread's
