@@ -772,9 +772,9 @@ impl Producer {
     }
 
     /// Prefaults the next chunk of the current segment on this producer's
-    /// helper thread ([`spawn_prefault_helper`]), so appends do not stop for
-    /// page faults (each one costs about a
-    /// microsecond on a shared file mapping). The helper runs at idle
+    /// helper thread ([`spawn_prefault_helper`]), so appends do not stop
+    /// for page faults (each one costs about a microsecond on a shared file
+    /// mapping). The helper runs at idle
     /// priority: it uses CPU time nobody else wants and never delays a
     /// reader or producer (on a busy machine the producer simply takes the
     /// faults itself, as without prefaulting).
@@ -975,7 +975,6 @@ fn publish_frame(seg: &Segment, seq: u64, offset: u64, length_field: u32, crc: u
     Ok(())
 }
 
-/// Moves the calling thread to the `SCHED_IDLE` class (best effort).
 /// Starts a producer's prefault helper: one thread for the producer's
 /// life, at idle priority, which brings in the chunks it is sent. Not a
 /// thread per chunk: creating a thread takes the address-space lock for
@@ -996,6 +995,7 @@ fn spawn_prefault_helper() -> std::sync::mpsc::SyncSender<Chunk> {
     tx
 }
 
+/// Moves the calling thread to the `SCHED_IDLE` class (best effort).
 fn idle_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `sched_setscheduler(0, ..)` changes only the calling thread's
