@@ -85,6 +85,14 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// One of the mmkit-queue rows (their children run `mmq`).
+    fn is_mmkit_queue(self) -> bool {
+        matches!(
+            self,
+            Peer::MmkitQueue | Peer::MmkitQueueNoTimestamps | Peer::MmkitQueueShm | Peer::MmkitQueueBounded
+        )
+    }
+
     fn name(self) -> &'static str {
         match self {
             Peer::MmkitQueue => "mmkit-queue",
@@ -184,9 +192,7 @@ fn child_producer(a: &ChildArgs) -> io::Result<()> {
         Peer::Pipe => drive(&mut stream::pipe_sender(&a.addr)?, a),
         Peer::Yaque => drive(&mut persist::yaque_sender(&a.addr[0])?, a),
         Peer::Nats => drive(&mut jetstream::sender(a.port, &a.name)?, a),
-        Peer::MmkitQueue | Peer::MmkitQueueNoTimestamps | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => {
-            mmq::child_producer(a)
-        }
+        p if p.is_mmkit_queue() => mmq::child_producer(a),
         other => Err(io::Error::other(format!("{} has no producer process", other.name()))),
     }
 }
@@ -226,9 +232,7 @@ fn child_consumer(a: &ChildArgs) -> io::Result<Report> {
         Peer::Pipe => proto::consume(&mut stream::pipe_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Yaque => proto::consume(&mut persist::yaque_receiver(&a.addr[0])?, kind, n, stamp),
         Peer::Nats => proto::consume(&mut jetstream::receiver(a.port, &a.name)?, kind, n, stamp),
-        Peer::MmkitQueue | Peer::MmkitQueueNoTimestamps | Peer::MmkitQueueShm | Peer::MmkitQueueBounded => {
-            mmq::child_consumer(a)
-        }
+        p if p.is_mmkit_queue() => mmq::child_consumer(a),
         other => Err(io::Error::other(format!("{} has no consumer process", other.name()))),
     }
 }
@@ -483,11 +487,7 @@ impl Suite {
                     *a = vec![p];
                 }
             }
-            Peer::Yaque
-            | Peer::MmkitQueue
-            | Peer::MmkitQueueNoTimestamps
-            | Peer::MmkitQueueShm
-            | Peer::MmkitQueueBounded => {
+            p if p == Peer::Yaque || p.is_mmkit_queue() => {
                 let q = match peer {
                     Peer::MmkitQueueShm => self.shm.path().join(format!("q{}", self.runs)),
                     _ => dir.join("q"),

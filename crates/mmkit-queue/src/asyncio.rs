@@ -44,7 +44,7 @@ impl Future for Parked {
         *self.shared.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
         if let Some((queue, seg, seq, offset, claimed)) = self.start.take() {
             let shared = self.shared.clone();
-            std::thread::spawn(move || {
+            let started = crate::background("mmkit-async-wait", move || {
                 if let (Ok(notifier), Some(word)) = (queue.meta().notifier(), seg.frame_word(offset)) {
                     // Like the blocking wait: an in-progress claim is not a
                     // change worth waking for (waking at once would spawn
@@ -61,6 +61,11 @@ impl Future for Parked {
                     w.wake();
                 }
             });
+            // No thread to wait on: ready at once, and the caller polls the
+            // queue again (a spurious wake-up, never a hang or a panic).
+            if !started {
+                self.shared.done.store(true, Ordering::Release);
+            }
         }
         if self.shared.done.load(Ordering::Acquire) { TaskPoll::Ready(()) } else { TaskPoll::Pending }
     }

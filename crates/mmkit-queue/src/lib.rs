@@ -71,3 +71,11 @@ pub use ops::{
 pub use producer::{Claim, Producer};
 pub use queue::{Durability, OpenOptions, Queue, Retention, Start};
 pub use reader::{Copied, PendingClaim, Reader, Record};
+
+/// Runs `work` on a new background thread named `name`; false if the
+/// thread could not be created (a thread limit, out of memory), which
+/// callers treat as "no help this time" rather than a panic, as
+/// `std::thread::spawn` would.
+pub(crate) fn background(name: &str, work: impl FnOnce() + Send + 'static) -> bool {
+    std::thread::Builder::new().name(name.into()).spawn(work).is_ok()
+}

@@ -774,10 +774,10 @@ impl Producer {
     /// Prefaults the next chunk of the current segment on this producer's
     /// helper thread ([`spawn_prefault_helper`]), so appends do not stop
     /// for page faults (each one costs about a microsecond on a shared file
-    /// mapping). The helper runs at idle
-    /// priority: it uses CPU time nobody else wants and never delays a
-    /// reader or producer (on a busy machine the producer simply takes the
-    /// faults itself, as without prefaulting).
+    /// mapping). The helper runs at idle priority: it uses CPU time nobody
+    /// else wants and never delays a reader or producer (on a busy machine
+    /// the producer simply takes the faults itself, as without
+    /// prefaulting).
     ///
     /// The helper holds the segment weakly until it runs: an idle-priority
     /// thread may wait long, and must not keep an old segment mapped (and
@@ -788,11 +788,15 @@ impl Producer {
         if from >= self.seg.capacity {
             return;
         }
+        if self.helper.is_none() {
+            self.helper = spawn_prefault_helper();
+        }
         let chunk = (Arc::downgrade(&self.seg), from, self.queue.large_folios());
-        let helper = self.helper.get_or_insert_with(spawn_prefault_helper);
-        // A helper behind (or gone) leaves the pages to the producer's
-        // own faults; never wait for it.
-        let _ = helper.try_send(chunk);
+        // A helper behind (or gone, or never started) leaves the pages to
+        // the producer's own faults; never wait for it.
+        if let Some(helper) = &self.helper {
+            let _ = helper.try_send(chunk);
+        }
     }
 
     /// Creates segment `number` in the background so rollover finds it.
@@ -814,8 +818,9 @@ impl Producer {
         }
         let queue = self.queue.clone();
         // Idle priority: on tmpfs `fallocate` zeroes the whole segment,
-        // which must not take a reader's CPU.
-        std::thread::spawn(move || {
+        // which must not take a reader's CPU. Without a thread, rollover
+        // creates the segment itself.
+        crate::background("mmkit-precreate", move || {
             idle_priority();
             // An idle thread may run long after it was started. Once the
             // active segment has passed `number`, rollover created it and
@@ -981,10 +986,11 @@ fn publish_frame(seg: &Segment, seq: u64, offset: u64, length_field: u32, crc: u
 /// writing (its stack is mapped), which stalled the producer's own
 /// `MADV_POPULATE_WRITE` behind it, and the new thread runs at normal
 /// priority until it lowers its own. The helper ends when the producer
-/// drops its sender.
-fn spawn_prefault_helper() -> std::sync::mpsc::SyncSender<Chunk> {
+/// drops its sender. `None` if no thread could be started (the next chunk
+/// tries again).
+fn spawn_prefault_helper() -> Option<std::sync::mpsc::SyncSender<Chunk>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(HELPER_QUEUE);
-    std::thread::spawn(move || {
+    let started = crate::background("mmkit-prefault", move || {
         idle_priority();
         for (seg, from, large) in rx {
             if let Some(seg) = seg.upgrade() {
@@ -992,7 +998,7 @@ fn spawn_prefault_helper() -> std::sync::mpsc::SyncSender<Chunk> {
             }
         }
     });
-    tx
+    started.then_some(tx)
 }
 
 /// Moves the calling thread to the `SCHED_IDLE` class (best effort).

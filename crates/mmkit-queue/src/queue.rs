@@ -416,7 +416,7 @@ impl Queue {
             return;
         }
         let q = self.clone();
-        std::thread::spawn(move || {
+        let started = crate::background("mmkit-retention", move || {
             loop {
                 let seen = q.inner.retention_requests.load(Ordering::Acquire);
                 let _ = q.apply_retention(&policy);
@@ -430,6 +430,10 @@ impl Queue {
                 }
             }
         });
+        // No thread: forget the request, so the next rollover asks again.
+        if !started {
+            self.inner.retention_requests.store(0, Ordering::Release);
+        }
     }
 
     /// This handle's idle mappings.
