@@ -30,8 +30,9 @@ use mmkit_region::Mapping;
 
 /// How many idle mappings a queue handle keeps at most: enough for the
 /// segments retained between a segment's last use and its recycling in
-/// common retention settings (a few retained segments plus two spares).
-pub(crate) const MAX_IDLE: usize = 8;
+/// common retention settings (a few retained segments plus up to four
+/// spares, `recycle::MAX_SPARES`).
+pub(crate) const MAX_IDLE: usize = 12;
 
 /// What identifies a segment file's mapping: device, inode and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

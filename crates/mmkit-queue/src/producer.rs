@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::queue::{Durability, Queue};
-use crate::segment::Segment;
+use crate::segment::{RunFrame, Segment};
 
 /// Appends messages. One per thread: any number of producers in any
 /// number of processes append concurrently without a lock.
@@ -80,13 +80,19 @@ const RUN: usize = 1024;
 /// its index slot and leaves the end-of-segment reserve, as in
 /// [`claim_fits`]; sequence numbers stay below `u32::MAX`.
 fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> (usize, u64) {
+    // What `claim_fits` allows, counted down frame by frame.
+    let Some(mut room) = capacity.checked_sub(offset).and_then(|r| r.checked_sub(4 * seq + EOS_RESERVE))
+    else {
+        return (0, 0);
+    };
+    let most = (u32::MAX as u64).saturating_sub(seq + 1);
     let mut bytes = 0;
     for (k, m) in msgs.iter().enumerate() {
         let size = frame_size(m.len() as u64);
-        let count = k as u64 + 1;
-        if seq + count >= u32::MAX as u64 || !claim_fits(capacity, seq, count, offset, bytes + size) {
+        if k as u64 >= most || size + 4 > room {
             return (k, bytes);
         }
+        room -= size + 4;
         bytes += size;
     }
     (msgs.len(), bytes)
@@ -413,9 +419,7 @@ impl Producer {
     }
 
     fn append_data_batch(&mut self, msgs: &[Data<'_>]) -> Result<Vec<u64>> {
-        for m in msgs {
-            self.check_use(m.len())?;
-        }
+        self.check_use(msgs.iter().map(Data::len).max().unwrap_or(0))?;
         let mut out = Vec::with_capacity(msgs.len());
         let ts = if self.timestamps { self.clock.now() } else { 0 };
         if self.begin_exclusive() {
@@ -584,20 +588,32 @@ impl Producer {
             // it made before is visible.
             self.word(W_RUN).store(seg.number << 32 | (start + bytes), Ordering::Relaxed);
             let (mut seq, mut offset) = (first, start);
-            for m in &msgs[..n] {
-                // The lines ahead are usually in no cache (a recycled
-                // segment was zeroed long ago): fetch them before the
-                // check below waits for one, every frame.
-                seg.prefetch(offset + PREFETCH_AHEAD);
-                if stale_tail(seg, offset) {
-                    // Junk past the tail: this or the next run seals the segment.
-                    break;
+            if n > 0 {
+                // Checked once: `run_fits` sized the run to fit, so only a
+                // tail another process corrupted fails here.
+                let run = seg.run(first, n as u64, start, bytes).ok_or_else(|| {
+                    Error::corrupt(&seg.path, format!("tail offset {start} is no frame position"))
+                })?;
+                for m in &msgs[..n] {
+                    // The lines ahead are usually in no cache (a recycled
+                    // segment was zeroed long ago): fetch them before the
+                    // check below waits for one, every frame.
+                    seg.prefetch(offset + PREFETCH_AHEAD);
+                    let len = m.len() as u64;
+                    let frame = run
+                        .frame(seq, offset, len)
+                        .ok_or_else(|| Error::corrupt(&seg.path, "frame outside its run"))?;
+                    // As `stale_tail` checks for a claim.
+                    if frame.state.load(Ordering::Relaxed) != 0 {
+                        // Junk past the tail: this or the next run seals the segment.
+                        break;
+                    }
+                    fill_frame(&frame, make_index(seg.number, seq as u32), offset, *m, ts);
+                    let size = frame_size(len);
+                    seg.tail().store((seq + 1) << 32 | (offset + size), Ordering::Release);
+                    done(make_index(seg.number, seq as u32));
+                    (seq, offset) = (seq + 1, offset + size);
                 }
-                let size = frame_size(m.len() as u64);
-                write_frame(seg, seq, offset, *m, ts)?;
-                seg.tail().store((seq + 1) << 32 | (offset + size), Ordering::Release);
-                done(make_index(seg.number, seq as u32));
-                (seq, offset) = (seq + 1, offset + size);
             }
             if seq > first {
                 // After the run, not before: populating page tables is a
@@ -808,10 +824,16 @@ impl Producer {
     /// Not when a zeroed spare waits: rollover builds the segment from it
     /// in a rename and a header write. The helper itself never takes
     /// spares, so a helper that runs late cannot take one from under the
-    /// rollover it was meant to help.
+    /// rollover it was meant to help. Nor while retention feeds spares
+    /// (this handle's last rollover found one), even if none waits right
+    /// now: retention is zeroing the next one, due before the rollover,
+    /// and a fresh segment built meanwhile would cost the producer its
+    /// fresh pages and make that spare surplus (a bounded queue built up
+    /// to a tenth of its segments fresh this way).
     fn precreate(&self, number: u64) {
         let dir = self.queue.path().to_path_buf();
-        if dir.join(crate::segment::segment_file_name(number)).exists()
+        if self.queue.inner.spares_feed.load(Ordering::Relaxed)
+            || dir.join(crate::segment::segment_file_name(number)).exists()
             || !crate::recycle::spares(&dir).is_empty()
         {
             return;
@@ -920,6 +942,29 @@ impl<'a> Data<'a> {
     }
 }
 
+/// [`write_frame`] for a frame of a lease holder's run, whose words
+/// [`Segment::run`] has found in bounds: copies `data` in with its CRC,
+/// then stores the timestamp, the index slot (`offset`) and, last, the
+/// state word (Release).
+#[inline(always)]
+fn fill_frame(frame: &RunFrame<'_>, index: u64, offset: u64, data: Data<'_>, ts: u64) {
+    let crc = match data.meta {
+        // SAFETY: `frame.data` has room for the frame's `data.len()` bytes
+        // (`Run::frame` checked it with that length), which belong to this
+        // lease holder alone until it commits them; `data` is ordinary
+        // memory that cannot overlap the mapping's range.
+        None => unsafe { write_record(data.payload.as_ptr(), frame.data, data.payload.len(), index, ts) },
+        Some(_) => {
+            // SAFETY: as for the arm above.
+            unsafe { data.copy_to(frame.data) };
+            data.crc(index, ts)
+        }
+    };
+    frame.timestamp.store(ts, Ordering::Relaxed);
+    frame.index_slot.store(offset as u32, Ordering::Relaxed);
+    frame.state.store(state_word(KIND_MESSAGE, data.length_field(), crc), Ordering::Release);
+}
+
 /// Copies `data` into the claimed frame at (`seq`, `offset`) and commits it.
 #[inline]
 fn write_frame(seg: &Segment, seq: u64, offset: u64, data: Data<'_>, timestamp: u64) -> Result<()> {
@@ -1008,4 +1053,34 @@ fn idle_priority() {
     // scheduling class; `param` is a valid, initialised struct that the call
     // only reads. rustix has no sched_setscheduler, hence libc.
     let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `run_fits` counts down what `claim_fits` allows: the longest
+        /// prefix whose frames all fit, as checking each prefix would find.
+        #[test]
+        fn run_fits_takes_the_longest_prefix_claim_fits_allows(
+            capacity in 4096u64..1 << 20,
+            seq in prop_oneof![0u64..5000, (u32::MAX as u64 - 8)..(u32::MAX as u64)],
+            offset in 0u64..(1 << 20),
+            lens in proptest::collection::vec(0usize..3000, 0..64),
+        ) {
+            let payloads: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0; n]).collect();
+            let msgs: Vec<Data<'_>> = payloads.iter().map(|p| Data::plain(p)).collect();
+            let (mut want, mut want_bytes) = (0, 0);
+            for k in 1..=msgs.len() {
+                let bytes: u64 = msgs[..k].iter().map(|m| frame_size(m.len() as u64)).sum();
+                if seq + k as u64 >= u32::MAX as u64 || !claim_fits(capacity, seq, k as u64, offset, bytes) {
+                    break;
+                }
+                (want, want_bytes) = (k, bytes);
+            }
+            prop_assert_eq!(run_fits(capacity, seq, offset, &msgs), (want, want_bytes));
+        }
+    }
 }

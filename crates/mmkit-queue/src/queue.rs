@@ -1,7 +1,7 @@
 //! The queue handle and its options.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -204,6 +204,7 @@ impl OpenOptions {
             segments: Mutex::new(Vec::new()),
             retention_requests: AtomicU64::new(0),
             idle: Arc::default(),
+            spares_feed: AtomicBool::new(false),
             flusher: Mutex::new(None),
         };
         Ok(Queue { inner: Arc::new(inner) })
@@ -255,6 +256,10 @@ pub(crate) struct Inner {
     retention_requests: AtomicU64,
     /// Mappings of segments no longer in use, for recycled files.
     idle: Arc<crate::idle::IdleMappings>,
+    /// Whether the last segment this handle built at a rollover came from
+    /// a spare: while retention keeps feeding spares, producers build no
+    /// fresh segments ahead (see `Producer::precreate`).
+    pub(crate) spares_feed: AtomicBool,
     pub(crate) flusher: Mutex<Option<crate::reader::Reader>>,
 }
 
@@ -393,7 +398,9 @@ impl Queue {
                         reason: "segment deleted by retention",
                     });
                 }
-                Segment::create(&self.inner.dir, number, self.new_segment(true))?;
+                if let Some(from_spare) = Segment::create(&self.inner.dir, number, self.new_segment(true))? {
+                    self.inner.spares_feed.store(from_spare, Ordering::Relaxed);
+                }
                 self.segment(number)
             }
             other => other,

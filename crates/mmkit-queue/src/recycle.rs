@@ -35,8 +35,15 @@ use crate::idle::{FileKey, IdleMappings};
 use crate::meta::Meta;
 
 /// How many zeroed spares a queue directory keeps at most; further
-/// retired segments are deleted.
-pub(crate) const MAX_SPARES: usize = 2;
+/// retired segments are deleted. Four, not two: retention zeroes on a
+/// thread of its own, which a busy producer and reader leave short of CPU,
+/// so spares come in bursts. With room for two, a bounded queue at full
+/// speed (16 MiB segments, `append_batch` with a reader in another process)
+/// deleted surplus spares in bursts and later built a twentieth of its
+/// segments fresh, each at a third of a recycled one's speed; with four,
+/// about one in fifty (see `docs/benchmarks-queue.md`). The cost is disk:
+/// up to four segments beyond what retention keeps.
+pub(crate) const MAX_SPARES: usize = 4;
 
 /// A pin value meaning "nothing mapped".
 const UNPINNED: u64 = u64::MAX;
@@ -127,7 +134,7 @@ pub(crate) fn retire(dir: &Path, path: &Path, capacity: u64, idle: &IdleMappings
 }
 
 /// Renames zeroed file `tmp` to a free spare name, if one is left. Spares
-/// have fixed names (`.spare-0.seg`, `.spare-1.seg`) taken with
+/// have fixed names (`.spare-0.seg` to `.spare-3.seg`) taken with
 /// `RENAME_NOREPLACE`, so the limit holds however many retention passes,
 /// in however many processes, finish at once.
 fn install_spare(dir: &Path, tmp: &Path) -> bool {

@@ -12,7 +12,8 @@ use mmkit_region::{MapOptions, Mapping, Mode};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, FRAME_HEADER, FrameWord, SEG_FINAL_COUNT, SEG_SEALED_AT, SEG_TAIL, SEGMENT_HEADER, SegmentHeader,
+    self, FRAME_ALIGN, FRAME_HEADER, FrameWord, SEG_FINAL_COUNT, SEG_SEALED_AT, SEG_TAIL, SEGMENT_HEADER,
+    SegmentHeader, claim_fits, index_slot_offset,
 };
 use crate::idle::{FileKey, IdleMapping, IdleMappings};
 
@@ -129,11 +130,12 @@ impl Segment {
     /// `spares` allows and there is one (see `recycle`). Race-free: the file
     /// is prepared under a temporary name, then renamed into place with
     /// `RENAME_NOREPLACE`; a loser of the race gives a spare it took back
-    /// (or deletes its file) and uses the winner's.
-    pub(crate) fn create(dir: &Path, number: u64, spec: NewSegment) -> Result<()> {
+    /// (or deletes its file) and uses the winner's. Returns whether this
+    /// call prepared a file, and if so whether from a spare.
+    pub(crate) fn create(dir: &Path, number: u64, spec: NewSegment) -> Result<Option<bool>> {
         let path = dir.join(segment_file_name(number));
         if path.exists() {
-            return Ok(());
+            return Ok(None);
         }
         let tmp = dir.join(format!(".tmp-{number}-{}-{}.seg", std::process::id(), unique()));
         let from_spare = match init_file(dir, &tmp, number, &spec) {
@@ -160,7 +162,7 @@ impl Segment {
         if spec.sync {
             sync_dir(dir)?;
         }
-        Ok(())
+        Ok(Some(from_spare))
     }
 
     pub(crate) fn mapping(&self) -> &Mapping {
@@ -223,6 +225,19 @@ impl Segment {
         // SAFETY: `off` is 4-aligned (capacity is a multiple of 4096), inside
         // the mapping and past the header; see `atomic64`.
         Some(unsafe { AtomicU32::from_ptr(self.base.add(off as usize).cast()) })
+    }
+
+    /// The frames of a run of `count` frames totalling `bytes`, from
+    /// sequence `seq` at `offset`, and their index slots, checked against
+    /// the segment once ([`claim_fits`]), so that each frame of the run
+    /// costs one range check ([`Run::frame`]) instead of one per word. For
+    /// a lease holder's run (`Producer::exclusive_run`). `None` if the run
+    /// does not fit, or `offset` is not a frame position.
+    pub(crate) fn run(&self, seq: u64, count: u64, offset: u64, bytes: u64) -> Option<Run<'_>> {
+        let fits = offset >= SEGMENT_HEADER
+            && offset % FRAME_ALIGN == 0
+            && claim_fits(self.capacity, seq, count, offset, bytes);
+        fits.then_some(Run { seg: self, seq, end_seq: seq + count, start: offset, end: offset + bytes })
     }
 
     /// Pointer to `len` bytes at `offset`, after a bounds check.
@@ -480,6 +495,60 @@ fn dev_null() -> Option<std::os::fd::BorrowedFd<'static>> {
     null.as_ref().map(std::os::fd::AsFd::as_fd)
 }
 
+/// A run of frames checked against its segment once: see [`Segment::run`].
+pub(crate) struct Run<'a> {
+    seg: &'a Segment,
+    /// The run's sequence numbers are `seq..end_seq`.
+    seq: u64,
+    end_seq: u64,
+    /// The run's frames lie in `start..end`.
+    start: u64,
+    end: u64,
+}
+
+/// The words and data of one frame of a [`Run`].
+pub(crate) struct RunFrame<'a> {
+    pub(crate) state: &'a AtomicU64,
+    pub(crate) timestamp: &'a AtomicU64,
+    pub(crate) index_slot: &'a AtomicU32,
+    /// Where the frame's `len` bytes of data go.
+    pub(crate) data: *mut u8,
+}
+
+impl Run<'_> {
+    /// Frame `seq` of the run, at `offset`, with `len` bytes of data, if
+    /// it lies inside the run.
+    #[inline(always)]
+    pub(crate) fn frame(&self, seq: u64, offset: u64, len: u64) -> Option<RunFrame<'_>> {
+        let inside = seq >= self.seq
+            && seq < self.end_seq
+            && offset >= self.start
+            && offset % FRAME_ALIGN == 0
+            && offset.checked_add(FRAME_HEADER + len).is_some_and(|e| e <= self.end);
+        if !inside {
+            return None;
+        }
+        let slot = index_slot_offset(self.seg.capacity, seq);
+        let base = self.seg.base;
+        // SAFETY: `Segment::run` checked that the run's frames (`start..end`,
+        // `start >= SEGMENT_HEADER`) and its index slots (from `capacity - 4
+        // * end_seq` up) fit inside the mapping without overlapping
+        // (`claim_fits`); the check above puts this frame's header and data
+        // inside `start..end`, 8-aligned, and its slot among the run's (4-aligned:
+        // the capacity is a multiple of 4096). The mapping lives as long as
+        // `self.seg`; other processes touch these words only atomically, and
+        // the data only once the frame is committed.
+        unsafe {
+            Some(RunFrame {
+                state: AtomicU64::from_ptr(base.add(offset as usize).cast()),
+                timestamp: AtomicU64::from_ptr(base.add(offset as usize + 8).cast()),
+                index_slot: AtomicU32::from_ptr(base.add(slot as usize).cast()),
+                data: base.add((offset + FRAME_HEADER) as usize),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod temp_tests {
     use super::*;
@@ -509,6 +578,36 @@ mod temp_tests {
         assert!(!dead.exists() && !dead_meta.exists(), "files of dead creators are removed");
         assert!(alive.exists(), "a live creator's file is kept");
         assert!(other.exists(), "segments are never touched");
+    }
+
+    #[test]
+    fn a_run_hands_out_only_its_own_frames_and_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = crate::Queue::options().create(true).segment_size(1 << 20).open(dir.path()).unwrap();
+        let seg = q.segment(0).unwrap();
+        let cap = seg.capacity;
+        // Three frames of 16 bytes of data (32 each) from sequence 5.
+        let (seq, start, bytes) = (5, SEGMENT_HEADER + 64, 96);
+        let run = seg.run(seq, 3, start, bytes).unwrap();
+        for k in 0..3 {
+            let f = run.frame(seq + k, start + 32 * k, 16).unwrap();
+            let base = seg.base as usize;
+            assert_eq!(f.state.as_ptr() as usize - base, (start + 32 * k) as usize);
+            assert_eq!(f.timestamp.as_ptr() as usize - base, (start + 32 * k + 8) as usize);
+            assert_eq!(f.data as usize - base, (start + 32 * k + 16) as usize);
+            assert_eq!(f.index_slot.as_ptr() as usize - base, (cap - 4 * (seq + k + 1)) as usize);
+        }
+        assert!(run.frame(seq + 2, start + 64, 17).is_none(), "data past the run's end");
+        assert!(run.frame(seq + 3, start + 96, 0).is_none(), "a sequence past the run");
+        assert!(run.frame(seq - 1, start, 0).is_none(), "a sequence before the run");
+        assert!(run.frame(seq, start - 8, 0).is_none(), "an offset before the run");
+        assert!(run.frame(seq, start + 4, 0).is_none(), "a misaligned offset");
+        assert!(run.frame(seq, u64::MAX - 8, 0).is_none(), "an offset that overflows");
+        // Runs that do not fit, or start off a frame position, are refused.
+        assert!(seg.run(0, 1, 8, 32).is_none(), "inside the header");
+        assert!(seg.run(0, 1, start + 4, 32).is_none(), "misaligned");
+        assert!(seg.run(0, 1, cap - 32, 32).is_none(), "over the index slots");
+        assert!(seg.run(u32::MAX as u64, 1, start, 32).is_none(), "slots below the header");
     }
 
     #[test]
