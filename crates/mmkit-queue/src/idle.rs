@@ -176,9 +176,20 @@ unsafe fn zero_streaming(base: *mut u8, len: usize) {
 }
 
 /// Drops entries whose file no longer has a name (deleted by retention):
-/// they can never be reused, and they hold the file's storage.
+/// they can never be reused, and they hold the file's storage. On a
+/// background thread when one starts: closing the last descriptor of a
+/// deleted file frees its blocks then and there, and on a file system
+/// mounted with `discard` (ext4 on this project's virtio disk) that waits
+/// for the device. A producer pruning at a rollover was blocked in `close`
+/// 75 times in 2 s of bounded batches, about 20 ms in all.
 fn prune(entries: &mut Vec<IdleMapping>) {
-    entries.retain(|e| e.file.metadata().is_ok_and(|m| m.nlink() > 0));
+    let (live, dead): (Vec<_>, Vec<_>) =
+        std::mem::take(entries).into_iter().partition(|e| e.file.metadata().is_ok_and(|m| m.nlink() > 0));
+    *entries = live;
+    if !dead.is_empty() {
+        // Without a thread the closure, and the mappings, drop here.
+        crate::background("mmkit-close", move || drop(dead));
+    }
 }
 
 #[cfg(test)]
