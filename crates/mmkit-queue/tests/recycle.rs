@@ -231,7 +231,7 @@ fn laps_of_recycled_segments_read_back_exactly_across_processes() {
         "files were reused: {} files for {segments} segments",
         seen_inodes.len()
     );
-    assert!(spares(&path).len() <= 2);
+    assert!(spares(&path).len() <= 4, "at most four spares are kept");
 }
 
 /// The producer of the laps test.
