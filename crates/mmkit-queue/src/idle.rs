@@ -183,9 +183,16 @@ unsafe fn zero_streaming(base: *mut u8, len: usize) {
 /// for the device. A producer pruning at a rollover was blocked in `close`
 /// 75 times in 2 s of bounded batches, about 20 ms in all.
 fn prune(entries: &mut Vec<IdleMapping>) {
-    let (live, dead): (Vec<_>, Vec<_>) =
-        std::mem::take(entries).into_iter().partition(|e| e.file.metadata().is_ok_and(|m| m.nlink() > 0));
-    *entries = live;
+    let mut dead = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        if entries[i].file.metadata().is_ok_and(|m| m.nlink() > 0) {
+            i += 1;
+        } else {
+            // In order: the pool evicts its oldest entry first.
+            dead.push(entries.remove(i));
+        }
+    }
     if !dead.is_empty() {
         // Without a thread the closure, and the mappings, drop here.
         crate::background("mmkit-close", move || drop(dead));

@@ -39,10 +39,11 @@ use crate::meta::Meta;
 /// thread of its own, which a busy producer and reader leave short of CPU,
 /// so spares come in bursts. With room for two, a bounded queue at full
 /// speed (16 MiB segments, `append_batch` with a reader in another process)
-/// deleted surplus spares in bursts and later built a twentieth of its
-/// segments fresh, each at a third of a recycled one's speed; with four,
-/// about one in fifty (see `docs/benchmarks-queue.md`). The cost is disk:
-/// up to four segments beyond what retention keeps.
+/// deleted surplus spares in bursts and later built from a twentieth to an
+/// eighth of its segments fresh, each at a third of a recycled one's speed;
+/// with four (and no fresh segment built ahead, see `Producer::precreate`),
+/// 1–2.5% (see `docs/benchmarks-queue.md`). The cost is disk: up to four
+/// segments beyond what retention keeps.
 pub(crate) const MAX_SPARES: usize = 4;
 
 /// A pin value meaning "nothing mapped".
