@@ -737,12 +737,14 @@ impl Queue {
         crate::recycle::retire(self.path(), path, self.segment_size(), self.idle())
     }
 
-    /// When segment `s` was sealed: the time its sealer recorded, else
-    /// the creation time of its successor. That one can be much earlier:
+    /// When segment `s` was sealed: the time its sealer recorded (if
+    /// plausible, see `recorded_seal`), else the creation time of its
+    /// successor. That one can be much earlier:
     /// producers build the next segment once the current one is half full,
     /// which in a slow queue can be days before the seal.
     fn sealed_at(&self, s: u64) -> Option<u64> {
-        if let Some(t) = crate::segment::recorded_seal(&self.path().join(segment_file_name(s))) {
+        let path = self.path().join(segment_file_name(s));
+        if let Some(t) = crate::segment::recorded_seal(&path, s, self.segment_size()) {
             return Some(t);
         }
         let seg = self.segment(s + 1).ok()?;

@@ -342,15 +342,30 @@ impl Segment {
     }
 }
 
-/// The seal time recorded in segment file `path` (see [`Segment::seal`]),
-/// if there is one. Read with `pread`, not through a mapping: a handle
-/// that maps a segment pins it, and retention, the caller, would then
-/// delete the segment instead of recycling it.
-pub(crate) fn recorded_seal(path: &Path) -> Option<u64> {
+/// The seal time recorded in segment file `path`, segment `number` of a
+/// queue with segments of `capacity` bytes (see [`Segment::seal`]), if
+/// there is one and it is plausible: not before the segment's creation
+/// (from its checked header) and not more than [`SEAL_SKEW_NS`] ahead of
+/// this process's clock. The word is shared memory any process can write,
+/// and retention deletes by it: a corrupt time in the past would delete a
+/// segment sealed a moment ago, one far ahead would keep it for ever. Read
+/// with `pread`, not through a mapping: a handle that maps a segment pins
+/// it, and retention, the caller, would then delete the segment instead of
+/// recycling it.
+pub(crate) fn recorded_seal(path: &Path, number: u64, capacity: u64) -> Option<u64> {
+    let file = File::open(path).ok()?;
+    let mut head = [0u8; 48];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let header = SegmentHeader::parse(&head, path, number, capacity, file.metadata().ok()?.len()).ok()?;
     let mut word = [0u8; 8];
-    File::open(path).and_then(|f| f.read_exact_at(&mut word, SEG_SEALED_AT)).ok()?;
-    Some(u64::from_le_bytes(word)).filter(|&t| t != 0)
+    file.read_exact_at(&mut word, SEG_SEALED_AT).ok()?;
+    let t = u64::from_le_bytes(word);
+    (t != 0 && t >= header.created_ns && t <= now_ns().saturating_add(SEAL_SKEW_NS)).then_some(t)
 }
+
+/// How far ahead of a reader's clock a recorded seal time may be (clocks
+/// step back, and another process may have read its clock a little later).
+const SEAL_SKEW_NS: u64 = 3_600_000_000_000;
 
 /// Bytes preallocated per `fallocate` call.
 const FALLOCATE_STEP: u64 = 512 << 10;

@@ -461,6 +461,30 @@ fn next_into_copies_into_the_callers_buffer() {
     assert_eq!(r.next_into(&mut buf, Some(std::time::Duration::from_millis(10))).unwrap(), None);
 }
 
+/// A seal time is shared memory that any process can write: one before
+/// the segment's creation (here 1970) or far in the future is not
+/// trusted, and `max_age` counts from the successor's creation instead,
+/// as for a segment sealed without one. Trusting 1970 deleted a segment
+/// sealed a moment ago; trusting the future would keep it for ever.
+#[test]
+fn an_impossible_seal_time_neither_deletes_early_nor_keeps_for_ever() {
+    use std::os::unix::fs::FileExt;
+    for forged in [1u64, u64::MAX / 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let q = tiny(dir.path());
+        let mut p = q.producer().unwrap();
+        while index_segment(p.append(&[1u8; 100]).unwrap()) == 0 {}
+        let sealed = dir.path().join("q").join("00000000000000000000.seg");
+        let f = std::fs::OpenOptions::new().write(true).open(&sealed).unwrap();
+        f.write_all_at(&forged.to_le_bytes(), format::SEG_SEALED_AT).unwrap();
+        let policy = Retention { max_age: Some(Duration::from_secs(1)), ..Retention::default() };
+        let report = q.apply_retention(&policy).unwrap();
+        assert!(report.deleted.is_empty(), "seal time {forged}: deleted at once: {report:?}");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(q.apply_retention(&policy).unwrap().deleted, [0], "seal time {forged}: kept");
+    }
+}
+
 /// `max_age` counts from when a segment was sealed, not from when its
 /// successor was built: a producer builds the next segment once the
 /// current one is half full, which in a slow queue can be days before the
