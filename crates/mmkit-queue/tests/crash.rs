@@ -76,10 +76,14 @@ fn copy_cut_off(qdir: &Path) -> bool {
     let q = Queue::open(qdir).unwrap();
     // Not the last file: the producer creates the next segment early.
     let active = index_segment(q.end_index().unwrap());
-    let image = std::fs::read(qdir.join(format!("{active:020}.seg"))).unwrap();
+    // A kill between moving the active segment on and creating its file
+    // leaves no file: not the case looked for.
+    let Ok(image) = std::fs::read(qdir.join(format!("{active:020}.seg"))) else { return false };
     let (_, offset) = mmkit_queue::format::split_tail(u64::from_le_bytes(image[64..72].try_into().unwrap()));
     let at = offset as usize;
-    image[at..at + 8] == [0; 8] && image[at + 16..at + 16 + BIG].iter().any(|&b| b != 0)
+    let state_word = image.get(at..at + 8);
+    let payload = image.get(at + 16..at + 16 + BIG);
+    state_word == Some(&[0; 8][..]) && payload.is_some_and(|p| p.iter().any(|&b| b != 0))
 }
 
 /// A lease holder SIGKILLed in the middle of copying a frame leaves the
