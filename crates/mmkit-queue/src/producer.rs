@@ -603,15 +603,16 @@ impl Producer {
                     let frame = run
                         .frame(seq, offset, len)
                         .ok_or_else(|| Error::corrupt(&seg.path, "frame outside its run"))?;
-                    // As `stale_tail` checks for a claim.
+                    // `stale_tail`'s rule, on the word already at hand.
                     if frame.state.load(Ordering::Relaxed) != 0 {
                         // Junk past the tail: this or the next run seals the segment.
                         break;
                     }
-                    fill_frame(&frame, make_index(seg.number, seq as u32), offset, *m, ts);
+                    let index = make_index(seg.number, seq as u32);
+                    fill_frame(&frame, index, offset, *m, ts);
                     let size = frame_size(len);
                     seg.tail().store((seq + 1) << 32 | (offset + size), Ordering::Release);
-                    done(make_index(seg.number, seq as u32));
+                    done(index);
                     (seq, offset) = (seq + 1, offset + size);
                 }
             }
@@ -942,17 +943,18 @@ impl<'a> Data<'a> {
     }
 }
 
-/// [`write_frame`] for a frame of a lease holder's run, whose words
-/// [`Segment::run`] has found in bounds: copies `data` in with its CRC,
-/// then stores the timestamp, the index slot (`offset`) and, last, the
-/// state word (Release).
+/// Fills a frame whose words [`Segment::run`] has found in bounds (of a
+/// lease holder's run, or of a claim): copies `data` in with its CRC, then
+/// commits it ([`commit_frame`]).
 #[inline(always)]
 fn fill_frame(frame: &RunFrame<'_>, index: u64, offset: u64, data: Data<'_>, ts: u64) {
     let crc = match data.meta {
         // SAFETY: `frame.data` has room for the frame's `data.len()` bytes
         // (`Run::frame` checked it with that length), which belong to this
-        // lease holder alone until it commits them; `data` is ordinary
-        // memory that cannot overlap the mapping's range.
+        // producer alone (its run under the lease, or its claim) until it
+        // commits them; another process writing them anyway can garble the
+        // record (its CRC then fails for readers), never this write's bounds.
+        // `data` is ordinary memory that cannot overlap the mapping.
         None => unsafe { write_record(data.payload.as_ptr(), frame.data, data.payload.len(), index, ts) },
         Some(_) => {
             // SAFETY: as for the arm above.
@@ -960,31 +962,20 @@ fn fill_frame(frame: &RunFrame<'_>, index: u64, offset: u64, data: Data<'_>, ts:
             data.crc(index, ts)
         }
     };
-    frame.timestamp.store(ts, Ordering::Relaxed);
-    frame.index_slot.store(offset as u32, Ordering::Relaxed);
-    frame.state.store(state_word(KIND_MESSAGE, data.length_field(), crc), Ordering::Release);
+    commit_frame(frame, offset, data.length_field(), crc, ts);
 }
 
 /// Copies `data` into the claimed frame at (`seq`, `offset`) and commits it.
 #[inline]
 fn write_frame(seg: &Segment, seq: u64, offset: u64, data: Data<'_>, timestamp: u64) -> Result<()> {
-    let dst = seg
-        .bytes_ptr(offset + FRAME_HEADER, data.len() as u64)
-        .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
-    let index = make_index(seg.number, seq as u32);
-    // The common case copies and checksums in one pass.
-    let crc = match data.meta {
-        // SAFETY: the range lies inside the mapping (checked by `bytes_ptr`)
-        // and belongs to this claim alone (see `Claim`); `data` is ordinary
-        // memory that cannot overlap a range we exclusively own.
-        None => unsafe { write_record(data.payload.as_ptr(), dst, data.payload.len(), index, timestamp) },
-        Some(_) => {
-            // SAFETY: as for the arm above.
-            unsafe { data.copy_to(dst) };
-            data.crc(index, timestamp)
-        }
-    };
-    publish_frame(seg, seq, offset, data.length_field(), crc, timestamp)
+    let frame = claimed_frame(seg, seq, offset, data.len() as u64)?;
+    fill_frame(&frame, make_index(seg.number, seq as u32), offset, data, timestamp);
+    Ok(())
+}
+
+/// Frame `seq` of a claim at `offset`, with `len` bytes of data.
+fn claimed_frame(seg: &Segment, seq: u64, offset: u64, len: u64) -> Result<RunFrame<'_>> {
+    seg.frame(seq, offset, len).ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))
 }
 
 /// Fills and commits the frames of one claim, frame after frame, pushing
@@ -1006,23 +997,22 @@ fn fill_claim(
     Ok(())
 }
 
+/// Commits a frame of a claim that [`Producer::claim`] handed out to fill
+/// in place (`len` bytes of data, no metadata block): see [`commit_frame`].
+fn publish_frame(seg: &Segment, seq: u64, offset: u64, len: u32, crc: u32, ts: u64) -> Result<()> {
+    commit_frame(&claimed_frame(seg, seq, offset, len as u64)?, offset, len, crc, ts);
+    Ok(())
+}
+
 /// The commit: timestamp and index slot, then the message's state word
 /// (`length_field`: the data length and [`META_FLAG`]) with one Release
 /// store. Frames of a claim are committed in order, so a claimant that died
 /// leaves a committed prefix and nothing after it.
-#[inline]
-fn publish_frame(seg: &Segment, seq: u64, offset: u64, length_field: u32, crc: u32, ts: u64) -> Result<()> {
-    let word = seg
-        .frame_word(offset)
-        .ok_or_else(|| Error::corrupt(&seg.path, "claimed frame outside the segment"))?;
-    if let Some(t) = seg.timestamp_word(offset) {
-        t.store(ts, Ordering::Relaxed);
-    }
-    if let Some(slot) = seg.index_slot(seq) {
-        slot.store(offset as u32, Ordering::Relaxed);
-    }
-    word.store(state_word(KIND_MESSAGE, length_field, crc), Ordering::Release);
-    Ok(())
+#[inline(always)]
+fn commit_frame(frame: &RunFrame<'_>, offset: u64, length_field: u32, crc: u32, ts: u64) {
+    frame.timestamp.store(ts, Ordering::Relaxed);
+    frame.index_slot.store(offset as u32, Ordering::Relaxed);
+    frame.state.store(state_word(KIND_MESSAGE, length_field, crc), Ordering::Release);
 }
 
 /// Starts a producer's prefault helper: one thread for the producer's

@@ -240,6 +240,12 @@ impl Segment {
         fits.then_some(Run { seg: self, seq, end_seq: seq + count, start: offset, end: offset + bytes })
     }
 
+    /// The one frame `seq` at `offset` with `len` bytes of data, as a run
+    /// of one: for a frame of a claim, which `claim_fits` already admitted.
+    pub(crate) fn frame(&self, seq: u64, offset: u64, len: u64) -> Option<RunFrame<'_>> {
+        self.run(seq, 1, offset, format::frame_size(len))?.frame(seq, offset, len)
+    }
+
     /// Pointer to `len` bytes at `offset`, after a bounds check.
     pub(crate) fn bytes_ptr(&self, offset: u64, len: u64) -> Option<*mut u8> {
         let end = offset.checked_add(len)?;
@@ -530,11 +536,11 @@ pub(crate) struct RunFrame<'a> {
     pub(crate) data: *mut u8,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     /// Frame `seq` of the run, at `offset`, with `len` bytes of data, if
     /// it lies inside the run.
     #[inline(always)]
-    pub(crate) fn frame(&self, seq: u64, offset: u64, len: u64) -> Option<RunFrame<'_>> {
+    pub(crate) fn frame(&self, seq: u64, offset: u64, len: u64) -> Option<RunFrame<'a>> {
         let inside = seq >= self.seq
             && seq < self.end_seq
             && offset >= self.start
@@ -623,6 +629,12 @@ mod temp_tests {
         assert!(seg.run(0, 1, start + 4, 32).is_none(), "misaligned");
         assert!(seg.run(0, 1, cap - 32, 32).is_none(), "over the index slots");
         assert!(seg.run(u32::MAX as u64, 1, start, 32).is_none(), "slots below the header");
+        // A claim's frame is a run of one: the same words, the same refusals.
+        let one = seg.frame(seq, start, 16).unwrap();
+        assert_eq!(one.state.as_ptr() as usize - seg.base as usize, start as usize);
+        assert_eq!(one.index_slot.as_ptr() as usize - seg.base as usize, (cap - 4 * (seq + 1)) as usize);
+        assert!(seg.frame(0, cap - 32, 16).is_none(), "a claim's frame over the index slots");
+        assert!(seg.frame(0, start + 4, 16).is_none(), "a misaligned claim");
     }
 
     #[test]
