@@ -51,6 +51,7 @@ pub fn exercise(path: &Path) {
             let _ = map.get(&i);
         }
         let _ = map.get_many(&[1u64, 2, 1000]);
+        let _ = map.insert_many(&[(5u64, 1u64), (2000, 2), (5, 3)]);
         let _ = map.len();
         let _ = map.entries();
     }

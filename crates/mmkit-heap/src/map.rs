@@ -94,6 +94,11 @@ const MATCH_MASK: u64 = 7 | INLINE_BIT | 0x3ff << 4 | 0xff_ffff << TAG_SHIFT;
 /// Keys whose slots `get_many` requests from memory together.
 const PREFETCH_GROUP: usize = 16;
 
+/// Inline pairs [`ShmHashMap::insert_many`] places under one round of
+/// locks: long enough to spread the 65 lock operations thin, short enough
+/// that other writers wait tens of microseconds.
+const BATCH: usize = 512;
+
 /// Cache lines the inline lookup probes before it hands the key to the
 /// general path.
 const MAX_INLINE_PROBE: u32 = 32;
@@ -212,7 +217,11 @@ struct Query<'a> {
 impl<'a> Query<'a> {
     #[inline(always)]
     fn new(key: &'a [u8]) -> Query<'a> {
-        let hash = hash_bytes(key);
+        Self::with_hash(key, hash_bytes(key))
+    }
+
+    #[inline(always)]
+    fn with_hash(key: &'a [u8], hash: u64) -> Query<'a> {
         let mut words = [0u64; 3];
         let mut masks = [0u64; 3];
         if key.len() <= INLINE {
@@ -418,13 +427,21 @@ fn cap_for(n: u64) -> Result<u64> {
 }
 
 /// Key and value bytes laid out for storage.
+#[derive(Clone, Copy)]
 struct Encoded<'a> {
     key: &'a [u8],
     value: &'a [u8],
     hash: u64,
 }
 
-impl Encoded<'_> {
+impl<'a> Encoded<'a> {
+    fn new(key: &'a [u8], value: &'a [u8]) -> Result<Encoded<'a>> {
+        if (key.len() + value.len()) as u64 > MAX_ENTRY || key.len() > u32::MAX as usize {
+            return Err(Error::Invalid { op: "map insert", reason: "key and value exceed 1 GiB".into() });
+        }
+        Ok(Encoded { key, value, hash: hash_bytes(key) })
+    }
+
     fn inline(&self) -> Option<(usize, usize)> {
         (self.key.len() + self.value.len() <= INLINE).then_some((self.key.len(), self.value.len()))
     }
@@ -1018,11 +1035,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V::Owned>> {
-        let q = Query::new(key.as_bytes());
-        let e = Encoded { key: key.as_bytes(), value: value.as_bytes(), hash: q.hash };
-        if (e.key.len() + e.value.len()) as u64 > MAX_ENTRY || e.key.len() > u32::MAX as usize {
-            return Err(Error::Invalid { op: "map insert", reason: "key and value exceed 1 GiB".into() });
-        }
+        let e = Encoded::new(key.as_bytes(), value.as_bytes())?;
+        self.insert_encoded(&e)
+    }
+
+    fn insert_encoded(&self, e: &Encoded<'_>) -> Result<Option<V::Owned>> {
+        let e = *e;
+        let q = Query::with_hash(e.key, e.hash);
         self.prepare_write(e.hash)?;
         let inner = self.inner();
         let entry = match e.inline() {
@@ -1074,7 +1093,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let Some(slot_ctrl) = claimed else {
                 drop(t);
                 drop(g);
-                self.start_resize(true)?;
+                self.start_resize(true, 0)?;
                 continue;
             };
             let (slot, old_ctrl) = slot_ctrl;
@@ -1101,6 +1120,161 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return Ok((old, in_old.filter(|h| h.ctrl & INLINE_BIT == 0)));
         }
         Err(self.inner().corrupt(format!("map {:?}: no free slot even after resizing", self.name)))
+    }
+
+    /// Inserts or replaces every pair of `entries`, in order (a key given
+    /// twice ends with its later value); returns how many keys were new.
+    ///
+    /// The same as calling [`insert`](Self::insert) for each pair, but
+    /// pairs stored inline (key and value within 24 bytes together) go in
+    /// groups of up to 512 that take the map's locks once, and the slots
+    /// of a group's keys are requested from memory together, so their
+    /// cache misses overlap: several times faster than `insert` for a
+    /// bulk load into a table larger than the CPU's caches. Each pair is
+    /// still its own transaction: a process killed in the middle leaves
+    /// the pairs before it inserted and the rest not, and the next
+    /// process to take the lock rolls back the one in progress. Other
+    /// writers of the map wait for a group (tens of microseconds);
+    /// readers never wait.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let heap = mmkit_heap::Heap::create(dir.path().join("h"), 1 << 20)?;
+    /// let squares = heap.map::<u64, u64>("squares")?;
+    /// let pairs: Vec<(u64, u64)> = (0..1000).map(|k| (k, k * k)).collect();
+    /// assert_eq!(squares.insert_many(&pairs)?, 1000);
+    /// assert_eq!(squares.insert_many(&[(7u64, 0u64), (5000, 1)])?, 1);
+    /// assert_eq!(squares.get(&7)?, Some(0));
+    /// assert_eq!(squares.len()?, 1001);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn insert_many<Q: std::borrow::Borrow<K>, W: std::borrow::Borrow<V>>(
+        &self,
+        entries: &[(Q, W)],
+    ) -> Result<usize> {
+        let mut added = 0;
+        let mut run = Vec::with_capacity(entries.len().min(BATCH));
+        for (k, v) in entries {
+            let e = Encoded::new(k.borrow().as_bytes(), v.borrow().as_bytes())?;
+            if e.inline().is_some() {
+                run.push(e);
+                if run.len() < BATCH {
+                    continue;
+                }
+            }
+            added += self.insert_run(&run)?;
+            run.clear();
+            if e.inline().is_none() {
+                added += self.insert_encoded(&e)?.is_none() as usize;
+            }
+        }
+        Ok(added + self.insert_run(&run)?)
+    }
+
+    /// Inserts a run of inline pairs holding the migration lock and every
+    /// stripe, so no other writer is in the table: first makes room for
+    /// the whole run (finishing any migration), then places the keys one
+    /// transaction each, the lines of the next group of keys requested
+    /// while this group is placed. Returns how many keys were new.
+    fn insert_run(&self, run: &[Encoded<'_>]) -> Result<usize> {
+        if run.is_empty() {
+            return Ok(0);
+        }
+        let n = run.len() as u64;
+        for _ in 0..4 {
+            self.finish_migration()?;
+            let d = self.read_desc()?;
+            let used = self.word(M_USED)?.load(Ordering::Relaxed);
+            if used.saturating_add(n).saturating_mul(4) >= d.cap.saturating_mul(3) {
+                self.start_resize(true, n)?;
+                continue;
+            }
+            let mg = self.lock_migration()?;
+            self.check_magic()?;
+            let d = self.read_desc()?;
+            if d.migrating() {
+                continue;
+            }
+            let stripes = self.lock_all_stripes()?;
+            let placed = self.place_run(run, &d);
+            drop(stripes);
+            drop(mg);
+            let (added, done, replaced) = placed?;
+            for hit in replaced {
+                self.free_entry(Some(hit))?;
+            }
+            // Only a table filled by tombstones stops a run early: the
+            // rest go one by one, which resizes.
+            return Ok(added + self.insert_each(&run[done..])?);
+        }
+        // Other writers kept resizing meanwhile: one by one.
+        self.insert_each(run)
+    }
+
+    fn insert_each(&self, run: &[Encoded<'_>]) -> Result<usize> {
+        let mut added = 0;
+        for e in run {
+            added += self.insert_encoded(e)?.is_none() as usize;
+        }
+        Ok(added)
+    }
+
+    /// Helps a migration under way to its end (a chunk per step).
+    fn finish_migration(&self) -> Result<()> {
+        let d = self.read_desc()?;
+        for _ in 0..=d.cap / CHUNK + 1 {
+            if !self.read_desc()?.migrating() {
+                break;
+            }
+            self.migrate_step()?;
+        }
+        Ok(())
+    }
+
+    /// The locked part of [`insert_run`](Self::insert_run): returns the
+    /// keys added, the pairs placed (a prefix of `run`), and the slots
+    /// whose out-of-line entries were replaced, to free once unlocked.
+    fn place_run(&self, run: &[Encoded<'_>], d: &Desc) -> Result<(usize, usize, Vec<Hit>)> {
+        let p = self.slots(d.table, d.cap)?;
+        let line_of = |h: u64| p.wrapping_add(((h & (d.cap - 1) & !1) * SLOT_SIZE) as usize);
+        run.iter().take(PREFETCH_GROUP).for_each(|e| prefetch(line_of(e.hash)));
+        let (mut added, mut claimed_empty, mut replaced) = (0, 0, Vec::new());
+        let mut done = 0;
+        for (i, e) in run.iter().enumerate() {
+            if i % PREFETCH_GROUP == 0 {
+                run.iter()
+                    .skip(i + PREFETCH_GROUP)
+                    .take(PREFETCH_GROUP)
+                    .for_each(|e| prefetch(line_of(e.hash)));
+            }
+            let q = Query::with_hash(e.key, e.hash);
+            let s = stripe_of_tag(tag_of_hash(e.hash));
+            let mut t = self.txn(s);
+            let (hit, free) = self.find_for_write(d.table, d.cap, &q)?;
+            if let Some(hit) = hit {
+                self.overwrite(&mut t, s, hit, e, None)?;
+                t.commit()?;
+                if hit.ctrl & INLINE_BIT == 0 {
+                    replaced.push(hit);
+                }
+            } else {
+                let Some((slot, old)) = self.claim_free(&mut t, d.table, d.cap, s, e.hash, free)? else {
+                    break;
+                };
+                crash::point("map.claimed");
+                self.fill(&mut t, slot, old, e, None)?;
+                crash::point("map.published");
+                let len = self.stripe_base(s) + S_LEN;
+                t.set(len, self.inner().load(len)?.wrapping_add(1))?;
+                t.commit()?;
+                added += 1;
+                claimed_empty += (state(old) == EMPTY) as u64;
+            }
+            done = i + 1;
+            crash::point("map.batch");
+        }
+        self.word(M_USED)?.fetch_add(claimed_empty, Ordering::Relaxed);
+        Ok((added, done, replaced))
     }
 
     /// Replaces the value of a full slot in place: busy, new payload, full.
@@ -1275,7 +1449,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         }
         let used = self.word(M_USED)?.load(Ordering::Relaxed);
         if used.saturating_mul(4) >= d.cap.saturating_mul(3) {
-            self.start_resize(false)?;
+            self.start_resize(false, 0)?;
         }
         Ok(())
     }
@@ -1283,7 +1457,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Allocates the new table and switches inserts to it. The table is
     /// allocated and zeroed first; only the switch holds every stripe, so
     /// no writer is inside the old table while it happens.
-    fn start_resize(&self, force: bool) -> Result<()> {
+    /// With `extra`, sizes the new table for that many more keys.
+    fn start_resize(&self, force: bool, extra: u64) -> Result<()> {
         let mg = self.lock_migration()?;
         self.check_magic()?;
         let d = self.read_desc()?;
@@ -1297,7 +1472,11 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         }
         // Writers go on until the switch: the count only sizes the table.
         let live = self.len()? as u64;
-        let new_cap = cap_for(live.saturating_mul(3) / 2 + 1)?.max(if force { d.cap * 2 } else { 0 });
+        let new_cap = cap_for(live.saturating_add(extra).saturating_mul(3) / 2 + 1)?.max(if force {
+            d.cap * 2
+        } else {
+            0
+        });
         let inner = self.inner();
         let table = inner.alloc(new_cap * SLOT_SIZE, 64)?;
         let switched = inner.zero(table, new_cap * SLOT_SIZE).and_then(|()| {

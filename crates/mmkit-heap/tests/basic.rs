@@ -274,3 +274,30 @@ fn lookups_follow_resizes_and_removal_made_through_other_handles() {
     again.insert(&5, &1).unwrap();
     assert!(matches!(reader.get(&5), Err(Error::Removed { .. })));
 }
+
+/// A bulk load through several resizes, with a second handle (as another
+/// process would have) reading and writing in between: every pair lands,
+/// later duplicates win, and the heap checks clean.
+#[test]
+fn insert_many_loads_through_resizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = HeapOptions::new().size(1 << 20).max_size(1 << 30).create(dir.path().join("heap")).unwrap();
+    let m = h.map::<u64, u64>("m").unwrap();
+    let other = Heap::open(dir.path().join("heap")).unwrap().map::<u64, u64>("m").unwrap();
+    let mut added = 0;
+    for first in (0..200_000u64).step_by(1500) {
+        let pairs: Vec<(u64, u64)> = (first..first + 1500).map(|k| (k % 200_000, k)).collect();
+        added += m.insert_many(&pairs).unwrap();
+        assert_eq!(other.get(&first).unwrap(), Some(first));
+        other.insert(&(first + 1), &(first + 1)).unwrap();
+    }
+    // The last batch wraps round to keys 0..999 again: not new.
+    assert_eq!(added, 200_000);
+    assert_eq!(m.len().unwrap(), 200_000);
+    assert_eq!(m.insert_many(&[(7u64, 1u64), (7, 2)]).unwrap(), 0);
+    assert_eq!(m.get(&7).unwrap(), Some(2));
+    for k in (0..200_000u64).step_by(997) {
+        assert!(m.get(&k).unwrap().is_some(), "{k}");
+    }
+    clean(&h);
+}

@@ -234,6 +234,7 @@ fn hostile_map_epochs_give_errors_only() {
             let _ = cached.get(&k);
         }
         let _ = cached.get_many(&[1u64, 2, 3]);
+        let _ = cached.insert_many(&[(4u64, 12u64), (41, 123)]);
     }
 }
 

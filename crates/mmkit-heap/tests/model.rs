@@ -152,6 +152,8 @@ enum MapOp {
     Insert(u16, u64),
     Remove(u16),
     Get(u16),
+    /// `insert_many` of these pairs (keys may repeat: the later wins).
+    InsertMany(Vec<(u16, u64)>),
 }
 
 fn map_op() -> impl Strategy<Value = MapOp> {
@@ -159,6 +161,7 @@ fn map_op() -> impl Strategy<Value = MapOp> {
         5 => (0u16..600, any::<u64>()).prop_map(|(k, v)| MapOp::Insert(k, v)),
         2 => (0u16..600).prop_map(MapOp::Remove),
         3 => (0u16..600).prop_map(MapOp::Get),
+        1 => prop::collection::vec((0u16..600, any::<u64>()), 0..700).prop_map(MapOp::InsertMany),
     ]
 }
 
@@ -190,6 +193,23 @@ proptest! {
                     prop_assert_eq!(m.remove(&(k as u64)).unwrap(), model.remove(&(k as u64)));
                     let key = format!("k{}", "x".repeat(k as usize % 30)) + &k.to_string();
                     prop_assert_eq!(s.remove(&key).unwrap(), smodel.remove(&key));
+                }
+                MapOp::InsertMany(pairs) => {
+                    let ints: Vec<(u64, u64)> = pairs.iter().map(|&(k, v)| (k as u64, v)).collect();
+                    let new = ints.iter().filter(|(k, _)| !model.contains_key(k)).map(|p| p.0);
+                    let new = new.collect::<std::collections::HashSet<_>>().len();
+                    prop_assert_eq!(m.insert_many(&ints).unwrap(), new);
+                    model.extend(ints);
+                    // Inline and out-of-line values mixed in one call.
+                    let strs: Vec<(String, Vec<u8>)> = pairs
+                        .iter()
+                        .map(|&(k, v)| (format!("k{}", "x".repeat(k as usize % 30)) + &k.to_string(), value_of(k, v)))
+                        .collect();
+                    let refs: Vec<(&str, &[u8])> = strs.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                    let new = strs.iter().filter(|(k, _)| !smodel.contains_key(k)).map(|p| &p.0);
+                    let new = new.collect::<std::collections::HashSet<_>>().len();
+                    prop_assert_eq!(s.insert_many(&refs).unwrap(), new);
+                    smodel.extend(strs);
                 }
                 MapOp::Get(k) => {
                     prop_assert_eq!(m.get(&(k as u64)).unwrap(), model.get(&(k as u64)).copied());

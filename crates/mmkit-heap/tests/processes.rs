@@ -90,8 +90,14 @@ fn worker(heap: &Heap, seed: u64, ops: u64) {
         let r = rng(&mut s);
         let k = rng(&mut s) % 3000;
         match r % 16 {
-            0..=3 => {
+            0..=2 => {
                 ints.insert(&k, &(k * K)).unwrap();
+            }
+            3 => {
+                // A batch: long enough to hold every lock for a while.
+                let n = 1 + rng(&mut s) % 600;
+                let pairs: Vec<(u64, u64)> = (k..k + n).map(|k| (k % 3000, k % 3000 * K)).collect();
+                ints.insert_many(&pairs).unwrap();
             }
             4 => {
                 ints.remove(&k).unwrap();
@@ -237,6 +243,7 @@ const POINTS: &[&str] = &[
     "map.desc",
     "map.moved",
     "map.finished",
+    "map.batch",
     "box.write",
 ];
 
