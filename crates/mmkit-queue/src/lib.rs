@@ -79,3 +79,15 @@ pub use reader::{Copied, PendingClaim, Reader, Record};
 pub(crate) fn background(name: &str, work: impl FnOnce() + Send + 'static) -> bool {
     std::thread::Builder::new().name(name.into()).spawn(work).is_ok()
 }
+
+/// Deletes `path` on a background thread when one starts (else here):
+/// removing the last name of a segment file frees its blocks, which on a
+/// file system mounted with `discard` waits for the device (see
+/// `idle::prune`), and the callers are producers and readers at a
+/// rollover.
+pub(crate) fn remove_later(path: std::path::PathBuf) {
+    let p = path.clone();
+    if !background("mmkit-close", move || drop(std::fs::remove_file(p))) {
+        let _ = std::fs::remove_file(path);
+    }
+}

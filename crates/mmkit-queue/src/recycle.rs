@@ -143,16 +143,17 @@ fn install_spare(dir: &Path, tmp: &Path) -> bool {
         .any(|k| crate::segment::rename_noreplace(tmp, &dir.join(format!(".spare-{k}.seg"))).is_ok())
 }
 
-/// Makes `tmp`, a segment file built from a spare by a creator that lost
-/// the race to rename it into place, a spare again: only its header was
-/// written, so zeroing the header leaves it all zero. Deleted instead when the
-/// directory has enough spares or the zeroing fails.
+/// Makes `tmp`, a segment file built (from a spare or fresh) by a creator
+/// that lost the race to rename it into place, a spare: only its header
+/// was written, so zeroing the header leaves it all zero. Deleted instead
+/// (off this thread) when the directory has enough spares or the zeroing
+/// fails.
 pub(crate) fn give_back(dir: &Path, tmp: &Path, capacity: u64) {
     let kept = spares(dir).len() < MAX_SPARES
         && open_rw(tmp).and_then(|f| write_zeros(&f, 0, SEGMENT_HEADER.min(capacity))).is_ok()
         && install_spare(dir, tmp);
     if !kept {
-        let _ = std::fs::remove_file(tmp);
+        crate::remove_later(tmp.to_path_buf());
     }
 }
 
@@ -242,6 +243,11 @@ mod tests {
             image[..SEGMENT_HEADER as usize].fill(0xA5);
             std::fs::write(&tmp, &image).unwrap();
             give_back(dir.path(), &tmp, capacity as u64);
+            // The one over the limit is deleted on a background thread.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while tmp.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             assert!(!tmp.exists());
         }
         let spares = spares(dir.path());

@@ -148,12 +148,7 @@ impl Segment {
         match rename_noreplace(&tmp, &path) {
             Ok(()) => {}
             // Another process or thread created it first.
-            Err(rustix::io::Errno::EXIST) if from_spare => {
-                crate::recycle::give_back(dir, &tmp, spec.capacity)
-            }
-            Err(rustix::io::Errno::EXIST) => {
-                let _ = std::fs::remove_file(&tmp);
-            }
+            Err(rustix::io::Errno::EXIST) => lost_race(dir, tmp, &spec),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(Error::io("rename new segment into place", &path, e));
@@ -406,6 +401,17 @@ pub(crate) struct NewSegment {
     pub(crate) spares: bool,
 }
 
+/// Disposes of `tmp`, a segment file built for a name another creator
+/// took first. Only its header was written, whether it came from a spare
+/// or was made fresh: a spare where spares are used, else deleted off this
+/// thread (see `remove_later`).
+fn lost_race(dir: &Path, tmp: PathBuf, spec: &NewSegment) {
+    match spec.spares {
+        true => crate::recycle::give_back(dir, &tmp, spec.capacity),
+        false => crate::remove_later(tmp),
+    }
+}
+
 /// Builds the segment file at `tmp`; returns whether it was a spare.
 fn init_file(dir: &Path, tmp: &Path, number: u64, spec: &NewSegment) -> Result<bool> {
     // A zeroed spare left by retention beats a fresh file: its blocks are
@@ -573,6 +579,30 @@ impl<'a> Run<'a> {
 #[cfg(test)]
 mod temp_tests {
     use super::*;
+
+    /// A creator that made a fresh file and lost the race keeps it as a
+    /// zeroed spare where spares are used, and deletes it where not.
+    #[test]
+    fn a_fresh_file_that_lost_the_race_becomes_a_spare() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 64 << 10;
+        for spares in [true, false] {
+            let spec = NewSegment { capacity, flags: 0, sync: false, spares };
+            let tmp = dir.path().join(format!(".tmp-5-{}-{spares}.seg", std::process::id()));
+            assert!(!init_file(dir.path(), &tmp, 5, &spec).unwrap(), "made fresh");
+            lost_race(dir.path(), tmp.clone(), &spec);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while tmp.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert!(!tmp.exists());
+        }
+        let spares = crate::recycle::spares(dir.path());
+        assert_eq!(spares.len(), 1);
+        let image = std::fs::read(&spares[0]).unwrap();
+        assert_eq!(image.len() as u64, capacity);
+        assert!(image.iter().all(|&b| b == 0), "a spare is all zero");
+    }
 
     #[test]
     fn temp_names_give_their_creator() {
