@@ -1134,8 +1134,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// still its own transaction: a process killed in the middle leaves
     /// the pairs before it inserted and the rest not, and the next
     /// process to take the lock rolls back the one in progress. Other
-    /// writers of the map wait for a group (tens of microseconds);
-    /// readers never wait.
+    /// writers of the map wait for a group (up to about 0.1 ms on a
+    /// table much larger than the caches); readers never wait.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -1186,7 +1186,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let d = self.read_desc()?;
             let used = self.word(M_USED)?.load(Ordering::Relaxed);
             if used.saturating_add(n).saturating_mul(4) >= d.cap.saturating_mul(3) {
-                self.start_resize(true, n)?;
+                // Not forced: another writer may have resized meanwhile.
+                self.start_resize(false, n)?;
                 continue;
             }
             let mg = self.lock_migration()?;
@@ -1457,7 +1458,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Allocates the new table and switches inserts to it. The table is
     /// allocated and zeroed first; only the switch holds every stripe, so
     /// no writer is inside the old table while it happens.
-    /// With `extra`, sizes the new table for that many more keys.
+    /// With `extra`, for that many more keys than the table holds.
     fn start_resize(&self, force: bool, extra: u64) -> Result<()> {
         let mg = self.lock_migration()?;
         self.check_magic()?;
@@ -1467,7 +1468,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return self.migrate_step();
         }
         let used = self.word(M_USED)?.load(Ordering::Relaxed);
-        if !force && used.saturating_mul(4) < d.cap.saturating_mul(3) {
+        if !force && used.saturating_add(extra).saturating_mul(4) < d.cap.saturating_mul(3) {
             return Ok(());
         }
         // Writers go on until the switch: the count only sizes the table.
