@@ -1,7 +1,7 @@
 """Type stubs of the extension module ``mmkit._mmkit`` (re-exported by ``mmkit``)."""
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, Optional, Union, final
 
@@ -667,6 +667,9 @@ class HeapMap:
     def get(self, key: Any, default: Optional[Any] = None) -> Optional[Any]: ...
     def insert(self, key: Any, value: Any) -> Optional[Any]:
         """Sets ``key``; returns the value it replaced, or None."""
+    def update(self, other: Union[Mapping[Any, Any], Iterable[tuple[Any, Any]]]) -> None:
+        """Sets every pair of a mapping or of an iterable of ``(key, value)`` pairs, in order
+        (as ``dict.update``), in groups that take the map's locks once."""
     def pop(self, key: Any, *default: Any) -> Any:
         """Removes ``key`` and returns its value; ``default`` if missing and given, else KeyError."""
     def items(self) -> list[tuple[Any, Any]]: ...
