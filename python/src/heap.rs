@@ -809,11 +809,18 @@ impl HeapMap {
         };
         let mut pairs = Vec::new();
         for item in source.try_iter()? {
+            // Any two-item iterable is a pair, as for `dict.update`.
             let item = item?;
-            let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-                PyTypeError::new_err(format!("{op}: expected (key, value) pairs, got {}", item.get_type()))
-            })?;
-            pairs.push((pair.get_item(0)?, pair.get_item(1)?));
+            let two: Option<Vec<_>> = item.try_iter().ok().and_then(|i| i.collect::<PyResult<_>>().ok());
+            match two.as_deref() {
+                Some([k, v]) => pairs.push((k.clone(), v.clone())),
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{op}: expected (key, value) pairs, got {}",
+                        item.get_type()
+                    )));
+                }
+            }
         }
         self.map.update(py, &pairs, op)
     }

@@ -60,7 +60,7 @@ def test_map_of_bytes(heap):
 def test_map_update_sets_pairs_in_order(heap):
     m = heap.map("u", key="uint64", value="uint64")
     m.update({k: k * 3 for k in range(20_000)})
-    m.update([(5, 1), (5, 2), (20_000, 9)])  # a later pair wins
+    m.update([(5, 1), [5, 2], (20_000, 9)])  # a later pair wins; any two-item pair
     m.update(iter([]))
     assert len(m) == 20_001 and m[5] == 2 and m[19_999] == 59_997 and m[20_000] == 9
     s = heap.map("s", key=str, value=bytes)
@@ -68,6 +68,8 @@ def test_map_update_sets_pairs_in_order(heap):
     assert sorted(s.items()) == [("long", b"y" * 1000), ("short", b"z")]
     with pytest.raises(TypeError, match="pairs"):
         m.update([1, 2])
+    with pytest.raises(TypeError, match="pairs"):
+        m.update([(1, 2, 3)])
     with pytest.raises(TypeError, match="uint64"):
         m.update([(1, "one")])
     assert m[1] == 3, "a bad pair sets nothing"

@@ -96,7 +96,7 @@ const PREFETCH_GROUP: usize = 16;
 
 /// Inline pairs [`ShmHashMap::insert_many`] places under one round of
 /// locks: long enough to spread the 65 lock operations thin, short enough
-/// that other writers wait tens of microseconds.
+/// that other writers wait at most about 0.1 ms.
 const BATCH: usize = 512;
 
 /// Cache lines the inline lookup probes before it hands the key to the
@@ -1036,11 +1036,10 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V::Owned>> {
         let e = Encoded::new(key.as_bytes(), value.as_bytes())?;
-        self.insert_encoded(&e)
+        self.insert_encoded(e)
     }
 
-    fn insert_encoded(&self, e: &Encoded<'_>) -> Result<Option<V::Owned>> {
-        let e = *e;
+    fn insert_encoded(&self, e: Encoded<'_>) -> Result<Option<V::Owned>> {
         let q = Query::with_hash(e.key, e.hash);
         self.prepare_write(e.hash)?;
         let inner = self.inner();
@@ -1089,17 +1088,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             // Not in the insert table; during a migration it may still sit
             // in the old one.
             let in_old = if d.migrating() { self.find_for_write(d.table, d.cap, q)?.0 } else { None };
-            let claimed = self.claim_free(&mut t, target, target_cap, s, e.hash, found_new.1)?;
-            let Some(slot_ctrl) = claimed else {
+            let claimed = self.claim_and_fill(&mut t, (target, target_cap), s, e, found_new.1, entry)?;
+            let Some(old_ctrl) = claimed else {
                 drop(t);
                 drop(g);
                 self.start_resize(true, 0)?;
                 continue;
             };
-            let (slot, old_ctrl) = slot_ctrl;
-            crash::point("map.claimed");
-            self.fill(&mut t, slot, old_ctrl, e, entry)?;
-            crash::point("map.published");
             let old = match in_old {
                 Some(hit) => {
                     let old = self.decode_value(hit.words, hit.ctrl)?;
@@ -1107,8 +1102,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                     old
                 }
                 None => {
-                    let len = self.stripe_base(s) + S_LEN;
-                    t.set(len, self.inner().load(len)?.wrapping_add(1))?;
+                    self.add_to_len(&mut t, s, 1)?;
                     None
                 }
             };
@@ -1156,16 +1150,17 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let mut run = Vec::with_capacity(entries.len().min(BATCH));
         for (k, v) in entries {
             let e = Encoded::new(k.borrow().as_bytes(), v.borrow().as_bytes())?;
-            if e.inline().is_some() {
-                run.push(e);
-                if run.len() < BATCH {
-                    continue;
-                }
-            }
-            added += self.insert_run(&run)?;
-            run.clear();
             if e.inline().is_none() {
-                added += self.insert_encoded(&e)?.is_none() as usize;
+                // In order: the run before it goes first.
+                added += self.insert_run(&run)?;
+                run.clear();
+                added += self.insert_encoded(e)?.is_none() as usize;
+                continue;
+            }
+            run.push(e);
+            if run.len() == BATCH {
+                added += self.insert_run(&run)?;
+                run.clear();
             }
         }
         Ok(added + self.insert_run(&run)?)
@@ -1215,15 +1210,15 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn insert_each(&self, run: &[Encoded<'_>]) -> Result<usize> {
         let mut added = 0;
         for e in run {
-            added += self.insert_encoded(e)?.is_none() as usize;
+            added += self.insert_encoded(*e)?.is_none() as usize;
         }
         Ok(added)
     }
 
     /// Helps a migration under way to its end (a chunk per step).
     fn finish_migration(&self) -> Result<()> {
-        let d = self.read_desc()?;
-        for _ in 0..=d.cap / CHUNK + 1 {
+        let steps = self.read_desc()?.cap / CHUNK + 2;
+        for _ in 0..steps {
             if !self.read_desc()?.migrating() {
                 break;
             }
@@ -1259,14 +1254,10 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                     replaced.push(hit);
                 }
             } else {
-                let Some((slot, old)) = self.claim_free(&mut t, d.table, d.cap, s, e.hash, free)? else {
+                let Some(old) = self.claim_and_fill(&mut t, (d.table, d.cap), s, e, free, None)? else {
                     break;
                 };
-                crash::point("map.claimed");
-                self.fill(&mut t, slot, old, e, None)?;
-                crash::point("map.published");
-                let len = self.stripe_base(s) + S_LEN;
-                t.set(len, self.inner().load(len)?.wrapping_add(1))?;
+                self.add_to_len(&mut t, s, 1)?;
                 t.commit()?;
                 added += 1;
                 claimed_empty += (state(old) == EMPTY) as u64;
@@ -1298,6 +1289,35 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         }
         crash::point("map.overwrite");
         t.set(hit.slot, full_ctrl(hit.ctrl, tag_of_hash(e.hash), e.inline()))
+    }
+
+    /// Claims a free slot for `e` from probe step `from` on and publishes
+    /// `e` there (see [`claim_free`](Self::claim_free) and
+    /// [`fill`](Self::fill)); returns the slot's previous control word, or
+    /// `None` when the table has no free slot.
+    fn claim_and_fill(
+        &self,
+        t: &mut Txn<'_>,
+        (table, cap): (u64, u64),
+        s: usize,
+        e: &Encoded<'_>,
+        from: Option<u64>,
+        entry: Option<u64>,
+    ) -> Result<Option<u64>> {
+        let Some((slot, old)) = self.claim_free(t, table, cap, s, e.hash, from)? else {
+            return Ok(None);
+        };
+        crash::point("map.claimed");
+        self.fill(t, slot, old, e, entry)?;
+        crash::point("map.published");
+        Ok(Some(old))
+    }
+
+    /// Adds `delta` (wrapping: `u64::MAX` takes one away) to stripe `s`'s
+    /// count of entries, in transaction `t`.
+    fn add_to_len(&self, t: &mut Txn<'_>, s: usize, delta: u64) -> Result<()> {
+        let len = self.stripe_base(s) + S_LEN;
+        t.set(len, self.inner().load(len)?.wrapping_add(delta))
     }
 
     /// Fills a slot we claimed and publishes it.
@@ -1395,8 +1415,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let mut t = self.txn(s);
         t.set(hit.slot, bump(hit.ctrl, TOMB))?;
         crash::point("map.removed");
-        let len = self.stripe_base(s) + S_LEN;
-        t.set(len, self.inner().load(len)?.wrapping_sub(1))?;
+        self.add_to_len(&mut t, s, u64::MAX)?;
         t.commit()?;
         drop(g);
         self.free_entry((hit.ctrl & INLINE_BIT == 0).then_some(hit))?;
@@ -1473,11 +1492,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         }
         // Writers go on until the switch: the count only sizes the table.
         let live = self.len()? as u64;
-        let new_cap = cap_for(live.saturating_add(extra).saturating_mul(3) / 2 + 1)?.max(if force {
-            d.cap * 2
-        } else {
-            0
-        });
+        let least = if force { d.cap * 2 } else { 0 };
+        let new_cap = cap_for(live.saturating_add(extra).saturating_mul(3) / 2 + 1)?.max(least);
         let inner = self.inner();
         let table = inner.alloc(new_cap * SLOT_SIZE, 64)?;
         let switched = inner.zero(table, new_cap * SLOT_SIZE).and_then(|()| {

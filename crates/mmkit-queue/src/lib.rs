@@ -91,3 +91,14 @@ pub(crate) fn remove_later(path: std::path::PathBuf) {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// Whether `path` is gone within 10 s: for files that `remove_later`
+/// deletes on a background thread.
+#[cfg(test)]
+pub(crate) fn gone_soon(path: &std::path::Path) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    !path.exists()
+}

@@ -65,7 +65,14 @@ const HELPER_QUEUE: usize = 2;
 /// order); the claim is then treated as failed, which seals the segment
 /// without overwriting what is there, and appending goes on in a new one.
 fn stale_tail(seg: &Segment, offset: u64) -> bool {
-    seg.frame_word(offset).is_some_and(|w| w.load(Ordering::Relaxed) != 0)
+    seg.frame_word(offset).is_some_and(already_written)
+}
+
+/// `stale_tail`'s rule on a frame's state word: anything but 0 there is
+/// a frame written before.
+#[inline(always)]
+fn already_written(state: &AtomicU64) -> bool {
+    state.load(Ordering::Relaxed) != 0
 }
 
 /// How far ahead of the tail an exclusive run prefetches the segment.
@@ -603,8 +610,7 @@ impl Producer {
                     let frame = run
                         .frame(seq, offset, len)
                         .ok_or_else(|| Error::corrupt(&seg.path, "frame outside its run"))?;
-                    // `stale_tail`'s rule, on the word already at hand.
-                    if frame.state.load(Ordering::Relaxed) != 0 {
+                    if already_written(frame.state) {
                         // Junk past the tail: this or the next run seals the segment.
                         break;
                     }
