@@ -1146,6 +1146,12 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         &self,
         entries: &[(Q, W)],
     ) -> Result<usize> {
+        // A bulk load into an empty map: one table sized for it, instead
+        // of every doubling on the way (as `HashMap::extend` does). Not
+        // for a map with keys: the pairs may all be updates.
+        if entries.len() > BATCH && self.is_empty()? {
+            self.reserve(entries.len())?;
+        }
         let mut added = 0;
         let mut run = Vec::with_capacity(entries.len().min(BATCH));
         for (k, v) in entries {
@@ -1175,14 +1181,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if run.is_empty() {
             return Ok(0);
         }
-        let n = run.len() as u64;
         for _ in 0..4 {
-            self.finish_migration()?;
-            let d = self.read_desc()?;
-            let used = self.word(M_USED)?.load(Ordering::Relaxed);
-            if used.saturating_add(n).saturating_mul(4) >= d.cap.saturating_mul(3) {
-                // Not forced: another writer may have resized meanwhile.
-                self.start_resize(false, n)?;
+            if !self.make_room(run.len() as u64)? {
                 continue;
             }
             let mg = self.lock_migration()?;
@@ -1205,6 +1205,52 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         }
         // Other writers kept resizing meanwhile: one by one.
         self.insert_each(run)
+    }
+
+    /// Makes room for `additional` more keys now, so that inserting them
+    /// starts no resize, as `HashMap::reserve` does: when they would take
+    /// the table past 3/4 full, moves every entry to a table sized for
+    /// the keys held plus `additional`. For a bulk load of known size, one
+    /// resize instead of each doubling on the way (and none of the tables
+    /// in between). Readers and writers go on meanwhile; an error (the
+    /// heap cannot hold such a table, or `additional` is past the largest
+    /// table) changes nothing.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let heap = mmkit_heap::Heap::create(dir.path().join("h"), 1 << 20)?;
+    /// let ids = heap.map::<u64, u64>("ids")?;
+    /// ids.reserve(10_000)?;
+    /// let cap = ids.capacity()?;
+    /// for k in 0..10_000 {
+    ///     ids.insert(&k, &k)?;
+    /// }
+    /// assert_eq!(ids.capacity()?, cap);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reserve(&self, additional: usize) -> Result<()> {
+        for _ in 0..4 {
+            if self.make_room(additional as u64)? {
+                return Ok(());
+            }
+        }
+        // Other writers kept resizing meanwhile; inserts resize as needed.
+        Ok(())
+    }
+
+    /// Finishes any migration under way; then, if `n` more keys would
+    /// take the table past 3/4 used, starts a resize sized for them and
+    /// returns false (call again: the migration is still to do).
+    fn make_room(&self, n: u64) -> Result<bool> {
+        self.finish_migration()?;
+        let d = self.read_desc()?;
+        let used = self.word(M_USED)?.load(Ordering::Relaxed);
+        if used.saturating_add(n).saturating_mul(4) < d.cap.saturating_mul(3) {
+            return Ok(true);
+        }
+        // Not forced: another writer may have resized meanwhile.
+        self.start_resize(false, n)?;
+        Ok(false)
     }
 
     fn insert_each(&self, run: &[Encoded<'_>]) -> Result<usize> {

@@ -279,6 +279,43 @@ fn lookups_follow_resizes_and_removal_made_through_other_handles() {
 /// process would have) reading and writing in between: every pair lands,
 /// later duplicates win, and the heap checks clean.
 #[test]
+fn reserve_sizes_the_table_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = HeapOptions::new().size(1 << 20).max_size(64 << 20).create(dir.path().join("heap")).unwrap();
+    let m = h.map::<u64, u64>("m").unwrap();
+    let other = Heap::open(dir.path().join("heap")).unwrap().map::<u64, u64>("m").unwrap();
+    m.insert(&1, &10).unwrap();
+    m.reserve(50_000).unwrap();
+    let cap = m.capacity().unwrap();
+    assert!(cap >= 50_001 * 4 / 3, "{cap}");
+    assert_eq!(other.get(&1).unwrap(), Some(10));
+    for k in 2..50_002u64 {
+        other.insert(&k, &(k * 10)).unwrap();
+    }
+    assert_eq!(m.capacity().unwrap(), cap, "no resize for the keys reserved");
+    m.reserve(0).unwrap();
+    m.reserve(1).unwrap();
+    assert_eq!(m.capacity().unwrap(), cap);
+
+    // Past the largest table, or past what the heap can hold: an error,
+    // and the map as it was.
+    assert!(matches!(m.reserve(usize::MAX), Err(Error::Invalid { .. })));
+    let err = m.reserve(10_000_000).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    assert_eq!(m.capacity().unwrap(), cap);
+    assert_eq!(m.len().unwrap(), 50_001);
+    assert_eq!(m.get(&50_001).unwrap(), Some(500_010));
+
+    // A bulk load into an empty map sizes its table once, for all pairs.
+    let bulk = h.map::<u64, u64>("bulk").unwrap();
+    let pairs: Vec<(u64, u64)> = (0..50_001u64).map(|k| (k, k)).collect();
+    assert_eq!(bulk.insert_many(&pairs).unwrap(), 50_001);
+    assert_eq!(bulk.capacity().unwrap(), cap);
+    assert_eq!(bulk.get(&777).unwrap(), Some(777));
+    clean(&h);
+}
+
+#[test]
 fn insert_many_loads_through_resizes() {
     let dir = tempfile::tempdir().unwrap();
     let h = HeapOptions::new().size(1 << 20).max_size(1 << 30).create(dir.path().join("heap")).unwrap();

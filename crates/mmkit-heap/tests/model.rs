@@ -154,6 +154,8 @@ enum MapOp {
     Get(u16),
     /// `insert_many` of these pairs (keys may repeat: the later wins).
     InsertMany(Vec<(u16, u64)>),
+    /// `reserve` room for this many more keys.
+    Reserve(u16),
 }
 
 fn map_op() -> impl Strategy<Value = MapOp> {
@@ -162,6 +164,7 @@ fn map_op() -> impl Strategy<Value = MapOp> {
         2 => (0u16..600).prop_map(MapOp::Remove),
         3 => (0u16..600).prop_map(MapOp::Get),
         1 => prop::collection::vec((0u16..600, any::<u64>()), 0..700).prop_map(MapOp::InsertMany),
+        1 => (0u16..2000).prop_map(MapOp::Reserve),
     ]
 }
 
@@ -210,6 +213,13 @@ proptest! {
                     let new = new.collect::<std::collections::HashSet<_>>().len();
                     prop_assert_eq!(s.insert_many(&refs).unwrap(), new);
                     smodel.extend(strs);
+                }
+                MapOp::Reserve(n) => {
+                    m.reserve(n as usize).unwrap();
+                    s.reserve(n as usize).unwrap();
+                    // Room for `n` more without passing 3/4 of the table.
+                    prop_assert!((m.len().unwrap() + n as usize) * 4 < m.capacity().unwrap() * 3);
+                    prop_assert!((s.len().unwrap() + n as usize) * 4 < s.capacity().unwrap() * 3);
                 }
                 MapOp::Get(k) => {
                     prop_assert_eq!(m.get(&(k as u64)).unwrap(), model.get(&(k as u64)).copied());

@@ -97,6 +97,9 @@ fn worker(heap: &Heap, seed: u64, ops: u64) {
                 // A batch: long enough to hold every lock for a while.
                 let n = 1 + rng(&mut s) % 600;
                 let pairs: Vec<(u64, u64)> = (k..k + n).map(|k| (k % 3000, k % 3000 * K)).collect();
+                if r % 3 == 0 {
+                    ints.reserve(n as usize * 4).unwrap();
+                }
                 ints.insert_many(&pairs).unwrap();
             }
             4 => {
