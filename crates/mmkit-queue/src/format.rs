@@ -773,17 +773,7 @@ pub fn scan_segment_with(
                     scan.corrupt.push((seq as u32, offset, e.into()));
                     return Ok(scan);
                 }
-                let start = (offset + FRAME_HEADER) as usize;
-                let payload = &image[start..start + len as usize];
-                let ts = le_u64(image, offset as usize + 8);
-                if record_crc(payload, make_index(number, seq as u32), ts) != crc {
-                    scan.corrupt.push((seq as u32, offset, "checksum mismatch".into()));
-                } else if split_meta(payload, meta).is_none() {
-                    scan.corrupt.push((seq as u32, offset, "metadata block longer than the record".into()));
-                } else {
-                    scan.messages += 1;
-                    scan.first_timestamp.get_or_insert(ts);
-                }
+                scan.message(image, number, seq, offset, len, crc, meta);
                 seq += 1;
                 offset += bytes;
             }
@@ -796,7 +786,79 @@ pub fn scan_segment_with(
     if final_count != u64::MAX && final_count <= count {
         scan.sealed = true;
     }
+    if final_count < count {
+        scan.past_seal(image, number, capacity, (seq, offset), count.min(capacity / 4));
+    }
     Ok(scan)
+}
+
+impl SegmentScan {
+    /// Checks the message of `len` bytes framed at `offset` (a frame
+    /// checked to lie in the frame area) and counts it.
+    #[allow(clippy::too_many_arguments)]
+    fn message(&mut self, image: &[u8], number: u64, seq: u64, offset: u64, len: u32, crc: u32, meta: bool) {
+        let start = (offset + FRAME_HEADER) as usize;
+        let Some(payload) = image.get(start..start + len as usize) else { return };
+        let ts = le_u64(image, offset as usize + 8);
+        if record_crc(payload, make_index(number, seq as u32), ts) != crc {
+            self.corrupt.push((seq as u32, offset, "checksum mismatch".into()));
+        } else if split_meta(payload, meta).is_none() {
+            self.corrupt.push((seq as u32, offset, "metadata block longer than the record".into()));
+        } else {
+            self.messages += 1;
+            self.first_timestamp.get_or_insert(ts);
+        }
+    }
+
+    /// Goes on past a seal at a final count below the claims, from
+    /// `(seq, offset)` to claim `limit` at most, as readers do. Such a
+    /// seal found junk at its claim (a machine crash's stale tail), but a
+    /// claim taken at the same time past the junk may have committed (see
+    /// "Durability" in `docs/queue-format.md`): readers step over the junk
+    /// to the next claim through its index slot and read on, until an
+    /// empty or end frame, or junk with no usable slot after it, sends
+    /// them to the next segment. What they read is counted here.
+    fn past_seal(&mut self, image: &[u8], number: u64, capacity: u64, at: (u64, u64), limit: u64) {
+        let (mut seq, mut offset) = at;
+        while seq < limit {
+            let word = image.get(offset as usize..offset as usize + 8).map_or(u64::MAX, |w| le_u64(w, 0));
+            match FrameWord::decode(word) {
+                FrameWord::Message { len, crc, meta }
+                    if check_frame(capacity, offset, frame_size(len as u64), seq, 1).is_ok() =>
+                {
+                    self.message(image, number, seq, offset, len, crc, meta);
+                    seq += 1;
+                    offset += frame_size(len as u64);
+                }
+                FrameWord::Padding { bytes, claims }
+                    if check_frame(capacity, offset, bytes as u64, seq, claims as u64).is_ok() =>
+                {
+                    self.abandoned += claims as u64;
+                    seq += claims as u64;
+                    offset += bytes as u64;
+                }
+                FrameWord::Empty | FrameWord::EndOfSegment => return,
+                _ => {
+                    let Some(slot) = capacity.checked_sub(4 * (seq + 2)) else { return };
+                    let slot = slot as usize;
+                    let recorded = image.get(slot..slot + 4).map_or(0, |w| le_u32(w, 0));
+                    let Some(next) = slot_frame(recorded, capacity, seq + 1) else { return };
+                    (seq, offset) = (seq + 1, next);
+                }
+            }
+        }
+    }
+}
+
+/// The frame start that index slot `seq` records as `recorded`, if it is
+/// usable: set, not marked abandoned, and a frame start that fits.
+pub(crate) fn slot_frame(recorded: u32, capacity: u64, seq: u64) -> Option<u64> {
+    if recorded == 0 || recorded & crate::recovery::SLOT_ABANDONED != 0 {
+        return None;
+    }
+    let o = recorded as u64;
+    (o >= SEGMENT_HEADER && o % FRAME_ALIGN == 0 && claim_fits(capacity, seq, 1, o, FRAME_HEADER))
+        .then_some(o)
 }
 
 /// Fuzzing entry point: parses `data` as a meta header and as a segment

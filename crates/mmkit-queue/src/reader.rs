@@ -9,7 +9,7 @@ use mmkit_sync::WaitPolicy;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::queue::{Queue, Start};
-use crate::recovery::{Assessment, SLOT_ABANDONED, assess, recover};
+use crate::recovery::{Assessment, assess, recover};
 use crate::segment::{Segment, is_not_found};
 
 /// How long a reader parks at most while it waits on an in-progress claim
@@ -1277,13 +1277,7 @@ pub(crate) fn valid_slot(seg: &Segment, c: u64) -> Option<u64> {
     if c == 0 {
         return Some(SEGMENT_HEADER);
     }
-    let v = seg.index_slot(c)?.load(Ordering::Acquire);
-    if v == 0 || v & SLOT_ABANDONED != 0 {
-        return None;
-    }
-    let o = v as u64;
-    (o >= SEGMENT_HEADER && o % FRAME_ALIGN == 0 && claim_fits(seg.capacity, c, 1, o, FRAME_HEADER))
-        .then_some(o)
+    slot_frame(seg.index_slot(c)?.load(Ordering::Acquire), seg.capacity, c)
 }
 
 /// Copies `len` bytes with volatile word loads.

@@ -198,6 +198,16 @@ fn a_message_committed_past_a_seal_at_junk_is_still_read() {
     seg.atomic_u64(SEG_FINAL_COUNT).unwrap().store(4, Ordering::SeqCst);
     let want: Vec<Vec<u8>> = [0u8, 1, 2, 3, 5].iter().map(|&i| vec![i; 10]).collect();
     assert_eq!(read_all(&q), want);
+    // `check` reads on past the seal as readers do, and counts it.
+    let report = q.check().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.messages, 5);
+    // Damage past the seal is reported as readers would meet it.
+    let fifth = fourth + frame_size(10);
+    seg.write_at(fifth + FRAME_HEADER, &[9u8; 10]).unwrap();
+    let report = q.check().unwrap();
+    assert_eq!((report.messages, report.corrupt.len()), (4, 1), "{report:?}");
+    assert_eq!(report.corrupt[0].offset, fifth);
 }
 
 #[test]
