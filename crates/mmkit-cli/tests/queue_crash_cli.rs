@@ -8,28 +8,19 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-fn mmkit() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mmkit"))
-}
-
-fn run(args: &[&str]) -> Output {
-    mmkit().args(args).stdin(Stdio::null()).output().unwrap()
-}
+mod common;
+use common::{mmkit, run, s};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Runs and requires exit status `code`; returns (stdout, stderr).
 fn status(args: &[&str], code: i32) -> (String, String) {
-    let out = run(args);
+    let out = run(args, b"");
     let (o, e) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(code), "{args:?}: stdout {o} stderr {e}");
     if code != 0 {
@@ -72,7 +63,7 @@ fn child_entry() {
 
 /// A child holding a claim in `q`; returns it and the claimed index.
 fn claim_holder(q: &Path) -> (Kid, u64) {
-    let mut kid = Kid(Command::new(std::env::current_exe().unwrap())
+    let mut kid = Kid(std::process::Command::new(std::env::current_exe().unwrap())
         .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
         .env("MMKIT_CLAIM_HOLDER", q)
         .stdout(Stdio::piped())
@@ -114,7 +105,7 @@ fn tail_and_check_tell_live_claims_from_dead_ones() {
     assert!(out.contains(&pid), "the dead producer's pid is named: {out}");
     assert!(err.contains("--repair"), "{err}");
     let v: serde_json::Value =
-        serde_json::from_slice(&run(&["queue", "check", s(&q), "--json"]).stdout).unwrap();
+        serde_json::from_slice(&run(&["queue", "check", s(&q), "--json"], b"").stdout).unwrap();
     assert_eq!((v["clean"].as_bool(), v["dead"].as_u64()), (Some(false), Some(1)), "{v}");
     assert_eq!(v["claims"][0]["first"].as_u64(), Some(claimed));
     assert_eq!(v["claims"][0]["alive"].as_bool(), Some(false));
@@ -206,19 +197,11 @@ fn tail_prints_every_acknowledged_line_after_appenders_are_killed_mid_stream() {
 /// `check` all get past the missing segment, and the next append creates it.
 #[test]
 fn commands_get_past_a_producer_dead_before_creating_the_next_segment() {
-    use mmkit_queue::format::{KIND_EOS, META_ACTIVE, SEG_FINAL_COUNT, SEG_TAIL, split_tail, state_word};
-    use mmkit_region::{Access, MapOptions, Mode};
-    use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().unwrap();
     let q = tmp.path().join("q");
     status(&["queue", "create", s(&q), "--segment-size", "65536"], 0);
     append(&q, "a\nb\n");
-    let seg = MapOptions::new().mode(Mode::ReadWrite).map_path(q.join("00000000000000000000.seg")).unwrap();
-    let (count, end) = split_tail(seg.atomic_u64(SEG_TAIL).unwrap().load(Ordering::SeqCst));
-    seg.atomic_u64(end).unwrap().store(state_word(KIND_EOS, 0, 0), Ordering::SeqCst);
-    seg.atomic_u64(SEG_FINAL_COUNT).unwrap().store(count, Ordering::SeqCst);
-    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(q.join("meta")).unwrap();
-    meta.atomic_u64(META_ACTIVE).unwrap().store(1, Ordering::SeqCst);
+    mmkit_queue::fuzzing::seal_first_segment_and_move_on(&q).unwrap();
     let (stat, _) = status(&["queue", "stat", s(&q), "--json"], 0);
     let stat: serde_json::Value = serde_json::from_str(&stat).unwrap();
     assert_eq!(stat["end_index"], 1u64 << 32, "{stat}");

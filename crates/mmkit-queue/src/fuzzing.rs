@@ -158,6 +158,27 @@ fn read_all(q: &Queue, skip_corrupt: bool) {
     }
 }
 
+/// What a producer does at a rollover before it creates the next segment:
+/// seals segment 0 of the queue at `path` where its claims end (the end
+/// frame, then the final count) and moves `active` on to segment 1.
+/// Tests call it to leave the state of a producer killed right there.
+pub fn seal_first_segment_and_move_on(path: &Path) -> crate::Result<()> {
+    use crate::format::{KIND_EOS, META_ACTIVE, SEG_FINAL_COUNT, SEG_TAIL, split_tail, state_word};
+    use mmkit_region::{Access, MapOptions, Mode};
+    use std::sync::atomic::Ordering;
+    let map =
+        |p: &Path| MapOptions::new().mode(Mode::ReadWrite).map_path(p).map_err(crate::Error::region("map"));
+    let seg = map(&path.join(crate::segment::segment_file_name(0)))?;
+    fn word(m: &mmkit_region::Mapping, at: u64) -> crate::Result<&std::sync::atomic::AtomicU64> {
+        m.atomic_u64(at).map_err(crate::Error::region("forge a word"))
+    }
+    let (count, end) = split_tail(word(&seg, SEG_TAIL)?.load(Ordering::SeqCst));
+    word(&seg, end)?.store(state_word(KIND_EOS, 0, 0), Ordering::SeqCst);
+    word(&seg, SEG_FINAL_COUNT)?.store(count, Ordering::SeqCst);
+    word(&map(&path.join("meta"))?, META_ACTIVE)?.store(1, Ordering::SeqCst);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     /// The entry point on random inputs, so every test run exercises it.

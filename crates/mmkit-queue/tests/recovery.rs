@@ -331,13 +331,7 @@ fn producer_dead_between_moving_active_and_creating_the_segment() {
     drop(q);
     // What the producer did before it died: sealed segment 0 at its tail
     // (the end frame, then the final count), then moved `active` on.
-    let seg =
-        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
-    let (count, end) = split_tail(seg.atomic_u64(SEG_TAIL).unwrap().load(Ordering::SeqCst));
-    seg.atomic_u64(end).unwrap().store(state_word(KIND_EOS, 0, 0), Ordering::SeqCst);
-    seg.atomic_u64(SEG_FINAL_COUNT).unwrap().store(count, Ordering::SeqCst);
-    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("meta")).unwrap();
-    meta.atomic_u64(META_ACTIVE).unwrap().store(1, Ordering::SeqCst);
+    mmkit_queue::fuzzing::seal_first_segment_and_move_on(&path).unwrap();
     let q = Queue::open(&path).unwrap();
     assert_eq!(q.end_index().unwrap(), make_index(1, 0));
     let stat = q.stat().unwrap();
