@@ -437,8 +437,10 @@ impl Queue {
                 }
             }
         });
-        // No thread: forget the request, so the next rollover asks again.
+        // No thread (a thread or address-space limit): the pass runs here,
+        // so the queue stays within its bounds; a rollover waits for it.
         if !started {
+            let _ = self.apply_retention(&policy);
             self.inner.retention_requests.store(0, Ordering::Release);
         }
     }

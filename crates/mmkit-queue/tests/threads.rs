@@ -1,4 +1,5 @@
-//! Background threads end with what started them. A file of its own: the
+//! Background threads end with what started them, and their work is done
+//! in place when none can start. A file of its own: the
 //! test counts this process's threads by name, which other tests running
 //! at the same time in one binary would disturb.
 
@@ -57,4 +58,72 @@ fn a_producers_prefault_helper_and_retention_threads_end_with_them() {
     eventually("a retention pass never ended", || threads_named("mmkit-retention") == 0);
     eventually("a closing thread never ended", || threads_named("mmkit-close") == 0);
     drop(q);
+}
+
+/// With no thread to be had (the address space limited below what a
+/// thread's stack takes), every job that goes to a background thread runs
+/// where it was asked for instead: segments are created at the rollover,
+/// retention passes run in the producer's append (so the queue still keeps
+/// to its bounds), files are deleted in place, and nothing fails. In a
+/// child process: the limit would starve the other test of this binary.
+#[test]
+fn without_threads_the_work_runs_in_place() {
+    if let Some(dir) = std::env::var_os("MMKQ_NO_THREADS") {
+        return no_threads_child(std::path::Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["without_threads_the_work_runs_in_place", "--exact", "--nocapture", "--test-threads=1"])
+        .env("MMKQ_NO_THREADS", dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    assert!(stdout.contains("no threads: ok"), "the child did not run the test: {stdout}");
+}
+
+fn no_threads_child(dir: &std::path::Path) {
+    let segment = 64u64 << 10;
+    let retention = Retention { max_total_bytes: Some(4 * segment), ..Retention::default() };
+    let path = dir.join("q");
+    let q = Queue::options().create(true).segment_size(segment).retention(retention).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut r = q.reader(mmkit_queue::Start::Beginning).unwrap();
+    let message = |i: u64| i.to_le_bytes().repeat(12);
+    limit_address_space(3 << 19);
+    assert!(std::thread::Builder::new().spawn(|| {}).is_err(), "a thread still starts: no test");
+    let mut read = 0u64;
+    for i in 0..20_000u64 {
+        p.append(&message(i)).unwrap();
+        if i % 100 == 99 || i == 19_999 {
+            while let Some(rec) = r.next().unwrap() {
+                assert_eq!(rec.payload(), message(read));
+                read += 1;
+            }
+        }
+    }
+    assert_eq!(read, 20_000);
+    let segments = std::fs::read_dir(&path)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .count();
+    assert!(segments <= 6, "{segments} segments: retention did not run");
+    assert!(q.check().unwrap().is_clean());
+    println!("no threads: ok");
+}
+
+/// Caps this process's address space at its size now plus `headroom`
+/// bytes, less than the 2 MiB stack a new thread maps.
+fn limit_address_space(headroom: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let mut limit = getrlimit(Resource::As);
+    limit.current = Some(kib * 1024 + headroom);
+    setrlimit(Resource::As, limit).unwrap();
 }
