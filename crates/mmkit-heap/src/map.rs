@@ -1148,9 +1148,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     ) -> Result<usize> {
         // A bulk load into an empty map: one table sized for it, instead
         // of every doubling on the way (as `HashMap::extend` does). Not
-        // for a map with keys: the pairs may all be updates.
+        // for a map with keys: the pairs may all be updates. Only a hint:
+        // repeated keys may need far less room than the heap has.
         if entries.len() > BATCH && self.is_empty()? {
-            self.reserve(entries.len())?;
+            match self.reserve(entries.len()) {
+                Err(Error::OutOfMemory { .. } | Error::Invalid { .. }) => {}
+                other => other?,
+            }
         }
         let mut added = 0;
         let mut run = Vec::with_capacity(entries.len().min(BATCH));
@@ -1235,15 +1239,19 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             }
         }
         // Other writers kept resizing meanwhile; inserts resize as needed.
-        Ok(())
+        self.finish_migration()
     }
 
     /// Finishes any migration under way; then, if `n` more keys would
     /// take the table past 3/4 used, starts a resize sized for them and
-    /// returns false (call again: the migration is still to do).
+    /// returns false (call again: the migration is still to do), as it
+    /// does when another writer started a resize meanwhile.
     fn make_room(&self, n: u64) -> Result<bool> {
         self.finish_migration()?;
         let d = self.read_desc()?;
+        if d.migrating() {
+            return Ok(false);
+        }
         let used = self.word(M_USED)?.load(Ordering::Relaxed);
         if used.saturating_add(n).saturating_mul(4) < d.cap.saturating_mul(3) {
             return Ok(true);

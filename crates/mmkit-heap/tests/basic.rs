@@ -275,9 +275,9 @@ fn lookups_follow_resizes_and_removal_made_through_other_handles() {
     assert!(matches!(reader.get(&5), Err(Error::Removed { .. })));
 }
 
-/// A bulk load through several resizes, with a second handle (as another
-/// process would have) reading and writing in between: every pair lands,
-/// later duplicates win, and the heap checks clean.
+/// `reserve` grows the table once, for the keys held and those to come,
+/// while another handle writes; what cannot be had is an error that
+/// changes nothing; a bulk load into an empty map reserves for itself.
 #[test]
 fn reserve_sizes_the_table_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -312,9 +312,19 @@ fn reserve_sizes_the_table_once() {
     assert_eq!(bulk.insert_many(&pairs).unwrap(), 50_001);
     assert_eq!(bulk.capacity().unwrap(), cap);
     assert_eq!(bulk.get(&777).unwrap(), Some(777));
+    // Room for a million keys is more than the heap has, but a million
+    // pairs of one key need none: the reservation is only a hint.
+    let same = h.map::<u64, u64>("same").unwrap();
+    assert!(matches!(same.reserve(1_000_000), Err(Error::OutOfMemory { .. })));
+    let pairs: Vec<(u64, u64)> = (0..1_000_000u64).map(|v| (7, v)).collect();
+    assert_eq!(same.insert_many(&pairs).unwrap(), 1);
+    assert_eq!(same.get(&7).unwrap(), Some(999_999));
     clean(&h);
 }
 
+/// A bulk load through several resizes, with a second handle (as another
+/// process would have) reading and writing in between: every pair lands,
+/// later duplicates win, and the heap checks clean.
 #[test]
 fn insert_many_loads_through_resizes() {
     let dir = tempfile::tempdir().unwrap();

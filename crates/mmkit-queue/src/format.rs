@@ -785,9 +785,7 @@ pub fn scan_segment_with(
     }
     if final_count != u64::MAX && final_count <= count {
         scan.sealed = true;
-    }
-    if final_count < count {
-        scan.past_seal(image, number, capacity, (seq, offset), count.min(capacity / 4));
+        scan.past_seal(image, number, capacity, (seq, offset));
     }
     Ok(scan)
 }
@@ -798,7 +796,10 @@ impl SegmentScan {
     #[allow(clippy::too_many_arguments)]
     fn message(&mut self, image: &[u8], number: u64, seq: u64, offset: u64, len: u32, crc: u32, meta: bool) {
         let start = (offset + FRAME_HEADER) as usize;
-        let Some(payload) = image.get(start..start + len as usize) else { return };
+        let Some(payload) = image.get(start..start + len as usize) else {
+            self.corrupt.push((seq as u32, offset, "record past the end of the file".into()));
+            return;
+        };
         let ts = le_u64(image, offset as usize + 8);
         if record_crc(payload, make_index(number, seq as u32), ts) != crc {
             self.corrupt.push((seq as u32, offset, "checksum mismatch".into()));
@@ -810,17 +811,19 @@ impl SegmentScan {
         }
     }
 
-    /// Goes on past a seal at a final count below the claims, from
-    /// `(seq, offset)` to claim `limit` at most, as readers do. Such a
-    /// seal found junk at its claim (a machine crash's stale tail), but a
-    /// claim taken at the same time past the junk may have committed (see
-    /// "Durability" in `docs/queue-format.md`): readers step over the junk
-    /// to the next claim through its index slot and read on, until an
-    /// empty or end frame, or junk with no usable slot after it, sends
-    /// them to the next segment. What they read is counted here.
-    fn past_seal(&mut self, image: &[u8], number: u64, capacity: u64, at: (u64, u64), limit: u64) {
+    /// Goes on past the final count of a sealed segment from `(seq,
+    /// offset)`, as readers do, who stop only at an empty or end frame, or
+    /// at junk with no usable index slot after it. Normally the end frame
+    /// is right there. But a seal that found junk at its claim (a machine
+    /// crash's stale tail, see "Durability" in `docs/queue-format.md`)
+    /// left the junk: it may be a message committed before the crash,
+    /// which readers deliver, or junk they step over to the next claim
+    /// through its index slot (a claim taken at the same time past the
+    /// junk may have committed). What they read is counted here.
+    fn past_seal(&mut self, image: &[u8], number: u64, capacity: u64, at: (u64, u64)) {
         let (mut seq, mut offset) = at;
-        while seq < limit {
+        // Each step moves on by at least one claim.
+        while seq < capacity / 4 {
             let word = image.get(offset as usize..offset as usize + 8).map_or(u64::MAX, |w| le_u64(w, 0));
             match FrameWord::decode(word) {
                 FrameWord::Message { len, crc, meta }

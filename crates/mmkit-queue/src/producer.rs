@@ -48,6 +48,9 @@ pub struct Producer {
     precreated: u64,
     /// Chunks for this producer's prefault helper, started on first use.
     helper: Option<std::sync::mpsc::SyncSender<Chunk>>,
+    /// A rollover's retention pass found no thread to run on: the next
+    /// commit runs it, outside the lease holder's exclusive window.
+    retention_due: bool,
 }
 
 /// A chunk of a segment for the prefault helper: the segment (held
@@ -292,6 +295,7 @@ impl Queue {
             mapped: 0,
             precreated: u64::MAX,
             helper: None,
+            retention_due: false,
         }))
     }
 
@@ -393,9 +397,10 @@ impl Producer {
             self.set_state(PRODUCER_IDLE);
         }
         written?;
+        let index = make_index(seg.number, seq);
         self.notifier().notify_all_light();
         self.after_commit()?;
-        Ok(make_index(seg.number, seq))
+        Ok(index)
     }
 
     /// Appends and returns once the message is durable under the queue's
@@ -760,7 +765,7 @@ impl Producer {
         self.queue.refresh_pin()?;
         self.pages_from_start();
         if let Some(policy) = self.queue.inner.retention {
-            self.queue.retain_in_background(policy);
+            self.retention_due |= !self.queue.retain_in_background(policy);
         }
         // Producers that came and went since: alone again, take the lease.
         if !self.leased {
@@ -871,10 +876,19 @@ impl Producer {
         publish_frame(seg, seq, offset, len as u32, crc, ts)
     }
 
-    /// In `SyncEveryMessage` mode, `msync`s the segment just written to.
-    fn after_commit(&self) -> Result<()> {
+    /// In `SyncEveryMessage` mode, `msync`s the segment just written to;
+    /// runs a retention pass that found no thread (see `retention_due`).
+    fn after_commit(&mut self) -> Result<()> {
         if self.queue.durability() == Durability::SyncEveryMessage {
             self.seg.mapping().flush().map_err(Error::region("msync segment"))?;
+        }
+        if self.retention_due {
+            self.retention_due = false;
+            // Ignored, as on the helper thread: the message is committed,
+            // and an error here must not make the caller append it again.
+            if let Some(policy) = self.queue.inner.retention {
+                let _ = self.queue.apply_retention(&policy);
+            }
         }
         Ok(())
     }

@@ -417,10 +417,13 @@ impl Queue {
 
     /// Applies `policy` on a helper thread, as after each rollover. At
     /// most one helper runs per handle: a request made while one runs
-    /// makes it run one more pass, instead of piling up threads.
-    pub(crate) fn retain_in_background(&self, policy: Retention) {
+    /// makes it run one more pass, instead of piling up threads. False
+    /// when no thread could start (a thread or address-space limit): the
+    /// caller then runs the pass itself, once it can wait for it.
+    #[must_use]
+    pub(crate) fn retain_in_background(&self, policy: Retention) -> bool {
         if self.inner.retention_requests.fetch_add(1, Ordering::AcqRel) > 0 {
-            return;
+            return true;
         }
         let q = self.clone();
         let started = crate::background("mmkit-retention", move || {
@@ -437,12 +440,10 @@ impl Queue {
                 }
             }
         });
-        // No thread (a thread or address-space limit): the pass runs here,
-        // so the queue stays within its bounds; a rollover waits for it.
         if !started {
-            let _ = self.apply_retention(&policy);
             self.inner.retention_requests.store(0, Ordering::Release);
         }
+        started
     }
 
     /// This handle's idle mappings.
