@@ -505,6 +505,12 @@ impl Inner {
     /// Zeroes `len` bytes.
     pub(crate) fn zero(&self, off: u64, len: u64) -> Result<()> {
         self.ptr(off, len)?;
+        // A large block (a map's new table) is mostly pages this process
+        // never touched: one populate call instead of a fault per page.
+        // Only a hint: the fill below faults in whatever it left out.
+        if len >= POPULATE_FROM {
+            let _ = self.file.populate_range(off, len);
+        }
         self.file.fill_at(off, len as usize, 0).map_err(Error::region("zero heap"))
     }
 
@@ -571,6 +577,9 @@ impl Inner {
         self.lock(PH_LOCK, PH_LOG, PH_LOG_CAP)
     }
 }
+
+/// Blocks from this size up are populated before they are zeroed.
+const POPULATE_FROM: u64 = 256 << 10;
 
 /// Copies up to this many bytes, when whole aligned words, with one atomic
 /// per word instead of the volatile byte copy.
