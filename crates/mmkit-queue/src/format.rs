@@ -711,18 +711,20 @@ pub struct SegmentScan {
 /// whatever the bytes; structural damage ends the walk with an entry in
 /// `corrupt`. The walk stops at the first claim that is not committed.
 pub fn scan_segment(image: &[u8], path: &Path, number: u64, capacity: u64) -> Result<SegmentScan> {
-    scan_segment_with(image, path, number, capacity, &mut |_, _| None)
+    scan_segment_with(image, path, number, capacity, max_payload_for(capacity), &mut |_, _| None)
 }
 
 /// [`scan_segment`], asking `pending(seq, offset)` at each claim that is not
 /// committed where the claim ends (`(next seq, next offset)`), to go on
 /// past it; `None` stops the walk there. The answer is checked against the
-/// segment's bounds like any other value.
+/// segment's bounds like any other value. A message longer than `max_len`
+/// (the queue's maximum message size) is no frame, as for readers.
 pub fn scan_segment_with(
     image: &[u8],
     path: &Path,
     number: u64,
     capacity: u64,
+    max_len: u64,
     pending: &mut dyn FnMut(u64, u64) -> Option<(u64, u64)>,
 ) -> Result<SegmentScan> {
     SegmentHeader::parse(image, path, number, capacity, image.len() as u64)?;
@@ -767,6 +769,10 @@ pub fn scan_segment_with(
                 seq += claims as u64;
                 offset += bytes as u64;
             }
+            FrameWord::Message { len, .. } if len as u64 > max_len => {
+                scan.corrupt.push((seq as u32, offset, format!("impossible length {len}")));
+                return Ok(scan);
+            }
             FrameWord::Message { len, crc, meta } => {
                 let bytes = frame_size(len as u64);
                 if let Err(e) = check_frame(capacity, offset, bytes, seq, 1) {
@@ -785,7 +791,7 @@ pub fn scan_segment_with(
     }
     if final_count != u64::MAX && final_count <= count {
         scan.sealed = true;
-        scan.past_seal(image, number, capacity, (seq, offset));
+        scan.past_seal(image, number, capacity, max_len, (seq, offset));
     }
     Ok(scan)
 }
@@ -820,14 +826,15 @@ impl SegmentScan {
     /// which readers deliver, or junk they step over to the next claim
     /// through its index slot (a claim taken at the same time past the
     /// junk may have committed). What they read is counted here.
-    fn past_seal(&mut self, image: &[u8], number: u64, capacity: u64, at: (u64, u64)) {
+    fn past_seal(&mut self, image: &[u8], number: u64, capacity: u64, max_len: u64, at: (u64, u64)) {
         let (mut seq, mut offset) = at;
         // Each step moves on by at least one claim.
         while seq < capacity / 4 {
             let word = image.get(offset as usize..offset as usize + 8).map_or(u64::MAX, |w| le_u64(w, 0));
             match FrameWord::decode(word) {
                 FrameWord::Message { len, crc, meta }
-                    if check_frame(capacity, offset, frame_size(len as u64), seq, 1).is_ok() =>
+                    if len as u64 <= max_len
+                        && check_frame(capacity, offset, frame_size(len as u64), seq, 1).is_ok() =>
                 {
                     self.message(image, number, seq, offset, len, crc, meta);
                     seq += 1;

@@ -484,7 +484,8 @@ impl Queue {
                 Ok(Assessment::Unclaimed) | Err(_) => None,
             }
         };
-        let scan = scan_segment_with(&image, &path, n, self.segment_size(), &mut pending);
+        let max = self.max_message_size() as u64;
+        let scan = scan_segment_with(&image, &path, n, self.segment_size(), max, &mut pending);
         if stale {
             return Ok(SegmentCheck::Stale);
         }

@@ -355,3 +355,36 @@ fn producer_dead_between_moving_active_and_creating_the_segment() {
     assert_eq!((got.index(), got.payload()), (at, &b"after"[..]));
     assert_eq!(read_all(&q), vec![vec![0], vec![1], vec![2], b"after".to_vec()]);
 }
+
+/// A committed message longer than the queue's maximum, whatever its
+/// checksum, is no frame: readers report it, and so does `check`, which
+/// used to count it as a good message.
+#[test]
+fn a_message_longer_than_the_maximum_is_corrupt_for_readers_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(1 << 16).max_message_size(64).open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    p.append(b"one").unwrap();
+    p.append(b"two").unwrap();
+    drop(p);
+    // A third message of 100 bytes, committed, with a valid checksum.
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let tail = seg.atomic_u64(SEG_TAIL).unwrap();
+    let (seq, offset) = split_tail(tail.load(Ordering::SeqCst));
+    let payload = [7u8; 100];
+    seg.write_at(offset + FRAME_HEADER, &payload).unwrap();
+    let crc = record_crc(&payload, make_index(0, seq as u32), 0);
+    seg.atomic_u32(seg.len() as u64 - 4 * (seq + 1)).unwrap().store(offset as u32, Ordering::SeqCst);
+    seg.atomic_u64(offset).unwrap().store(state_word(KIND_MESSAGE, 100, crc), Ordering::SeqCst);
+    tail.store((seq + 1) << 32 | (offset + frame_size(100)), Ordering::SeqCst);
+
+    let mut r = q.reader(Start::Beginning).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"one");
+    assert_eq!(r.next().unwrap().unwrap().payload(), b"two");
+    assert!(matches!(r.next(), Err(Error::CorruptRecord { .. })));
+    let report = q.check().unwrap();
+    assert_eq!((report.messages, report.corrupt.len()), (2, 1), "{report:?}");
+    assert!(report.corrupt[0].reason.contains("impossible length 100"), "{report:?}");
+}
