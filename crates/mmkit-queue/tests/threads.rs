@@ -9,15 +9,33 @@ use mmkit_queue::{Queue, Retention};
 
 /// How many of this process's threads are named `name`.
 fn threads_named(name: &str) -> usize {
+    ids_of_threads_named(name).len()
+}
+
+/// The ids of this process's threads named `name`.
+fn ids_of_threads_named(name: &str) -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
         .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
-        .count()
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The id of the one thread named `name`, once there is exactly one. A
+/// thread that a named thread starts carries its creator's name for a
+/// moment, until it sets its own: a second one seen is waited out.
+fn the_thread_named(name: &str) -> String {
+    let mut ids = Vec::new();
+    eventually(&format!("not exactly one thread named {name}"), || {
+        ids = ids_of_threads_named(name);
+        ids.len() == 1
+    });
+    ids.remove(0)
 }
 
 /// Waits up to 5 s for `done`.
-fn eventually(what: &str, done: impl Fn() -> bool) {
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !done() {
         assert!(Instant::now() < deadline, "{what}");
@@ -47,10 +65,12 @@ fn a_producers_prefault_helper_and_retention_threads_end_with_them() {
             p.append(&msg).unwrap();
         }
     }
+    let helper = the_thread_named("mmkit-prefault");
     for _ in 0..20_000 {
         p.append(&msg).unwrap();
     }
-    assert_eq!(threads_named("mmkit-prefault"), 1, "one helper per producer, not one per chunk");
+    // The same thread all along: one helper per producer, not one per chunk.
+    assert_eq!(the_thread_named("mmkit-prefault"), helper);
     drop(p);
     eventually("the prefault helper outlived its producer", || threads_named("mmkit-prefault") == 0);
     // Retention passes run on a thread per request burst, and segments
