@@ -115,7 +115,12 @@ impl RawVec {
     pub(crate) fn attach(heap: &Heap, off: u64, name: &str, es: u64, ea: u64) -> Result<RawVec> {
         let v = RawVec { heap: heap.clone(), off, es, ea, name: name.to_string() };
         v.check_magic()?;
-        let (fes, fea, _) = read_state(&heap.inner, off)?;
+        // Only the element layout, which never changes: length, capacity
+        // and buffer may be half-way through a change by a lock holder
+        // (a `set` switching buffers), and are read under the lock.
+        let h = heap.inner.block(off, HEADER_BYTES)?;
+        let (fes, fea) =
+            (h.word(V_ELEM_SIZE).load(Ordering::Acquire), h.word(V_ELEM_ALIGN).load(Ordering::Acquire));
         if fes != es || fea != ea {
             return Err(heap
                 .inner

@@ -348,3 +348,32 @@ fn insert_many_loads_through_resizes() {
     }
     clean(&h);
 }
+
+/// Opening a vector or string by name reads only its element layout,
+/// which never changes: a `set` in another thread (or process), half-way
+/// through switching buffers, is no corruption to it. (The random-kill
+/// test once failed on this: an open saw the new, shorter capacity with
+/// the old length.)
+#[test]
+fn opening_a_string_while_another_thread_sets_it_sees_no_torn_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = heap(&dir);
+    let text = h.string("text").unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let long = "x".repeat(41);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..100_000 {
+                text.set(if i % 2 == 0 { &long } else { "short" }).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut opened = 0u64;
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            h.string("text").unwrap();
+            opened += 1;
+        }
+        assert!(opened > 0);
+    });
+    clean(&h);
+}
