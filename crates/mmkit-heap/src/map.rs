@@ -417,6 +417,12 @@ impl Heap {
     }
 }
 
+/// Whether a table of `cap` slots, `used` of them claimed, takes `more`
+/// keys and stays under 3/4 used (the load that starts a resize).
+fn room_for(used: u64, more: u64, cap: u64) -> bool {
+    used.saturating_add(more).saturating_mul(4) < cap.saturating_mul(3)
+}
+
 /// Slots for `n` entries at most 3/4 full.
 fn cap_for(n: u64) -> Result<u64> {
     let want = n.saturating_mul(4).div_ceil(3).max(MIN_CAP);
@@ -1252,8 +1258,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if d.migrating() {
             return Ok(false);
         }
-        let used = self.word(M_USED)?.load(Ordering::Relaxed);
-        if used.saturating_add(n).saturating_mul(4) < d.cap.saturating_mul(3) {
+        if room_for(self.word(M_USED)?.load(Ordering::Relaxed), n, d.cap) {
             return Ok(true);
         }
         // Not forced: another writer may have resized meanwhile.
@@ -1521,8 +1526,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if d.migrating() {
             return self.migrate_step();
         }
-        let used = self.word(M_USED)?.load(Ordering::Relaxed);
-        if used.saturating_mul(4) >= d.cap.saturating_mul(3) {
+        if !room_for(self.word(M_USED)?.load(Ordering::Relaxed), 0, d.cap) {
             self.start_resize(false, 0)?;
         }
         Ok(())
@@ -1540,8 +1544,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             drop(mg);
             return self.migrate_step();
         }
-        let used = self.word(M_USED)?.load(Ordering::Relaxed);
-        if !force && used.saturating_add(extra).saturating_mul(4) < d.cap.saturating_mul(3) {
+        if !force && room_for(self.word(M_USED)?.load(Ordering::Relaxed), extra, d.cap) {
             return Ok(());
         }
         // Writers go on until the switch: the count only sizes the table.

@@ -779,7 +779,7 @@ pub fn scan_segment_with(
                     scan.corrupt.push((seq as u32, offset, e.into()));
                     return Ok(scan);
                 }
-                scan.message(image, number, seq, offset, len, crc, meta);
+                scan.message(image, number, (seq, offset), (len, crc, meta));
                 seq += 1;
                 offset += bytes;
             }
@@ -798,9 +798,10 @@ pub fn scan_segment_with(
 
 impl SegmentScan {
     /// Checks the message of `len` bytes framed at `offset` (a frame
-    /// checked to lie in the frame area) and counts it.
-    #[allow(clippy::too_many_arguments)]
-    fn message(&mut self, image: &[u8], number: u64, seq: u64, offset: u64, len: u32, crc: u32, meta: bool) {
+    /// checked to lie in the frame area), as its state word describes it,
+    /// and counts it.
+    fn message(&mut self, image: &[u8], number: u64, (seq, offset): (u64, u64), word: (u32, u32, bool)) {
+        let (len, crc, meta) = word;
         let start = (offset + FRAME_HEADER) as usize;
         let Some(payload) = image.get(start..start + len as usize) else {
             self.corrupt.push((seq as u32, offset, "record past the end of the file".into()));
@@ -836,7 +837,7 @@ impl SegmentScan {
                     if len as u64 <= max_len
                         && check_frame(capacity, offset, frame_size(len as u64), seq, 1).is_ok() =>
                 {
-                    self.message(image, number, seq, offset, len, crc, meta);
+                    self.message(image, number, (seq, offset), (len, crc, meta));
                     seq += 1;
                     offset += frame_size(len as u64);
                 }
@@ -849,8 +850,11 @@ impl SegmentScan {
                 }
                 FrameWord::Empty | FrameWord::EndOfSegment => return,
                 _ => {
-                    let Some(slot) = capacity.checked_sub(4 * (seq + 2)) else { return };
-                    let slot = slot as usize;
+                    // The next claim's slot, if the slot area reaches it.
+                    if seq + 1 >= capacity / 4 {
+                        return;
+                    }
+                    let slot = index_slot_offset(capacity, seq + 1) as usize;
                     let recorded = image.get(slot..slot + 4).map_or(0, |w| le_u32(w, 0));
                     let Some(next) = slot_frame(recorded, capacity, seq + 1) else { return };
                     (seq, offset) = (seq + 1, next);

@@ -389,22 +389,18 @@ impl GrowableFile {
     /// page). The contents do not change. On older kernels it does
     /// nothing; a range outside the mapped file is an error.
     pub fn populate_range(&self, offset: u64, len: u64) -> Result<()> {
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        self.checked_ptr("populate", offset, len)?;
-        let page = crate::page_size();
-        let start = offset as usize / page * page;
-        let end = (offset as usize + len).div_ceil(page) * page;
+        let (at, len) = self.page_span("populate", offset, len)?;
         // Not writable for a private copy: that would copy every page.
         let advice = match self.mode {
             Mode::ReadWrite => mm::Advice::LinuxPopulateWrite,
             _ => mm::Advice::LinuxPopulateRead,
         };
-        // SAFETY: `start..end` is the checked range widened to whole pages,
-        // which the mapping covers (it maps whole pages of the file's mapped
-        // prefix); populating faults pages in and never changes contents.
-        match unsafe { mm::madvise(self.range.base().wrapping_add(start).cast(), end - start, advice) } {
+        // SAFETY: `page_span` checked the range against the mapped prefix
+        // (the kernel rounds the length up to whole pages, which the mapping
+        // covers); populating faults pages in and never changes contents.
+        match unsafe { mm::madvise(at.cast(), len, advice) } {
             Ok(()) => self.check_poison("populate"),
-            Err(rustix::io::Errno::INVAL) => Ok(()),
+            Err(Errno::INVAL) => Ok(()),
             Err(e) => Err(Error::io("populate (madvise)", Some(&self.path), e)),
         }
     }
@@ -428,16 +424,20 @@ impl GrowableFile {
         if len == 0 {
             return Ok(());
         }
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        self.checked_ptr("msync", offset, len)?;
-        let page = crate::page_size();
-        let start = offset as usize / page * page;
-        let end = offset as usize + len;
-        let at = self.range.base().wrapping_add(start);
-        // SAFETY: the range was checked to be inside the mapped prefix.
-        unsafe { mm::msync(at.cast(), end - start, flags) }
-            .map_err(|e| Error::io("msync", Some(&self.path), e))?;
+        let (at, len) = self.page_span("msync", offset, len)?;
+        // SAFETY: `page_span` checked the range against the mapped prefix.
+        unsafe { mm::msync(at.cast(), len, flags) }.map_err(|e| Error::io("msync", Some(&self.path), e))?;
         self.check_poison("msync")
+    }
+
+    /// The page-aligned start, and the length from there, of `len` bytes at
+    /// `offset`, checked to lie in the mapped file: for the kernel calls that
+    /// take whole pages (they round the length up themselves).
+    fn page_span(&self, op: &'static str, offset: u64, len: u64) -> Result<(*mut u8, usize)> {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        self.checked_ptr(op, offset, len)?;
+        let start = offset as usize / crate::page_size() * crate::page_size();
+        Ok((self.range.base().wrapping_add(start), offset as usize + len - start))
     }
 }
 
