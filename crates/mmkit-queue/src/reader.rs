@@ -581,7 +581,9 @@ impl Reader {
 
     /// The next message, waiting up to `timeout` (`None`: forever) as the
     /// wait policy says. Returns `Ok(None)` on timeout. A claim abandoned
-    /// by a crashed producer is turned into padding within milliseconds.
+    /// by a crashed producer is turned into padding within milliseconds,
+    /// however short the timeout: a poller calling with `Some(ZERO)` gets
+    /// past it as one calling [`Reader::next`] does.
     pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Result<Option<Record<'_>>> {
         // The common case reads no clock: the deadline is only computed
         // once there is something to wait for.
@@ -595,6 +597,11 @@ impl Reader {
         loop {
             match self.poll()? {
                 Poll::Ready(f) => return self.take(f).map(Some),
+                // Before the deadline check: a timeout too short to reach
+                // `wait` (which recovers after a whole stall slice) must
+                // still get past a dead claim, by the stall record `next`
+                // keeps across calls.
+                Poll::Pending { claimed: true } if self.recover_if_due()? => {}
                 Poll::Pending { claimed } => {
                     let deadline = *state
                         .deadline
@@ -764,7 +771,9 @@ impl Reader {
                 }
             }
             // The claim stayed uncommitted for a whole slice: now it is
-            // worth a liveness check.
+            // worth a liveness check. Noted as `recover_if_due`'s check, so
+            // the next poll does not check again at once.
+            self.stall = Some(Stall { segment: seg.number, seq, since: Instant::now() });
             recover(&self.queue, &seg, seq, self.offset)?;
             return Ok(());
         }

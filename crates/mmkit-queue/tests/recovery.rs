@@ -388,3 +388,71 @@ fn a_message_longer_than_the_maximum_is_corrupt_for_readers_and_check() {
     assert_eq!((report.messages, report.corrupt.len()), (2, 1), "{report:?}");
     assert!(report.corrupt[0].reason.contains("impossible length 100"), "{report:?}");
 }
+
+/// Every way of polling without blocking for long: `next`, `next_timeout`
+/// with a zero or a very short timeout (shorter than the policy's spin, so
+/// the read never reaches its wait), `next_into` with a zero timeout, and
+/// a group member's `next_timeout` with a zero timeout.
+#[derive(Clone, Copy, Debug)]
+enum Poller {
+    Next,
+    TimeoutZero,
+    TimeoutShort,
+    IntoZero,
+    GroupZero,
+}
+
+/// Polls with `how` (sleeping 200 µs between empty answers) until two
+/// messages came or 10 s passed; returns their payloads.
+fn poll_two(q: &Queue, how: Poller) -> Vec<Vec<u8>> {
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let mut m = q.group("g").unwrap();
+    let mut buf = [0u8; 64];
+    let mut next = || -> Option<Vec<u8>> {
+        match how {
+            Poller::Next => r.next().unwrap().map(|r| r.to_vec()),
+            Poller::TimeoutZero => r.next_timeout(Some(Duration::ZERO)).unwrap().map(|r| r.to_vec()),
+            Poller::TimeoutShort => {
+                r.next_timeout(Some(Duration::from_micros(20))).unwrap().map(|r| r.to_vec())
+            }
+            Poller::IntoZero => {
+                r.next_into(&mut buf, Some(Duration::ZERO)).unwrap().map(|c| buf[..c.len].to_vec())
+            }
+            Poller::GroupZero => m.next_timeout(Some(Duration::ZERO)).unwrap().map(|r| r.to_vec()),
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < 2 && std::time::Instant::now() < deadline {
+        match next() {
+            Some(v) => got.push(v),
+            None => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+    got
+}
+
+/// A poller whose calls are too short to wait never reached the only
+/// place a waiting read recovers a dead claim (its wait, after a stall
+/// slice), and answered "nothing" for ever while a committed message lay
+/// behind the claim. Each call now counts the stall across calls as
+/// `next` does, and recovers once it has lasted a slice.
+#[test]
+fn every_polling_read_gets_past_a_dead_claim() {
+    for how in [Poller::Next, Poller::TimeoutZero, Poller::TimeoutShort, Poller::IntoZero, Poller::GroupZero]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        let q = Queue::options().create(true).segment_size(1 << 20).open(&path).unwrap();
+        let mut p = q.producer().unwrap();
+        p.append(b"one").unwrap();
+        forge_dead_claim(&path, frame_size(100));
+        p.append(b"two").unwrap();
+        drop(p);
+        assert_eq!(
+            poll_two(&q, how),
+            vec![b"one".to_vec(), b"two".to_vec()],
+            "{how:?}: stuck at the dead claim"
+        );
+    }
+}
