@@ -432,6 +432,23 @@ fn cap_for(n: u64) -> Result<u64> {
     }
 }
 
+/// Slots of the table a resize moves `live` keys of a `cap`-slot table
+/// to, with room for `extra` more (`reserve`). Every write during the
+/// migration first moves a chunk of the old table, so up to one key per
+/// chunk arrives before the last move: a table shrinking after mass
+/// removals must hold those too, not only the keys left. `force`: at
+/// least double (the table ran out of free slots).
+fn resize_cap(live: u64, extra: u64, cap: u64, force: bool) -> Result<u64> {
+    let during = cap.div_ceil(CHUNK);
+    let keys = live.saturating_add(extra).saturating_add(during);
+    let least = if force { cap.saturating_mul(2) } else { 0 };
+    Ok(cap_for(keys.saturating_mul(3) / 2 + 1)?.max(least))
+}
+
+/// What an insert did: the key's old value, and the slot whose out-of-line
+/// entry it replaced (to free).
+type Inserted<V> = (Option<<V as Bytes>::Owned>, Option<Hit>);
+
 /// Key and value bytes laid out for storage.
 #[derive(Clone, Copy)]
 struct Encoded<'a> {
@@ -450,6 +467,11 @@ impl<'a> Encoded<'a> {
 
     fn inline(&self) -> Option<(usize, usize)> {
         (self.key.len() + self.value.len() <= INLINE).then_some((self.key.len(), self.value.len()))
+    }
+
+    /// Bytes of the out-of-line block holding key and value.
+    fn entry_len(&self) -> u64 {
+        ((self.key.len() + self.value.len()) as u64).max(1)
     }
 
     fn words(&self) -> [u64; 3] {
@@ -1048,78 +1070,92 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn insert_encoded(&self, e: Encoded<'_>) -> Result<Option<V::Owned>> {
         let q = Query::with_hash(e.key, e.hash);
         self.prepare_write(e.hash)?;
-        let inner = self.inner();
-        let entry = match e.inline() {
-            Some(_) => None,
-            None => {
-                let len = (e.key.len() + e.value.len()) as u64;
-                let off = inner.alloc(len.max(1), 8)?;
-                inner.write_bytes(off, e.key)?;
-                inner.write_bytes(off + e.key.len() as u64, e.value)?;
-                Some(off)
-            }
-        };
-        crash::point("map.entry");
-        let result = self.insert_locked(&e, &q, entry);
-        if result.is_err()
-            && let Some(off) = entry
-        {
-            let _ = inner.free(off, ((e.key.len() + e.value.len()) as u64).max(1), 8);
-        }
-        let (old, freed) = result?;
-        self.free_entry(freed)?;
-        Ok(old)
-    }
-
-    fn insert_locked(
-        &self,
-        e: &Encoded<'_>,
-        q: &Query<'_>,
-        entry: Option<u64>,
-    ) -> Result<(Option<V::Owned>, Option<Hit>)> {
         let s = stripe_of_tag(tag_of_hash(e.hash));
         for _ in 0..4 {
             let (g, d) = self.lock_stripe_settled(s)?;
-            let mut t = self.txn(s);
-            let (target, target_cap) =
-                if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
-            let found_new = self.find_for_write(target, target_cap, q)?;
-            if let Some(hit) = found_new.0 {
-                let old = self.decode_value(hit.words, hit.ctrl)?;
-                self.overwrite(&mut t, s, hit, e, entry)?;
-                t.commit()?;
-                drop(g);
-                return Ok((old, (hit.ctrl & INLINE_BIT == 0).then_some(hit)));
+            // Out-of-line entries are allocated and freed holding the
+            // stripe, which `check` takes too: it never sees one that is
+            // allocated but not yet linked, or unlinked but not yet freed.
+            let entry = self.new_entry(&e)?;
+            crash::point("map.entry");
+            let placed = self.insert_locked(s, &d, &e, &q, entry);
+            if !matches!(placed, Ok(Some(_)))
+                && let Some(off) = entry
+            {
+                let _ = self.inner().free(off, e.entry_len(), 8);
             }
-            // Not in the insert table; during a migration it may still sit
-            // in the old one.
-            let in_old = if d.migrating() { self.find_for_write(d.table, d.cap, q)?.0 } else { None };
-            let claimed = self.claim_and_fill(&mut t, (target, target_cap), s, e, found_new.1, entry)?;
-            let Some(old_ctrl) = claimed else {
-                drop(t);
+            let Some((old, freed)) = placed? else {
                 drop(g);
                 self.start_resize(true, 0)?;
                 continue;
             };
-            let old = match in_old {
-                Some(hit) => {
-                    let old = self.decode_value(hit.words, hit.ctrl)?;
-                    t.set(hit.slot, bump(hit.ctrl, MOVED))?;
-                    old
-                }
-                None => {
-                    self.add_to_len(&mut t, s, 1)?;
-                    None
-                }
-            };
-            t.commit()?;
+            self.free_entry(freed)?;
             drop(g);
-            if state(old_ctrl) == EMPTY {
-                self.word(M_USED)?.fetch_add(1, Ordering::Relaxed);
-            }
-            return Ok((old, in_old.filter(|h| h.ctrl & INLINE_BIT == 0)));
+            return Ok(old);
         }
         Err(self.inner().corrupt(format!("map {:?}: no free slot even after resizing", self.name)))
+    }
+
+    /// Writes `e`'s key and value to a new block when they do not fit in
+    /// a slot.
+    fn new_entry(&self, e: &Encoded<'_>) -> Result<Option<u64>> {
+        if e.inline().is_some() {
+            return Ok(None);
+        }
+        let inner = self.inner();
+        let off = inner.alloc(e.entry_len(), 8)?;
+        let written =
+            inner.write_bytes(off, e.key).and_then(|()| inner.write_bytes(off + e.key.len() as u64, e.value));
+        if let Err(err) = written {
+            let _ = inner.free(off, e.entry_len(), 8);
+            return Err(err);
+        }
+        Ok(Some(off))
+    }
+
+    /// Inserts `e` holding stripe `s` (descriptor `d`), its out-of-line
+    /// entry at `entry`: the old value and the replaced out-of-line entry
+    /// to free, or `None` when the table has no free slot.
+    fn insert_locked(
+        &self,
+        s: usize,
+        d: &Desc,
+        e: &Encoded<'_>,
+        q: &Query<'_>,
+        entry: Option<u64>,
+    ) -> Result<Option<Inserted<V>>> {
+        let mut t = self.txn(s);
+        let (target, target_cap) = if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
+        let found_new = self.find_for_write(target, target_cap, q)?;
+        if let Some(hit) = found_new.0 {
+            let old = self.decode_value(hit.words, hit.ctrl)?;
+            self.overwrite(&mut t, s, hit, e, entry)?;
+            t.commit()?;
+            return Ok(Some((old, (hit.ctrl & INLINE_BIT == 0).then_some(hit))));
+        }
+        // Not in the insert table; during a migration it may still sit
+        // in the old one.
+        let in_old = if d.migrating() { self.find_for_write(d.table, d.cap, q)?.0 } else { None };
+        let Some(old_ctrl) = self.claim_and_fill(&mut t, (target, target_cap), s, e, found_new.1, entry)?
+        else {
+            return Ok(None);
+        };
+        let old = match in_old {
+            Some(hit) => {
+                let old = self.decode_value(hit.words, hit.ctrl)?;
+                t.set(hit.slot, bump(hit.ctrl, MOVED))?;
+                old
+            }
+            None => {
+                self.add_to_len(&mut t, s, 1)?;
+                None
+            }
+        };
+        t.commit()?;
+        if state(old_ctrl) == EMPTY {
+            self.word(M_USED)?.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Some((old, in_old.filter(|h| h.ctrl & INLINE_BIT == 0))))
     }
 
     /// Inserts or replaces every pair of `entries`, in order (a key given
@@ -1202,13 +1238,15 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 continue;
             }
             let stripes = self.lock_all_stripes()?;
-            let placed = self.place_run(run, &d);
+            // Replaced out-of-line entries are freed holding the locks, as
+            // `check` needs (see `insert_encoded`).
+            let placed = self.place_run(run, &d).and_then(|(added, done, replaced)| {
+                replaced.into_iter().try_for_each(|hit| self.free_entry(Some(hit)))?;
+                Ok((added, done))
+            });
             drop(stripes);
             drop(mg);
-            let (added, done, replaced) = placed?;
-            for hit in replaced {
-                self.free_entry(Some(hit))?;
-            }
+            let (added, done) = placed?;
             // Only a table filled by tombstones stops a run early: the
             // rest go one by one, which resizes.
             return Ok(added + self.insert_each(&run[done..])?);
@@ -1254,7 +1292,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// does when another writer started a resize meanwhile.
     fn make_room(&self, n: u64) -> Result<bool> {
         self.finish_migration()?;
-        let d = self.read_desc()?;
+        let d = self.stable_desc()?;
         if d.migrating() {
             return Ok(false);
         }
@@ -1288,7 +1326,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// The locked part of [`insert_run`](Self::insert_run): returns the
     /// keys added, the pairs placed (a prefix of `run`), and the slots
-    /// whose out-of-line entries were replaced, to free once unlocked.
+    /// whose out-of-line entries were replaced, to free.
     fn place_run(&self, run: &[Encoded<'_>], d: &Desc) -> Result<(usize, usize, Vec<Hit>)> {
         let p = self.slots(d.table, d.cap)?;
         let line_of = |h: u64| p.wrapping_add(((h & (d.cap - 1) & !1) * SLOT_SIZE) as usize);
@@ -1476,8 +1514,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         crash::point("map.removed");
         self.add_to_len(&mut t, s, u64::MAX)?;
         t.commit()?;
-        drop(g);
+        // Freed holding the stripe, as `check` needs (see `insert_encoded`).
         self.free_entry((hit.ctrl & INLINE_BIT == 0).then_some(hit))?;
+        drop(g);
         Ok(old)
     }
 
@@ -1507,8 +1546,24 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Slots in the current table (the new one during a resize).
     pub fn capacity(&self) -> Result<usize> {
-        let d = self.read_desc()?;
+        let d = self.stable_desc()?;
         Ok(if d.migrating() { d.new_cap } else { d.cap } as usize)
+    }
+
+    /// The descriptor as one consistent set of words, without a lock: read
+    /// between two equal, even epochs. A resizer that died half way leaves
+    /// the epoch odd; the migration lock settles that.
+    fn stable_desc(&self) -> Result<Desc> {
+        for _ in 0..100 {
+            let d = self.read_desc()?;
+            fence(Ordering::Acquire);
+            if d.epoch & 1 == 0 && self.word(M_EPOCH)?.load(Ordering::Relaxed) == d.epoch {
+                return Ok(d);
+            }
+            std::thread::yield_now();
+        }
+        let _g = self.lock_migration()?;
+        self.read_desc()
     }
 
     // ------------------------------------------------------------ resize
@@ -1547,29 +1602,40 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if !force && room_for(self.word(M_USED)?.load(Ordering::Relaxed), extra, d.cap) {
             return Ok(());
         }
-        // Writers go on until the switch: the count only sizes the table.
-        let live = self.len()? as u64;
-        let least = if force { d.cap * 2 } else { 0 };
-        let new_cap = cap_for(live.saturating_add(extra).saturating_mul(3) / 2 + 1)?.max(least);
-        let inner = self.inner();
-        let table = inner.alloc(new_cap * SLOT_SIZE, 64)?;
-        let switched = inner.zero(table, new_cap * SLOT_SIZE).and_then(|()| {
-            crash::point("map.resize_alloc");
-            let stripes = self.lock_all_stripes()?;
-            self.set_desc(|t| {
-                t.set(self.off + M_NEW_TABLE, table)?;
-                t.set(self.off + M_NEW_CAP, new_cap)?;
-                t.set(self.off + M_CURSOR, 0)?;
-                t.set(self.off + M_USED, 0)
-            })?;
-            drop(stripes);
-            Ok(())
-        });
-        if switched.is_err() {
-            let _ = inner.free(table, new_cap * SLOT_SIZE, 64);
+        // Writers go on until the switch (reusing tombstones, which does
+        // not move `used`): the count taken then, under every stripe, is
+        // the one that must fit.
+        let mut live = self.len()? as u64;
+        loop {
+            let new_cap = resize_cap(live, extra, d.cap, force)?;
+            let inner = self.inner();
+            let table = inner.alloc(new_cap * SLOT_SIZE, 64)?;
+            let switched = inner.zero(table, new_cap * SLOT_SIZE).and_then(|()| {
+                crash::point("map.resize_alloc");
+                let stripes = self.lock_all_stripes()?;
+                let now = self.len()? as u64;
+                if resize_cap(now, extra, d.cap, force)? > new_cap {
+                    return Ok(Some(now));
+                }
+                self.set_desc(|t| {
+                    t.set(self.off + M_NEW_TABLE, table)?;
+                    t.set(self.off + M_NEW_CAP, new_cap)?;
+                    t.set(self.off + M_CURSOR, 0)?;
+                    t.set(self.off + M_USED, 0)
+                })?;
+                drop(stripes);
+                Ok(None)
+            });
+            if !matches!(switched, Ok(None)) {
+                let _ = inner.free(table, new_cap * SLOT_SIZE, 64);
+            }
+            // Too small for the keys there now: size again (the count only
+            // grows from try to try, up to what the old table holds).
+            match switched? {
+                None => return Ok(()),
+                Some(now) => live = now,
+            }
         }
-        drop(mg);
-        switched
     }
 
     /// Changes the descriptor in a transaction on the migration log,
@@ -1639,10 +1705,12 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             t.set(self.off + M_CURSOR, 0)
         })?;
         drop(stripes);
-        drop(mg);
         crash::point("map.finished");
-        // Readers still probing the old table see the epoch change.
-        self.inner().free(d.table, d.cap * SLOT_SIZE, 64)
+        // Readers still probing the old table see the epoch change. Freed
+        // holding the migration lock, which `check` takes too.
+        let freed = self.inner().free(d.table, d.cap * SLOT_SIZE, 64);
+        drop(mg);
+        freed
     }
 
     /// Moves slot `i` of the old table (`old`) to the new one (`new`);

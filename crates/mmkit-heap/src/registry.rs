@@ -237,6 +237,20 @@ fn type_error(name: &str, want: &TypeDesc, kind: u64, e: &Entry) -> Error {
     }
 }
 
+/// An entry this process is initializing; dropped without being
+/// forgotten (the initializer returned an error or panicked), it is
+/// abandoned for the next caller.
+struct Pending<'a> {
+    heap: &'a Heap,
+    at: u64,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let _ = self.heap.abandon(self.at);
+    }
+}
+
 /// How `claim` left an entry.
 enum Claimed {
     /// Ready: open it.
@@ -263,9 +277,11 @@ impl Heap {
                 Claimed::Ready(off) => return O::attach(self, off, name),
                 Claimed::Init(at, off) => {
                     let f = init.take().ok_or_else(|| self.inner.corrupt("initializer ran twice"))?;
+                    let pending = Pending { heap: self, at };
                     f(self, off)?;
                     crash::point("registry.init");
                     self.publish(at)?;
+                    std::mem::forget(pending);
                     return O::attach(self, off, name);
                 }
                 Claimed::Wait(at, owner) => {
@@ -343,6 +359,22 @@ impl Heap {
         Ok(Claimed::Init(at, object))
     }
 
+    /// Gives up the entry at `at` that this process was initializing (its
+    /// initializer failed or panicked): the next caller takes it over and
+    /// initializes it again, as after an initializer's death, instead of
+    /// waiting for this live process forever.
+    fn abandon(&self, at: u64) -> Result<()> {
+        let inner = &*self.inner;
+        {
+            let _g = inner.lock_registry()?;
+            let mut t = Txn::new(inner, REG_LOG, REG_LOG_CAP);
+            t.set(at + E_OWNER, 0)?;
+            t.commit()?;
+        }
+        inner.events()?.advance(1);
+        Ok(())
+    }
+
     fn publish(&self, at: u64) -> Result<()> {
         let inner = &*self.inner;
         {
@@ -387,8 +419,10 @@ impl Heap {
     pub fn remove(&self, name: &str) -> Result<bool> {
         check_name(name)?;
         let inner = &*self.inner;
+        // The registry lock is held to the end: `check` takes it first, so
+        // it never sees the object's blocks unnamed but not yet freed.
+        let g = inner.lock_registry()?;
         let e = {
-            let _g = inner.lock_registry()?;
             let Some(e) = inner.lookup(name)? else { return Ok(false) };
             if e.state == INIT
                 && e.owner != 0
@@ -410,6 +444,7 @@ impl Heap {
         // Unreachable by name now: a crash from here on only leaks, and
         // `check --repair` reclaims what it leaked.
         crate::check::destroy(self, e.kind, e.object, e.state == READY)?;
+        drop(g);
         inner.events()?.advance(1);
         Ok(true)
     }

@@ -414,7 +414,9 @@ impl Inner {
             return Err(self.corrupt(format!("range {off}+{len} is past the heap's end ({published} bytes)")));
         }
         self.file.ensure_len(end).map_err(Error::region("map grown heap"))?;
-        self.mapped.store(self.file.len(), Ordering::Relaxed);
+        // `fetch_max`: another thread of this handle may have stored a
+        // longer length meanwhile, and `mapped` only grows.
+        self.mapped.fetch_max(self.file.len(), Ordering::Relaxed);
         Ok(self.base.wrapping_add(off as usize))
     }
 
@@ -531,7 +533,7 @@ impl Inner {
             return Ok(());
         }
         self.file.grow_to(size).map_err(Error::region("grow heap"))?;
-        self.mapped.store(self.file.len(), Ordering::Relaxed);
+        self.mapped.fetch_max(self.file.len(), Ordering::Relaxed);
         self.atomic_unchecked(H_SIZE).fetch_max(size, Ordering::AcqRel);
         Ok(())
     }
@@ -541,6 +543,10 @@ impl Inner {
     /// before anything else sees the data.
     pub(crate) fn lock(&self, lock: u64, log: u64, cap: u64) -> Result<MutexGuard<'_>> {
         let op = "lock";
+        // Maps the lock first if another process grew the heap past what
+        // this handle maps: `RobustMutex::at` checks against the mapped
+        // length only.
+        self.ptr(lock, std::mem::size_of::<RobustMutex>() as u64)?;
         let mutex = RobustMutex::at(self, lock).map_err(Error::sync(op))?;
         crate::crash::point("lock.before");
         match self.wait_for(mutex, lock)? {

@@ -1,5 +1,7 @@
 //! The API end to end in one process, and bad input.
 
+use std::time::Duration;
+
 use mmkit_heap::*;
 
 fn heap(dir: &tempfile::TempDir) -> Heap {
@@ -376,4 +378,107 @@ fn opening_a_string_while_another_thread_sets_it_sees_no_torn_header() {
         assert!(opened > 0);
     });
     clean(&h);
+}
+
+/// A map that once held many keys and was then emptied: the resize that
+/// the next inserts start moves a large old table one chunk (1024 slots)
+/// per write, and every insert meanwhile goes to the new table, which
+/// must have room for them and not only for the few keys left.
+#[test]
+fn inserts_during_a_long_migration_after_mass_removal_fit_the_new_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = HeapOptions::new().size(1 << 20).max_size(1 << 30).create(dir.path().join("h")).unwrap();
+    let m = h.map_with_capacity::<u64, u64>("m", 49_000).unwrap();
+    let cap = m.capacity().unwrap();
+    assert_eq!(cap, 65536);
+    // Just under 3/4 used.
+    let n = (cap as u64) * 3 / 4 - 1;
+    for k in 0..n {
+        m.insert(&k, &k).unwrap();
+    }
+    assert_eq!(m.capacity().unwrap(), cap, "no resize yet");
+    for k in 0..n {
+        assert_eq!(m.remove(&k).unwrap(), Some(k));
+    }
+    assert_eq!(m.len().unwrap(), 0);
+    // New keys: one that lands on an empty slot pushes `used` to 3/4, and
+    // the next write starts the resize.
+    let mut failures = Vec::new();
+    for i in 0..400u64 {
+        let k = 1_000_000 + i;
+        if let Err(e) = m.insert(&k, &i) {
+            failures.push(format!("insert #{i} (map of {} keys): {e}", m.len().unwrap()));
+        }
+    }
+    let (first, last) = (failures.first().cloned(), failures.last().cloned());
+    let check = h.check(false).unwrap();
+    assert!(
+        failures.is_empty() && check.is_clean(),
+        "{} of 400 inserts failed; first: {first:?}; last: {last:?}; check: {:?}",
+        failures.len(),
+        check.errors
+    );
+    for i in 0..400u64 {
+        assert_eq!(m.get(&(1_000_000 + i)).unwrap(), Some(i));
+    }
+}
+
+/// An initializer that returns an error (here: the heap cannot hold the
+/// table asked for) gives the name up: another thread opens it (running
+/// its own initializer) or removes it, instead of waiting for a live
+/// process that will never finish it.
+#[test]
+fn a_failed_initializer_gives_the_name_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h");
+    let h = HeapOptions::new().size(1 << 20).max_size(4 << 20).create(&path).unwrap();
+    let first = h.map_with_capacity::<u64, u64>("m", 1_000_000);
+    assert!(matches!(first, Err(Error::OutOfMemory { .. })), "{first:?}");
+
+    // Another thread, with a bounded wait so the test ends.
+    let bounded = HeapOptions::new().lock_wait(Some(Duration::from_secs(2))).open(&path).unwrap();
+    let other = std::thread::spawn(move || {
+        let opened = bounded.map::<u64, u64>("m").map(|_| ());
+        let removed = bounded.remove("m");
+        (opened, removed)
+    })
+    .join()
+    .unwrap();
+    assert!(other.0.is_ok(), "another thread cannot open the name: {:?}", other.0);
+    assert!(other.1.is_ok(), "another thread cannot remove the name: {:?}", other.1);
+}
+
+/// A heap handle opened before another handle (or process) grew the heap
+/// maps only the old length: `check` and `remove` of an object created
+/// past it map the rest before they take the object's locks.
+#[test]
+fn check_from_a_handle_that_has_not_mapped_the_grown_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h");
+    let first = HeapOptions::new().size(1 << 20).max_size(1 << 30).create(&path).unwrap();
+    // The registry table lands in the first megabyte.
+    first.vec::<u64>("a").unwrap().push(&1).unwrap();
+    // Two handles opened now, as processes that started before the growth.
+    let early_check = Heap::open(&path).unwrap();
+    let early_remove = Heap::open(&path).unwrap();
+    let size_before = first.size();
+
+    let other = Heap::open(&path).unwrap();
+    other.vec::<u8>("filler").unwrap().extend_from_slice(&vec![0u8; 3 << 20]).unwrap();
+    let late = other.vec::<[u8; 4000]>("late").unwrap();
+    late.push(&[7; 4000]).unwrap();
+    assert!(other.size() > size_before);
+    assert!(other.check(false).unwrap().is_clean());
+
+    let r = early_check.check(false).unwrap();
+    let removed = early_remove.remove("late");
+    let listed = other.objects().unwrap().iter().any(|o| o.name == "late");
+    let after = other.check(false).unwrap();
+    assert!(
+        r.errors.is_empty() && removed.is_ok(),
+        "check from an early handle: {:?}\nremove from an early handle: {removed:?} (name still listed: {listed}; \
+         leaked blocks after: {})",
+        r.errors,
+        after.leaked_blocks
+    );
 }
