@@ -13,6 +13,8 @@
 //! asymmetric-fence argument, either the holder's next load sees the
 //! revoking bit, or the newcomer sees the holder's state and waits for it:
 //! they never both write the tail with plain stores and a `fetch_add`.
+//! A holder that is gone (dead, or its slot given up) needs no barrier;
+//! only processes where the barrier works take the lease.
 //! `docs/queue-format.md` ("The single-producer lease") has the whole
 //! argument.
 
@@ -51,32 +53,94 @@ fn slot_offset(slot: u64) -> u64 {
 
 impl Queue {
     /// Takes the lease away from whoever holds it, so that every producer
-    /// uses the shared protocol; returns once the lease word is 0.
-    pub(crate) fn revoke_lease(&self) -> Result<()> {
+    /// uses the shared protocol; returns once the lease word is 0. `mine` is
+    /// the revoking producer's own slot.
+    ///
+    /// A live holder may be in the middle of an append that only the heavy
+    /// barrier makes visible. Where that barrier fails (no `membarrier`, or
+    /// a seccomp profile denying it) a live holder's lease cannot be taken
+    /// away safely: an error, with the lease word left as it was (the
+    /// barrier is tried before the word is touched). A holder that is gone
+    /// (dead, or its slot given up) needs no barrier, so a dead holder never
+    /// blocks registration.
+    pub(crate) fn revoke_lease(&self, mine: u64) -> Result<()> {
         let lease = self.meta().lease()?;
         loop {
             let l = lease.load(Ordering::SeqCst);
             if l == 0 {
                 return Ok(());
             }
-            if l & LEASE_REVOKING == 0
-                && lease.compare_exchange(l, l | LEASE_REVOKING, Ordering::SeqCst, Ordering::SeqCst).is_err()
-            {
-                continue;
-            }
-            if !mmkit_sync::barrier::heavy() {
-                return Err(Error::InvalidOption(
-                    "membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) failed: cannot take the \
-                     single-producer lease away safely"
-                        .into(),
-                ));
-            }
             let holder = l & !LEASE_REVOKING;
+            let gone = self.holder_gone(holder, mine)?;
+            // With the revoking bit already set (by a racing or dead
+            // revoker), this barrier is the one that pairs with it;
+            // otherwise it only tells whether the one after our own store
+            // of the bit can work.
+            if !gone && !mmkit_sync::barrier::heavy() {
+                return Err(self.unfenced_holder(holder));
+            }
+            if l & LEASE_REVOKING == 0 {
+                if lease.compare_exchange(l, l | LEASE_REVOKING, Ordering::SeqCst, Ordering::SeqCst).is_err()
+                {
+                    continue;
+                }
+                // Failing now, having worked a moment ago, is all but
+                // impossible. The bit is not taken back: a racing revoker
+                // may be relying on it already. It costs the holder only
+                // its lease (it sees the bit and appends the shared way),
+                // the holder clears it when it lets go, and anyone
+                // finishes the revocation once the holder is gone.
+                if !gone && !mmkit_sync::barrier::heavy() {
+                    return Err(self.unfenced_holder(holder));
+                }
+            }
             self.wait_for_holder(holder)?;
             self.count_uncounted_frames()?;
             self.pad_unfinished_run(holder)?;
             let _ = lease.compare_exchange(l | LEASE_REVOKING, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
+    }
+
+    /// Whether the producer in lease-holder slot `holder` (`slot + 1`) can
+    /// append no more, so that revoking its lease needs no barrier: a slot
+    /// number out of range (a corrupt word) has no holder; a slot that is
+    /// the revoker's own (`mine`) was given up by the holder or taken from
+    /// it dead; a free slot (token 0) was given up; a dead token's process
+    /// has ended. A holder that gave its slot up did so with a release
+    /// store, and a process's exit completes its stores, so everything the
+    /// holder wrote is visible. A live token counts as the holder's, even
+    /// when it is a newer owner's.
+    fn holder_gone(&self, holder: u64, mine: u64) -> Result<bool> {
+        let Some(slot) = holder.checked_sub(1).filter(|&s| s < PRODUCER_SLOTS as u64) else {
+            return Ok(true);
+        };
+        if slot == mine {
+            return Ok(true);
+        }
+        let t = self.meta().u64_at(slot_offset(slot) + SLOT_TOKEN)?.load(Ordering::SeqCst);
+        Ok(t == 0 || !ProcessToken::from_raw(t).is_alive())
+    }
+
+    /// The error for a live lease holder that this process cannot fence.
+    fn unfenced_holder(&self, holder: u64) -> Error {
+        let slot = holder.saturating_sub(1);
+        let pid = self
+            .meta()
+            .u64_at(slot_offset(slot) + SLOT_TOKEN)
+            .map(|t| ProcessToken::from_raw(t.load(Ordering::SeqCst)).pid())
+            .unwrap_or(0);
+        Error::io(
+            "take the single-producer lease away",
+            &self.meta().path,
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!(
+                    "membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) failed in this process, and the lease \
+                     holder (producer slot {slot}, pid {pid}) is alive: its appends cannot be fenced; \
+                     a producer can register once it is gone"
+                ),
+            ),
+        )
     }
 
     /// Waits until the producer in lease-holder slot `holder` (`slot + 1`)
@@ -232,9 +296,16 @@ impl Queue {
     /// token stored, SeqCst) before, and a producer registering later loads
     /// the lease word (SeqCst) after storing its token: of two producers
     /// doing this at once, at least one sees the other.
+    ///
+    /// Only in a process where the heavy barrier works: taking the lease
+    /// away from a live holder needs it, and where it fails here it almost
+    /// surely fails for the producers that would take the lease away too
+    /// (the same kernel, and usually the same seccomp profile), which could
+    /// then never register beside this one. Such systems use the shared
+    /// protocol only.
     pub(crate) fn try_lease(&self, mine: u64) -> Result<bool> {
         let lease = self.meta().lease()?;
-        if lease.load(Ordering::SeqCst) != 0 || !self.alone(mine)? {
+        if lease.load(Ordering::SeqCst) != 0 || !self.alone(mine)? || !barrier_works() {
             return Ok(false);
         }
         let id = mine + 1;
@@ -249,10 +320,25 @@ impl Queue {
         Ok(false)
     }
 
-    /// Gives up the lease held by slot `mine`, between appends.
+    /// Gives up the lease held by slot `mine`, between appends; also while
+    /// it is being revoked (a revoker that could not finish leaves the bit
+    /// set). That is safe beside a revoker still at work: this producer
+    /// appends no more under the lease, and nobody can take the lease
+    /// while the revoker is registered (see [`Queue::try_lease`]).
     pub(crate) fn release_lease(&self, mine: u64) {
         if let Ok(lease) = self.meta().lease() {
-            let _ = lease.compare_exchange(mine + 1, 0, Ordering::SeqCst, Ordering::Relaxed);
+            for held in [mine + 1, (mine + 1) | LEASE_REVOKING] {
+                if lease.compare_exchange(held, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                    return;
+                }
+            }
         }
     }
+}
+
+/// Whether this process can run the heavy barrier (registering for it on
+/// first use): one `membarrier` call, made only when a producer is about
+/// to take the lease.
+fn barrier_works() -> bool {
+    mmkit_sync::barrier::register() && mmkit_sync::barrier::heavy()
 }

@@ -302,7 +302,7 @@ impl Queue {
     /// A new producer's lease: any holder loses it, and this producer takes
     /// it if it is alone.
     fn settle(&self, mut p: Producer) -> Result<Producer> {
-        self.revoke_lease()?;
+        self.revoke_lease(p.index)?;
         p.leased = self.try_lease(p.index)?;
         Ok(p)
     }

@@ -24,6 +24,7 @@ fn child_entry() {
         "unprivileged_open" => run_unprivileged(&dir),
         "fsize_limited" => run_fsize_limited(&dir),
         "fork_producer" => run_fork_producer(&dir),
+        "lease_holder" => run_lease_holder(&dir),
         _ => 2,
     };
     std::process::exit(code);
@@ -73,8 +74,24 @@ fn run_fork_producer(dir: &Path) -> i32 {
     // SAFETY: waits for the child just forked.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     let child_refused = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    let parent_ok = p.is_exclusive() && p.append(b"parent").is_ok();
+    // Without a working `membarrier` no producer takes the lease.
+    let leased = p.is_exclusive() || !mmkit_sync::barrier::register();
+    let parent_ok = leased && p.append(b"parent").is_ok();
     if child_refused && parent_ok { 0 } else { 5 }
+}
+
+/// Takes the single-producer lease, appends `one` and `two` under it, says
+/// whether it holds the lease, and idles until killed.
+fn run_lease_holder(dir: &Path) -> i32 {
+    let q = Queue::open(dir).unwrap();
+    let mut p = q.producer().unwrap();
+    p.append(b"one").unwrap();
+    p.append(b"two").unwrap();
+    println!("exclusive {}", u8::from(p.is_exclusive()));
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn run_claim_hang(dir: &Path) -> i32 {
@@ -453,4 +470,124 @@ fn a_producer_created_before_fork_is_refused_in_the_child() {
     let mut r = q.reader(Start::Beginning).unwrap();
     assert_eq!(r.next().unwrap().unwrap().payload(), b"parent");
     assert!(r.next().unwrap().is_none());
+}
+
+/// Makes `membarrier` fail with ENOSYS in the calling thread (and the
+/// threads it starts later), as on a kernel without it or under a seccomp
+/// profile that denies it. Other threads of the process are not affected.
+fn deny_membarrier_in_this_thread() {
+    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = [
+        // The system call number (offset 0 of `seccomp_data`).
+        libc::sock_filter { code: ld, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter { code: jeq, jt: 0, jf: 1, k: libc::SYS_membarrier as u32 },
+        libc::sock_filter { code: ret, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32 },
+        libc::sock_filter { code: ret, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ];
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+    // SAFETY: plain prctl calls; the filter program outlives the second
+    // one (the kernel copies it), and they only restrict this thread.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _), 0);
+    }
+}
+
+/// Runs `f` on a thread where `membarrier` fails.
+fn without_membarrier<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        deny_membarrier_in_this_thread();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Where `membarrier` fails, the first producer used to take the lease
+/// anyway; the second one could not take it away, failed, and left the
+/// revoking bit set for good, so that no producer could ever register on
+/// the queue again, even after the first was gone. Now no producer takes
+/// the lease there, and producers come and go freely.
+#[test]
+fn without_membarrier_producers_register_beside_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    // Opened here, so the process registers for `membarrier` as usual:
+    // only the thread below is denied it.
+    let q = Queue::options().create(true).segment_size(1 << 20).open(&qdir).unwrap();
+    let q2 = q.clone();
+    let (second, later) = without_membarrier(move || {
+        let mut p1 = q2.producer().unwrap();
+        p1.append(b"one").unwrap();
+        assert!(!p1.is_exclusive(), "the lease taken where nobody could take it away");
+        let second = q2.producer().map(|mut p| p.append(b"two").map(|_| ())).map_err(|e| e.to_string());
+        p1.append(b"three").unwrap();
+        drop(p1);
+        let later = q2.producer().map(|mut p| p.append(b"four").map(|_| ())).map_err(|e| e.to_string());
+        (second.map(|r| r.is_ok()), later.map(|r| r.is_ok()))
+    });
+    assert_eq!((second, later), (Ok(true), Ok(true)));
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let mut got = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        got.push(rec.to_vec());
+    }
+    assert_eq!(got, [&b"one"[..], b"two", b"three", b"four"]);
+}
+
+/// A producer whose `membarrier` fails cannot take the lease from a live
+/// holder: an error that leaves the lease word as it was (the holder keeps
+/// appending under it); once the holder has let go, it registers.
+#[test]
+fn without_membarrier_a_live_holders_lease_is_left_alone_until_it_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(1 << 20).open(&qdir).unwrap();
+    let mut holder = q.producer().unwrap();
+    holder.append(b"one").unwrap();
+    assert!(holder.is_exclusive());
+    let q2 = q.clone();
+    let refused = without_membarrier(move || q2.producer().map(|_| ()).map_err(|e| e.to_string()));
+    let e = refused.expect_err("the lease taken from a live holder without a barrier");
+    assert!(e.contains("membarrier") && e.contains("meta"), "{e}");
+    assert!(holder.is_exclusive(), "a failed revocation changed the lease word");
+    holder.append(b"two").unwrap();
+    drop(holder);
+    let q2 = q.clone();
+    let later = without_membarrier(move || {
+        q2.producer().and_then(|mut p| p.append(b"three")).map_err(|e| e.to_string())
+    });
+    assert!(later.is_ok(), "{later:?}");
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let mut got = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        got.push(rec.to_vec());
+    }
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+}
+
+/// A dead holder needs no barrier: a producer whose `membarrier` fails
+/// takes the lease of a holder killed with SIGKILL, and appends after what
+/// the holder appended.
+#[test]
+fn without_membarrier_a_dead_holders_lease_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(1 << 20).open(&qdir).unwrap();
+    let mut holder = child("lease_holder", &[("MMKQ_DIR", qdir.display().to_string())]);
+    assert_eq!(line_from(&mut holder, "exclusive "), 1, "the child did not take the lease");
+    kill(&mut holder);
+    let q2 = q.clone();
+    let taken = without_membarrier(move || {
+        q2.producer().and_then(|mut p| p.append(b"three")).map_err(|e| e.to_string())
+    });
+    assert!(taken.is_ok(), "{taken:?}");
+    let mut r = q.reader(Start::Beginning).unwrap();
+    let mut got = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        got.push(rec.to_vec());
+    }
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
 }
