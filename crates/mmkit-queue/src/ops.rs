@@ -427,11 +427,12 @@ impl Queue {
 
     fn check_segments(&self, repair: bool) -> Result<CheckReport> {
         let mut report = CheckReport::default();
+        let pinned = self.first_is_plausible(&mut report)?;
         for n in self.segment_numbers()? {
             // A claim committed between the snapshot and the liveness check
             // makes the snapshot stale: read it again (a few times at most).
             for attempt in 0..3 {
-                match self.check_segment(n, repair, attempt == 2, &mut report)? {
+                match self.check_segment(n, repair, attempt == 2, pinned, &mut report)? {
                     SegmentCheck::Done | SegmentCheck::Gone => break,
                     SegmentCheck::Stale => continue,
                 }
@@ -440,25 +441,63 @@ impl Queue {
         Ok(report)
     }
 
+    /// Whether the meta's first retained segment can be trusted to tell
+    /// retired segments from retained ones: retention only raises it to
+    /// one past a segment below the active one, so it is never beyond the
+    /// active segment. If it is, that is reported, and segments are
+    /// checked without pins (which rely on it).
+    fn first_is_plausible(&self, report: &mut CheckReport) -> Result<bool> {
+        let active = self.meta().active_segment()?;
+        let first = self.meta().first_segment()?;
+        if first <= active {
+            return Ok(true);
+        }
+        report.corrupt.push(CorruptInfo {
+            segment: first,
+            index: None,
+            offset: 0,
+            reason: format!(
+                "{}: the first retained segment ({first}) is beyond the active segment ({active})",
+                self.meta().path.display()
+            ),
+        });
+        Ok(false)
+    }
+
     /// Checks segment `n` into `report`; on `Stale` nothing was added.
+    /// `pinned`: whether to pin it first (see [`Queue::first_is_plausible`]).
     fn check_segment(
         &self,
         n: u64,
         repair: bool,
         last: bool,
+        pinned: bool,
         report: &mut CheckReport,
     ) -> Result<SegmentCheck> {
         let path = self.path().join(segment_file_name(n));
+        // Mapped (and so pinned) before the file is read: retention does
+        // not recycle a pinned segment (it unlinks it, which leaves the
+        // contents alone), and one retired already is not opened. Read
+        // unpinned, a segment recycled meanwhile (renamed, zeroed, reused
+        // as a new segment) looked corrupt in a healthy queue.
+        let seg = match self.segment(n) {
+            Ok(seg) => Some(seg),
+            // Deleted or retired by retention since the listing: not checked.
+            Err(e) if pinned && is_not_found(&e) => return Ok(SegmentCheck::Gone),
+            // A file that does not open as a segment: claims are not
+            // assessed, and the image scan reports what is wrong with it.
+            Err(_) => None,
+        };
         let image = match std::fs::read(&path) {
             Ok(image) => image,
-            // Deleted by retention since the listing: not checked.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SegmentCheck::Gone),
             Err(e) => return Err(Error::io("read segment", &path, e)),
         };
-        // Without a mapping (a file that does not open as a segment, or one
-        // retention is retiring) claims are not assessed; the image scan
-        // still reports what is wrong with the file.
-        let seg = self.segment(n).ok();
+        // Without a mapping nothing pinned the file: if retention retired
+        // it meanwhile, what was read may be a recycled file's.
+        if pinned && seg.is_none() && self.meta().first_segment()? > n {
+            return Ok(SegmentCheck::Gone);
+        }
         let mut claims = Vec::new();
         let mut stale = false;
         let mut pending = |seq: u64, offset: u64| {

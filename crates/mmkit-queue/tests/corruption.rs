@@ -444,3 +444,21 @@ fn next_into_never_returns_a_record_whose_crc_fails() {
     let got = r.next_into(&mut out, None).unwrap().expect("the third record");
     assert_eq!((got.index, &out[..got.len]), (third, &[3u8; 40][..]));
 }
+
+/// `check` pins each segment before reading it, and pins rely on the meta
+/// file's first retained segment. One beyond the active segment (which
+/// retention never makes) is reported, and the segments are read anyway,
+/// not skipped as retired.
+#[test]
+fn a_first_segment_beyond_the_active_one_is_reported_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::options().create(true).segment_size(64 << 10).open(&path).unwrap();
+    q.producer().unwrap().append(b"first").unwrap();
+    drop(q);
+    poke(&path.join("meta"), format::META_FIRST, 5);
+    let report = Queue::open(&path).unwrap().check().unwrap();
+    assert_eq!((report.segments, report.messages), (1, 1), "{report:?}");
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert!(report.corrupt[0].reason.contains("beyond the active segment"), "{report:?}");
+}
