@@ -101,10 +101,25 @@ pub const FRAME_ALIGN: u64 = 8;
 /// Smallest segment size accepted.
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// Largest segment size accepted (so that offsets, even past the end after
-/// failed claims, stay well inside 32 bits).
+/// failed claims, stay inside 32 bits: see [`MAX_CLAIM_BYTES`]).
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
 /// Largest maximum-message size accepted.
 pub const MAX_MESSAGE_LIMIT: u64 = 16 << 20;
+
+/// Most bytes of frames one claim (one `fetch_add` on a segment's tail)
+/// takes: a batch is split into claims of at most this much. A claim
+/// that does not fit still adds its bytes to the tail's offset, and every
+/// producer may make one such claim at a segment's end before it moves on
+/// to the next segment, so the offset can reach the capacity plus one
+/// claim per producer slot (and one more per producer killed between its
+/// failed claim and moving the active segment on). That must stay below
+/// 2^32, or it would carry into the claim count of the tail word: 1 GiB
+/// plus 128 claims of 20 MiB is 3.5 GiB, leaving room for 25 such kills
+/// at one segment's end.
+pub const MAX_CLAIM_BYTES: u64 = 20 << 20;
+const _: () = assert!(MAX_SEGMENT_SIZE + PRODUCER_SLOTS as u64 * MAX_CLAIM_BYTES < 1 << 32);
+// One message is one claim, whatever the cap.
+const _: () = assert!(frame_size(MAX_MESSAGE_LIMIT) <= MAX_CLAIM_BYTES);
 
 /// Meta flag: records carry timestamps.
 pub const FLAG_TIMESTAMPS: u32 = 1;

@@ -108,6 +108,32 @@ fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> (usize, 
     (msgs.len(), bytes)
 }
 
+/// Most bytes (frames and index slots) of one shared claim of a batch in
+/// a queue of `segment_size`-byte segments: a quarter of a segment, so
+/// that a batch fills segments well rather than leaving most of one
+/// empty when its next claim does not fit, and at most
+/// [`MAX_CLAIM_BYTES`], which keeps a segment's tail offset inside 32 bits.
+fn batch_budget(segment_size: u64) -> u64 {
+    (segment_size.saturating_sub(SEGMENT_HEADER) / 4).min(MAX_CLAIM_BYTES)
+}
+
+/// Sets `sizes` to the frame sizes of the next claim of a shared batch:
+/// the longest prefix of `msgs` whose frames and index slots take at most
+/// `budget` bytes, and at least one message (a message always fits an
+/// empty segment, and is at most [`MAX_CLAIM_BYTES`]).
+fn next_batch_claim(msgs: &[Data<'_>], budget: u64, sizes: &mut Vec<u64>) {
+    sizes.clear();
+    let mut total = 0;
+    for m in msgs {
+        let b = frame_size(m.len() as u64);
+        if !sizes.is_empty() && total + b + 4 > budget {
+            break;
+        }
+        total += b + 4;
+        sizes.push(b);
+    }
+}
+
 /// Indices into `Producer::words`.
 const W_STATE: usize = 0;
 const W_SEGMENT: usize = 1;
@@ -442,20 +468,11 @@ impl Producer {
             self.after_commit()?;
             return Ok(out);
         }
-        let budget = (self.queue.segment_size() - SEGMENT_HEADER) / 4;
+        let budget = batch_budget(self.queue.segment_size());
         let mut rest = msgs;
         let mut sizes = Vec::new();
         while !rest.is_empty() {
-            sizes.clear();
-            let mut total = 0;
-            for m in rest {
-                let b = frame_size(m.len() as u64);
-                if !sizes.is_empty() && total + b + 4 > budget {
-                    break;
-                }
-                total += b + 4;
-                sizes.push(b);
-            }
+            next_batch_claim(rest, budget, &mut sizes);
             let (chunk, tail) = rest.split_at(sizes.len());
             rest = tail;
             let (seq, offset) = self.claim_frames(&sizes)?;
@@ -1069,6 +1086,33 @@ fn idle_priority() {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A shared batch is claimed in parts of at most `MAX_CLAIM_BYTES`
+    /// whatever the segment size: with a quarter of a 1 GiB segment per
+    /// claim, a dozen producers whose claims failed at one segment's end
+    /// carried the tail's offset into its claim count.
+    #[test]
+    fn a_batch_claim_never_takes_more_than_max_claim_bytes() {
+        let zeros = vec![0u8; MAX_MESSAGE_LIMIT as usize];
+        for segment_size in [64 << 10, 16 << 20, 256 << 20, MAX_SEGMENT_SIZE] {
+            let budget = batch_budget(segment_size);
+            for len in [0, 100, 1 << 20, MAX_MESSAGE_LIMIT as usize] {
+                if len as u64 > max_payload_for(segment_size) {
+                    continue;
+                }
+                let msgs = vec![Data::plain(&zeros[..len]); 200];
+                let mut rest = &msgs[..];
+                let mut sizes = Vec::new();
+                while !rest.is_empty() {
+                    next_batch_claim(rest, budget, &mut sizes);
+                    let total: u64 = sizes.iter().sum();
+                    assert!(!sizes.is_empty() && total <= MAX_CLAIM_BYTES, "{segment_size}/{len}: {total}");
+                    assert!(sizes.len() == 1 || total + 4 * sizes.len() as u64 <= budget);
+                    rest = &rest[sizes.len()..];
+                }
+            }
+        }
+    }
 
     proptest! {
         /// `run_fits` counts down what `claim_fits` allows: the longest
