@@ -286,9 +286,11 @@ impl<'a> Page<'a> {
     /// The child page of branch entry `i`.
     #[inline]
     pub(crate) fn child(&self, i: usize) -> Result<u64, Bad> {
+        // The whole entry header, not just the child: the writer rewrites
+        // child and checksum (`PageMut::set_child`) right after reading it.
         let off = self.offset(i)?;
-        if off + 8 > PAGE {
-            return Err("branch entry past the page end");
+        if off + BRANCH_ENTRY > PAGE {
+            return Err("branch entry header past the page end");
         }
         Ok(u64_at(self.b, off))
     }
@@ -400,6 +402,38 @@ impl<'a> Page<'a> {
             };
             Ok(BRANCH_ENTRY + klen + SLOT)
         }
+    }
+
+    /// Checks that the entries tile the entry area exactly: each inside
+    /// the page, none overlapping another, no gaps. Reads need none of
+    /// this (each one is bounds-checked), but the writer edits pages in
+    /// place (`PageMut`), moving entries by the sizes and offsets the page
+    /// states: a corrupt page must be an error before that, not a panic
+    /// or an overwritten neighbour.
+    pub(crate) fn check_layout(&self) -> Result<(), Bad> {
+        let mut spans = [(0u16, 0u16); (PAGE - HEADER) / SLOT];
+        let spans = spans.get_mut(..self.count).ok_or("more entries than fit in a page")?;
+        for (i, span) in spans.iter_mut().enumerate() {
+            let size = self.entry_size(i)? - SLOT;
+            let off = self.offset(i)?;
+            if off + size > PAGE {
+                return Err("entry past the page end");
+            }
+            // Both fit in u16: `off + size <= PAGE`.
+            *span = (off as u16, size as u16);
+        }
+        spans.sort_unstable();
+        let mut expected = self.upper();
+        for &(off, size) in spans.iter() {
+            if off as usize != expected {
+                return Err("entries overlap or leave a gap in the entry area");
+            }
+            expected += size as usize;
+        }
+        if expected != PAGE {
+            return Err("entries do not reach the page end");
+        }
+        Ok(())
     }
 }
 
@@ -582,10 +616,14 @@ impl PageMut<'_> {
     }
 
     /// Points branch entry `i` at `child` with checksum `crc`.
-    pub(crate) fn set_child(&mut self, i: usize, child: u64, crc: u32) {
-        let off = u16_at(self.0, HEADER + SLOT * i) as usize;
+    pub(crate) fn set_child(&mut self, i: usize, child: u64, crc: u32) -> Result<(), Bad> {
+        let off = self.view().offset(i)?;
+        if off + BRANCH_ENTRY > PAGE {
+            return Err("branch entry header past the page end");
+        }
         put64(self.0, off, child);
         put32(self.0, off + 8, crc);
+        Ok(())
     }
 
     /// Points the overflow run of entry `i` (its value's, or its key's)

@@ -660,3 +660,105 @@ fn a_version_1_lock_file_is_upgraded_when_alone() {
     let head = std::fs::read(mmkit_kv::lock_path(&path)).unwrap();
     assert_eq!(u32::from_le_bytes(head[8..12].try_into().unwrap()), 3);
 }
+
+/// The tree pages of `kind` (1 leaf, 2 branch) in a file image.
+fn pages_of_kind(bytes: &[u8], kind: u8) -> Vec<usize> {
+    (4..bytes.len() / PAGE).filter(|&p| bytes[p * PAGE] == kind).collect()
+}
+
+/// Runs one put of `key` on a writer thread: a corrupt page the writer
+/// edits must be a corruption error, never a panic (it holds the writer
+/// lock).
+fn put_on_a_thread(db: &Db, key: &str) {
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut w = db.write()?;
+            w.table("t")?.put(key, "x")?;
+            w.commit()
+        })
+        .join()
+    });
+    match outcome {
+        Ok(Ok(_)) => panic!("the writer edited a corrupt page without an error"),
+        Ok(Err(e)) => assert!(e.is_corruption(), "{e}"),
+        Err(_) => panic!("the writer panicked on a corrupt page"),
+    }
+}
+
+/// A table of 400 keys: one branch page (its root) over leaves.
+fn one_branch_table(path: &Path) -> Vec<u8> {
+    let db = Db::options().create(true).durability(Durability::Eventual).open(path).unwrap();
+    let mut w = db.write().unwrap();
+    let mut t = w.table("t").unwrap();
+    for i in 0u32..400 {
+        t.put(format!("key{i:06}"), [1u8; 40]).unwrap();
+    }
+    w.commit().unwrap();
+    drop(db);
+    std::fs::read(path).unwrap()
+}
+
+/// Writes page `p` of `bytes` back to the file at `path`.
+fn write_page(path: &Path, bytes: &[u8], p: usize) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&bytes[p * PAGE..(p + 1) * PAGE], (p * PAGE) as u64).unwrap();
+}
+
+/// A branch entry that starts 8 bytes before the page end holds its child
+/// but not its checksum. Its separator is never read (entry 0 stands for
+/// minus infinity), so only the writer, which rewrites child and checksum
+/// after copying the page, reaches past the page end: it reports the page
+/// as corrupt, as readers do.
+#[test]
+fn a_branch_entry_cut_by_the_page_end_is_an_error_for_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut bytes = one_branch_table(&path);
+    let branches = pages_of_kind(&bytes, 2);
+    assert_eq!(branches.len(), 1, "one branch page, the root of t");
+    let b = branches[0];
+    let page = &mut bytes[b * PAGE..(b + 1) * PAGE];
+    let off0 = u16::from_le_bytes([page[16], page[17]]) as usize;
+    assert_eq!(off0, PAGE - 16, "entry 0 of the root is the last entry");
+    let child0: [u8; 8] = page[off0..off0 + 8].try_into().unwrap();
+    page[16..18].copy_from_slice(&((PAGE - 8) as u16).to_le_bytes());
+    page[PAGE - 8..].copy_from_slice(&child0);
+    write_page(&path, &bytes, b);
+
+    // Warm open (this boot set the lock file up): nothing is verified.
+    let db = Db::options().durability(Durability::Eventual).open(&path).unwrap();
+    let read = db.read().unwrap().table("t").unwrap().get("\0").map(|_| ());
+    assert!(read.is_err(), "readers see the page as corrupt");
+    put_on_a_thread(&db, "\0");
+}
+
+/// Two slots of a leaf naming the same entry (with the gap that leaves
+/// in the entry area) pass every read, but the writer would move entries
+/// by their sizes and offsets: it checks the layout of each page it
+/// copies to edit, and reports the page as corrupt.
+#[test]
+fn leaf_slots_sharing_an_entry_are_an_error_for_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let mut bytes = one_branch_table(&path);
+    let leaves = pages_of_kind(&bytes, 1);
+    let l = *leaves
+        .iter()
+        .find(|&&p| u16::from_le_bytes([bytes[p * PAGE + 2], bytes[p * PAGE + 3]]) > 2)
+        .unwrap();
+    let page = &mut bytes[l * PAGE..(l + 1) * PAGE];
+    // Slot 1 (6 bytes: offset, key prefix) becomes a copy of slot 0.
+    let slot0: [u8; 6] = page[16..22].try_into().unwrap();
+    page[22..28].copy_from_slice(&slot0);
+    write_page(&path, &bytes, l);
+
+    let db = Db::options().durability(Durability::Eventual).open(&path).unwrap();
+    // A key that lands in the damaged leaf: just after its first key.
+    let page_first = {
+        let off = u16::from_le_bytes([bytes[l * PAGE + 16], bytes[l * PAGE + 17]]) as usize;
+        let klen = (u16::from_le_bytes([bytes[l * PAGE + off], bytes[l * PAGE + off + 1]]) & 0x1fff) as usize;
+        String::from_utf8(bytes[l * PAGE + off + 4..l * PAGE + off + 4 + klen].to_vec()).unwrap()
+    };
+    put_on_a_thread(&db, &format!("{page_first}+"));
+}

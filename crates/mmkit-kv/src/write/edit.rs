@@ -42,6 +42,8 @@ impl<'db> WriteTxn<'db> {
             return Ok(p);
         }
         let src = self.page(p, table)?;
+        // Every edit of the copy trusts its layout (see `check_layout`).
+        src.check_layout().map_err(|r| self.bad(p, table, r))?;
         let (lo, hi, written_by) = (src.lower(), src.upper(), src.txnid());
         let n = self.alloc()?;
         let txnid = self.txnid;
@@ -125,7 +127,7 @@ impl<'db> WriteTxn<'db> {
             }
             let copy = self.touch(child, table)?;
             if copy != child {
-                self.page_mut(pg).set_child(i, copy, 0);
+                self.page_mut(pg).set_child(i, copy, 0).map_err(|r| self.bad(pg, table, r))?;
             }
             pg = copy;
         }
@@ -350,7 +352,7 @@ impl<'db> WriteTxn<'db> {
             let child = self.page(cur, table)?.child(step.1).map_err(|r| self.bad(cur, table, r))?;
             let nc = self.touch(child, table)?;
             if nc != child {
-                self.page_mut(cur).set_child(step.1, nc, 0);
+                self.page_mut(cur).set_child(step.1, nc, 0).map_err(|r| self.bad(cur, table, r))?;
             }
             cur = nc;
         }
@@ -468,7 +470,7 @@ impl<'db> WriteTxn<'db> {
             let sealed = (|| {
                 for &(i, child) in &dirty {
                     let crc = self.seal_page(child, depth + 1, table)?;
-                    self.page_mut(p).set_child(i, child, crc);
+                    self.page_mut(p).set_child(i, child, crc).map_err(|r| self.bad(p, table, r))?;
                 }
                 Ok(())
             })();
@@ -520,7 +522,9 @@ impl<'db> WriteTxn<'db> {
                 self.relocate(&mut sub, line, table, depth + 1, budget)?;
                 if sub.page != child {
                     root.page = self.touch(root.page, table)?;
-                    self.page_mut(root.page).set_child(i, sub.page, 0);
+                    self.page_mut(root.page)
+                        .set_child(i, sub.page, 0)
+                        .map_err(|r| self.bad(root.page, table, r))?;
                 }
                 match self.page(root.page, table)?.key(i).map_err(|r| self.bad(p, table, r))? {
                     Key::Run { page, len, crc, .. } => Some((page, len, crc)),
