@@ -50,6 +50,12 @@ const READER_SIZE: usize = 32;
 /// Reader slots in the lock file.
 pub const READER_SLOTS: usize = (LOCK_SIZE - READERS) / READER_SIZE;
 
+/// Set in a reader slot's token while a reaper frees it: the rest is the
+/// reaper's process token. No real token has it (it would be a start time
+/// of 2^41 clock ticks, centuries), and `claim_reader` claims only free
+/// (0) slots.
+pub(crate) const REAPING: u64 = 1 << 63;
+
 /// `state` once a process has recovered the database in this boot.
 pub(crate) const STATE_READY: u64 = 1;
 
@@ -287,13 +293,14 @@ impl LockFile {
         self.slot_word(i, 0).store(0, Ordering::Release);
     }
 
-    /// Every slot with a snapshot.
+    /// Every slot with a snapshot. Slots being reaped are skipped: their
+    /// snapshot is a dead reader's (see [`reap_dead_readers`](Self::reap_dead_readers)).
     pub(crate) fn readers(&self) -> impl Iterator<Item = ReaderSlot> + '_ {
         let high = (self.word(L_HIGH_WATER).load(Ordering::SeqCst) as usize).min(READER_SLOTS);
         (0..high).filter_map(move |i| {
             let txnid = self.slot_word(i, 8).load(Ordering::SeqCst);
             let token = self.slot_word(i, 0).load(Ordering::SeqCst);
-            (txnid != 0 && token != 0).then(|| ReaderSlot {
+            (txnid != 0 && token != 0 && token & REAPING == 0).then(|| ReaderSlot {
                 token: ProcessToken::from_raw(token),
                 txnid,
                 started_us: self.slot_word(i, 16).load(Ordering::Relaxed),
@@ -306,25 +313,37 @@ impl LockFile {
         self.readers().min_by_key(|r| r.txnid)
     }
 
-    /// Frees the slots of dead processes; returns how many.
+    /// Frees the slots of dead processes, and finishes those whose reaper
+    /// died; returns how many.
     pub(crate) fn reap_dead_readers(&self) -> usize {
         let high = (self.word(L_HIGH_WATER).load(Ordering::SeqCst) as usize).min(READER_SLOTS);
-        let mut reaped = 0;
-        for i in 0..high {
-            let token = self.slot_word(i, 0).load(Ordering::Acquire);
-            if token != 0 && !ProcessToken::from_raw(token).is_alive() {
-                // Only the dead owner's exact token is cleared.
-                if self
-                    .slot_word(i, 0)
-                    .compare_exchange(token, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    self.slot_word(i, 8).store(0, Ordering::Release);
-                    reaped += 1;
-                }
-            }
+        (0..high).filter(|&i| self.begin_reap(i).is_some_and(|mark| self.finish_reap(i, mark))).count()
+    }
+
+    /// Step 1 of freeing slot `i`: if its owner (or the reaper that was
+    /// freeing it) is dead, marks it as being reaped by this process, by
+    /// CAS on that exact token; returns the mark. While marked, the slot
+    /// is not free (`claim_reader` claims only from 0), so no reader can
+    /// claim it before its snapshot is cleared.
+    pub(crate) fn begin_reap(&self, i: usize) -> Option<u64> {
+        let token = self.slot_word(i, 0).load(Ordering::Acquire);
+        if token == 0 || ProcessToken::from_raw(token & !REAPING).is_alive() {
+            return None;
         }
-        reaped
+        let mark = REAPING | ProcessToken::current_process().to_raw();
+        self.slot_word(i, 0)
+            .compare_exchange(token, mark, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| mark)
+    }
+
+    /// Step 2: clears the dead snapshot, then frees the slot. Only this
+    /// process holds `mark` (another reaper takes a slot over only once
+    /// this process is dead), so the stores cannot hit a live reader's
+    /// registration; false if the slot was taken over.
+    pub(crate) fn finish_reap(&self, i: usize, mark: u64) -> bool {
+        self.slot_word(i, 8).store(0, Ordering::SeqCst);
+        self.slot_word(i, 0).compare_exchange(mark, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Clears the first `n` reader slots and the high-water mark.
@@ -349,4 +368,61 @@ pub(crate) fn boot_id() -> [u64; 2] {
         return [0, 0];
     }
     [half(&hex[..16]), half(&hex[16..])]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The token of a process that has exited.
+    fn dead_token() -> u64 {
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let token = ProcessToken::of_pid(child.id()).unwrap().to_raw();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        token
+    }
+
+    /// A lock file whose slot 0 holds snapshot 3 under `token`.
+    fn with_slot0(dir: &Path, token: u64) -> LockFile {
+        let (lock, _) = LockFile::open(&dir.join("lock")).unwrap();
+        lock.slot_word(0, 0).store(token, Ordering::SeqCst);
+        lock.slot_word(0, 8).store(3, Ordering::SeqCst);
+        lock.word(L_HIGH_WATER).store(1, Ordering::SeqCst);
+        lock
+    }
+
+    /// A reaper preempted between marking a dead reader's slot and
+    /// clearing its snapshot: a reader looking for a slot meanwhile passes
+    /// this one (it is not free), so the reaper's late clear cannot erase
+    /// the reader's registration. Clearing the token first let the reader
+    /// claim the slot, and the late clear then hid its snapshot from
+    /// writers.
+    #[test]
+    fn a_reader_cannot_claim_a_slot_being_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = with_slot0(dir.path(), dead_token());
+        let mark = lock.begin_reap(0).unwrap();
+        let i = lock.claim_reader(0).unwrap();
+        assert_ne!(i, 0, "claimed a slot being reaped");
+        lock.set_reader(i, 7, 1);
+        assert!(lock.finish_reap(0, mark));
+        assert_eq!(lock.readers().map(|r| r.txnid).collect::<Vec<_>>(), [7]);
+        assert_eq!(lock.claim_reader(0).unwrap(), 0, "the reaped slot is free again");
+    }
+
+    /// A slot whose reaper died between the steps holds a dead snapshot:
+    /// writers ignore it, and the next reaper finishes freeing it. A slot
+    /// a live reaper is freeing is left to that reaper.
+    #[test]
+    fn a_slot_whose_reaper_died_is_freed_by_the_next_reaper() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = with_slot0(dir.path(), REAPING | ProcessToken::current_process().to_raw());
+        assert_eq!(lock.readers().count(), 0);
+        assert_eq!(lock.reap_dead_readers(), 0, "took over a live reaper's slot");
+        lock.slot_word(0, 0).store(REAPING | dead_token(), Ordering::SeqCst);
+        assert_eq!(lock.reap_dead_readers(), 1);
+        assert_eq!(lock.slot_word(0, 0).load(Ordering::SeqCst), 0);
+        assert_eq!(lock.slot_word(0, 8).load(Ordering::SeqCst), 0);
+    }
 }

@@ -714,3 +714,50 @@ fn eventual_commits_leave_no_redo_log() {
     w.commit_with(Durability::Immediate).unwrap();
     assert!(mmkit_kv::log_path(&path).exists(), "the first logged commit creates it");
 }
+
+/// Every reader slot left by a reaper that died while freeing it (its
+/// token marked as being reaped, top bit set, by a dead process; the dead
+/// reader's snapshot still in it): stat lists no reader, writers are not
+/// held back by the dead snapshots, and a new reader, finding the table
+/// full, has the slots finished and claims one.
+#[test]
+fn slots_whose_reaper_died_are_no_readers_and_are_freed() {
+    use std::os::unix::fs::FileExt;
+    const READERS: u64 = 256;
+    const READER_SIZE: u64 = 32;
+    const HIGH_WATER: u64 = 184;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).durability(Durability::Eventual).open(&path).unwrap();
+    let commit = || {
+        let mut w = db.write().unwrap();
+        w.default_table().unwrap().put("k", "v").unwrap();
+        w.commit().unwrap()
+    };
+    let first = commit();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let dead = mmkit_sync::ProcessToken::of_pid(sleeper.id()).unwrap().to_raw();
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    let lock = std::fs::OpenOptions::new().write(true).open(mmkit_kv::lock_path(&path)).unwrap();
+    let put = |at: u64, v: u64| lock.write_all_at(&v.to_le_bytes(), at).unwrap();
+    let forge = |slots: u64| {
+        for i in 0..slots {
+            put(READERS + i * READER_SIZE, 1 << 63 | dead);
+            put(READERS + i * READER_SIZE + 8, first);
+        }
+        put(HIGH_WATER, slots);
+    };
+
+    // A few such slots (the table is not full, so nothing reaps them).
+    forge(8);
+    let stat = db.stat().unwrap();
+    assert_eq!((stat.readers, stat.oldest.is_none()), (0, true), "slots being reaped listed as readers");
+    // All of them: the next reader must have them finished.
+    forge(mmkit_kv::READER_SLOTS as u64);
+    let last = (0..20).fold(first, |_, _| commit());
+    let r = db.read().expect("a reader gets a slot once the dead reapers' slots are finished");
+    assert_eq!(r.txnid(), last);
+    drop(r);
+    assert_eq!(db.check().unwrap().leaked_pages, 0);
+}
