@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use super::{FREE_TABLE, WriteTxn};
 use crate::error::{Error, Result};
-use crate::lock::{L_SHRINKS, ReaderSlot};
+use crate::lock::{L_FLUSHED, L_SHRINKS, ReaderSlot};
 use crate::meta::{META_SLOTS, Root};
 use crate::page::{HEADER, overflow_pages, u64_at};
 use crate::tree::{Cursor, MAX_DEPTH};
@@ -474,6 +474,14 @@ impl crate::db::Db {
         let before = self.store.file_size()?;
         let keep = self.store.page_bytes(w.next_page);
         if keep < before {
+            // The last commit (the cut) on disk first: the truncate may
+            // reach the disk before the meta's write-back otherwise, and
+            // after a power cut every meta left would count pages past
+            // the file's end.
+            let last = self.lock.current().txnid();
+            if self.lock.word(L_FLUSHED).load(Ordering::SeqCst) < last {
+                w.flush_data(last)?;
+            }
             rustix::fs::ftruncate(&self.store.file, keep)
                 .map_err(|e| Error::io("shrink (ftruncate)", &self.store.path, e))?;
             self.lock.word(L_SHRINKS).fetch_add(1, Ordering::AcqRel);
