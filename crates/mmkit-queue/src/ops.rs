@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::queue::{Durability, Queue, Retention, Start};
 use crate::reader::{valid_slot, volatile_copy};
-use crate::recovery::{Assessment, SLOT_ABANDONED, assess, recover};
+use crate::recovery::{Assessment, SLOT_ABANDONED, assess, padded_run, recover};
 use crate::segment::{Segment, is_not_found, now_ns, parse_segment_name, segment_file_name};
 
 /// What [`Queue::read_at`] found.
@@ -199,6 +199,10 @@ impl Queue {
             return Err(Error::Abandoned { index });
         }
         let Some(offset) = valid_slot(&seg, c) else {
+            // Recovery marks only a few slots of a padded run.
+            if padded_run(&seg, c).is_some() {
+                return Err(Error::Abandoned { index });
+            }
             return Err(Error::NoSuchIndex { index, reason: "not committed yet" });
         };
         let bad = |reason: String| Error::CorruptRecord {
@@ -250,11 +254,17 @@ impl Queue {
         let active = self.meta().active_segment()?;
         for s in self.segments_between(first, active)?.into_iter().rev() {
             let Some((seg, n)) = self.visible_claims(s)? else { continue };
-            for c in (0..n).rev() {
+            let mut c = n;
+            while c > 0 {
+                c -= 1;
                 let message = valid_slot(&seg, c)
                     .is_some_and(|o| matches!(seg.load_frame(o), Some(FrameWord::Message { .. })));
                 if message {
                     return Ok(Some(make_index(s, c as u32)));
+                }
+                // A padded run is passed in one step, not claim by claim.
+                if let Some((first, _, _)) = padded_run(&seg, c) {
+                    c = first;
                 }
             }
         }
@@ -270,9 +280,20 @@ impl Queue {
         }
     }
 
-    /// First sequence in `lo..hi` with a readable timestamp.
+    /// First sequence in `lo..hi` with a readable timestamp. A padded run
+    /// is passed in one step, not claim by claim.
     fn first_stamped(seg: &Segment, lo: u64, hi: u64) -> Option<(u64, u64)> {
-        (lo..hi).find_map(|c| Self::timestamp_at(seg, c).map(|t| (c, t)))
+        let mut c = lo;
+        while c < hi {
+            if let Some(t) = Self::timestamp_at(seg, c) {
+                return Some((c, t));
+            }
+            c = match padded_run(seg, c) {
+                Some((_, _, end)) if end > c => end,
+                _ => c + 1,
+            };
+        }
+        None
     }
 
     /// The index of the first message with a timestamp at or after `ns`

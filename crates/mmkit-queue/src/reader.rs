@@ -9,7 +9,7 @@ use mmkit_sync::WaitPolicy;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::queue::{Queue, Start};
-use crate::recovery::{Assessment, assess, recover};
+use crate::recovery::{Assessment, assess, padded_run, recover};
 use crate::segment::{Segment, is_not_found};
 
 /// How long a reader parks at most while it waits on an in-progress claim
@@ -469,21 +469,15 @@ impl Reader {
         let seg = &self.seg;
         let (count, tail_off) = split_tail(seg.tail().load(Ordering::Acquire));
         let fin = seg.final_count().load(Ordering::Acquire);
-        let (mut start, mut off) = (0, SEGMENT_HEADER);
-        if c >= count && fin == u64::MAX && claim_fits(seg.capacity, count, 0, tail_off, FRAME_HEADER) {
-            (start, off) = (count, tail_off);
-        } else {
-            // Capped at the number of index slots a segment can hold, so a
-            // corrupt count cannot make this walk billions of empty slots.
-            let mut k = c.min(count).min(fin).min(seg.capacity / 4);
-            while k > 0 {
-                if let Some(o) = valid_slot(seg, k) {
-                    (start, off) = (k, o);
-                    break;
-                }
-                k -= 1;
-            }
-        }
+        let (start, off) =
+            if c >= count && fin == u64::MAX && claim_fits(seg.capacity, count, 0, tail_off, FRAME_HEADER) {
+                (count, tail_off)
+            } else {
+                // Capped at the number of index slots a segment can hold, so
+                // a corrupt count cannot make this walk billions of empty
+                // slots.
+                frame_at_or_before(seg, c.min(count).min(fin).min(seg.capacity / 4))
+            };
         self.seq = start;
         self.offset = off;
         self.skip_to = c;
@@ -1279,6 +1273,20 @@ fn spin_for(ready: impl Fn() -> bool, time: Duration) -> bool {
             return ready();
         }
     }
+}
+
+/// The nearest frame start at or before claim `k` of `seg` whose sequence
+/// number is known: `k`'s own, the padding frame of the padded run `k`
+/// lies in (found in O(1), not by a walk back over the run), or the
+/// nearest earlier claim's with a usable index slot.
+fn frame_at_or_before(seg: &Segment, k: u64) -> (u64, u64) {
+    if let Some(o) = valid_slot(seg, k) {
+        return (k, o);
+    }
+    if let Some((first, offset, _)) = padded_run(seg, k) {
+        return (first, offset);
+    }
+    (0..k).rev().find_map(|j| valid_slot(seg, j).map(|o| (j, o))).unwrap_or((0, SEGMENT_HEADER))
 }
 
 /// The offset recorded in index slot `c`, if it is a usable frame start.

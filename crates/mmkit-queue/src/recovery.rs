@@ -25,8 +25,18 @@ use crate::queue::Queue;
 use crate::segment::Segment;
 
 /// Index-slot flag: the claim was abandoned by a dead producer and is
-/// covered by padding; the low bits are the padding's offset.
+/// covered by padding; the low bits are the padding's offset (in the slot
+/// of the run's first claim) or, with [`SLOT_RUN_LINK`], the distance back
+/// to that claim.
 pub(crate) const SLOT_ABANDONED: u32 = 1 << 31;
+
+/// Index-slot flag, with [`SLOT_ABANDONED`]: the low bits are the distance
+/// back to the first claim of the padded run (see [`mark_padded_run`]).
+/// Offsets are below 2^30, so the bit is free in every other slot.
+pub(crate) const SLOT_RUN_LINK: u32 = 1 << 30;
+
+/// The low bits of a marked slot: an offset or a distance.
+const SLOT_LOW: u32 = SLOT_RUN_LINK - 1;
 
 /// What a reader found at an uncommitted frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,16 +240,94 @@ pub(crate) fn pad(
     }
     queue.notify();
     if fits {
-        // For `read_at`'s answer only (readers walking the frames already
-        // pass the padding): 4 bytes per claim, after the notify, so nobody
-        // waits for it.
-        for c in seq..next_seq {
-            if let Some(slot) = seg.index_slot(c) {
-                slot.store(offset as u32 | SLOT_ABANDONED, Ordering::Release);
-            }
-        }
+        mark_padded_run(seg, seq, next_seq, offset);
     }
     Ok(())
+}
+
+/// Marks padded claims `first..end` (one padding frame at `offset`) in
+/// the index slots, for `read_at` and `seek` (readers walking the frames
+/// pass the padding anyway), in O(log n) stores whatever the run's size:
+/// the first claim's slot gets the padding's offset, and for each `j` the
+/// slot of the smallest multiple of 2^j above `first` (inside the run)
+/// gets the distance back to `first`. Every claim `c` of the run finds one
+/// of them at `c` rounded down to a power of two (the highest bit where
+/// `c` and `first` differ), which is how [`padded_run`] finds the run; the
+/// other slots stay 0. Marking every slot, as before, cost the recovering
+/// reader 4 bytes per claim: milliseconds for a batch of millions.
+fn mark_padded_run(seg: &Segment, first: u64, end: u64, offset: u64) {
+    let Some(slot) = seg.index_slot(first) else { return };
+    slot.store(offset as u32 | SLOT_ABANDONED, Ordering::Release);
+    // Stored after the first slot (Release): a reader that sees a link
+    // sees what it links to.
+    for m in run_links(first, end) {
+        if let Some(slot) = seg.index_slot(m) {
+            slot.store(SLOT_ABANDONED | SLOT_RUN_LINK | (m - first) as u32, Ordering::Release);
+        }
+    }
+}
+
+/// The claims of padded run `first..end` whose slots link back to
+/// `first`: the smallest multiple of 2^j above `first`, for each `j`, that
+/// lies inside the run (at most 32, and none that would not fit a link).
+fn run_links(first: u64, end: u64) -> impl Iterator<Item = u64> {
+    let mut last = first;
+    (0..=32u32).filter_map(move |j| {
+        let m = ((first >> j) + 1) << j;
+        let new = m != last && m < end && m - first <= SLOT_LOW as u64;
+        last = m;
+        new.then_some(m)
+    })
+}
+
+/// The slots [`padded_run`] looks at for claim `c`: `c` rounded down to
+/// each power of two, nearest first (at most 33).
+fn run_probes(c: u64) -> impl Iterator<Item = u64> {
+    let mut last = u64::MAX;
+    (0..=32u32).filter_map(move |j| {
+        let m = (c >> j) << j;
+        let new = m != last;
+        last = m;
+        new.then_some(m)
+    })
+}
+
+/// The first claim of the padded run that index slot `m` marks, and the
+/// padding's offset, read through `slot` (the value of a claim's index
+/// slot). `None` if `m`'s slot marks no run, or (a run marked by builds
+/// that marked every slot with the offset) `m` is not the run's first.
+fn run_of(m: u64, slot: impl Fn(u64) -> Option<u32>) -> Option<(u64, u64)> {
+    let v = slot(m)?;
+    if v & SLOT_ABANDONED == 0 {
+        return None;
+    }
+    let first = if v & SLOT_RUN_LINK != 0 { m.checked_sub((v & SLOT_LOW) as u64)? } else { m };
+    let head = slot(first)?;
+    if head & (SLOT_ABANDONED | SLOT_RUN_LINK) != SLOT_ABANDONED {
+        return None;
+    }
+    if first > 0 && slot(first - 1) == Some(head) {
+        return None;
+    }
+    Some((first, (head & SLOT_LOW) as u64))
+}
+
+/// The padded run that claim `c` of `seg` lies in: its first claim, the
+/// padding's offset and the claim after the run. Looks at no more than 33
+/// index slots (through the links [`mark_padded_run`] leaves) and one
+/// frame word, whatever the run's size; every value is checked, so junk
+/// slots give `None` or a run whose padding frame really covers `c`. A
+/// run marked by older builds (every slot holding the offset) is found
+/// only from its first claim, and the caller walks as it did before.
+pub(crate) fn padded_run(seg: &Segment, c: u64) -> Option<(u64, u64, u64)> {
+    let slot = |k: u64| seg.index_slot(k).map(|s| s.load(Ordering::Acquire));
+    run_probes(c).find_map(|m| {
+        let (first, offset) = run_of(m, slot)?;
+        let FrameWord::Padding { bytes, claims } = seg.load_frame(offset)? else { return None };
+        let end = first + claims as u64;
+        let covers = c < end && check_frame(seg.capacity, offset, bytes as u64, first, claims as u64).is_ok();
+        covers.then_some((first, offset, end))
+    })
 }
 
 /// Where a run of dead claims starting at (`seq`, `offset`), none of which
@@ -290,4 +378,57 @@ fn run_end(
         }
     }
     bound
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Every claim of a padded run finds the run's first claim
+        /// through the few slots `mark_padded_run` marks, among claims
+        /// whose slots hold anything else, looking at no more than 33.
+        #[test]
+        fn every_claim_of_a_padded_run_finds_its_first_through_a_few_links(
+            first in prop_oneof![0u64..5000, 0u64..(1 << 28)],
+            len in prop_oneof![1u64..300, 1u64..(1 << 24)],
+            picks in proptest::collection::vec(0.0f64..1.0, 64),
+        ) {
+            let end = first + len;
+            let mut slots: HashMap<u64, u32> = HashMap::new();
+            slots.insert(first, 4096 | SLOT_ABANDONED);
+            for m in run_links(first, end) {
+                slots.insert(m, SLOT_ABANDONED | SLOT_RUN_LINK | (m - first) as u32);
+            }
+            prop_assert!(slots.len() <= 33, "{} slots marked", slots.len());
+            // The claims around the run: committed messages.
+            slots.insert(first.wrapping_sub(1), 2048);
+            slots.insert(end, 8192);
+            let slot = |k: u64| Some(slots.get(&k).copied().unwrap_or(0));
+            let mut claims: Vec<u64> = picks.iter().map(|p| first + (p * len as f64) as u64 % len).collect();
+            claims.extend([first, end - 1]);
+            for c in claims {
+                prop_assert!(run_probes(c).count() <= 33);
+                let found = run_probes(c).find_map(|m| run_of(m, slot).filter(|&(f, _)| f <= c && c < end));
+                prop_assert_eq!(found, Some((first, 4096)), "claim {}", c);
+            }
+        }
+    }
+
+    /// A run marked by older builds (every slot holds the padding's
+    /// offset) is recognised only from its first claim: from any other,
+    /// `run_of` says nothing rather than taking that claim for the first.
+    #[test]
+    fn a_run_marked_in_every_slot_is_found_only_from_its_first_claim() {
+        let (first, end) = (100u64, 200u64);
+        let slot = |k: u64| Some(if (first..end).contains(&k) { 4096 | SLOT_ABANDONED } else { 64 });
+        assert_eq!(run_of(first, slot), Some((first, 4096)));
+        for m in first + 1..end {
+            assert_eq!(run_of(m, slot), None, "claim {m}");
+        }
+    }
 }
