@@ -338,7 +338,14 @@ impl Db {
         self.lock.commits()?.publish(meta.0.txnid);
         self.lock.durable_events()?.publish(meta.0.txnid);
         self.lock.set_boot(boot);
-        self.lock.word(L_STATE).store(STATE_READY, Ordering::Release);
+        // A read-only opener cannot wipe the newer metas it rejected:
+        // marked READY, the lock file would make the next writable opener
+        // warm, and `take_over` would publish the newest of them. It
+        // leaves recovery to the next opener instead (not READY: cold, or
+        // under the writer mutex while this handle is open).
+        let rejected = !self.store.writable() && self.newest_meta()?.0.txnid > meta.0.txnid;
+        let state = if rejected { 0 } else { STATE_READY };
+        self.lock.word(L_STATE).store(state, Ordering::Release);
         Ok(())
     }
 

@@ -522,3 +522,57 @@ fn an_eventual_shrink_syncs_its_cut_before_truncating() {
     w.commit().expect("the recovered database takes commits");
     db.check().unwrap();
 }
+
+/// A power cut wrote a commit's meta back but not its new pages. A
+/// read-only opener that is first after the reboot rejects that commit
+/// but cannot wipe its meta, so it leaves the lock file not ready: the
+/// next read-write opener recovers cold (verifying, and wiping the meta)
+/// instead of trusting the page cache and publishing the newest meta with
+/// a valid checksum, the very commit rejected.
+#[test]
+fn a_read_only_cold_open_leaves_recovery_to_the_next_writable_open() {
+    read_only_cold_open_then_writable_open(false);
+}
+
+/// The same, with the read-only handle still open: the writable opener
+/// is not alone, finds the lock file not ready, and recovers under the
+/// writer mutex.
+#[test]
+fn a_writable_open_beside_a_read_only_cold_open_recovers_too() {
+    read_only_cold_open_then_writable_open(true);
+}
+
+fn read_only_cold_open_then_writable_open(keep_read_only: bool) {
+    const PAGE: usize = mmkit_kv::PAGE;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let db = Db::options().create(true).durability(Durability::Eventual).open(&path).unwrap();
+    let mut w = db.write().unwrap();
+    w.table("t").unwrap().put("a", "1").unwrap();
+    w.commit().unwrap();
+    db.sync().unwrap();
+    let mut w = db.write().unwrap();
+    w.table("t").unwrap().put("b", "2").unwrap();
+    let damaged = w.commit().unwrap();
+    drop(db);
+    // The damaged commit's pages read back as zeros (never written back).
+    let mut bytes = std::fs::read(&path).unwrap();
+    for pg in bytes.chunks_exact_mut(PAGE).skip(4) {
+        if (pg[0] == 1 || pg[0] == 2) && u64::from_le_bytes(pg[8..16].try_into().unwrap()) == damaged {
+            pg.fill(0);
+        }
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::remove_file(mmkit_kv::lock_path(&path)).unwrap();
+
+    let ro = Db::options().read_only(true).open(&path).unwrap();
+    assert!(ro.read().unwrap().txnid() < damaged, "the read-only cold open rejected the damaged commit");
+    let ro = keep_read_only.then_some(ro);
+    let db = Db::options().durability(Durability::Eventual).open(&path).unwrap();
+    let r = db.read().unwrap();
+    assert!(r.txnid() < damaged, "the read-write open published the rejected commit");
+    assert_eq!(r.table("t").unwrap().get("a").unwrap(), Some(&b"1"[..]));
+    drop(r);
+    db.check().unwrap();
+    drop(ro);
+}
