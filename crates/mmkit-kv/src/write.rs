@@ -406,7 +406,12 @@ impl<'db> WriteTxn<'db> {
             }
             self.db.store.write_meta(slot, &encoded)?;
             if immediate {
-                self.flush_data(self.txnid)?;
+                if let Err(e) = self.flush_data(self.txnid) {
+                    // As with the log: a commit reported failed must not
+                    // come back at a later open or take-over.
+                    self.db.store.write_meta(slot, &[0u8; crate::meta::META_LEN])?;
+                    return Err(e);
+                }
             }
         }
         let at = CommitRef::new(self.txnid, slot);
