@@ -591,9 +591,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     #[inline]
     pub fn get(&self, key: &K) -> Result<Option<V::Owned>> {
         let kb = key.as_bytes();
-        if let Some((ks, vs)) = Self::FIXED
-            && let Some(found) = self.get_inline(kb, hash_bytes(kb), ks, vs)
-        {
+        if let Some(found) = Self::FIXED.and_then(|(ks, vs)| self.get_inline(kb, hash_bytes(kb), ks, vs)) {
             return Ok(found);
         }
         self.get_general(key)
@@ -638,9 +636,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             }
             for (&h, k) in hashes.iter().zip(group) {
                 let kb = k.borrow().as_bytes();
-                if let Some((ks, vs)) = Self::FIXED
-                    && let Some(found) = self.get_inline(kb, h, ks, vs)
-                {
+                if let Some(found) = Self::FIXED.and_then(|(ks, vs)| self.get_inline(kb, h, ks, vs)) {
                     out.push(found);
                 } else {
                     out.push(self.get_general(k.borrow())?);
@@ -1079,9 +1075,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let entry = self.new_entry(&e)?;
             crash::point("map.entry");
             let placed = self.insert_locked(s, &d, &e, &q, entry);
-            if !matches!(placed, Ok(Some(_)))
-                && let Some(off) = entry
-            {
+            if let Some(off) = entry.filter(|_| !matches!(placed, Ok(Some(_)))) {
                 let _ = self.inner().free(off, e.entry_len(), 8);
             }
             let Some((old, freed)) = placed? else {

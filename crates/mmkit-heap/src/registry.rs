@@ -288,9 +288,7 @@ impl Heap {
                     // A live initializer that never publishes (stopped, or
                     // a forged entry) is a stuck lock holder: bounded the
                     // same way.
-                    if let Some(limit) = self.inner.lock_wait()
-                        && started.elapsed() >= limit
-                    {
+                    if let Some(limit) = self.inner.lock_wait().filter(|&l| started.elapsed() >= l) {
                         return Err(Error::LockHeld {
                             path: self.inner.path.clone(),
                             at,

@@ -360,9 +360,7 @@ impl Db {
                 Err(_) => {}
             }
         }
-        if found.is_empty()
-            && let Some(&v) = versions.first()
-        {
+        if let Some(&v) = versions.first().filter(|_| found.is_empty()) {
             return Err(Error::UnsupportedVersion {
                 path: self.store.path.clone(),
                 found: v,
@@ -409,10 +407,10 @@ impl Db {
         if let Some(found) = self.first_verified(&metas, |m| m.txnid > end)? {
             return Ok(found);
         }
-        if let Some(log) = self.log.get().filter(|_| end != 0)
-            && let Some(found) = self.recover_chain(log, &chain, &metas)?
-        {
-            return Ok(found);
+        if let Some(log) = self.log.get().filter(|_| end != 0) {
+            if let Some(found) = self.recover_chain(log, &chain, &metas)? {
+                return Ok(found);
+            }
         }
         // A replay rewrote slots: read them again.
         let metas = self.metas()?;

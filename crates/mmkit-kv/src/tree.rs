@@ -192,11 +192,12 @@ impl<'a> Cursor<'a> {
         for j in i..end {
             crate::store::prefetch_line(page.b, page.entry_at(j));
         }
-        if end - i < AHEAD
-            && let [.., (_, parent, pi), _] = self.stack[..]
-            && let Ok(next) = parent.child(pi + 1)
-        {
-            self.v.prefetch_page(next);
+        if end - i < AHEAD {
+            if let [.., (_, parent, pi), _] = self.stack[..] {
+                if let Ok(next) = parent.child(pi + 1) {
+                    self.v.prefetch_page(next);
+                }
+            }
         }
     }
 
@@ -233,9 +234,7 @@ impl<'a> Cursor<'a> {
                 }
             }
             self.descend(|_, _| Ok(0))?;
-            if let Some(&(_, page, i)) = self.stack.last()
-                && i < page.count()
-            {
+            if let Some(&(_, page, i)) = self.stack.last().filter(|(_, page, i)| *i < page.count()) {
                 self.load_ahead(page, i);
                 return Ok(true);
             }
@@ -244,9 +243,7 @@ impl<'a> Cursor<'a> {
 
     /// Moves to the previous entry; false at the start.
     pub(crate) fn prev(&mut self) -> Result<bool> {
-        if let Some(top) = self.stack.last_mut()
-            && top.2 > 0
-        {
+        if let Some(top) = self.stack.last_mut().filter(|top| top.2 > 0) {
             top.2 = (top.2 - 1).min(top.1.count().saturating_sub(1));
             if top.1.count() > 0 {
                 return Ok(true);
@@ -268,9 +265,7 @@ impl<'a> Cursor<'a> {
                 }
             }
             self.descend(|p, _| Ok(p.count().saturating_sub(1)))?;
-            if let Some(&(_, page, i)) = self.stack.last()
-                && i < page.count()
-            {
+            if self.stack.last().is_some_and(|(_, page, i)| *i < page.count()) {
                 return Ok(true);
             }
         }

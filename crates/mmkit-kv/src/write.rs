@@ -632,9 +632,7 @@ impl<'db> TableMut<'_, 'db> {
     /// Appends `key`, which must sort after every key in the table: the
     /// path for sorted bulk loads, which leaves pages full.
     pub fn append(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        if let Some((last, _)) = self.view().last()?
-            && last >= key.as_ref()
-        {
+        if self.view().last()?.is_some_and(|(last, _)| last >= key.as_ref()) {
             return Err(Error::InvalidOption("append: keys must be strictly increasing".into()));
         }
         self.put(key, value)

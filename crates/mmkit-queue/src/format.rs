@@ -337,21 +337,31 @@ fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
 }
 
 /// CRC32C with the SSE 4.2 instruction, 8 bytes per step.
+///
+/// # Safety
+///
+/// The CPU supports SSE 4.2.
+// The intrinsics are unsafe to call before Rust 1.86 (the library crates'
+// minimum is 1.85) and safe inside this function from 1.86 on: the
+// `unsafe` blocks are needed on one and unused on the other.
+#[allow(unused_unsafe)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
-fn crc32c_small(crc: u32, bytes: &[u8]) -> u32 {
+unsafe fn crc32c_small(crc: u32, bytes: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
     let mut words = bytes.chunks_exact(8);
     let mut c = u64::from(!crc);
     for w in &mut words {
         let mut le = [0u8; 8];
         le.copy_from_slice(w);
-        c = _mm_crc32_u64(c, u64::from_le_bytes(le));
+        // SAFETY: the caller promises SSE 4.2.
+        c = unsafe { _mm_crc32_u64(c, u64::from_le_bytes(le)) };
     }
     // The instruction leaves the upper 32 bits zero.
     let mut c = c as u32;
     for &b in words.remainder() {
-        c = _mm_crc32_u8(c, b);
+        // SAFETY: as above.
+        c = unsafe { _mm_crc32_u8(c, b) };
     }
     !c
 }
@@ -423,7 +433,9 @@ unsafe fn copy_with_crc<const SHARED: bool>(
 /// # Safety
 ///
 /// As [`copy_record`] or [`write_record`] say; with `SHARED`, `src` is
-/// 8-aligned.
+/// 8-aligned; and the CPU supports SSE 4.2.
+// On `unsafe` around the intrinsics: see `crc32c_small`.
+#[allow(unused_unsafe)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
 #[inline]
@@ -440,7 +452,8 @@ unsafe fn copy_crc_small<const SHARED: bool>(src: *const u8, dst: *mut u8, len: 
             dst.add(i).cast::<u64>().write_unaligned(v);
             v
         };
-        c = _mm_crc32_u64(c, u64::from_le(v));
+        // SAFETY: the caller promises SSE 4.2.
+        c = unsafe { _mm_crc32_u64(c, u64::from_le(v)) };
         i += 8;
     }
     // The instruction leaves the upper 32 bits zero.
@@ -452,7 +465,8 @@ unsafe fn copy_crc_small<const SHARED: bool>(src: *const u8, dst: *mut u8, len: 
             dst.add(i).write(b);
             b
         };
-        c = _mm_crc32_u8(c, b);
+        // SAFETY: as above.
+        c = unsafe { _mm_crc32_u8(c, b) };
         i += 1;
     }
     !c

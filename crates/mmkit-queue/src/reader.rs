@@ -633,9 +633,7 @@ impl Reader {
     /// # Ok::<(), mmkit_queue::Error>(())
     /// ```
     pub fn next_into(&mut self, out: &mut [u8], timeout: Option<Duration>) -> Result<Option<Copied>> {
-        if let Some(f) = self.fast_poll()
-            && let Some(c) = self.take_into(&f, out)
-        {
+        if let Some(c) = self.fast_poll().and_then(|f| self.take_into(&f, out)) {
             return Ok(Some(c));
         }
         let Some(rec) = self.next_timeout(timeout)? else { return Ok(None) };

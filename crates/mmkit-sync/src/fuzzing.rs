@@ -31,9 +31,8 @@ pub fn shared_state(data: &[u8]) {
         events.publish(target);
     }
     let rw_len = data.len().min(RobustRwLock::SIZE);
-    if map.write_at(1024, &data[..rw_len]).is_ok()
-        && let Ok(rw) = RobustRwLock::at(&map, 1024)
-    {
+    let rw = map.write_at(1024, &data[..rw_len]).ok().and_then(|()| RobustRwLock::at(&map, 1024).ok());
+    if let Some(rw) = rw {
         let _ = rw.reader_count();
         drop(rw.try_read());
         if let Ok(Some(outcome)) = rw.try_write() {

@@ -173,11 +173,10 @@ impl<'db> WriteTxn<'db> {
         let pg = self.descend(root, key, table, true, path)?;
         let v = self.view();
         let found = v.page(pg, 0, table, false)?.search(key, &v.at(pg, table))?;
-        if let Ok(i) = found
-            && !needs_overflow(key.len(), value.len())
-            && self.page_mut(pg).overwrite_value(i, value)
-        {
-            return Ok(false);
+        if let Ok(i) = found {
+            if !needs_overflow(key.len(), value.len()) && self.page_mut(pg).overwrite_value(i, value) {
+                return Ok(false);
+            }
         }
         let idx = match found {
             Ok(i) => {
