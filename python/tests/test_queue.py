@@ -269,7 +269,12 @@ def test_sigkill_mid_append_loses_no_acknowledged_message(tmp_path, cli):
     t0 = time.monotonic()
     while reader.position < end:
         rec = reader.next(timeout=5)
-        assert rec is not None, f"reader stuck at {reader.position} of {end}"
+        if rec is None:
+            # The last claims before `end` may be a victim's, killed before
+            # it committed them: the reader pads them and reaches the end
+            # with no message to return.
+            assert reader.position >= end, f"reader stuck at {reader.position} of {end}"
+            break
         stored[rec.index] = rec.payload
     assert time.monotonic() - t0 < 10
     for tag, acks in [("A", survivor), *victims.items()]:
