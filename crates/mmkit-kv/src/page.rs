@@ -403,38 +403,6 @@ impl<'a> Page<'a> {
             Ok(BRANCH_ENTRY + klen + SLOT)
         }
     }
-
-    /// Checks that the entries tile the entry area exactly: each inside
-    /// the page, none overlapping another, no gaps. Reads need none of
-    /// this (each one is bounds-checked), but the writer edits pages in
-    /// place (`PageMut`), moving entries by the sizes and offsets the page
-    /// states: a corrupt page must be an error before that, not a panic
-    /// or an overwritten neighbour.
-    pub(crate) fn check_layout(&self) -> Result<(), Bad> {
-        let mut spans = [(0u16, 0u16); (PAGE - HEADER) / SLOT];
-        let spans = spans.get_mut(..self.count).ok_or("more entries than fit in a page")?;
-        for (i, span) in spans.iter_mut().enumerate() {
-            let size = self.entry_size(i)? - SLOT;
-            let off = self.offset(i)?;
-            if off + size > PAGE {
-                return Err("entry past the page end");
-            }
-            // Both fit in u16: `off + size <= PAGE`.
-            *span = (off as u16, size as u16);
-        }
-        spans.sort_unstable();
-        let mut expected = self.upper();
-        for &(off, size) in spans.iter() {
-            if off as usize != expected {
-                return Err("entries overlap or leave a gap in the entry area");
-            }
-            expected += size as usize;
-        }
-        if expected != PAGE {
-            return Err("entries do not reach the page end");
-        }
-        Ok(())
-    }
 }
 
 /// CRC32C of `b[..lo]` followed by `b[hi..]`.
@@ -536,17 +504,24 @@ impl PageMut<'_> {
 
     /// Makes room for an entry of `size` bytes (slot excluded) whose key
     /// has the slot prefix `prefix` at index `i`; returns its offset. The
-    /// caller checked that it fits.
-    fn open_slot(&mut self, i: usize, size: usize, prefix: [u8; 4]) -> usize {
+    /// caller checked that it fits, by the sizes the page states: a corrupt
+    /// page (entries overlapping, say, so that moving them to a new page
+    /// takes more room than they took) is an error here, not a panic.
+    fn open_slot(&mut self, i: usize, size: usize, prefix: [u8; 4]) -> Result<usize, Bad> {
         let count = u16_at(self.0, 2) as usize;
-        let upper = u16_at(self.0, 4) as usize - size;
+        let slots_end = HEADER + SLOT * (count + 1);
+        let upper = (u16_at(self.0, 4) as usize)
+            .min(PAGE)
+            .checked_sub(size)
+            .filter(|&u| u >= slots_end && i <= count)
+            .ok_or("the page's entries take more room than it has")?;
         let slots = HEADER + SLOT * i;
         self.0.copy_within(slots..HEADER + SLOT * count, slots + SLOT);
         put16(self.0, slots, upper as u16);
         self.0[slots + 2..slots + SLOT].copy_from_slice(&prefix);
         put16(self.0, 2, (count + 1) as u16);
         put16(self.0, 4, upper as u16);
-        upper
+        Ok(upper)
     }
 
     fn put_ref(&mut self, at: usize, page: u64, len: u64, crc: u32) {
@@ -558,14 +533,14 @@ impl PageMut<'_> {
     /// Inserts a leaf entry for `key` at index `i`. With `Val::Run` and a
     /// non-zero `skip`, the key is in the run (`skip` is its length) and
     /// only the reference is stored.
-    pub(crate) fn insert_leaf(&mut self, i: usize, key: &[u8], val: Val<'_>) {
+    pub(crate) fn insert_leaf(&mut self, i: usize, key: &[u8], val: Val<'_>) -> Result<(), Bad> {
         let (word, klen_here, vlen) = match val {
             Val::Inline(v) => (key.len() as u16, key.len(), v.len()),
             Val::Run { skip: 0, .. } => (key.len() as u16 | F_OVERFLOW, key.len(), OVERFLOW_REF),
             Val::Run { .. } => (key.len() as u16 | F_BIG_KEY, 0, OVERFLOW_REF),
         };
         let prefix = key_prefix(key).to_be_bytes();
-        let off = self.open_slot(i, LEAF_ENTRY + klen_here + vlen, prefix);
+        let off = self.open_slot(i, LEAF_ENTRY + klen_here + vlen, prefix)?;
         put16(self.0, off, word);
         put16(self.0, off + 2, vlen as u16);
         let k = off + LEAF_ENTRY;
@@ -575,6 +550,7 @@ impl PageMut<'_> {
             Val::Inline(data) => self.0[v..v + data.len()].copy_from_slice(data),
             Val::Run { page, len, crc, .. } => self.put_ref(v, page, len, crc),
         }
+        Ok(())
     }
 
     /// Replaces the inline value of leaf entry `i` in place when the new
@@ -601,9 +577,9 @@ impl PageMut<'_> {
         crc: u32,
         key: &[u8],
         run: Option<(u64, u32)>,
-    ) {
+    ) -> Result<(), Bad> {
         let here = if run.is_some() { OVERFLOW_REF } else { key.len() };
-        let off = self.open_slot(i, BRANCH_ENTRY + here, key_prefix(key).to_be_bytes());
+        let off = self.open_slot(i, BRANCH_ENTRY + here, key_prefix(key).to_be_bytes())?;
         put64(self.0, off, child);
         put32(self.0, off + 8, crc);
         put16(self.0, off + 12, key.len() as u16);
@@ -613,6 +589,7 @@ impl PageMut<'_> {
             Some((page, rcrc)) => self.put_ref(k, page, key.len() as u64, rcrc),
             None => self.0[k..k + key.len()].copy_from_slice(key),
         }
+        Ok(())
     }
 
     /// Points branch entry `i` at `child` with checksum `crc`.
@@ -676,7 +653,7 @@ impl PageMut<'_> {
         for i in from..view.count() {
             let size = view.entry_size(i)? - SLOT;
             let off = view.offset(i)?;
-            let at = to.open_slot(i - from, size, view.raw_prefix(i));
+            let at = to.open_slot(i - from, size, view.raw_prefix(i))?;
             to.0[at..at + size].copy_from_slice(&view.b[off..off + size]);
         }
         for i in (from..view.count()).rev() {
@@ -705,13 +682,27 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_that_does_not_fit_a_corrupt_page_is_an_error() {
+        // The header says the entry area starts right after the slots: no
+        // room, whatever the caller's own arithmetic concluded.
+        let mut b = fresh(KIND_LEAF);
+        put16(&mut b, 4, HEADER as u16);
+        assert!(PageMut(&mut b).insert_leaf(0, b"key", Val::Inline(b"value")).is_err());
+        // An upper past the page end, and a slot index past the entries.
+        let mut b = fresh(KIND_LEAF);
+        put16(&mut b, 4, u16::MAX);
+        PageMut(&mut b).insert_leaf(0, b"a", Val::Inline(b"1")).unwrap();
+        assert!(PageMut(&mut b).insert_leaf(5, b"b", Val::Inline(b"2")).is_err());
+    }
+
+    #[test]
     fn insert_remove_keeps_order_and_space() {
         let mut b = fresh(KIND_LEAF);
         let mut p = PageMut(&mut b);
         let free0 = p.view().free();
         for (i, k) in ["b", "d", "a", "c"].iter().enumerate() {
             let at = p.view().search(k.as_bytes(), &NoRuns).unwrap().unwrap_err();
-            p.insert_leaf(at, k.as_bytes(), Val::Inline(&[i as u8; 3]));
+            p.insert_leaf(at, k.as_bytes(), Val::Inline(&[i as u8; 3])).unwrap();
         }
         let keys: Vec<_> = (0..4).map(|i| p.view().key(i).unwrap()).collect();
         assert_eq!(keys, [b"a", b"b", b"c", b"d"].map(|k| Key::Inline(&k[..])));
@@ -737,7 +728,7 @@ mod tests {
     #[test]
     fn garbage_is_an_error_never_a_panic() {
         let mut b = fresh(KIND_LEAF);
-        PageMut(&mut b).insert_leaf(0, b"key", Val::Inline(b"value"));
+        PageMut(&mut b).insert_leaf(0, b"key", Val::Inline(b"value")).unwrap();
         for pos in 0..64 {
             for byte in [0u8, 0x7f, 0xff] {
                 let mut c = b.clone();

@@ -10,8 +10,8 @@ use super::WriteTxn;
 use crate::error::{Error, Result};
 use crate::meta::Root;
 use crate::page::{
-    KIND_BRANCH, KIND_LEAF, Key, MAX_KEY_LEN, OVERFLOW_HEADER, OVERFLOW_REF, PageMut, Val, branch_key_fits,
-    branch_size, leaf_key_fits, leaf_size, needs_overflow, overflow_pages, separator,
+    Bad, KIND_BRANCH, KIND_LEAF, Key, MAX_KEY_LEN, OVERFLOW_HEADER, OVERFLOW_REF, PageMut, Val,
+    branch_key_fits, branch_size, leaf_key_fits, leaf_size, needs_overflow, overflow_pages, separator,
 };
 use crate::tree::MAX_DEPTH;
 
@@ -42,8 +42,6 @@ impl<'db> WriteTxn<'db> {
             return Ok(p);
         }
         let src = self.page(p, table)?;
-        // Every edit of the copy trusts its layout (see `check_layout`).
-        src.check_layout().map_err(|r| self.bad(p, table, r))?;
         let (lo, hi, written_by) = (src.lower(), src.upper(), src.txnid());
         let n = self.alloc()?;
         let txnid = self.txnid;
@@ -224,8 +222,8 @@ impl<'db> WriteTxn<'db> {
             (p.count(), p.free(), p.is_leaf())
         };
         if free >= size {
-            Self::put_entry(&mut self.page_mut(pg), idx, entry);
-            return Ok(());
+            let placed = Self::put_entry(&mut self.page_mut(pg), idx, entry);
+            return placed.map_err(|why| self.bad(pg, table, why));
         }
         let appending = idx == count && self.rightmost(path, table)?;
         let s = if appending { count } else { self.split_point(pg, idx, size, table)? };
@@ -239,10 +237,10 @@ impl<'db> WriteTxn<'db> {
             unsafe { (PageMut(self.db.store.page_mut(pg, 1)), PageMut(self.db.store.page_mut(right, 1))) };
         if idx < s {
             left_p.move_tail(s - 1, &mut right_p).map_err(|r| self.bad(pg, table, r))?;
-            Self::put_entry(&mut left_p, idx, entry);
+            Self::put_entry(&mut left_p, idx, entry).map_err(|r| self.bad(pg, table, r))?;
         } else {
             left_p.move_tail(s, &mut right_p).map_err(|r| self.bad(pg, table, r))?;
-            Self::put_entry(&mut right_p, idx - s, entry);
+            Self::put_entry(&mut right_p, idx - s, entry).map_err(|r| self.bad(pg, table, r))?;
         }
         let sep = self.split_separator(pg, right, leaf, table)?;
         let up = self.branch_entry(right, &sep)?;
@@ -250,10 +248,12 @@ impl<'db> WriteTxn<'db> {
             Some((parent, pi)) => self.insert_entry(root, path, parent, pi + 1, up, table),
             None => {
                 let r = self.alloc()?;
-                let mut rp = self.page_mut(r);
-                rp.init(KIND_BRANCH, txnid);
-                rp.insert_branch(0, pg, 0, b"", None);
-                Self::put_entry(&mut rp, 1, up);
+                let placed = {
+                    let mut rp = self.page_mut(r);
+                    rp.init(KIND_BRANCH, txnid);
+                    rp.insert_branch(0, pg, 0, b"", None).and_then(|()| Self::put_entry(&mut rp, 1, up))
+                };
+                placed.map_err(|why| self.bad(r, table, why))?;
                 root.page = r;
                 Ok(())
             }
@@ -276,7 +276,7 @@ impl<'db> WriteTxn<'db> {
         Ok(separator(last, first).to_vec())
     }
 
-    fn put_entry(p: &mut PageMut<'_>, idx: usize, entry: Entry<'_>) {
+    fn put_entry(p: &mut PageMut<'_>, idx: usize, entry: Entry<'_>) -> std::result::Result<(), Bad> {
         match entry {
             Entry::Leaf(k, v) => p.insert_leaf(idx, k, v),
             Entry::Branch(child, k, run) => p.insert_branch(idx, child, 0, k, run),
