@@ -273,15 +273,36 @@ impl GrowableFile {
             Mode::CopyOnWrite => (ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE),
         };
         let at = self.range.base().wrapping_add(*mapped);
-        // SAFETY: `at..at+(want-mapped)` lies inside our own reservation
-        // (want <= reserved) and is still the PROT_NONE placeholder, which
-        // nobody can be accessing; MAP_FIXED replaces only that part.
-        unsafe {
-            mm::mmap(at.cast(), want - *mapped, prot, share | MapFlags::FIXED, &self.file, *mapped as u64)
-        }
-        .map_err(|e| Error::io("mmap extension", Some(&self.path), e))?;
+        let added = want - *mapped;
+        // SAFETY: `at..at+added` lies inside our own reservation
+        // (want <= reserved) and is still the PROT_NONE placeholder (or,
+        // if the range was poisoned meanwhile, anonymous zero pages past
+        // the accessible length), which nobody relies on; MAP_FIXED
+        // replaces only that part.
+        unsafe { mm::mmap(at.cast(), added, prot, share | MapFlags::FIXED, &self.file, *mapped as u64) }
+            .map_err(|e| Error::io("mmap extension", Some(&self.path), e))?;
         *mapped = want;
-        Ok(())
+        self.zero_if_poisoned(at, added)
+    }
+
+    /// Puts zero pages back over `len` bytes at `at`, just mapped from the
+    /// file, if the range was poisoned before or while they were mapped.
+    ///
+    /// Why: the SIGBUS handler replaces a poisoned range only once, and
+    /// treats every later fault in it as already handled. File pages
+    /// mapped after that replacement would fault for ever once the file
+    /// is cut again. The handler sets the flag before it remaps, so either
+    /// its remap covered our pages or we see the flag here.
+    fn zero_if_poisoned(&self, at: *mut u8, len: usize) -> Result<()> {
+        if !self.is_poisoned() {
+            return Ok(());
+        }
+        // SAFETY: `at..at+len` lies inside our own reservation and was
+        // poisoned, so only zero pages may be there; a thread faulting in
+        // it meanwhile retries until they are.
+        unsafe { crate::sigbus::replace_with_zeros(at as usize, len) }
+            .map_err(|e| Error::io("mmap zero pages over poisoned extension", Some(&self.path), e))?;
+        self.check_poison("grow")
     }
 
     /// Looks at the file's current length and maps whatever other

@@ -41,6 +41,13 @@
 //!   pointers and `unsafe` slices simply see zeros.
 //! - Any SIGBUS in the range poisons the whole range, even pages still
 //!   backed by the file.
+//! - The range is replaced once. A SIGBUS reported for an already poisoned
+//!   range (another thread that faulted at the same time, its signal
+//!   delivered late) changes nothing, so what the process wrote to the
+//!   replacement memory since stays there. Code that maps file pages into
+//!   a registered range later (as [`GrowableFile`](crate::GrowableFile)
+//!   grows) checks for poisoning afterwards and puts zero pages back, so a
+//!   poisoned range never holds file pages again.
 //! - Another library that installs its own SIGBUS handler after us without
 //!   chaining to ours disables the mechanism; one that installs before us is
 //!   chained to.
@@ -130,7 +137,7 @@ pub struct Guard {
 impl Guard {
     /// True once the handler caught a SIGBUS inside the registered range.
     pub fn is_poisoned(&self) -> bool {
-        TABLE[self.slot].poisoned.load(Ordering::Acquire)
+        TABLE[self.slot].poisoned.load(Ordering::SeqCst)
     }
 }
 
@@ -237,32 +244,58 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
 /// Finds the registered range holding `addr`, replaces it with zero pages
 /// and marks it poisoned. Returns false if no range holds `addr` or the
 /// replacement failed.
+///
+/// A range is replaced once only. Several threads can fault in it at
+/// about the same time; the handlers of the later ones may run after the
+/// first thread has already retried its access and written to the
+/// replacement memory, and replacing it again would wipe those writes (a
+/// lock's owner word, say). So the first handler claims the range by
+/// setting `poisoned` *before* it remaps, and every later one just
+/// returns: its retried access either succeeds or, while the first
+/// handler is still remapping, faults again and comes back here.
 fn poison_range_containing(addr: usize) -> bool {
     for slot in TABLE.iter() {
         let Some((start, len)) = slot.read() else { continue };
         if addr < start || addr - start >= len {
             continue;
         }
+        if slot.poisoned.swap(true, Ordering::SeqCst) {
+            return true;
+        }
         // SAFETY: `start..start+len` is a mapping this crate registered and
         // still owns (guards deregister before unmapping, and the faulting
         // access proves the owner is alive). Replacing it with fresh
         // anonymous memory at the same address is what makes the retried
         // access succeed. `mmap_anonymous` is a raw syscall, signal-safe.
-        let mapped = unsafe {
-            rustix::mm::mmap_anonymous(
-                start as *mut libc::c_void,
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED | rustix::mm::MapFlags::NORESERVE,
-            )
-        };
+        let mapped = unsafe { replace_with_zeros(start, len) };
         if mapped.is_err() {
+            // Let a later fault try again rather than spin on a range
+            // that was never replaced.
+            slot.poisoned.store(false, Ordering::SeqCst);
             return false;
         }
-        slot.poisoned.store(true, Ordering::Release);
         return true;
     }
     false
+}
+
+/// Maps private anonymous zero pages over `len` bytes at `start`.
+///
+/// # Safety
+///
+/// `start..start+len` must be memory this crate owns: `MAP_FIXED`
+/// replaces whatever is there. Async-signal-safe (one raw syscall).
+pub(crate) unsafe fn replace_with_zeros(start: usize, len: usize) -> rustix::io::Result<()> {
+    // SAFETY: the caller guarantees the range is ours to replace.
+    unsafe {
+        rustix::mm::mmap_anonymous(
+            start as *mut libc::c_void,
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED | rustix::mm::MapFlags::NORESERVE,
+        )
+    }
+    .map(|_| ())
 }
 
 /// Hands the signal to the disposition that was in force before ours.
