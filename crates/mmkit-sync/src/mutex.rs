@@ -165,11 +165,24 @@ impl MutexGuard<'_> {
 impl Drop for MutexGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        // A SeqCst swap orders the release before the waiter-count read,
-        // pairing with a waiter's registration (see `Notifier`).
-        self.mutex.owner.swap(0, Ordering::SeqCst);
-        self.mutex.notifier.notify_one_after_seqcst_rmw();
+        if release_word(&self.mutex.owner, ProcessToken::current().to_raw()) {
+            self.mutex.notifier.notify_one_after_seqcst_rmw();
+        }
     }
+}
+
+/// Frees `word` if it still holds `me`; true if it did.
+///
+/// Why a compare-and-swap and not a plain store: a guard can be dropped
+/// by someone who does not own the word. A forked child inherits copies of
+/// its parent's guards, but has its own token, so its drops must leave
+/// the parent's lock alone; and a holder that was wrongly taken for dead
+/// must not free the lock of the one who took it over. A SeqCst success
+/// ordering puts the release before the waiter-count read, pairing with a
+/// waiter's registration (see `Notifier`).
+#[inline]
+pub(crate) fn release_word(word: &AtomicU64, me: u64) -> bool {
+    word.compare_exchange(me, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok()
 }
 
 impl RobustMutex {

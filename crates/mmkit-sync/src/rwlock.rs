@@ -16,7 +16,7 @@ use std::time::Duration;
 use mmkit_region::Access;
 
 use crate::error::{Error, Result};
-use crate::mutex::{INCONSISTENT, Outcome, SPINS, park_slice, take_over_dead};
+use crate::mutex::{INCONSISTENT, Outcome, SPINS, park_slice, release_word, take_over_dead};
 use crate::notifier::{Deadline, Notifier};
 use crate::place::{Placeable, place};
 use crate::token::{Liveness, ProcessToken};
@@ -99,8 +99,8 @@ impl WriteGuard<'_> {
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
-        self.lock.writer.swap(0, Ordering::SeqCst);
-        self.lock.notifier.notify_all_after_seqcst_rmw();
+        // Releases nothing in a forked child: see `release_word`.
+        self.lock.unclaim_writer(ProcessToken::current().to_raw());
     }
 }
 
@@ -122,7 +122,8 @@ impl Drop for ReadGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         READS_HELD.set(READS_HELD.get().saturating_sub(1));
-        self.lock.release_slot(self.slot);
+        // Releases nothing in a forked child: see `release_word`.
+        self.lock.release_slot(self.slot, ProcessToken::current().to_raw());
     }
 }
 
@@ -185,7 +186,7 @@ impl RobustRwLock {
             if self.writer.load(Ordering::SeqCst) == 0 && !self.is_inconsistent() {
                 return Ok(self.read_guard(slot));
             }
-            self.release_slot(slot);
+            self.release_slot(slot, me);
         }
         let op = "RobustRwLock::read";
         self.read_until(op, Deadline::after(None))?.ok_or(Error::Timeout { op, timeout: Duration::MAX })
@@ -237,12 +238,12 @@ impl RobustRwLock {
                 // either it sees our slot, or we see its claim.
                 if self.writer.load(Ordering::SeqCst) == 0 {
                     if self.is_inconsistent() {
-                        self.release_slot(slot);
+                        self.release_slot(slot, me);
                         return Err(Error::Inconsistent { op });
                     }
                     return Ok(Some(self.read_guard(slot)));
                 }
-                self.release_slot(slot);
+                self.release_slot(slot, me);
             }
             let mut ready = || self.writer.load(Ordering::SeqCst) == 0 && self.has_free_slot();
             if !self.wait(&mut ready, deadline, &mut slices) {
@@ -271,7 +272,7 @@ impl RobustRwLock {
             }
         }
         if holds_read() {
-            self.unclaim_writer();
+            self.unclaim_writer(me);
             return Err(Error::WouldDeadlock { op });
         }
         let mut slices = 0;
@@ -280,7 +281,7 @@ impl RobustRwLock {
             if !self.wait(&mut drained, deadline, &mut slices) {
                 self.reap_dead_readers();
                 if deadline.expired() && !drained() {
-                    self.unclaim_writer();
+                    self.unclaim_writer(me);
                     return Ok(None);
                 }
             }
@@ -312,9 +313,11 @@ impl RobustRwLock {
         }
     }
 
-    fn unclaim_writer(&self) {
-        self.writer.swap(0, Ordering::SeqCst);
-        self.notifier.notify_all_after_seqcst_rmw();
+    /// Frees the writer word if it holds `me`.
+    fn unclaim_writer(&self, me: u64) {
+        if release_word(&self.writer, me) {
+            self.notifier.notify_all_after_seqcst_rmw();
+        }
     }
 
     /// Spins briefly, then parks for one slice; true if `ready()` held.
@@ -348,10 +351,12 @@ impl RobustRwLock {
         })
     }
 
+    /// Frees reader slot `slot` if it holds `me`.
     #[inline]
-    fn release_slot(&self, slot: usize) {
-        self.readers[slot].swap(0, Ordering::SeqCst);
-        self.notifier.notify_all_after_seqcst_rmw();
+    fn release_slot(&self, slot: usize, me: u64) {
+        if release_word(&self.readers[slot], me) {
+            self.notifier.notify_all_after_seqcst_rmw();
+        }
     }
 
     fn has_free_slot(&self) -> bool {
@@ -366,7 +371,7 @@ impl RobustRwLock {
     fn clear_dead_writer(&self, me: u64) {
         let holder = self.writer.load(Ordering::Acquire);
         if take_over_dead(&self.writer, &self.flags, holder, me) {
-            self.unclaim_writer();
+            self.unclaim_writer(me);
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mmkit_region::{Access, MapOptions, Mapping, Mode};
-use mmkit_sync::{EventCount, Liveness, LockOutcome, ProcessToken, RobustMutex, WaitPolicy};
+use mmkit_sync::{EventCount, Liveness, LockOutcome, ProcessToken, RobustMutex, RobustRwLock, WaitPolicy};
 
 const ROLE_VAR: &str = "MMKIT_SYNC_CHILD";
 const FILE_VAR: &str = "MMKIT_SYNC_FILE";
@@ -429,4 +429,45 @@ fn forked_child_gets_its_own_token() {
     assert_eq!(alive.load(Ordering::SeqCst), 1, "the child saw itself alive");
     assert_eq!(ProcessToken::current(), parent);
     assert_eq!(child.liveness(), Liveness::Dead);
+}
+
+/// Waits for the forked child `pid` and checks that it exited with 0.
+fn wait_forked(pid: libc::pid_t) {
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let (_, status) =
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()).unwrap().unwrap();
+    assert_eq!(status.exit_status(), Some(0), "the forked child failed: {status:?}");
+}
+
+/// A forked child inherits copies of its parent's guards; dropping them
+/// releases nothing, because the lock words hold the parent's token.
+#[test]
+fn guards_dropped_by_a_forked_child_leave_the_parents_locks_held() {
+    let shared = Mapping::anonymous(4096, mmkit_region::Share::Shared).unwrap();
+    let me = ProcessToken::current();
+    let mutex = RobustMutex::at(&shared, 0).unwrap();
+    let guard = mutex.lock().unwrap().into_guard();
+    let writer_lock = RobustRwLock::at(&shared, 1024).unwrap();
+    let write = writer_lock.write().unwrap().into_guard();
+    let reader_lock = RobustRwLock::at(&shared, 2048).unwrap();
+    let read = reader_lock.read().unwrap();
+    // SAFETY: the child only drops guards (a /proc read and atomics) and
+    // leaves with `_exit`, never returning into the harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        drop(guard);
+        drop(write);
+        drop(read);
+        // SAFETY: ends the forked child without running the parent's atexit state.
+        unsafe { libc::_exit(0) };
+    }
+    wait_forked(pid);
+    assert_eq!(mutex.owner(), Some(me), "the child's drop released the parent's mutex");
+    assert_eq!(writer_lock.writer(), Some(me), "the child's drop released the parent's write lock");
+    assert_eq!(reader_lock.reader_count(), 1, "the child's drop released the parent's read slot");
+    drop((guard, write, read));
+    assert_eq!(mutex.owner(), None);
+    assert_eq!(writer_lock.writer(), None);
+    assert_eq!(reader_lock.reader_count(), 0);
 }
