@@ -61,5 +61,5 @@ pub use error::{Error, Result};
 pub use half::f16;
 pub use header::{Header, Version};
 pub use mmkit_region::Mode;
-pub use scan::ColumnStats;
+pub use scan::{ColumnStats, MAX_SCAN_COLUMNS};
 pub use view::{Iter, View};

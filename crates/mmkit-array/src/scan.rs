@@ -40,6 +40,10 @@ impl ColumnStats {
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Lanes per accumulator block, so the inner loop is long enough to vectorise.
 const MIN_LANES: usize = 64;
+/// Most columns the per-column scans accept. The column count comes from
+/// the header, which may be hostile: a 128-byte file can claim 2^40
+/// columns of no rows, and the accumulators and the result are sized by it.
+pub const MAX_SCAN_COLUMNS: usize = 1 << 20;
 
 /// Per-lane accumulators; lane `j` belongs to column `j % cols`.
 struct Lanes {
@@ -51,15 +55,15 @@ struct Lanes {
 }
 
 impl Lanes {
-    fn new(cols: usize) -> Lanes {
+    fn new(cols: usize, op: &'static str, src: &str) -> Result<Lanes> {
         let width = lane_width(cols, REG_LANES);
-        Lanes {
+        Ok(Lanes {
             cols,
-            sum: vec![0.0; width],
-            min: vec![f64::INFINITY; width],
-            max: vec![f64::NEG_INFINITY; width],
-            count: vec![0; width],
-        }
+            sum: filled(width, 0.0, op, src)?,
+            min: filled(width, f64::INFINITY, op, src)?,
+            max: filled(width, f64::NEG_INFINITY, op, src)?,
+            count: filled(width, 0, op, src)?,
+        })
     }
 
     fn width(&self) -> usize {
@@ -129,9 +133,8 @@ impl Lanes {
         }
     }
 
-    fn finish(&self) -> Vec<ColumnStats> {
-        let mut out =
-            vec![ColumnStats { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }; self.cols];
+    fn finish(&self, op: &'static str, src: &str) -> Result<Vec<ColumnStats>> {
+        let mut out = filled(self.cols, EMPTY_STATS, op, src)?;
         for j in 0..self.width() {
             let c = &mut out[j % self.cols];
             c.count += self.count[j];
@@ -145,8 +148,29 @@ impl Lanes {
                 c.max = f64::NAN;
             }
         }
-        out
+        Ok(out)
     }
+}
+
+/// Accumulator start values of one column.
+const EMPTY_STATS: ColumnStats =
+    ColumnStats { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+
+/// `vec![value; n]` that reports a failed allocation as an error instead
+/// of aborting the process.
+fn filled<V: Clone>(n: usize, value: V, op: &'static str, src: &str) -> Result<Vec<V>> {
+    let mut v = with_room(n, op, src)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// `Vec::with_capacity(n)` that reports a failed allocation as an error.
+fn with_room<V>(n: usize, op: &'static str, src: &str) -> Result<Vec<V>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::unsupported(op, src, format!("cannot allocate {n} x {} bytes of buffers", size_of::<V>()))
+    })?;
+    Ok(v)
 }
 
 /// Lanes kept in registers when the column count divides them.
@@ -227,7 +251,9 @@ impl<T: Element> MmapArray<T> {
         mut f: impl FnMut(&[T]),
     ) -> Result<()> {
         let per_chunk = (CHUNK_BYTES / size_of::<T>()).max(unit) / unit * unit;
-        let mut buf = vec![T::zeroed(); per_chunk.min(count)];
+        // `count` elements are in the file (open checked its size), and
+        // `unit` is at most a lane width for `MAX_SCAN_COLUMNS`.
+        let mut buf = filled(per_chunk.min(count), T::zeroed(), "scan", &self.src)?;
         let mut done = 0;
         while done < count {
             let n = per_chunk.min(count - done);
@@ -239,23 +265,29 @@ impl<T: Element> MmapArray<T> {
         Ok(())
     }
 
-    /// `(rows, cols)` of a 1-D or 2-D array, for the column scans.
+    /// `(rows, cols)` of a 1-D or 2-D array, for the column scans; more
+    /// than [`MAX_SCAN_COLUMNS`] columns is an error.
     fn matrix_dims(&self, op: &'static str) -> Result<(usize, usize)> {
-        match *self.shape() {
-            [n] => Ok((n, 1)),
-            [r, c] => Ok((r, c)),
-            _ => Err(Error::Shape {
-                src: self.src.clone(),
-                shape: self.shape().to_vec(),
-                reason: format!("{op} needs a 1-D or 2-D array"),
-            }),
+        let (rows, cols) = match *self.shape() {
+            [n] => (n, 1),
+            [r, c] => (r, c),
+            _ => return Err(self.shape_error(format!("{op} needs a 1-D or 2-D array"))),
+        };
+        if cols > MAX_SCAN_COLUMNS {
+            return Err(self.shape_error(format!("{op} supports at most {MAX_SCAN_COLUMNS} columns")));
         }
+        Ok((rows, cols))
+    }
+
+    fn shape_error(&self, reason: String) -> Error {
+        Error::Shape { src: self.src.clone(), shape: self.shape().to_vec(), reason }
     }
 }
 
 impl<T: ToF64> MmapArray<T> {
     /// Count, sum, min and max of each column of a 2-D array, or of the
-    /// whole of a 1-D array, in one sequential pass.
+    /// whole of a 1-D array, in one sequential pass. More than
+    /// [`MAX_SCAN_COLUMNS`] columns is an [`Error::Shape`].
     pub fn column_stats(&self) -> Result<Vec<ColumnStats>> {
         self.column_stats_with(&mut |_| {})
     }
@@ -263,33 +295,45 @@ impl<T: ToF64> MmapArray<T> {
     /// [`MmapArray::column_stats`], calling `progress` with the bytes
     /// scanned after each chunk.
     pub fn column_stats_with(&self, progress: &mut dyn FnMut(u64)) -> Result<Vec<ColumnStats>> {
-        let (rows, cols) = self.matrix_dims("column statistics")?;
+        const OP: &str = "column statistics";
+        let (rows, cols) = self.matrix_dims(OP)?;
         if cols == 0 {
             return Ok(Vec::new());
         }
         if self.order() == Order::Fortran && cols > 1 {
-            let mut out = Vec::with_capacity(cols);
+            let mut out = with_room(cols, OP, &self.src)?;
             for c in 0..cols {
-                let mut lanes = Lanes::new(1);
+                let mut lanes = Lanes::new(1, OP, &self.src)?;
                 self.stream(c * rows, rows, 1, progress, |d| lanes.feed(d))?;
-                out.extend(lanes.finish());
+                out.extend(lanes.finish(OP, &self.src)?);
             }
             return Ok(out);
         }
-        let mut lanes = Lanes::new(cols);
+        if rows == 0 {
+            // No data: skip the accumulators, which would be sized by the
+            // header alone.
+            let none = ColumnStats { min: f64::NAN, max: f64::NAN, ..EMPTY_STATS };
+            return filled(cols, none, OP, &self.src);
+        }
+        let mut lanes = Lanes::new(cols, OP, &self.src)?;
         let unit = lanes.width();
         self.stream(0, rows * cols, unit, progress, |d| lanes.feed(d))?;
-        Ok(lanes.finish())
+        lanes.finish(OP, &self.src)
     }
 
     /// The sum of each column (2-D) or of the whole array (1-D), in `f64`.
+    /// More than [`MAX_SCAN_COLUMNS`] columns is an [`Error::Shape`].
     pub fn column_sums(&self) -> Result<Vec<f64>> {
-        let (rows, cols) = self.matrix_dims("column sums")?;
+        const OP: &str = "column sums";
+        let (rows, cols) = self.matrix_dims(OP)?;
         if cols == 0 {
             return Ok(Vec::new());
         }
+        if rows == 0 {
+            return filled(cols, 0.0, OP, &self.src);
+        }
         if self.order() == Order::Fortran && cols > 1 {
-            let mut out = Vec::with_capacity(cols);
+            let mut out = with_room(cols, OP, &self.src)?;
             for c in 0..cols {
                 let mut lanes = vec![0.0; REG_SUM_LANES];
                 self.stream(c * rows, rows, REG_SUM_LANES, &mut |_| {}, |d| sum_into(&mut lanes, d))?;
@@ -298,9 +342,9 @@ impl<T: ToF64> MmapArray<T> {
             return Ok(out);
         }
         let width = lane_width(cols, REG_SUM_LANES);
-        let mut lanes = vec![0.0; width];
+        let mut lanes = filled(width, 0.0, OP, &self.src)?;
         self.stream(0, rows * cols, width, &mut |_| {}, |d| sum_into(&mut lanes, d))?;
-        let mut out = vec![0.0; cols];
+        let mut out = filled(cols, 0.0, OP, &self.src)?;
         for (j, s) in lanes.iter().enumerate() {
             out[j % cols] += s;
         }

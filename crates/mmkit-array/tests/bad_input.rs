@@ -258,3 +258,44 @@ fn too_many_axes() {
     assert!(matches!(err, Error::Shape { .. }), "{err}");
     MmapArray::<f32>::create(dir.path().join("b.npy"), &shape[..64]).unwrap();
 }
+
+/// An `.npy` v1.0 image with `text` as its header dict, padded so the
+/// data starts at a multiple of 64, followed by `data`.
+fn padded_npy(text: &str, data: &[u8]) -> Vec<u8> {
+    let mut t = text.as_bytes().to_vec();
+    let total = MAGIC.len() + 4 + t.len() + 1;
+    t.extend(std::iter::repeat_n(b' ', (64 - total % 64) % 64));
+    t.push(b'\n');
+    let mut out = npy("");
+    out.truncate(MAGIC.len() + 2);
+    out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    out.extend_from_slice(&t);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The column scans must not size anything by the header's column count
+/// alone: a 128-byte file claiming `(0, 2**40)` used to abort the process
+/// allocating terabytes. Too many columns is a shape error naming the
+/// file; a modest count of empty columns gives empty statistics.
+#[test]
+fn column_scans_of_a_tiny_file_with_a_huge_column_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cols.npy");
+    let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (0, 1099511627776), }";
+    std::fs::write(&p, padded_npy(header, &[])).unwrap();
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 128);
+    let a = MmapArray::<u8>::open(&p, Mode::ReadOnly).unwrap();
+    for err in [a.column_stats().unwrap_err(), a.column_sums().unwrap_err()] {
+        assert!(matches!(err, Error::Shape { .. }), "{err}");
+        assert!(err.to_string().contains("cols.npy") && err.to_string().contains("columns"), "{err}");
+    }
+
+    let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (0, 1000), }";
+    std::fs::write(&p, padded_npy(header, &[])).unwrap();
+    let a = MmapArray::<u8>::open(&p, Mode::ReadOnly).unwrap();
+    let stats = a.column_stats().unwrap();
+    assert_eq!(stats.len(), 1000);
+    assert!(stats.iter().all(|c| c.count == 0 && c.min.is_nan() && c.max.is_nan()));
+    assert_eq!(a.column_sums().unwrap(), vec![0.0; 1000]);
+}

@@ -2,7 +2,8 @@
 //! against numpy.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn mmkit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mmkit")).args(args).output().expect("run mmkit")
@@ -31,6 +32,42 @@ fn one_line_error(o: &Output) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Runs `mmkit args` with stdin closed, killing it after `limit`;
+/// `None` when it had to be killed.
+fn run_limited(args: &[&str], limit: Duration) -> Option<Output> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mmkit"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mmkit");
+    let start = Instant::now();
+    while child.try_wait().expect("wait for mmkit").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().expect("mmkit output"))
+}
+
+/// An `.npy` v1.0 image with `text` as its header dict, padded so the
+/// data starts at a multiple of 64, followed by `data`.
+fn npy(text: &str, data: &[u8]) -> Vec<u8> {
+    let mut t = text.as_bytes().to_vec();
+    let total = 10 + t.len() + 1;
+    t.extend(std::iter::repeat_n(b' ', (64 - total % 64) % 64));
+    t.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+    out.extend_from_slice(&t);
+    out.extend_from_slice(data);
+    out
 }
 
 #[test]
@@ -303,4 +340,21 @@ for n in names:
         "--force",
     ]));
     assert!(err.contains("uint8"), "{err}");
+}
+
+/// `array stats` on a 128-byte file whose header claims a huge number of
+/// columns and no rows is a quick one-line error, not an abort
+/// (2^40 columns) or seconds of allocating (10^8 columns).
+#[test]
+fn stats_of_a_tiny_file_with_a_huge_column_count_is_a_quick_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cols.npy");
+    for cols in ["1099511627776", "100000000"] {
+        let header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': (0, {cols}), }}");
+        std::fs::write(&path, npy(&header, &[])).unwrap();
+        let out = run_limited(&["array", "stats", "--json", s(&path)], Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("array stats ran for 10 s on a 128-byte file ({cols} columns)"));
+        let err = one_line_error(&out);
+        assert!(err.contains("cols.npy") && err.contains("columns"), "{err}");
+    }
 }
