@@ -199,7 +199,16 @@ impl Notifier {
     /// re-checks its condition every millisecond instead ([`LIGHT_FALLBACK_SLICE`]).
     pub fn park_light(&self, mut ready: impl FnMut() -> bool, timeout: Option<Duration>) -> bool {
         let deadline = Deadline::after(timeout);
-        self.park_until(&mut ready, deadline, None, true)
+        // Without membarrier `park_until` gives up after each fallback
+        // slice; only `ready()` or the caller's deadline end this wait.
+        loop {
+            if self.park_until(&mut ready, deadline, None, true) {
+                return true;
+            }
+            if deadline.expired() {
+                return false;
+            }
+        }
     }
 
     /// Parks until `ready()`, the deadline, or (at most) `slice` elapses

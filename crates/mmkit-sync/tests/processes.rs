@@ -146,6 +146,7 @@ fn child_entry() {
         "waiter" => waiter(&map, arg),
         "contend" => contend(&map),
         "exit" => {}
+        "park_light_without_membarrier" => park_light_without_membarrier(),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -470,4 +471,50 @@ fn guards_dropped_by_a_forked_child_leave_the_parents_locks_held() {
     assert_eq!(mutex.owner(), None);
     assert_eq!(writer_lock.writer(), None);
     assert_eq!(reader_lock.reader_count(), 0);
+}
+
+/// Installs a seccomp filter that makes `membarrier` fail with ENOSYS, as
+/// on a kernel without it or under a container profile that forbids it.
+fn deny_membarrier() {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    let filter = [
+        libc::sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter { code: BPF_JEQ_K, jt: 0, jf: 1, k: libc::SYS_membarrier as u32 },
+        libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32 },
+        libc::sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW },
+    ];
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: valid prctl calls with a well-formed filter that outlives them.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _), 0);
+    }
+}
+
+/// Child: with membarrier denied, `park_light` still waits for its
+/// condition or its whole timeout, not just one fallback slice.
+fn park_light_without_membarrier() {
+    deny_membarrier();
+    assert!(!mmkit_sync::barrier::heavy(), "membarrier still works");
+    let notifier = mmkit_sync::Notifier::new();
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    assert!(!notifier.park_light(|| false, Some(timeout)));
+    assert!(started.elapsed() >= timeout, "gave up after {:?}", started.elapsed());
+    // Nobody notifies: the fallback's re-checks alone must see the
+    // condition come true.
+    let started = Instant::now();
+    let later = || started.elapsed() >= Duration::from_millis(50);
+    assert!(notifier.park_light(later, Some(Duration::from_secs(60))));
+}
+
+/// Where `membarrier` fails, `park_light` re-checks its condition every
+/// millisecond until it holds or the caller's timeout elapses, and returns
+/// whether it held, as documented.
+#[test]
+fn park_light_without_membarrier_waits_for_its_condition_or_timeout() {
+    let (_dir, path, _map) = shared_file();
+    wait_success(spawn("park_light_without_membarrier", &path, 0));
 }
