@@ -2,15 +2,16 @@
 //!
 //! A [`ProcessToken`] packs a thread (or process) id with the moment that
 //! thread started, in clock ticks since boot, as `/proc/<tid>/stat` field 22
-//! reports it. A pid that the kernel hands out again belongs to a task with
-//! a later start time, so an old token never passes for the new task.
+//! reports it in the initial time namespace. A pid that the kernel hands
+//! out again belongs to a task with a later start time, so an old token
+//! never passes for the new task.
 
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::thread::LocalKey;
 
 use crate::error::{Error, Result};
@@ -248,7 +249,68 @@ pub(crate) struct Stat {
     pub(crate) start_ticks: u64,
 }
 
+/// Reads a `/proc/<pid>/stat` file, with the start time moved out of the
+/// reader's time namespace (see [`root_ticks`]).
 fn read_stat(path: &Path) -> io::Result<Stat> {
+    let mut stat = read_raw_stat(path)?;
+    stat.start_ticks = root_ticks(stat.start_ticks);
+    Ok(stat)
+}
+
+/// Converts a start time read from `/proc` into the initial time
+/// namespace's clock.
+///
+/// Why: the kernel adds the *reader's* boottime offset to field 22, so a
+/// holder in a time namespace (`unshare --time --boottime N`) records a
+/// start time that a peer elsewhere reads differently, and the live holder
+/// would look like a reused pid. Subtracting the reader's own offset gives
+/// every process the same value. Offsets that are not whole clock ticks
+/// can still differ by one tick.
+fn root_ticks(ticks: u64) -> u64 {
+    let offset = boottime_offset_ticks();
+    if offset == 0 {
+        return ticks;
+    }
+    let root = i128::from(ticks) - i128::from(offset);
+    u64::try_from(root.max(0)).unwrap_or(u64::MAX)
+}
+
+/// (fork generation + 1, 0 = not yet read) for which [`BOOTTIME_OFFSET`]
+/// holds: a child forked after `unshare(CLONE_NEWTIME)` lives in the new
+/// namespace, so the value is read again after every fork.
+static BOOTTIME_OFFSET_GEN: AtomicU64 = AtomicU64::new(0);
+/// This process's boottime offset, in clock ticks.
+static BOOTTIME_OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// This process's time-namespace boottime offset in clock ticks (0 in the
+/// initial namespace, or where the kernel has no time namespaces).
+fn boottime_offset_ticks() -> i64 {
+    let generation = FORK_GENERATION.load(Ordering::Acquire).wrapping_add(1);
+    if BOOTTIME_OFFSET_GEN.load(Ordering::Acquire) == generation {
+        return BOOTTIME_OFFSET.load(Ordering::Acquire);
+    }
+    // Count forks from now on, so a child's stale value is noticed.
+    register_fork_handler();
+    let offset =
+        std::fs::read("/proc/self/timens_offsets").ok().and_then(|t| parse_boottime_offset(&t)).unwrap_or(0);
+    BOOTTIME_OFFSET.store(offset, Ordering::Release);
+    BOOTTIME_OFFSET_GEN.store(generation, Ordering::Release);
+    offset
+}
+
+/// The boottime line of `/proc/<pid>/timens_offsets` (`boottime <secs>
+/// <nanos>`; `7`, `CLOCK_BOOTTIME`, on some kernels) in clock ticks.
+pub(crate) fn parse_boottime_offset(text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?;
+    let line = text.lines().find(|l| matches!(l.split_whitespace().next(), Some("boottime" | "7")))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let secs: i128 = fields.next()?.parse().ok()?;
+    let nanos: i128 = fields.next()?.parse().ok()?;
+    let hz = i128::from(rustix::param::clock_ticks_per_second());
+    i64::try_from(secs * hz + nanos * hz / 1_000_000_000).ok()
+}
+
+fn read_raw_stat(path: &Path) -> io::Result<Stat> {
     let mut buf = [0u8; 1024];
     let mut file = File::open(path)?;
     let mut len = 0;
@@ -302,6 +364,16 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let _ = parse_stat(&bytes);
         }
+    }
+
+    #[test]
+    fn parses_boottime_offsets() {
+        let hz = rustix::param::clock_ticks_per_second() as i64;
+        let text = b"monotonic 5 0\nboottime 100000 0\n";
+        assert_eq!(parse_boottime_offset(text), Some(100_000 * hz));
+        assert_eq!(parse_boottime_offset(b"7 -3 500000000\n"), Some(-3 * hz + hz / 2));
+        assert_eq!(parse_boottime_offset(b"monotonic 0 0\n"), None);
+        assert_eq!(parse_boottime_offset(b"boottime x 0\n"), None);
     }
 
     #[test]

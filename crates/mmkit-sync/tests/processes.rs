@@ -518,3 +518,48 @@ fn park_light_without_membarrier_waits_for_its_condition_or_timeout() {
     let (_dir, path, _map) = shared_file();
     wait_success(spawn("park_light_without_membarrier", &path, 0));
 }
+
+/// Environment variable that turns every skip into a failure, for a CI
+/// machine that is known to be able to run everything.
+const NO_SKIP_VAR: &str = "MMKIT_TEST_NO_SKIP";
+
+/// Records that a test cannot run here: prints why, or fails under
+/// [`NO_SKIP_VAR`], so a skip never passes unnoticed where it must run.
+fn skip(why: &str) {
+    assert!(std::env::var_os(NO_SKIP_VAR).is_none(), "test skipped under {NO_SKIP_VAR}: {why}");
+    eprintln!("note: test skipped: {why}");
+}
+
+/// The `unshare` arguments that run a command in a new time namespace
+/// whose boot clock is far ahead of ours.
+const TIME_NAMESPACE: [&str; 3] = ["--time", "--boottime", "100000"];
+
+/// A live holder in another time namespace (whose `/proc` start times are
+/// shifted by its boottime offset) is seen alive from the initial
+/// namespace, and its lock is not taken over.
+#[test]
+fn a_holder_in_another_time_namespace_keeps_its_lock() {
+    let probe = Command::new("unshare").args(TIME_NAMESPACE).arg("true").stderr(Stdio::null()).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip("cannot create a time namespace (`unshare --time`)");
+    }
+    let (_dir, path, map) = shared_file();
+    let child = Command::new("unshare")
+        .args(TIME_NAMESPACE)
+        .arg(std::env::current_exe().unwrap())
+        .args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_VAR, "hold")
+        .env(FILE_VAR, &path)
+        .env(ARG_VAR, "0")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut kid = Kid(child);
+    EventCount::at(&map, STARTED).unwrap().wait_for(1, &WaitPolicy::BALANCED, LONG).unwrap();
+    let mutex = RobustMutex::at(&map, MUTEX).unwrap();
+    let owner = mutex.owner().expect("the child holds the lock");
+    assert!(kid.try_wait().unwrap().is_none(), "the holder exited");
+    assert_eq!(ProcessToken::of_pid(owner.pid()).unwrap(), owner, "start times differ across namespaces");
+    assert_eq!(owner.liveness(), Liveness::Alive);
+    assert!(mutex.lock_timeout(Duration::from_millis(300)).unwrap().is_none(), "a live holder was robbed");
+}
