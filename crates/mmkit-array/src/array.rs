@@ -3,12 +3,12 @@
 use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use mmkit_region::shm::Shm;
 use mmkit_region::{Access, GrowableFile, MapOptions, Mapping, Mode};
-use rustix::fs::FlockOperation;
+use rustix::fs::{FlockOperation, OFlags};
 
 use crate::dtype::{Descr, DescrError, Element};
 use crate::error::{Error, Result};
@@ -101,13 +101,8 @@ impl OpenOptions {
     pub fn open<T: Element>(&self, path: impl AsRef<Path>) -> Result<MmapArray<T>> {
         let path = path.as_ref();
         let src = path.display().to_string();
-        let file = FsOpenOptions::new()
-            .read(true)
-            .write(self.mode == Mode::ReadWrite)
-            .open(path)
-            .map_err(|e| Error::io("open", &src, e))?;
+        let (file, size) = open_regular(path, &src, self.mode == Mode::ReadWrite)?;
         let locked = lock(&file, &src, self.exclusive, self.mode == Mode::ReadWrite)?;
-        let size = file.metadata().map_err(|e| Error::io("stat", &src, e))?.len();
         if size == 0 {
             return Err(Error::NotNpy { src, reason: "the file is empty".into() });
         }
@@ -801,6 +796,27 @@ pub(crate) fn encode_header<T: Element>(shape: &[usize], opts: &CreateOptions, s
     spec.encode().map_err(|reason| Error::Shape { src: src.to_string(), shape: shape.to_vec(), reason })
 }
 
+/// Opens an existing `path` and returns it with its size; anything but a
+/// regular file (a FIFO, a directory, a device) is an error.
+fn open_regular(path: &Path, src: &str, write: bool) -> Result<(File, u64)> {
+    // O_NONBLOCK: a plain open(2) of a FIFO waits for a writer, maybe
+    // forever; with it the open returns and the check below refuses it.
+    let file = FsOpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| Error::io("open", src, e))?;
+    let meta = file.metadata().map_err(|e| Error::io("stat", src, e))?;
+    if !meta.is_file() {
+        return Err(Error::unsupported("open", src, "not a regular file"));
+    }
+    // The descriptor outlives the open (reads, locks): back to blocking.
+    let flags = rustix::fs::fcntl_getfl(&file).map_err(|e| Error::io("open", src, e))?;
+    rustix::fs::fcntl_setfl(&file, flags - OFlags::NONBLOCK).map_err(|e| Error::io("open", src, e))?;
+    Ok((file, meta.len()))
+}
+
 /// Reads an `.npy` file's header without mapping it or choosing a type.
 ///
 /// Errors on a missing, empty or non-`.npy` file or a malformed header;
@@ -808,8 +824,7 @@ pub(crate) fn encode_header<T: Element>(shape: &[usize], opts: &CreateOptions, s
 pub fn read_header(path: impl AsRef<Path>) -> Result<Header> {
     let path = path.as_ref();
     let src = path.display().to_string();
-    let file = File::open(path).map_err(|e| Error::io("open", &src, e))?;
-    let size = file.metadata().map_err(|e| Error::io("stat", &src, e))?.len();
+    let (file, size) = open_regular(path, &src, false)?;
     if size == 0 {
         return Err(Error::NotNpy { src, reason: "the file is empty".into() });
     }

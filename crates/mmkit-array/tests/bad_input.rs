@@ -299,3 +299,44 @@ fn column_scans_of_a_tiny_file_with_a_huge_column_count() {
     assert!(stats.iter().all(|c| c.count == 0 && c.min.is_nan() && c.max.is_nan()));
     assert_eq!(a.column_sums().unwrap(), vec![0.0; 1000]);
 }
+
+/// Runs `f` in a thread; `None` when it has not returned after 10 s, in
+/// which case `unblock` is called so the thread can finish.
+fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static, unblock: impl Fn()) -> Option<R> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    let r = rx.recv_timeout(std::time::Duration::from_secs(10)).ok();
+    if r.is_none() {
+        unblock();
+    }
+    t.join().unwrap();
+    r
+}
+
+/// A FIFO where an `.npy` file is expected is refused at once with an
+/// error naming it, in every open mode and by `read_header`, instead of
+/// blocking in open(2) until a writer appears.
+#[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.npy");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let open_writer = || {
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    };
+    for mode in [Mode::ReadOnly, Mode::ReadWrite, Mode::CopyOnWrite] {
+        let p = fifo.clone();
+        let err = within_10s(move || MmapArray::<f32>::open(&p, mode).map(drop), open_writer)
+            .unwrap_or_else(|| panic!("open in {mode:?} blocked on a FIFO"))
+            .unwrap_err();
+        assert!(err.to_string().contains("fifo.npy: not a regular file"), "{err}");
+    }
+    let p = fifo.clone();
+    let err = within_10s(move || mmkit_array::read_header(&p).map(drop), open_writer)
+        .expect("read_header blocked on a FIFO")
+        .unwrap_err();
+    assert!(err.to_string().contains("fifo.npy: not a regular file"), "{err}");
+}

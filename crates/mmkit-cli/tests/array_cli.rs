@@ -2,8 +2,11 @@
 //! against numpy.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+mod common;
+use common::{mkfifo, run_limited};
 
 fn mmkit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mmkit")).args(args).output().expect("run mmkit")
@@ -32,28 +35,6 @@ fn one_line_error(o: &Output) -> String {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// Runs `mmkit args` with stdin closed, killing it after `limit`;
-/// `None` when it had to be killed.
-fn run_limited(args: &[&str], limit: Duration) -> Option<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mmkit"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mmkit");
-    let start = Instant::now();
-    while child.try_wait().expect("wait for mmkit").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(child.wait_with_output().expect("mmkit output"))
 }
 
 /// An `.npy` v1.0 image with `text` as its header dict, padded so the
@@ -356,5 +337,20 @@ fn stats_of_a_tiny_file_with_a_huge_column_count_is_a_quick_error() {
             .unwrap_or_else(|| panic!("array stats ran for 10 s on a 128-byte file ({cols} columns)"));
         let err = one_line_error(&out);
         assert!(err.contains("cols.npy") && err.contains("columns"), "{err}");
+    }
+}
+
+/// `array info` and `array stats` on a FIFO fail at once with a one-line
+/// error instead of blocking in open(2) until a writer appears.
+#[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.npy");
+    mkfifo(&fifo);
+    for cmd in ["info", "stats"] {
+        let out = run_limited(&["array", cmd, s(&fifo)], Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("array {cmd} blocked on a FIFO"));
+        let err = one_line_error(&out);
+        assert!(err.contains("fifo.npy") && err.contains("not a regular file"), "{err}");
     }
 }

@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{fails, run, s};
+use common::{fails, mkfifo, run, run_limited, s};
 
 fn ok(args: &[&str]) -> String {
     common::ok(args, b"")
@@ -123,4 +123,20 @@ fn a_lock_held_by_a_live_process_is_an_error_not_a_hang() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     ok(&["heap", "check", s(&h), "--lock-wait", "0.2"]);
+}
+
+/// The `heap` commands refuse a FIFO at once (one-line error) instead of
+/// blocking in open(2) until a writer appears.
+#[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo");
+    mkfifo(&fifo);
+    for cmd in ["stat", "ls", "check"] {
+        let args = ["heap", cmd, s(&fifo)];
+        let out = run_limited(&args, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("heap {cmd} blocked on a FIFO"));
+        let err = common::one_line_error(&args, out);
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 }

@@ -2,8 +2,7 @@
 //! checked access to memory other processes share, online growth, and the
 //! robust locks with their undo logs.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -346,7 +345,14 @@ impl Heap {
 /// Reads and checks the fixed header fields with a plain read; returns the
 /// reservation size.
 fn read_header(path: &Path) -> Result<u64> {
-    let file = File::open(path).map_err(|e| Error::io("open heap", path, e))?;
+    // O_NONBLOCK: a plain open(2) of a FIFO waits for a writer; this one
+    // returns at once and the check below refuses it. Reads of a regular
+    // file ignore the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| Error::io("open heap", path, e))?;
     let meta = file.metadata().map_err(|e| Error::io("open heap", path, e))?;
     if !meta.is_file() {
         return Err(Error::NotAHeap { path: path.to_path_buf(), reason: "not a regular file" });

@@ -482,3 +482,26 @@ fn check_from_a_handle_that_has_not_mapped_the_grown_part() {
         after.leaked_blocks
     );
 }
+
+/// A FIFO where a heap file is expected is refused at once as "not a
+/// regular file" instead of blocking in open(2) until a writer appears.
+#[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = fifo.clone();
+    let t = std::thread::spawn(move || {
+        let _ = tx.send(Heap::open(&p).map(drop));
+    });
+    let r = rx.recv_timeout(Duration::from_secs(10));
+    if r.is_err() {
+        // Unblock the opener so the thread ends.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    t.join().unwrap();
+    let err = r.expect("Heap::open blocked on a FIFO").unwrap_err();
+    assert!(matches!(err, Error::NotAHeap { reason: "not a regular file", .. }), "{err}");
+}

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The `mmkit` binary built for these tests.
 pub fn mmkit() -> Command {
@@ -64,4 +65,32 @@ pub fn one_line_error(args: &[&str], out: Output) -> String {
 /// A path as the `&str` argument the CLI takes.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Runs `mmkit ARGS` with stdin closed, killing it after `limit`; `None`
+/// when it had to be killed (it hung).
+pub fn run_limited(args: &[&str], limit: Duration) -> Option<Output> {
+    let mut child = mmkit()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
 }
