@@ -4,7 +4,8 @@ use std::fs::{File, OpenOptions as FsOpenOptions};
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mmkit_region::shm::Shm;
 use mmkit_region::{Access, GrowableFile, MapOptions, Mapping, Mode};
@@ -337,35 +338,40 @@ impl<T: Element> MmapArray<T> {
         OpenOptions::new().mode(mode).exclusive(true).open(path)
     }
 
-    /// Creates (or truncates) `path` as a zero-filled C-order array of
+    /// Creates (or replaces) `path` as a zero-filled C-order array of
     /// `shape` (numpy's mode `w+`).
     pub fn create(path: impl AsRef<Path>, shape: &[usize]) -> Result<Self> {
         Self::create_with(path, shape, &CreateOptions::default())
     }
 
     /// [`MmapArray::create`] with an order, version, growable layout or lock.
+    ///
+    /// The file is built under a temporary name in the same directory and
+    /// renamed over `path` once complete, so a failure leaves an existing
+    /// file untouched and no new file behind.
     pub fn create_with(path: impl AsRef<Path>, shape: &[usize], opts: &CreateOptions) -> Result<Self> {
         let path = path.as_ref();
         let src = path.display().to_string();
         let header_bytes = encode_header::<T>(shape, opts, &src)?;
-        let total = header_bytes.len() as u64 + data_bytes(shape, size_of::<T>(), &src)?;
-        let file = FsOpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io("create", &src, e))?;
+        let total = file_size(header_bytes.len(), shape, size_of::<T>(), &src)?;
+        // Held until the rename, so a file another array holds is never replaced.
+        let old = lock_existing(path, &src, opts.exclusive)?;
+        let tmp = TempPath::new(path, &src)?;
+        let file = tmp.create(&src)?;
+        if let Some(old) = &old {
+            let perms = old.metadata().map_err(|e| Error::io("stat", &src, e))?.permissions();
+            file.set_permissions(perms).map_err(|e| Error::io("create", &src, e))?;
+        }
         let locked = lock(&file, &src, opts.exclusive, true)?;
-        // Truncate only once the lock is ours, so a locked file is never clobbered.
-        file.set_len(0).map_err(|e| Error::io("truncate", &src, e))?;
         file.set_len(total).map_err(|e| Error::io("set length", &src, e))?;
         file.write_all_at(&header_bytes, 0).map_err(|e| Error::io("write header", &src, e))?;
         let header = Header::parse(&header_bytes).map_err(|e| parse_error(&src, total, e))?;
         let map = MapOptions::new().mode(Mode::ReadWrite).map_file_at(&file, Some(path))?;
         let parts =
             Parts { backing: Backing::Map(map), file: Some(file), src, header, mode: Mode::ReadWrite };
-        Self::from_parts(parts, false, locked && opts.exclusive)
+        let array = Self::from_parts(parts, false, locked && opts.exclusive)?;
+        tmp.rename_to(path, &array.src)?;
+        Ok(array)
     }
 
     /// Writes an `.npy` image (header, zeroed data) into `map` (shared
@@ -794,6 +800,79 @@ pub(crate) fn encode_header<T: Element>(shape: &[usize], opts: &CreateOptions, s
         growable: opts.growable,
     };
     spec.encode().map_err(|reason| Error::Shape { src: src.to_string(), shape: shape.to_vec(), reason })
+}
+
+/// Header plus data bytes of a new file, checked to fit a file size
+/// (`off_t`) before anything is created.
+fn file_size(header: usize, shape: &[usize], elem: usize, src: &str) -> Result<u64> {
+    let total = (header as u64).checked_add(data_bytes(shape, elem, src)?);
+    total.filter(|&t| i64::try_from(t).is_ok()).ok_or_else(|| Error::Shape {
+        src: src.to_string(),
+        shape: shape.to_vec(),
+        reason: "the file would be larger than a file can be".into(),
+    })
+}
+
+/// Opens and locks the file `create_with` is about to replace, as an
+/// open for writing would; `None` when there is none. Anything but a
+/// regular file is refused rather than replaced.
+fn lock_existing(path: &Path, src: &str, exclusive: bool) -> Result<Option<File>> {
+    let opened = FsOpenOptions::new().read(true).custom_flags(OFlags::NONBLOCK.bits() as i32).open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("create", src, e)),
+    };
+    let meta = file.metadata().map_err(|e| Error::io("stat", src, e))?;
+    if !meta.is_file() {
+        return Err(Error::unsupported("create", src, "not a regular file"));
+    }
+    lock(&file, src, exclusive, true)?;
+    Ok(Some(file))
+}
+
+/// A temporary file next to the one being created; removed on drop
+/// unless renamed into place.
+struct TempPath {
+    path: PathBuf,
+    done: bool,
+}
+
+impl TempPath {
+    /// `.NAME.PID-N.tmp` beside `path`, so the rename stays in one
+    /// filesystem and a leftover from a crash says what it was.
+    fn new(path: &Path, src: &str) -> Result<TempPath> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name =
+            path.file_name().ok_or_else(|| Error::unsupported("create", src, "the path names no file"))?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!(".{}.{}-{n}.tmp", name.to_string_lossy(), std::process::id());
+        Ok(TempPath { path: path.with_file_name(tmp), done: false })
+    }
+
+    fn create(&self, src: &str) -> Result<File> {
+        FsOpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("create", src, e))
+    }
+
+    fn rename_to(mut self, path: &Path, src: &str) -> Result<()> {
+        std::fs::rename(&self.path, path).map_err(|e| Error::io("rename into place", src, e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if !self.done {
+            // Best effort: the error that got us here is the one to report.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Opens an existing `path` and returns it with its size; anything but a

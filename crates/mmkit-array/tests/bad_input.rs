@@ -340,3 +340,27 @@ fn a_fifo_is_refused_without_waiting_for_a_writer() {
         .unwrap_err();
     assert!(err.to_string().contains("fifo.npy: not a regular file"), "{err}");
 }
+
+/// A `create` that fails on an impossible size leaves the file already at
+/// the path as it was and no new or temporary file behind, whether the
+/// size is refused up front (beyond a file size) or by the filesystem or
+/// the mapping (just under it).
+#[test]
+fn failed_create_keeps_the_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keep.npy");
+    let mut a = MmapArray::<u8>::create(&path, &[4]).unwrap();
+    a.write_storage(0, &[1, 2, 3, 4]).unwrap();
+    drop(a);
+    let fresh = dir.path().join("fresh.npy");
+    for len in [isize::MAX as usize - 8, i64::MAX as usize - 4096] {
+        for p in [&path, &fresh] {
+            let err = MmapArray::<u8>::create(p, &[len]).unwrap_err();
+            assert!(err.to_string().contains(p.file_name().unwrap().to_str().unwrap()), "{err}");
+        }
+        let a = MmapArray::<u8>::open(&path, Mode::ReadOnly).unwrap();
+        assert_eq!(a.to_vec().unwrap(), [1, 2, 3, 4]);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["keep.npy"], "after a failed create of {len} bytes");
+    }
+}

@@ -117,3 +117,19 @@ fn ndarray_views() {
 fn orders_are_exposed() {
     assert_eq!(Order::default(), Order::C);
 }
+
+/// `create` over a file another array holds exclusively is refused as
+/// locked, and the held file keeps its data (create builds a new file and
+/// renames it into place, so it must check the old one's lock first).
+#[test]
+fn create_over_an_exclusively_held_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("held.npy");
+    drop(MmapArray::<u32>::create(&p, &[2]).unwrap());
+    let mut held = MmapArray::<u32>::open_exclusive(&p, Mode::ReadWrite).unwrap();
+    held.write_storage(0, &[5, 6]).unwrap();
+    let err = MmapArray::<u32>::create(&p, &[8]).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    drop(held);
+    assert_eq!(MmapArray::<u32>::open(&p, Mode::ReadOnly).unwrap().to_vec().unwrap(), [5, 6]);
+}

@@ -354,3 +354,24 @@ fn a_fifo_is_refused_without_waiting_for_a_writer() {
         assert!(err.contains("fifo.npy") && err.contains("not a regular file"), "{err}");
     }
 }
+
+/// `array create` with an impossible size fails with a one-line error and
+/// loses nothing: an existing array survives `--force`, and a new path is
+/// left free (no empty file that a retry would call "exists").
+#[test]
+fn failed_create_keeps_the_old_array_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.npy");
+    let created = mmkit(&["array", "create", s(&old), "--dtype", "f4", "--shape", "4", "--fill", "7"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let huge = ["--dtype", "u1", "--shape", "9223372036854775807"];
+    one_line_error(&mmkit(&[&["array", "create", s(&old)], &huge[..], &["--force"]].concat()));
+    let info = mmkit(&["array", "info", "--json", s(&old)]);
+    assert_eq!(json(&info)["shape"], serde_json::json!([4]));
+
+    let new = dir.path().join("new.npy");
+    one_line_error(&mmkit(&[&["array", "create", s(&new)], &huge[..]].concat()));
+    assert!(!new.exists(), "the failed create left a file");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["old.npy"]);
+}
