@@ -241,7 +241,7 @@ pub(crate) fn check_descr<T: Element>(header: &Header, src: &str) -> Result<Desc
         return Err(Error::DtypeMismatch {
             src: src.to_string(),
             expected: T::DTYPE.to_string(),
-            found: format!("{} ({})", descr.dtype, header.descr),
+            found: format!("{} ({})", descr.dtype, crate::header::escape_control(&header.descr)),
         });
     }
     Ok(descr)

@@ -44,11 +44,12 @@ pub enum Error {
         reason: String,
     },
     /// The header names a dtype this crate cannot map.
-    #[error("{src}: unsupported dtype {descr}: {reason}")]
+    #[error("{src}: unsupported dtype {}: {reason}", crate::header::escape_control(.descr))]
     UnsupportedDtype {
         /// The file or segment.
         src: String,
-        /// The dtype as the header spells it.
+        /// The dtype as the header spells it (shown with control
+        /// characters escaped).
         descr: String,
         /// Why it is refused.
         reason: &'static str,

@@ -6,7 +6,28 @@
 //! `shape`, padded with spaces and ended by `\n` so the data starts on a
 //! 64-byte boundary. See `docs/npy-format.md`.
 
+use std::borrow::Cow;
+
 use crate::dtype::{Descr, DescrError};
+
+/// `text` with its control characters (newlines, ESC, ...) escaped as
+/// Rust does (`\n`, `\u{1b}`), for showing text from a header, which
+/// may be hostile, in an error message or on a terminal: it stays on one
+/// line and cannot move the cursor or change colours.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// The six magic bytes that start every `.npy` file.
 pub const MAGIC: &[u8; 6] = b"\x93NUMPY";

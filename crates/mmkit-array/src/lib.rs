@@ -59,7 +59,7 @@ pub use array::{CreateOptions, MmapArray, OpenOptions, Order, read_header};
 pub use dtype::{ALL_DTYPES, Bool, Complex32, Complex64, DType, Descr, DescrError, Element, ToF64};
 pub use error::{Error, Result};
 pub use half::f16;
-pub use header::{Header, Version};
+pub use header::{Header, Version, escape_control};
 pub use mmkit_region::Mode;
 pub use scan::{ColumnStats, MAX_SCAN_COLUMNS};
 pub use view::{Iter, View};

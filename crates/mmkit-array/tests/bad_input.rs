@@ -364,3 +364,33 @@ fn failed_create_keeps_the_existing_file() {
         assert_eq!(names, ["keep.npy"], "after a failed create of {len} bytes");
     }
 }
+
+/// Text from a header reaches error messages with its control characters
+/// escaped, so an error stays one line and cannot send escape sequences to
+/// a terminal: a structured descr spread over lines, a `\`-escaped newline
+/// and raw ESC bytes in a descr string.
+#[test]
+fn header_text_in_errors_stays_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text, shown) in [
+        (
+            "list.npy",
+            "{'descr': [('a', '<i4'),\n ('b', '<f8')], 'fortran_order': False, 'shape': (2,), }",
+            "\\n",
+        ),
+        (
+            "escaped.npy",
+            "{'descr': '<f4\\\nsecond line', 'fortran_order': False, 'shape': (2,), }",
+            "<f4\\nsecond",
+        ),
+        ("esc.npy", "{'descr': '\x1b[2J\x1b[31m<f4', 'fortran_order': False, 'shape': (2,), }", "\\u{1b}[2J"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, padded_npy(text, &[0; 8])).unwrap();
+        let err = open_f32(&path).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedDtype { .. }), "{name}: {err}");
+        let msg = err.to_string();
+        assert!(!msg.chars().any(char::is_control), "{name}: {msg:?}");
+        assert!(msg.contains(name) && msg.contains(shown), "{name}: {msg:?}");
+    }
+}

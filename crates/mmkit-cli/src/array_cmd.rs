@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use mmkit_array::{
     ALL_DTYPES, Appendable, Bool, Complex32, Complex64, CreateOptions, DType, Element, Header, MmapArray,
-    Mode, OpenOptions, Order, ToF64, Version, f16,
+    Mode, OpenOptions, Order, ToF64, Version, escape_control, f16,
 };
 
 use crate::{CliError, CliResult};
@@ -141,9 +141,11 @@ fn info(file: &Path, json: bool) -> CliResult<()> {
             "file_size": file_size,
         }));
     }
+    // The descr is the file's text, maybe hostile: escape it for the terminal.
+    let shown = escape_control(&header.descr);
     let dtype_text = match descr {
-        Ok(d) => format!("{} ({}{})", header.descr, d.dtype, if d.big_endian { ", big-endian" } else { "" }),
-        Err(e) => format!("{} (unsupported: {})", header.descr, e.reason()),
+        Ok(d) => format!("{shown} ({}{})", d.dtype, if d.big_endian { ", big-endian" } else { "" }),
+        Err(e) => format!("{shown} (unsupported: {})", e.reason()),
     };
     outln!(out, "file:        {}", file.display());
     outln!(out, "version:     {}.{}", header.version.0, header.version.1);
@@ -344,7 +346,7 @@ fn stats(file: &Path, json: bool) -> CliResult<()> {
     let descr = header.parse_descr().map_err(|e| e.into_error(&src, &header.descr))?;
     let report = match descr.dtype {
         DType::C64 | DType::C128 => {
-            let what = format!("{} ({})", descr.dtype, header.descr);
+            let what = format!("{} ({})", descr.dtype, escape_control(&header.descr));
             return Err(CliError::Usage(format!(
                 "{src}: stats of complex arrays ({what}) are not supported"
             )));
@@ -386,7 +388,7 @@ fn stats(file: &Path, json: bool) -> CliResult<()> {
         out,
         "{src}: {} ({}) {}, {:.1} MB scanned in {:.3} s",
         report.dtype,
-        report.descr,
+        escape_control(&report.descr),
         shape_text(&report.shape),
         report.bytes as f64 / 1e6,
         report.seconds

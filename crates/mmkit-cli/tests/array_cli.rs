@@ -375,3 +375,21 @@ fn failed_create_keeps_the_old_array_and_leaves_no_file() {
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["old.npy"]);
 }
+
+/// `array info` shows the header's descr with control characters escaped:
+/// an escaped newline cannot forge an extra line (here a fake `file:`),
+/// and escape sequences (here "clear screen") do not reach the terminal.
+#[test]
+fn info_escapes_control_characters_of_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("esc.npy");
+    let header =
+        "{'descr': '\x1b[2J<f4\\\nfile:        /etc/passwd', 'fortran_order': False, 'shape': (2,), }";
+    std::fs::write(&path, npy(header, &[0; 8])).unwrap();
+    let out = mmkit(&["array", "info", s(&path)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("file:")).count(), 1, "{text:?}");
+    assert!(text.contains("dtype:       \\u{1b}[2J<f4\\nfile:        /etc/passwd (unsupported"), "{text:?}");
+}
