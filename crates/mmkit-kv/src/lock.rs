@@ -7,7 +7,7 @@
 //! every token in the file is then stale or forged, and it resets them.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -91,6 +91,19 @@ pub(crate) struct LockFile {
     file: File,
 }
 
+/// Refuses a lock file shorter than [`LOCK_SIZE`] whose first bytes are
+/// neither zero (fresh) nor the start of [`LOCK_MAGIC`], before it is
+/// extended.
+fn check_short_magic(file: &File, len: u64, path: &Path) -> Result<()> {
+    let n = (len as usize).min(LOCK_MAGIC.len());
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head[..n], 0).map_err(|e| Error::io("read lock header", path, e))?;
+    if head[..n].iter().all(|&b| b == 0) || head[..n] == LOCK_MAGIC[..n] {
+        return Ok(());
+    }
+    Err(Error::NotADatabase { path: path.to_path_buf(), kind: "lock", reason: "bad magic".into() })
+}
+
 impl LockFile {
     /// Opens (creating if needed) the lock file beside the database and
     /// takes the open lock: exclusively if no other open holds it (then
@@ -109,6 +122,8 @@ impl LockFile {
             .map_err(|e| Error::io("open lock file", path, e))?;
         let len = file.metadata().map_err(|e| Error::io("stat lock file", path, e))?.len();
         if len < LOCK_SIZE as u64 {
+            // Only a file of ours is grown: a foreign one stays as it was.
+            check_short_magic(&file, len, path)?;
             // Extending is idempotent, so racing creators agree; the new
             // bytes are zero, every primitive's fresh state.
             file.set_len(LOCK_SIZE as u64).map_err(|e| Error::io("size lock file", path, e))?;

@@ -217,6 +217,24 @@ fn corrupt_lock_file_is_refused() {
     assert!(e.to_string().contains("not an mmkit-kv lock file"), "{e}");
 }
 
+/// A short foreign file where the lock file goes is refused as "not an
+/// mmkit-kv lock file" and left as it was, not first grown to the lock
+/// file's 64 KiB.
+#[test]
+fn short_foreign_lock_file_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(Db::open(&path).unwrap());
+    let lock = mmkit_kv::lock_path(&path);
+    for foreign in [&b"notes"[..], b"some text that is not a lock file\n"] {
+        std::fs::write(&lock, foreign).unwrap();
+        let e = Db::open(&path).unwrap_err();
+        assert!(e.to_string().contains("not an mmkit-kv lock file"), "{e}");
+        let after = std::fs::read(&lock).unwrap();
+        assert!(after == foreign, "the foreign file is now {} bytes", after.len());
+    }
+}
+
 #[test]
 fn key_too_long_and_bad_names() {
     let dir = tempfile::tempdir().unwrap();
