@@ -223,25 +223,8 @@ fn a_dead_producers_whole_batch_claim_becomes_one_padding_frame() {
     let before = q.producer().unwrap().append(b"before").unwrap();
     // A dead producer's batch of 100 000 frames: claimed and recorded, the
     // first ten committed, as a SIGKILL in the middle of filling leaves it.
-    let seg =
-        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let DeadBatch { seg, first: seq, start, token: dead } = forge_dead_batch(&path, CLAIMS, 16);
     let bytes = frame_size(16);
-    let old = seg.atomic_u64(SEG_TAIL).unwrap().fetch_add((CLAIMS << 32) + CLAIMS * bytes, Ordering::SeqCst);
-    let (seq, start) = split_tail(old);
-    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("meta")).unwrap();
-    let slot = PRODUCER_TABLE + 100 * PRODUCER_SLOT_SIZE;
-    let dead = dead_token();
-    for (field, value) in [
-        (SLOT_OWNER, dead),
-        (SLOT_SEGMENT, 0),
-        (SLOT_CLAIM, seq << 32 | CLAIMS),
-        (SLOT_START, start),
-        (SLOT_END, start + CLAIMS * bytes),
-        (SLOT_STATE, 5 << 2 | PRODUCER_CLAIMED),
-        (SLOT_TOKEN, dead),
-    ] {
-        meta.atomic_u64(slot + field).unwrap().store(value, Ordering::SeqCst);
-    }
     for k in 0..DONE {
         let (c, offset) = (seq + k, start + k * bytes);
         let payload = [k as u8; 16];
@@ -474,25 +457,7 @@ fn recovering_a_dead_batch_marks_a_few_index_slots_whatever_its_size() {
     let before = p.append(b"before").unwrap();
     // A dead producer's batch of empty messages, claimed and recorded,
     // nothing of it committed.
-    let seg =
-        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
-    let bytes = frame_size(0);
-    let old = seg.atomic_u64(SEG_TAIL).unwrap().fetch_add((CLAIMS << 32) + CLAIMS * bytes, Ordering::SeqCst);
-    let (first, start) = split_tail(old);
-    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("meta")).unwrap();
-    let slot = PRODUCER_TABLE + 100 * PRODUCER_SLOT_SIZE;
-    let dead = dead_token();
-    for (field, value) in [
-        (SLOT_OWNER, dead),
-        (SLOT_SEGMENT, 0),
-        (SLOT_CLAIM, first << 32 | CLAIMS),
-        (SLOT_START, start),
-        (SLOT_END, start + CLAIMS * bytes),
-        (SLOT_STATE, 5 << 2 | PRODUCER_CLAIMED),
-        (SLOT_TOKEN, dead),
-    ] {
-        meta.atomic_u64(slot + field).unwrap().store(value, Ordering::SeqCst);
-    }
+    let DeadBatch { seg, first, start, .. } = forge_dead_batch(&path, CLAIMS, 0);
     let after = p.append(b"after").unwrap();
     drop(p);
 
@@ -533,4 +498,43 @@ fn recovering_a_dead_batch_marks_a_few_index_slots_whatever_its_size() {
         slot_of(c).store(start as u32 | 1 << 31, Ordering::SeqCst);
     }
     check_run("every slot marked", 99_991);
+}
+
+/// Forges, in segment 0 of the queue at `path`, a dead producer's batch of
+/// `claims` frames of `payload` bytes: claimed from the tail and recorded
+/// in producer slot 100 (owner and token a dead process's), nothing
+/// committed.
+fn forge_dead_batch(path: &std::path::Path, claims: u64, payload: u64) -> DeadBatch {
+    let seg =
+        MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("00000000000000000000.seg")).unwrap();
+    let bytes = frame_size(payload);
+    let old = seg.atomic_u64(SEG_TAIL).unwrap().fetch_add((claims << 32) + claims * bytes, Ordering::SeqCst);
+    let (first, start) = split_tail(old);
+    let meta = MapOptions::new().mode(Mode::ReadWrite).map_path(path.join("meta")).unwrap();
+    let slot = PRODUCER_TABLE + 100 * PRODUCER_SLOT_SIZE;
+    let dead = dead_token();
+    for (field, value) in [
+        (SLOT_OWNER, dead),
+        (SLOT_SEGMENT, 0),
+        (SLOT_CLAIM, first << 32 | claims),
+        (SLOT_START, start),
+        (SLOT_END, start + claims * bytes),
+        (SLOT_STATE, 5 << 2 | PRODUCER_CLAIMED),
+        (SLOT_TOKEN, dead),
+    ] {
+        meta.atomic_u64(slot + field).unwrap().store(value, Ordering::SeqCst);
+    }
+    DeadBatch { seg, first, start, token: dead }
+}
+
+/// What [`forge_dead_batch`] made.
+struct DeadBatch {
+    /// Segment 0, mapped read-write.
+    seg: mmkit_region::Mapping,
+    /// The batch's first sequence number.
+    first: u64,
+    /// Its first frame's offset.
+    start: u64,
+    /// The dead producer's token.
+    token: u64,
 }
