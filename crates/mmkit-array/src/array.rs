@@ -887,6 +887,10 @@ fn open_regular(path: &Path, src: &str, write: bool) -> Result<(File, u64)> {
         .open(path)
         .map_err(|e| Error::io("open", src, e))?;
     let meta = file.metadata().map_err(|e| Error::io("stat", src, e))?;
+    if meta.is_dir() {
+        // The error open(2) gives for writing one (Python: IsADirectoryError).
+        return Err(Error::io("open", src, std::io::Error::from(std::io::ErrorKind::IsADirectory)));
+    }
     if !meta.is_file() {
         return Err(Error::unsupported("open", src, "not a regular file"));
     }
