@@ -817,16 +817,11 @@ fn file_size(header: usize, shape: &[usize], elem: usize, src: &str) -> Result<u
 /// open for writing would; `None` when there is none. Anything but a
 /// regular file is refused rather than replaced.
 fn lock_existing(path: &Path, src: &str, exclusive: bool) -> Result<Option<File>> {
-    let opened = FsOpenOptions::new().read(true).custom_flags(OFlags::NONBLOCK.bits() as i32).open(path);
-    let file = match opened {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("create", src, e)),
+    let file = match open_regular(path, src, false) {
+        Ok((file, _)) => file,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
-    let meta = file.metadata().map_err(|e| Error::io("stat", src, e))?;
-    if !meta.is_file() {
-        return Err(Error::unsupported("create", src, "not a regular file"));
-    }
     lock(&file, src, exclusive, true)?;
     Ok(Some(file))
 }
