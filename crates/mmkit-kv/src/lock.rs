@@ -339,13 +339,16 @@ impl LockFile {
     /// freeing it) is dead, marks it as being reaped by this process, by
     /// CAS on that exact token; returns the mark. While marked, the slot
     /// is not free (`claim_reader` claims only from 0), so no reader can
-    /// claim it before its snapshot is cleared.
-    pub(crate) fn begin_reap(&self, i: usize) -> Option<u64> {
+    /// claim it before its snapshot is cleared. The mark is the reaping
+    /// thread's token, whose liveness is exact (a process token counts
+    /// as dead once the main thread exits, while this thread may still
+    /// be between the two steps).
+    fn begin_reap(&self, i: usize) -> Option<u64> {
         let token = self.slot_word(i, 0).load(Ordering::Acquire);
         if token == 0 || ProcessToken::from_raw(token & !REAPING).is_alive() {
             return None;
         }
-        let mark = REAPING | ProcessToken::current_process().to_raw();
+        let mark = REAPING | ProcessToken::current().to_raw();
         self.slot_word(i, 0)
             .compare_exchange(token, mark, Ordering::AcqRel, Ordering::Relaxed)
             .ok()
@@ -353,10 +356,10 @@ impl LockFile {
     }
 
     /// Step 2: clears the dead snapshot, then frees the slot. Only this
-    /// process holds `mark` (another reaper takes a slot over only once
-    /// this process is dead), so the stores cannot hit a live reader's
+    /// thread holds `mark` (another reaper takes a slot over only once
+    /// this thread is dead), so the stores cannot hit a live reader's
     /// registration; false if the slot was taken over.
-    pub(crate) fn finish_reap(&self, i: usize, mark: u64) -> bool {
+    fn finish_reap(&self, i: usize, mark: u64) -> bool {
         self.slot_word(i, 8).store(0, Ordering::SeqCst);
         self.slot_word(i, 0).compare_exchange(mark, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }

@@ -286,13 +286,10 @@ impl<'a> Page<'a> {
     /// The child page of branch entry `i`.
     #[inline]
     pub(crate) fn child(&self, i: usize) -> Result<u64, Bad> {
-        // The whole entry header, not just the child: the writer rewrites
-        // child and checksum (`PageMut::set_child`) right after reading it.
-        let off = self.offset(i)?;
-        if off + BRANCH_ENTRY > PAGE {
-            return Err("branch entry header past the page end");
-        }
-        Ok(u64_at(self.b, off))
+        // `branch` checks the whole entry header, not just the child: the
+        // writer rewrites child and checksum (`PageMut::set_child`) right
+        // after reading it.
+        self.branch(i).map(|(child, _)| child)
     }
 
     /// The branch entries whose checksum is 0, as (index, child): the

@@ -304,8 +304,10 @@ pub(crate) fn parse_boottime_offset(text: &[u8]) -> Option<i64> {
     let text = std::str::from_utf8(text).ok()?;
     let line = text.lines().find(|l| matches!(l.split_whitespace().next(), Some("boottime" | "7")))?;
     let mut fields = line.split_whitespace().skip(1);
-    let secs: i128 = fields.next()?.parse().ok()?;
-    let nanos: i128 = fields.next()?.parse().ok()?;
+    // Parsed as i64 (what the kernel writes), then widened: the product
+    // below cannot overflow, whatever the file says.
+    let secs = i128::from(fields.next()?.parse::<i64>().ok()?);
+    let nanos = i128::from(fields.next()?.parse::<i64>().ok()?);
     let hz = i128::from(rustix::param::clock_ticks_per_second());
     i64::try_from(secs * hz + nanos * hz / 1_000_000_000).ok()
 }
