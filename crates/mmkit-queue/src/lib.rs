@@ -44,6 +44,7 @@
 mod asyncio;
 mod clock;
 mod cursor;
+mod dropbehind;
 mod error;
 pub mod format;
 #[doc(hidden)]

@@ -774,8 +774,11 @@ impl Producer {
     /// Moves on from full segment `number` to the next one.
     fn roll(&mut self, number: u64) -> Result<()> {
         let active = self.queue.meta().active()?;
-        let _ = active.compare_exchange(number, number + 1, Ordering::AcqRel, Ordering::Acquire);
+        let won = active.compare_exchange(number, number + 1, Ordering::AcqRel, Ordering::Acquire).is_ok();
         self.queue.notify();
+        if won {
+            self.queue.rolled_over(number + 1);
+        }
         let next = active.load(Ordering::Acquire).max(number + 1);
         self.seg = self.queue.segment_or_create(next)?;
         // As in `Reader::next_segment`: the full segment is released.

@@ -100,6 +100,7 @@ pub struct OpenOptions {
     timestamps: bool,
     durability: Option<Durability>,
     retention: Option<Retention>,
+    cache_behind: Option<u64>,
     create: bool,
     create_new: bool,
 }
@@ -113,6 +114,7 @@ impl Default for OpenOptions {
             timestamps: true,
             durability: None,
             retention: None,
+            cache_behind: Some(crate::dropbehind::DEFAULT_CACHE_BEHIND),
             create: false,
             create_new: false,
         }
@@ -161,6 +163,20 @@ impl OpenOptions {
         self
     }
 
+    /// How many bytes of sealed segments this handle's producers leave in
+    /// the page cache behind the active segment when there is no retention
+    /// policy (default 256 MiB, and at least one segment). Older segments
+    /// are written back and dropped from the page cache on a background
+    /// thread, so new segments reuse their memory instead of fresh pages;
+    /// readers further behind read from the file instead of from memory.
+    /// Pages some process has mapped stay. `None` leaves the page cache
+    /// to the kernel. Not applied with retention, which recycles segment
+    /// files with their pages.
+    pub fn cache_behind(&mut self, bytes: Option<u64>) -> &mut Self {
+        self.cache_behind = bytes;
+        self
+    }
+
     /// Create the queue if it does not exist.
     pub fn create(&mut self, yes: bool) -> &mut Self {
         self.create = yes;
@@ -201,6 +217,8 @@ impl OpenOptions {
             meta,
             durability,
             retention: self.retention,
+            cache_behind: self.cache_behind,
+            drop_behind: crate::dropbehind::DropBehind::default(),
             segments: Mutex::new(Vec::new()),
             retention_requests: AtomicU64::new(0),
             idle: Arc::default(),
@@ -250,6 +268,9 @@ pub(crate) struct Inner {
     pub(crate) meta: Meta,
     pub(crate) durability: Durability,
     pub(crate) retention: Option<Retention>,
+    /// See [`OpenOptions::cache_behind`].
+    cache_behind: Option<u64>,
+    drop_behind: crate::dropbehind::DropBehind,
     segments: Mutex<Vec<Weak<Segment>>>,
     /// Background retention passes requested and not yet covered by a
     /// pass (see `Queue::retain_in_background`).
@@ -326,11 +347,31 @@ impl Queue {
         self.inner.durability
     }
 
+    /// Called by the producer whose rollover made `active` the active
+    /// segment: drops segments behind it from the page cache (see
+    /// [`OpenOptions::cache_behind`]).
+    pub(crate) fn rolled_over(&self, active: u64) {
+        if let (None, Some(bytes)) = (self.inner.retention, self.inner.cache_behind) {
+            let keep = bytes.div_ceil(self.segment_size().max(1));
+            self.inner.drop_behind.rolled_over(&self.inner.dir, active, keep);
+        }
+    }
+
+    /// Whether this handle's producers drop old segments from the page
+    /// cache (see [`OpenOptions::cache_behind`]).
+    fn drops_behind(&self) -> bool {
+        self.inner.retention.is_none() && self.inner.cache_behind.is_some()
+    }
+
     /// Whether pages brought in ahead of the producers may be large folios
     /// (see `Segment::prefault`): not for durable queues, whose syncs
-    /// would write each dirty folio whole.
+    /// would write each dirty folio whole, nor where old segments are
+    /// dropped behind the tail: there 4 KiB pages freed by the drop come
+    /// back to the next segment at once, while 2 MiB blocks freed are
+    /// returned to a VM's host before they are reused (measured in
+    /// `docs/benchmarks-queue.md`, "ninth session").
     pub(crate) fn large_folios(&self) -> bool {
-        self.inner.durability == Durability::OsManaged
+        self.inner.durability == Durability::OsManaged && !self.drops_behind()
     }
 
     /// Maps segment `number`, sharing a mapping with other handles of this
