@@ -119,6 +119,23 @@ pub enum Error {
         /// The queue's end index.
         end: u64,
     },
+    /// Mirror-in's stream is not the one the queue's records came from: it
+    /// was deleted and created again (or lost its last messages), so its
+    /// sequence numbers start over below where the mirror stopped.
+    #[error(
+        "stream {stream} was deleted and created again, or lost messages at its end (it ends at sequence {stream_last}; queue {} holds its messages up to sequence {last_seq}): its sequence numbers no longer match the queue's records, and resuming could skip messages; mirror it into a new queue",
+        .path.display()
+    )]
+    StreamReset {
+        /// The stream.
+        stream: String,
+        /// The queue directory.
+        path: PathBuf,
+        /// The last sequence the queue holds.
+        last_seq: u64,
+        /// The stream's last sequence now.
+        stream_last: u64,
+    },
     /// JetStream stored a message after rejecting an earlier one of the same
     /// window: someone else publishes to the mirror's subject or stream.
     #[error("stream {stream}: {detail}")]

@@ -64,6 +64,7 @@ mod lock;
 mod mirror_in;
 mod mirror_out;
 pub mod record;
+mod resume;
 pub mod subject;
 
 use std::time::Duration;

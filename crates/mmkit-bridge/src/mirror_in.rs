@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::headers;
 use crate::lock::MirrorLock;
 use crate::record::{self, FirstAppend, Origin};
+use crate::resume::{Marker, MarkerFile};
 use crate::{Event, Progress, Summary, subject};
 
 /// Options of [`MirrorIn`].
@@ -68,6 +69,15 @@ pub struct MirrorIn {
     /// The stream sequence of the last message appended (0: none).
     last_seq: u64,
     _lock: MirrorLock,
+    /// Which stream the queue's records came from, and how far; see
+    /// `resume`.
+    marker: MarkerFile,
+    /// The creation time of the stream the mirror reads (from the marker,
+    /// then from the server).
+    created: Option<i64>,
+    /// With [`InOptions::once`]: the stream's last sequence when the
+    /// mirror first looked.
+    stop_at: Option<u64>,
     summary: Summary,
     /// Messages the stream still holds for us, as of the last delivery.
     pending: u64,
@@ -122,7 +132,9 @@ impl MirrorIn {
         // The producer first: it counts a record a killed single producer
         // committed without counting it, which `last_index` must see.
         let producer = queue.producer().map_err(|e| Error::queue("register a producer", queue.path(), e))?;
-        let last_seq = resume_point(&queue, &source)?;
+        let (marker, stored) = MarkerFile::open(crate::resume::path_beside(lock.path()))?;
+        // The records are exact; the marker knows what retention deleted.
+        let last_seq = resume_point(&queue, &source)?.max(stored.map_or(0, |m| m.last_seq));
         Ok(MirrorIn {
             queue,
             opts,
@@ -130,6 +142,9 @@ impl MirrorIn {
             producer,
             last_seq,
             _lock: lock,
+            marker,
+            created: stored.map(|m| m.created),
+            stop_at: None,
             summary: Summary { stream_seq: last_seq, ..Summary::default() },
             pending: 0,
             last_stamp: None,
@@ -199,6 +214,10 @@ impl MirrorIn {
             }
             Err(e) => return Err(Error::nats("look up the stream", e)),
         };
+        self.check_same_stream(stream.cached_info())?;
+        if self.opts.once {
+            self.stop_at.get_or_insert(stream.cached_info().state.last_sequence);
+        }
         let deliver_policy = match self.last_seq {
             0 => DeliverPolicy::All,
             s => DeliverPolicy::ByStartSequence { start_sequence: s + 1 },
@@ -212,7 +231,7 @@ impl MirrorIn {
             stream.create_consumer(config).await.map_err(|e| Error::nats("create an ordered consumer", e))?;
         self.pending = consumer.cached_info().num_pending;
         report(Event::Resynced { position: self.last_seq, stream_seq: self.last_seq, pipelined: true });
-        if self.opts.once && self.pending == 0 {
+        if self.done() {
             return Ok(());
         }
         let mut messages = consumer.messages().await.map_err(|e| Error::nats("consume", e))?;
@@ -236,6 +255,11 @@ impl MirrorIn {
                     Some(Ok(m)) => {
                         let high = batch.last().map_or(self.last_seq, |i| i.seq);
                         match self.incoming(&m, high, report) {
+                            Ok(Some(inc)) if self.stop_at.is_some_and(|s| inc.seq > s) => {
+                                // Newer than the stream was at the start.
+                                self.append(&mut batch)?;
+                                return Ok(());
+                            }
                             Ok(Some(inc)) => {
                                 bytes += inc.record.as_ref().map_or(0, |r| r.1.len());
                                 batch.push(inc);
@@ -266,10 +290,41 @@ impl MirrorIn {
                 }
             }
             self.append(&mut batch)?;
-            if self.opts.once && self.pending == 0 {
+            if self.done() {
                 return Ok(());
             }
         }
+    }
+
+    /// With [`InOptions::once`]: whether every message the stream held at
+    /// the start is in (or nothing more is pending).
+    fn done(&self) -> bool {
+        self.opts.once && (self.pending == 0 || self.stop_at.is_some_and(|s| self.last_seq >= s))
+    }
+
+    /// Refuses a stream that is not the one the queue's records came
+    /// from: one deleted and created again numbers its messages from 1,
+    /// so resuming after the old stream's last sequence would skip the new
+    /// stream's first messages. Records the stream's creation time the
+    /// first time.
+    fn check_same_stream(&mut self, info: &jetstream::stream::Info) -> Result<()> {
+        let created = i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+        let last = info.state.last_sequence;
+        let recreated =
+            self.last_seq > 0 && (self.created.is_some_and(|c| c != created) || last < self.last_seq);
+        if recreated {
+            return Err(Error::StreamReset {
+                stream: self.opts.stream.clone(),
+                path: self.queue.path().to_path_buf(),
+                last_seq: self.last_seq,
+                stream_last: last,
+            });
+        }
+        if self.created != Some(created) {
+            self.marker.store(Marker { created, last_seq: self.last_seq })?;
+            self.created = Some(created);
+        }
+        Ok(())
     }
 
     /// What to do with a delivered message: `None` when it is at or before
@@ -340,6 +395,9 @@ impl MirrorIn {
             self.last_seq = last.seq;
             self.pending = last.pending;
             self.summary.stream_seq = last.seq;
+            if let Some(created) = self.created {
+                self.marker.store(Marker { created, last_seq: last.seq })?;
+            }
         }
         self.last_stamp = batch.iter().rev().find_map(|i| i.stamp).or(self.last_stamp);
         batch.clear();

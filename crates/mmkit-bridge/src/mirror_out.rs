@@ -846,7 +846,15 @@ impl MirrorOut {
             conn.js.get_stream(&self.opts.stream).await.map_err(|e| Error::nats("look up the stream", e))?;
         for &(prev, seq) in &chain.suspects {
             let before = match seq.checked_sub(1) {
-                Some(s) if s > 0 => stream.get_raw_message(s).await.ok(),
+                // A timeout, a lost connection, or a message deleted or
+                // expired since: unknown, not a gap. The error makes the
+                // mirror resynchronise, as after any transient failure.
+                Some(s) if s > 0 => Some(
+                    stream
+                        .get_raw_message(s)
+                        .await
+                        .map_err(|e| Error::nats("read the message before a refused publish", e))?,
+                ),
                 _ => None,
             };
             let ok =

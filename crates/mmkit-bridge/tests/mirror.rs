@@ -357,3 +357,48 @@ fn messages_the_stream_lost_are_published_again() {
     assert_stream_is_queue(&read_stream(&url, "LOST", None), &a);
     assert_eq!(a.cursors().unwrap()[0].lag, 0);
 }
+
+#[test]
+fn mirror_in_refuses_a_stream_that_was_deleted_and_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(srv) = server(dir.path()) else { return };
+    let url = srv.url();
+    let a = queue(&dir.path().join("a"));
+    fill(&a, "a", 0..100);
+    assert_eq!(mirror_out(&a, out_opts(&url, "RC")).0.unwrap().messages, 100);
+    let b = queue(&dir.path().join("b"));
+    assert_eq!(mirror_in(&b, in_opts(&url, "RC", None)).0.unwrap().messages, 100);
+    // Deleted; mirror-out creates it again and publishes from its cursor,
+    // so the new stream numbers these 300 messages 1 to 300: past the old
+    // stream's 100, so only the stream's identity tells them apart.
+    delete_stream(&url, "RC");
+    fill(&a, "a", 100..400);
+    assert_eq!(mirror_out(&a, out_opts(&url, "RC")).0.unwrap().messages, 300);
+    match mirror_in(&b, in_opts(&url, "RC", None)).0 {
+        Err(Error::StreamReset { last_seq: 100, stream_last: 300, .. }) => {}
+        other => panic!("expected StreamReset, got {other:?}"),
+    }
+    assert_eq!(payloads(&b).len(), 100, "nothing appended");
+}
+
+#[test]
+fn mirror_in_resumes_where_it_was_after_retention_deleted_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(srv) = server(dir.path()) else { return };
+    let url = srv.url();
+    let a = queue(&dir.path().join("a"));
+    fill(&a, "a", 0..10);
+    assert_eq!(mirror_out(&a, out_opts(&url, "RET")).0.unwrap().messages, 10);
+    let b = queue(&dir.path().join("b"));
+    assert_eq!(mirror_in(&b, in_opts(&url, "RET", None)).0.unwrap().messages, 10);
+    // Another producer fills several segments, and retention deletes the
+    // segment that held the mirror's records.
+    fill(&b, "local", 0..3000);
+    b.apply_retention(&mmkit_queue::Retention { max_total_bytes: Some(512 << 10), ..Default::default() })
+        .unwrap();
+    assert!(records(&b).iter().all(|(_, p, _)| p.starts_with(b"local")), "the mirror's records are gone");
+    assert_eq!(mirror_in(&b, in_opts(&url, "RET", None)).0.unwrap().messages, 0);
+    fill(&a, "a", 10..15);
+    assert_eq!(mirror_out(&a, out_opts(&url, "RET")).0.unwrap().messages, 5);
+    assert_eq!(mirror_in(&b, in_opts(&url, "RET", None)).0.unwrap().messages, 5);
+}

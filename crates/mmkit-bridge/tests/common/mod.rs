@@ -162,6 +162,15 @@ pub fn publish_plain(url: &str, subject: &str, payloads: &[Vec<u8>]) {
     .expect("runtime")
 }
 
+/// Deletes a stream.
+pub fn delete_stream(url: &str, name: &str) {
+    mmkit_bridge::block_on(async {
+        let js = jetstream::new(mmkit_bridge::connect_options(url).connect(url).await.expect("connect"));
+        js.delete_stream(name).await.expect("delete stream");
+    })
+    .expect("runtime")
+}
+
 /// Creates a stream over `subjects`.
 pub fn create_stream(url: &str, name: &str, subjects: &[&str]) {
     mmkit_bridge::block_on(async {

@@ -1,0 +1,173 @@
+//! Mirror-in's resume marker: a 32-byte file per source beside its lock
+//! (`DIR/mirror-in-<hash>.pos`), holding which stream the mirror reads
+//! (its creation time) and the last sequence appended.
+//!
+//! The queue's records stay the exact account of what was appended (a
+//! record and its sequence are one append); the marker is written after
+//! each appended batch and covers what records cannot tell:
+//! - **retention** may delete every record of the mirror in a queue that
+//!   other producers also write to; the marker still says where it was;
+//! - **a stream deleted and created again** starts its sequences over, so
+//!   a sequence alone would resume in the middle of the new stream; the
+//!   creation time tells the two streams apart.
+//!
+//! A kill between an append and the marker's write leaves the marker one
+//! batch behind, and the records say the rest: the mirror resumes after
+//! the higher of the two. A torn write fails the checksum and counts as
+//! no marker.
+//!
+//! Layout (little-endian): magic `MMKP` (4), version 1 (1), zero (3),
+//! stream creation time in ns since the Unix epoch (i64), last sequence
+//! appended (u64), zero (4), CRC-32C of bytes 0..28 (4).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, Result};
+
+const MAGIC: [u8; 4] = *b"MMKP";
+const VERSION: u8 = 1;
+const LEN: usize = 32;
+
+/// What the marker says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Marker {
+    /// The stream's creation time, ns since the Unix epoch.
+    pub(crate) created: i64,
+    /// The stream sequence of the last message appended (0: none).
+    pub(crate) last_seq: u64,
+}
+
+/// The open marker file.
+#[derive(Debug)]
+pub(crate) struct MarkerFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl MarkerFile {
+    /// Opens (creating it empty if missing) the marker at `path`, and
+    /// reads it: `None` if it is empty or torn.
+    pub(crate) fn open(path: PathBuf) -> Result<(MarkerFile, Option<Marker>)> {
+        let io = |op, e: std::io::Error| Error::Io { op, path: path.clone(), source: e };
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o600))
+            .map_err(|e| io("open mirror-in marker", e.into()))?;
+        let file = File::from(fd);
+        let mut buf = [0u8; LEN];
+        let n = read_up_to(&file, &mut buf).map_err(|e| io("read mirror-in marker", e))?;
+        let marker =
+            decode(&buf[..n]).map_err(|detail| io("read mirror-in marker", std::io::Error::other(detail)))?;
+        Ok((MarkerFile { file, path }, marker))
+    }
+
+    /// Writes `m` over the marker (one 32-byte write; not synced: the
+    /// records are the durable account, see the module docs).
+    pub(crate) fn store(&self, m: Marker) -> Result<()> {
+        self.file.write_all_at(&encode(m), 0).map_err(|e| Error::Io {
+            op: "write mirror-in marker",
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+}
+
+fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn encode(m: Marker) -> [u8; LEN] {
+    let mut b = [0u8; LEN];
+    b[..4].copy_from_slice(&MAGIC);
+    b[4] = VERSION;
+    b[8..16].copy_from_slice(&m.created.to_le_bytes());
+    b[16..24].copy_from_slice(&m.last_seq.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..28]);
+    b[28..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// `Ok(None)` for an empty, short or torn marker; an error for one that a
+/// newer version wrote (never a guess: a misread sequence would skip or
+/// duplicate messages).
+fn decode(b: &[u8]) -> Result<Option<Marker>, String> {
+    let Some(b) = b.get(..LEN) else { return Ok(None) };
+    let word = |r: std::ops::Range<usize>| b.get(r).and_then(|s| <[u8; 8]>::try_from(s).ok());
+    let crc = b.get(28..32).and_then(|s| <[u8; 4]>::try_from(s).ok()).map(u32::from_le_bytes);
+    if b[..4] != MAGIC || crc != Some(crc32c::crc32c(&b[..28])) {
+        return Ok(None);
+    }
+    if b[4] != VERSION {
+        return Err(format!("marker version {} (this mmkit reads version {VERSION})", b[4]));
+    }
+    match (word(8..16), word(16..24)) {
+        (Some(c), Some(s)) => {
+            Ok(Some(Marker { created: i64::from_le_bytes(c), last_seq: u64::from_le_bytes(s) }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The marker's path for the mirror-in lock at `lock`.
+pub(crate) fn path_beside(lock: &Path) -> PathBuf {
+    lock.with_extension("pos")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_marker_round_trips_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.pos");
+        let (f, m) = MarkerFile::open(path.clone()).unwrap();
+        assert_eq!(m, None);
+        let want = Marker { created: -5, last_seq: u64::MAX };
+        f.store(want).unwrap();
+        drop(f);
+        assert_eq!(MarkerFile::open(path).unwrap().1, Some(want));
+    }
+
+    #[test]
+    fn every_torn_or_flipped_marker_reads_as_none() {
+        let good = encode(Marker { created: 1_700_000_000_000_000_000, last_seq: 42 });
+        for len in 0..LEN {
+            assert_eq!(decode(&good[..len]), Ok(None), "{len} bytes");
+        }
+        for i in 0..LEN {
+            for bit in 0..8 {
+                let mut b = good;
+                b[i] ^= 1 << bit;
+                assert_eq!(decode(&b), Ok(None), "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_newer_version_is_an_error() {
+        let mut b = encode(Marker { created: 1, last_seq: 2 });
+        b[4] = 2;
+        let crc = crc32c::crc32c(&b[..28]);
+        b[28..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode(&b).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&bytes);
+        }
+    }
+}
