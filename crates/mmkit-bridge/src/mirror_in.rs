@@ -133,8 +133,14 @@ impl MirrorIn {
         // committed without counting it, which `last_index` must see.
         let producer = queue.producer().map_err(|e| Error::queue("register a producer", queue.path(), e))?;
         let (marker, stored) = MarkerFile::open(crate::resume::path_beside(lock.path()))?;
-        // The records are exact; the marker knows what retention deleted.
-        let last_seq = resume_point(&queue, &source)?.max(stored.map_or(0, |m| m.last_seq));
+        // The records are exact, and a queue that lost its last appends in
+        // a machine crash (the marker may have reached the disk without
+        // them) gets them again from the stream. The marker speaks only
+        // when no record of the mirror is left: retention deleted them.
+        let last_seq = match resume_point(&queue, &source)? {
+            0 => stored.map_or(0, |m| m.last_seq),
+            seq => seq,
+        };
         Ok(MirrorIn {
             queue,
             opts,

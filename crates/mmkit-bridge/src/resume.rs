@@ -11,10 +11,11 @@
 //!   a sequence alone would resume in the middle of the new stream; the
 //!   creation time tells the two streams apart.
 //!
-//! A kill between an append and the marker's write leaves the marker one
-//! batch behind, and the records say the rest: the mirror resumes after
-//! the higher of the two. A torn write fails the checksum and counts as
-//! no marker.
+//! The marker's sequence is used only when no record of the mirror is
+//! left: a kill between an append and the marker's write leaves it a
+//! batch behind the records, and a machine crash may keep the marker while
+//! losing the last records, which the records' own sequence then fetches
+//! again. A torn write fails the checksum and counts as no marker.
 //!
 //! Layout (little-endian): magic `MMKP` (4), version 1 (1), zero (3),
 //! stream creation time in ns since the Unix epoch (i64), last sequence

@@ -402,3 +402,35 @@ fn mirror_in_resumes_where_it_was_after_retention_deleted_its_records() {
     assert_eq!(mirror_out(&a, out_opts(&url, "RET")).0.unwrap().messages, 5);
     assert_eq!(mirror_in(&b, in_opts(&url, "RET", None)).0.unwrap().messages, 5);
 }
+
+#[test]
+fn mirror_in_trusts_its_records_over_a_marker_ahead_of_them() {
+    // As after a machine crash that kept the marker but lost the queue's
+    // last appends: the records say where to resume, and the stream
+    // provides what is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(srv) = server(dir.path()) else { return };
+    let url = srv.url();
+    let a = queue(&dir.path().join("a"));
+    fill(&a, "a", 0..15);
+    assert_eq!(mirror_out(&a, out_opts(&url, "AHEAD")).0.unwrap().messages, 15);
+    let b = queue(&dir.path().join("b"));
+    let opts = in_opts(&url, "AHEAD", None);
+    assert_eq!(mirror_in(&b, opts.clone()).0.unwrap().messages, 15);
+    // A second queue, mirrored up to sequence 10 only, then given the
+    // first queue's marker (which says 15).
+    let c = queue(&dir.path().join("c"));
+    let marker = std::fs::read_dir(b.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pos"))
+        .expect("a resume marker");
+    let mut p = c.producer().unwrap();
+    for (_, payload, meta) in records(&b).into_iter().take(10) {
+        p.append_with_meta(&meta, &payload).unwrap();
+    }
+    drop(p);
+    std::fs::copy(&marker, c.path().join(marker.file_name().unwrap())).unwrap();
+    assert_eq!(mirror_in(&c, opts).0.unwrap().messages, 5);
+    assert_eq!(payloads(&c), payloads(&b));
+}

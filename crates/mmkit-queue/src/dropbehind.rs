@@ -54,7 +54,7 @@ impl DropBehind {
     /// segment: schedules the segments more than `keep` (at least one)
     /// sealed segments behind it.
     pub(crate) fn rolled_over(&self, dir: &Path, active: u64, keep: u64) {
-        let Some(target) = active.checked_sub(keep.max(1) + 1) else { return };
+        let Some(target) = active.checked_sub(keep.max(1).saturating_add(1)) else { return };
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let next = *st.next.get_or_insert(target);
         st.target = st.target.max(target);
@@ -103,4 +103,35 @@ fn drop_segment(path: &Path) {
     // is open for the duration of the call (rustix has no wrapper).
     let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) };
     let _ = mmkit_region::residency::evict_fd(&file, Some(path));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scheduled(calls: &[(u64, u64)]) -> (Option<u64>, u64) {
+        let d = DropBehind::default();
+        // A directory that does not exist: the worker finds no files.
+        let dir = Path::new("/nonexistent-mmkit-dropbehind-test");
+        for &(active, keep) in calls {
+            d.rolled_over(dir, active, keep);
+        }
+        let st = d.state.lock().unwrap_or_else(|p| p.into_inner());
+        (st.next, st.target)
+    }
+
+    #[test]
+    fn keeps_at_least_one_sealed_segment_and_never_the_active_one() {
+        assert_eq!(scheduled(&[(1, 1)]), (None, 0), "nothing sealed behind segment 1 to drop");
+        assert_eq!(scheduled(&[(2, 0)]).1, 0, "keep 0 counts as 1: segment 0 only");
+        assert_eq!(scheduled(&[(10, u64::MAX)]), (None, 0), "a huge window drops nothing");
+        assert_eq!(scheduled(&[(9, 4)]).1, 4);
+    }
+
+    #[test]
+    fn a_handle_drops_only_what_was_sealed_while_it_was_open() {
+        let (next, target) = scheduled(&[(1000, 1), (1001, 1)]);
+        assert_eq!(target, 999);
+        assert!(next.is_some_and(|n| n >= 998), "started at 998, not at segment 0: {next:?}");
+    }
 }
