@@ -47,6 +47,9 @@ struct State {
     target: u64,
     /// Whether a worker thread is dropping segments up to `target`.
     running: bool,
+    /// The process that started it: a child forked meanwhile inherits
+    /// `running` without the thread.
+    pid: u32,
 }
 
 impl DropBehind {
@@ -58,10 +61,11 @@ impl DropBehind {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let next = *st.next.get_or_insert(target);
         st.target = st.target.max(target);
-        if st.running || next > st.target {
+        let pid = std::process::id();
+        if (st.running && st.pid == pid) || next > st.target {
             return;
         }
-        st.running = true;
+        (st.running, st.pid) = (true, pid);
         drop(st);
         let (state, dir) = (Arc::clone(&self.state), dir.to_path_buf());
         if !crate::background("mmkit-drop", move || work(&state, &dir)) {
@@ -126,6 +130,20 @@ mod tests {
         assert_eq!(scheduled(&[(2, 0)]).1, 0, "keep 0 counts as 1: segment 0 only");
         assert_eq!(scheduled(&[(10, u64::MAX)]), (None, 0), "a huge window drops nothing");
         assert_eq!(scheduled(&[(9, 4)]).1, 4);
+    }
+
+    #[test]
+    fn a_forked_child_starts_its_own_worker() {
+        let d = DropBehind::default();
+        // As inherited from a parent whose worker was running at the fork.
+        *d.state.lock().unwrap() = State { next: Some(5), target: 5, running: true, pid: 0 };
+        d.rolled_over(Path::new("/nonexistent-mmkit-dropbehind-test"), 8, 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.state.lock().unwrap().running && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let st = d.state.lock().unwrap();
+        assert_eq!((st.next, st.running), (Some(7), false), "segments 5 and 6 were dropped");
     }
 
     #[test]
