@@ -78,6 +78,11 @@ pub struct MirrorIn {
     /// With [`InOptions::once`]: the stream's last sequence when the
     /// mirror first looked.
     stop_at: Option<u64>,
+    /// The consumer sequence of the last delivery in this epoch.
+    consumer_seq: u64,
+    /// The queue index of the last record appended, if known (see
+    /// `resume`).
+    last_index: Option<u64>,
     summary: Summary,
     /// Messages the stream still holds for us, as of the last delivery.
     pending: u64,
@@ -133,13 +138,19 @@ impl MirrorIn {
         // committed without counting it, which `last_index` must see.
         let producer = queue.producer().map_err(|e| Error::queue("register a producer", queue.path(), e))?;
         let (marker, stored) = MarkerFile::open(crate::resume::path_beside(lock.path()))?;
-        // The records are exact, and a queue that lost its last appends in
-        // a machine crash (the marker may have reached the disk without
-        // them) gets them again from the stream. The marker speaks only
-        // when no record of the mirror is left: retention deleted them.
-        let last_seq = match resume_point(&queue, &source)? {
-            0 => stored.map_or(0, |m| m.last_seq),
-            seq => seq,
+        // The records are exact. The marker speaks only when none is left
+        // and the last record it names lies below the queue's first index:
+        // retention deleted it. A queue that lost its last appends in a
+        // machine crash (the marker may have reached the disk without
+        // them) gets them again from the stream.
+        let first =
+            queue.first_index().map_err(|e| Error::queue("find the first record", queue.path(), e))?;
+        let (last_seq, last_index) = match resume_point(&queue, &source)? {
+            Some(found) => (found.0, Some(found.1)),
+            None => match stored {
+                Some(m) if m.last_index.is_none_or(|i| i < first) => (m.last_seq, m.last_index),
+                _ => (0, None),
+            },
         };
         Ok(MirrorIn {
             queue,
@@ -151,6 +162,8 @@ impl MirrorIn {
             marker,
             created: stored.map(|m| m.created),
             stop_at: None,
+            consumer_seq: 0,
+            last_index,
             summary: Summary { stream_seq: last_seq, ..Summary::default() },
             pending: 0,
             last_stamp: None,
@@ -177,6 +190,7 @@ impl MirrorIn {
         };
         let mut backoff = Backoff::default();
         loop {
+            let before = self.last_seq;
             let why = match self.epoch(&conn, &mut stop, report).await {
                 Ok(()) => {
                     report(self.progress());
@@ -190,6 +204,9 @@ impl MirrorIn {
                     e.to_string()
                 }
             };
+            if self.last_seq != before {
+                backoff.reset();
+            }
             let delay = backoff.next_delay();
             report(Event::Retrying { error: why, delay });
             tokio::select! {
@@ -233,8 +250,14 @@ impl MirrorIn {
             deliver_policy,
             ..Default::default()
         };
+        let mut stream = stream;
         let consumer =
             stream.create_consumer(config).await.map_err(|e| Error::nats("create an ordered consumer", e))?;
+        // A stream created again between the check and the consumer: the
+        // consumer would read it from the old stream's sequence on.
+        let info = stream.info().await.map_err(|e| Error::nats("look up the stream", e))?;
+        self.check_same_stream(info)?;
+        self.consumer_seq = 0;
         self.pending = consumer.cached_info().num_pending;
         report(Event::Resynced { position: self.last_seq, stream_seq: self.last_seq, pipelined: true });
         if self.done() {
@@ -327,7 +350,7 @@ impl MirrorIn {
             });
         }
         if self.created != Some(created) {
-            self.marker.store(Marker { created, last_seq: self.last_seq })?;
+            self.marker.store(Marker { created, last_seq: self.last_seq, last_index: self.last_index })?;
             self.created = Some(created);
         }
         Ok(())
@@ -344,6 +367,13 @@ impl MirrorIn {
         report: &mut dyn FnMut(Event),
     ) -> Result<Option<Incoming>> {
         let info = m.info().map_err(|e| Error::nats("read a message's stream sequence", e))?;
+        // The ordered consumer recreates itself after a missed beat, and
+        // numbers its deliveries from 1 again: it may now read a stream
+        // deleted and created again. A new epoch checks the stream first.
+        if info.consumer_sequence != self.consumer_seq + 1 {
+            return Err(Error::nats("consume", "the ordered consumer was recreated"));
+        }
+        self.consumer_seq = info.consumer_sequence;
         let (seq, pending) = (info.stream_sequence, info.pending);
         self.pending = pending;
         if seq <= high {
@@ -392,9 +422,11 @@ impl MirrorIn {
         let pairs: Vec<(&[u8], &[u8])> =
             batch.iter().filter_map(|i| i.record.as_ref()).map(|(m, p)| (&m[..], &p[..])).collect();
         if !pairs.is_empty() {
-            self.producer
+            let indices = self
+                .producer
                 .append_batch_with_meta(&pairs)
                 .map_err(|e| Error::queue("append mirrored messages", self.queue.path(), e))?;
+            self.last_index = indices.last().copied().or(self.last_index);
         }
         self.summary.messages += pairs.len() as u64;
         if let Some(last) = batch.last() {
@@ -402,7 +434,7 @@ impl MirrorIn {
             self.pending = last.pending;
             self.summary.stream_seq = last.seq;
             if let Some(created) = self.created {
-                self.marker.store(Marker { created, last_seq: last.seq })?;
+                self.marker.store(Marker { created, last_seq: last.seq, last_index: self.last_index })?;
             }
         }
         self.last_stamp = batch.iter().rev().find_map(|i| i.stamp).or(self.last_stamp);
@@ -424,14 +456,14 @@ impl MirrorIn {
     }
 }
 
-/// The stream sequence of the last record the mirror of `source`
-/// appended, 0 if none: the newest record whose metadata names the
-/// source. Usually the queue's last record; in a queue other producers
-/// also append to, a walk back over theirs.
-fn resume_point(queue: &Queue, source: &[u8]) -> Result<u64> {
+/// The stream sequence and queue index of the last record the mirror of
+/// `source` appended, if any is left: the newest record whose metadata
+/// names the source. Usually the queue's last record; in a queue other
+/// producers also append to, a walk back over theirs.
+fn resume_point(queue: &Queue, source: &[u8]) -> Result<Option<(u64, u64)>> {
     let err = |op, e| Error::queue(op, queue.path(), e);
     let Some(last) = queue.last_index().map_err(|e| err("find the last record", e))? else {
-        return Ok(0);
+        return Ok(None);
     };
     let segments = queue.stat().map_err(|e| err("list segments", e))?.segments;
     let mut reader = queue.reader(Start::Beginning).map_err(|e| err("read", e))?;
@@ -445,7 +477,7 @@ fn resume_point(queue: &Queue, source: &[u8]) -> Result<u64> {
                 continue;
             }
             match Origin::decode(rec.meta()) {
-                Ok(Some(o)) if o.source == source => return Ok(o.stream_seq),
+                Ok(Some(o)) if o.source == source => return Ok(Some((o.stream_seq, index))),
                 Ok(_) => {}
                 Err(bad)
                     if Origin::is_from(rec.meta(), source) || rec.meta().get(4) != Some(&record::VERSION) =>
@@ -456,5 +488,5 @@ fn resume_point(queue: &Queue, source: &[u8]) -> Result<u64> {
             }
         }
     }
-    Ok(0)
+    Ok(None)
 }

@@ -1,6 +1,7 @@
-//! Mirror-in's resume marker: a 32-byte file per source beside its lock
+//! Mirror-in's resume marker: a 40-byte file per source beside its lock
 //! (`DIR/mirror-in-<hash>.pos`), holding which stream the mirror reads
-//! (its creation time) and the last sequence appended.
+//! (its creation time), the last sequence appended or skipped, and the
+//! queue index of the last record appended.
 //!
 //! The queue's records stay the exact account of what was appended (a
 //! record and its sequence are one append); the marker is written after
@@ -12,14 +13,18 @@
 //!   creation time tells the two streams apart.
 //!
 //! The marker's sequence is used only when no record of the mirror is
-//! left: a kill between an append and the marker's write leaves it a
-//! batch behind the records, and a machine crash may keep the marker while
-//! losing the last records, which the records' own sequence then fetches
-//! again. A torn write fails the checksum and counts as no marker.
+//! left and the index it names lies below the queue's first index, that
+//! is, retention deleted the records. A kill between an append and the
+//! marker's write leaves it a batch behind the records, which decide then;
+//! a machine crash may keep the marker while losing the queue's last
+//! records, whose index then is not below the first index, so the mirror
+//! fetches them again. A torn write fails the checksum and counts as no
+//! marker.
 //!
 //! Layout (little-endian): magic `MMKP` (4), version 1 (1), zero (3),
 //! stream creation time in ns since the Unix epoch (i64), last sequence
-//! appended (u64), zero (4), CRC-32C of bytes 0..28 (4).
+//! appended or skipped (u64), queue index of the last record appended
+//! (u64; `u64::MAX`: none), zero (4), CRC-32C of bytes 0..36 (4).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -31,15 +36,20 @@ use crate::error::{Error, Result};
 
 const MAGIC: [u8; 4] = *b"MMKP";
 const VERSION: u8 = 1;
-const LEN: usize = 32;
+const LEN: usize = 40;
+/// `last_index` when no record was appended.
+const NO_INDEX: u64 = u64::MAX;
 
 /// What the marker says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Marker {
     /// The stream's creation time, ns since the Unix epoch.
     pub(crate) created: i64,
-    /// The stream sequence of the last message appended (0: none).
+    /// The stream sequence of the last message appended or skipped (0:
+    /// none).
     pub(crate) last_seq: u64,
+    /// The queue index of the last record appended.
+    pub(crate) last_index: Option<u64>,
 }
 
 /// The open marker file.
@@ -65,7 +75,7 @@ impl MarkerFile {
         Ok((MarkerFile { file, path }, marker))
     }
 
-    /// Writes `m` over the marker (one 32-byte write; not synced: the
+    /// Writes `m` over the marker (one 40-byte write; not synced: the
     /// records are the durable account, see the module docs).
     pub(crate) fn store(&self, m: Marker) -> Result<()> {
         self.file.write_all_at(&encode(m), 0).map_err(|e| Error::Io {
@@ -93,8 +103,9 @@ fn encode(m: Marker) -> [u8; LEN] {
     b[4] = VERSION;
     b[8..16].copy_from_slice(&m.created.to_le_bytes());
     b[16..24].copy_from_slice(&m.last_seq.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..28]);
-    b[28..].copy_from_slice(&crc.to_le_bytes());
+    b[24..32].copy_from_slice(&m.last_index.unwrap_or(NO_INDEX).to_le_bytes());
+    let crc = crc32c::crc32c(&b[..36]);
+    b[36..].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
@@ -104,17 +115,19 @@ fn encode(m: Marker) -> [u8; LEN] {
 fn decode(b: &[u8]) -> Result<Option<Marker>, String> {
     let Some(b) = b.get(..LEN) else { return Ok(None) };
     let word = |r: std::ops::Range<usize>| b.get(r).and_then(|s| <[u8; 8]>::try_from(s).ok());
-    let crc = b.get(28..32).and_then(|s| <[u8; 4]>::try_from(s).ok()).map(u32::from_le_bytes);
-    if b[..4] != MAGIC || crc != Some(crc32c::crc32c(&b[..28])) {
+    let crc = b.get(36..40).and_then(|s| <[u8; 4]>::try_from(s).ok()).map(u32::from_le_bytes);
+    if b[..4] != MAGIC || crc != Some(crc32c::crc32c(&b[..36])) {
         return Ok(None);
     }
     if b[4] != VERSION {
         return Err(format!("marker version {} (this mmkit reads version {VERSION})", b[4]));
     }
-    match (word(8..16), word(16..24)) {
-        (Some(c), Some(s)) => {
-            Ok(Some(Marker { created: i64::from_le_bytes(c), last_seq: u64::from_le_bytes(s) }))
-        }
+    match (word(8..16), word(16..24), word(24..32)) {
+        (Some(c), Some(s), Some(i)) => Ok(Some(Marker {
+            created: i64::from_le_bytes(c),
+            last_seq: u64::from_le_bytes(s),
+            last_index: Some(u64::from_le_bytes(i)).filter(|&i| i != NO_INDEX),
+        })),
         _ => Ok(None),
     }
 }
@@ -135,7 +148,7 @@ mod tests {
         let path = dir.path().join("m.pos");
         let (f, m) = MarkerFile::open(path.clone()).unwrap();
         assert_eq!(m, None);
-        let want = Marker { created: -5, last_seq: u64::MAX };
+        let want = Marker { created: -5, last_seq: u64::MAX, last_index: Some(7) };
         f.store(want).unwrap();
         drop(f);
         assert_eq!(MarkerFile::open(path).unwrap().1, Some(want));
@@ -143,7 +156,9 @@ mod tests {
 
     #[test]
     fn every_torn_or_flipped_marker_reads_as_none() {
-        let good = encode(Marker { created: 1_700_000_000_000_000_000, last_seq: 42 });
+        let m = Marker { created: 1_700_000_000_000_000_000, last_seq: 42, last_index: None };
+        let good = encode(m);
+        assert_eq!(decode(&good), Ok(Some(m)));
         for len in 0..LEN {
             assert_eq!(decode(&good[..len]), Ok(None), "{len} bytes");
         }
@@ -158,16 +173,16 @@ mod tests {
 
     #[test]
     fn a_newer_version_is_an_error() {
-        let mut b = encode(Marker { created: 1, last_seq: 2 });
+        let mut b = encode(Marker { created: 1, last_seq: 2, last_index: Some(3) });
         b[4] = 2;
-        let crc = crc32c::crc32c(&b[..28]);
-        b[28..].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..36]);
+        b[36..].copy_from_slice(&crc.to_le_bytes());
         assert!(decode(&b).is_err());
     }
 
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = decode(&bytes);
         }
     }

@@ -434,3 +434,88 @@ fn mirror_in_trusts_its_records_over_a_marker_ahead_of_them() {
     assert_eq!(mirror_in(&c, opts).0.unwrap().messages, 5);
     assert_eq!(payloads(&c), payloads(&b));
 }
+
+#[test]
+fn mirror_in_ignores_a_marker_whose_records_the_queue_lost() {
+    // A machine crash can keep the (unsynced) marker and lose every record
+    // it names: they were not deleted by retention (their index is not below
+    // the queue's first), so the mirror fetches them again.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(srv) = server(dir.path()) else { return };
+    let url = srv.url();
+    let a = queue(&dir.path().join("a"));
+    fill(&a, "a", 0..15);
+    assert_eq!(mirror_out(&a, out_opts(&url, "LOST")).0.unwrap().messages, 15);
+    let b = queue(&dir.path().join("b"));
+    assert_eq!(mirror_in(&b, in_opts(&url, "LOST", None)).0.unwrap().messages, 15);
+    let c = queue(&dir.path().join("c"));
+    let marker = std::fs::read_dir(b.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pos"))
+        .expect("a resume marker");
+    std::fs::copy(&marker, c.path().join(marker.file_name().unwrap())).unwrap();
+    assert_eq!(mirror_in(&c, in_opts(&url, "LOST", None)).0.unwrap().messages, 15);
+    assert_eq!(payloads(&c), payloads(&b));
+}
+
+#[test]
+fn a_stream_created_again_while_mirror_in_runs_stops_it() {
+    // The ordered consumer recreates itself on the new stream from the old
+    // stream's last sequence + 1; the mirror notices the new consumer and
+    // checks the stream before appending anything from it.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(srv) = server(dir.path()) else { return };
+    let url = srv.url();
+    let plain =
+        |tag: &str, n: u64| -> Vec<Vec<u8>> { (0..n).map(|i| format!("{tag} {i}").into_bytes()).collect() };
+    create_stream(&url, "LIVE", &["live.>"]);
+    publish_plain(&url, "live.x", &plain("old", 100));
+    let b = queue(&dir.path().join("b"));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mirror = {
+        let (b, url) = (b.clone(), url.clone());
+        std::thread::spawn(move || {
+            let mut m = mmkit_bridge::MirrorIn::new(b, mmkit_bridge::InOptions::new(&url, "LIVE")).unwrap();
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            mmkit_bridge::block_on(m.run(stop, &mut |_| {})).unwrap()
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while payloads(&b).len() < 100 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(payloads(&b).len(), 100);
+    delete_stream(&url, "LIVE");
+    create_stream(&url, "LIVE", &["live.>"]);
+    publish_plain(&url, "live.x", &plain("new", 150));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !mirror.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = stop_tx.send(());
+    let result = mirror.join().unwrap();
+    assert!(matches!(result, Err(Error::StreamReset { .. })), "{result:?}");
+    assert_eq!(payloads(&b).len(), 100, "nothing appended from the new stream");
+}
+
+#[test]
+fn a_server_restart_is_not_a_new_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut srv) = server(dir.path()) else { return };
+    let url = srv.url();
+    let plain =
+        |tag: &str, n: u64| -> Vec<Vec<u8>> { (0..n).map(|i| format!("{tag} {i}").into_bytes()).collect() };
+    create_stream(&url, "RS", &["rs.>"]);
+    publish_plain(&url, "rs.x", &plain("m", 10));
+    let b = queue(&dir.path().join("b"));
+    assert_eq!(mirror_in(&b, in_opts(&url, "RS", None)).0.unwrap().messages, 10);
+    srv.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    srv.restart().unwrap();
+    let url = srv.url();
+    publish_plain(&url, "rs.x", &plain("n", 5));
+    assert_eq!(mirror_in(&b, in_opts(&url, "RS", None)).0.unwrap().messages, 5);
+}
