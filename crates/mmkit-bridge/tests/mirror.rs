@@ -403,6 +403,22 @@ fn mirror_in_resumes_where_it_was_after_retention_deleted_its_records() {
     assert_eq!(mirror_in(&b, in_opts(&url, "RET", None)).0.unwrap().messages, 5);
 }
 
+/// Queue `b`, holding the 15 messages of stream `stream` (mirrored out of
+/// queue `a`), and the path of its resume marker.
+fn mirrored_with_marker(dir: &std::path::Path, url: &str, stream: &str) -> (Queue, std::path::PathBuf) {
+    let a = queue(&dir.join("a"));
+    fill(&a, "a", 0..15);
+    assert_eq!(mirror_out(&a, out_opts(url, stream)).0.unwrap().messages, 15);
+    let b = queue(&dir.join("b"));
+    assert_eq!(mirror_in(&b, in_opts(url, stream, None)).0.unwrap().messages, 15);
+    let marker = std::fs::read_dir(b.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pos"))
+        .expect("a resume marker");
+    (b, marker)
+}
+
 #[test]
 fn mirror_in_trusts_its_records_over_a_marker_ahead_of_them() {
     // As after a machine crash that kept the marker but lost the queue's
@@ -410,28 +426,16 @@ fn mirror_in_trusts_its_records_over_a_marker_ahead_of_them() {
     // provides what is missing.
     let dir = tempfile::tempdir().unwrap();
     let Some(srv) = server(dir.path()) else { return };
-    let url = srv.url();
-    let a = queue(&dir.path().join("a"));
-    fill(&a, "a", 0..15);
-    assert_eq!(mirror_out(&a, out_opts(&url, "AHEAD")).0.unwrap().messages, 15);
-    let b = queue(&dir.path().join("b"));
-    let opts = in_opts(&url, "AHEAD", None);
-    assert_eq!(mirror_in(&b, opts.clone()).0.unwrap().messages, 15);
-    // A second queue, mirrored up to sequence 10 only, then given the
-    // first queue's marker (which says 15).
+    let (b, marker) = mirrored_with_marker(dir.path(), &srv.url(), "AHEAD");
+    // A second queue holding the first 10 records, given b's marker (15).
     let c = queue(&dir.path().join("c"));
-    let marker = std::fs::read_dir(b.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "pos"))
-        .expect("a resume marker");
     let mut p = c.producer().unwrap();
     for (_, payload, meta) in records(&b).into_iter().take(10) {
         p.append_with_meta(&meta, &payload).unwrap();
     }
     drop(p);
     std::fs::copy(&marker, c.path().join(marker.file_name().unwrap())).unwrap();
-    assert_eq!(mirror_in(&c, opts).0.unwrap().messages, 5);
+    assert_eq!(mirror_in(&c, in_opts(&srv.url(), "AHEAD", None)).0.unwrap().messages, 5);
     assert_eq!(payloads(&c), payloads(&b));
 }
 
@@ -442,20 +446,10 @@ fn mirror_in_ignores_a_marker_whose_records_the_queue_lost() {
     // the queue's first), so the mirror fetches them again.
     let dir = tempfile::tempdir().unwrap();
     let Some(srv) = server(dir.path()) else { return };
-    let url = srv.url();
-    let a = queue(&dir.path().join("a"));
-    fill(&a, "a", 0..15);
-    assert_eq!(mirror_out(&a, out_opts(&url, "LOST")).0.unwrap().messages, 15);
-    let b = queue(&dir.path().join("b"));
-    assert_eq!(mirror_in(&b, in_opts(&url, "LOST", None)).0.unwrap().messages, 15);
+    let (b, marker) = mirrored_with_marker(dir.path(), &srv.url(), "LOST");
     let c = queue(&dir.path().join("c"));
-    let marker = std::fs::read_dir(b.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "pos"))
-        .expect("a resume marker");
     std::fs::copy(&marker, c.path().join(marker.file_name().unwrap())).unwrap();
-    assert_eq!(mirror_in(&c, in_opts(&url, "LOST", None)).0.unwrap().messages, 15);
+    assert_eq!(mirror_in(&c, in_opts(&srv.url(), "LOST", None)).0.unwrap().messages, 15);
     assert_eq!(payloads(&c), payloads(&b));
 }
 
