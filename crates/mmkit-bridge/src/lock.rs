@@ -26,16 +26,20 @@ fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
+/// Opens `path` for reading and writing, created with mode 0600 if
+/// missing; never through a symbolic link.
+pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(File::from(rustix::fs::open(path, flags, Mode::from_raw_mode(0o600))?))
+}
+
 impl MirrorLock {
     /// Locks `DIR/<role>-<hash of key>.lock`, and writes `about` (who
     /// holds it) into the file for whoever finds it locked.
     pub fn acquire(dir: &Path, role: &str, key: &[u8], about: &str) -> Result<MirrorLock> {
         let path = dir.join(format!("{role}-{:016x}.lock", fnv64(key)));
         let io = |op, e: std::io::Error| Error::Io { op, path: path.clone(), source: e };
-        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| io("open mirror lock", e.into()))?;
-        let mut file = File::from(fd);
+        let mut file = open_private(&path).map_err(|e| io("open mirror lock", e))?;
         // A lock can outlive its holder by a moment: a process that is
         // exiting, or a child forked by another thread that has not yet
         // exec'd (and closed its copy of the descriptor). So look again for

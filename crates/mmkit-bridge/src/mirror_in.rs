@@ -143,14 +143,15 @@ impl MirrorIn {
         // retention deleted it. A queue that lost its last appends in a
         // machine crash (the marker may have reached the disk without
         // them) gets them again from the stream.
-        let first =
-            queue.first_index().map_err(|e| Error::queue("find the first record", queue.path(), e))?;
-        let (last_seq, last_index) = match resume_point(&queue, &source)? {
-            Some(found) => (found.0, Some(found.1)),
-            None => match stored {
-                Some(m) if m.last_index.is_none_or(|i| i < first) => (m.last_seq, m.last_index),
-                _ => (0, None),
-            },
+        let (last_seq, last_index) = match (resume_point(&queue, &source)?, stored) {
+            (Some((seq, index)), _) => (seq, Some(index)),
+            (None, Some(m)) => {
+                let first = queue
+                    .first_index()
+                    .map_err(|e| Error::queue("find the first record", queue.path(), e))?;
+                if m.last_index.is_none_or(|i| i < first) { (m.last_seq, m.last_index) } else { (0, None) }
+            }
+            (None, None) => (0, None),
         };
         Ok(MirrorIn {
             queue,
@@ -237,10 +238,6 @@ impl MirrorIn {
             }
             Err(e) => return Err(Error::nats("look up the stream", e)),
         };
-        self.check_same_stream(stream.cached_info())?;
-        if self.opts.once {
-            self.stop_at.get_or_insert(stream.cached_info().state.last_sequence);
-        }
         let deliver_policy = match self.last_seq {
             0 => DeliverPolicy::All,
             s => DeliverPolicy::ByStartSequence { start_sequence: s + 1 },
@@ -253,10 +250,13 @@ impl MirrorIn {
         let mut stream = stream;
         let consumer =
             stream.create_consumer(config).await.map_err(|e| Error::nats("create an ordered consumer", e))?;
-        // A stream created again between the check and the consumer: the
-        // consumer would read it from the old stream's sequence on.
+        // Checked after the consumer exists: a stream created again before
+        // that would be read from the old stream's sequence on.
         let info = stream.info().await.map_err(|e| Error::nats("look up the stream", e))?;
         self.check_same_stream(info)?;
+        if self.opts.once {
+            self.stop_at.get_or_insert(info.state.last_sequence);
+        }
         self.consumer_seq = 0;
         self.pending = consumer.cached_info().num_pending;
         report(Event::Resynced { position: self.last_seq, stream_seq: self.last_seq, pipelined: true });

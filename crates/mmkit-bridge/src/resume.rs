@@ -27,10 +27,9 @@
 //! (u64; `u64::MAX`: none), zero (4), CRC-32C of bytes 0..36 (4).
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-
-use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Error, Result};
 
@@ -64,14 +63,12 @@ impl MarkerFile {
     /// reads it: `None` if it is empty or torn.
     pub(crate) fn open(path: PathBuf) -> Result<(MarkerFile, Option<Marker>)> {
         let io = |op, e: std::io::Error| Error::Io { op, path: path.clone(), source: e };
-        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o600))
-            .map_err(|e| io("open mirror-in marker", e.into()))?;
-        let file = File::from(fd);
-        let mut buf = [0u8; LEN];
-        let n = read_up_to(&file, &mut buf).map_err(|e| io("read mirror-in marker", e))?;
+        let file = crate::lock::open_private(&path).map_err(|e| io("open mirror-in marker", e))?;
+        // At most one marker's worth: the file is ours, but not trusted.
+        let mut buf = Vec::with_capacity(LEN);
+        (&file).take(LEN as u64).read_to_end(&mut buf).map_err(|e| io("read mirror-in marker", e))?;
         let marker =
-            decode(&buf[..n]).map_err(|detail| io("read mirror-in marker", std::io::Error::other(detail)))?;
+            decode(&buf).map_err(|detail| io("read mirror-in marker", std::io::Error::other(detail)))?;
         Ok((MarkerFile { file, path }, marker))
     }
 
@@ -84,17 +81,6 @@ impl MarkerFile {
             source: e,
         })
     }
-}
-
-fn read_up_to(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], n as u64)? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 fn encode(m: Marker) -> [u8; LEN] {
@@ -113,23 +99,20 @@ fn encode(m: Marker) -> [u8; LEN] {
 /// newer version wrote (never a guess: a misread sequence would skip or
 /// duplicate messages).
 fn decode(b: &[u8]) -> Result<Option<Marker>, String> {
-    let Some(b) = b.get(..LEN) else { return Ok(None) };
-    let word = |r: std::ops::Range<usize>| b.get(r).and_then(|s| <[u8; 8]>::try_from(s).ok());
-    let crc = b.get(36..40).and_then(|s| <[u8; 4]>::try_from(s).ok()).map(u32::from_le_bytes);
-    if b[..4] != MAGIC || crc != Some(crc32c::crc32c(&b[..36])) {
+    let Ok(b) = <&[u8; LEN]>::try_from(b) else { return Ok(None) };
+    let word = |at: usize| u64::from_le_bytes(std::array::from_fn(|i| b[at + i]));
+    let crc = u32::from_le_bytes(std::array::from_fn(|i| b[36 + i]));
+    if b[..4] != MAGIC || crc != crc32c::crc32c(&b[..36]) {
         return Ok(None);
     }
     if b[4] != VERSION {
         return Err(format!("marker version {} (this mmkit reads version {VERSION})", b[4]));
     }
-    match (word(8..16), word(16..24), word(24..32)) {
-        (Some(c), Some(s), Some(i)) => Ok(Some(Marker {
-            created: i64::from_le_bytes(c),
-            last_seq: u64::from_le_bytes(s),
-            last_index: Some(u64::from_le_bytes(i)).filter(|&i| i != NO_INDEX),
-        })),
-        _ => Ok(None),
-    }
+    Ok(Some(Marker {
+        created: word(8) as i64,
+        last_seq: word(16),
+        last_index: Some(word(24)).filter(|&i| i != NO_INDEX),
+    }))
 }
 
 /// The marker's path for the mirror-in lock at `lock`.

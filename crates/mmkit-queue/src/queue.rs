@@ -351,10 +351,9 @@ impl Queue {
     /// segment: drops segments behind it from the page cache (see
     /// [`OpenOptions::cache_behind`]).
     pub(crate) fn rolled_over(&self, active: u64) {
-        if let (None, Some(bytes)) = (self.inner.retention, self.inner.cache_behind) {
-            let keep = bytes.div_ceil(self.segment_size().max(1));
-            self.inner.drop_behind.rolled_over(&self.inner.dir, active, keep);
-        }
+        let Some(bytes) = self.inner.cache_behind.filter(|_| self.drops_behind()) else { return };
+        let keep = bytes.div_ceil(self.segment_size().max(1));
+        self.inner.drop_behind.rolled_over(&self.inner.dir, active, keep);
     }
 
     /// Whether this handle's producers drop old segments from the page
