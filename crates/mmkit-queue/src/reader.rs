@@ -682,9 +682,11 @@ impl Reader {
     /// segment's next pages into the page cache (`POSIX_FADV_WILLNEED`: on
     /// the preallocated, unwritten blocks of a new segment this allocates
     /// zeroed pages and reads nothing), a cost the producer would otherwise
-    /// pay on its first write to each page. The producer's own
-    /// idle-priority helper does the same, but gets no CPU while a reader
-    /// spins on the other core. One step of [`HELP_STEP`] per wait, from
+    /// pay on its first write to each page. The producer's own helper does
+    /// the same, 4 MiB ahead of the tail, but shares its core with this
+    /// reader, and falls behind a producer writing flat out: without this
+    /// help, the `throughput` example's parking run fell from 12.9–17.3 to
+    /// 11.1–11.8 M/s (2026-12-06, tenth session). One step of [`HELP_STEP`] per wait, from
     /// [`HELP_LEAD`] to [`HELP_WINDOW`] past the tail (where the producers
     /// write next; a reader that has fallen behind would otherwise help
     /// with pages they have already written); pages already cached cost a

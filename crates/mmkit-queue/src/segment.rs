@@ -50,6 +50,9 @@ pub(crate) struct Segment {
     /// as far as that mapping touched them (usually all: the file was
     /// filled, and usually zeroed, through it), though not always writable.
     pub(crate) reused: bool,
+    /// Offset up to which a prefault helper of this process populated the
+    /// page tables writable (see [`Segment::populate_write`]).
+    pub(crate) populated: std::sync::atomic::AtomicU64,
 }
 
 // SAFETY: all shared-memory access goes through atomics or through byte
@@ -115,6 +118,7 @@ impl Segment {
             header,
             path,
             reused,
+            populated: std::sync::atomic::AtomicU64::new(0),
         };
         let (count, offset) = format::split_tail(seg.tail().load(Ordering::Acquire));
         if offset < SEGMENT_HEADER || offset % 8 != 0 || count > capacity {
