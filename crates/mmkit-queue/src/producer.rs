@@ -46,14 +46,21 @@ pub struct Producer {
     mapped: u64,
     /// Segment whose successor this producer already had created.
     precreated: u64,
-    /// Chunks for this producer's prefault helper, started on first use.
-    helper: Option<std::sync::mpsc::SyncSender<Chunk>>,
+    /// Chunks for this producer's prefault helpers, each started on first
+    /// use: `[0]` brings pages in at idle priority, `[1]` also populates,
+    /// at normal priority (see [`Producer::prefault_ahead`]).
+    helpers: [Option<std::sync::mpsc::SyncSender<Chunk>>; 2],
+    /// The producer's pace: when it last measured it, and its segment
+    /// and offset then (see [`Producer::writes_flat_out`]).
+    pace: Option<(std::time::Instant, u64, u64)>,
+    /// Whether the last measure of the pace was over [`FLAT_OUT_RATE`].
+    flat_out: bool,
     /// A rollover's retention pass found no thread to run on: the next
     /// commit runs it, outside the lease holder's exclusive window.
     retention_due: bool,
 }
 
-/// A chunk of a segment for the prefault helper.
+/// A chunk of a segment for a prefault helper.
 struct Chunk {
     /// Held weakly, see [`Producer::prefault_ahead`].
     seg: std::sync::Weak<Segment>,
@@ -62,9 +69,6 @@ struct Chunk {
     /// Whether the pages may come as large folios
     /// (`Queue::large_folios`).
     large: bool,
-    /// Whether the helper also populates the page tables (see
-    /// [`Producer::prefault_ahead`]).
-    populate: bool,
 }
 
 /// Chunks a producer's prefault helper may have waiting: more would only
@@ -160,7 +164,11 @@ const PREFAULT_CHUNK: u64 = 2 << 20;
 /// How far ahead of a claim prefaulting is started.
 const PREFAULT_LEAD: u64 = 4 << 20;
 
-/// Bytes the prefault helper brings in and populates at a time: it
+/// Bytes per second over which a producer writes flat out: its chunks
+/// then go to the helper that populates (see [`Producer::prefault_ahead`]).
+const FLAT_OUT_RATE: u128 = 64 << 20;
+
+/// Bytes the populating helper brings in and populates at a time: it
 /// publishes its progress after each step, and holds the address-space
 /// lock (for reading) only while it populates one.
 const HELPER_STEP: u64 = 256 << 10;
@@ -334,7 +342,9 @@ impl Queue {
             prefaulted: 0,
             mapped: 0,
             precreated: u64::MAX,
-            helper: None,
+            helpers: [None, None],
+            pace: None,
+            flat_out: false,
             retention_due: false,
         }))
     }
@@ -840,19 +850,28 @@ impl Producer {
         (self.prefaulted, self.mapped) = (done, done);
     }
 
-    /// Prefaults the next chunk of the current segment on this producer's
-    /// helper thread ([`spawn_prefault_helper`]), so appends do not stop
-    /// for page faults (each one costs about a microsecond on a shared file
-    /// mapping). The helper brings the pages into the page cache and, for
-    /// queues without a durability mode, populates this process's page
-    /// tables writable too, which the producer would otherwise do 64 KiB at
-    /// a time in its own thread (about 700 ns per 4 KiB folio). Durable
-    /// queues do not let it: populating writable marks the pages dirty, and
-    /// their `msync` of the segment would write the zeroed pages ahead of
-    /// the tail. When the helper falls behind, the producer populates for
-    /// itself, as without a helper.
+    /// Prefaults the next chunk of the current segment on one of this
+    /// producer's helper threads ([`spawn_prefault_helper`]), so appends do
+    /// not stop for page faults (each one costs about a microsecond on a
+    /// shared file mapping).
     ///
-    /// The helper holds the segment weakly until it runs: an idle-priority
+    /// Two helpers, by the producer's pace. At a modest pace, one at idle
+    /// priority brings the pages into the page cache: it uses CPU time
+    /// nobody else wants, so it never delays a reader's wake-up. A producer
+    /// writing flat out (over 64 MB/s) outruns it, since a reader spinning
+    /// on the other core leaves it no CPU; its chunks go to a helper at
+    /// normal priority that also populates this process's page tables
+    /// writable, which the producer would otherwise do 64 KiB at a time in
+    /// its own thread (about 700 ns per 4 KiB page). Not for durable queues:
+    /// populating writable marks the pages dirty, and their `msync` of the
+    /// segment would write the zeroed pages ahead of the tail. Measured, a
+    /// helper at normal priority at every pace took the parking latency's
+    /// p99 at 100k msg/s from 20 to 220–330 µs, and at idle priority it got
+    /// too little CPU to gain much (see `docs/benchmarks-queue.md`, "tenth
+    /// session"). When a helper falls behind, the producer populates for
+    /// itself, as without one.
+    ///
+    /// A helper holds the segment weakly until it runs: an idle-priority
     /// thread may wait long, and must not keep an old segment mapped (and
     /// so pinned against recycling) meanwhile.
     fn prefault_ahead(&mut self, offset: u64) {
@@ -861,20 +880,39 @@ impl Producer {
         if from >= self.seg.capacity {
             return;
         }
-        if self.helper.is_none() {
-            self.helper = spawn_prefault_helper();
+        let populate = self.writes_flat_out(offset) && self.queue.durability() == Durability::OsManaged;
+        let helper = &mut self.helpers[usize::from(populate)];
+        if helper.is_none() {
+            *helper = spawn_prefault_helper(populate);
         }
-        let chunk = Chunk {
-            seg: Arc::downgrade(&self.seg),
-            from,
-            large: self.queue.large_folios(),
-            populate: self.queue.durability() == Durability::OsManaged,
-        };
+        let chunk = Chunk { seg: Arc::downgrade(&self.seg), from, large: self.queue.large_folios() };
         // A helper behind (or gone, or never started) leaves the pages to
         // the producer's own faults; never wait for it.
-        if let Some(helper) = &self.helper {
+        if let Some(helper) = helper {
             let _ = helper.try_send(chunk);
         }
+    }
+
+    /// Whether this producer writes flat out: measured over at least 1 MiB
+    /// of its own progress in one segment (a chunk is sent every 2 MiB of
+    /// it); the chunks sent at a segment's start, a few bytes apart, keep
+    /// the last measure.
+    fn writes_flat_out(&mut self, offset: u64) -> bool {
+        let now = std::time::Instant::now();
+        let number = self.seg.number;
+        match self.pace {
+            Some((then, seg, at)) if seg == number && offset >= at => {
+                let bytes = offset - at;
+                if bytes < 1 << 20 {
+                    return self.flat_out;
+                }
+                self.flat_out =
+                    now.duration_since(then).as_nanos() * FLAT_OUT_RATE < u128::from(bytes) * 1_000_000_000;
+            }
+            _ => {}
+        }
+        self.pace = Some((now, number, offset));
+        self.flat_out
     }
 
     /// Creates segment `number` in the background so rollover finds it.
@@ -1086,35 +1124,34 @@ fn commit_frame(frame: &RunFrame<'_>, offset: u64, length_field: u32, crc: u32, 
 }
 
 /// Starts a producer's prefault helper: one thread for the producer's
-/// life, which brings in the chunks it is sent. Not a thread per chunk:
-/// creating a thread takes the address-space lock for writing (its stack
-/// is mapped), which stalled the producer's own `MADV_POPULATE_WRITE`
-/// behind it. The helper ends when the producer drops its sender. `None`
-/// if no thread could be started (the next chunk tries again).
-///
-/// It runs at normal priority. At idle priority (`SCHED_IDLE`) it got no
-/// CPU while a reader spun on the other core, so the producer paid for its
-/// pages itself; and a thread that populates holds the address-space lock
-/// for reading, which an idle-priority thread could hold for long while
-/// the producer's `mmap` at rollover waited. Its work is bounded by the
-/// producer's pace ([`PREFAULT_LEAD`] ahead) and is work the producer
-/// would otherwise do itself.
-fn spawn_prefault_helper() -> Option<std::sync::mpsc::SyncSender<Chunk>> {
+/// life, which brings in the chunks it is sent and, if `populate`, also
+/// populates the producer's page tables for them, at normal priority;
+/// otherwise it runs at idle priority (see [`Producer::prefault_ahead`]).
+/// Not a thread per chunk: creating a thread takes the address-space lock
+/// for writing (its stack is mapped), which stalled the producer's own
+/// `MADV_POPULATE_WRITE` behind it. The helper ends when the producer
+/// drops its sender. `None` if no thread could be started (the next chunk
+/// tries again).
+fn spawn_prefault_helper(populate: bool) -> Option<std::sync::mpsc::SyncSender<Chunk>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(HELPER_QUEUE);
     let started = crate::background("mmkit-prefault", move || {
+        if !populate {
+            idle_priority();
+        }
         for chunk in rx {
             if let Some(seg) = chunk.seg.upgrade() {
-                prefault_chunk(&seg, &chunk);
+                prefault_chunk(&seg, &chunk, populate);
             }
         }
     });
     started.then_some(tx)
 }
 
-/// The helper's work on one chunk, a step at a time, publishing how far
-/// the page tables are populated after each step.
-fn prefault_chunk(seg: &Segment, chunk: &Chunk) {
-    if !chunk.populate {
+/// A helper's work on one chunk. With `populate`, a step at a time,
+/// publishing how far the page tables are populated after each step (and
+/// holding the address-space lock, for reading, one step at a time).
+fn prefault_chunk(seg: &Segment, chunk: &Chunk, populate: bool) {
+    if !populate {
         seg.prefault(chunk.from, PREFAULT_CHUNK, chunk.large);
         return;
     }
@@ -1172,13 +1209,17 @@ mod tests {
         }
     }
 
-    /// The helper populates the producer's page tables ahead of the tail
-    /// for queues without a durability mode, and never for durable ones,
-    /// whose `msync` of the segment would write the pages it dirtied.
+    /// The populating helper fills the producer's page tables ahead of the
+    /// tail for a producer writing flat out in a queue without a durability
+    /// mode; not at a modest pace (one message), and never for a durable
+    /// queue, whose `msync` of the segment would write the pages it dirtied.
     #[test]
-    fn the_helper_populates_ahead_only_without_durability() {
+    fn the_helper_populates_ahead_only_flat_out_and_without_durability() {
         use std::time::{Duration, Instant};
-        for durability in [Durability::OsManaged, Durability::SyncEveryMessage] {
+        let group = Durability::GroupCommit { interval_us: 1000, max_batch: 1024 };
+        for (durability, messages, want) in
+            [(Durability::OsManaged, 6000, true), (Durability::OsManaged, 1, false), (group, 6000, false)]
+        {
             let dir = tempfile::tempdir().unwrap();
             let q = Queue::options()
                 .create(true)
@@ -1187,18 +1228,18 @@ mod tests {
                 .open(dir.path())
                 .unwrap();
             let mut p = q.producer().unwrap();
-            p.append(b"first").unwrap();
+            let payload = [7u8; 1024];
+            for _ in 0..messages {
+                p.append(&payload).unwrap();
+            }
             let populated = || p.seg.populated.load(Ordering::Relaxed);
-            // Long enough for the helper to do one chunk on a busy machine.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let ahead = durability == Durability::OsManaged;
-            while ahead && populated() < PREFAULT_CHUNK && Instant::now() < deadline {
+            // Long enough for the helper to do a chunk on a busy machine.
+            let deadline = Instant::now() + Duration::from_secs(if want { 10 } else { 1 });
+            while populated() < PREFAULT_CHUNK && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            if !ahead {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            assert_eq!(populated() >= PREFAULT_CHUNK, ahead, "{durability:?}: {}", populated());
+            let case = format!("{durability:?}, {messages} messages: {}", populated());
+            assert_eq!(populated() >= PREFAULT_CHUNK, want, "{case}");
         }
     }
 
