@@ -686,14 +686,15 @@ impl Reader {
     /// the same, 4 MiB ahead of the tail, but shares its core with this
     /// reader, and falls behind a producer writing flat out: without this
     /// help, the `throughput` example's parking run fell from 12.9–17.3 to
-    /// 11.1–11.8 M/s (2026-12-06, tenth session). One step of [`HELP_STEP`] per wait, from
-    /// [`HELP_LEAD`] to [`HELP_WINDOW`] past the tail (where the producers
-    /// write next; a reader that has fallen behind would otherwise help
-    /// with pages they have already written); pages already cached cost a
-    /// lookup each. Only while the reader's pace says the producers write
-    /// flat out ([`HELP_PACE`]), which holds for parking readers too (they
-    /// then spin, never park): at lower rates the helper has CPU to spare,
-    /// and a step would delay the messages that arrive during it. Not in a
+    /// 11.1–11.8 M/s (2026-12-06, tenth session). One step of
+    /// [`HELP_STEP`] per wait, from [`HELP_LEAD`] to [`HELP_WINDOW`] past
+    /// the tail (where the producers write next; a reader that has fallen
+    /// behind would otherwise help with pages they have already written);
+    /// pages already cached cost a lookup each. Only while the reader's
+    /// pace says the producers write flat out ([`HELP_PACE`]), which holds
+    /// for parking readers too (they then spin, never park): at lower rates
+    /// the helper has CPU to spare, and a step would delay the messages
+    /// that arrive during it. Not in a
     /// segment this process reopened through its idle mapping: a recycled
     /// file's pages are all cached already.
     fn help_producers(&mut self) {
