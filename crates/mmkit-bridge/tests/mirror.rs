@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mmkit_bridge::{Error, Event, MirrorOut, Origin, StreamOptions};
+use mmkit_bridge::{Error, Event, MirrorIn, MirrorOut, Origin, StreamOptions};
 use mmkit_queue::Queue;
 
 #[test]
@@ -512,4 +512,48 @@ fn a_server_restart_is_not_a_new_stream() {
     let url = srv.url();
     publish_plain(&url, "rs.x", &plain("n", 5));
     assert_eq!(mirror_in(&b, in_opts(&url, "RS", None)).0.unwrap().messages, 5);
+}
+
+#[test]
+fn mirror_in_once_stops_at_what_the_stream_held_at_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(srv) = server(dir.path()) else { return };
+    let url = srv.url();
+    create_stream(&url, "ONCE", &["once"]);
+    let first: Vec<Vec<u8>> = (0..500).map(|i| format!("before {i}").into_bytes()).collect();
+    publish_plain(&url, "once", &first);
+    // Once the mirror has looked at the stream (its first event), someone
+    // publishes more before it reads a message: a one-shot mirror stops at
+    // what the stream held when it started, however fast others publish.
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let (published, published_rx) = std::sync::mpsc::channel::<()>();
+    let publisher = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            if go_rx.recv().is_ok() {
+                let later: Vec<Vec<u8>> = (0..2000).map(|i| format!("during {i}").into_bytes()).collect();
+                publish_plain(&url, "once", &later);
+            }
+            let _ = published.send(());
+        })
+    };
+    let q = queue(&dir.path().join("q"));
+    let mut signalled = false;
+    let mut on_event = |e: Event| {
+        if !signalled && matches!(e, Event::Resynced { .. }) {
+            signalled = true;
+            go.send(()).unwrap();
+            published_rx.recv().unwrap();
+        }
+    };
+    let summary = MirrorIn::new(q.clone(), in_opts(&url, "ONCE", None))
+        .and_then(|mut m| {
+            mmkit_bridge::block_on(m.run(std::future::pending(), &mut on_event)).expect("runtime")
+        })
+        .unwrap();
+    publisher.join().unwrap();
+    assert!(signalled);
+    assert_eq!(stream_messages(&url, "ONCE"), 2500);
+    assert_eq!(summary.messages, 500);
+    assert_eq!(payloads(&q), first, "the messages the stream held at the start, in order");
 }
