@@ -22,9 +22,13 @@ use crate::lock;
 
 /// A persistent, multi-process message queue in a directory.
 ///
-/// `Queue(path, create=False, segment_size=None, max_message_size=None)`
-/// opens the queue in `path`; with `create=True` it is created when
-/// missing (`segment_size` and `max_message_size` apply to creation only).
+/// `Queue(path, create=False, segment_size=None, max_message_size=None,
+/// cache_behind=268435456)` opens the queue in `path`; with `create=True`
+/// it is created when missing (`segment_size` and `max_message_size` apply
+/// to creation only). `cache_behind` is how many bytes of full segments
+/// this handle's appends leave in the page cache behind the one being
+/// written (older ones are written back and dropped, so new segments reuse
+/// their memory); `None` leaves the page cache to the kernel.
 /// Any number of processes (Python or not, such as the `mmkit` CLI) may
 /// append and read at once; every appended message is kept, in order, with
 /// an index and a timestamp, and survives the crash of any process.
@@ -130,16 +134,29 @@ fn size_arg<T: TryFrom<i64>>(value: Option<i64>, what: &str, path: &str) -> PyRe
         .transpose()
 }
 
+// The default of `Queue(cache_behind=...)`, written out in the text
+// signature, where Python shows it (pyo3 shows `Some(..)` as `...`).
+const _: () = assert!(mmkit_queue::DEFAULT_CACHE_BEHIND == 268435456);
+
 #[pymethods]
 impl Queue {
     #[new]
-    #[pyo3(signature = (path, create = false, segment_size = None, max_message_size = None))]
+    #[pyo3(signature = (
+        path,
+        create = false,
+        segment_size = None,
+        max_message_size = None,
+        cache_behind = Some(268435456),
+    ),
+    text_signature = "(path, create=False, segment_size=None, max_message_size=None, cache_behind=268435456)"
+    )]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         create: bool,
         segment_size: Option<i64>,
         max_message_size: Option<i64>,
+        cache_behind: Option<i64>,
     ) -> PyResult<Self> {
         let name = path.display().to_string();
         let mut opts = OpenOptions::new();
@@ -150,6 +167,14 @@ impl Queue {
         if let Some(bytes) = size_arg::<u32>(max_message_size, "max_message_size", &name)? {
             opts.max_message_size(bytes);
         }
+        let cache_behind = cache_behind.map(u64::try_from).transpose().map_err(|_| {
+            value_error(
+                "Queue",
+                &name,
+                "cache_behind must be a number of bytes (0 or more) or None".to_string(),
+            )
+        })?;
+        opts.cache_behind(cache_behind);
         let queue = py.detach(|| opts.open(&path)).context("Queue", &name)?;
         let handle = ProcessLocal::new(Handle { queue, producer: None });
         Ok(Queue { handle: Mutex::new(Some(handle)), path, name })

@@ -175,6 +175,28 @@ def test_bad_input(tmp_path):
         q.reader().next(timeout=-1)
 
 
+def test_cache_behind_drops_full_segments_unless_none(tmp_path):
+    """Appends leave `cache_behind` bytes of full segments in the page
+    cache (at least one segment); older ones are dropped. `None` keeps all."""
+    fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True, text=True)
+    if fs.stdout.strip() == "tmpfs":
+        pytest.skip("tmpfs pages cannot be dropped")
+    for cache_behind, dropped in [(0, True), (None, False)]:
+        path = tmp_path / f"q-{cache_behind}"
+        q = mmkit.Queue(path, create=True, segment_size=1 << 20, cache_behind=cache_behind)
+        for _ in range(6):
+            q.append_batch([b"x" * 1000] * 1000)
+        first = path / ("0" * 20 + ".seg")
+        deadline = time.monotonic() + 10
+        while dropped and mmkit.resident(first).fraction > 0.1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fraction = mmkit.resident(first).fraction
+        assert (fraction <= 0.1) == dropped, (cache_behind, fraction)
+        assert [r.payload for r in q.reader()] == [b"x" * 1000] * 6000
+    with pytest.raises(ValueError, match="cache_behind"):
+        mmkit.Queue(tmp_path / "q-bad", create=True, cache_behind=-1)
+
+
 def test_corrupt_meta_raises_corrupt_error(tmp_path):
     path = tmp_path / "q"
     mmkit.Queue(path, create=True).close()

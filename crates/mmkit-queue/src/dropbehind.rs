@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::segment::segment_file_name;
 
-/// Default bytes of sealed segments kept cached behind the active one.
-pub(crate) const DEFAULT_CACHE_BEHIND: u64 = 256 << 20;
+/// Default bytes of sealed segments a queue without retention keeps cached
+/// behind the active one (see [`OpenOptions::cache_behind`](crate::OpenOptions::cache_behind)).
+pub const DEFAULT_CACHE_BEHIND: u64 = 256 << 20;
 
 /// One queue handle's drop-behind work: the segments to drop and a worker
 /// thread, started when there is work and gone when there is none.

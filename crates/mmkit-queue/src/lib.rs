@@ -62,6 +62,7 @@ mod recycle;
 mod segment;
 
 pub use cursor::{Cursor, CursorInfo};
+pub use dropbehind::DEFAULT_CACHE_BEHIND;
 pub use error::{Error, Result};
 pub use format::{MAX_META, index_segment, index_seq, make_index};
 pub use group::GroupMember;
