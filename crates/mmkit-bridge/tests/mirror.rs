@@ -57,8 +57,7 @@ fn shared_stream_with_other_subjects_and_queues() {
     let Some(srv) = server(dir.path()) else { return };
     let url = srv.url();
     create_stream(&url, "SHARED", &["shared.>"]);
-    let noise: Vec<Vec<u8>> = (0..50).map(|i| format!("noise {i}").into_bytes()).collect();
-    publish_plain(&url, "shared.other", &noise);
+    publish_plain(&url, "shared.other", &plain("noise", 50));
     let (a, c) = (queue(&dir.path().join("a")), queue(&dir.path().join("c")));
     fill(&a, "a", 0..400);
     fill(&c, "c", 0..300);
@@ -428,13 +427,12 @@ fn mirror_in_trusts_its_records_over_a_marker_ahead_of_them() {
     let Some(srv) = server(dir.path()) else { return };
     let (b, marker) = mirrored_with_marker(dir.path(), &srv.url(), "AHEAD");
     // A second queue holding the first 10 records, given b's marker (15).
-    let c = queue(&dir.path().join("c"));
+    let c = queue_with_marker(&dir.path().join("c"), &marker);
     let mut p = c.producer().unwrap();
     for (_, payload, meta) in records(&b).into_iter().take(10) {
         p.append_with_meta(&meta, &payload).unwrap();
     }
     drop(p);
-    std::fs::copy(&marker, c.path().join(marker.file_name().unwrap())).unwrap();
     assert_eq!(mirror_in(&c, in_opts(&srv.url(), "AHEAD", None)).0.unwrap().messages, 5);
     assert_eq!(payloads(&c), payloads(&b));
 }
@@ -447,8 +445,7 @@ fn mirror_in_ignores_a_marker_whose_records_the_queue_lost() {
     let dir = tempfile::tempdir().unwrap();
     let Some(srv) = server(dir.path()) else { return };
     let (b, marker) = mirrored_with_marker(dir.path(), &srv.url(), "LOST");
-    let c = queue(&dir.path().join("c"));
-    std::fs::copy(&marker, c.path().join(marker.file_name().unwrap())).unwrap();
+    let c = queue_with_marker(&dir.path().join("c"), &marker);
     assert_eq!(mirror_in(&c, in_opts(&srv.url(), "LOST", None)).0.unwrap().messages, 15);
     assert_eq!(payloads(&c), payloads(&b));
 }
@@ -461,8 +458,6 @@ fn a_stream_created_again_while_mirror_in_runs_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let Some(srv) = server(dir.path()) else { return };
     let url = srv.url();
-    let plain =
-        |tag: &str, n: u64| -> Vec<Vec<u8>> { (0..n).map(|i| format!("{tag} {i}").into_bytes()).collect() };
     create_stream(&url, "LIVE", &["live.>"]);
     publish_plain(&url, "live.x", &plain("old", 100));
     let b = queue(&dir.path().join("b"));
@@ -500,8 +495,6 @@ fn a_server_restart_is_not_a_new_stream() {
     let dir = tempfile::tempdir().unwrap();
     let Some(mut srv) = server(dir.path()) else { return };
     let url = srv.url();
-    let plain =
-        |tag: &str, n: u64| -> Vec<Vec<u8>> { (0..n).map(|i| format!("{tag} {i}").into_bytes()).collect() };
     create_stream(&url, "RS", &["rs.>"]);
     publish_plain(&url, "rs.x", &plain("m", 10));
     let b = queue(&dir.path().join("b"));
@@ -520,7 +513,7 @@ fn mirror_in_once_stops_at_what_the_stream_held_at_the_start() {
     let Some(srv) = server(dir.path()) else { return };
     let url = srv.url();
     create_stream(&url, "ONCE", &["once"]);
-    let first: Vec<Vec<u8>> = (0..500).map(|i| format!("before {i}").into_bytes()).collect();
+    let first = plain("before", 500);
     publish_plain(&url, "once", &first);
     // Once the mirror has looked at the stream (its first event), someone
     // publishes more before it reads a message: a one-shot mirror stops at
@@ -531,8 +524,7 @@ fn mirror_in_once_stops_at_what_the_stream_held_at_the_start() {
         let url = url.clone();
         std::thread::spawn(move || {
             if go_rx.recv().is_ok() {
-                let later: Vec<Vec<u8>> = (0..2000).map(|i| format!("during {i}").into_bytes()).collect();
-                publish_plain(&url, "once", &later);
+                publish_plain(&url, "once", &plain("during", 2000));
             }
             let _ = published.send(());
         })

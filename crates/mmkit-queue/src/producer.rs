@@ -1228,8 +1228,14 @@ mod tests {
                 .open(dir.path())
                 .unwrap();
             let mut p = q.producer().unwrap();
+            // In batches: flat out is over 64 MB/s, which one `append` at a
+            // time might not reach in a debug build on a busy machine.
             let payload = [7u8; 1024];
-            for _ in 0..messages {
+            let batch = vec![&payload[..]; 500];
+            for _ in 0..messages / batch.len() {
+                p.append_batch(&batch).unwrap();
+            }
+            for _ in 0..messages % batch.len() {
                 p.append(&payload).unwrap();
             }
             let populated = || p.seg.populated.load(Ordering::Relaxed);

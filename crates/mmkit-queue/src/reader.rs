@@ -694,9 +694,9 @@ impl Reader {
     /// pace says the producers write flat out ([`HELP_PACE`]), which holds
     /// for parking readers too (they then spin, never park): at lower rates
     /// the helper has CPU to spare, and a step would delay the messages
-    /// that arrive during it. Not in a
-    /// segment this process reopened through its idle mapping: a recycled
-    /// file's pages are all cached already.
+    /// that arrive during it. Not in a segment this process reopened
+    /// through its idle mapping: a recycled file's pages are all cached
+    /// already.
     fn help_producers(&mut self) {
         if self.seg.reused {
             return;

@@ -151,6 +151,11 @@ pub fn stream_messages(url: &str, stream: &str) -> u64 {
     .expect("runtime")
 }
 
+/// Payloads `"<tag> <i>"` for `i` in `0..n`, to publish as plain messages.
+pub fn plain(tag: &str, n: u64) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("{tag} {i}").into_bytes()).collect()
+}
+
 /// Publishes plain messages (no mmkit headers) to `subject`.
 pub fn publish_plain(url: &str, subject: &str, payloads: &[Vec<u8>]) {
     mmkit_bridge::block_on(async {
@@ -160,6 +165,15 @@ pub fn publish_plain(url: &str, subject: &str, payloads: &[Vec<u8>]) {
         }
     })
     .expect("runtime")
+}
+
+/// A new queue at `path` holding a copy of resume marker `marker` (as a
+/// mirror-in into it would have left).
+pub fn queue_with_marker(path: &Path, marker: &Path) -> Queue {
+    let q = queue(path);
+    std::fs::copy(marker, q.path().join(marker.file_name().expect("a marker file name")))
+        .expect("copy marker");
+    q
 }
 
 /// Deletes a stream.
