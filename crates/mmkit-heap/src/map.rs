@@ -1,9 +1,13 @@
 //! `ShmHashMap<K, V>`: a concurrent hash map shared between processes.
 //!
-//! - **Table:** open addressing with linear probing, 32-byte slots: a
-//!   control word (state, 24-bit hash tag, 22-bit version, inline lengths)
-//!   and 24 bytes that hold the key and value inline when they fit, or the
-//!   offset of an out-of-line entry block.
+//! - **Table:** open addressing, 32-byte slots: a control word (state,
+//!   24-bit hash tag, 22-bit version, inline lengths) and 24 bytes that
+//!   hold the key and value inline when they fit, or the offset of an
+//!   out-of-line entry block. A probe reads the home cache line, the other
+//!   line of its 128-byte bucket, then buckets at a stride set by the tag.
+//! - **Integer keys are placed by value** (their low bits pick the home
+//!   slot, as Boost's identity hash does), so runs of consecutive keys sit
+//!   in consecutive slots; the tag still comes from a mixing hash.
 //! - **Reads take no lock and write nothing:** a slot is a seqlock (read
 //!   the control word, the payload, the control word again), and the
 //!   table descriptor is validated by an epoch. No system call, no shared
@@ -48,6 +52,8 @@ pub const HEADER_BYTES: u64 = STRIPE_BASE + STRIPE_BYTES * STRIPES as u64;
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"MMKMAP01");
 
 const M_MAGIC: u64 = 0;
+/// 1 if keys are placed by value ([`Bytes::BY_VALUE`]), 0 if by hash.
+const M_PLACE: u64 = 8;
 const M_EPOCH: u64 = 16;
 const M_TABLE: u64 = 24;
 const M_CAP: u64 = 32;
@@ -103,13 +109,45 @@ const BATCH: usize = 512;
 /// general path.
 const MAX_INLINE_PROBE: u32 = 32;
 
-/// Slot `k` of the probe sequence of hash `h` in a table of `mask + 1`
-/// slots: the two slots of the home cache line first (the hash's own,
-/// then its neighbour), then the lines after it. A permutation of the
-/// table for `k` in `0..=mask`, since the table has an even size.
+/// Low bits of a key's hash that place it (the home slot is `hash &
+/// mask`); the bits above are the tag. A key placed by value keeps its
+/// own low bits here.
+const PLACE_BITS: u64 = (1 << TAG_SHIFT) - 1;
+
+/// The hash of a key: [`hash_bytes`], or for keys placed by value (the
+/// integer types, see [`Bytes::BY_VALUE`]) the key's own low bits under
+/// the tag of `hash_bytes`, so keys 0, 1, 2... take slots 0, 1, 2...
+#[inline(always)]
+fn key_hash(kb: &[u8], by_value: bool) -> u64 {
+    let mixed = hash_bytes(kb);
+    if !by_value || kb.len() > 8 {
+        return mixed;
+    }
+    let mut w = [0u8; 8];
+    w[..kb.len()].copy_from_slice(kb);
+    (mixed & !PLACE_BITS) | (u64::from_le_bytes(w) & PLACE_BITS)
+}
+
+/// The first slot of line `j` of the probe sequence of hash `h` in a table
+/// of `mask + 1` slots (a power of two, at least 2). Lines come in pairs
+/// (a 128-byte bucket): the home line, the other line of its bucket, then
+/// the buckets at a stride set by the tag, an odd number, so the sequence
+/// visits every bucket once. Keys placed by value fill runs of buckets;
+/// the stride takes a key whose home lies in a run out of it at once,
+/// where a step to the next bucket would walk the run.
+#[inline(always)]
+fn probe_line(h: u64, mask: u64, j: u64) -> u64 {
+    let stride = (h >> (TAG_SHIFT - 1)) | 1;
+    let bucket = (h >> 2).wrapping_add((j >> 1).wrapping_mul(stride));
+    ((bucket << 2) | ((h ^ (j << 1)) & 2)) & mask
+}
+
+/// Slot `k` of the probe sequence of hash `h`: the two slots of line `k /
+/// 2` (see [`probe_line`]), the hash's own parity first. A permutation of
+/// the table for `k` in `0..=mask`.
 #[inline(always)]
 fn probe_at(h: u64, mask: u64, k: u64) -> u64 {
-    ((h & !1).wrapping_add(k ^ (h & 1))) & mask
+    probe_line(h, mask, k >> 1) | ((k ^ h) & 1 & mask)
 }
 
 /// Masks of the bytes a key of `len` bytes takes in each inline word.
@@ -215,11 +253,6 @@ struct Query<'a> {
 }
 
 impl<'a> Query<'a> {
-    #[inline(always)]
-    fn new(key: &'a [u8]) -> Query<'a> {
-        Self::with_hash(key, hash_bytes(key))
-    }
-
     #[inline(always)]
     fn with_hash(key: &'a [u8], hash: u64) -> Query<'a> {
         let mut words = [0u64; 3];
@@ -387,6 +420,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> Object for ShmHashMap<K, V> {
         let cache = DescCache::default();
         let m = ShmHashMap { heap: heap.clone(), off, hdr, cache, name: name.to_string(), _t: PhantomData };
         m.check_magic()?;
+        m.check_placement()?;
         Ok(m)
     }
 }
@@ -412,6 +446,7 @@ impl Heap {
             inner.zero(off, HEADER_BYTES)?;
             inner.store(off + M_TABLE, table)?;
             inner.store(off + M_CAP, cap)?;
+            inner.store(off + M_PLACE, u64::from(K::BY_VALUE))?;
             inner.store(off + M_MAGIC, MAGIC)
         })
     }
@@ -458,11 +493,11 @@ struct Encoded<'a> {
 }
 
 impl<'a> Encoded<'a> {
-    fn new(key: &'a [u8], value: &'a [u8]) -> Result<Encoded<'a>> {
+    fn new(key: &'a [u8], value: &'a [u8], hash: u64) -> Result<Encoded<'a>> {
         if (key.len() + value.len()) as u64 > MAX_ENTRY || key.len() > u32::MAX as usize {
             return Err(Error::Invalid { op: "map insert", reason: "key and value exceed 1 GiB".into() });
         }
-        Ok(Encoded { key, value, hash: hash_bytes(key) })
+        Ok(Encoded { key, value, hash })
     }
 
     fn inline(&self) -> Option<(usize, usize)> {
@@ -516,6 +551,12 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         _ => None,
     };
 
+    /// The hash of key bytes `kb` in this map (see [`key_hash`]).
+    #[inline(always)]
+    fn hash(kb: &[u8]) -> u64 {
+        key_hash(kb, K::BY_VALUE)
+    }
+
     fn inner(&self) -> &Inner {
         &self.heap.inner
     }
@@ -524,6 +565,21 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn check_magic(&self) -> Result<()> {
         if self.inner().block(self.off, 8)?.word(M_MAGIC).load(Ordering::Acquire) != MAGIC {
             return Err(self.removed());
+        }
+        Ok(())
+    }
+
+    /// Refuses a map whose keys are placed another way than `K`'s: the
+    /// registry checked `K`'s type, so only a damaged header differs.
+    fn check_placement(&self) -> Result<()> {
+        let place = self.word(M_PLACE)?.load(Ordering::Relaxed);
+        if place != u64::from(K::BY_VALUE) {
+            let what = format!(
+                "map {:?}: placement word {place}, its key type needs {}",
+                self.name,
+                u64::from(K::BY_VALUE)
+            );
+            return Err(self.inner().corrupt(what));
         }
         Ok(())
     }
@@ -591,7 +647,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     #[inline]
     pub fn get(&self, key: &K) -> Result<Option<V::Owned>> {
         let kb = key.as_bytes();
-        if let Some(found) = Self::FIXED.and_then(|(ks, vs)| self.get_inline(kb, hash_bytes(kb), ks, vs)) {
+        if let Some(found) = Self::FIXED.and_then(|(ks, vs)| self.get_inline(kb, Self::hash(kb), ks, vs)) {
             return Ok(found);
         }
         self.get_general(key)
@@ -619,7 +675,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         // before the keys of this one are looked up.
         let hash_group = |g: &[Q], hs: &mut [u64; PREFETCH_GROUP]| {
             for (h, k) in hs.iter_mut().zip(g) {
-                *h = hash_bytes(k.borrow().as_bytes());
+                *h = Self::hash(k.borrow().as_bytes());
             }
         };
         let mut groups = keys.chunks(PREFETCH_GROUP).peekable();
@@ -655,7 +711,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         for (table, cap) in tables.into_iter().filter(|&(t, _)| t != 0) {
             let Ok(p) = self.slots(table, cap) else { continue };
             for h in hashes {
-                prefetch(p.wrapping_add(((h & (cap - 1) & !1) * SLOT_SIZE) as usize));
+                prefetch(p.wrapping_add((probe_line(*h, cap - 1, 0) * SLOT_SIZE) as usize));
             }
         }
         Ok(())
@@ -682,7 +738,6 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             Some(cached) => cached,
             None => self.fill_cache()?,
         };
-        let cap = mask + 1;
         let mut key = [0u8; INLINE];
         key[..ks].copy_from_slice(kb);
         let (kw, km) = (words_of(&key), inline_masks(ks));
@@ -706,10 +761,10 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let m = (one as u64).wrapping_neg();
             (a & !m) | (b & m)
         };
-        let mut line = h & (cap - 1) & !1;
         // A constant bound (longer probes, and small tables probed round
         // more than once, go to the general path): no count to compute.
-        for _ in 0..MAX_INLINE_PROBE {
+        for j in 0..MAX_INLINE_PROBE {
+            let line = probe_line(h, mask, u64::from(j));
             let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
             let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
             // One branch on "either slot": the compiler splits `hit0 |
@@ -741,7 +796,6 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 fence(Ordering::Acquire);
                 return (word(M_EPOCH).load(Ordering::Relaxed) == e).then_some(None);
             }
-            line = (line + 2) & (cap - 1);
         }
         None
     }
@@ -781,7 +835,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Every lookup the inline path does not serve.
     #[inline(never)]
     fn get_general(&self, key: &K) -> Result<Option<V::Owned>> {
-        let q = Query::new(key.as_bytes());
+        let q = Query::with_hash(key.as_bytes(), Self::hash(key.as_bytes()));
         let hdr = self.inner().ptr(self.off, 128)?;
         let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
         if word(M_MAGIC).load(Ordering::Relaxed) != MAGIC {
@@ -1059,7 +1113,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V::Owned>> {
-        let e = Encoded::new(key.as_bytes(), value.as_bytes())?;
+        let e = Encoded::new(key.as_bytes(), value.as_bytes(), Self::hash(key.as_bytes()))?;
         self.insert_encoded(e)
     }
 
@@ -1195,7 +1249,10 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let mut added = 0;
         let mut run = Vec::with_capacity(entries.len().min(BATCH));
         for (k, v) in entries {
-            let e = Encoded::new(k.borrow().as_bytes(), v.borrow().as_bytes())?;
+            let e = {
+                let kb = k.borrow().as_bytes();
+                Encoded::new(kb, v.borrow().as_bytes(), Self::hash(kb))?
+            };
             if e.inline().is_none() {
                 // In order: the run before it goes first.
                 added += self.insert_run(&run)?;
@@ -1323,7 +1380,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// whose out-of-line entries were replaced, to free.
     fn place_run(&self, run: &[Encoded<'_>], d: &Desc) -> Result<(usize, usize, Vec<Hit>)> {
         let p = self.slots(d.table, d.cap)?;
-        let line_of = |h: u64| p.wrapping_add(((h & (d.cap - 1) & !1) * SLOT_SIZE) as usize);
+        let line_of = |h: u64| p.wrapping_add((probe_line(h, d.cap - 1, 0) * SLOT_SIZE) as usize);
         run.iter().take(PREFETCH_GROUP).for_each(|e| prefetch(line_of(e.hash)));
         let (mut added, mut claimed_empty, mut replaced) = (0, 0, Vec::new());
         let mut done = 0;
@@ -1493,7 +1550,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Removes `key`; returns its value.
     pub fn remove(&self, key: &K) -> Result<Option<V::Owned>> {
-        let q = Query::new(key.as_bytes());
+        let q = Query::with_hash(key.as_bytes(), Self::hash(key.as_bytes()));
         self.prepare_write(q.hash)?;
         let s = stripe_of_tag(tag_of_hash(q.hash));
         let (g, d) = self.lock_stripe_settled(s)?;
@@ -1570,7 +1627,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let d = self.read_desc()?;
         let (table, cap) = if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
         if let Ok(p) = self.slots(table, cap) {
-            prefetch(p.wrapping_add(((h & (cap - 1) & !1) * SLOT_SIZE) as usize));
+            prefetch(p.wrapping_add((probe_line(h, cap - 1, 0) * SLOT_SIZE) as usize));
         }
         if d.migrating() {
             return self.migrate_step();
@@ -1676,7 +1733,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 if state(c) == FULL {
                     let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
                     let h = self.hash_of_slot(words, c)?;
-                    prefetch(new.wrapping_add(((h & (d.new_cap - 1) & !1) * SLOT_SIZE) as usize));
+                    prefetch(new.wrapping_add((probe_line(h, d.new_cap - 1, 0) * SLOT_SIZE) as usize));
                     batch[n] = (i, h);
                     n += 1;
                 }
@@ -1751,7 +1808,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if c & INLINE_BIT != 0 {
             let (kl, _) = inline_lens(c);
             let b = bytes_of_words(&words);
-            return Ok(hash_bytes(&b[..kl.min(INLINE)]));
+            return Ok(Self::hash(&b[..kl.min(INLINE)]));
         }
         let (entry, kl) = (words[0], words[1] & 0xffff_ffff);
         if kl > MAX_ENTRY || entry < HEADER_SIZE {
@@ -1759,7 +1816,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         }
         let mut key = vec![0u8; kl as usize];
         self.inner().read_bytes(entry, &mut key)?;
-        Ok(hash_bytes(&key))
+        Ok(Self::hash(&key))
     }
 
     // --------------------------------------------------------- snapshots
@@ -1915,6 +1972,43 @@ pub(crate) fn lock_all(inner: &Inner, off: u64) -> Result<Vec<MutexGuard<'_>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every probe sequence visits every slot of the table once, from the
+    /// home slot (`hash & mask`), its line first.
+    #[test]
+    fn the_probe_is_a_permutation_from_the_home_slot() {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        for bits in 1..=10 {
+            let mask = (1u64 << bits) - 1;
+            for _ in 0..50 {
+                h = h.rotate_left(17).wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(bits);
+                let seq: Vec<u64> = (0..=mask).map(|k| probe_at(h, mask, k)).collect();
+                assert_eq!(seq[0], h & mask);
+                assert_eq!(seq[1], (h & mask) ^ 1);
+                assert_eq!(probe_line(h, mask, 0), h & mask & !1);
+                let mut sorted = seq.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..=mask).collect::<Vec<_>>(), "hash {h:#x}, {bits} bits");
+            }
+        }
+    }
+
+    /// Integer keys keep their low bits (their home slot) and take the
+    /// mixing hash's tag; other keys hash.
+    #[test]
+    fn integer_keys_are_placed_by_value() {
+        for k in [0u64, 1, 2, 12345, u64::MAX] {
+            let h = key_hash(&k.to_le_bytes(), true);
+            assert_eq!(h & PLACE_BITS, k & PLACE_BITS);
+            assert_eq!(h >> TAG_SHIFT, hash_bytes(&k.to_le_bytes()) >> TAG_SHIFT);
+            assert_eq!(key_hash(&k.to_le_bytes(), false), hash_bytes(&k.to_le_bytes()));
+        }
+        assert_eq!(key_hash(&7u32.to_le_bytes(), true) & PLACE_BITS, 7);
+        let by_value = [<u64 as Bytes>::BY_VALUE, <i32 as Bytes>::BY_VALUE, <usize as Bytes>::BY_VALUE];
+        assert_eq!(by_value, [true; 3]);
+        let by_hash = [<f64 as Bytes>::BY_VALUE, <u128 as Bytes>::BY_VALUE, <str as Bytes>::BY_VALUE];
+        assert_eq!(by_hash, [false; 3]);
+    }
 
     /// A filler that read the header before a resize and stores after the
     /// filler of the new table must not bring the old table back (found

@@ -42,6 +42,10 @@ impl TypeDesc {
 /// covers name, size and alignment), or with [`shm_type!`](crate::shm_type),
 /// which also hashes each field's name, type and offset.
 pub trait ShmType: Pod + Send + Sync {
+    /// Whether the type is a primitive integer of at most 8 bytes. A map
+    /// places keys of such a type by their value (see [`Bytes::BY_VALUE`]);
+    /// leave it `false` for your own types.
+    const INTEGER: bool = false;
     /// The type's description; see [`TypeDesc`].
     fn type_desc() -> TypeDesc {
         TypeDesc::of::<Self>(std::any::type_name::<Self>())
@@ -51,7 +55,12 @@ pub trait ShmType: Pod + Send + Sync {
 macro_rules! prim {
     ($($t:ty),*) => { $(impl ShmType for $t {})* };
 }
-prim!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64, usize, isize);
+prim!(u128, i128, f32, f64);
+
+macro_rules! integer {
+    ($($t:ty),*) => { $(impl ShmType for $t { const INTEGER: bool = true; })* };
+}
+integer!(u8, u16, u32, u64, i8, i16, i32, i64, usize, isize);
 
 impl<T: ShmType, const N: usize> ShmType for [T; N]
 where
@@ -102,6 +111,14 @@ pub trait Bytes {
     /// `None` for `str` and `[u8]`. Lets the map pick its fixed-size paths
     /// at compile time.
     const SIZE: Option<usize> = None;
+    /// Whether a map places these keys by value: the key's low bits pick
+    /// its slot, as Boost's and libstdc++'s identity hash of integers do,
+    /// so keys 0, 1, 2... fill neighbouring slots and a lookup of one of
+    /// them finds it in its home line. True for the integer types
+    /// ([`ShmType::INTEGER`]). The probe past the home line strides by a
+    /// mixing hash, so keys that share low bits cost a few probes more,
+    /// never a walk along a run.
+    const BY_VALUE: bool = false;
     /// The registry's description of the type.
     fn bytes_desc() -> TypeDesc;
     /// The stored representation.
@@ -114,6 +131,7 @@ pub trait Bytes {
 impl<T: ShmType> Bytes for T {
     type Owned = T;
     const SIZE: Option<usize> = Some(size_of::<T>());
+    const BY_VALUE: bool = T::INTEGER && size_of::<T>() <= 8;
     fn bytes_desc() -> TypeDesc {
         T::type_desc()
     }

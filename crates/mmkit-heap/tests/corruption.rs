@@ -211,6 +211,28 @@ fn stale_migration_log_gives_an_error_until_repaired() {
     assert_eq!(ints.get(&1000).unwrap(), Some(1));
 }
 
+/// A map's placement word (offset 8: integer keys placed by value) that
+/// does not match its key type is refused on open with a corruption
+/// error naming the map, not misread (lookups would miss every key).
+#[test]
+fn wrong_placement_word_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("heap");
+    let heap = fuzzing::build(&path).unwrap();
+    let ints = heap.objects().unwrap().into_iter().find(|o| o.name == "ints").unwrap().offset;
+    drop(heap);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(word(&bytes, ints + 8), 1, "u64 keys are placed by value");
+    for place in [0, 2, u64::MAX] {
+        write_word(&mut bytes, ints + 8, place);
+        std::fs::write(&path, &bytes).unwrap();
+        exercise_in_time(&path, &format!("placement word {place}"));
+        let heap = mmkit_heap::Heap::open(&path).unwrap();
+        let err = heap.map::<u64, u64>("ints").unwrap_err();
+        assert!(err.is_corrupt() && err.to_string().contains("\"ints\": placement word"), "{err}");
+    }
+}
+
 /// Epochs a hostile process could write into a map's header, including
 /// the odd value a lookup handle's table cache uses for "empty or being
 /// filled": lookups through a new handle (whose cache is empty) and
