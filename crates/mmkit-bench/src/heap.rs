@@ -94,6 +94,13 @@ fn rng(s: &mut u64) -> u64 {
     *s
 }
 
+/// The key of index `i` in the scattered-keys workload (the same in every
+/// peer): an odd multiplier, so a bijection whose keys spread over all 64
+/// bits.
+fn scatter(i: u64) -> u64 {
+    i.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 fn wait_until(start: u64) {
     while now_ns() < start {
         std::hint::spin_loop();
@@ -159,6 +166,7 @@ impl Suite {
         let all = [Peer::Boost, Peer::Std, Peer::MmkitHeap];
         self.table("lookups, 1 process", "ops/s", &all, |s, p| s.lookups(p, 1))?;
         self.table("lookups, 2 processes", "ops/s", &all, |s, p| s.lookups(p, 2))?;
+        self.table("lookups, scattered keys, 1 process", "ops/s", &all, Self::lookups_scattered)?;
         let batched = [Peer::Boost, Peer::MmkitHeap];
         self.table("lookups, batched, 1 process", "ops/s", &batched, Self::lookups_batched)?;
         self.table("inserts", "ops/s", &all, |s, p| s.inserts(p, false))?;
@@ -287,11 +295,16 @@ impl Suite {
 
     /// A shm heap with the map of `keys` keys (k -> k*K), untimed.
     fn mmkit_setup(&mut self, keys: u64) -> Result<(String, Heap), BoxError> {
+        self.mmkit_setup_with(keys, |i| i)
+    }
+
+    /// A shm heap with the map of `keys` keys (key(i) -> i*K), untimed.
+    fn mmkit_setup_with(&mut self, keys: u64, key: fn(u64) -> u64) -> Result<(String, Heap), BoxError> {
         let name = self.name();
         let heap = HeapOptions::new().size(64 << 20).max_size(8 << 30).create_shm(&name)?;
         let map = heap.map::<u64, u64>("map")?;
-        for k in 0..keys {
-            map.insert(&k, &(k * K))?;
+        for i in 0..keys {
+            map.insert(&key(i), &(i * K))?;
         }
         Ok((name, heap))
     }
@@ -326,6 +339,46 @@ impl Suite {
                     let mut sum = 0u64;
                     for _ in 0..ops {
                         let k = rng(&mut s) % keys;
+                        sum = sum
+                            .wrapping_add(map.lock().map(|m| m.get(&k).copied().unwrap_or(0)).unwrap_or(0));
+                    }
+                    sum
+                })
+            }
+        }
+    }
+
+    /// Lookups as in `lookups` (1 process), of keys spread over all 64
+    /// bits (`scatter(i)`) instead of 0, 1, 2...: no peer's placement
+    /// keeps them in order.
+    fn lookups_scattered(&mut self, peer: Peer) -> Result<f64, BoxError> {
+        let ops = self.ops;
+        match peer {
+            Peer::MmkitHeap => {
+                let (name, heap) = self.mmkit_setup_with(self.keys, scatter)?;
+                let r = self.mmkit_children("lookups-scattered", &name, 1, ops);
+                drop(heap);
+                let _ = Heap::unlink_shm(&name);
+                r
+            }
+            Peer::Boost => {
+                let name = self.name();
+                let bin = self.boost_bin()?.to_path_buf();
+                boost(&bin, &["setup-scattered", &name, &self.keys.to_string()])?;
+                let r = boost_children(&bin, "lookups-scattered", &name, 1, ops);
+                let _ = boost(&bin, &["remove", &name]);
+                r
+            }
+            Peer::Std => {
+                let keys = self.keys;
+                let map = Mutex::new(
+                    (0..keys).map(|i| (scatter(i), i * K)).collect::<std::collections::HashMap<_, _>>(),
+                );
+                threads(1, ops, |seed| {
+                    let mut s = seed;
+                    let mut sum = 0u64;
+                    for _ in 0..ops {
+                        let k = scatter(rng(&mut s) % keys);
                         sum = sum
                             .wrapping_add(map.lock().map(|m| m.get(&k).copied().unwrap_or(0)).unwrap_or(0));
                     }
@@ -594,17 +647,19 @@ fn child(mode: &str, name: &str, a: u64, b: u64, start: u64) -> Result<(), BoxEr
             })?;
             Ok(())
         }
-        "lookups" | "mixed" => {
+        "lookups" | "mixed" | "lookups-scattered" => {
             let map: ShmHashMap<u64, u64> = heap.map("map")?;
             let keys = map.len()? as u64;
             let mut s = b.wrapping_mul(2_654_435_761) + 1;
             let mut sum = 0u64;
             let mixed = mode == "mixed";
+            let scattered = mode == "lookups-scattered";
             wait_until(start);
             let t = Instant::now();
             for _ in 0..a {
                 let r = rng(&mut s);
-                let k = r % keys.max(1);
+                let i = r % keys.max(1);
+                let k = if scattered { scatter(i) } else { i };
                 if mixed && (r >> 32) % 10 == 0 {
                     map.insert(&k, &(k * K))?;
                 } else if let Some(v) = map.get(&k)? {

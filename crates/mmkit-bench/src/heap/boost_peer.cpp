@@ -45,6 +45,12 @@ static uint64_t rng(uint64_t &s) {
     return s;
 }
 
+// The key of index i in the scattered-keys workloads: an odd multiplier,
+// so a bijection of u64 whose keys spread over all 64 bits.
+static uint64_t scatter(uint64_t i) {
+    return i * 0x9e3779b97f4a7c15ull;
+}
+
 static void wait_until(uint64_t start) {
     while (now_ns() < start) {
     }
@@ -65,34 +71,39 @@ int main(int argc, char **argv) {
         bip::shared_memory_object::remove(name);
         return 0;
     }
-    if (!std::strcmp(mode, "setup") || !std::strcmp(mode, "inserts") || !std::strcmp(mode, "inserts-random")) {
+    if (!std::strcmp(mode, "setup") || !std::strcmp(mode, "inserts") || !std::strcmp(mode, "inserts-random") ||
+        !std::strcmp(mode, "setup-scattered")) {
         // setup: a map with `a` keys (k -> k*K), untimed; inserts: timed,
         // one lock per insert as concurrent users must; inserts-random:
-        // the same with `a` random keys (r -> r*K) from the xorshift below.
+        // the same with `a` random keys (r -> r*K) from the xorshift below;
+        // setup-scattered: keys scatter(i) -> i*K.
         bip::shared_memory_object::remove(name);
         bip::managed_shared_memory seg(bip::create_only, name, SEGMENT);
         bip::interprocess_mutex *mtx = seg.construct<bip::interprocess_mutex>("mtx")();
         Map *map = seg.construct<Map>("map")(16, boost::hash<uint64_t>(), std::equal_to<uint64_t>(), seg.get_allocator<Pair>());
         bool random = !std::strcmp(mode, "inserts-random");
+        bool scattered = !std::strcmp(mode, "setup-scattered");
         uint64_t s = 12345;
         uint64_t t0 = now_ns();
         for (uint64_t i = 0; i < a; i++) {
-            uint64_t k = random ? rng(s) : i;
+            uint64_t k = random ? rng(s) : scattered ? scatter(i) : i;
             bip::scoped_lock<bip::interprocess_mutex> g(*mtx);
-            map->insert(Pair(k, k * K));
+            map->insert(Pair(k, (scattered ? i : k) * K));
         }
         report(now_ns() - t0, a);
         return 0;
     }
     bip::managed_shared_memory seg(bip::open_only, name);
-    if (!std::strcmp(mode, "lookups")) {
+    if (!std::strcmp(mode, "lookups") || !std::strcmp(mode, "lookups-scattered")) {
         // Read-only: no lock (the best case for Boost).
         Map *map = seg.find<Map>("map").first;
+        bool scattered = !std::strcmp(mode, "lookups-scattered");
         uint64_t keys = map->size(), s = b * 2654435761u + 1, sum = 0;
         wait_until(start);
         uint64_t t0 = now_ns();
         for (uint64_t i = 0; i < a; i++) {
-            Map::const_iterator it = map->find(rng(s) % keys);
+            uint64_t k = rng(s) % keys;
+            Map::const_iterator it = map->find(scattered ? scatter(k) : k);
             if (it != map->end()) sum += it->second;
         }
         uint64_t ns = now_ns() - t0;
