@@ -6,7 +6,9 @@
 //!
 //! Builds a table with the heap's layout in `/dev/shm` (2M slots of 32
 //! bytes, two slots per cache line, the control word then the key and the
-//! value; 1M u64 keys placed by `mmkit_heap::hash_bytes`), then times 20M
+//! value; 1M u64 keys placed by `mmkit_heap::hash_bytes` and probed line
+//! after line: heap format 2, where every key was scattered; format 3
+//! places integer keys by value, see docs/benchmarks-heap.md), then times 20M
 //! lookups of random keys, drawn as the `heap` suite's `lookups` child
 //! draws them (xorshift, then `%` the key count), three ways:
 //!

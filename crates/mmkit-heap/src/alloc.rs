@@ -95,6 +95,28 @@ impl Inner {
         }
     }
 
+    /// [`Inner::alloc`], with the block's bytes zero. A large block carved
+    /// from space never carved before holds the zeros the file grew with
+    /// and is not written again (a hostile process that wrote there, or
+    /// lowered the header's mark, makes the block hold garbage, which
+    /// every reader checks anyway).
+    pub(crate) fn alloc_zeroed(&self, size: u64, align: u64) -> Result<u64> {
+        self.check_align(size, align)?;
+        let (off, fresh) = match class_for(size, align) {
+            Some(c) => (self.alloc_small(c)?, false),
+            None => {
+                let (at, fresh) = self.alloc_run_fresh(large_pages(size), 1, KIND_LARGE, size)?;
+                (at + RUN_HEADER, fresh)
+            }
+        };
+        let zeroed = if fresh { self.populate(off, size) } else { self.zero(off, size) };
+        if let Err(e) = zeroed {
+            let _ = self.free(off, size, align);
+            return Err(e);
+        }
+        Ok(off)
+    }
+
     /// Frees a block from [`Inner::alloc`] with the same size and
     /// alignment. A block that is not one (a wrong offset or size, a
     /// double free) is refused with a corruption error and nothing changes.
@@ -256,18 +278,25 @@ impl Inner {
     /// Allocates a run of `pages` pages whose start is a multiple of
     /// `align_pages` pages, marks it `kind` with `info`, and returns it.
     pub(crate) fn alloc_run(&self, pages: u64, align_pages: u64, kind: u64, info: u64) -> Result<u64> {
+        Ok(self.alloc_run_fresh(pages, align_pages, kind, info)?.0)
+    }
+
+    /// [`alloc_run`](Self::alloc_run), and whether the run was carved
+    /// from space never carved before (still zero past its descriptor).
+    fn alloc_run_fresh(&self, pages: u64, align_pages: u64, kind: u64, info: u64) -> Result<(u64, bool)> {
         let _g = self.lock_page_heap()?;
         let mut t = Txn::new(self, PH_LOG, PH_LOG_CAP);
         let align = align_pages * PAGE;
-        let at = match self.find_free(&mut t, pages, align)? {
+        let (at, fresh) = match self.find_free(&mut t, pages, align)? {
             Some((run, at)) => {
                 self.take(&mut t, run, at, pages, kind, info)?;
-                at
+                (at, false)
             }
             None => {
+                let zero_from = self.load(PH_ZERO_FROM)?;
                 let at = self.carve_top(&mut t, pages, align)?;
                 self.put_run(&mut t, at, kind, pages, None, info)?;
-                at
+                (at, zero_from != 0 && at >= zero_from)
             }
         };
         if kind == KIND_SLAB {
@@ -278,7 +307,7 @@ impl Inner {
             self.zero(at + RUN_HEADER, h - RUN_HEADER)?;
         }
         t.commit()?;
-        Ok(at)
+        Ok((at, fresh))
     }
 
     fn put_run(
@@ -377,6 +406,9 @@ impl Inner {
         t.set(at + R_PREV_PAGES, prev)?;
         t.set(PH_LAST_RUN, at)?;
         t.set(PH_HEAP_END, need)?;
+        if self.load(PH_ZERO_FROM)? < need {
+            t.set(PH_ZERO_FROM, need)?;
+        }
         Ok(at)
     }
 

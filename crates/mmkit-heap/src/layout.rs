@@ -40,6 +40,9 @@ pub const H_CREATED: u64 = 40;
 pub const PH_LOCK: u64 = 128;
 pub const PH_HEAP_END: u64 = 160;
 pub const PH_LAST_RUN: u64 = 168;
+/// Every byte from this offset on was never carved, so it still holds the
+/// zeros the file grew with: a run carved there needs no zeroing.
+pub const PH_ZERO_FROM: u64 = 176;
 pub const PH_BINS: u64 = 192;
 pub const NBINS: usize = 64;
 pub const PH_LOG: u64 = PH_BINS + 8 * NBINS as u64; // 704
@@ -146,6 +149,7 @@ pub fn fingerprint() -> u64 {
         CLASSES as u64,
         RUN_HEADER,
         PH_LOCK,
+        PH_ZERO_FROM,
         PH_BINS,
         NBINS as u64,
         PH_LOG,

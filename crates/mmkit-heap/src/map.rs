@@ -441,8 +441,7 @@ impl Heap {
         let cap = cap_for(n as u64)?;
         self.object_or_init::<ShmHashMap<K, V>>(name, |heap, off| {
             let inner = &heap.inner;
-            let table = inner.alloc(cap * SLOT_SIZE, 64)?;
-            inner.zero(table, cap * SLOT_SIZE)?;
+            let table = inner.alloc_zeroed(cap * SLOT_SIZE, 64)?;
             inner.zero(off, HEADER_BYTES)?;
             inner.store(off + M_TABLE, table)?;
             inner.store(off + M_CAP, cap)?;
@@ -1660,23 +1659,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         loop {
             let new_cap = resize_cap(live, extra, d.cap, force)?;
             let inner = self.inner();
-            let table = inner.alloc(new_cap * SLOT_SIZE, 64)?;
-            let switched = inner.zero(table, new_cap * SLOT_SIZE).and_then(|()| {
-                crash::point("map.resize_alloc");
-                let stripes = self.lock_all_stripes()?;
-                let now = self.len()? as u64;
-                if resize_cap(now, extra, d.cap, force)? > new_cap {
-                    return Ok(Some(now));
-                }
-                self.set_desc(|t| {
-                    t.set(self.off + M_NEW_TABLE, table)?;
-                    t.set(self.off + M_NEW_CAP, new_cap)?;
-                    t.set(self.off + M_CURSOR, 0)?;
-                    t.set(self.off + M_USED, 0)
-                })?;
-                drop(stripes);
-                Ok(None)
-            });
+            let table = inner.alloc_zeroed(new_cap * SLOT_SIZE, 64)?;
+            let switched = self.switch_to(table, new_cap, (d.cap, extra, force));
             if !matches!(switched, Ok(None)) {
                 let _ = inner.free(table, new_cap * SLOT_SIZE, 64);
             }
@@ -1687,6 +1671,32 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 Some(now) => live = now,
             }
         }
+    }
+
+    /// Makes the zeroed `table` of `new_cap` slots the one inserts go to,
+    /// holding every stripe; `Some(live)` instead if the keys there now
+    /// (`live`) need a larger one. The tuple is the old capacity, the
+    /// extra room asked for and `force`, as [`resize_cap`] takes them.
+    fn switch_to(
+        &self,
+        table: u64,
+        new_cap: u64,
+        (cap, extra, force): (u64, u64, bool),
+    ) -> Result<Option<u64>> {
+        crash::point("map.resize_alloc");
+        let stripes = self.lock_all_stripes()?;
+        let now = self.len()? as u64;
+        if resize_cap(now, extra, cap, force)? > new_cap {
+            return Ok(Some(now));
+        }
+        self.set_desc(|t| {
+            t.set(self.off + M_NEW_TABLE, table)?;
+            t.set(self.off + M_NEW_CAP, new_cap)?;
+            t.set(self.off + M_CURSOR, 0)?;
+            t.set(self.off + M_USED, 0)
+        })?;
+        drop(stripes);
+        Ok(None)
     }
 
     /// Changes the descriptor in a transaction on the migration log,

@@ -197,7 +197,8 @@ fn write_header(file: &GrowableFile, size: u64, max: u64) -> Result<()> {
     words[32..40].copy_from_slice(&size.to_le_bytes());
     words[40..48].copy_from_slice(&created.to_le_bytes());
     file.write_at(0, &words).map_err(Error::region(op))?;
-    file.write_at(PH_HEAP_END, &HEADER_SIZE.to_le_bytes()).map_err(Error::region(op))
+    file.write_at(PH_HEAP_END, &HEADER_SIZE.to_le_bytes()).map_err(Error::region(op))?;
+    file.write_at(PH_ZERO_FROM, &HEADER_SIZE.to_le_bytes()).map_err(Error::region(op))
 }
 
 fn open_with(path: &Path, lock_wait: Option<Duration>) -> Result<Heap> {
@@ -512,14 +513,19 @@ impl Inner {
 
     /// Zeroes `len` bytes.
     pub(crate) fn zero(&self, off: u64, len: u64) -> Result<()> {
+        self.populate(off, len)?;
+        self.file.fill_at(off, len as usize, 0).map_err(Error::region("zero heap"))
+    }
+
+    /// Maps in the pages of a large block (a map's new table), which are
+    /// mostly pages this process never touched: one call instead of a
+    /// fault per page. Only a hint: a page it left out faults when used.
+    pub(crate) fn populate(&self, off: u64, len: u64) -> Result<()> {
         self.ptr(off, len)?;
-        // A large block (a map's new table) is mostly pages this process
-        // never touched: one populate call instead of a fault per page.
-        // Only a hint: the fill below faults in whatever it left out.
         if len >= POPULATE_FROM {
             let _ = self.file.populate_range(off, len);
         }
-        self.file.fill_at(off, len as usize, 0).map_err(Error::region("zero heap"))
+        Ok(())
     }
 
     /// Grows the file to `size` bytes and publishes it. The caller holds

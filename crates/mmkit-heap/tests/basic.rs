@@ -505,3 +505,26 @@ fn a_fifo_is_refused_without_waiting_for_a_writer() {
     let err = r.expect("Heap::open blocked on a FIFO").unwrap_err();
     assert!(matches!(err, Error::NotAHeap { reason: "not a regular file", .. }), "{err}");
 }
+
+/// A map's table carved from space no block ever used is not written
+/// again (it holds the zeros the file grew with), while one that reuses
+/// a freed block is zeroed: a map created where a removed map's table
+/// was starts empty, not with the old slots.
+#[test]
+fn tables_in_reused_space_start_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = HeapOptions::new().size(1 << 20).max_size(1 << 30).create(dir.path().join("h")).unwrap();
+    for round in 0..4u64 {
+        let m = h.map_with_capacity::<u64, u64>("m", 20_000).unwrap();
+        assert_eq!(m.len().unwrap(), 0, "round {round}");
+        assert!(m.entries().unwrap().is_empty(), "round {round}");
+        for k in 0..2000 {
+            assert_eq!(m.get(&k).unwrap(), None, "round {round}, key {k}");
+            m.insert(&k, &(k + round)).unwrap();
+        }
+        assert_eq!(m.get(&1999).unwrap(), Some(1999 + round));
+        drop(m);
+        assert!(h.remove("m").unwrap());
+    }
+    assert!(h.check(false).unwrap().is_clean());
+}
