@@ -309,54 +309,34 @@ impl Suite {
         Ok((name, heap))
     }
 
-    fn std_map(keys: u64) -> Mutex<std::collections::HashMap<u64, u64>> {
-        Mutex::new((0..keys).map(|k| (k, k * K)).collect())
+    /// std's map of `keys` keys (key(i) -> i*K).
+    fn std_map(keys: u64, key: fn(u64) -> u64) -> Mutex<std::collections::HashMap<u64, u64>> {
+        Mutex::new((0..keys).map(|i| (key(i), i * K)).collect())
     }
 
+    /// Lookups of the keys 0, 1, 2... from `procs` processes.
     fn lookups(&mut self, peer: Peer, procs: u64) -> Result<f64, BoxError> {
-        let ops = self.ops;
-        match peer {
-            Peer::MmkitHeap => {
-                let (name, heap) = self.mmkit_setup(self.keys)?;
-                let r = self.mmkit_children("lookups", &name, procs, ops);
-                drop(heap);
-                let _ = Heap::unlink_shm(&name);
-                r
-            }
-            Peer::Boost => {
-                let name = self.name();
-                let bin = self.boost_bin()?.to_path_buf();
-                boost(&bin, &["setup", &name, &self.keys.to_string()])?;
-                let r = boost_children(&bin, "lookups", &name, procs, ops);
-                let _ = boost(&bin, &["remove", &name]);
-                r
-            }
-            Peer::Std => {
-                let map = Self::std_map(self.keys);
-                let keys = self.keys;
-                threads(procs, ops, |seed| {
-                    let mut s = seed;
-                    let mut sum = 0u64;
-                    for _ in 0..ops {
-                        let k = rng(&mut s) % keys;
-                        sum = sum
-                            .wrapping_add(map.lock().map(|m| m.get(&k).copied().unwrap_or(0)).unwrap_or(0));
-                    }
-                    sum
-                })
-            }
-        }
+        self.lookups_of(peer, procs, false)
     }
 
     /// Lookups as in `lookups` (1 process), of keys spread over all 64
     /// bits (`scatter(i)`) instead of 0, 1, 2...: no peer's placement
     /// keeps them in order.
     fn lookups_scattered(&mut self, peer: Peer) -> Result<f64, BoxError> {
-        let ops = self.ops;
+        self.lookups_of(peer, 1, true)
+    }
+
+    /// Random hits among the map's keys: `scatter(i)` if `scattered`, else
+    /// `i`, for i below the key count (values `i·K`).
+    fn lookups_of(&mut self, peer: Peer, procs: u64, scattered: bool) -> Result<f64, BoxError> {
+        let (ops, keys) = (self.ops, self.keys);
+        let key: fn(u64) -> u64 = if scattered { scatter } else { |i| i };
+        let (setup, mode) =
+            if scattered { ("setup-scattered", "lookups-scattered") } else { ("setup", "lookups") };
         match peer {
             Peer::MmkitHeap => {
-                let (name, heap) = self.mmkit_setup_with(self.keys, scatter)?;
-                let r = self.mmkit_children("lookups-scattered", &name, 1, ops);
+                let (name, heap) = self.mmkit_setup_with(keys, key)?;
+                let r = self.mmkit_children(mode, &name, procs, ops);
                 drop(heap);
                 let _ = Heap::unlink_shm(&name);
                 r
@@ -364,21 +344,18 @@ impl Suite {
             Peer::Boost => {
                 let name = self.name();
                 let bin = self.boost_bin()?.to_path_buf();
-                boost(&bin, &["setup-scattered", &name, &self.keys.to_string()])?;
-                let r = boost_children(&bin, "lookups-scattered", &name, 1, ops);
+                boost(&bin, &[setup, &name, &keys.to_string()])?;
+                let r = boost_children(&bin, mode, &name, procs, ops);
                 let _ = boost(&bin, &["remove", &name]);
                 r
             }
             Peer::Std => {
-                let keys = self.keys;
-                let map = Mutex::new(
-                    (0..keys).map(|i| (scatter(i), i * K)).collect::<std::collections::HashMap<_, _>>(),
-                );
-                threads(1, ops, |seed| {
+                let map = Self::std_map(keys, key);
+                threads(procs, ops, |seed| {
                     let mut s = seed;
                     let mut sum = 0u64;
                     for _ in 0..ops {
-                        let k = scatter(rng(&mut s) % keys);
+                        let k = key(rng(&mut s) % keys);
                         sum = sum
                             .wrapping_add(map.lock().map(|m| m.get(&k).copied().unwrap_or(0)).unwrap_or(0));
                     }
@@ -480,7 +457,7 @@ impl Suite {
                 r
             }
             Peer::Std => {
-                let map = Self::std_map(1_000_000.min(self.keys));
+                let map = Self::std_map(1_000_000.min(self.keys), |i| i);
                 threads(2, ops, |seed| {
                     let mut s = seed;
                     let mut sum = 0u64;

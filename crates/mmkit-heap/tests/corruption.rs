@@ -177,6 +177,17 @@ fn write_word(bytes: &mut [u8], at: u64, v: u64) {
     bytes[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+/// The fuzzing heap built at `dir/heap`, closed: its path, the offset of
+/// its map "ints", and the file's bytes.
+fn built_image(dir: &tempfile::TempDir) -> (std::path::PathBuf, u64, Vec<u8>) {
+    let path = dir.path().join("heap");
+    let heap = fuzzing::build(&path).unwrap();
+    let ints = heap.objects().unwrap().into_iter().find(|o| o.name == "ints").unwrap().offset;
+    drop(heap);
+    let bytes = std::fs::read(&path).unwrap();
+    (path, ints, bytes)
+}
+
 /// A map's migration log count set while its lock is free (found by
 /// reading the code, confirmed with the fuzz target): writers used to
 /// retake the migration lock forever, waiting for a rollback that never
@@ -185,11 +196,7 @@ fn write_word(bytes: &mut [u8], at: u64, v: u64) {
 #[test]
 fn stale_migration_log_gives_an_error_until_repaired() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heap");
-    let heap = fuzzing::build(&path).unwrap();
-    let ints = heap.objects().unwrap().into_iter().find(|o| o.name == "ints").unwrap().offset;
-    drop(heap);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let (path, ints, mut bytes) = built_image(&dir);
     write_word(&mut bytes, ints + 160, 1); // M_LOG: the migration log's count
     std::fs::write(&path, &bytes).unwrap();
     exercise_in_time(&path, "migration log count 1");
@@ -217,11 +224,7 @@ fn stale_migration_log_gives_an_error_until_repaired() {
 #[test]
 fn wrong_placement_word_is_refused_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("heap");
-    let heap = fuzzing::build(&path).unwrap();
-    let ints = heap.objects().unwrap().into_iter().find(|o| o.name == "ints").unwrap().offset;
-    drop(heap);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let (path, ints, mut bytes) = built_image(&dir);
     assert_eq!(word(&bytes, ints + 8), 1, "u64 keys are placed by value");
     for place in [0, 2, u64::MAX] {
         write_word(&mut bytes, ints + 8, place);
