@@ -109,14 +109,20 @@ const BATCH: usize = 512;
 /// general path.
 const MAX_INLINE_PROBE: u32 = 32;
 
-/// Low bits of a key's hash that place it (the home slot is `hash &
-/// mask`); the bits above are the tag. A key placed by value keeps its
-/// own low bits here.
+/// Low bits of a key's hash that place it (see [`home_slot`]); the bits
+/// above are the tag. A key placed by value below 2^40 keeps its value
+/// here.
 const PLACE_BITS: u64 = (1 << TAG_SHIFT) - 1;
 
+/// Odd: folds a key's bits above the placement bits into them.
+const FOLD: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// The hash of a key: [`hash_bytes`], or for keys placed by value (the
-/// integer types, see [`Bytes::BY_VALUE`]) the key's own low bits under
-/// the tag of `hash_bytes`, so keys 0, 1, 2... take slots 0, 1, 2...
+/// integer types, see [`Bytes::BY_VALUE`]) the placement value under the
+/// tag of `hash_bytes`: the key's low 40 bits, XORed with the top of its
+/// high 24 times an odd constant, so keys below 2^40 keep their value (keys 0, 1,
+/// 2... take slots 0, 1, 2...) and keys that differ only above bit 40
+/// still get different homes.
 #[inline(always)]
 fn key_hash(kb: &[u8], by_value: bool) -> u64 {
     let mixed = hash_bytes(kb);
@@ -125,29 +131,54 @@ fn key_hash(kb: &[u8], by_value: bool) -> u64 {
     }
     let mut w = [0u8; 8];
     w[..kb.len()].copy_from_slice(kb);
-    (mixed & !PLACE_BITS) | (u64::from_le_bytes(w) & PLACE_BITS)
+    let key = u64::from_le_bytes(w);
+    // The product's top 40 bits depend on every bit of the high part.
+    let place = key ^ ((key >> TAG_SHIFT).wrapping_mul(FOLD) >> (64 - TAG_SHIFT));
+    (mixed & !PLACE_BITS) | (place & PLACE_BITS)
 }
 
-/// The first slot of line `j` of the probe sequence of hash `h` in a table
-/// of `mask + 1` slots (a power of two, at least 2). Lines come in pairs
-/// (a 128-byte bucket): the home line, the other line of its bucket, then
-/// the buckets at a stride set by the tag, an odd number, so the sequence
-/// visits every bucket once. Keys placed by value fill runs of buckets;
-/// the stride takes a key whose home lies in a run out of it at once,
-/// where a step to the next bucket would walk the run.
+/// The home slot of hash `h` in a table of `mask + 1` = 2^b slots: the
+/// placement bits cut into b-bit digits and summed (three digits, the
+/// whole 40 bits from tables of 2^14 slots up). A run of consecutive
+/// keys takes consecutive slots, also across a multiple of 2^b (key `i`
+/// in slot `i` below 2^b), and keys that share their low bits
+/// (multiples of 2^s, s < b) get their bits rotated into distinct homes,
+/// where the low bits alone would pile them on one slot in 2^s.
+#[inline(always)]
+fn home_slot(h: u64, mask: u64) -> u64 {
+    let b = mask.wrapping_add(1).trailing_zeros() & 63;
+    let v = h & PLACE_BITS;
+    v.wrapping_add(v >> b).wrapping_add(v >> (2 * b).min(63)) & mask
+}
+
+/// The first slot of line `j` of the probe sequence of hash `h`, whose
+/// home slot is `home`, in a table of `mask + 1` slots (a power of two,
+/// at least 2). Lines come in pairs (a 128-byte bucket): the home line,
+/// the other line of its bucket, then the buckets at a stride set by the
+/// tag, an odd number, so the sequence visits every bucket once. Keys
+/// placed by value fill runs of buckets; the stride takes a key whose
+/// home lies in a run out of it at once, where a step to the next bucket
+/// would walk the run.
+#[inline(always)]
+fn line_from(home: u64, h: u64, mask: u64, j: u64) -> u64 {
+    let stride = (h >> (TAG_SHIFT - 1)) | 1;
+    let bucket = (home >> 2).wrapping_add((j >> 1).wrapping_mul(stride));
+    ((bucket << 2) | ((home ^ (j << 1)) & 2)) & mask
+}
+
+/// [`line_from`] the home slot of `h`.
 #[inline(always)]
 fn probe_line(h: u64, mask: u64, j: u64) -> u64 {
-    let stride = (h >> (TAG_SHIFT - 1)) | 1;
-    let bucket = (h >> 2).wrapping_add((j >> 1).wrapping_mul(stride));
-    ((bucket << 2) | ((h ^ (j << 1)) & 2)) & mask
+    line_from(home_slot(h, mask), h, mask, j)
 }
 
 /// Slot `k` of the probe sequence of hash `h`: the two slots of line `k /
-/// 2` (see [`probe_line`]), the hash's own parity first. A permutation of
+/// 2` (see [`line_from`]), the home slot's parity first. A permutation of
 /// the table for `k` in `0..=mask`.
 #[inline(always)]
 fn probe_at(h: u64, mask: u64, k: u64) -> u64 {
-    probe_line(h, mask, k >> 1) | ((k ^ h) & 1 & mask)
+    let home = home_slot(h, mask);
+    line_from(home, h, mask, k >> 1) | ((k ^ home) & 1 & mask)
 }
 
 /// Masks of the bytes a key of `len` bytes takes in each inline word.
@@ -762,8 +793,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         };
         // A constant bound (longer probes, and small tables probed round
         // more than once, go to the general path): no count to compute.
+        let home = home_slot(h, mask);
         for j in 0..MAX_INLINE_PROBE {
-            let line = probe_line(h, mask, u64::from(j));
+            let line = line_from(home, h, mask, u64::from(j));
             let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
             let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
             // One branch on "either slot": the compiler splits `hit0 |
@@ -1984,7 +2016,7 @@ mod tests {
     use super::*;
 
     /// Every probe sequence visits every slot of the table once, from the
-    /// home slot (`hash & mask`), its line first.
+    /// home slot (the placement bits' digits summed), its line first.
     #[test]
     fn the_probe_is_a_permutation_from_the_home_slot() {
         let mut h = 0x9e37_79b9_7f4a_7c15u64;
@@ -1993,9 +2025,11 @@ mod tests {
             for _ in 0..50 {
                 h = h.rotate_left(17).wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(bits);
                 let seq: Vec<u64> = (0..=mask).map(|k| probe_at(h, mask, k)).collect();
-                assert_eq!(seq[0], h & mask);
-                assert_eq!(seq[1], (h & mask) ^ 1);
-                assert_eq!(probe_line(h, mask, 0), h & mask & !1);
+                let v = h & PLACE_BITS;
+                let home = (v + (v >> bits) + (v >> (2 * bits).min(63))) & mask;
+                assert_eq!(seq[0], home);
+                assert_eq!(seq[1], home ^ 1);
+                assert_eq!(probe_line(h, mask, 0), home & !1);
                 let mut sorted = seq.clone();
                 sorted.sort_unstable();
                 assert_eq!(sorted, (0..=mask).collect::<Vec<_>>(), "hash {h:#x}, {bits} bits");
@@ -2003,13 +2037,40 @@ mod tests {
         }
     }
 
+    /// Keys 0, 1, 2... keep their order, across a multiple of the table
+    /// size too (one slot is skipped there, the digit carry), and keys
+    /// that share their low bits get distinct homes.
+    #[test]
+    fn home_slots_keep_runs_and_spread_strides() {
+        let mask = (1u64 << 12) - 1;
+        let home = |k: u64| home_slot(key_hash(&k.to_le_bytes(), true), mask);
+        for i in 0..=mask {
+            assert_eq!(home(i), i);
+            let base = 5 << 12 | 4000;
+            let step = home(base + i + 1).wrapping_sub(home(base + i)) & mask;
+            assert!(step == 1 || (step == 2 && (base + i + 1) & mask == 0), "a run across 2^12: {step}");
+        }
+        for shift in 0..12 {
+            let mut homes: Vec<u64> = (0..=mask).map(|i| home(i << shift)).collect();
+            homes.sort_unstable();
+            homes.dedup();
+            assert_eq!(homes.len() as u64, mask + 1, "keys i << {shift}");
+        }
+        for shift in [40, 48, 52] {
+            let homes: std::collections::HashSet<u64> = (0..4096u64).map(|i| home(i << shift)).collect();
+            assert!(homes.len() > 2000, "keys i << {shift}: {} homes", homes.len());
+        }
+    }
+
     /// Integer keys keep their low bits (their home slot) and take the
     /// mixing hash's tag; other keys hash.
     #[test]
     fn integer_keys_are_placed_by_value() {
-        for k in [0u64, 1, 2, 12345, u64::MAX] {
+        for k in [0u64, 1, 2, 12345, PLACE_BITS, PLACE_BITS + 1, u64::MAX] {
             let h = key_hash(&k.to_le_bytes(), true);
-            assert_eq!(h & PLACE_BITS, k & PLACE_BITS);
+            if k <= PLACE_BITS {
+                assert_eq!(h & PLACE_BITS, k);
+            }
             assert_eq!(h >> TAG_SHIFT, hash_bytes(&k.to_le_bytes()) >> TAG_SHIFT);
             assert_eq!(key_hash(&k.to_le_bytes(), false), hash_bytes(&k.to_le_bytes()));
         }

@@ -111,13 +111,14 @@ pub trait Bytes {
     /// `None` for `str` and `[u8]`. Lets the map pick its fixed-size paths
     /// at compile time.
     const SIZE: Option<usize> = None;
-    /// Whether a map places these keys by value: the key's low bits pick
+    /// Whether a map places these keys by value: the key's value picks
     /// its slot, as Boost's and libstdc++'s identity hash of integers do,
     /// so keys 0, 1, 2... fill neighbouring slots and a lookup of one of
     /// them finds it in its home line. True for the integer types
-    /// ([`ShmType::INTEGER`]). The probe past the home line strides by a
-    /// mixing hash, so keys that share low bits cost a few probes more,
-    /// never a walk along a run.
+    /// ([`ShmType::INTEGER`]). The value's digits are summed, so keys
+    /// that share their low bits still get distinct homes, and the probe
+    /// past the home bucket strides by a mixing hash, never walking along
+    /// a run (docs/heap-format.md).
     const BY_VALUE: bool = false;
     /// The registry's description of the type.
     fn bytes_desc() -> TypeDesc;

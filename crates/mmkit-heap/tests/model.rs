@@ -169,9 +169,9 @@ fn map_op() -> impl Strategy<Value = MapOp> {
 }
 
 /// The u64 key of `k`: a run of consecutive keys (placed by value in
-/// neighbouring slots), and keys whose low 40 bits take three values only,
-/// so they share three home slots and reach their slots by the probe's
-/// stride.
+/// neighbouring slots), and keys whose low 40 bits take three values only
+/// (their high bits fold into the placement, so they scatter, and collide
+/// as random keys do).
 fn int_key(k: u16) -> u64 {
     if k < 300 { u64::from(k) } else { u64::from(k) << 40 | u64::from(k % 3) }
 }

@@ -305,10 +305,11 @@ fn a_dead_claim_never_hides_keys_placed_past_it() {
     let (p, heap) = new_heap(dir.path());
     let ints = heap.map::<u64, u64>("ints").unwrap();
     let cap = ints.capacity().unwrap() as u64;
-    // Integer keys are placed by value: `k` and `k + cap` share a home
-    // slot. Stripe = (hash_bytes >> 40) % 64 (docs/heap-format.md).
+    // Integer keys are placed by value, their digits of log2(cap) bits
+    // summed (docs/heap-format.md): `a` and `a - 1 + cap` share a home
+    // slot. Stripe = (hash_bytes >> 40) % 64.
     let stripe = |k: u64| (hash_bytes(&k.to_le_bytes()) >> 40) % 64;
-    let (k1, k2) = (1u64..).map(|a| (a, a + cap)).find(|&(a, b)| stripe(a) != stripe(b)).unwrap();
+    let (k1, k2) = (1u64..).map(|a| (a, a - 1 + cap)).find(|&(a, b)| stripe(a) != stripe(b)).unwrap();
     let mut kid =
         spawn("insert", &p, &[("MMKH_KEY", k1.to_string()), ("MMKIT_HEAP_CRASH", "map.claimed:1".into())]);
     let status = kid.0.wait().unwrap();
