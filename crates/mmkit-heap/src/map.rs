@@ -137,48 +137,51 @@ fn key_hash(kb: &[u8], by_value: bool) -> u64 {
     (mixed & !PLACE_BITS) | (place & PLACE_BITS)
 }
 
-/// The home slot of hash `h` in a table of `mask + 1` = 2^b slots: the
-/// placement bits cut into b-bit digits and summed (three digits, the
-/// whole 40 bits from tables of 2^14 slots up). A run of consecutive
-/// keys takes consecutive slots, also across a multiple of 2^b (key `i`
-/// in slot `i` below 2^b), and keys that share their low bits
-/// (multiples of 2^s, s < b) get their bits rotated into distinct homes,
-/// where the low bits alone would pile them on one slot in 2^s.
+/// The home slot of hash `h` in a table of `mask + 1` = 2^b slots. Keys
+/// placed by hash: `h & mask`. Keys placed by value: the placement bits
+/// cut into b-bit digits and summed (three digits, the whole 40 bits from
+/// tables of 2^14 slots up), so a run of consecutive keys takes
+/// consecutive slots, also across a multiple of 2^b (key `i` in slot `i`
+/// below 2^b), and keys that share their low bits (multiples of 2^s, s <
+/// b) get their bits rotated into distinct homes, where the low bits alone
+/// would pile them on one slot in 2^s.
 #[inline(always)]
-fn home_slot(h: u64, mask: u64) -> u64 {
+fn home_slot(h: u64, mask: u64, by_value: bool) -> u64 {
+    if !by_value {
+        return h & mask;
+    }
     let b = mask.wrapping_add(1).trailing_zeros() & 63;
     let v = h & PLACE_BITS;
     v.wrapping_add(v >> b).wrapping_add(v >> (2 * b).min(63)) & mask
 }
 
-/// The first slot of line `j` of the probe sequence of hash `h`, whose
-/// home slot is `home`, in a table of `mask + 1` slots (a power of two,
-/// at least 2). Lines come in pairs (a 128-byte bucket): the home line,
-/// the other line of its bucket, then the buckets at a stride set by the
-/// tag, an odd number, so the sequence visits every bucket once. Keys
-/// placed by value fill runs of buckets; the stride takes a key whose
-/// home lies in a run out of it at once, where a step to the next bucket
-/// would walk the run.
+/// Slots from one probed line to the next: the next line (2) for keys
+/// placed by hash, whose neighbours are other keys' homes at random; for
+/// keys placed by value an odd number of lines set by the tag, so a key
+/// whose home lies in a run of consecutive keys leaves the run at once,
+/// where a step to the next line would walk it.
 #[inline(always)]
-fn line_from(home: u64, h: u64, mask: u64, j: u64) -> u64 {
-    let stride = (h >> (TAG_SHIFT - 1)) | 1;
-    let bucket = (home >> 2).wrapping_add((j >> 1).wrapping_mul(stride));
-    ((bucket << 2) | ((home ^ (j << 1)) & 2)) & mask
+fn line_step(h: u64, by_value: bool) -> u64 {
+    if by_value { ((h >> (TAG_SHIFT - 1)) | 1) << 1 } else { 2 }
 }
 
-/// [`line_from`] the home slot of `h`.
+/// The first slot of line `j` of the probe sequence of hash `h` in a table
+/// of `mask + 1` slots (a power of two, at least 2): the home line, then a
+/// line every [`line_step`] slots. The step is an odd number of lines, so
+/// the sequence visits every line once.
 #[inline(always)]
-fn probe_line(h: u64, mask: u64, j: u64) -> u64 {
-    line_from(home_slot(h, mask), h, mask, j)
+fn probe_line(h: u64, mask: u64, j: u64, by_value: bool) -> u64 {
+    let home = home_slot(h, mask, by_value) & !1;
+    home.wrapping_add(j.wrapping_mul(line_step(h, by_value))) & mask
 }
 
 /// Slot `k` of the probe sequence of hash `h`: the two slots of line `k /
-/// 2` (see [`line_from`]), the home slot's parity first. A permutation of
+/// 2` (see [`probe_line`]), the home slot's parity first. A permutation of
 /// the table for `k` in `0..=mask`.
 #[inline(always)]
-fn probe_at(h: u64, mask: u64, k: u64) -> u64 {
-    let home = home_slot(h, mask);
-    line_from(home, h, mask, k >> 1) | ((k ^ home) & 1 & mask)
+fn probe_at(h: u64, mask: u64, k: u64, by_value: bool) -> u64 {
+    let parity = home_slot(h, mask, by_value) & 1;
+    probe_line(h, mask, k >> 1, by_value) | ((k & 1 & mask) ^ (parity & mask))
 }
 
 /// Masks of the bytes a key of `len` bytes takes in each inline word.
@@ -741,7 +744,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         for (table, cap) in tables.into_iter().filter(|&(t, _)| t != 0) {
             let Ok(p) = self.slots(table, cap) else { continue };
             for h in hashes {
-                prefetch(p.wrapping_add((probe_line(*h, cap - 1, 0) * SLOT_SIZE) as usize));
+                prefetch(p.wrapping_add((probe_line(*h, cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize));
             }
         }
         Ok(())
@@ -793,9 +796,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         };
         // A constant bound (longer probes, and small tables probed round
         // more than once, go to the general path): no count to compute.
-        let home = home_slot(h, mask);
-        for j in 0..MAX_INLINE_PROBE {
-            let line = line_from(home, h, mask, u64::from(j));
+        let step = line_step(h, K::BY_VALUE);
+        let mut line = home_slot(h, mask, K::BY_VALUE) & !1;
+        for _ in 0..MAX_INLINE_PROBE {
             let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
             let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
             // One branch on "either slot": the compiler splits `hit0 |
@@ -827,6 +830,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 fence(Ordering::Acquire);
                 return (word(M_EPOCH).load(Ordering::Relaxed) == e).then_some(None);
             }
+            line = line.wrapping_add(step) & mask;
         }
         None
     }
@@ -966,7 +970,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let p = self.slots(table, cap)?;
         let tag = tag_of_hash(q.hash);
         for k in 0..cap {
-            let i = probe_at(q.hash, cap - 1, k);
+            let i = probe_at(q.hash, cap - 1, k, K::BY_VALUE);
             let ctrl = Self::slot_word(p, i, 0);
             let c = ctrl.load(Ordering::Acquire);
             match state(c) {
@@ -1411,7 +1415,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// whose out-of-line entries were replaced, to free.
     fn place_run(&self, run: &[Encoded<'_>], d: &Desc) -> Result<(usize, usize, Vec<Hit>)> {
         let p = self.slots(d.table, d.cap)?;
-        let line_of = |h: u64| p.wrapping_add((probe_line(h, d.cap - 1, 0) * SLOT_SIZE) as usize);
+        let line_of =
+            |h: u64| p.wrapping_add((probe_line(h, d.cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize);
         run.iter().take(PREFETCH_GROUP).for_each(|e| prefetch(line_of(e.hash)));
         let (mut added, mut claimed_empty, mut replaced) = (0, 0, Vec::new());
         let mut done = 0;
@@ -1523,7 +1528,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let tag = tag_of_hash(h);
         let mut free = None;
         for k in 0..cap {
-            let i = probe_at(h, cap - 1, k);
+            let i = probe_at(h, cap - 1, k, K::BY_VALUE);
             let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
             match state(c) {
                 EMPTY => return Ok((None, free.or(Some(k)))),
@@ -1567,7 +1572,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let Some(from) = from else { return Ok(None) };
         let p = self.slots(table, cap)?;
         for k in from..cap {
-            let i = probe_at(h, cap - 1, k);
+            let i = probe_at(h, cap - 1, k, K::BY_VALUE);
             let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
             let restore = if state(c) == EMPTY { bump(c, TOMB) } else { c };
             if matches!(state(c), EMPTY | TOMB)
@@ -1658,7 +1663,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let d = self.read_desc()?;
         let (table, cap) = if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
         if let Ok(p) = self.slots(table, cap) {
-            prefetch(p.wrapping_add((probe_line(h, cap - 1, 0) * SLOT_SIZE) as usize));
+            prefetch(p.wrapping_add((probe_line(h, cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize));
         }
         if d.migrating() {
             return self.migrate_step();
@@ -1775,7 +1780,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 if state(c) == FULL {
                     let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
                     let h = self.hash_of_slot(words, c)?;
-                    prefetch(new.wrapping_add((probe_line(h, d.new_cap - 1, 0) * SLOT_SIZE) as usize));
+                    prefetch(
+                        new.wrapping_add((probe_line(h, d.new_cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize),
+                    );
                     batch[n] = (i, h);
                     n += 1;
                 }
@@ -1827,7 +1834,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let c = Self::slot_word(old, i, 0).load(Ordering::Acquire);
         let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
         let mask = d.new_cap - 1;
-        let free = (0..d.new_cap).map(|k| probe_at(h, mask, k)).find_map(|j| {
+        let free = (0..d.new_cap).map(|k| probe_at(h, mask, k, K::BY_VALUE)).find_map(|j| {
             let f = Self::slot_word(new, j, 0).load(Ordering::Acquire);
             matches!(state(f), EMPTY | TOMB).then_some((j, f))
         });
@@ -2016,7 +2023,7 @@ mod tests {
     use super::*;
 
     /// Every probe sequence visits every slot of the table once, from the
-    /// home slot (the placement bits' digits summed), its line first.
+    /// home slot, its line first, for both placements.
     #[test]
     fn the_probe_is_a_permutation_from_the_home_slot() {
         let mut h = 0x9e37_79b9_7f4a_7c15u64;
@@ -2024,15 +2031,18 @@ mod tests {
             let mask = (1u64 << bits) - 1;
             for _ in 0..50 {
                 h = h.rotate_left(17).wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(bits);
-                let seq: Vec<u64> = (0..=mask).map(|k| probe_at(h, mask, k)).collect();
-                let v = h & PLACE_BITS;
-                let home = (v + (v >> bits) + (v >> (2 * bits).min(63))) & mask;
-                assert_eq!(seq[0], home);
-                assert_eq!(seq[1], home ^ 1);
-                assert_eq!(probe_line(h, mask, 0), home & !1);
-                let mut sorted = seq.clone();
-                sorted.sort_unstable();
-                assert_eq!(sorted, (0..=mask).collect::<Vec<_>>(), "hash {h:#x}, {bits} bits");
+                for by_value in [false, true] {
+                    let seq: Vec<u64> = (0..=mask).map(|k| probe_at(h, mask, k, by_value)).collect();
+                    let home = home_slot(h, mask, by_value);
+                    assert_eq!(seq[0], home);
+                    assert_eq!(seq[1], home ^ 1);
+                    assert_eq!(probe_line(h, mask, 0, by_value), home & !1);
+                    let mut sorted = seq.clone();
+                    sorted.sort_unstable();
+                    assert_eq!(sorted, (0..=mask).collect::<Vec<_>>(), "hash {h:#x}, {bits} bits");
+                }
+                assert_eq!(home_slot(h, mask, false), h & mask);
+                assert_eq!(probe_line(h, mask, 3, false), ((h & mask & !1) + 6) & mask, "linear by hash");
             }
         }
     }
@@ -2043,7 +2053,7 @@ mod tests {
     #[test]
     fn home_slots_keep_runs_and_spread_strides() {
         let mask = (1u64 << 12) - 1;
-        let home = |k: u64| home_slot(key_hash(&k.to_le_bytes(), true), mask);
+        let home = |k: u64| home_slot(key_hash(&k.to_le_bytes(), true), mask, true);
         for i in 0..=mask {
             assert_eq!(home(i), i);
             let base = 5 << 12 | 4000;
