@@ -3,11 +3,13 @@
 //! - **Table:** open addressing, 32-byte slots: a control word (state,
 //!   24-bit hash tag, 22-bit version, inline lengths) and 24 bytes that
 //!   hold the key and value inline when they fit, or the offset of an
-//!   out-of-line entry block. A probe reads the home cache line, the other
-//!   line of its 128-byte bucket, then buckets at a stride set by the tag.
-//! - **Integer keys are placed by value** (their low bits pick the home
-//!   slot, as Boost's identity hash does), so runs of consecutive keys sit
-//!   in consecutive slots; the tag still comes from a mixing hash.
+//!   out-of-line entry block. A probe reads the home cache line, then the
+//!   next lines (keys placed by hash) or lines at a stride set by the tag
+//!   (keys placed by value).
+//! - **Integer keys are placed by value** (their digits summed pick the
+//!   home slot, so keys 0, 1, 2... take slots 0, 1, 2..., as Boost's
+//!   identity hash places them), so runs of consecutive keys sit in
+//!   consecutive slots; the tag still comes from a mixing hash.
 //! - **Reads take no lock and write nothing:** a slot is a seqlock (read
 //!   the control word, the payload, the control word again), and the
 //!   table descriptor is validated by an epoch. No system call, no shared

@@ -117,7 +117,7 @@ pub trait Bytes {
     /// them finds it in its home line. True for the integer types
     /// ([`ShmType::INTEGER`]). The value's digits are summed, so keys
     /// that share their low bits still get distinct homes, and the probe
-    /// past the home bucket strides by a mixing hash, never walking along
+    /// past the home line strides by a mixing hash, never walking along
     /// a run (docs/heap-format.md).
     const BY_VALUE: bool = false;
     /// The registry's description of the type.
