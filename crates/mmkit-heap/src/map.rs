@@ -122,9 +122,9 @@ const FOLD: u64 = 0x9e37_79b9_7f4a_7c15;
 /// The hash of a key: [`hash_bytes`], or for keys placed by value (the
 /// integer types, see [`Bytes::BY_VALUE`]) the placement value under the
 /// tag of `hash_bytes`: the key's low 40 bits, XORed with the top of its
-/// high 24 times an odd constant, so keys below 2^40 keep their value (keys 0, 1,
-/// 2... take slots 0, 1, 2...) and keys that differ only above bit 40
-/// still get different homes.
+/// high 24 bits times an odd constant, so keys below 2^40 keep their
+/// value (keys 0, 1, 2... take slots 0, 1, 2...) and keys that differ
+/// only above bit 40 still get different homes.
 #[inline(always)]
 fn key_hash(kb: &[u8], by_value: bool) -> u64 {
     let mixed = hash_bytes(kb);
