@@ -157,33 +157,43 @@ fn home_slot(h: u64, mask: u64, by_value: bool) -> u64 {
     v.wrapping_add(v >> b).wrapping_add(v >> (2 * b).min(63)) & mask
 }
 
-/// Slots from one probed line to the next: the next line (2) for keys
-/// placed by hash, whose neighbours are other keys' homes at random; for
-/// keys placed by value an odd number of lines set by the tag, so a key
-/// whose home lies in a run of consecutive keys leaves the run at once,
-/// where a step to the next line would walk it.
-#[inline(always)]
-fn line_step(h: u64, by_value: bool) -> u64 {
-    if by_value { ((h >> (TAG_SHIFT - 1)) | 1) << 1 } else { 2 }
+/// The probe sequence of one hash in one table: its home slot and step,
+/// computed once for the whole probe.
+#[derive(Clone, Copy)]
+struct ProbeSeq {
+    home: u64,
+    /// Slots from one probed line to the next: the next line (2) for keys
+    /// placed by hash, whose neighbours are other keys' homes at random;
+    /// for keys placed by value an odd number of lines set by the tag, so
+    /// a key whose home lies in a run of consecutive keys leaves the run
+    /// at once, where a step to the next line would walk it.
+    step: u64,
+    mask: u64,
 }
 
-/// The first slot of line `j` of the probe sequence of hash `h` in a table
-/// of `mask + 1` slots (a power of two, at least 2): the home line, then a
-/// line every [`line_step`] slots. The step is an odd number of lines, so
-/// the sequence visits every line once.
-#[inline(always)]
-fn probe_line(h: u64, mask: u64, j: u64, by_value: bool) -> u64 {
-    let home = home_slot(h, mask, by_value) & !1;
-    home.wrapping_add(j.wrapping_mul(line_step(h, by_value))) & mask
-}
+impl ProbeSeq {
+    /// The probe of hash `h` in a table of `mask + 1` slots (a power of
+    /// two, at least 2).
+    #[inline(always)]
+    fn new(h: u64, mask: u64, by_value: bool) -> ProbeSeq {
+        let step = if by_value { ((h >> (TAG_SHIFT - 1)) | 1) << 1 } else { 2 };
+        ProbeSeq { home: home_slot(h, mask, by_value), step, mask }
+    }
 
-/// Slot `k` of the probe sequence of hash `h`: the two slots of line `k /
-/// 2` (see [`probe_line`]), the home slot's parity first. A permutation of
-/// the table for `k` in `0..=mask`.
-#[inline(always)]
-fn probe_at(h: u64, mask: u64, k: u64, by_value: bool) -> u64 {
-    let parity = home_slot(h, mask, by_value) & 1;
-    probe_line(h, mask, k >> 1, by_value) | ((k & 1 & mask) ^ (parity & mask))
+    /// The first slot of line `j`: the home line, then a line every
+    /// `step` slots. The step is an odd number of lines, so the sequence
+    /// visits every line once.
+    #[inline(always)]
+    fn line(self, j: u64) -> u64 {
+        (self.home & !1).wrapping_add(j.wrapping_mul(self.step)) & self.mask
+    }
+
+    /// Slot `k`: the two slots of line `k / 2`, the home slot's parity
+    /// first. A permutation of the table for `k` in `0..=mask`.
+    #[inline(always)]
+    fn slot(self, k: u64) -> u64 {
+        self.line(k >> 1) | ((k ^ self.home) & 1 & self.mask)
+    }
 }
 
 /// Masks of the bytes a key of `len` bytes takes in each inline word.
@@ -592,6 +602,24 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         key_hash(kb, K::BY_VALUE)
     }
 
+    /// Key bytes `kb` prepared for probing this map.
+    #[inline(always)]
+    fn query(kb: &[u8]) -> Query<'_> {
+        Query::with_hash(kb, Self::hash(kb))
+    }
+
+    /// A pair to insert into this map.
+    fn encode<'a>(kb: &'a [u8], vb: &'a [u8]) -> Result<Encoded<'a>> {
+        Encoded::new(kb, vb, Self::hash(kb))
+    }
+
+    /// The address of the home line of hash `h` in the table of `cap` slots
+    /// at `p`, to prefetch (only a hint: never dereferenced here).
+    #[inline(always)]
+    fn home_line(p: *mut u8, h: u64, cap: u64) -> *const u8 {
+        p.wrapping_add((ProbeSeq::new(h, cap - 1, K::BY_VALUE).line(0) * SLOT_SIZE) as usize)
+    }
+
     fn inner(&self) -> &Inner {
         &self.heap.inner
     }
@@ -746,7 +774,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         for (table, cap) in tables.into_iter().filter(|&(t, _)| t != 0) {
             let Ok(p) = self.slots(table, cap) else { continue };
             for h in hashes {
-                prefetch(p.wrapping_add((probe_line(*h, cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize));
+                prefetch(Self::home_line(p, *h, cap));
             }
         }
         Ok(())
@@ -798,8 +826,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         };
         // A constant bound (longer probes, and small tables probed round
         // more than once, go to the general path): no count to compute.
-        let step = line_step(h, K::BY_VALUE);
-        let mut line = home_slot(h, mask, K::BY_VALUE) & !1;
+        let probe = ProbeSeq::new(h, mask, K::BY_VALUE);
+        let mut line = probe.line(0);
         for _ in 0..MAX_INLINE_PROBE {
             let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
             let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
@@ -832,7 +860,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 fence(Ordering::Acquire);
                 return (word(M_EPOCH).load(Ordering::Relaxed) == e).then_some(None);
             }
-            line = line.wrapping_add(step) & mask;
+            line = line.wrapping_add(probe.step) & mask;
         }
         None
     }
@@ -872,7 +900,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Every lookup the inline path does not serve.
     #[inline(never)]
     fn get_general(&self, key: &K) -> Result<Option<V::Owned>> {
-        let q = Query::with_hash(key.as_bytes(), Self::hash(key.as_bytes()));
+        let q = Self::query(key.as_bytes());
         let hdr = self.inner().ptr(self.off, 128)?;
         let word = |o: u64| Self::slot_word(hdr, 0, o / 8);
         if word(M_MAGIC).load(Ordering::Relaxed) != MAGIC {
@@ -971,8 +999,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn probe(&self, table: u64, cap: u64, q: &Query<'_>) -> Result<Probe<V::Owned>> {
         let p = self.slots(table, cap)?;
         let tag = tag_of_hash(q.hash);
+        let probe = ProbeSeq::new(q.hash, cap - 1, K::BY_VALUE);
         for k in 0..cap {
-            let i = probe_at(q.hash, cap - 1, k, K::BY_VALUE);
+            let i = probe.slot(k);
             let ctrl = Self::slot_word(p, i, 0);
             let c = ctrl.load(Ordering::Acquire);
             match state(c) {
@@ -1150,7 +1179,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V::Owned>> {
-        let e = Encoded::new(key.as_bytes(), value.as_bytes(), Self::hash(key.as_bytes()))?;
+        let e = Self::encode(key.as_bytes(), value.as_bytes())?;
         self.insert_encoded(e)
     }
 
@@ -1286,10 +1315,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let mut added = 0;
         let mut run = Vec::with_capacity(entries.len().min(BATCH));
         for (k, v) in entries {
-            let e = {
-                let kb = k.borrow().as_bytes();
-                Encoded::new(kb, v.borrow().as_bytes(), Self::hash(kb))?
-            };
+            let e = Self::encode(k.borrow().as_bytes(), v.borrow().as_bytes())?;
             if e.inline().is_none() {
                 // In order: the run before it goes first.
                 added += self.insert_run(&run)?;
@@ -1417,8 +1443,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// whose out-of-line entries were replaced, to free.
     fn place_run(&self, run: &[Encoded<'_>], d: &Desc) -> Result<(usize, usize, Vec<Hit>)> {
         let p = self.slots(d.table, d.cap)?;
-        let line_of =
-            |h: u64| p.wrapping_add((probe_line(h, d.cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize);
+        let line_of = |h: u64| Self::home_line(p, h, d.cap);
         run.iter().take(PREFETCH_GROUP).for_each(|e| prefetch(line_of(e.hash)));
         let (mut added, mut claimed_empty, mut replaced) = (0, 0, Vec::new());
         let mut done = 0;
@@ -1529,8 +1554,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let h = q.hash;
         let tag = tag_of_hash(h);
         let mut free = None;
+        let probe = ProbeSeq::new(h, cap - 1, K::BY_VALUE);
         for k in 0..cap {
-            let i = probe_at(h, cap - 1, k, K::BY_VALUE);
+            let i = probe.slot(k);
             let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
             match state(c) {
                 EMPTY => return Ok((None, free.or(Some(k)))),
@@ -1573,8 +1599,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     ) -> Result<Option<(u64, u64)>> {
         let Some(from) = from else { return Ok(None) };
         let p = self.slots(table, cap)?;
+        let probe = ProbeSeq::new(h, cap - 1, K::BY_VALUE);
         for k in from..cap {
-            let i = probe_at(h, cap - 1, k, K::BY_VALUE);
+            let i = probe.slot(k);
             let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
             let restore = if state(c) == EMPTY { bump(c, TOMB) } else { c };
             if matches!(state(c), EMPTY | TOMB)
@@ -1588,7 +1615,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Removes `key`; returns its value.
     pub fn remove(&self, key: &K) -> Result<Option<V::Owned>> {
-        let q = Query::with_hash(key.as_bytes(), Self::hash(key.as_bytes()));
+        let q = Self::query(key.as_bytes());
         self.prepare_write(q.hash)?;
         let s = stripe_of_tag(tag_of_hash(q.hash));
         let (g, d) = self.lock_stripe_settled(s)?;
@@ -1665,7 +1692,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let d = self.read_desc()?;
         let (table, cap) = if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
         if let Ok(p) = self.slots(table, cap) {
-            prefetch(p.wrapping_add((probe_line(h, cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize));
+            prefetch(Self::home_line(p, h, cap));
         }
         if d.migrating() {
             return self.migrate_step();
@@ -1782,9 +1809,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 if state(c) == FULL {
                     let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
                     let h = self.hash_of_slot(words, c)?;
-                    prefetch(
-                        new.wrapping_add((probe_line(h, d.new_cap - 1, 0, K::BY_VALUE) * SLOT_SIZE) as usize),
-                    );
+                    prefetch(Self::home_line(new, h, d.new_cap));
                     batch[n] = (i, h);
                     n += 1;
                 }
@@ -1836,7 +1861,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let c = Self::slot_word(old, i, 0).load(Ordering::Acquire);
         let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
         let mask = d.new_cap - 1;
-        let free = (0..d.new_cap).map(|k| probe_at(h, mask, k, K::BY_VALUE)).find_map(|j| {
+        let probe = ProbeSeq::new(h, mask, K::BY_VALUE);
+        let free = (0..d.new_cap).map(|k| probe.slot(k)).find_map(|j| {
             let f = Self::slot_word(new, j, 0).load(Ordering::Acquire);
             matches!(state(f), EMPTY | TOMB).then_some((j, f))
         });
@@ -2034,17 +2060,22 @@ mod tests {
             for _ in 0..50 {
                 h = h.rotate_left(17).wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(bits);
                 for by_value in [false, true] {
-                    let seq: Vec<u64> = (0..=mask).map(|k| probe_at(h, mask, k, by_value)).collect();
+                    let probe = ProbeSeq::new(h, mask, by_value);
+                    let seq: Vec<u64> = (0..=mask).map(|k| probe.slot(k)).collect();
                     let home = home_slot(h, mask, by_value);
                     assert_eq!(seq[0], home);
                     assert_eq!(seq[1], home ^ 1);
-                    assert_eq!(probe_line(h, mask, 0, by_value), home & !1);
+                    assert_eq!(probe.line(0), home & !1);
                     let mut sorted = seq.clone();
                     sorted.sort_unstable();
                     assert_eq!(sorted, (0..=mask).collect::<Vec<_>>(), "hash {h:#x}, {bits} bits");
                 }
                 assert_eq!(home_slot(h, mask, false), h & mask);
-                assert_eq!(probe_line(h, mask, 3, false), ((h & mask & !1) + 6) & mask, "linear by hash");
+                assert_eq!(
+                    ProbeSeq::new(h, mask, false).line(3),
+                    ((h & mask & !1) + 6) & mask,
+                    "linear by hash"
+                );
             }
         }
     }
@@ -2061,6 +2092,10 @@ mod tests {
             let base = 5 << 12 | 4000;
             let step = home(base + i + 1).wrapping_sub(home(base + i)) & mask;
             assert!(step == 1 || (step == 2 && (base + i + 1) & mask == 0), "a run across 2^12: {step}");
+        }
+        // tests/processes.rs relies on this pair sharing a home slot.
+        for a in 1..=mask {
+            assert_eq!(home(a), home(a - 1 + mask + 1), "{a} and {a} - 1 + cap");
         }
         for shift in 0..12 {
             let mut homes: Vec<u64> = (0..=mask).map(|i| home(i << shift)).collect();

@@ -307,7 +307,8 @@ fn a_dead_claim_never_hides_keys_placed_past_it() {
     let cap = ints.capacity().unwrap() as u64;
     // Integer keys are placed by value, their digits of log2(cap) bits
     // summed (docs/heap-format.md): `a` and `a - 1 + cap` share a home
-    // slot. Stripe = (hash_bytes >> 40) % 64.
+    // slot (asserted by map::tests::home_slots_keep_runs_and_spread_strides).
+    // Stripe = (hash_bytes >> 40) % 64.
     let stripe = |k: u64| (hash_bytes(&k.to_le_bytes()) >> 40) % 64;
     let (k1, k2) = (1u64..).map(|a| (a, a - 1 + cap)).find(|&(a, b)| stripe(a) != stripe(b)).unwrap();
     let mut kid =
