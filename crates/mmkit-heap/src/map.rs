@@ -63,11 +63,17 @@ const M_NEW_TABLE: u64 = 40;
 const M_NEW_CAP: u64 = 48;
 const M_CURSOR: u64 = 56;
 const M_USED: u64 = 64;
+/// The old slot a move is publishing, plus one (0: none); see `move_slot`.
+const M_MOVE_FROM: u64 = 72;
+/// The new slot that move fills.
+const M_MOVE_TO: u64 = 80;
 const M_LOCK: u64 = 128;
 const M_LOG: u64 = 160;
 const M_LOG_CAP: u64 = 12;
 const S_LOCK: u64 = 0;
 const S_LEN: u64 = 32;
+/// Slots claimed from empty not yet added to the map's `used` count.
+const S_USED: u64 = 40;
 const S_LOG: u64 = 48;
 const S_LOG_CAP: u64 = 8;
 const _: () = assert!(M_LOG + log_bytes(M_LOG_CAP) <= STRIPE_BASE);
@@ -96,9 +102,11 @@ const INLINE_BIT: u64 = 1 << 3;
 const VER_SHIFT: u32 = 18;
 const VER_MASK: u64 = (1 << 22) - 1;
 const TAG_SHIFT: u32 = 40;
+/// The control bits a move copies: inline flag and lengths, and the tag.
+const MOVE_KEEP: u64 = INLINE_BIT | 0x3ff << 4 | 0xff_ffff << TAG_SHIFT;
 /// The control bits a lookup of an inline key matches at once: state,
 /// inline flag, both lengths and the hash tag (everything but the version).
-const MATCH_MASK: u64 = 7 | INLINE_BIT | 0x3ff << 4 | 0xff_ffff << TAG_SHIFT;
+const MATCH_MASK: u64 = 7 | MOVE_KEEP;
 /// Keys whose slots `get_many` requests from memory together.
 const PREFETCH_GROUP: usize = 16;
 
@@ -1129,12 +1137,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// back, and an odd epoch it left is moved on (never back), so a
     /// reader that saw the half-made descriptor retries.
     fn lock_migration(&self) -> Result<MutexGuard<'_>> {
-        let g = self.inner().lock(self.off + M_LOCK, self.off + M_LOG, M_LOG_CAP)?;
-        let epoch = self.word(M_EPOCH)?;
-        if epoch.load(Ordering::Acquire) & 1 == 1 {
-            epoch.fetch_add(1, Ordering::AcqRel);
-        }
-        Ok(g)
+        lock_migration(self.inner(), self.off)
     }
 
     fn lock_all_stripes(&self) -> Result<Vec<MutexGuard<'_>>> {
@@ -1157,15 +1160,17 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let g = self.lock_stripe(s)?;
             self.check_magic()?;
             let d = self.read_desc()?;
-            if d.epoch & 1 == 0 && self.word(M_LOG)?.load(Ordering::Acquire) == 0 {
+            let busy =
+                self.word(M_LOG)?.load(Ordering::Acquire) | self.word(M_MOVE_FROM)?.load(Ordering::Acquire);
+            if d.epoch & 1 == 0 && busy == 0 {
                 return Ok((g, d));
             }
             drop(g);
             let mg = self.lock_migration()?;
             // Only the migration lock's holder writes its log and empties
             // it before letting go, and a dead holder's log was rolled back
-            // just now: a log still not empty is garbage, which no lock
-            // would ever clear.
+            // (its move settled) just now: a log still not empty is
+            // garbage, which no lock would ever clear.
             if self.word(M_LOG)?.load(Ordering::Acquire) != 0 {
                 return Err(self
                     .inner()
@@ -1267,9 +1272,28 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         };
         t.commit()?;
         if state(old_ctrl) == EMPTY {
-            self.word(M_USED)?.fetch_add(1, Ordering::Relaxed);
+            self.count_used(s, target_cap)?;
         }
         Ok(Some((old, in_old.filter(|h| h.ctrl & INLINE_BIT == 0))))
+    }
+
+    /// Counts one more slot claimed from empty by stripe `s` (held), in a
+    /// table of `cap` slots. The shared count takes them in batches of up
+    /// to `cap / 4096` per stripe, so a table starts its resize at most
+    /// 64 batches (`cap / 64` slots) late, and most inserts skip the
+    /// locked add: the stripe's own word is in a line the insert writes
+    /// anyway. Not in the transaction: a claim rolled back leaves a
+    /// tombstone, which counts as used too.
+    fn count_used(&self, s: usize, cap: u64) -> Result<()> {
+        let pending = self.inner().atomic(self.stripe_base(s) + S_USED)?;
+        let n = pending.load(Ordering::Relaxed).wrapping_add(1);
+        if n < cap / 4096 {
+            pending.store(n, Ordering::Relaxed);
+            return Ok(());
+        }
+        pending.store(0, Ordering::Relaxed);
+        self.word(M_USED)?.fetch_add(n, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Inserts or replaces every pair of `entries`, in order (a key given
@@ -1798,7 +1822,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let old = self.slots(d.table, d.cap)?;
         let new = self.slots(d.new_table, d.new_cap)?;
         let mut claimed = 0;
-        let mut t = self.migration_txn();
+        let record = (self.word(M_MOVE_FROM)?, self.word(M_MOVE_TO)?);
         let mut batch = [(0u64, 0u64); MOVE_BATCH];
         for from in (cursor..end).step_by(MOVE_BATCH) {
             // Hash a batch and ask for the new table's lines first, so the
@@ -1815,11 +1839,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 }
             }
             for &(i, h) in &batch[..n] {
-                claimed += self.move_slot(&mut t, &d, (old, new), i, h)? as u64;
+                claimed += self.move_slot(&d, (old, new), record, i, h)? as u64;
             }
         }
-        t.set(self.off + M_CURSOR, end)?;
-        t.commit()?;
+        // Moves are not logged: a chunk cut short by a crash is moved
+        // again from its start, skipping the slots already marked moved.
+        record.0.store(0, Ordering::Release);
+        self.word(M_CURSOR)?.store(end, Ordering::Release);
         self.word(M_USED)?.fetch_add(claimed, Ordering::Relaxed);
         if end < d.cap {
             return Ok(());
@@ -1842,26 +1868,27 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     /// Moves slot `i` of the old table (`old`) to the new one (`new`);
     /// true if it took an empty slot. Every stripe is held, so no writer
-    /// is in either table: the payload goes into the free slot before its
-    /// control word says full, and the move is one transaction of the two
-    /// control words on the migration log. A dead mover's rollback may
-    /// empty the new slot again: no writer can have probed past it, as
-    /// writers wait for that rollback (`lock_stripe_settled`).
+    /// is in either table: the payload goes into a free slot before its
+    /// control word says full, and the old slot says moved after that.
+    /// Neither write is logged; instead the move is recorded first (`to`,
+    /// then `from`: the new slot, then the old one plus one), so that a
+    /// mover dying between the two control words, which leaves the key
+    /// full in both tables, is settled by the next holder of the
+    /// migration lock (`settle_move`). Writers meeting the record set
+    /// defer to that lock, as they do for a migration log not empty.
     fn move_slot(
         &self,
-        t: &mut Txn<'_>,
         d: &Desc,
-        tables: (*mut u8, *mut u8),
+        (old, new): (*mut u8, *mut u8),
+        (from, to): (&AtomicU64, &AtomicU64),
         i: u64,
         h: u64,
     ) -> Result<bool> {
-        let (old, new) = tables;
         // Dead writers' busy slots were rolled back when we took their
         // stripes; one still busy is garbage from a hostile writer.
         let c = Self::slot_word(old, i, 0).load(Ordering::Acquire);
         let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
-        let mask = d.new_cap - 1;
-        let probe = ProbeSeq::new(h, mask, K::BY_VALUE);
+        let probe = ProbeSeq::new(h, d.new_cap - 1, K::BY_VALUE);
         let free = (0..d.new_cap).map(|k| probe.slot(k)).find_map(|j| {
             let f = Self::slot_word(new, j, 0).load(Ordering::Acquire);
             matches!(state(f), EMPTY | TOMB).then_some((j, f))
@@ -1872,11 +1899,11 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         for (k, w) in words.iter().enumerate() {
             Self::slot_word(new, j, 1 + k as u64).store(*w, Ordering::Relaxed);
         }
-        let keep = c & (INLINE_BIT | 0x3ff0 | (0xff_ffff << TAG_SHIFT));
-        t.set(d.new_table + j * SLOT_SIZE, full_ctrl(f, 0, None) | keep)?;
+        to.store(j, Ordering::Relaxed);
+        from.store(i + 1, Ordering::Release);
+        Self::slot_word(new, j, 0).store(full_ctrl(f, 0, None) | (c & MOVE_KEEP), Ordering::Release);
         crash::point("map.moved");
-        t.set(d.table + i * SLOT_SIZE, bump(c, MOVED))?;
-        t.checkpoint()?;
+        Self::slot_word(old, i, 0).store(bump(c, MOVED), Ordering::Release);
         Ok(state(f) == EMPTY)
     }
 
@@ -2031,14 +2058,57 @@ pub(crate) fn retire(inner: &Inner, off: u64) -> Result<()> {
     Ok(())
 }
 
-/// Takes every lock of the map at `off` (migration, then stripes), in the
-/// order writers use, rolling back dead holders.
-pub(crate) fn lock_all(inner: &Inner, off: u64) -> Result<Vec<MutexGuard<'_>>> {
-    let mut guards = vec![inner.lock(off + M_LOCK, off + M_LOG, M_LOG_CAP)?];
+/// Takes the migration lock of the map at `off`, and settles what a dead
+/// holder left: its log rolled back (by the lock), a descriptor change
+/// (an odd epoch) ended, and a move it left half done finished.
+fn lock_migration(inner: &Inner, off: u64) -> Result<MutexGuard<'_>> {
+    let g = inner.lock(off + M_LOCK, off + M_LOG, M_LOG_CAP)?;
     let epoch = inner.atomic(off + M_EPOCH)?;
     if epoch.load(Ordering::Acquire) & 1 == 1 {
         epoch.fetch_add(1, Ordering::AcqRel);
     }
+    settle_move(inner, off)?;
+    Ok(g)
+}
+
+/// Finishes the move a dead migrator was publishing (its record at
+/// `M_MOVE_FROM` / `M_MOVE_TO`): when the new slot already holds the old
+/// slot's key (the same copied control bits and payload) and the old slot
+/// is still full, the old one is marked moved, so the key is in one table
+/// only. Writers leave the tables alone while the record is set, and the
+/// migration lock is held: no one else writes either slot meanwhile.
+fn settle_move(inner: &Inner, off: u64) -> Result<()> {
+    let from = inner.atomic(off + M_MOVE_FROM)?;
+    let i = from.load(Ordering::Acquire);
+    if i == 0 {
+        return Ok(());
+    }
+    let (i, j) = (i - 1, inner.load(off + M_MOVE_TO)?);
+    let (table, cap) = (inner.load(off + M_TABLE)?, inner.load(off + M_CAP)?);
+    let (new_table, new_cap) = (inner.load(off + M_NEW_TABLE)?, inner.load(off + M_NEW_CAP)?);
+    // Garbage past the largest table is dropped with the record.
+    if new_table != 0 && i < cap.min(MAX_CAP) && j < new_cap.min(MAX_CAP) {
+        let (old_slot, new_slot) = (table.wrapping_add(i * SLOT_SIZE), new_table.wrapping_add(j * SLOT_SIZE));
+        let (c, f) = (inner.load(old_slot)?, inner.load(new_slot)?);
+        let same = |w: u64| Ok::<_, Error>(inner.load(old_slot + w)? == inner.load(new_slot + w)?);
+        if state(c) == FULL
+            && state(f) == FULL
+            && c & MOVE_KEEP == f & MOVE_KEEP
+            && same(8)?
+            && same(16)?
+            && same(24)?
+        {
+            inner.store(old_slot, bump(c, MOVED))?;
+        }
+    }
+    from.store(0, Ordering::Release);
+    Ok(())
+}
+
+/// Takes every lock of the map at `off` (migration, then stripes), in the
+/// order writers use, rolling back dead holders.
+pub(crate) fn lock_all(inner: &Inner, off: u64) -> Result<Vec<MutexGuard<'_>>> {
+    let mut guards = vec![lock_migration(inner, off)?];
     for s in 0..STRIPES as u64 {
         let b = off + STRIPE_BASE + STRIPE_BYTES * s;
         guards.push(inner.lock(b + S_LOCK, b + S_LOG, S_LOG_CAP)?);

@@ -763,18 +763,6 @@ impl<'h> Txn<'h> {
         Ok(false)
     }
 
-    /// Makes the writes so far final and goes on with an empty log, for a
-    /// run of small transactions on the same log.
-    pub(crate) fn checkpoint(&mut self) -> Result<()> {
-        crate::crash::point("txn.commit");
-        if self.n > 0 {
-            let p = self.words()?;
-            self.n = 0;
-            self.at(p, 0).store(0, Ordering::Release);
-        }
-        Ok(())
-    }
-
     /// Makes the writes final.
     pub(crate) fn commit(mut self) -> Result<()> {
         crate::crash::point("txn.commit");

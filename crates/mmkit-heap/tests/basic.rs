@@ -156,10 +156,10 @@ fn open_errors_are_clear() {
     assert!(matches!(Heap::open(dir.path()), Err(Error::NotAHeap { .. })));
     heap(&dir);
     assert!(matches!(heap_again(&dir), Err(Error::AlreadyExists { .. })));
-    // An older (versions 1 and 2: other probe orders) or newer version is
-    // refused with a clear error, not misread.
+    // An older (versions 1 and 2: other probe orders; 3: moves logged) or
+    // newer version is refused with a clear error, not misread.
     let hp = dir.path().join("h");
-    for version in [1u8, 2, 4] {
+    for version in [1u8, 2, 3, 5] {
         let mut bytes = std::fs::read(&hp).unwrap();
         bytes[8] = version;
         std::fs::write(&hp, &bytes).unwrap();

@@ -54,6 +54,14 @@ fn child_entry() {
             let k: u64 = env("MMKH_KEY").parse().unwrap();
             heap.map::<u64, u64>("ints").unwrap().insert(&k, &(k * K)).unwrap();
         }
+        "insert-run" => {
+            let (ints, strs) =
+                (heap.map::<u64, u64>("ints").unwrap(), heap.map::<str, [u8]>("strs").unwrap());
+            for k in 0..ops {
+                ints.insert(&k, &(k * K)).unwrap();
+                strs.insert(&key(k), &blob(k)).unwrap();
+            }
+        }
         _ => std::process::exit(2),
     }
     std::process::exit(0);
@@ -322,6 +330,47 @@ fn a_dead_claim_never_hides_keys_placed_past_it() {
     assert_eq!(ints.insert(&k2, &(k2 * K)).unwrap(), Some(k2 * K), "no second copy of k2");
     assert_eq!(ints.len().unwrap(), 1);
     verify(&heap, "dead claim", 0);
+}
+
+/// A mover killed between a key's two writes (the copy published in the
+/// new table, the old slot not yet marked moved), early and late in the
+/// growth of maps of inline and of out-of-line entries: once the
+/// migration is finished, every key is there exactly once.
+#[test]
+fn a_mover_killed_mid_chunk_leaves_no_second_copy() {
+    for n in [1u64, 40, 700, 3000] {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, heap) = new_heap(dir.path());
+        let mut kid = spawn(
+            "insert-run",
+            &p,
+            &[("MMKIT_HEAP_CRASH", format!("map.moved:{n}")), ("MMKH_OPS", "6000".into())],
+        );
+        let status = kid.0.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "moved:{n}");
+        let (ints, strs) = (heap.map::<u64, u64>("ints").unwrap(), heap.map::<str, [u8]>("strs").unwrap());
+        // More keys, so the survivor finishes the migration.
+        for k in 10_000..12_000 {
+            ints.insert(&k, &(k * K)).unwrap();
+            strs.insert(&key(k), &blob(k)).unwrap();
+        }
+        let mut keys: Vec<u64> = ints.entries().unwrap().into_iter().map(|(k, _)| k).collect();
+        keys.sort_unstable();
+        let first = keys.iter().take_while(|&&k| k < 10_000).count();
+        assert!(
+            keys[..first].iter().enumerate().all(|(i, &k)| i as u64 == k),
+            "moved:{n}: a key lost or twice"
+        );
+        assert_eq!(keys.len(), first + 2000, "moved:{n}");
+        assert_eq!(ints.len().unwrap(), keys.len(), "moved:{n}");
+        let mut names: Vec<String> = strs.entries().unwrap().into_iter().map(|(k, _)| k).collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "moved:{n}: a string key twice");
+        assert_eq!(strs.len().unwrap(), all, "moved:{n}");
+        verify(&heap, &format!("moved:{n}"), 2);
+    }
 }
 
 /// Several workers at once, SIGKILLed at random moments and respawned;
