@@ -307,14 +307,14 @@ struct Query<'a> {
 }
 
 impl<'a> Query<'a> {
+    /// `fixed`: the key type's size, if it has one (the copy into words
+    /// then has a constant length instead of a call to `memcpy`).
     #[inline(always)]
-    fn with_hash(key: &'a [u8], hash: u64) -> Query<'a> {
+    fn with_hash(key: &'a [u8], hash: u64, fixed: Option<usize>) -> Query<'a> {
         let mut words = [0u64; 3];
         let mut masks = [0u64; 3];
         if key.len() <= INLINE {
-            let mut b = [0u8; INLINE];
-            b[..key.len()].copy_from_slice(key);
-            words = words_of(&b);
+            words = pack_words(key, &[], fixed.map(|k| (k, 0)));
             masks = inline_masks(key.len());
         }
         Query { key, hash, words, masks }
@@ -543,14 +543,19 @@ struct Encoded<'a> {
     key: &'a [u8],
     value: &'a [u8],
     hash: u64,
+    /// Key then value as slot payload words, when they fit in a slot.
+    words: [u64; 3],
 }
 
 impl<'a> Encoded<'a> {
-    fn new(key: &'a [u8], value: &'a [u8], hash: u64) -> Result<Encoded<'a>> {
+    /// `fixed`: the key and value types' sizes, if both have one.
+    #[inline(always)]
+    fn new(key: &'a [u8], value: &'a [u8], hash: u64, fixed: Option<(usize, usize)>) -> Result<Encoded<'a>> {
         if (key.len() + value.len()) as u64 > MAX_ENTRY || key.len() > u32::MAX as usize {
             return Err(Error::Invalid { op: "map insert", reason: "key and value exceed 1 GiB".into() });
         }
-        Ok(Encoded { key, value, hash })
+        let words = if key.len() + value.len() <= INLINE { pack_words(key, value, fixed) } else { [0; 3] };
+        Ok(Encoded { key, value, hash, words })
     }
 
     fn inline(&self) -> Option<(usize, usize)> {
@@ -561,13 +566,26 @@ impl<'a> Encoded<'a> {
     fn entry_len(&self) -> u64 {
         ((self.key.len() + self.value.len()) as u64).max(1)
     }
+}
 
-    fn words(&self) -> [u64; 3] {
-        let mut b = [0u8; INLINE];
-        b[..self.key.len()].copy_from_slice(self.key);
-        b[self.key.len()..self.key.len() + self.value.len()].copy_from_slice(self.value);
-        words_of(&b)
+/// Key then value (at most 24 bytes together) as payload words. With
+/// `fixed` sizes that match, the copies have constant lengths: a
+/// variable-length copy calls `memcpy`, and reading its bytes back as
+/// words stalls the CPU's store forwarding, on every insert.
+#[inline(always)]
+fn pack_words(key: &[u8], value: &[u8], fixed: Option<(usize, usize)>) -> [u64; 3] {
+    let mut b = [0u8; INLINE];
+    match fixed {
+        Some((ks, vs)) if key.len() == ks && value.len() == vs && ks + vs <= INLINE => {
+            b[..ks].copy_from_slice(&key[..ks]);
+            b[ks..ks + vs].copy_from_slice(&value[..vs]);
+        }
+        _ => {
+            b[..key.len()].copy_from_slice(key);
+            b[key.len()..key.len() + value.len()].copy_from_slice(value);
+        }
     }
+    words_of(&b)
 }
 
 /// The value of an inline slot; `None` if the lengths are impossible.
@@ -613,12 +631,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Key bytes `kb` prepared for probing this map.
     #[inline(always)]
     fn query(kb: &[u8]) -> Query<'_> {
-        Query::with_hash(kb, Self::hash(kb))
+        Query::with_hash(kb, Self::hash(kb), K::SIZE)
     }
 
     /// A pair to insert into this map.
+    #[inline(always)]
     fn encode<'a>(kb: &'a [u8], vb: &'a [u8]) -> Result<Encoded<'a>> {
-        Encoded::new(kb, vb, Self::hash(kb))
+        Encoded::new(kb, vb, Self::hash(kb), Self::FIXED)
     }
 
     /// The address of the home line of hash `h` in the table of `cap` slots
@@ -1189,7 +1208,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     }
 
     fn insert_encoded(&self, e: Encoded<'_>) -> Result<Option<V::Owned>> {
-        let q = Query::with_hash(e.key, e.hash);
+        let q = Query::with_hash(e.key, e.hash, K::SIZE);
         self.prepare_write(e.hash)?;
         let s = stripe_of_tag(tag_of_hash(e.hash));
         for _ in 0..4 {
@@ -1478,7 +1497,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                     .take(PREFETCH_GROUP)
                     .for_each(|e| prefetch(line_of(e.hash)));
             }
-            let q = Query::with_hash(e.key, e.hash);
+            let q = Query::with_hash(e.key, e.hash, K::SIZE);
             let s = stripe_of_tag(tag_of_hash(e.hash));
             let mut t = self.txn(s);
             let (hit, free) = self.find_for_write(d.table, d.cap, &q)?;
@@ -1517,7 +1536,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         crash::point("map.busy");
         let words = match entry {
             Some(off) => [off, e.key.len() as u64 | (e.value.len() as u64) << 32, 0],
-            None => e.words(),
+            None => e.words,
         };
         for (k, w) in words.iter().enumerate() {
             t.set(hit.slot + 8 + 8 * k as u64, *w)?;
@@ -1559,7 +1578,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn fill(&self, t: &mut Txn<'_>, slot: u64, old: u64, e: &Encoded<'_>, entry: Option<u64>) -> Result<()> {
         let words = match entry {
             Some(off) => [off, e.key.len() as u64 | (e.value.len() as u64) << 32, 0],
-            None => e.words(),
+            None => e.words,
         };
         let inner = self.inner();
         // The slot is ours (busy): readers ignore its payload until the
@@ -1912,7 +1931,12 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if c & INLINE_BIT != 0 {
             let (kl, _) = inline_lens(c);
             let b = bytes_of_words(&words);
-            return Ok(Self::hash(&b[..kl.min(INLINE)]));
+            // A constant length where the key type has one: no call to
+            // `memcpy` and no loop in the hash.
+            return Ok(match Self::FIXED {
+                Some((ks, _)) if kl == ks => Self::hash(&b[..ks]),
+                _ => Self::hash(&b[..kl.min(INLINE)]),
+            });
         }
         let (entry, kl) = (words[0], words[1] & 0xffff_ffff);
         if kl > MAX_ENTRY || entry < HEADER_SIZE {
