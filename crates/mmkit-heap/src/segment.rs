@@ -751,6 +751,7 @@ impl<'h> Txn<'h> {
     /// conditional entry: a rollback puts `restore` back if the word still
     /// holds `new`. Returns false (and records nothing) if the word did not
     /// hold `expect`.
+    #[inline(always)]
     pub(crate) fn claim(&mut self, off: u64, expect: u64, new: u64, restore: u64) -> Result<bool> {
         let word = self.heap.atomic(off)?;
         self.record(off | COND, restore, new)?;
@@ -764,6 +765,7 @@ impl<'h> Txn<'h> {
     }
 
     /// Makes the writes final.
+    #[inline(always)]
     pub(crate) fn commit(mut self) -> Result<()> {
         crate::crash::point("txn.commit");
         self.done = true;
