@@ -102,8 +102,10 @@ const INLINE_BIT: u64 = 1 << 3;
 const VER_SHIFT: u32 = 18;
 const VER_MASK: u64 = (1 << 22) - 1;
 const TAG_SHIFT: u32 = 40;
+/// The hash tag's bits in a control word.
+const TAG_FIELD: u64 = 0xff_ffff << TAG_SHIFT;
 /// The control bits a move copies: inline flag and lengths, and the tag.
-const MOVE_KEEP: u64 = INLINE_BIT | 0x3ff << 4 | 0xff_ffff << TAG_SHIFT;
+const MOVE_KEEP: u64 = INLINE_BIT | 0x3ff << 4 | TAG_FIELD;
 /// The control bits a lookup of an inline key matches at once: state,
 /// inline flag, both lengths and the hash tag (everything but the version).
 const MATCH_MASK: u64 = 7 | MOVE_KEEP;
@@ -139,12 +141,20 @@ fn key_hash(kb: &[u8], by_value: bool) -> u64 {
     if !by_value || kb.len() > 8 {
         return mixed;
     }
+    (mixed & !PLACE_BITS) | placement(kb)
+}
+
+/// The placement bits of a key placed by value (at most 8 bytes), with no
+/// tag: all that its home slot depends on.
+#[inline(always)]
+fn placement(kb: &[u8]) -> u64 {
     let mut w = [0u8; 8];
-    w[..kb.len()].copy_from_slice(kb);
+    let n = kb.len().min(8);
+    w[..n].copy_from_slice(&kb[..n]);
     let key = u64::from_le_bytes(w);
     // The product's top 40 bits depend on every bit of the high part.
     let place = key ^ ((key >> TAG_SHIFT).wrapping_mul(FOLD) >> (64 - TAG_SHIFT));
-    (mixed & !PLACE_BITS) | (place & PLACE_BITS)
+    place & PLACE_BITS
 }
 
 /// The home slot of hash `h` in a table of `mask + 1` = 2^b slots. Keys
@@ -737,7 +747,10 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     #[inline]
     pub fn get(&self, key: &K) -> Result<Option<V::Owned>> {
         let kb = key.as_bytes();
-        if let Some(found) = Self::FIXED.and_then(|(ks, vs)| self.get_inline(kb, Self::hash(kb), ks, vs)) {
+        // Keys placed by value are matched whole, without their tag: the
+        // inline path needs the full hash only past the home line.
+        let h = if K::BY_VALUE { placement(kb) } else { Self::hash(kb) };
+        if let Some(found) = Self::FIXED.and_then(|(ks, vs)| self.get_inline(kb, h, ks, vs)) {
             return Ok(found);
         }
         self.get_general(key)
@@ -831,7 +844,11 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let mut key = [0u8; INLINE];
         key[..ks].copy_from_slice(kb);
         let (kw, km) = (words_of(&key), inline_masks(ks));
-        let expect = FULL | INLINE_BIT | (ks as u64) << 4 | (vs as u64) << 9 | tag_of_hash(h) << TAG_SHIFT;
+        // Keys placed by value are compared whole, so their tag is not
+        // matched (`h` may hold their placement alone, see `get`).
+        let (match_mask, tag) =
+            if K::BY_VALUE { (MATCH_MASK & !TAG_FIELD, 0) } else { (MATCH_MASK, tag_of_hash(h)) };
+        let expect = FULL | INLINE_BIT | (ks as u64) << 4 | (vs as u64) << 9 | tag << TAG_SHIFT;
         // Only the payload words the key and value use (a constant): the
         // others are masked out anyway.
         let used = (ks + vs).div_ceil(8) as u64;
@@ -844,7 +861,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         // the key: a branch that depends on the missing line mispredicts
         // half the time and throws away the lookups that follow.
         let hit = |c: u64, w: &[u64; 3]| {
-            ((c & MATCH_MASK) == expect)
+            ((c & match_mask) == expect)
                 & (((w[0] ^ kw[0]) & km[0]) | ((w[1] ^ kw[1]) & km[1]) | ((w[2] ^ kw[2]) & km[2]) == 0)
         };
         let pick = |one: bool, a: u64, b: u64| {
@@ -853,9 +870,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         };
         // A constant bound (longer probes, and small tables probed round
         // more than once, go to the general path): no count to compute.
-        let probe = ProbeSeq::new(h, mask, K::BY_VALUE);
+        let mut probe = ProbeSeq::new(h, mask, K::BY_VALUE);
         let mut line = probe.line(0);
-        for _ in 0..MAX_INLINE_PROBE {
+        for j in 0..MAX_INLINE_PROBE {
             let ((c0, w0), (c1, w1)) = (read(line), read(line + 1));
             let (hit0, hit1) = (hit(c0, &w0), hit(c1, &w1));
             // One branch on "either slot": the compiler splits `hit0 |
@@ -886,6 +903,10 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             if s0 == EMPTY || s1 == EMPTY {
                 fence(Ordering::Acquire);
                 return (word(M_EPOCH).load(Ordering::Relaxed) == e).then_some(None);
+            }
+            if K::BY_VALUE && j == 0 {
+                // The stride past the home line comes from the tag.
+                probe = ProbeSeq::new(Self::hash(kb), mask, true);
             }
             line = line.wrapping_add(probe.step) & mask;
         }
@@ -2220,6 +2241,30 @@ mod tests {
         assert_eq!(by_value, [true; 3]);
         let by_hash = [<f64 as Bytes>::BY_VALUE, <u128 as Bytes>::BY_VALUE, <str as Bytes>::BY_VALUE];
         assert_eq!(by_hash, [false; 3]);
+    }
+
+    /// Keys placed by value that share a home slot (`a + j·(cap - 1)`:
+    /// their digits sum to `a`) are found past the home line, where the
+    /// inline lookup, which starts from the placement alone, takes the
+    /// stride from the full hash; absent keys of that home are not.
+    #[test]
+    fn lookups_past_the_home_line_stride_by_the_full_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let heap = crate::Heap::create(dir.path().join("h"), 1 << 20).unwrap();
+        let map = heap.map_with_capacity::<u64, u64>("m", 3000).unwrap();
+        let cap = map.capacity().unwrap() as u64;
+        let same_home = |j: u64| 100 + j * (cap - 1);
+        let home = |k: u64| home_slot(key_hash(&k.to_le_bytes(), true), cap - 1, true);
+        assert!((0..12).all(|j| home(same_home(j)) == home(100)));
+        for j in 0..10 {
+            map.insert(&same_home(j), &j).unwrap();
+        }
+        assert_eq!(map.capacity().unwrap() as u64, cap, "no resize");
+        for j in 0..10 {
+            assert_eq!(map.get(&same_home(j)).unwrap(), Some(j), "key {j} of the shared home");
+        }
+        assert_eq!(map.get(&same_home(11)).unwrap(), None);
+        assert_eq!(map.get_many(&[same_home(9), same_home(11)]).unwrap(), vec![Some(9), None]);
     }
 
     /// A filler that read the header before a resize and stores after the
