@@ -4,7 +4,10 @@
 //! key counts keep the table in the CPU's caches, which isolates the
 //! instructions from the misses; `batched` inserts 512 pairs per
 //! `insert_many` call, `whole` all of them in one call (which sizes the
-//! table once), `reserved` one `insert` per key after a `reserve`.
+//! table once), `reserved` one `insert` per key after a `reserve`, and
+//! `fresh` one `insert` per key on a new heap each round, as the
+//! benchmark does (the other modes reuse the space of earlier rounds'
+//! maps: no fresh pages from the kernel after the first round).
 
 use std::time::Instant;
 
@@ -16,9 +19,15 @@ fn main() -> Result<(), mmkit_heap::Error> {
     let whole: Vec<(u64, u64)> =
         if mode == "whole" { (0..keys).map(|k| (k, k * 3)).collect() } else { Vec::new() };
     let name = format!("mmkit-heap-inserts-{}", std::process::id());
-    let heap = mmkit_heap::HeapOptions::new().size(64 << 20).max_size(8 << 30).create_shm(&name)?;
+    let create = || mmkit_heap::HeapOptions::new().size(64 << 20).max_size(8 << 30).create_shm(&name);
+    let mut heap = create()?;
     let mut rates = Vec::new();
     for round in 0..rounds {
+        if mode == "fresh" && round > 0 {
+            drop(heap);
+            mmkit_heap::Heap::unlink_shm(&name)?;
+            heap = create()?;
+        }
         let map = heap.map::<u64, u64>(&format!("map{round}"))?;
         let t = Instant::now();
         if mode == "whole" {
