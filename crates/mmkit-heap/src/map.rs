@@ -40,7 +40,7 @@ use crate::crash;
 use crate::error::{Error, Result};
 use crate::layout::{HEADER_SIZE, log_bytes};
 use crate::registry::{KIND_MAP, Object, sealed::Sealed};
-use crate::segment::{Heap, Inner, Txn};
+use crate::segment::{Block, Heap, Inner, Txn};
 use crate::types::{Bytes, TypeDesc, fnv, hash_bytes};
 
 /// Bytes of a slot.
@@ -641,7 +641,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Key bytes `kb` prepared for probing this map.
     #[inline(always)]
     fn query(kb: &[u8]) -> Query<'_> {
-        Query::with_hash(kb, Self::hash(kb), K::SIZE)
+        Self::query_with(kb, Self::hash(kb))
+    }
+
+    /// [`query`](Self::query) for a key whose hash `h` is known.
+    #[inline(always)]
+    fn query_with(kb: &[u8], h: u64) -> Query<'_> {
+        Query::with_hash(kb, h, K::SIZE)
     }
 
     /// A pair to insert into this map.
@@ -701,16 +707,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     #[inline]
     fn read_desc(&self) -> Result<Desc> {
-        let h = self.inner().block(self.off, 64)?;
-        let load = |at: u64| h.word(at).load(Ordering::Relaxed);
-        let epoch = h.word(M_EPOCH).load(Ordering::Acquire);
-        Ok(Desc {
-            epoch,
-            table: load(M_TABLE),
-            cap: load(M_CAP),
-            new_table: load(M_NEW_TABLE),
-            new_cap: load(M_NEW_CAP),
-        })
+        Ok(desc_in(&self.inner().block(self.off, 64)?))
     }
 
     /// A pointer to `cap` slots at `table`, checked.
@@ -1198,10 +1195,14 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn lock_stripe_settled(&self, s: usize) -> Result<(MutexGuard<'_>, Desc)> {
         loop {
             let g = self.lock_stripe(s)?;
-            self.check_magic()?;
-            let d = self.read_desc()?;
-            let busy =
-                self.word(M_LOG)?.load(Ordering::Acquire) | self.word(M_MOVE_FROM)?.load(Ordering::Acquire);
+            // Magic, descriptor, move record and log count: one checked
+            // range of the header, on every write.
+            let h = self.inner().block(self.off, M_LOG + 8)?;
+            if h.word(M_MAGIC).load(Ordering::Acquire) != MAGIC {
+                return Err(self.removed());
+            }
+            let d = desc_in(&h);
+            let busy = h.word(M_LOG).load(Ordering::Acquire) | h.word(M_MOVE_FROM).load(Ordering::Acquire);
             if d.epoch & 1 == 0 && busy == 0 {
                 return Ok((g, d));
             }
@@ -1229,7 +1230,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     }
 
     fn insert_encoded(&self, e: Encoded<'_>) -> Result<Option<V::Owned>> {
-        let q = Query::with_hash(e.key, e.hash, K::SIZE);
+        let q = Self::query_with(e.key, e.hash);
         self.prepare_write(e.hash)?;
         let s = stripe_of_tag(tag_of_hash(e.hash));
         for _ in 0..4 {
@@ -1518,7 +1519,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                     .take(PREFETCH_GROUP)
                     .for_each(|e| prefetch(line_of(e.hash)));
             }
-            let q = Query::with_hash(e.key, e.hash, K::SIZE);
+            let q = Self::query_with(e.key, e.hash);
             let s = stripe_of_tag(tag_of_hash(e.hash));
             let mut t = self.txn(s);
             let (hit, free) = self.find_for_write(d.table, d.cap, &q)?;
@@ -1999,6 +2000,19 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     fn slot_bytes(&self, words: [u64; 3], c: u64) -> Result<(Vec<u8>, Vec<u8>)> {
         slot_bytes(self.inner(), words, c)
+    }
+}
+
+/// The descriptor in a map header `h` (at least 64 bytes of it).
+#[inline]
+fn desc_in(h: &Block<'_>) -> Desc {
+    let load = |at: u64| h.word(at).load(Ordering::Relaxed);
+    Desc {
+        epoch: h.word(M_EPOCH).load(Ordering::Acquire),
+        table: load(M_TABLE),
+        cap: load(M_CAP),
+        new_table: load(M_NEW_TABLE),
+        new_cap: load(M_NEW_CAP),
     }
 }
 
