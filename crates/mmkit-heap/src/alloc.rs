@@ -138,6 +138,90 @@ impl Inner {
         }
     }
 
+    /// Grows the block at `off` from `size` to `new_size` bytes where it
+    /// lies, as Boost's `expand_fwd` does: when the pages after its run
+    /// are a free run or not carved yet (the top of the heap, growing the
+    /// segment if needed). Returns false, changing nothing, when they are
+    /// taken, or when either size is one of a size class (no run to
+    /// extend). One transaction on the run log: a holder killed inside it
+    /// is rolled back; once it commits, the block has `new_size` bytes
+    /// (and frees with that size).
+    pub(crate) fn grow_in_place(&self, off: u64, size: u64, new_size: u64, align: u64) -> Result<bool> {
+        self.check_align(new_size, align)?;
+        if new_size < size || class_for(size, align).is_some() || class_for(new_size, align).is_some() {
+            return Ok(false);
+        }
+        let _g = self.lock_page_heap()?;
+        let run = self.read_run(off.wrapping_sub(RUN_HEADER))?;
+        if off < HEADER_SIZE + RUN_HEADER
+            || run.kind != KIND_LARGE
+            || run.info != size
+            || run.pages != large_pages(size)
+        {
+            return Err(self.corrupt(format!("growth of {size} bytes at {off}: not such a block")));
+        }
+        let mut t = Txn::new(self, PH_LOG, PH_LOG_CAP);
+        let want = large_pages(new_size);
+        if want > run.pages && !self.take_pages_after(&mut t, run, want - run.pages)? {
+            return Ok(false);
+        }
+        t.set(run.off + R_PAGES, want)?;
+        t.set(run.off + R_INFO, new_size)?;
+        crash::point("run.extend");
+        t.commit()?;
+        Ok(true)
+    }
+
+    /// Gives `more` pages right after `run` to it: from the uncarved top
+    /// when `run` ends at `heap_end`, else from the free run that follows
+    /// it (split if longer). False, with nothing recorded, if neither can.
+    fn take_pages_after(&self, t: &mut Txn<'_>, run: Run, more: u64) -> Result<bool> {
+        let heap_end = self.load(PH_HEAP_END)?;
+        let grown = run.pages + more;
+        if run.end() >= heap_end {
+            if self.load(PH_LAST_RUN)? != run.off {
+                return Err(self.corrupt(format!("run {} ends the heap but is not its last run", run.off)));
+            }
+            let need = run.off + grown * PAGE;
+            self.cover(need)?;
+            t.set(PH_HEAP_END, need)?;
+            if self.load(PH_ZERO_FROM)? < need {
+                t.set(PH_ZERO_FROM, need)?;
+            }
+            return Ok(true);
+        }
+        let next = self.read_run(run.end())?;
+        if next.kind != KIND_FREE || next.prev_pages != run.pages || next.pages < more {
+            return Ok(false);
+        }
+        self.bin_remove(t, next)?;
+        let rest = next.pages - more;
+        let split = run.off + grown * PAGE;
+        if rest > 0 {
+            self.put_run(t, split, KIND_FREE, rest, Some(grown), 0)?;
+            self.bin_insert(t, split, rest)?;
+        }
+        if next.end() < heap_end {
+            t.set(next.end() + R_PREV_PAGES, if rest > 0 { rest } else { grown })?;
+        } else {
+            t.set(PH_LAST_RUN, if rest > 0 { split } else { run.off })?;
+        }
+        Ok(true)
+    }
+
+    /// Grows the segment, if needed, so that it holds `need` bytes: by a
+    /// quarter at least (1 MiB at least), so that carving a run at a time
+    /// does not call `fallocate` every time.
+    fn cover(&self, need: u64) -> Result<()> {
+        let size = self.load(H_SIZE)?;
+        if need > size {
+            let want = size.saturating_add((size / 4).max(1 << 20)).max(need).next_multiple_of(SLAB);
+            self.grow_locked(want.min(self.max_size).max(need))?;
+            crash::point("run.grown");
+        }
+        Ok(())
+    }
+
     /// Reads the descriptor at `off` and checks what can be checked alone.
     pub(crate) fn read_run(&self, off: u64) -> Result<Run> {
         if off < HEADER_SIZE || off % PAGE != 0 {
@@ -390,11 +474,7 @@ impl Inner {
         }
         let at = end.next_multiple_of(align);
         let need = at + pages * PAGE;
-        if need > size {
-            let want = size.saturating_add((size / 4).max(1 << 20)).max(need).next_multiple_of(SLAB);
-            self.grow_locked(want.min(self.max_size).max(need))?;
-            crash::point("run.grown");
-        }
+        self.cover(need)?;
         let last = self.load(PH_LAST_RUN)?;
         let mut prev = if last == 0 { 0 } else { self.read_run(last)?.pages };
         if at > end {

@@ -21,7 +21,8 @@ pub fn build(path: &Path) -> crate::Result<Heap> {
         strings.insert(&format!("key number {i}"), &vec![i as u8; (i * 7) as usize % 300])?;
     }
     let v = heap.vec::<u32>("vec")?;
-    for i in 0..500u32 {
+    // Past 8 KiB: the buffer is a run of pages, which grows in place.
+    for i in 0..3000u32 {
         v.push(&i)?;
     }
     heap.string("text")?.set("hello, heap")?;
@@ -66,6 +67,7 @@ pub fn exercise(path: &Path) {
         let _ = v.set(3, &9);
         let _ = v.to_vec();
         let _ = v.pop();
+        let _ = v.reserve(5000);
     }
     if let Ok(s) = heap.string("text") {
         let _ = s.get();
@@ -78,7 +80,9 @@ pub fn exercise(path: &Path) {
     if let Ok(b) = heap.alloc(100, 8) {
         let _ = heap.free(b, 100, 8);
     }
-    let _ = heap.alloc(30_000, 8);
+    if let Ok(b) = heap.alloc(30_000, 8) {
+        let _ = heap.grow_in_place(b, 30_000, 70_000, 8);
+    }
     let _ = heap.check(true);
     let _ = heap.check(false);
 }

@@ -91,6 +91,17 @@ impl Heap {
         self.inner.free(off.raw(), size, align)
     }
 
+    /// Grows a block from [`Heap::alloc`] of `size` bytes to `new_size`
+    /// without moving it (Boost's `expand_fwd`), when the pages after it
+    /// are free or not carved yet: true if it did, and the block must then
+    /// be freed with `new_size`; false, changing nothing, if the space
+    /// after it is taken or either size is a small one (8 KiB or less,
+    /// from a size class). A wrong offset or size is refused with a
+    /// corruption error.
+    pub fn grow_in_place(&self, off: Offset<u8>, size: u64, new_size: u64, align: u64) -> Result<bool> {
+        self.inner.grow_in_place(off.raw(), size, new_size, align)
+    }
+
     /// Allocates a block holding `value`.
     pub fn alloc_value<T: ShmType>(&self, value: &T) -> Result<Offset<T>> {
         let off = self.inner.alloc(size_of::<T>().max(1) as u64, align_of::<T>() as u64)?;

@@ -554,6 +554,21 @@ impl Inner {
     /// the holder's unfinished transaction from the undo log at `log`
     /// before anything else sees the data.
     pub(crate) fn lock(&self, lock: u64, log: u64, cap: u64) -> Result<MutexGuard<'_>> {
+        self.lock_settling(lock, log, cap, || Ok(()))
+    }
+
+    /// [`Inner::lock`], and when the holder died, `settle` after the
+    /// rollback: the structure's own roll-forward of a step that is not
+    /// in its log. It runs before the lock is marked consistent, so a
+    /// settler that dies too leaves the work to the next locker.
+    #[inline]
+    pub(crate) fn lock_settling(
+        &self,
+        lock: u64,
+        log: u64,
+        cap: u64,
+        settle: impl FnOnce() -> Result<()>,
+    ) -> Result<MutexGuard<'_>> {
         let op = "lock";
         // Maps the lock first if another process grew the heap past what
         // this handle maps: `RobustMutex::at` checks against the mapped
@@ -565,6 +580,7 @@ impl Inner {
             LockOutcome::Acquired(g) => Ok(g),
             LockOutcome::OwnerDied(g) => {
                 rollback(self, log, cap)?;
+                settle()?;
                 g.make_consistent();
                 Ok(g)
             }

@@ -7,7 +7,10 @@
 //! writer killed half-way is rolled forward: nobody ever sees a torn
 //! element. A growing push allocates the new buffer, switches to it in one
 //! transaction, then frees the old one; a crash in between leaks one
-//! buffer, which `check --repair` reclaims.
+//! buffer, which `check --repair` reclaims. When the pages after the
+//! buffer are free (or not carved yet), it grows where it lies instead,
+//! without a copy, and the capacity follows (rolled forward by the next
+//! locker if the grower died in between).
 
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
@@ -16,7 +19,7 @@ use mmkit_sync::MutexGuard;
 
 use crate::crash;
 use crate::error::{Error, Result};
-use crate::layout::HEADER_SIZE;
+use crate::layout::{HEADER_SIZE, KIND_LARGE, RUN_HEADER};
 use crate::registry::{KIND_STRING, KIND_VEC, Object, sealed::Sealed};
 use crate::segment::{Block, Heap, Inner, Txn};
 use crate::types::{ShmType, TypeDesc};
@@ -96,9 +99,33 @@ fn state_of(inner: &Inner, off: u64, h: &Block<'_>) -> Result<(u64, u64, VecStat
     Ok((es, ea, s))
 }
 
-/// Takes a vector's lock (for `check`), rolling back a dead holder.
+/// Takes a vector's lock, rolling back a dead holder and settling a
+/// buffer it grew in place (see [`settle_grown`]).
 pub(crate) fn lock_raw(inner: &Inner, off: u64) -> Result<MutexGuard<'_>> {
-    inner.lock(off + V_LOCK, off + V_LOG, V_LOG_CAP)
+    inner.lock_settling(off + V_LOCK, off + V_LOG, V_LOG_CAP, || settle_grown(inner, off))
+}
+
+/// A holder killed after growing its buffer in place (the allocator's
+/// transaction committed) but before storing the new capacity left a
+/// buffer block longer than `cap` elements: the capacity is rolled
+/// forward to the block's size, so that the two agree again (`check`
+/// compares them). The run lock is taken first: a holder killed inside
+/// the allocator's transaction left the block's new size there
+/// uncommitted, which that lock's rollback undoes. A vector that fails
+/// its checks is left alone: the operation that follows reports it.
+fn settle_grown(inner: &Inner, off: u64) -> Result<()> {
+    let _runs = inner.lock_page_heap()?;
+    let Ok((es, ea, s)) = read_state(inner, off) else { return Ok(()) };
+    let bytes = s.cap * es;
+    if s.cap == 0 || es == 0 || crate::alloc::class_for(bytes, buf_align(ea)).is_some() {
+        return Ok(());
+    }
+    let Ok(run) = inner.read_run(s.buf.wrapping_sub(RUN_HEADER)) else { return Ok(()) };
+    let grown = run.kind == KIND_LARGE && run.info > bytes && run.info % es == 0;
+    if grown && run.pages == crate::alloc::large_pages(run.info) && s.buf >= HEADER_SIZE + RUN_HEADER {
+        inner.store(off + V_CAP, run.info / es)?;
+    }
+    Ok(())
 }
 
 /// The block holding a vector's elements: (offset, bytes, alignment).
@@ -151,7 +178,7 @@ impl RawVec {
         if !magic() {
             return Err(self.removed());
         }
-        let g = inner.lock(self.off + V_LOCK, self.off + V_LOG, V_LOG_CAP)?;
+        let g = lock_raw(inner, self.off)?;
         // Again under the lock: a remove takes the lock to zero it.
         if !magic() {
             return Err(self.removed());
@@ -238,7 +265,7 @@ impl RawVec {
         if h.word(V_MAGIC).load(Ordering::Acquire) != MAGIC {
             return Err(self.removed());
         }
-        let g = inner.lock(self.off + V_LOCK, self.off + V_LOG, V_LOG_CAP)?;
+        let g = lock_raw(inner, self.off)?;
         let load = |at: u64| h.word(at).load(Ordering::Acquire);
         let (len, cap, buf) = (load(V_LEN), load(V_CAP), load(V_BUF));
         let at = len.checked_mul(self.es).and_then(|b| b.checked_add(buf));
@@ -253,8 +280,10 @@ impl RawVec {
         Ok(())
     }
 
-    /// Moves the elements to a buffer with room for `need`; returns the old
-    /// buffer to free once the caller's transaction is done.
+    /// Makes room for `need` elements: grows the buffer where it lies when
+    /// the pages after it are free (no copy), else moves the elements to a
+    /// new buffer and returns the old one, to free once the caller's
+    /// transaction is done.
     fn regrow(&self, s: &VecState, need: u64) -> Result<Option<(u64, u64)>> {
         let inner = self.inner();
         let cap = need.max(s.cap.saturating_mul(2)).max(4);
@@ -265,6 +294,13 @@ impl RawVec {
                 size: self.heap.size(),
                 max_size: inner.max_size,
             })?;
+        if s.cap > 0 && inner.grow_in_place(s.buf, s.cap * self.es, bytes, buf_align(self.ea))? {
+            // The block is longer now; a holder killed here leaves `cap`
+            // behind it, which `settle_grown` rolls forward.
+            crash::point("vec.grown");
+            inner.store(self.off + V_CAP, cap)?;
+            return Ok(None);
+        }
         let buf = inner.alloc(bytes, buf_align(self.ea))?;
         crash::point("vec.grow");
         let used = s.len * self.es;
@@ -282,6 +318,25 @@ impl RawVec {
         t.commit()?;
         crash::point("vec.switched");
         Ok((s.cap > 0).then_some((s.buf, s.cap * self.es)))
+    }
+
+    /// Makes room for `additional` more elements than the length.
+    pub(crate) fn reserve(&self, additional: u64) -> Result<()> {
+        let (_g, s) = self.lock()?;
+        let need = s
+            .len
+            .checked_add(additional)
+            .ok_or_else(|| Error::Invalid { op: "reserve", reason: "length overflows".into() })?;
+        if need > s.cap {
+            if let Some((buf, bytes)) = self.regrow(&s, need)? {
+                self.inner().free(buf, bytes, buf_align(self.ea))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn capacity(&self) -> Result<u64> {
+        Ok(self.lock()?.1.cap)
     }
 
     pub(crate) fn pop(&self, out: &mut [u8]) -> Result<bool> {
@@ -413,6 +468,18 @@ impl<T: ShmType> ShmVec<T> {
     /// Appends all of `values` at once (one lock, one transaction).
     pub fn extend_from_slice(&self, values: &[T]) -> Result<()> {
         self.raw.extend(bytemuck::cast_slice(values), values.len() as u64)
+    }
+
+    /// Makes room for at least `additional` more elements, so that pushing
+    /// them does not grow the buffer. As pushes do, it grows the buffer
+    /// where it lies when the space after it is free, else moves it.
+    pub fn reserve(&self, additional: usize) -> Result<()> {
+        self.raw.reserve(additional as u64)
+    }
+
+    /// Elements the buffer holds before it must grow.
+    pub fn capacity(&self) -> Result<usize> {
+        Ok(self.raw.capacity()? as usize)
     }
 
     /// Removes and returns the last element.

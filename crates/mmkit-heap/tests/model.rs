@@ -24,6 +24,8 @@ fn accounted(h: &Heap) -> CheckReport {
 enum AllocOp {
     Alloc(u64, u64),
     Free(usize),
+    /// Grows live block i (mod the count) by this many bytes, in place.
+    Grow(usize, u64),
 }
 
 fn alloc_op() -> impl Strategy<Value = AllocOp> {
@@ -31,6 +33,7 @@ fn alloc_op() -> impl Strategy<Value = AllocOp> {
         3 => (prop_oneof![1u64..200, 200u64..9000, 9000u64..70_000], prop::sample::select(vec![1u64, 8, 16, 32, 64]))
             .prop_map(|(s, a)| AllocOp::Alloc(s, a)),
         2 => any::<usize>().prop_map(AllocOp::Free),
+        1 => (any::<usize>(), 0u64..70_000).prop_map(|(i, more)| AllocOp::Grow(i, more)),
     ]
 }
 
@@ -62,7 +65,23 @@ proptest! {
                     prop_assert_eq!(h.read(Offset::<u8>::from_raw(off + size - 1)).unwrap(), fill);
                     h.free(Offset::from_raw(off), size, align).unwrap();
                 }
-                AllocOp::Free(_) => {}
+                AllocOp::Grow(i, more) if !live.is_empty() => {
+                    let i = i % live.len();
+                    let (off, size, align, fill) = live[i];
+                    let new_size = size + more;
+                    if h.grow_in_place(Offset::from_raw(off), size, new_size, align).unwrap() {
+                        let mine = (off, off + block_size(new_size, align));
+                        for (j, &(o, s, a, _)) in live.iter().enumerate() {
+                            let theirs = (o, o + block_size(s, a));
+                            let apart = mine.1 <= theirs.0 || theirs.1 <= mine.0;
+                            prop_assert!(j == i || apart, "grown {mine:?} overlaps {theirs:?}");
+                        }
+                        prop_assert_eq!(h.read(Offset::<u8>::from_raw(off + size - 1)).unwrap(), fill);
+                        h.write(Offset::<u8>::from_raw(off + new_size - 1), &fill).unwrap();
+                        live[i].1 = new_size;
+                    }
+                }
+                AllocOp::Free(_) | AllocOp::Grow(..) => {}
             }
         }
         // Raw blocks are unreachable from the registry: each counts as a leak.
@@ -89,6 +108,10 @@ enum VecOp {
     Set(usize, u64),
     Get(usize),
     Truncate(usize),
+    Reserve(usize),
+    /// Appends to a second vector, whose buffers come and go next to the
+    /// first one's (so that it grows in place into freed space, or moves).
+    Other(Vec<u64>),
 }
 
 fn vec_op() -> impl Strategy<Value = VecOp> {
@@ -99,6 +122,8 @@ fn vec_op() -> impl Strategy<Value = VecOp> {
         2 => (any::<usize>(), any::<u64>()).prop_map(|(i, v)| VecOp::Set(i, v)),
         2 => any::<usize>().prop_map(VecOp::Get),
         1 => (0usize..400).prop_map(VecOp::Truncate),
+        1 => (0usize..5000).prop_map(VecOp::Reserve),
+        1 => prop::collection::vec(any::<u64>(), 0..2000).prop_map(VecOp::Other),
     ]
 }
 
@@ -108,8 +133,8 @@ proptest! {
     #[test]
     fn vector_matches_std(ops in prop::collection::vec(vec_op(), 1..200)) {
         let (_d, h) = heap();
-        let v = h.vec::<u64>("v").unwrap();
-        let mut model: Vec<u64> = Vec::new();
+        let (v, w) = (h.vec::<u64>("v").unwrap(), h.vec::<u64>("w").unwrap());
+        let (mut model, mut other): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
         for op in ops {
             match op {
                 VecOp::Push(x) => { v.push(&x).unwrap(); model.push(x); }
@@ -126,10 +151,17 @@ proptest! {
                     prop_assert_eq!(v.get(i).unwrap(), model.get(i).copied());
                 }
                 VecOp::Truncate(n) => { v.truncate(n).unwrap(); model.truncate(n); }
+                VecOp::Reserve(n) => {
+                    v.reserve(n).unwrap();
+                    prop_assert!(v.capacity().unwrap() >= model.len() + n);
+                }
+                VecOp::Other(xs) => { w.extend_from_slice(&xs).unwrap(); other.extend(xs); }
             }
             prop_assert_eq!(v.len().unwrap(), model.len());
+            prop_assert!(v.capacity().unwrap() >= model.len());
         }
         prop_assert_eq!(v.to_vec().unwrap(), model);
+        prop_assert_eq!(w.to_vec().unwrap(), other);
         prop_assert!(accounted(&h).is_clean());
     }
 

@@ -54,6 +54,12 @@ fn child_entry() {
             let k: u64 = env("MMKH_KEY").parse().unwrap();
             heap.map::<u64, u64>("ints").unwrap().insert(&k, &(k * K)).unwrap();
         }
+        "vec-grow" => {
+            let v = heap.vec::<u64>("big").unwrap();
+            for k in 0..ops {
+                v.push(&k).unwrap();
+            }
+        }
         "insert-run" => {
             let (ints, strs) =
                 (heap.map::<u64, u64>("ints").unwrap(), heap.map::<str, [u8]>("strs").unwrap());
@@ -370,6 +376,34 @@ fn a_mover_killed_mid_chunk_leaves_no_second_copy() {
         assert_eq!(names.len(), all, "moved:{n}: a string key twice");
         assert_eq!(strs.len().unwrap(), all, "moved:{n}");
         verify(&heap, &format!("moved:{n}"), 2);
+    }
+}
+
+/// A pusher killed inside the allocator's transaction that grows its
+/// buffer in place, and between that commit and the new capacity: the
+/// vector holds exactly what was pushed before, takes more, and `check`
+/// finds the buffer and the capacity in agreement, with nothing leaked.
+#[test]
+fn a_vector_growing_in_place_survives_a_kill_at_each_step() {
+    for point in ["run.extend", "vec.grown"] {
+        for n in [1u64, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let (p, heap) = new_heap(dir.path());
+            let what = format!("{point}:{n}");
+            let env = [("MMKIT_HEAP_CRASH", what.clone()), ("MMKH_OPS", "40000".into())];
+            let status = spawn("vec-grow", &p, &env).0.wait().unwrap();
+            assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{what}");
+            let v = heap.vec::<u64>("big").unwrap();
+            let got = v.to_vec().unwrap();
+            assert!(got.len() >= 1024, "{what}: {} elements, grown in place only past 8 KiB", got.len());
+            assert!(got.iter().enumerate().all(|(i, &k)| i as u64 == k), "{what}: not the prefix pushed");
+            assert!(v.capacity().unwrap() >= got.len(), "{what}");
+            for k in got.len() as u64..50_000 {
+                v.push(&k).unwrap();
+            }
+            assert_eq!(v.to_vec().unwrap(), (0..50_000).collect::<Vec<u64>>(), "{what}");
+            verify(&heap, &what, 0);
+        }
     }
 }
 
