@@ -181,6 +181,7 @@ impl GrowableFile {
 
     /// True once a SIGBUS was caught in the reservation; see
     /// [`crate::sigbus`].
+    #[inline]
     pub fn is_poisoned(&self) -> bool {
         self.range.is_poisoned()
     }

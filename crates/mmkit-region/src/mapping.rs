@@ -390,6 +390,7 @@ impl OwnedRange {
         self.len
     }
 
+    #[inline]
     pub(crate) fn is_poisoned(&self) -> bool {
         self.guard.as_ref().is_some_and(sigbus::Guard::is_poisoned)
     }

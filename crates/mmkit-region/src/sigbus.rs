@@ -136,6 +136,7 @@ pub struct Guard {
 
 impl Guard {
     /// True once the handler caught a SIGBUS inside the registered range.
+    #[inline]
     pub fn is_poisoned(&self) -> bool {
         TABLE[self.slot].poisoned.load(Ordering::SeqCst)
     }
