@@ -295,11 +295,23 @@ impl Inner {
         if bump != 0 && bump.checked_add(size).is_some_and(|b| b <= end) && self.locate(c, bump).is_ok() {
             let (slab, idx) = self.locate(c, bump)?;
             let mut t = Txn::new(self, base + C_LOG, C_LOG_CAP);
-            self.set_bit(&mut t, slab, idx, true)?;
-            crash::point("alloc.bump");
-            t.set(base + C_BUMP, bump + size)?;
-            t.commit()?;
-            return Ok(bump);
+            match self.set_bit(&mut t, slab, idx, true) {
+                Ok(()) => {
+                    crash::point("alloc.bump");
+                    t.set(base + C_BUMP, bump + size)?;
+                    t.commit()?;
+                    return Ok(bump);
+                }
+                // A range over allocated blocks (garbage) is dropped, as a
+                // damaged list is: the class goes on with a new slab, and
+                // `check --repair` relinks the range's free blocks.
+                Err(e) if e.is_corrupt() => {
+                    t.set(base + C_BUMP, 0)?;
+                    t.set(base + C_BUMP_END, 0)?;
+                    t.commit()?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.new_slab(c, base)
     }
@@ -469,7 +481,8 @@ impl Inner {
     fn carve_top(&self, t: &mut Txn<'_>, pages: u64, align: u64) -> Result<u64> {
         let end = self.load(PH_HEAP_END)?;
         let size = self.load(H_SIZE)?;
-        if end < HEADER_SIZE || end % PAGE != 0 || end > size {
+        // Past `max_size` too: the sums below stay far from overflowing.
+        if end < HEADER_SIZE || end % PAGE != 0 || end > size.min(self.max_size) {
             return Err(self.corrupt(format!("heap end {end} is impossible (size {size})")));
         }
         let at = end.next_multiple_of(align);

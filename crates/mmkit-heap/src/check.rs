@@ -379,6 +379,17 @@ fn check_bins(inner: &Inner, w: &mut Walk) -> Result<()> {
 /// bits. An empty slab that neither holds free-list blocks nor the bump
 /// range is an orphan: a process died between taking it from the run
 /// allocator and handing it to its class. It counts as a leak.
+/// Whether `bump..end` is free blocks of one slab of class `c` (what
+/// allocation from the range expects).
+fn bump_range_free(inner: &Inner, c: usize, bump: u64, end: u64) -> bool {
+    let Ok((slab, first)) = inner.locate(c, bump) else { return false };
+    let n = (end - bump) / class_size(c);
+    let (_, per_slab) = slab_geometry(c);
+    first.checked_add(n).is_some_and(|last| last <= per_slab)
+        && (first..first + n)
+            .all(|i| inner.load(slab + RUN_HEADER + i / 64 * 8).is_ok_and(|word| word & (1 << (i % 64)) == 0))
+}
+
 fn check_classes(inner: &Inner, w: &mut Walk) -> Result<()> {
     let mut in_list: BTreeMap<u64, u64> = BTreeMap::new();
     let mut listed = [0u64; CLASSES];
@@ -406,8 +417,8 @@ fn check_classes(inner: &Inner, w: &mut Walk) -> Result<()> {
         }
         let (bump, end) = (inner.load(base + C_BUMP)?, inner.load(base + C_BUMP_END)?);
         if bump != 0 && bump < end {
-            if (end - bump) % size != 0 || inner.locate(c, bump).is_err() {
-                w.errors.push(format!("class {size}: bump range {bump}..{end} is not in a slab"));
+            if (end - bump) % size != 0 || !bump_range_free(inner, c, bump, end) {
+                w.errors.push(format!("class {size}: bump range {bump}..{end} is not free blocks of a slab"));
                 w.classes_broken.push(c);
             } else {
                 bumped[c] = (end - bump) / size;
@@ -553,29 +564,10 @@ fn owned_blocks(inner: &Inner, kind: u64, off: u64) -> Result<(Vec<BlockRef>, Op
 /// held.
 fn rebuild(inner: &Inner, w: &Walk, report: &mut CheckReport) -> Result<()> {
     for &c in &w.classes_broken {
-        let base = CLASS_BASE + CLASS_STRIDE * c as u64;
-        let (h, n) = slab_geometry(c);
-        let size = class_size(c);
-        let (bump, end) = (inner.load(base + C_BUMP)?, inner.load(base + C_BUMP_END)?);
-        let mut head = 0u64;
-        for (slab, sc) in slabs(inner)? {
-            if sc != c {
-                continue;
-            }
-            for i in 0..n {
-                let block = slab + h + i * size;
-                let clear = inner.load(slab + RUN_HEADER + i / 64 * 8)? & (1 << (i % 64)) == 0;
-                let in_bump = block >= bump && block < end;
-                if clear && !in_bump {
-                    inner.store(block, head)?;
-                    head = block;
-                }
-            }
-        }
-        let mut t = Txn::new(inner, base + C_LOG, C_LOG_CAP);
-        t.set(base + C_FREE, head)?;
+        let mut t = Txn::new(inner, CLASS_BASE + CLASS_STRIDE * c as u64 + C_LOG, C_LOG_CAP);
+        relink_class(inner, c, &[], &mut t)?;
         t.commit()?;
-        report.repairs.push(format!("rebuilt the free list of class {size}"));
+        report.repairs.push(format!("rebuilt the free list of class {}", class_size(c)));
     }
     if w.bins_broken {
         for b in 0..NBINS {
@@ -596,45 +588,52 @@ fn rebuild(inner: &Inner, w: &Walk, report: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
+/// Links every free block of class `c` (clear in its slab's bitmap)
+/// outside the slabs in `skip` into a new free list, in transaction `t`
+/// (the class's). The list is built from the bitmaps, never walked: a
+/// hostile process may have made it a cycle or aimed it anywhere. The
+/// bump range is dropped (its blocks are in the list now): a broken class
+/// may have it over allocated blocks. Class and run locks held.
+fn relink_class(inner: &Inner, c: usize, skip: &[u64], t: &mut Txn<'_>) -> Result<()> {
+    let base = CLASS_BASE + CLASS_STRIDE * c as u64;
+    let (h, n) = slab_geometry(c);
+    let size = class_size(c);
+    let mut head = 0u64;
+    for (slab, sc) in slabs(inner)? {
+        if sc != c || skip.contains(&slab) {
+            continue;
+        }
+        for i in 0..n {
+            let block = slab + h + i * size;
+            if inner.load(slab + RUN_HEADER + i / 64 * 8)? & (1 << (i % 64)) == 0 {
+                inner.store(block, head)?;
+                head = block;
+            }
+        }
+    }
+    t.set(base + C_FREE, head)?;
+    t.set(base + C_BUMP, 0)?;
+    t.set(base + C_BUMP_END, 0)
+}
+
 /// Gives slabs with no allocated block back to the page allocator (their
 /// blocks leave the class's free list first).
 fn release_empty_slabs(inner: &Inner, report: &mut CheckReport) -> Result<()> {
     let class_guards = lock_classes(inner)?;
     let ph = inner.lock_page_heap()?;
     let w = walk(inner)?;
-    drop(ph);
     let mut by_class: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
     for (slab, c) in &w.empty_slabs {
         by_class.entry(*c).or_default().push(*slab);
     }
     for (c, empties) in &by_class {
         let base = CLASS_BASE + CLASS_STRIDE * *c as u64;
-        // Relink the free list without the empty slabs' blocks.
-        let mut kept = Vec::new();
-        let mut r = inner.load(base + C_FREE)?;
-        let mut steps = 0;
-        while r != 0 && steps < (1u64 << 32) {
-            if !empties.contains(&(r & !(SLAB - 1))) {
-                kept.push(r);
-            }
-            r = inner.load(r)?;
-            steps += 1;
-        }
-        let mut head = 0;
-        for &b in kept.iter().rev() {
-            inner.store(b, head)?;
-            head = b;
-        }
         let mut t = Txn::new(inner, base + C_LOG, C_LOG_CAP);
-        t.set(base + C_FREE, head)?;
+        relink_class(inner, *c, empties, &mut t)?;
         t.set(base + C_SLABS, inner.load(base + C_SLABS)?.saturating_sub(empties.len() as u64))?;
-        let bump = inner.load(base + C_BUMP)?;
-        if empties.contains(&(bump.saturating_sub(1) & !(SLAB - 1))) {
-            t.set(base + C_BUMP, 0)?;
-            t.set(base + C_BUMP_END, 0)?;
-        }
         t.commit()?;
     }
+    drop(ph);
     drop(class_guards);
     for (slab, _) in &w.empty_slabs {
         inner.free_run(*slab, KIND_SLAB)?;

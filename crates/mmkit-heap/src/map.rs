@@ -1148,7 +1148,9 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return Ok(V::decode(&b[kl..kl + vl]));
         }
         let (entry, kl, vl) = (words[0], words[1] & 0xffff_ffff, words[1] >> 32);
-        if entry < HEADER_SIZE || kl + vl > MAX_ENTRY {
+        // The range is checked before the buffer is allocated: a length
+        // read from the slot must not size process memory past the segment.
+        if entry < HEADER_SIZE || kl + vl > MAX_ENTRY || self.inner().ptr(entry, kl + vl).is_err() {
             return Ok(None);
         }
         let mut buf = vec![0u8; vl as usize];
@@ -1964,6 +1966,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if kl > MAX_ENTRY || entry < HEADER_SIZE {
             return Err(self.inner().corrupt(format!("map {:?}: entry {entry} of {kl} bytes", self.name)));
         }
+        self.inner().ptr(entry, kl)?;
         let mut key = vec![0u8; kl as usize];
         self.inner().read_bytes(entry, &mut key)?;
         Ok(Self::hash(&key))
@@ -1979,12 +1982,22 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let _stripes = self.lock_all_stripes()?;
         let d = self.read_desc()?;
         let mut out = Vec::new();
+        // Each entry is a block of its own, so all of them together fit in
+        // the segment: slots that alias one entry (garbage) would
+        // otherwise copy it once per slot.
+        let (mut copied, limit) = (0u64, self.heap.size());
         for (table, cap) in [(d.table, d.cap), (d.new_table, d.new_cap)] {
             if table == 0 {
                 continue;
             }
             for (_, words, c) in self.full_slots(table, cap)? {
                 let (k, v) = self.slot_bytes(words, c)?;
+                copied = copied.saturating_add((k.len() + v.len()) as u64);
+                if copied > limit {
+                    return Err(self
+                        .inner()
+                        .corrupt(format!("map {:?}: entries hold more than the heap", self.name)));
+                }
                 match (K::decode(&k), V::decode(&v)) {
                     (Some(k), Some(v)) => out.push((k, v)),
                     _ => return Err(self.inner().corrupt(format!("map {:?}: undecodable entry", self.name))),
@@ -2047,6 +2060,7 @@ fn slot_bytes(inner: &Inner, words: [u64; 3], c: u64) -> Result<(Vec<u8>, Vec<u8
     if entry < HEADER_SIZE || kl + vl > MAX_ENTRY {
         return Err(inner.corrupt(format!("map entry {entry} of {kl}+{vl} bytes")));
     }
+    inner.ptr(entry, kl + vl)?;
     let mut k = vec![0u8; kl as usize];
     let mut v = vec![0u8; vl as usize];
     inner.read_bytes(entry, &mut k)?;
@@ -2145,8 +2159,11 @@ fn settle_move(inner: &Inner, off: u64) -> Result<()> {
     let (i, j) = (i - 1, inner.load(off + M_MOVE_TO)?);
     let (table, cap) = (inner.load(off + M_TABLE)?, inner.load(off + M_CAP)?);
     let (new_table, new_cap) = (inner.load(off + M_NEW_TABLE)?, inner.load(off + M_NEW_CAP)?);
-    // Garbage past the largest table is dropped with the record.
-    if new_table != 0 && i < cap.min(MAX_CAP) && j < new_cap.min(MAX_CAP) {
+    // Garbage (slots past the largest table, tables in the segment
+    // header or off the slot grid) is dropped with the record: this store
+    // bypasses the checks of `Txn::set`.
+    let table_ok = |t: u64| t >= HEADER_SIZE && t % SLOT_SIZE == 0;
+    if table_ok(table) && table_ok(new_table) && i < cap.min(MAX_CAP) && j < new_cap.min(MAX_CAP) {
         let (old_slot, new_slot) = (table.wrapping_add(i * SLOT_SIZE), new_table.wrapping_add(j * SLOT_SIZE));
         let (c, f) = (inner.load(old_slot)?, inner.load(new_slot)?);
         let same = |w: u64| Ok::<_, Error>(inner.load(old_slot + w)? == inner.load(new_slot + w)?);

@@ -145,17 +145,21 @@ impl Inner {
         self.read_bytes(at + E_TYPE_NAME, &mut tn)?;
         let tn_len = tn.iter().position(|&b| b == 0).unwrap_or(TYPE_NAME_BYTES);
         let (object, size) = (self.load(at + E_OBJECT)?, self.load(at + E_SIZE)?);
+        let state = self.load(at + E_STATE)?;
         // Every user adds field offsets to `object`: one outside the
         // segment (garbage near `u64::MAX` overflowed those additions) is
-        // refused here, once. 0 is an initializer that has not allocated.
-        if object != 0 && (object < HEADER_SIZE || object >= self.max_size || size > self.max_size) {
+        // refused here, once. An entry in use always has its object (it is
+        // allocated before the entry is filled, and callers read entries
+        // in use only); one at 0, or anywhere in the segment header, would
+        // have its users write over the header.
+        if object < HEADER_SIZE || object >= self.max_size || size > self.max_size {
             return Err(self.corrupt(format!(
                 "registry entry {at}: object at {object} of {size} bytes is outside the segment"
             )));
         }
         Ok(Entry {
             at,
-            state: self.load(at + E_STATE)?,
+            state,
             owner: self.load(at + E_OWNER)?,
             kind: self.load(at + E_KIND)?,
             fingerprint: self.load(at + E_FINGERPRINT)?,
@@ -319,7 +323,16 @@ impl Heap {
                     Ok(Claimed::Wait(e.at, e.owner))
                 }
                 _ => {
-                    // The initializer died: take over, run it again.
+                    // The initializer died: take over, run it again, on
+                    // a block of this type's header size (the entry was
+                    // filled from the same type).
+                    if (e.size, e.align) != O::header_layout() {
+                        return Err(inner.corrupt(format!(
+                            "registry entry {name:?}: an object of {} bytes for a header of {}",
+                            e.size,
+                            O::header_layout().0
+                        )));
+                    }
                     let mut t = Txn::new(inner, REG_LOG, REG_LOG_CAP);
                     t.set(e.at + E_OWNER, me)?;
                     t.commit()?;

@@ -658,14 +658,24 @@ pub(crate) fn rollback(heap: &Inner, log: u64, cap: u64) -> Result<()> {
         count.store(0, Ordering::Release);
         return Err(heap.corrupt(format!("undo log at {log} claims {n} entries (capacity {cap})")));
     }
+    // Every entry is checked before any is replayed: a log with one
+    // entry no holder could have written (its target outside the segment,
+    // misaligned, or the magic number) is garbage as a whole, and is
+    // dropped like a count past the capacity, so that the next locker
+    // gets on (and `check --repair` with it) instead of failing here
+    // forever.
+    for i in 0..n {
+        let target = heap.load(log + 8 + 24 * i)? & !COND;
+        if target < 64 || heap.atomic(target).is_err() {
+            count.store(0, Ordering::Release);
+            return Err(heap.corrupt(format!("undo log at {log}: entry {i} targets {target}; log dropped")));
+        }
+    }
     for i in (0..n).rev() {
         let e = log + 8 + 24 * i;
         let target = heap.load(e)?;
         let old = heap.load(e + 8)?;
         let word = heap.atomic(target & !COND)?;
-        if target & !COND < 64 {
-            return Err(heap.corrupt(format!("undo log at {log} targets the magic number")));
-        }
         if target & COND != 0 {
             let _ = word.compare_exchange(heap.load(e + 16)?, old, Ordering::AcqRel, Ordering::Relaxed);
         } else {

@@ -183,7 +183,7 @@ impl RawVec {
         if !magic() {
             return Err(self.removed());
         }
-        let (_, _, s) = state_of(inner, self.off, &h)?;
+        let s = self.checked_state(&h)?;
         let pending = h.word(V_PENDING).load(Ordering::Acquire);
         if pending != 0 {
             if pending <= s.len {
@@ -192,6 +192,18 @@ impl RawVec {
             h.word(V_PENDING).store(0, Ordering::Release);
         }
         Ok((g, s))
+    }
+
+    /// The header's buffer fields, checked as `state_of` does, and with
+    /// this handle's element layout: checked at attach, but the header is
+    /// shared memory, and every size is computed with the handle's.
+    fn checked_state(&self, h: &Block<'_>) -> Result<VecState> {
+        let (es, ea, s) = state_of(self.inner(), self.off, h)?;
+        if (es, ea) != (self.es, self.ea) {
+            let what = format!("vector {:?}: element layout changed to {es} bytes", self.name);
+            return Err(self.inner().corrupt(what));
+        }
+        Ok(s)
     }
 
     fn copy_staged(&self, s: &VecState, i: u64) -> Result<()> {
@@ -240,7 +252,7 @@ impl RawVec {
             .ok_or_else(|| Error::Invalid { op: "push", reason: "length overflows".into() })?;
         let old = if need > s.cap {
             let old = self.regrow(&s, need)?;
-            s = read_state(self.inner(), self.off)?.2;
+            s = self.checked_state(&self.inner().block(self.off, HEADER_BYTES)?)?;
             old
         } else {
             None

@@ -212,7 +212,7 @@ impl RobustMutex {
     #[inline]
     pub fn lock(&self) -> Result<LockOutcome<'_>> {
         let op = "RobustMutex::lock";
-        self.lock_for(op, None)?.ok_or_else(|| Error::Timeout { op, timeout: Duration::MAX })
+        self.lock_for(op, None)?.ok_or(Error::Timeout { op, timeout: Duration::MAX })
     }
 
     /// Locks if that is possible without waiting. Also takes the lock over
