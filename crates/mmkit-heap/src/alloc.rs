@@ -383,7 +383,7 @@ impl Inner {
         let _g = self.lock_page_heap()?;
         let mut t = Txn::new(self, PH_LOG, PH_LOG_CAP);
         let align = align_pages * PAGE;
-        let (at, fresh) = match self.find_free(&mut t, pages, align)? {
+        let (at, fresh) = match self.find_free(pages, align)? {
             Some((run, at)) => {
                 self.take(&mut t, run, at, pages, kind, info)?;
                 (at, false)
@@ -425,7 +425,7 @@ impl Inner {
 
     /// First fit among the bins that can hold `pages`, looking at a
     /// bounded number of runs per bin.
-    fn find_free(&self, t: &mut Txn<'_>, pages: u64, align: u64) -> Result<Option<(Run, u64)>> {
+    fn find_free(&self, pages: u64, align: u64) -> Result<Option<(Run, u64)>> {
         for b in bin_of(pages)..NBINS {
             let mut r = self.load(PH_BINS + 8 * b as u64)?;
             let mut steps = 0;
@@ -434,8 +434,10 @@ impl Inner {
                     Ok(run) if run.kind == KIND_FREE => run,
                     _ => {
                         // A damaged bin is dropped; `check --repair`
-                        // rebuilds the bins from the runs.
-                        t.set(PH_BINS + 8 * b as u64, 0)?;
+                        // rebuilds the bins from the runs. Not logged:
+                        // undoing it would only bring the garbage back,
+                        // and 64 damaged bins would overflow the log.
+                        self.store(PH_BINS + 8 * b as u64, 0)?;
                         break;
                     }
                 };
@@ -547,7 +549,12 @@ impl Inner {
 
     fn bin_insert(&self, t: &mut Txn<'_>, run: u64, pages: u64) -> Result<()> {
         let bin = PH_BINS + 8 * bin_of(pages) as u64;
-        let head = self.load(bin)?;
+        let mut head = self.load(bin)?;
+        if head != 0 && !self.read_run(head).is_ok_and(|r| r.kind == KIND_FREE) {
+            // A damaged bin is dropped, as `find_free` drops one: its runs
+            // stay out of reach until `check --repair` rebuilds the bins.
+            head = 0;
+        }
         t.set(run + R_NEXT, head)?;
         t.set(run + R_PREV, 0)?;
         if head != 0 {

@@ -234,3 +234,25 @@ fn a_bump_range_over_allocated_blocks_is_repaired() {
     assert_eq!(v.to_vec().unwrap(), [1u8; 16]);
     assert!(heap.check(false).unwrap().errors.is_empty());
 }
+
+/// Bin heads near the top of the address space (found by the fuzzer): a
+/// run freed into such a bin drops the bin instead of linking to it, and
+/// the repair rebuilds the bins.
+#[test]
+fn a_garbage_bin_head_is_dropped_not_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h");
+    let heap = create(&path, 1 << 20, 16 << 20);
+    let a = heap.alloc(100_000, 8).unwrap();
+    let b = heap.alloc(20_000, 8).unwrap();
+    for bin in 0..NBINS as u64 {
+        poke(&path, PH_BINS + 8 * bin, u64::MAX - 3);
+    }
+    heap.free(a, 100_000, 8).unwrap();
+    heap.free(b, 20_000, 8).unwrap();
+    let big = heap.alloc(60_000, 8).unwrap();
+    heap.free(big, 60_000, 8).unwrap();
+    heap.check(true).unwrap();
+    let r = heap.check(false).unwrap();
+    assert!(r.is_clean(), "{:#?}", r.errors);
+}
