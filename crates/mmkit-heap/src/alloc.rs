@@ -124,18 +124,22 @@ impl Inner {
         self.check_align(size, align)?;
         match class_for(size, align) {
             Some(c) => self.free_small(c, off),
-            None => {
-                let run = self.read_run(off.wrapping_sub(RUN_HEADER))?;
-                if off < HEADER_SIZE + RUN_HEADER
-                    || run.kind != KIND_LARGE
-                    || run.info != size
-                    || run.pages != large_pages(size)
-                {
-                    return Err(self.corrupt(format!("free of {size} bytes at {off}: not such a block")));
-                }
-                self.free_run(run.off, KIND_LARGE)
-            }
+            None => self.free_run(self.large_block(off, size, "free")?.off, KIND_LARGE),
         }
+    }
+
+    /// The run of the large block of `size` bytes at `off`, or a
+    /// corruption error naming `op` if there is no such block.
+    fn large_block(&self, off: u64, size: u64, op: &str) -> Result<Run> {
+        let run = self.read_run(off.wrapping_sub(RUN_HEADER))?;
+        if off < HEADER_SIZE + RUN_HEADER
+            || run.kind != KIND_LARGE
+            || run.info != size
+            || run.pages != large_pages(size)
+        {
+            return Err(self.corrupt(format!("{op} of {size} bytes at {off}: not such a block")));
+        }
+        Ok(run)
     }
 
     /// Grows the block at `off` from `size` to `new_size` bytes where it
@@ -152,14 +156,7 @@ impl Inner {
             return Ok(false);
         }
         let _g = self.lock_page_heap()?;
-        let run = self.read_run(off.wrapping_sub(RUN_HEADER))?;
-        if off < HEADER_SIZE + RUN_HEADER
-            || run.kind != KIND_LARGE
-            || run.info != size
-            || run.pages != large_pages(size)
-        {
-            return Err(self.corrupt(format!("growth of {size} bytes at {off}: not such a block")));
-        }
+        let run = self.large_block(off, size, "growth")?;
         let mut t = Txn::new(self, PH_LOG, PH_LOG_CAP);
         let want = large_pages(new_size);
         if want > run.pages && !self.take_pages_after(&mut t, run, want - run.pages)? {

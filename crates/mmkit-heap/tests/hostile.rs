@@ -4,7 +4,7 @@
 //! review of the crate; each test failed before its fix.
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,6 +32,14 @@ fn create(path: &Path, size: u64, max: u64) -> Heap {
         .unwrap()
 }
 
+/// A new heap of 1 MiB (up to 16 MiB) in a new directory.
+fn small() -> (tempfile::TempDir, PathBuf, Heap) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h");
+    let heap = create(&path, 1 << 20, 16 << 20);
+    (dir, path, heap)
+}
+
 /// The registry entry named `name` (entries are 256 bytes: name length
 /// at 56, name at 64; docs/heap-format.md).
 fn entry_of(path: &Path, name: &str) -> u64 {
@@ -52,9 +60,7 @@ fn object_of(heap: &Heap, name: &str) -> u64 {
 
 #[test]
 fn an_entry_naming_offset_zero_is_refused_not_removed_over_the_header() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("h");
-    let heap = create(&path, 1 << 20, 16 << 20);
+    let (_dir, path, heap) = small();
     heap.find_or_init("b", || 1u64).unwrap();
     poke(&path, entry_of(&path, "b") + 48, 0);
     assert!(heap.remove("b").unwrap_err().is_corrupt());
@@ -63,9 +69,7 @@ fn an_entry_naming_offset_zero_is_refused_not_removed_over_the_header() {
 
 #[test]
 fn a_dead_initializers_entry_at_offset_zero_is_not_taken_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("h");
-    let heap = create(&path, 1 << 20, 16 << 20);
+    let (_dir, path, heap) = small();
     heap.find_or_init("b", || 1u64).unwrap();
     let e = entry_of(&path, "b");
     poke(&path, e, 1); // initializing
@@ -125,9 +129,7 @@ fn slots_aliasing_one_entry_do_not_multiply_memory() {
 /// size (the range is checked first) and end quickly.
 #[test]
 fn a_huge_value_length_allocates_nothing_before_its_check() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("h");
-    let heap = create(&path, 1 << 20, 16 << 20);
+    let (_dir, path, heap) = small();
     let m = heap.map::<[u8], [u8]>("m").unwrap();
     m.insert(b"k", &[5u8; 100]).unwrap();
     let off = object_of(&heap, "m");
@@ -157,9 +159,7 @@ fn a_heap_end_near_the_top_of_the_address_space_gives_errors() {
 /// and `check --repair` get on.
 #[test]
 fn a_garbage_undo_entry_is_dropped_not_replayed_forever() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("h");
-    let heap = create(&path, 1 << 20, 16 << 20);
+    let (_dir, path, heap) = small();
     heap.find_or_init("b", || 1u64).unwrap();
     poke(&path, REG_LOCK, 0); // owner: none (dead)
     poke(&path, REG_LOCK + 16, 1); // flags: inconsistent
@@ -182,9 +182,7 @@ fn a_garbage_undo_entry_is_dropped_not_replayed_forever() {
 /// passes): the repair finishes, without walking the list.
 #[test]
 fn repair_does_not_walk_a_free_list_written_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("h");
-    let heap = create(&path, 1 << 20, 16 << 20);
+    let (_dir, path, heap) = small();
     let v = heap.vec::<u64>("v").unwrap();
     v.extend_from_slice(&vec![0u64; 4096]).unwrap();
     let b = heap.alloc(16, 8).unwrap();
@@ -214,9 +212,7 @@ fn repair_does_not_walk_a_free_list_written_meanwhile() {
 /// rebuilds the class from its bitmaps, and the class allocates again.
 #[test]
 fn a_bump_range_over_allocated_blocks_is_repaired() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("h");
-    let heap = create(&path, 1 << 20, 16 << 20);
+    let (_dir, path, heap) = small();
     let v = heap.vec::<u8>("keep").unwrap();
     v.extend_from_slice(&[1u8; 16]).unwrap();
     let b = peek(&path, object_of(&heap, "keep") + 40);
@@ -240,9 +236,7 @@ fn a_bump_range_over_allocated_blocks_is_repaired() {
 /// the repair rebuilds the bins.
 #[test]
 fn a_garbage_bin_head_is_dropped_not_linked() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("h");
-    let heap = create(&path, 1 << 20, 16 << 20);
+    let (_dir, path, heap) = small();
     let a = heap.alloc(100_000, 8).unwrap();
     let b = heap.alloc(20_000, 8).unwrap();
     for bin in 0..NBINS as u64 {
