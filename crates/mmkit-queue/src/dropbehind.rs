@@ -38,6 +38,9 @@ pub(crate) struct DropBehind {
     state: Arc<Mutex<State>>,
 }
 
+/// Segments behind the target that one rollover may schedule at most.
+const MAX_WALK: u64 = 64;
+
 #[derive(Default)]
 struct State {
     /// The next segment number to drop: `None` until the first rollover
@@ -60,7 +63,13 @@ impl DropBehind {
     pub(crate) fn rolled_over(&self, dir: &Path, active: u64, keep: u64) {
         let Some(target) = active.checked_sub(keep.max(1).saturating_add(1)) else { return };
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let next = *st.next.get_or_insert(target);
+        // A jump of the active number (other processes' rollovers, or a
+        // forged meta word) is not walked number by number, one `open`
+        // each: only the last segments behind it can hold pages worth
+        // dropping, and dropping is best effort.
+        let next = st.next.get_or_insert(target);
+        *next = (*next).max(target.saturating_sub(MAX_WALK));
+        let next = *next;
         st.target = st.target.max(target);
         let pid = std::process::id();
         if (st.running && st.pid == pid) || next > st.target {

@@ -202,10 +202,12 @@ pub const fn index_slot_offset(capacity: u64, seq: u64) -> u64 {
 }
 
 /// Whether a claim of `count` frames totalling `bytes` at sequence `seq`
-/// and offset `offset` fits in a segment of `capacity` bytes.
+/// and offset `offset` fits in a segment of `capacity` bytes. An offset
+/// that is not a frame position fits nowhere (only a corrupt tail or
+/// record holds one).
 pub fn claim_fits(capacity: u64, seq: u64, count: u64, offset: u64, bytes: u64) -> bool {
     let need = offset as u128 + bytes as u128 + 4 * (seq as u128 + count as u128) + EOS_RESERVE as u128;
-    need <= capacity as u128
+    offset % FRAME_ALIGN == 0 && need <= capacity as u128
 }
 
 /// Largest payload that fits in an empty segment of `segment_size` bytes.

@@ -108,7 +108,8 @@ pub struct ClaimInfo {
 impl ClaimInfo {
     /// Index of the last message the claim covers, when known.
     pub fn last(&self) -> Option<u64> {
-        self.claims.map(|n| self.first + n.saturating_sub(1))
+        // Saturating: a corrupt record's count may run past the index space.
+        self.claims.map(|n| self.first.saturating_add(n.saturating_sub(1)))
     }
 }
 
@@ -284,7 +285,13 @@ impl Queue {
     /// is passed in one step, not claim by claim.
     fn first_stamped(seg: &Segment, lo: u64, hi: u64) -> Option<(u64, u64)> {
         let mut c = lo;
-        while c < hi {
+        // A binary search step looks this far at most: committed messages
+        // are dense in a segment (a dead batch is one padded run), so only
+        // garbage in the index slots makes a longer walk, and the search
+        // then ends at an approximate match instead of walking it per step.
+        let mut budget = 4096;
+        while c < hi && budget > 0 {
+            budget -= 1;
             if let Some(t) = Self::timestamp_at(seg, c) {
                 return Some((c, t));
             }
@@ -354,8 +361,15 @@ impl Queue {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let (count, _) = split_tail(seg.tail().load(Ordering::Acquire));
-        let n = count.min(seg.final_count().load(Ordering::Acquire));
+        let (count, offset) = split_tail(seg.tail().load(Ordering::Acquire));
+        // Capped by what can exist, so that a forged count (the tail is
+        // shared memory, checked only at open) costs at most a walk of the
+        // segment: every claim, failed ones too, moved the offset on by a
+        // frame or more, and a claim that fits took a frame and its index
+        // slot inside the segment.
+        let written = offset.saturating_sub(SEGMENT_HEADER) / FRAME_HEADER;
+        let fit = (seg.capacity - SEGMENT_HEADER - EOS_RESERVE) / (FRAME_HEADER + 4);
+        let n = count.min(seg.final_count().load(Ordering::Acquire)).min(written).min(fit);
         Ok(Some((seg, n)))
     }
 
@@ -509,7 +523,7 @@ impl Queue {
             // assessed, and the image scan reports what is wrong with it.
             Err(_) => None,
         };
-        let image = match std::fs::read(&path) {
+        let image = match read_prefix(&path, self.segment_size()) {
             Ok(image) => image,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SegmentCheck::Gone),
             Err(e) => return Err(Error::io("read segment", &path, e)),
@@ -811,4 +825,14 @@ impl Queue {
         let seg = self.segment(s + 1).ok()?;
         Some(seg.header.created_ns)
     }
+}
+
+/// The first `len` bytes of the file at `path` (fewer if it is shorter):
+/// a segment file longer than the segment (tolerated, as when mapping it)
+/// must not size the buffer.
+fn read_prefix(path: &std::path::Path, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut image = Vec::new();
+    std::fs::File::open(path)?.take(len).read_to_end(&mut image)?;
+    Ok(image)
 }

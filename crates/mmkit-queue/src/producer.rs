@@ -104,8 +104,8 @@ const RUN: usize = 1024;
 /// [`claim_fits`]; sequence numbers stay below `u32::MAX`.
 fn run_fits(capacity: u64, seq: u64, offset: u64, msgs: &[Data<'_>]) -> (usize, u64) {
     // What `claim_fits` allows, counted down frame by frame.
-    let Some(mut room) = capacity.checked_sub(offset).and_then(|r| r.checked_sub(4 * seq + EOS_RESERVE))
-    else {
+    let room = capacity.checked_sub(offset).and_then(|r| r.checked_sub(4 * seq + EOS_RESERVE));
+    let Some(mut room) = room.filter(|_| offset % FRAME_ALIGN == 0) else {
         return (0, 0);
     };
     let most = (u32::MAX as u64).saturating_sub(seq + 1);

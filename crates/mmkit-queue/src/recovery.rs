@@ -101,7 +101,9 @@ fn read_slots(meta: &Meta) -> Result<Vec<SlotView>> {
 /// One slot, read seqlock-style (see [`read_slots`]).
 fn read_slot(meta: &Meta, slot: u64) -> Result<SlotView> {
     let state = meta.u64_at(slot + SLOT_STATE)?;
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let s1 = state.load(Ordering::SeqCst);
         let token = meta.u64_at(slot + SLOT_TOKEN)?.load(Ordering::SeqCst);
         let segment = meta.u64_at(slot + SLOT_SEGMENT)?.load(Ordering::SeqCst);
@@ -113,7 +115,11 @@ fn read_slot(meta: &Meta, slot: u64) -> Result<SlotView> {
         // The generation changes whenever a record is (re)written, and
         // only then; a record read between two loads of one generation
         // outside `CLAIMING` is whole.
-        let claiming = s1 & 3 == PRODUCER_CLAIMING || s2 & 3 == PRODUCER_CLAIMING;
+        // A record that keeps changing under us (a producer rewrites it a
+        // few times a claim; only a process writing it in a loop keeps it
+        // changing) is read as `CLAIMING`: the answer that makes callers
+        // wait for, or check the liveness of, its owner, never trust it.
+        let claiming = s1 & 3 == PRODUCER_CLAIMING || s2 & 3 == PRODUCER_CLAIMING || attempts > 64;
         if claiming || s1 >> 2 == s2 >> 2 {
             let (first, claims) = (claim >> 32, claim & 0xffff_ffff);
             let st = if claiming { PRODUCER_CLAIMING } else { s2 & 3 };
