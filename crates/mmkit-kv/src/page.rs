@@ -128,7 +128,10 @@ impl<'a> Keys<'a> for NoRuns {
 #[derive(Clone, Copy)]
 pub(crate) struct Page<'a> {
     pub(crate) b: &'a [u8],
+    // Both read once, when the header is checked: other processes can
+    // rewrite the bytes, and every slice below is cut with these.
     count: usize,
+    upper: usize,
 }
 
 impl<'a> Page<'a> {
@@ -147,7 +150,7 @@ impl<'a> Page<'a> {
         if HEADER + SLOT * count > upper || upper > PAGE {
             return Err("slot array overlaps the entry area");
         }
-        Ok(Page { b, count })
+        Ok(Page { b, count, upper })
     }
 
     pub(crate) fn is_leaf(&self) -> bool {
@@ -157,7 +160,7 @@ impl<'a> Page<'a> {
         self.count
     }
     pub(crate) fn upper(&self) -> usize {
-        u16_at(self.b, 4) as usize
+        self.upper
     }
     pub(crate) fn txnid(&self) -> u64 {
         u64_at(self.b, 8)
@@ -492,7 +495,13 @@ impl PageMut<'_> {
     }
 
     pub(crate) fn view(&self) -> Page<'_> {
-        Page { b: self.0, count: u16_at(self.0, 2) as usize }
+        // The page is this writer's, but other processes can write it
+        // too: the header is clamped into a shape every method can cut
+        // slices with (a page made garbage that way edits into garbage,
+        // inside the page).
+        let count = (u16_at(self.0, 2) as usize).min((PAGE - HEADER) / SLOT);
+        let upper = (u16_at(self.0, 4) as usize).clamp(HEADER + SLOT * count, PAGE);
+        Page { b: self.0, count, upper }
     }
 
     pub(crate) fn set_txnid(&mut self, txnid: u64) {

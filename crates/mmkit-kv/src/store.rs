@@ -50,7 +50,15 @@ impl Store {
         // `docs/kv-format.md` ("Why zero-copy reads are sound") forbids
         // conforming writers to touch pages a registered snapshot can
         // reach, and the writer of this process only writes pages it
-        // allocated in its own open transaction.
+        // allocated in its own open transaction. The limit of this
+        // argument: a writer knows which pages are free and which
+        // snapshots are registered from shared state, the free tree and
+        // the reader table (its slots and high-water mark). A process
+        // that forges those (as one that writes pages directly) makes
+        // even this process's writer reuse a page a snapshot holds; that
+        // is the "process that breaks the protocol" of the document, and
+        // the checks that are cheap (a `current` behind a newer meta, a
+        // page handed out twice or copied onto itself) are made.
         Ok(unsafe { std::slice::from_raw_parts(self.file.base().add((pgno as usize) * PAGE), len) })
     }
 

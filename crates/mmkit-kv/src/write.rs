@@ -43,6 +43,10 @@ struct OpenTable {
 pub(crate) struct WriterState {
     dirty: Vec<u64>,
     dirty_list: Vec<u64>,
+    /// One bit per page in `pool`: a free-tree record that names a page
+    /// the pool holds already, or that this transaction allocated, is
+    /// corrupt (handing it out twice would give two writers one page).
+    pooled: Vec<u64>,
     /// Pages ready for reuse: from the records in `loaded`, or freed
     /// earlier in this transaction.
     pool: Vec<u64>,
@@ -84,6 +88,11 @@ impl WriterState {
             }
         }
         self.dirty_list.clear();
+        for &p in &self.pool {
+            if let Some(w) = self.pooled.get_mut((p / 64) as usize) {
+                *w = 0;
+            }
+        }
         self.pool.clear();
         self.pool_after = None;
         self.pool_done = false;
@@ -136,18 +145,20 @@ impl Db {
             return Err(Error::ReadOnly { op: "write", path: self.store.path.clone() });
         }
         let st = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mutex = self.lock.writer()?;
-        let robust = match mutex.lock().map_err(Error::sync("lock writer"))? {
-            LockOutcome::Acquired(g) => g,
-            LockOutcome::OwnerDied(g) => {
-                self.take_over()?;
-                g.make_consistent();
-                g
-            }
-        };
+        let robust = self.lock_writer()?;
         let mut st = st;
         self.refresh_after_shrink(&mut st.shrinks_seen)?;
-        let cur = self.lock.current();
+        let mut cur = self.lock.current();
+        // A meta newer than `current` under the writer lock: a dead
+        // writer's commit that a locker without `take_over` let by, or a
+        // `current` another process lowered. Basing on the older commit
+        // would reuse the pages the newer one took from the free tree,
+        // which its readers hold. Three word loads; the full check only
+        // when one is newer.
+        if self.newer_meta_than(cur.txnid())? {
+            self.take_over()?;
+            cur = self.lock.current();
+        }
         let base = Meta::decode(&self.store.meta_bytes(cur.slot())?)
             .ok()
             .filter(|m| m.txnid == cur.txnid())
@@ -177,6 +188,33 @@ impl Db {
     /// A writer died: publish the newest complete commit it may have
     /// written but not announced (a meta with a valid checksum is whole:
     /// it is written after every page it points to).
+    /// Takes the writer lock; a dead holder's complete commit is
+    /// published first ([`take_over`](Self::take_over)), on every path
+    /// that takes the lock.
+    fn lock_writer(&self) -> Result<mmkit_sync::MutexGuard<'_>> {
+        let mutex = self.lock.writer()?;
+        match mutex.lock().map_err(Error::sync("lock writer"))? {
+            LockOutcome::Acquired(g) => Ok(g),
+            LockOutcome::OwnerDied(g) => {
+                self.take_over()?;
+                g.make_consistent();
+                Ok(g)
+            }
+        }
+    }
+
+    /// Whether a meta slot claims a commit newer than `txnid` (its txnid
+    /// word, unverified: [`take_over`](Self::take_over) verifies).
+    fn newer_meta_than(&self, txnid: u64) -> Result<bool> {
+        for slot in 0..crate::meta::META_SLOTS {
+            let b = self.store.meta_bytes(slot)?;
+            if u64::from_le_bytes(b[24..32].try_into().unwrap_or([0; 8])) > txnid {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub(crate) fn take_over(&self) -> Result<()> {
         let (meta, slot) = self.newest_meta()?;
         if meta.txnid > self.lock.current().txnid() {
@@ -209,8 +247,33 @@ impl<'db> WriteTxn<'db> {
         View { store: &self.db.store, next_page: self.next_page, verify: false, prefetch: false }
     }
 
-    fn is_dirty(&self, p: u64) -> bool {
+    pub(crate) fn is_dirty(&self, p: u64) -> bool {
         self.st.dirty.get((p / 64) as usize).is_some_and(|w| w & (1 << (p % 64)) != 0)
+    }
+
+    /// Puts `p` in the pool (and its bit in `pooled`).
+    pub(crate) fn pool_push(&mut self, p: u64) {
+        set_bit(&mut self.st.pooled, p, true);
+        self.st.pool.push(p);
+    }
+
+    /// Takes the newest page out of the pool.
+    pub(crate) fn pool_pop(&mut self) -> Option<u64> {
+        let p = self.st.pool.pop()?;
+        set_bit(&mut self.st.pooled, p, false);
+        Some(p)
+    }
+
+    /// Takes pool entries `range` out of the pool.
+    pub(crate) fn pool_forget(&mut self, range: std::ops::Range<usize>) {
+        let st = &mut *self.st;
+        for p in st.pool.drain(range) {
+            set_bit(&mut st.pooled, p, false);
+        }
+    }
+
+    pub(crate) fn is_pooled(&self, p: u64) -> bool {
+        self.st.pooled.get((p / 64) as usize).is_some_and(|w| w & (1 << (p % 64)) != 0)
     }
 
     fn mark_dirty(&mut self, p: u64) {
@@ -558,22 +621,19 @@ impl Db {
     /// writers keep its pages and meta slot), sync, then declare it
     /// durable. Both marks are made under the writer lock.
     fn sync_round(&self) -> Result<()> {
-        let mutex = self.lock.writer()?;
         let target = {
-            let g = mutex.lock().map_err(Error::sync("lock writer"))?.into_guard();
+            let _g = self.lock_writer()?;
             let cur = self.lock.current();
             self.lock.word(L_SYNCING).store(cur.0, Ordering::SeqCst);
-            g.make_consistent();
             cur
         };
         let synced = self.store.sync();
-        let g = mutex.lock().map_err(Error::sync("lock writer"))?.into_guard();
+        let g = self.lock_writer()?;
         if synced.is_ok() {
             self.lock.word(L_DURABLE).fetch_max(target.0, Ordering::SeqCst);
             self.lock.word(L_FLUSHED).fetch_max(target.txnid(), Ordering::SeqCst);
         }
         self.lock.word(L_SYNCING).store(0, Ordering::SeqCst);
-        g.make_consistent();
         drop(g);
         synced?;
         self.lock.durable_events()?.publish(target.txnid());
@@ -711,5 +771,18 @@ impl<'db> TableMut<'_, 'db> {
     /// True when the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Sets or clears bit `p` of `bits`, growing it as needed.
+fn set_bit(bits: &mut Vec<u64>, p: u64, on: bool) {
+    let w = (p / 64) as usize;
+    if bits.len() <= w {
+        bits.resize(w + 1, 0);
+    }
+    if on {
+        bits[w] |= 1 << (p % 64);
+    } else {
+        bits[w] &= !(1 << (p % 64));
     }
 }

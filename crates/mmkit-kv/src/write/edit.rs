@@ -44,6 +44,10 @@ impl<'db> WriteTxn<'db> {
         let src = self.page(p, table)?;
         let (lo, hi, written_by) = (src.lower(), src.upper(), src.txnid());
         let n = self.alloc()?;
+        if n == p {
+            // Only a free tree listing a page in use hands it out here.
+            return Err(self.bad(p, table, "the free tree lists a page in use"));
+        }
         let txnid = self.txnid;
         let mut dst = self.page_mut(n);
         dst.0[..lo].copy_from_slice(&src.b[..lo]);
@@ -228,6 +232,9 @@ impl<'db> WriteTxn<'db> {
         let appending = idx == count && self.rightmost(path, table)?;
         let s = if appending { count } else { self.split_point(pg, idx, size, table)? };
         let right = self.alloc()?;
+        if right == pg {
+            return Err(self.bad(pg, table, "the free tree lists a page in use"));
+        }
         let txnid = self.txnid;
         self.page_mut(right).init(if leaf { KIND_LEAF } else { KIND_BRANCH }, txnid);
         // SAFETY: `pg` and `right` are distinct dirty pages of this
