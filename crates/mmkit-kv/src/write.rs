@@ -43,10 +43,6 @@ struct OpenTable {
 pub(crate) struct WriterState {
     dirty: Vec<u64>,
     dirty_list: Vec<u64>,
-    /// One bit per page in `pool`: a free-tree record that names a page
-    /// the pool holds already, or that this transaction allocated, is
-    /// corrupt (handing it out twice would give two writers one page).
-    pooled: Vec<u64>,
     /// Pages ready for reuse: from the records in `loaded`, or freed
     /// earlier in this transaction.
     pool: Vec<u64>,
@@ -88,11 +84,6 @@ impl WriterState {
             }
         }
         self.dirty_list.clear();
-        for &p in &self.pool {
-            if let Some(w) = self.pooled.get_mut((p / 64) as usize) {
-                *w = 0;
-            }
-        }
         self.pool.clear();
         self.pool_after = None;
         self.pool_done = false;
@@ -206,9 +197,10 @@ impl Db {
     /// Whether a meta slot claims a commit newer than `txnid` (its txnid
     /// word, unverified: [`take_over`](Self::take_over) verifies).
     fn newer_meta_than(&self, txnid: u64) -> Result<bool> {
+        use mmkit_region::Access;
         for slot in 0..crate::meta::META_SLOTS {
-            let b = self.store.meta_bytes(slot)?;
-            if u64::from_le_bytes(b[24..32].try_into().unwrap_or([0; 8])) > txnid {
+            let word = self.store.file.load_u64(slot * crate::PAGE as u64 + 24, Ordering::Relaxed);
+            if word.map_err(Error::region("read meta"))? > txnid {
                 return Ok(true);
             }
         }
@@ -249,31 +241,6 @@ impl<'db> WriteTxn<'db> {
 
     pub(crate) fn is_dirty(&self, p: u64) -> bool {
         self.st.dirty.get((p / 64) as usize).is_some_and(|w| w & (1 << (p % 64)) != 0)
-    }
-
-    /// Puts `p` in the pool (and its bit in `pooled`).
-    pub(crate) fn pool_push(&mut self, p: u64) {
-        set_bit(&mut self.st.pooled, p, true);
-        self.st.pool.push(p);
-    }
-
-    /// Takes the newest page out of the pool.
-    pub(crate) fn pool_pop(&mut self) -> Option<u64> {
-        let p = self.st.pool.pop()?;
-        set_bit(&mut self.st.pooled, p, false);
-        Some(p)
-    }
-
-    /// Takes pool entries `range` out of the pool.
-    pub(crate) fn pool_forget(&mut self, range: std::ops::Range<usize>) {
-        let st = &mut *self.st;
-        for p in st.pool.drain(range) {
-            set_bit(&mut st.pooled, p, false);
-        }
-    }
-
-    pub(crate) fn is_pooled(&self, p: u64) -> bool {
-        self.st.pooled.get((p / 64) as usize).is_some_and(|w| w & (1 << (p % 64)) != 0)
     }
 
     fn mark_dirty(&mut self, p: u64) {
@@ -771,18 +738,5 @@ impl<'db> TableMut<'_, 'db> {
     /// True when the table has no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Sets or clears bit `p` of `bits`, growing it as needed.
-fn set_bit(bits: &mut Vec<u64>, p: u64, on: bool) {
-    let w = (p / 64) as usize;
-    if bits.len() <= w {
-        bits.resize(w + 1, 0);
-    }
-    if on {
-        bits[w] |= 1 << (p % 64);
-    } else {
-        bits[w] &= !(1 << (p % 64));
     }
 }
