@@ -32,13 +32,24 @@ pub(crate) fn park_slice(slices: u32) -> Duration {
     if slices < SHORT_SLICES { SHORT_SLICE } else { LONG_SLICE }
 }
 
+/// Whether `holder`, a token read from a lock word, is dead as far as the
+/// thread `me` can tell: by its liveness, or because it names this very
+/// thread under another token (a thread that had this id before, or a
+/// forgery, such as one with an unknown start time, which liveness cannot
+/// tell from this thread): this thread never holds a lock under a token
+/// that is not its own.
+pub(crate) fn dead_for(holder: u64, me: u64) -> bool {
+    let h = ProcessToken::from_raw(holder);
+    (holder != me && h.pid() == ProcessToken::from_raw(me).pid()) || h.liveness() == Liveness::Dead
+}
+
 /// If `holder` (read from `word`) is dead, replaces it there by `me` and
 /// sets INCONSISTENT in `flags`. At most one caller per dead holder gets
 /// true: a dead thread never writes its token again, so only one
 /// compare-and-swap away from it can succeed. If the winner dies before
 /// setting the flag, its own token is dead and the next taker sets it.
 pub(crate) fn take_over_dead(word: &AtomicU64, flags: &AtomicU32, holder: u64, me: u64) -> bool {
-    if holder == 0 || ProcessToken::from_raw(holder).liveness() != Liveness::Dead {
+    if holder == 0 || !dead_for(holder, me) {
         return false;
     }
     if word.compare_exchange(holder, me, Ordering::SeqCst, Ordering::Relaxed).is_err() {

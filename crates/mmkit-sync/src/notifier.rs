@@ -223,7 +223,10 @@ impl Notifier {
         mut slice: Option<Duration>,
         light: bool,
     ) -> bool {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Saturating, and `u32::MAX` sticks (see below): a count another
+        // process forged to the top must not wrap to 0, which notifiers
+        // read as "nobody parked" and skip the wake for good.
+        let _ = self.waiters.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| Some(w.saturating_add(1)));
         if light && !crate::barrier::heavy() {
             // A light notifier may not see this registration: never sleep
             // long on the strength of it.
@@ -248,7 +251,12 @@ impl Notifier {
                 yield_now();
             }
         };
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        // From 0 (a count forged down while we were parked) this wraps to
+        // `u32::MAX`, which stays: notifiers then always wake, which costs
+        // them a system call and loses nothing.
+        let _ = self
+            .waiters
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| (w != u32::MAX).then(|| w.wrapping_sub(1)));
         result
     }
 }

@@ -16,10 +16,10 @@ use std::time::Duration;
 use mmkit_region::Access;
 
 use crate::error::{Error, Result};
-use crate::mutex::{INCONSISTENT, Outcome, SPINS, park_slice, release_word, take_over_dead};
+use crate::mutex::{INCONSISTENT, Outcome, SPINS, dead_for, park_slice, release_word, take_over_dead};
 use crate::notifier::{Deadline, Notifier};
 use crate::place::{Placeable, place};
-use crate::token::{Liveness, ProcessToken};
+use crate::token::ProcessToken;
 
 /// Number of reader slots: at most this many threads hold a read lock at
 /// once; more wait for a free slot.
@@ -249,7 +249,7 @@ impl RobustRwLock {
             if !self.wait(&mut ready, deadline, &mut slices) {
                 self.clear_dead_writer(me);
                 if !self.has_free_slot() {
-                    self.reap_dead_readers();
+                    self.reap_dead_readers(me);
                 }
                 if deadline.expired() {
                     return Ok(None);
@@ -279,7 +279,7 @@ impl RobustRwLock {
         let mut drained = || self.readers.iter().all(|r| r.load(Ordering::SeqCst) == 0);
         while !drained() {
             if !self.wait(&mut drained, deadline, &mut slices) {
-                self.reap_dead_readers();
+                self.reap_dead_readers(me);
                 if deadline.expired() && !drained() {
                     self.unclaim_writer(me);
                     return Ok(None);
@@ -377,11 +377,16 @@ impl RobustRwLock {
 
     /// Frees the slots of dead readers; reading changes nothing, so no
     /// repair is needed.
-    fn reap_dead_readers(&self) {
+    /// A slot holding `me` while this thread holds no read guard at all
+    /// is not this thread's either (a forged copy of its token, which
+    /// would make its writer wait for itself).
+    fn reap_dead_readers(&self, me: u64) {
+        let mine_free = READS_HELD.get() == 0;
         for slot in &self.readers {
             let holder = slot.load(Ordering::Acquire);
+            let dead = if holder == me { mine_free } else { dead_for(holder, me) };
             if holder != 0
-                && ProcessToken::from_raw(holder).liveness() == Liveness::Dead
+                && dead
                 && slot.compare_exchange(holder, 0, Ordering::SeqCst, Ordering::Relaxed).is_ok()
             {
                 self.notifier.notify_all_after_seqcst_rmw();
