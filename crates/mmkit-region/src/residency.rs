@@ -151,15 +151,23 @@ impl PageMap {
 
     /// Runs of equal state, as `(first_page, page_count, resident)`.
     pub fn runs(&self) -> Vec<(u64, u64, bool)> {
-        let mut runs: Vec<(u64, u64, bool)> = Vec::new();
-        for page in 0..self.pages {
-            let resident = self.is_resident(page);
-            match runs.last_mut() {
-                Some(last) if last.2 == resident => last.1 += 1,
-                _ => runs.push((page, 1, resident)),
+        self.iter_runs().collect()
+    }
+
+    /// [`PageMap::runs`], one at a time: nothing is held per run, however
+    /// many a large file's residency breaks into.
+    pub fn iter_runs(&self) -> impl Iterator<Item = (u64, u64, bool)> + '_ {
+        let mut page = 0;
+        std::iter::from_fn(move || {
+            if page >= self.pages {
+                return None;
             }
-        }
-        runs
+            let (first, resident) = (page, self.is_resident(page));
+            while page < self.pages && self.is_resident(page) == resident {
+                page += 1;
+            }
+            Some((first, page - first, resident))
+        })
     }
 
     /// A picture `width` characters wide, as `vmtouch -v` draws it: `O`
@@ -243,10 +251,9 @@ pub fn touch_fd(fd: impl AsFd, path: Option<&Path>) -> Result<Residency> {
     let before = of_fd(fd, path, true)?;
     let Some(map) = before.map() else { return Ok(before) };
     let page = before.page_size as u64;
-    let missing: Vec<(u64, u64)> =
-        map.runs().into_iter().filter(|r| !r.2).map(|(first, n, _)| (first * page, n * page)).collect();
+    let missing = map.iter_runs().filter(|r| !r.2).map(|(first, n, _)| (first * page, n * page));
     let mut buf = Vec::new();
-    for &(offset, len) in &missing {
+    for (offset, len) in missing {
         let len = len.min(before.size - offset);
         let done = sink_range(fd, offset, len);
         if done < len {

@@ -22,7 +22,7 @@ fn child_entry() {
 }
 
 fn marker(step: u64) -> [u8; 8] {
-    (step * 0x9E37_79B9_7F4A_7C15).to_le_bytes()
+    step.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes()
 }
 
 #[test]
