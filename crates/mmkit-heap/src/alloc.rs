@@ -57,6 +57,13 @@ pub(crate) fn large_pages(size: u64) -> u64 {
     size.saturating_add(RUN_HEADER).div_ceil(PAGE)
 }
 
+/// Whether `run`, read at `off - RUN_HEADER`, is a well-formed large block
+/// whose data starts at `off`: of that kind, with the pages its recorded
+/// size needs.
+pub(crate) fn is_large_block(off: u64, run: &Run) -> bool {
+    off >= HEADER_SIZE + RUN_HEADER && run.kind == KIND_LARGE && run.pages == large_pages(run.info)
+}
+
 /// Bytes a block of `size` at `align` really takes (its class size, or its
 /// run's pages).
 pub fn block_size(size: u64, align: u64) -> u64 {
@@ -132,11 +139,7 @@ impl Inner {
     /// corruption error naming `op` if there is no such block.
     fn large_block(&self, off: u64, size: u64, op: &str) -> Result<Run> {
         let run = self.read_run(off.wrapping_sub(RUN_HEADER))?;
-        if off < HEADER_SIZE + RUN_HEADER
-            || run.kind != KIND_LARGE
-            || run.info != size
-            || run.pages != large_pages(size)
-        {
+        if !is_large_block(off, &run) || run.info != size {
             return Err(self.corrupt(format!("{op} of {size} bytes at {off}: not such a block")));
         }
         Ok(run)
@@ -266,6 +269,12 @@ impl Inner {
 
     fn bit(slab: u64, idx: u64) -> (u64, u64) {
         (slab + RUN_HEADER + idx / 64 * 8, 1u64 << (idx % 64))
+    }
+
+    /// Whether block `idx` of `slab` is free (clear in the slab's bitmap).
+    pub(crate) fn block_is_free(&self, slab: u64, idx: u64) -> Result<bool> {
+        let (word, mask) = Self::bit(slab, idx);
+        Ok(self.load(word)? & mask == 0)
     }
 
     fn alloc_small(&self, c: usize) -> Result<u64> {

@@ -331,9 +331,8 @@ fn walk_slab(inner: &Inner, run: &Run, w: &mut Walk) -> Result<()> {
     w.stat.overhead += h + (SLAB - h - n * size);
     let mut any = false;
     for i in 0..n {
-        let word = inner.load(run.off + RUN_HEADER + i / 64 * 8)?;
         let block = run.off + h + i * size;
-        if word & (1 << (i % 64)) != 0 {
+        if !inner.block_is_free(run.off, i)? {
             any = true;
             w.stat.used += size;
             w.allocated.insert(block, Block { size, class: Some(c) });
@@ -375,10 +374,6 @@ fn check_bins(inner: &Inner, w: &mut Walk) -> Result<()> {
     Ok(())
 }
 
-/// Each class's free list and bump range hold exactly its slabs' clear
-/// bits. An empty slab that neither holds free-list blocks nor the bump
-/// range is an orphan: a process died between taking it from the run
-/// allocator and handing it to its class. It counts as a leak.
 /// Whether `bump..end` is free blocks of one slab of class `c` (what
 /// allocation from the range expects).
 fn bump_range_free(inner: &Inner, c: usize, bump: u64, end: u64) -> bool {
@@ -386,10 +381,13 @@ fn bump_range_free(inner: &Inner, c: usize, bump: u64, end: u64) -> bool {
     let n = (end - bump) / class_size(c);
     let (_, per_slab) = slab_geometry(c);
     first.checked_add(n).is_some_and(|last| last <= per_slab)
-        && (first..first + n)
-            .all(|i| inner.load(slab + RUN_HEADER + i / 64 * 8).is_ok_and(|word| word & (1 << (i % 64)) == 0))
+        && (first..first + n).all(|i| inner.block_is_free(slab, i).unwrap_or(false))
 }
 
+/// Each class's free list and bump range hold exactly its slabs' clear
+/// bits. An empty slab that neither holds free-list blocks nor the bump
+/// range is an orphan: a process died between taking it from the run
+/// allocator and handing it to its class. It counts as a leak.
 fn check_classes(inner: &Inner, w: &mut Walk) -> Result<()> {
     let mut in_list: BTreeMap<u64, u64> = BTreeMap::new();
     let mut listed = [0u64; CLASSES];
@@ -403,9 +401,7 @@ fn check_classes(inner: &Inner, w: &mut Walk) -> Result<()> {
         while r != 0 {
             let ok = seen.len() < (1 << 26)
                 && seen.insert(r)
-                && inner.locate(c, r).is_ok_and(|(slab, i)| {
-                    inner.load(slab + RUN_HEADER + i / 64 * 8).is_ok_and(|word| word & (1 << (i % 64)) == 0)
-                });
+                && inner.locate(c, r).is_ok_and(|(slab, i)| inner.block_is_free(slab, i).unwrap_or(false));
             if !ok {
                 w.errors.push(format!("class {size}: free list entry {r} is not a free block (or a cycle)"));
                 w.classes_broken.push(c);
@@ -431,7 +427,7 @@ fn check_classes(inner: &Inner, w: &mut Walk) -> Result<()> {
         let (_, n) = slab_geometry(c);
         let mut clear = 0;
         for i in 0..n {
-            if inner.load(off + RUN_HEADER + i / 64 * 8)? & (1 << (i % 64)) == 0 {
+            if inner.block_is_free(off, i)? {
                 clear += 1;
             }
         }
@@ -563,9 +559,10 @@ fn owned_blocks(inner: &Inner, kind: u64, off: u64) -> Result<(Vec<BlockRef>, Op
 /// Rebuilds broken free lists and bins from the walk. Class and run locks
 /// held.
 fn rebuild(inner: &Inner, w: &Walk, report: &mut CheckReport) -> Result<()> {
+    let all = if w.classes_broken.is_empty() { Vec::new() } else { slabs(inner)? };
     for &c in &w.classes_broken {
         let mut t = Txn::new(inner, CLASS_BASE + CLASS_STRIDE * c as u64 + C_LOG, C_LOG_CAP);
-        relink_class(inner, c, &[], &mut t)?;
+        relink_class(inner, c, &all, &[], &mut t)?;
         t.commit()?;
         report.repairs.push(format!("rebuilt the free list of class {}", class_size(c)));
     }
@@ -594,18 +591,24 @@ fn rebuild(inner: &Inner, w: &Walk, report: &mut CheckReport) -> Result<()> {
 /// hostile process may have made it a cycle or aimed it anywhere. The
 /// bump range is dropped (its blocks are in the list now): a broken class
 /// may have it over allocated blocks. Class and run locks held.
-fn relink_class(inner: &Inner, c: usize, skip: &[u64], t: &mut Txn<'_>) -> Result<()> {
+fn relink_class(
+    inner: &Inner,
+    c: usize,
+    slabs: &[(u64, usize)],
+    skip: &[u64],
+    t: &mut Txn<'_>,
+) -> Result<()> {
     let base = CLASS_BASE + CLASS_STRIDE * c as u64;
     let (h, n) = slab_geometry(c);
     let size = class_size(c);
     let mut head = 0u64;
-    for (slab, sc) in slabs(inner)? {
+    for &(slab, sc) in slabs {
         if sc != c || skip.contains(&slab) {
             continue;
         }
         for i in 0..n {
-            let block = slab + h + i * size;
-            if inner.load(slab + RUN_HEADER + i / 64 * 8)? & (1 << (i % 64)) == 0 {
+            if inner.block_is_free(slab, i)? {
+                let block = slab + h + i * size;
                 inner.store(block, head)?;
                 head = block;
             }
@@ -626,10 +629,11 @@ fn release_empty_slabs(inner: &Inner, report: &mut CheckReport) -> Result<()> {
     for (slab, c) in &w.empty_slabs {
         by_class.entry(*c).or_default().push(*slab);
     }
+    let all = if by_class.is_empty() { Vec::new() } else { slabs(inner)? };
     for (c, empties) in &by_class {
         let base = CLASS_BASE + CLASS_STRIDE * *c as u64;
         let mut t = Txn::new(inner, base + C_LOG, C_LOG_CAP);
-        relink_class(inner, *c, empties, &mut t)?;
+        relink_class(inner, *c, &all, empties, &mut t)?;
         t.set(base + C_SLABS, inner.load(base + C_SLABS)?.saturating_sub(empties.len() as u64))?;
         t.commit()?;
     }

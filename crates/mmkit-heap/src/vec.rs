@@ -19,7 +19,7 @@ use mmkit_sync::MutexGuard;
 
 use crate::crash;
 use crate::error::{Error, Result};
-use crate::layout::{HEADER_SIZE, KIND_LARGE, RUN_HEADER};
+use crate::layout::{HEADER_SIZE, RUN_HEADER};
 use crate::registry::{KIND_STRING, KIND_VEC, Object, sealed::Sealed};
 use crate::segment::{Block, Heap, Inner, Txn};
 use crate::types::{ShmType, TypeDesc};
@@ -121,11 +121,15 @@ fn settle_grown(inner: &Inner, off: u64) -> Result<()> {
         return Ok(());
     }
     let Ok(run) = inner.read_run(s.buf.wrapping_sub(RUN_HEADER)) else { return Ok(()) };
-    let grown = run.kind == KIND_LARGE && run.info > bytes && run.info % es == 0;
-    if grown && run.pages == crate::alloc::large_pages(run.info) && s.buf >= HEADER_SIZE + RUN_HEADER {
+    if crate::alloc::is_large_block(s.buf, &run) && run.info > bytes && run.info % es == 0 {
         inner.store(off + V_CAP, run.info / es)?;
     }
     Ok(())
+}
+
+/// `len + n`, or an error naming `op` when it overflows.
+fn grown_len(len: u64, n: u64, op: &'static str) -> Result<u64> {
+    len.checked_add(n).ok_or_else(|| Error::Invalid { op, reason: "length overflows".into() })
 }
 
 /// The block holding a vector's elements: (offset, bytes, alignment).
@@ -246,10 +250,7 @@ impl RawVec {
     /// the buffer does, in `regrow`).
     pub(crate) fn extend(&self, data: &[u8], n: u64) -> Result<()> {
         let (_g, mut s) = self.lock()?;
-        let need = s
-            .len
-            .checked_add(n)
-            .ok_or_else(|| Error::Invalid { op: "push", reason: "length overflows".into() })?;
+        let need = grown_len(s.len, n, "push")?;
         let old = if need > s.cap {
             let old = self.regrow(&s, need)?;
             s = self.checked_state(&self.inner().block(self.off, HEADER_BYTES)?)?;
@@ -335,10 +336,7 @@ impl RawVec {
     /// Makes room for `additional` more elements than the length.
     pub(crate) fn reserve(&self, additional: u64) -> Result<()> {
         let (_g, s) = self.lock()?;
-        let need = s
-            .len
-            .checked_add(additional)
-            .ok_or_else(|| Error::Invalid { op: "reserve", reason: "length overflows".into() })?;
+        let need = grown_len(s.len, additional, "reserve")?;
         if need > s.cap {
             if let Some((buf, bytes)) = self.regrow(&s, need)? {
                 self.inner().free(buf, bytes, buf_align(self.ea))?;

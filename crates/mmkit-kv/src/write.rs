@@ -4,6 +4,7 @@
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::Ordering;
 
+use mmkit_region::Access;
 use mmkit_sync::LockOutcome;
 
 use crate::db::{Db, Durability, Table, TableInfo, check_table_name, now_us};
@@ -144,7 +145,7 @@ impl Db {
         // writer's commit that a locker without `take_over` let by, or a
         // `current` another process lowered. Basing on the older commit
         // would reuse the pages the newer one took from the free tree,
-        // which its readers hold. Three word loads; the full check only
+        // which its readers hold. Four word loads; the full check only
         // when one is newer.
         if self.newer_meta_than(cur.txnid())? {
             self.take_over()?;
@@ -176,9 +177,6 @@ impl Db {
         })
     }
 
-    /// A writer died: publish the newest complete commit it may have
-    /// written but not announced (a meta with a valid checksum is whole:
-    /// it is written after every page it points to).
     /// Takes the writer lock; a dead holder's complete commit is
     /// published first ([`take_over`](Self::take_over)), on every path
     /// that takes the lock.
@@ -197,7 +195,6 @@ impl Db {
     /// Whether a meta slot claims a commit newer than `txnid` (its txnid
     /// word, unverified: [`take_over`](Self::take_over) verifies).
     fn newer_meta_than(&self, txnid: u64) -> Result<bool> {
-        use mmkit_region::Access;
         for slot in 0..crate::meta::META_SLOTS {
             let word = self.store.file.load_u64(slot * crate::PAGE as u64 + 24, Ordering::Relaxed);
             if word.map_err(Error::region("read meta"))? > txnid {
@@ -207,6 +204,9 @@ impl Db {
         Ok(false)
     }
 
+    /// A writer died: publish the newest complete commit it may have
+    /// written but not announced (a meta with a valid checksum is whole:
+    /// it is written after every page it points to).
     pub(crate) fn take_over(&self) -> Result<()> {
         let (meta, slot) = self.newest_meta()?;
         if meta.txnid > self.lock.current().txnid() {

@@ -242,8 +242,6 @@ impl WriteTxn<'_> {
         Ok(p)
     }
 
-    /// Releases a page: one written by this transaction is reusable at
-    /// once; a committed one goes to the free tree.
     /// Takes `n` pages off the free count: a count below the records the
     /// tree holds (the meta's word is another process's to forge) is a
     /// corruption error, not an underflow.
@@ -255,6 +253,8 @@ impl WriteTxn<'_> {
         Ok(())
     }
 
+    /// Releases a page: one written by this transaction is reusable at
+    /// once; a committed one goes to the free tree.
     pub(super) fn free_page(&mut self, p: u64, written_by: u64) {
         if written_by == self.txnid && self.is_dirty(p) {
             self.st.pool.push(p);
