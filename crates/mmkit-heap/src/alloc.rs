@@ -154,22 +154,46 @@ impl Inner {
     /// is rolled back; once it commits, the block has `new_size` bytes
     /// (and frees with that size).
     pub(crate) fn grow_in_place(&self, off: u64, size: u64, new_size: u64, align: u64) -> Result<bool> {
+        Ok(self.grow_block(off, size, new_size, align)?.is_some())
+    }
+
+    /// [`Inner::grow_in_place`], returning on success the offset from
+    /// which the block's bytes were never carved before (they hold the
+    /// zeros the file grew with; the bytes before it hold whatever they
+    /// held).
+    pub(crate) fn grow_block(&self, off: u64, size: u64, new_size: u64, align: u64) -> Result<Option<u64>> {
         self.check_align(new_size, align)?;
         if new_size < size || class_for(size, align).is_some() || class_for(new_size, align).is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let _g = self.lock_page_heap()?;
         let run = self.large_block(off, size, "growth")?;
+        let fresh_from = self.load(PH_ZERO_FROM)?;
         let mut t = Txn::new(self, PH_LOG, PH_LOG_CAP);
         let want = large_pages(new_size);
         if want > run.pages && !self.take_pages_after(&mut t, run, want - run.pages)? {
-            return Ok(false);
+            return Ok(None);
         }
         t.set(run.off + R_PAGES, want)?;
         t.set(run.off + R_INFO, new_size)?;
         crash::point("run.extend");
         t.commit()?;
-        Ok(true)
+        Ok(Some(fresh_from))
+    }
+
+    /// The size of the large block at `off`, if one starts there. Takes
+    /// the run lock, so a grower killed inside its transaction is rolled
+    /// back first.
+    pub(crate) fn large_block_len(&self, off: u64) -> Result<Option<u64>> {
+        let _g = self.lock_page_heap()?;
+        Ok(self.large_block_len_locked(off))
+    }
+
+    /// [`Inner::large_block_len`] for a caller that holds the run lock.
+    pub(crate) fn large_block_len_locked(&self, off: u64) -> Option<u64> {
+        let at = off.checked_sub(RUN_HEADER)?;
+        let run = self.read_run(at).ok()?;
+        is_large_block(off, &run).then_some(run.info)
     }
 
     /// Gives `more` pages right after `run` to it: from the uncarved top

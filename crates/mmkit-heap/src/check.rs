@@ -655,7 +655,11 @@ pub(crate) fn destroy(heap: &Heap, kind: u64, off: u64, ready: bool) -> Result<(
         return Ok(());
     }
     let guards = lock_object(inner, kind, off)?;
+    // Held while the blocks are read: a map table's size is read from its
+    // run (see `map::blocks`).
+    let runs = inner.lock_page_heap()?;
     let owned = owned_blocks(inner, kind, off).map(|(b, _)| b).unwrap_or_default();
+    drop(runs);
     inner.store(off, 0)?;
     if kind == KIND_MAP {
         crate::map::retire(inner, off)?;

@@ -27,6 +27,12 @@ pub fn build(path: &Path) -> crate::Result<Heap> {
     }
     heap.string("text")?.set("hello, heap")?;
     heap.find_or_init("counter", || 7u64)?;
+    // A table of pages at the top of the heap, three quarters full of
+    // consecutive keys: its next resize grows it in place.
+    let dense = heap.map_with_capacity::<u64, u64>("dense", 300)?;
+    for i in 0..380u64 {
+        dense.insert(&i, &i)?;
+    }
     let big = heap.alloc(20_000, 8)?;
     heap.free(big, 20_000, 8)?;
     Ok(heap)
@@ -55,6 +61,15 @@ pub fn exercise(path: &Path) {
         let _ = map.insert_many(&[(5u64, 1u64), (2000, 2), (5, 3)]);
         let _ = map.len();
         let _ = map.entries();
+    }
+    if let Ok(map) = heap.map::<u64, u64>("dense") {
+        // A far key, which moves when the table grows, then the resize.
+        let _ = map.insert(&(1 << 33), &1);
+        for i in 380..420u64 {
+            let _ = map.insert(&i, &i);
+        }
+        let _ = map.get(&(1 << 33));
+        let _ = map.get(&7);
     }
     if let Ok(map) = heap.map::<str, [u8]>("strings") {
         let _ = map.get("key number 3");

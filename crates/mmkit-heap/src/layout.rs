@@ -9,7 +9,7 @@ use crate::types::{FNV_SEED, fnv};
 /// Magic number at offset 0.
 pub const MAGIC: [u8; 8] = *b"MMKHEAP\0";
 /// Format version.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Bytes of the header; the heap's runs start here.
 pub const HEADER_SIZE: u64 = 16384;
 /// Page size of the run allocator.

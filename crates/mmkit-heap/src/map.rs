@@ -67,6 +67,16 @@ const M_USED: u64 = 64;
 const M_MOVE_FROM: u64 = 72;
 /// The new slot that move fills.
 const M_MOVE_TO: u64 = 80;
+/// Resizes started so far: the parity of the current one marks the slots
+/// it moves (see [`ROUND_BIT`]).
+const M_ROUND: u64 = 88;
+/// Not 0 while every key of the table sits in its home line with a
+/// placement below the table's size (keys placed by value only): a table
+/// grown in place then keeps every key where lookups in the larger table
+/// look first, and the resize moves nothing (see `switch_to`). Set when a
+/// resize switches tables; cleared, before the key is published, by any
+/// write that places a key anywhere else (see `note_place`).
+const M_DENSE: u64 = 96;
 const M_LOCK: u64 = 128;
 const M_LOG: u64 = 160;
 const M_LOG_CAP: u64 = 12;
@@ -85,6 +95,11 @@ const MIN_CAP: u64 = 16;
 const MAX_CAP: u64 = 1 << 36;
 /// Slots moved per migration step (one round of stripe locks).
 const CHUNK: u64 = 1024;
+/// Chunks a resize in place scans per round of locks.
+const IN_PLACE_CHUNKS: u64 = 4;
+/// Slots a resize samples to choose between growing the table in place
+/// and moving every key to a new one.
+const STAY_SAMPLE: u64 = 64;
 /// Old slots hashed (and their new lines prefetched) before they move.
 const MOVE_BATCH: usize = 32;
 /// Key plus value bytes stored inline.
@@ -99,6 +114,11 @@ const TOMB: u64 = 2;
 const BUSY: u64 = 3;
 const MOVED: u64 = 4;
 const INLINE_BIT: u64 = 1 << 3;
+/// In a moved slot: the parity of the resize that moved it. A table grown
+/// in place keeps the slots earlier resizes marked moved; a lookup in the
+/// old table of a later resize takes them for tombstones, not for "moved
+/// meanwhile, look again".
+const ROUND_BIT: u64 = 1 << 14;
 const VER_SHIFT: u32 = 18;
 const VER_MASK: u64 = (1 << 22) - 1;
 const TAG_SHIFT: u32 = 40;
@@ -151,7 +171,12 @@ fn placement(kb: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     let n = kb.len().min(8);
     w[..n].copy_from_slice(&kb[..n]);
-    let key = u64::from_le_bytes(w);
+    placement_of(u64::from_le_bytes(w))
+}
+
+/// [`placement`] of a key given as its little-endian bytes in a word.
+#[inline(always)]
+fn placement_of(key: u64) -> u64 {
     // The product's top 40 bits depend on every bit of the high part.
     let place = key ^ ((key >> TAG_SHIFT).wrapping_mul(FOLD) >> (64 - TAG_SHIFT));
     place & PLACE_BITS
@@ -277,6 +302,14 @@ fn full_ctrl(old: u64, tag: u64, inline: Option<(usize, usize)>) -> u64 {
 fn busy_ctrl(old: u64, stripe: usize) -> u64 {
     (old & (VER_MASK << VER_SHIFT)) | BUSY | (stripe as u64) << TAG_SHIFT
 }
+/// The control word marking full slot `c` moved by resize `round`.
+fn moved_ctrl(c: u64, round: u64) -> u64 {
+    (bump(c, MOVED) & !ROUND_BIT) | ((round & 1) * ROUND_BIT)
+}
+/// Whether `c` marks a slot moved by resize `round` (not by an earlier one).
+fn moved_by(c: u64, round: u64) -> bool {
+    state(c) == MOVED && (c & ROUND_BIT != 0) == (round & 1 == 1)
+}
 
 /// The table descriptor, as a reader or writer saw it.
 #[derive(Clone, Copy, Debug)]
@@ -286,11 +319,26 @@ struct Desc {
     cap: u64,
     new_table: u64,
     new_cap: u64,
+    /// The resize under way (or the last one), see [`M_ROUND`].
+    round: u64,
 }
 
 impl Desc {
     fn migrating(&self) -> bool {
         self.new_table != 0
+    }
+
+    /// A resize whose new table is the old one grown in place: the old
+    /// table's slots are the first `cap` slots of the new one.
+    fn in_place(&self) -> bool {
+        self.migrating() && self.new_table == self.table
+    }
+
+    /// The tables holding keys: both during a resize, but a table grown in
+    /// place only once (as the new table, which holds the old one).
+    fn tables(&self) -> impl Iterator<Item = (u64, u64)> {
+        let old = (!self.in_place()).then_some((self.table, self.cap));
+        old.into_iter().chain(self.migrating().then_some((self.new_table, self.new_cap)))
     }
 }
 
@@ -707,7 +755,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     #[inline]
     fn read_desc(&self) -> Result<Desc> {
-        Ok(desc_in(&self.inner().block(self.off, 64)?))
+        Ok(desc_in(&self.inner().block(self.off, M_ROUND + 8)?))
     }
 
     /// A pointer to `cap` slots at `table`, checked.
@@ -807,8 +855,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// meanwhile costs a miss, never a wrong answer.
     fn prefetch_slots(&self, hashes: &[u64]) -> Result<()> {
         let d = self.read_desc()?;
-        let tables = [(d.new_table, d.new_cap), (d.table, d.cap)];
-        for (table, cap) in tables.into_iter().filter(|&(t, _)| t != 0) {
+        for (table, cap) in d.tables() {
             let Ok(p) = self.slots(table, cap) else { continue };
             for h in hashes {
                 prefetch(Self::home_line(p, *h, cap));
@@ -969,16 +1016,17 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 cap: word(M_CAP).load(Ordering::Relaxed),
                 new_table: word(M_NEW_TABLE).load(Ordering::Relaxed),
                 new_cap: word(M_NEW_CAP).load(Ordering::Relaxed),
+                round: word(M_ROUND).load(Ordering::Relaxed),
             };
             let probed = if e & 1 == 1 {
                 Ok(Probe::Torn)
             } else if d.migrating() {
-                match self.probe(d.new_table, d.new_cap, &q) {
-                    Ok(Probe::Absent) => self.probe(d.table, d.cap, &q),
+                match self.probe(d.new_table, d.new_cap, &q, None) {
+                    Ok(Probe::Absent) => self.probe(d.table, d.cap, &q, Some(d.round)),
                     other => other,
                 }
             } else {
-                self.probe(d.table, d.cap, &q)
+                self.probe(d.table, d.cap, &q, None)
             };
             let outcome = match probed {
                 Ok(o) => o,
@@ -1039,9 +1087,19 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         Ok(())
     }
 
-    /// Looks the key up in one table without locks.
+    /// Looks the key up in one table without locks. `moved_round`: the
+    /// resize under way, when this is its old table; a slot it marked
+    /// moved holding the key sends the lookup round again (the key moved
+    /// to the new table after the lookup passed there). Anywhere else a
+    /// moved slot is a tombstone.
     #[inline(always)]
-    fn probe(&self, table: u64, cap: u64, q: &Query<'_>) -> Result<Probe<V::Owned>> {
+    fn probe(
+        &self,
+        table: u64,
+        cap: u64,
+        q: &Query<'_>,
+        moved_round: Option<u64>,
+    ) -> Result<Probe<V::Owned>> {
         let p = self.slots(table, cap)?;
         let tag = tag_of_hash(q.hash);
         let probe = ProbeSeq::new(q.hash, cap - 1, K::BY_VALUE);
@@ -1051,6 +1109,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let c = ctrl.load(Ordering::Acquire);
             match state(c) {
                 EMPTY => return Ok(Probe::Absent),
+                MOVED if !moved_round.is_some_and(|g| moved_by(c, g)) => {}
                 FULL | MOVED if tag_of(c) == tag => {
                     let words = [
                         Self::slot_word(p, i, 1).load(Ordering::Relaxed),
@@ -1305,7 +1364,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let old = match in_old {
             Some(hit) => {
                 let old = self.decode_value(hit.words, hit.ctrl)?;
-                t.set(hit.slot, bump(hit.ctrl, MOVED))?;
+                t.set(hit.slot, moved_ctrl(hit.ctrl, d.round))?;
                 old
             }
             None => {
@@ -1327,6 +1386,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// locked add: the stripe's own word is in a line the insert writes
     /// anyway. Not in the transaction: a claim rolled back leaves a
     /// tombstone, which counts as used too.
+    #[inline]
     fn count_used(&self, s: usize, cap: u64) -> Result<()> {
         let pending = self.inner().atomic(self.stripe_base(s) + S_USED)?;
         let n = pending.load(Ordering::Relaxed).wrapping_add(1);
@@ -1586,7 +1646,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             return Ok(None);
         };
         crash::point("map.claimed");
-        self.fill(t, slot, old, e, entry)?;
+        self.fill(t, (slot, s), old, e, entry)?;
         crash::point("map.published");
         Ok(Some(old))
     }
@@ -1595,22 +1655,30 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// count of entries, in transaction `t`.
     fn add_to_len(&self, t: &mut Txn<'_>, s: usize, delta: u64) -> Result<()> {
         let len = self.stripe_base(s) + S_LEN;
-        t.set(len, self.inner().load(len)?.wrapping_add(delta))
+        let was = self.inner().load(len)?;
+        t.set_from(len, was, was.wrapping_add(delta))
     }
 
-    /// Fills a slot we claimed and publishes it.
-    fn fill(&self, t: &mut Txn<'_>, slot: u64, old: u64, e: &Encoded<'_>, entry: Option<u64>) -> Result<()> {
+    /// Fills a slot that stripe `s` claimed and publishes it.
+    fn fill(
+        &self,
+        t: &mut Txn<'_>,
+        (slot, s): (u64, usize),
+        old: u64,
+        e: &Encoded<'_>,
+        entry: Option<u64>,
+    ) -> Result<()> {
         let words = match entry {
             Some(off) => [off, e.key.len() as u64 | (e.value.len() as u64) << 32, 0],
             None => e.words,
         };
-        let inner = self.inner();
         // The slot is ours (busy): readers ignore its payload until the
         // control word says full, and a rollback empties it again.
+        let b = self.inner().block(slot, SLOT_SIZE)?;
         for (k, w) in words.iter().enumerate() {
-            inner.store(slot + 8 + 8 * k as u64, *w)?;
+            b.word(8 + 8 * k as u64).store(*w, Ordering::Release);
         }
-        t.set(slot, full_ctrl(old, tag_of_hash(e.hash), e.inline()))
+        t.set_from(slot, busy_ctrl(old, s), full_ctrl(old, tag_of_hash(e.hash), e.inline()))
     }
 
     /// Probes for `kb` holding its stripe: the full slot holding it, and
@@ -1674,10 +1742,28 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             if matches!(state(c), EMPTY | TOMB)
                 && t.claim(table + i * SLOT_SIZE, c, busy_ctrl(c, s), restore)?
             {
+                // Before the key is published (a claim rolled back is a
+                // tombstone, which leaves no key anywhere).
+                self.note_place(h, k, cap)?;
                 return Ok(Some((table + i * SLOT_SIZE, c)));
             }
         }
         Ok(None)
+    }
+
+    /// Clears [`M_DENSE`] when the key of hash `h`, placed at probe step
+    /// `k` of a table of `cap` slots, is not in its home line or has a
+    /// placement past the table. Called before the key is published, by a
+    /// holder of its stripe: a resize reads the flag holding every stripe.
+    #[inline]
+    fn note_place(&self, h: u64, k: u64, cap: u64) -> Result<()> {
+        if K::BY_VALUE && (k >= 2 || h & PLACE_BITS >= cap) {
+            let dense = self.word(M_DENSE)?;
+            if dense.load(Ordering::Relaxed) != 0 {
+                dense.store(0, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Removes `key`; returns its value.
@@ -1792,9 +1878,14 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         loop {
             let new_cap = resize_cap(live, extra, d.cap, force)?;
             let inner = self.inner();
-            let table = inner.alloc_zeroed(new_cap * SLOT_SIZE, 64)?;
+            let table = match self.grow_table(&d, new_cap)? {
+                true => d.table,
+                false => inner.alloc_zeroed(new_cap * SLOT_SIZE, 64)?,
+            };
             let switched = self.switch_to(table, new_cap, (d.cap, extra, force));
-            if !matches!(switched, Ok(None)) {
+            // A table grown in place keeps its pages: they are zero, and
+            // the next resize starts from them.
+            if !matches!(switched, Ok(None)) && table != d.table {
                 let _ = inner.free(table, new_cap * SLOT_SIZE, 64);
             }
             // Too small for the keys there now: size again (the count only
@@ -1804,6 +1895,69 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 Some(now) => live = now,
             }
         }
+    }
+
+    /// Grows the table of `d` (no resize under way) to `new_cap` slots
+    /// where it lies, when the pages after its block are free, and zeroes
+    /// the slots added; false, changing nothing, if it cannot. Keys then
+    /// move only when their place in the larger table differs (integer
+    /// keys below the old size stay where they are), and the heap never
+    /// holds both tables. A resizer killed between the allocator's commit
+    /// and the switch leaves the block longer than the table: the block
+    /// keeps those pages (`check` and `free` use its real size, see
+    /// [`table_bytes`]) and the next resize starts from them.
+    fn grow_table(&self, d: &Desc, new_cap: u64) -> Result<bool> {
+        let inner = self.inner();
+        let (bytes, new_bytes) = (d.cap * SLOT_SIZE, new_cap * SLOT_SIZE);
+        if new_cap <= d.cap
+            || crate::alloc::class_for(bytes, 64).is_some()
+            || !self.mostly_stay(d, new_cap)?
+        {
+            return Ok(false);
+        }
+        let have = match inner.large_block_len(d.table)? {
+            Some(n) if n >= bytes => n,
+            _ => return Ok(false),
+        };
+        let fresh_from = if have >= new_bytes {
+            u64::MAX
+        } else {
+            match inner.grow_block(d.table, have, new_bytes, 64)? {
+                Some(at) => at,
+                None => return Ok(false),
+            }
+        };
+        crash::point("map.grown");
+        // Pages never carved before hold the zeros the file grew with, and
+        // are left to fault in when a key first lands there: dense keys
+        // touch half of a table grown for them. The rest held other blocks.
+        let start = d.table + bytes;
+        inner.zero(start, fresh_from.clamp(start, d.table + new_bytes) - start)?;
+        Ok(true)
+    }
+
+    /// Whether most keys of `d`'s table keep their home line in a table of
+    /// `new_cap` slots, judged from a sample of slots spread over it. Only
+    /// then does growing in place pay: every key that moves leaves a
+    /// moved slot behind, which stays used (a tombstone) in the grown
+    /// table. Dense integer keys (0, 1, 2...) stay; keys placed by hash
+    /// or spread over the integers mostly move, and go to a new table.
+    fn mostly_stay(&self, d: &Desc, new_cap: u64) -> Result<bool> {
+        let p = self.slots(d.table, d.cap)?;
+        let (mut full, mut stay) = (0u32, 0u32);
+        // An odd step: keys at a power-of-two stride (every 64th key
+        // placed apart, say) must not be all the sample sees.
+        for i in (0..d.cap).step_by((d.cap / STAY_SAMPLE) as usize | 1) {
+            let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
+            if state(c) != FULL {
+                continue;
+            }
+            let words = [1, 2, 3].map(|w| Self::slot_word(p, i, w).load(Ordering::Acquire));
+            let Ok(h) = self.hash_of_slot(words, c) else { continue };
+            full += 1;
+            stay += u32::from(home_slot(h, new_cap - 1, K::BY_VALUE) >> 1 == i >> 1);
+        }
+        Ok(full >= 8 && stay * 8 >= full * 7)
     }
 
     /// Makes the zeroed `table` of `new_cap` slots the one inserts go to,
@@ -1822,11 +1976,22 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if resize_cap(now, extra, cap, force)? > new_cap {
             return Ok(Some(now));
         }
+        let round = self.word(M_ROUND)?.load(Ordering::Relaxed).wrapping_add(1);
+        let in_place = table == self.word(M_TABLE)?.load(Ordering::Relaxed);
+        if in_place && K::BY_VALUE && self.word(M_DENSE)?.load(Ordering::Acquire) != 0 {
+            // Every key keeps its slot in the larger table: no migration.
+            self.set_desc(|t| t.set(self.off + M_CAP, new_cap))?;
+            return Ok(None);
+        }
         self.set_desc(|t| {
             t.set(self.off + M_NEW_TABLE, table)?;
             t.set(self.off + M_NEW_CAP, new_cap)?;
             t.set(self.off + M_CURSOR, 0)?;
-            t.set(self.off + M_USED, 0)
+            t.set(self.off + M_ROUND, round)?;
+            // Until a write places a key elsewhere (the moves included).
+            t.set(self.off + M_DENSE, u64::from(K::BY_VALUE))?;
+            // A table grown in place keeps its slots, used ones included.
+            if in_place { Ok(()) } else { t.set(self.off + M_USED, 0) }
         })?;
         drop(stripes);
         Ok(None)
@@ -1859,9 +2024,15 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if !d.migrating() {
             return Ok(());
         }
+        if d.in_place() && d.new_cap <= d.cap {
+            return Err(self.inner().corrupt(format!("map {:?}: a table grown in place shrank", self.name)));
+        }
         let stripes = self.lock_all_stripes()?;
         let cursor = self.word(M_CURSOR)?.load(Ordering::Acquire);
-        let end = cursor.saturating_add(CHUNK).min(d.cap);
+        // Most slots of a table grown in place stay where they are, and a
+        // chunk of them is quick: more of them per round of locks.
+        let chunk = if d.in_place() { CHUNK * IN_PLACE_CHUNKS } else { CHUNK };
+        let end = cursor.saturating_add(chunk).min(d.cap);
         let old = self.slots(d.table, d.cap)?;
         let new = self.slots(d.new_table, d.new_cap)?;
         let mut claimed = 0;
@@ -1873,9 +2044,20 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let mut n = 0;
             for i in from..(from + MOVE_BATCH as u64).min(end) {
                 let c = Self::slot_word(old, i, 0).load(Ordering::Acquire);
+                if d.in_place() && state(c) == MOVED && !moved_by(c, d.round) {
+                    // Marked by an earlier resize: a tombstone from now on,
+                    // before a later resize's parity matches it again.
+                    Self::slot_word(old, i, 0).store(bump(c & !ROUND_BIT, TOMB), Ordering::Release);
+                }
                 if state(c) == FULL {
                     let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
                     let h = self.hash_of_slot(words, c)?;
+                    if d.in_place() {
+                        if let Some(k) = Self::in_new_place(new, d.new_cap, i, h) {
+                            self.note_place(h, k, d.new_cap)?;
+                            continue;
+                        }
+                    }
                     prefetch(Self::home_line(new, h, d.new_cap));
                     batch[n] = (i, h);
                     n += 1;
@@ -1902,11 +2084,33 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         })?;
         drop(stripes);
         crash::point("map.finished");
+        if d.in_place() {
+            return Ok(());
+        }
         // Readers still probing the old table see the epoch change. Freed
         // holding the migration lock, which `check` takes too.
-        let freed = self.inner().free(d.table, d.cap * SLOT_SIZE, 64);
+        let freed = self.inner().free(d.table, table_bytes(self.inner(), d.table, d.cap, false), 64);
         drop(mg);
         freed
+    }
+
+    /// Whether the key of hash `h` in slot `i` of a table grown in place
+    /// (`new`, `new_cap` slots) is where a lookup in the grown table finds
+    /// it: on its probe sequence before any empty slot; `Some` of its
+    /// probe step there if so. Slots never become empty again during the
+    /// resize, so once found, found until it ends.
+    fn in_new_place(new: *mut u8, new_cap: u64, i: u64, h: u64) -> Option<u64> {
+        let probe = ProbeSeq::new(h, new_cap - 1, K::BY_VALUE);
+        for k in 0..new_cap {
+            let j = probe.slot(k);
+            if j == i {
+                return Some(k);
+            }
+            if state(Self::slot_word(new, j, 0).load(Ordering::Acquire)) == EMPTY {
+                return None;
+            }
+        }
+        None
     }
 
     /// Moves slot `i` of the old table (`old`) to the new one (`new`);
@@ -1932,13 +2136,15 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let c = Self::slot_word(old, i, 0).load(Ordering::Acquire);
         let words = [1, 2, 3].map(|w| Self::slot_word(old, i, w).load(Ordering::Acquire));
         let probe = ProbeSeq::new(h, d.new_cap - 1, K::BY_VALUE);
-        let free = (0..d.new_cap).map(|k| probe.slot(k)).find_map(|j| {
+        let free = (0..d.new_cap).find_map(|k| {
+            let j = probe.slot(k);
             let f = Self::slot_word(new, j, 0).load(Ordering::Acquire);
-            matches!(state(f), EMPTY | TOMB).then_some((j, f))
+            matches!(state(f), EMPTY | TOMB).then_some((k, j, f))
         });
-        let Some((j, f)) = free else {
+        let Some((k, j, f)) = free else {
             return Err(self.inner().corrupt(format!("map {:?}: the new table is full", self.name)));
         };
+        self.note_place(h, k, d.new_cap)?;
         for (k, w) in words.iter().enumerate() {
             Self::slot_word(new, j, 1 + k as u64).store(*w, Ordering::Relaxed);
         }
@@ -1946,14 +2152,21 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         from.store(i + 1, Ordering::Release);
         Self::slot_word(new, j, 0).store(full_ctrl(f, 0, None) | (c & MOVE_KEEP), Ordering::Release);
         crash::point("map.moved");
-        Self::slot_word(old, i, 0).store(bump(c, MOVED), Ordering::Release);
+        Self::slot_word(old, i, 0).store(moved_ctrl(c, d.round), Ordering::Release);
         Ok(state(f) == EMPTY)
     }
 
     /// The full hash of a slot's key, read from the slot or its entry.
+    /// A key placed by value is its placement under the tag its control
+    /// word holds, which is the top of its hash (and what a move copies).
+    #[inline]
     fn hash_of_slot(&self, words: [u64; 3], c: u64) -> Result<u64> {
         if c & INLINE_BIT != 0 {
             let (kl, _) = inline_lens(c);
+            if K::BY_VALUE && kl <= 8 {
+                let key = words[0] & inline_masks(kl)[0];
+                return Ok((c & TAG_FIELD) | placement_of(key));
+            }
             let b = bytes_of_words(&words);
             // A constant length where the key type has one: no call to
             // `memcpy` and no loop in the hash.
@@ -1986,10 +2199,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         // the segment: slots that alias one entry (garbage) would
         // otherwise copy it once per slot.
         let (mut copied, limit) = (0u64, self.heap.size());
-        for (table, cap) in [(d.table, d.cap), (d.new_table, d.new_cap)] {
-            if table == 0 {
-                continue;
-            }
+        for (table, cap) in d.tables() {
             for (_, words, c) in self.full_slots(table, cap)? {
                 let (k, v) = self.slot_bytes(words, c)?;
                 copied = copied.saturating_add((k.len() + v.len()) as u64);
@@ -2016,7 +2226,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     }
 }
 
-/// The descriptor in a map header `h` (at least 64 bytes of it).
+/// The descriptor in a map header `h` (through `M_ROUND` at least).
 #[inline]
 fn desc_in(h: &Block<'_>) -> Desc {
     let load = |at: u64| h.word(at).load(Ordering::Relaxed);
@@ -2026,6 +2236,7 @@ fn desc_in(h: &Block<'_>) -> Desc {
         cap: load(M_CAP),
         new_table: load(M_NEW_TABLE),
         new_cap: load(M_NEW_CAP),
+        round: load(M_ROUND),
     }
 }
 
@@ -2068,25 +2279,54 @@ fn slot_bytes(inner: &Inner, words: [u64; 3], c: u64) -> Result<(Vec<u8>, Vec<u8
     Ok((k, v))
 }
 
+/// Bytes of the block holding the table of `cap` slots at `table`: more
+/// than its slots when a resize grew it in place and was killed before
+/// switching to it (see `grow_table`). `runs_held`: the caller holds the
+/// run lock (else this takes it, so a grower killed inside the
+/// allocator's transaction is rolled back first).
+fn table_bytes(inner: &Inner, table: u64, cap: u64, runs_held: bool) -> u64 {
+    let bytes = cap.saturating_mul(SLOT_SIZE);
+    if crate::alloc::class_for(bytes, 64).is_some() {
+        return bytes;
+    }
+    let len = if runs_held {
+        inner.large_block_len_locked(table)
+    } else {
+        inner.large_block_len(table).ok().flatten()
+    };
+    len.filter(|&n| n > bytes).unwrap_or(bytes)
+}
+
+/// The tables of the map at `off` that hold keys, read with its locks
+/// held (see [`Desc::tables`]).
+fn tables_of(inner: &Inner, off: u64) -> Result<Vec<(u64, u64)>> {
+    let d = Desc {
+        epoch: 0,
+        table: inner.load(off + M_TABLE)?,
+        cap: inner.load(off + M_CAP)?,
+        new_table: inner.load(off + M_NEW_TABLE)?,
+        new_cap: inner.load(off + M_NEW_CAP)?,
+        round: 0,
+    };
+    Ok(d.tables().collect())
+}
+
 /// What `check` and `remove` need of a map, with no key or value type:
 /// its tables and its out-of-line entries, as (offset, bytes, alignment).
+/// The caller holds the run lock.
 pub(crate) fn blocks(inner: &Inner, off: u64) -> Result<Vec<(u64, u64, u64)>> {
     if inner.load(off + M_MAGIC)? != MAGIC {
         return Err(inner.corrupt(format!("map at {off}: bad magic")));
     }
     let mut out = Vec::new();
-    for (tw, cw) in [(M_TABLE, M_CAP), (M_NEW_TABLE, M_NEW_CAP)] {
-        let (table, cap) = (inner.load(off + tw)?, inner.load(off + cw)?);
-        if table == 0 {
-            continue;
-        }
+    for (table, cap) in tables_of(inner, off)? {
         for (_, words, c) in full_slots(inner, table, cap)? {
             if c & INLINE_BIT == 0 {
                 let (kl, vl) = (words[1] & 0xffff_ffff, words[1] >> 32);
                 out.push((words[0], (kl + vl).max(1), 8));
             }
         }
-        out.push((table, cap * SLOT_SIZE, 64));
+        out.push((table, table_bytes(inner, table, cap, true), 64));
     }
     Ok(out)
 }
@@ -2099,11 +2339,8 @@ pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
         stripes = stripes.wrapping_add(inner.load(off + STRIPE_BASE + STRIPE_BYTES * s + S_LEN)?);
     }
     let mut full = 0;
-    for (tw, cw) in [(M_TABLE, M_CAP), (M_NEW_TABLE, M_NEW_CAP)] {
-        let (table, cap) = (inner.load(off + tw)?, inner.load(off + cw)?);
-        if table != 0 {
-            full += full_slots(inner, table, cap)?.len() as u64;
-        }
+    for (table, cap) in tables_of(inner, off)? {
+        full += full_slots(inner, table, cap)?.len() as u64;
     }
     Ok((stripes, full))
 }
@@ -2174,7 +2411,7 @@ fn settle_move(inner: &Inner, off: u64) -> Result<()> {
             && same(16)?
             && same(24)?
         {
-            inner.store(old_slot, bump(c, MOVED))?;
+            inner.store(old_slot, moved_ctrl(c, inner.load(off + M_ROUND)?))?;
         }
     }
     from.store(0, Ordering::Release);

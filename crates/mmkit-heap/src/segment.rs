@@ -745,6 +745,9 @@ impl<'h> Txn<'h> {
         if self.n >= self.cap {
             return Err(self.full());
         }
+        // A write after a commit is a new transaction, rolled back if
+        // dropped uncommitted.
+        self.done = false;
         let p = self.words()?;
         let e = 1 + 3 * self.n;
         self.at(p, e).store(target, Ordering::Relaxed);
@@ -773,6 +776,19 @@ impl<'h> Txn<'h> {
         Ok(())
     }
 
+    /// [`Txn::set`] of a word the caller knows holds `was` (it holds the
+    /// lock that guards it and wrote or read it last): no load first.
+    #[inline(always)]
+    pub(crate) fn set_from(&mut self, off: u64, was: u64, v: u64) -> Result<()> {
+        let word = self.heap.atomic(off)?;
+        if off < 64 {
+            return Err(self.heap.corrupt("write to the magic number"));
+        }
+        self.record(off, was, 0)?;
+        word.store(v, Ordering::Release);
+        Ok(())
+    }
+
     /// Compare-and-swaps `off` from `expect` to `new`, recorded first as a
     /// conditional entry: a rollback puts `restore` back if the word still
     /// holds `new`. Returns false (and records nothing) if the word did not
@@ -790,14 +806,17 @@ impl<'h> Txn<'h> {
         Ok(false)
     }
 
-    /// Makes the writes final.
+    /// Makes the writes final. Borrows rather than consumes: moving the
+    /// transaction into the call copied it through the stack, a
+    /// store-forwarding stall on every insert.
     #[inline(always)]
-    pub(crate) fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(&mut self) -> Result<()> {
         crate::crash::point("txn.commit");
         self.done = true;
         if self.n > 0 {
             let p = self.words()?;
             self.at(p, 0).store(0, Ordering::Release);
+            self.n = 0;
         }
         Ok(())
     }

@@ -282,3 +282,64 @@ proptest! {
         prop_assert!(accounted(&h).is_clean());
     }
 }
+
+fn dense_op() -> impl Strategy<Value = MapOp> {
+    prop_oneof![
+        8 => (0u16..3000, any::<u64>()).prop_map(|(k, v)| MapOp::Insert(k, v)),
+        2 => (0u16..3000).prop_map(MapOp::Remove),
+        3 => (0u16..3000).prop_map(MapOp::Get),
+        1 => prop::collection::vec((0u16..3000, any::<u64>()), 0..1500).prop_map(MapOp::InsertMany),
+        1 => (0u16..4000).prop_map(MapOp::Reserve),
+    ]
+}
+
+/// Mostly a run of consecutive keys, and every 16th one far away: a table
+/// of them grows in place, moving only the far keys (or none, while no
+/// far key is in).
+fn dense_key(k: u16) -> u64 {
+    if k % 16 == 15 { u64::from(k) << 33 } else { u64::from(k) }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// The map alone in its heap, its table a large block from the start,
+    /// so that its resizes grow it in place.
+    #[test]
+    fn a_map_growing_in_place_matches_std(ops in prop::collection::vec(dense_op(), 1..600)) {
+        let (_d, h) = heap();
+        let m = h.map_with_capacity::<u64, u64>("m", 300).unwrap();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        for op in ops {
+            match op {
+                MapOp::Insert(k, v) => {
+                    prop_assert_eq!(m.insert(&dense_key(k), &v).unwrap(), model.insert(dense_key(k), v));
+                }
+                MapOp::Remove(k) => {
+                    prop_assert_eq!(m.remove(&dense_key(k)).unwrap(), model.remove(&dense_key(k)));
+                }
+                MapOp::InsertMany(pairs) => {
+                    let ints: Vec<(u64, u64)> = pairs.iter().map(|&(k, v)| (dense_key(k), v)).collect();
+                    let new = ints.iter().filter(|(k, _)| !model.contains_key(k)).map(|p| p.0);
+                    let new = new.collect::<std::collections::HashSet<_>>().len();
+                    prop_assert_eq!(m.insert_many(&ints).unwrap(), new);
+                    model.extend(ints);
+                }
+                MapOp::Reserve(n) => m.reserve(n as usize).unwrap(),
+                MapOp::Get(k) => {
+                    prop_assert_eq!(m.get(&dense_key(k)).unwrap(), model.get(&dense_key(k)).copied());
+                }
+            }
+        }
+        prop_assert_eq!(m.len().unwrap(), model.len());
+        for (k, v) in &model {
+            prop_assert_eq!(m.get(k).unwrap(), Some(*v));
+        }
+        let mut all = m.entries().unwrap();
+        all.sort();
+        let mut want: Vec<(u64, u64)> = model.into_iter().collect();
+        want.sort();
+        prop_assert_eq!(all, want);
+        prop_assert!(accounted(&h).is_clean());
+    }
+}
