@@ -321,6 +321,8 @@ struct Desc {
     new_cap: u64,
     /// The resize under way (or the last one), see [`M_ROUND`].
     round: u64,
+    /// Slots claimed in the insert table (a hint: see [`M_USED`]).
+    used: u64,
 }
 
 impl Desc {
@@ -590,10 +592,6 @@ fn resize_cap(live: u64, extra: u64, cap: u64, force: bool) -> Result<u64> {
     let least = if force { cap.saturating_mul(2) } else { 0 };
     Ok(cap_for(keys.saturating_mul(3) / 2 + 1)?.max(least))
 }
-
-/// What an insert did: the key's old value, and the slot whose out-of-line
-/// entry it replaced (to free).
-type Inserted<V> = (Option<<V as Bytes>::Owned>, Option<Hit>);
 
 /// Key and value bytes laid out for storage.
 #[derive(Clone, Copy)]
@@ -1017,6 +1015,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 new_table: word(M_NEW_TABLE).load(Ordering::Relaxed),
                 new_cap: word(M_NEW_CAP).load(Ordering::Relaxed),
                 round: word(M_ROUND).load(Ordering::Relaxed),
+                used: 0,
             };
             let probed = if e & 1 == 1 {
                 Ok(Probe::Torn)
@@ -1292,20 +1291,43 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     fn insert_encoded(&self, e: Encoded<'_>) -> Result<Option<V::Owned>> {
         let q = Self::query_with(e.key, e.hash);
-        self.prepare_write(e.hash)?;
         let s = stripe_of_tag(tag_of_hash(e.hash));
-        for _ in 0..4 {
+        // The key's home line in the table this handle last checked, so
+        // its miss overlaps the locking (a hint: a stale table costs a
+        // miss, nothing else).
+        if let Some((_, p, mask)) = self.cache.get() {
+            prefetch(Self::home_line(p, e.hash, mask + 1));
+        }
+        let mut helped = false;
+        for _ in 0..5 {
             let (g, d) = self.lock_stripe_settled(s)?;
+            // Once per insert, and without the stripe (both take every
+            // stripe): help a migration by a chunk, or start a resize at
+            // 3/4 used.
+            if !helped && (d.migrating() || !room_for(d.used, 0, d.cap)) {
+                drop(g);
+                helped = true;
+                if d.migrating() {
+                    self.migrate_step()?
+                } else {
+                    self.start_resize(false, 0)?
+                }
+                continue;
+            }
+            if Self::FIXED.is_some() && !d.migrating() && self.cache.epoch() != d.epoch {
+                self.check_desc(d.epoch);
+            }
             // Out-of-line entries are allocated and freed holding the
             // stripe, which `check` takes too: it never sees one that is
             // allocated but not yet linked, or unlinked but not yet freed.
             let entry = self.new_entry(&e)?;
             crash::point("map.entry");
-            let placed = self.insert_locked(s, &d, &e, &q, entry);
+            let mut freed = None;
+            let placed = self.insert_locked((s, &d), &e, &q, entry, &mut freed);
             if let Some(off) = entry.filter(|_| !matches!(placed, Ok(Some(_)))) {
                 let _ = self.inner().free(off, e.entry_len(), 8);
             }
-            let Some((old, freed)) = placed? else {
+            let Some(old) = placed? else {
                 drop(g);
                 self.start_resize(true, 0)?;
                 continue;
@@ -1335,16 +1357,18 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     }
 
     /// Inserts `e` holding stripe `s` (descriptor `d`), its out-of-line
-    /// entry at `entry`: the old value and the replaced out-of-line entry
-    /// to free, or `None` when the table has no free slot.
+    /// entry at `entry`: the old value, or `None` when the table has no
+    /// free slot; the slot whose out-of-line entry it replaced goes to
+    /// `freed` (a parameter: returned, the large value was copied through
+    /// the stack on every insert).
     fn insert_locked(
         &self,
-        s: usize,
-        d: &Desc,
+        (s, d): (usize, &Desc),
         e: &Encoded<'_>,
         q: &Query<'_>,
         entry: Option<u64>,
-    ) -> Result<Option<Inserted<V>>> {
+        freed: &mut Option<Hit>,
+    ) -> Result<Option<Option<V::Owned>>> {
         let mut t = self.txn(s);
         let (target, target_cap) = if d.migrating() { (d.new_table, d.new_cap) } else { (d.table, d.cap) };
         let found_new = self.find_for_write(target, target_cap, q)?;
@@ -1352,7 +1376,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
             let old = self.decode_value(hit.words, hit.ctrl)?;
             self.overwrite(&mut t, s, hit, e, entry)?;
             t.commit()?;
-            return Ok(Some((old, (hit.ctrl & INLINE_BIT == 0).then_some(hit))));
+            *freed = (hit.ctrl & INLINE_BIT == 0).then_some(hit);
+            return Ok(Some(old));
         }
         // Not in the insert table; during a migration it may still sit
         // in the old one.
@@ -1376,7 +1401,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         if state(old_ctrl) == EMPTY {
             self.count_used(s, target_cap)?;
         }
-        Ok(Some((old, in_old.filter(|h| h.ctrl & INLINE_BIT == 0))))
+        *freed = in_old.filter(|h| h.ctrl & INLINE_BIT == 0);
+        Ok(Some(old))
     }
 
     /// Counts one more slot claimed from empty by stripe `s` (held), in a
@@ -2237,6 +2263,7 @@ fn desc_in(h: &Block<'_>) -> Desc {
         new_table: load(M_NEW_TABLE),
         new_cap: load(M_NEW_CAP),
         round: load(M_ROUND),
+        used: load(M_USED),
     }
 }
 
@@ -2307,6 +2334,7 @@ fn tables_of(inner: &Inner, off: u64) -> Result<Vec<(u64, u64)>> {
         new_table: inner.load(off + M_NEW_TABLE)?,
         new_cap: inner.load(off + M_NEW_CAP)?,
         round: 0,
+        used: 0,
     };
     Ok(d.tables().collect())
 }
