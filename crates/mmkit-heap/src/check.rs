@@ -231,6 +231,22 @@ fn report_stale_logs(
             Err(err) => errors.push(format!("{what}; could not empty it: {err}")),
         }
     }
+    // A wrong dense mark would lose keys at the next growth in place.
+    match crate::map::false_dense(inner, e.object) {
+        Ok(None) => {}
+        Ok(Some(slot)) => {
+            let what =
+                format!("map {name:?}: marked dense, but slot {slot} holds a key away from its home line");
+            if !repair {
+                return errors.push(what);
+            }
+            match crate::map::clear_dense(inner, e.object) {
+                Ok(()) => repairs.push(format!("{what}; cleared the mark")),
+                Err(err) => errors.push(format!("{what}; could not clear the mark: {err}")),
+            }
+        }
+        Err(err) => errors.push(format!("object {name:?}: {err}")),
+    }
 }
 
 fn lock_classes(inner: &Inner) -> Result<Vec<MutexGuard<'_>>> {

@@ -2389,6 +2389,37 @@ pub(crate) fn stale_logs(inner: &Inner, off: u64) -> Result<Vec<(u64, u64)>> {
     Ok(stale)
 }
 
+/// The first slot that contradicts the dense mark of the map at `off`
+/// (see [`M_DENSE`]): a key placed by value outside its home line, or
+/// with a placement past the table. `None` when the map is not marked,
+/// not placed by value, or resizing (the resize's writes keep the mark
+/// right as they go). Every map lock held.
+pub(crate) fn false_dense(inner: &Inner, off: u64) -> Result<Option<u64>> {
+    let placed_by_value = inner.load(off + M_PLACE)? == 1;
+    if !placed_by_value || inner.load(off + M_DENSE)? == 0 || inner.load(off + M_NEW_TABLE)? != 0 {
+        return Ok(None);
+    }
+    let (table, cap) = (inner.load(off + M_TABLE)?, inner.load(off + M_CAP)?);
+    for (slot, words, c) in full_slots(inner, table, cap)? {
+        let i = (slot - table) / SLOT_SIZE;
+        let (kl, _) = inline_lens(c);
+        let at_home = c & INLINE_BIT != 0 && kl <= 8 && {
+            let v = placement_of(words[0] & inline_masks(kl)[0]);
+            v < cap && home_slot(v, cap - 1, true) >> 1 == i >> 1
+        };
+        if !at_home {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+/// Clears the dense mark of the map at `off`: its next growth moves the
+/// keys that need it. Every map lock held.
+pub(crate) fn clear_dense(inner: &Inner, off: u64) -> Result<()> {
+    inner.store(off + M_DENSE, 0)
+}
+
 /// Marks a removed map: its epoch moves on, so readers that started
 /// before retry and see the zeroed magic. Every map lock held.
 pub(crate) fn retire(inner: &Inner, off: u64) -> Result<()> {

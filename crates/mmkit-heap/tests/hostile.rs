@@ -256,3 +256,31 @@ fn a_garbage_bin_head_is_dropped_not_linked() {
     let r = heap.check(false).unwrap();
     assert!(r.is_clean(), "{:#?}", r.errors);
 }
+
+/// A dense mark forged on a map whose keys are not all in their home line
+/// (it would make the next growth in place keep a far key where lookups
+/// in the larger table never look): `check` reports it, the repair clears
+/// it, and the growth then keeps every key.
+#[test]
+fn a_forged_dense_mark_is_found_and_cleared() {
+    let (_dir, path, heap) = small();
+    let m = heap.map_with_capacity::<u64, u64>("m", 300).unwrap();
+    let keys: Vec<u64> = (0..380).chain([1 << 33]).collect();
+    for k in &keys {
+        m.insert(k, &(k * 3)).unwrap();
+    }
+    let off = object_of(&heap, "m");
+    assert_eq!(peek(&path, off + 96), 0, "the far key cleared the mark");
+    poke(&path, off + 96, 1);
+    let r = heap.check(false).unwrap();
+    assert!(r.errors.iter().any(|e| e.contains("marked dense")), "{:#?}", r.errors);
+    let fixed = heap.check(true).unwrap();
+    assert!(fixed.repairs.iter().any(|e| e.contains("cleared the mark")), "{fixed:#?}");
+    assert!(heap.check(false).unwrap().is_clean());
+    for k in 380..2000u64 {
+        m.insert(&k, &(k * 3)).unwrap();
+    }
+    for k in keys.iter().chain(&(380..2000).collect::<Vec<u64>>()) {
+        assert_eq!(m.get(k).unwrap(), Some(k * 3), "key {k}");
+    }
+}
