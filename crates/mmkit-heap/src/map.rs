@@ -1242,8 +1242,23 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     }
 
     fn txn(&self, s: usize) -> Txn<'_> {
-        let b = self.stripe_base(s);
-        Txn::new(self.inner(), b + S_LOG, S_LOG_CAP)
+        let at = STRIPE_BASE + STRIPE_BYTES * (s % STRIPES) as u64 + S_LOG;
+        let words = self.hdr.load(Ordering::Relaxed).wrapping_add(at as usize);
+        // SAFETY: `hdr` is the address of this map's header block, whose
+        // `HEADER_BYTES` were checked mapped (and 8-aligned) when the
+        // handle was made; the mapping never moves or shrinks while the
+        // heap lives. Stripe `s % STRIPES`'s log lies inside the block
+        // (`S_LOG + log_bytes(S_LOG_CAP) <= STRIPE_BYTES`, asserted at
+        // compile time), at offset `at` from it.
+        unsafe { Txn::with_words(self.inner(), self.off + at, S_LOG_CAP, words) }
+    }
+
+    /// Word `at` of this map's header block (a layout offset), through
+    /// the address checked when the handle was made: no check per use.
+    #[inline(always)]
+    fn hdr_word(&self, at: u64) -> &AtomicU64 {
+        assert!(at % 8 == 0 && at + 8 <= HEADER_BYTES, "header word {at}");
+        Self::slot_word(self.hdr.load(Ordering::Relaxed), 0, at / 8)
     }
 
     /// Takes stripe `s` and a settled descriptor. When a migrator died
@@ -1414,14 +1429,14 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// tombstone, which counts as used too.
     #[inline]
     fn count_used(&self, s: usize, cap: u64) -> Result<()> {
-        let pending = self.inner().atomic(self.stripe_base(s) + S_USED)?;
+        let pending = self.hdr_word(STRIPE_BASE + STRIPE_BYTES * (s % STRIPES) as u64 + S_USED);
         let n = pending.load(Ordering::Relaxed).wrapping_add(1);
         if n < cap / 4096 {
             pending.store(n, Ordering::Relaxed);
             return Ok(());
         }
         pending.store(0, Ordering::Relaxed);
-        self.word(M_USED)?.fetch_add(n, Ordering::Relaxed);
+        self.hdr_word(M_USED).fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -1668,11 +1683,11 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         from: Option<u64>,
         entry: Option<u64>,
     ) -> Result<Option<u64>> {
-        let Some((slot, old)) = self.claim_free(t, table, cap, s, e.hash, from)? else {
+        let Some((p, i, old)) = self.claim_free(t, table, cap, s, e.hash, from)? else {
             return Ok(None);
         };
         crash::point("map.claimed");
-        self.fill(t, (slot, s), old, e, entry)?;
+        self.fill(t, (p, table, i), (s, old), e, entry)?;
         crash::point("map.published");
         Ok(Some(old))
     }
@@ -1680,17 +1695,20 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Adds `delta` (wrapping: `u64::MAX` takes one away) to stripe `s`'s
     /// count of entries, in transaction `t`.
     fn add_to_len(&self, t: &mut Txn<'_>, s: usize, delta: u64) -> Result<()> {
-        let len = self.stripe_base(s) + S_LEN;
-        let was = self.inner().load(len)?;
-        t.set_from(len, was, was.wrapping_add(delta))
+        let at = STRIPE_BASE + STRIPE_BYTES * (s % STRIPES) as u64 + S_LEN;
+        let word = self.hdr_word(at);
+        let was = word.load(Ordering::Acquire);
+        t.set_at(self.off + at, word, was, was.wrapping_add(delta))
     }
 
-    /// Fills a slot that stripe `s` claimed and publishes it.
+    /// Fills slot `i` of the table at `p` (offset `table`, checked by
+    /// `slots`), which stripe `s` claimed from control word `old`, and
+    /// publishes it.
     fn fill(
         &self,
         t: &mut Txn<'_>,
-        (slot, s): (u64, usize),
-        old: u64,
+        (p, table, i): (*mut u8, u64, u64),
+        (s, old): (usize, u64),
         e: &Encoded<'_>,
         entry: Option<u64>,
     ) -> Result<()> {
@@ -1700,11 +1718,11 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         };
         // The slot is ours (busy): readers ignore its payload until the
         // control word says full, and a rollback empties it again.
-        let b = self.inner().block(slot, SLOT_SIZE)?;
         for (k, w) in words.iter().enumerate() {
-            b.word(8 + 8 * k as u64).store(*w, Ordering::Release);
+            Self::slot_word(p, i, 1 + k as u64).store(*w, Ordering::Release);
         }
-        t.set_from(slot, busy_ctrl(old, s), full_ctrl(old, tag_of_hash(e.hash), e.inline()))
+        let full = full_ctrl(old, tag_of_hash(e.hash), e.inline());
+        t.set_at(table + i * SLOT_SIZE, Self::slot_word(p, i, 0), busy_ctrl(old, s), full)
     }
 
     /// Probes for `kb` holding its stripe: the full slot holding it, and
@@ -1747,8 +1765,8 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// rollback turns it into a tombstone. Never back into an empty slot:
     /// writers of other stripes may have probed past it while it was busy
     /// and placed keys behind it, which an empty slot would hide. Returns
-    /// the slot and its previous control word, or `None` when the table
-    /// has no free slot.
+    /// the table's checked address, the slot and its previous control
+    /// word, or `None` when the table has no free slot.
     fn claim_free(
         &self,
         t: &mut Txn<'_>,
@@ -1757,21 +1775,22 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         s: usize,
         h: u64,
         from: Option<u64>,
-    ) -> Result<Option<(u64, u64)>> {
+    ) -> Result<Option<(*mut u8, u64, u64)>> {
         let Some(from) = from else { return Ok(None) };
         let p = self.slots(table, cap)?;
         let probe = ProbeSeq::new(h, cap - 1, K::BY_VALUE);
         for k in from..cap {
             let i = probe.slot(k);
-            let c = Self::slot_word(p, i, 0).load(Ordering::Acquire);
+            let ctrl = Self::slot_word(p, i, 0);
+            let c = ctrl.load(Ordering::Acquire);
             let restore = if state(c) == EMPTY { bump(c, TOMB) } else { c };
             if matches!(state(c), EMPTY | TOMB)
-                && t.claim(table + i * SLOT_SIZE, c, busy_ctrl(c, s), restore)?
+                && t.claim_at(table + i * SLOT_SIZE, ctrl, [c, busy_ctrl(c, s), restore])?
             {
                 // Before the key is published (a claim rolled back is a
                 // tombstone, which leaves no key anywhere).
                 self.note_place(h, k, cap)?;
-                return Ok(Some((table + i * SLOT_SIZE, c)));
+                return Ok(Some((p, i, c)));
             }
         }
         Ok(None)

@@ -705,6 +705,17 @@ impl<'h> Txn<'h> {
         Txn { heap, log, cap, n: 0, done: false, words: std::ptr::null_mut() }
     }
 
+    /// [`Txn::new`] with the log's words already checked by the caller,
+    /// which spares the check at the first entry.
+    ///
+    /// # Safety
+    ///
+    /// `words` must be the address of `log` in `heap`'s mapping, with
+    /// `log_bytes(cap)` mapped bytes there, 8-aligned.
+    pub(crate) unsafe fn with_words(heap: &'h Inner, log: u64, cap: u64, words: *mut u8) -> Txn<'h> {
+        Txn { heap, log, cap, n: 0, done: false, words }
+    }
+
     /// The log's words, checked at the first entry.
     #[inline(always)]
     fn words(&mut self) -> Result<*mut u8> {
@@ -740,6 +751,19 @@ impl<'h> Txn<'h> {
         unsafe { AtomicU64::from_ptr(words.add(8 * i as usize).cast()) }
     }
 
+    /// The three words of entry `n` of the log at `words`, bounded once
+    /// (not once per word: three checks of a hot path).
+    #[inline(always)]
+    fn entry(&self, words: *mut u8, n: u64) -> [&'h AtomicU64; 3] {
+        assert!(n < self.cap, "log entry {n} of {}", self.cap);
+        // SAFETY: as in `at`: the entry's words `1 + 3n` to `3 + 3n` are
+        // at most `3 * cap` since `n < cap` (asserted), so they lie in the
+        // log `resolve` checked. The mapping outlives `'h`; log words are
+        // only accessed atomically.
+        let w = |i: u64| unsafe { AtomicU64::from_ptr(words.add(8 * (1 + 3 * n + i) as usize).cast()) };
+        [w(0), w(1), w(2)]
+    }
+
     #[inline(always)]
     fn record(&mut self, target: u64, old: u64, cond: u64) -> Result<()> {
         if self.n >= self.cap {
@@ -749,10 +773,10 @@ impl<'h> Txn<'h> {
         // dropped uncommitted.
         self.done = false;
         let p = self.words()?;
-        let e = 1 + 3 * self.n;
-        self.at(p, e).store(target, Ordering::Relaxed);
-        self.at(p, e + 1).store(old, Ordering::Relaxed);
-        self.at(p, e + 2).store(cond, Ordering::Relaxed);
+        let [t, o, c] = self.entry(p, self.n);
+        t.store(target, Ordering::Relaxed);
+        o.store(old, Ordering::Relaxed);
+        c.store(cond, Ordering::Relaxed);
         self.n += 1;
         // Release: the entry is complete before the count covers it, and
         // the count before the write it protects.
@@ -776,26 +800,25 @@ impl<'h> Txn<'h> {
         Ok(())
     }
 
-    /// [`Txn::set`] of a word the caller knows holds `was` (it holds the
-    /// lock that guards it and wrote or read it last): no load first.
+    /// [`Txn::set`] of `word`, which the caller knows holds `was` (it
+    /// holds the lock that guards it and wrote or read it last) and took
+    /// from a range it checked: the word at `off`, past the magic number
+    /// (a rollback restores `off`). No load and no check first.
     #[inline(always)]
-    pub(crate) fn set_from(&mut self, off: u64, was: u64, v: u64) -> Result<()> {
-        let word = self.heap.atomic(off)?;
-        if off < 64 {
-            return Err(self.heap.corrupt("write to the magic number"));
-        }
+    pub(crate) fn set_at(&mut self, off: u64, word: &AtomicU64, was: u64, v: u64) -> Result<()> {
         self.record(off, was, 0)?;
         word.store(v, Ordering::Release);
         Ok(())
     }
 
-    /// Compare-and-swaps `off` from `expect` to `new`, recorded first as a
-    /// conditional entry: a rollback puts `restore` back if the word still
-    /// holds `new`. Returns false (and records nothing) if the word did not
-    /// hold `expect`.
+    /// Compare-and-swaps `word` (the word at `off`, which the caller took
+    /// from a range it checked) from `expect` to `new` (`values`:
+    /// expected, new, restored), recorded first as a conditional entry: a
+    /// rollback puts `restore` back if the word still holds `new`. Returns
+    /// false (and records nothing) if the word did not hold `expect`.
     #[inline(always)]
-    pub(crate) fn claim(&mut self, off: u64, expect: u64, new: u64, restore: u64) -> Result<bool> {
-        let word = self.heap.atomic(off)?;
+    pub(crate) fn claim_at(&mut self, off: u64, word: &AtomicU64, values: [u64; 3]) -> Result<bool> {
+        let [expect, new, restore] = values;
         self.record(off | COND, restore, new)?;
         if word.compare_exchange(expect, new, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return Ok(true);

@@ -223,7 +223,12 @@ impl RobustMutex {
     #[inline]
     pub fn lock(&self) -> Result<LockOutcome<'_>> {
         let op = "RobustMutex::lock";
-        self.lock_for(op, None)?.ok_or(Error::Timeout { op, timeout: Duration::MAX })
+        // A match, not `ok_or`: the error value was built and dropped on
+        // every lock (a dozen instructions of a hot path).
+        match self.lock_for(op, None)? {
+            Some(outcome) => Ok(outcome),
+            None => Err(Error::Timeout { op, timeout: Duration::MAX }),
+        }
     }
 
     /// Locks if that is possible without waiting. Also takes the lock over
