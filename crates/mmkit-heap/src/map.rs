@@ -1021,7 +1021,15 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
                 Ok(Probe::Torn)
             } else if d.migrating() {
                 match self.probe(d.new_table, d.new_cap, &q, None) {
-                    Ok(Probe::Absent) => self.probe(d.table, d.cap, &q, Some(d.round)),
+                    Ok(Probe::Absent) => match self.probe(d.table, d.cap, &q, Some(d.round)) {
+                        // Moved to the new table after the first probe
+                        // passed there (then it is there now), or before
+                        // and removed since: the new table answers. Going
+                        // round again would meet the same mark until the
+                        // resize ends, which only writes move on.
+                        Ok(Probe::Moved) => self.probe(d.new_table, d.new_cap, &q, None),
+                        other => other,
+                    },
                     other => other,
                 }
             } else {
@@ -1967,9 +1975,15 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
         let fresh_from = if have >= new_bytes {
             u64::MAX
         } else {
-            match inner.grow_block(d.table, have, new_bytes, 64)? {
-                Some(at) => at,
-                None => return Ok(false),
+            match inner.grow_block(d.table, have, new_bytes, 64) {
+                Ok(Some(at)) => at,
+                // No room at the top (the segment at its largest, a full
+                // disk): a new table may still fit in a free run. Nothing
+                // was written (the segment grows before the transaction's
+                // first entry).
+                Ok(None) => return Ok(false),
+                Err(e) if !e.is_corrupt() => return Ok(false),
+                Err(e) => return Err(e),
             }
         };
         crash::point("map.grown");
@@ -2421,16 +2435,28 @@ pub(crate) fn false_dense(inner: &Inner, off: u64) -> Result<Option<u64>> {
     let (table, cap) = (inner.load(off + M_TABLE)?, inner.load(off + M_CAP)?);
     for (slot, words, c) in full_slots(inner, table, cap)? {
         let i = (slot - table) / SLOT_SIZE;
-        let (kl, _) = inline_lens(c);
-        let at_home = c & INLINE_BIT != 0 && kl <= 8 && {
-            let v = placement_of(words[0] & inline_masks(kl)[0]);
-            v < cap && home_slot(v, cap - 1, true) >> 1 == i >> 1
-        };
-        if !at_home {
+        let v = slot_key_word(inner, words, c)?.map(placement_of);
+        if !v.is_some_and(|v| v < cap && home_slot(v, cap - 1, true) >> 1 == i >> 1) {
             return Ok(Some(i));
         }
     }
     Ok(None)
+}
+
+/// The key of a full slot as a little-endian word, inline or out of line;
+/// `None` for a key longer than 8 bytes (no key placed by value is).
+fn slot_key_word(inner: &Inner, words: [u64; 3], c: u64) -> Result<Option<u64>> {
+    if c & INLINE_BIT != 0 {
+        let (kl, _) = inline_lens(c);
+        return Ok((kl <= 8).then(|| words[0] & inline_masks(kl)[0]));
+    }
+    let (entry, kl) = (words[0], words[1] & 0xffff_ffff);
+    if kl > 8 || entry < HEADER_SIZE {
+        return Ok(None);
+    }
+    let mut key = [0u8; 8];
+    inner.read_bytes(entry, &mut key[..kl as usize])?;
+    Ok(Some(u64::from_le_bytes(key)))
 }
 
 /// Clears the dense mark of the map at `off`: its next growth moves the

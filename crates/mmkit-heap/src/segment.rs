@@ -743,11 +743,11 @@ impl<'h> Txn<'h> {
     #[inline(always)]
     fn at(&self, words: *mut u8, i: u64) -> &'h AtomicU64 {
         assert!(i <= 3 * self.cap, "log word {i} of {}", self.cap);
-        // SAFETY: `words` was checked by `resolve` to start
-        // `log_bytes(cap)` = `8 * (1 + 3 * cap)` mapped bytes at an
-        // 8-aligned offset of the page-aligned mapping, and `i <= 3 * cap`
-        // (asserted). The mapping outlives `'h`; log words are only
-        // accessed atomically.
+        // SAFETY: `words` was checked by `resolve` (or vouched for by the
+        // caller of `with_words`) to start `log_bytes(cap)` = `8 * (1 + 3
+        // * cap)` mapped bytes at an 8-aligned offset of the page-aligned
+        // mapping, and `i <= 3 * cap` (asserted). The mapping outlives
+        // `'h`; log words are only accessed atomically.
         unsafe { AtomicU64::from_ptr(words.add(8 * i as usize).cast()) }
     }
 
@@ -758,7 +758,8 @@ impl<'h> Txn<'h> {
         assert!(n < self.cap, "log entry {n} of {}", self.cap);
         // SAFETY: as in `at`: the entry's words `1 + 3n` to `3 + 3n` are
         // at most `3 * cap` since `n < cap` (asserted), so they lie in the
-        // log `resolve` checked. The mapping outlives `'h`; log words are
+        // log that `resolve` checked or the caller of `with_words`
+        // vouched for. The mapping outlives `'h`; log words are
         // only accessed atomically.
         let w = |i: u64| unsafe { AtomicU64::from_ptr(words.add(8 * (1 + 3 * n + i) as usize).cast()) };
         [w(0), w(1), w(2)]
