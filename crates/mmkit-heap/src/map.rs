@@ -753,7 +753,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
 
     #[inline]
     fn read_desc(&self) -> Result<Desc> {
-        Ok(desc_in(&self.inner().block(self.off, M_ROUND + 8)?))
+        desc_at(self.inner(), self.off)
     }
 
     /// A pointer to `cap` slots at `table`, checked.
@@ -1230,7 +1230,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     // ------------------------------------------------------------- locks
 
     fn stripe_base(&self, s: usize) -> u64 {
-        self.off + STRIPE_BASE + STRIPE_BYTES * s as u64
+        self.off + stripe_field(s, 0)
     }
 
     fn lock_stripe(&self, s: usize) -> Result<MutexGuard<'_>> {
@@ -1250,7 +1250,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     }
 
     fn txn(&self, s: usize) -> Txn<'_> {
-        let at = STRIPE_BASE + STRIPE_BYTES * (s % STRIPES) as u64 + S_LOG;
+        let at = stripe_field(s, S_LOG);
         let words = self.hdr.load(Ordering::Relaxed).wrapping_add(at as usize);
         // SAFETY: `hdr` is the address of this map's header block, whose
         // `HEADER_BYTES` were checked mapped (and 8-aligned) when the
@@ -1437,7 +1437,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// tombstone, which counts as used too.
     #[inline]
     fn count_used(&self, s: usize, cap: u64) -> Result<()> {
-        let pending = self.hdr_word(STRIPE_BASE + STRIPE_BYTES * (s % STRIPES) as u64 + S_USED);
+        let pending = self.hdr_word(stripe_field(s, S_USED));
         let n = pending.load(Ordering::Relaxed).wrapping_add(1);
         if n < cap / 4096 {
             pending.store(n, Ordering::Relaxed);
@@ -1703,7 +1703,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// Adds `delta` (wrapping: `u64::MAX` takes one away) to stripe `s`'s
     /// count of entries, in transaction `t`.
     fn add_to_len(&self, t: &mut Txn<'_>, s: usize, delta: u64) -> Result<()> {
-        let at = STRIPE_BASE + STRIPE_BYTES * (s % STRIPES) as u64 + S_LEN;
+        let at = stripe_field(s, S_LEN);
         let word = self.hdr_word(at);
         let was = word.load(Ordering::Acquire);
         t.set_at(self.off + at, word, was, was.wrapping_add(delta))
@@ -1811,7 +1811,7 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     #[inline]
     fn note_place(&self, h: u64, k: u64, cap: u64) -> Result<()> {
         if K::BY_VALUE && (k >= 2 || h & PLACE_BITS >= cap) {
-            let dense = self.word(M_DENSE)?;
+            let dense = self.hdr_word(M_DENSE);
             if dense.load(Ordering::Relaxed) != 0 {
                 dense.store(0, Ordering::Relaxed);
             }
@@ -2220,12 +2220,13 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     /// word holds, which is the top of its hash (and what a move copies).
     #[inline]
     fn hash_of_slot(&self, words: [u64; 3], c: u64) -> Result<u64> {
-        if c & INLINE_BIT != 0 {
-            let (kl, _) = inline_lens(c);
-            if K::BY_VALUE && kl <= 8 {
-                let key = words[0] & inline_masks(kl)[0];
+        if K::BY_VALUE {
+            if let Some(key) = slot_key_word(self.inner(), words, c)? {
                 return Ok((c & TAG_FIELD) | placement_of(key));
             }
+        }
+        if c & INLINE_BIT != 0 {
+            let (kl, _) = inline_lens(c);
             let b = bytes_of_words(&words);
             // A constant length where the key type has one: no call to
             // `memcpy` and no loop in the hash.
@@ -2283,6 +2284,16 @@ impl<K: Bytes + ?Sized, V: Bytes + ?Sized> ShmHashMap<K, V> {
     fn slot_bytes(&self, words: [u64; 3], c: u64) -> Result<(Vec<u8>, Vec<u8>)> {
         slot_bytes(self.inner(), words, c)
     }
+}
+
+/// Offset in a map's header of word `field` of stripe `s % STRIPES`.
+const fn stripe_field(s: usize, field: u64) -> u64 {
+    STRIPE_BASE + STRIPE_BYTES * (s % STRIPES) as u64 + field
+}
+
+/// The descriptor of the map at `off`.
+fn desc_at(inner: &Inner, off: u64) -> Result<Desc> {
+    Ok(desc_in(&inner.block(off, M_ROUND + 8)?))
 }
 
 /// The descriptor in a map header `h` (through `M_ROUND` at least).
@@ -2360,16 +2371,7 @@ fn table_bytes(inner: &Inner, table: u64, cap: u64, runs_held: bool) -> u64 {
 /// The tables of the map at `off` that hold keys, read with its locks
 /// held (see [`Desc::tables`]).
 fn tables_of(inner: &Inner, off: u64) -> Result<Vec<(u64, u64)>> {
-    let d = Desc {
-        epoch: 0,
-        table: inner.load(off + M_TABLE)?,
-        cap: inner.load(off + M_CAP)?,
-        new_table: inner.load(off + M_NEW_TABLE)?,
-        new_cap: inner.load(off + M_NEW_CAP)?,
-        round: 0,
-        used: 0,
-    };
-    Ok(d.tables().collect())
+    Ok(desc_at(inner, off)?.tables().collect())
 }
 
 /// What `check` and `remove` need of a map, with no key or value type:
@@ -2396,8 +2398,8 @@ pub(crate) fn blocks(inner: &Inner, off: u64) -> Result<Vec<(u64, u64, u64)>> {
 /// (they must agree when no write runs).
 pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
     let mut stripes = 0u64;
-    for s in 0..STRIPES as u64 {
-        stripes = stripes.wrapping_add(inner.load(off + STRIPE_BASE + STRIPE_BYTES * s + S_LEN)?);
+    for s in 0..STRIPES {
+        stripes = stripes.wrapping_add(inner.load(off + stripe_field(s, S_LEN))?);
     }
     let mut full = 0;
     for (table, cap) in tables_of(inner, off)? {
@@ -2411,7 +2413,7 @@ pub(crate) fn counts(inner: &Inner, off: u64) -> Result<(u64, u64)> {
 /// way), a log that is not empty can only be garbage: its writer would
 /// have emptied it before letting go.
 pub(crate) fn stale_logs(inner: &Inner, off: u64) -> Result<Vec<(u64, u64)>> {
-    let stripes = (0..STRIPES as u64).map(|s| off + STRIPE_BASE + STRIPE_BYTES * s + S_LOG);
+    let stripes = (0..STRIPES).map(|s| off + stripe_field(s, S_LOG));
     let mut stale = Vec::new();
     for log in std::iter::once(off + M_LOG).chain(stripes) {
         let n = inner.load(log)?;
@@ -2428,11 +2430,12 @@ pub(crate) fn stale_logs(inner: &Inner, off: u64) -> Result<Vec<(u64, u64)>> {
 /// not placed by value, or resizing (the resize's writes keep the mark
 /// right as they go). Every map lock held.
 pub(crate) fn false_dense(inner: &Inner, off: u64) -> Result<Option<u64>> {
+    let d = desc_at(inner, off)?;
     let placed_by_value = inner.load(off + M_PLACE)? == 1;
-    if !placed_by_value || inner.load(off + M_DENSE)? == 0 || inner.load(off + M_NEW_TABLE)? != 0 {
+    if !placed_by_value || inner.load(off + M_DENSE)? == 0 || d.migrating() {
         return Ok(None);
     }
-    let (table, cap) = (inner.load(off + M_TABLE)?, inner.load(off + M_CAP)?);
+    let (table, cap) = (d.table, d.cap);
     for (slot, words, c) in full_slots(inner, table, cap)? {
         let i = (slot - table) / SLOT_SIZE;
         let v = slot_key_word(inner, words, c)?.map(placement_of);
@@ -2526,8 +2529,8 @@ fn settle_move(inner: &Inner, off: u64) -> Result<()> {
 /// order writers use, rolling back dead holders.
 pub(crate) fn lock_all(inner: &Inner, off: u64) -> Result<Vec<MutexGuard<'_>>> {
     let mut guards = vec![lock_migration(inner, off)?];
-    for s in 0..STRIPES as u64 {
-        let b = off + STRIPE_BASE + STRIPE_BYTES * s;
+    for s in 0..STRIPES {
+        let b = off + stripe_field(s, 0);
         guards.push(inner.lock(b + S_LOCK, b + S_LOG, S_LOG_CAP)?);
     }
     Ok(guards)

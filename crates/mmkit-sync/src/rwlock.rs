@@ -376,9 +376,9 @@ impl RobustRwLock {
     }
 
     /// Frees the slots of dead readers; reading changes nothing, so no
-    /// repair is needed. A slot holding `me` while this thread holds no read guard at all
-    /// is not this thread's either (a forged copy of its token, which
-    /// would make its writer wait for itself).
+    /// repair is needed. A slot holding `me` while this thread holds no
+    /// read guard at all is not this thread's either (a forged copy of its
+    /// token, which would make its writer wait for itself).
     fn reap_dead_readers(&self, me: u64) {
         let mine_free = READS_HELD.get() == 0;
         for slot in &self.readers {
